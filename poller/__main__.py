@@ -1,0 +1,5 @@
+import sys
+
+from poller.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""`serviceradar-poller`: the command line.
+
+Each subcommand lives in its own module with a `register(subparsers)` that
+adds its parser and sets `func` to a handler returning the exit status.
+Exit statuses are part of the contract: 0 ok, 2 bad usage or unreadable
+input, 3 identity refused, 4 unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_UNREACHABLE = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from poller.cli import commands
+
+    parser = argparse.ArgumentParser(
+        prog="serviceradar-poller",
+        description="Tenant-validating mTLS poller for ServiceRadar agents.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in commands.REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits 2 on bad usage
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

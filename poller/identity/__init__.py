@@ -1,0 +1,36 @@
+"""Identity: names, reason codes and the proven TenantContext (no I/O)."""
+
+from poller.identity.context import TenantContext, bound_tenant, current_tenant
+from poller.identity.names import (
+    EdgeName,
+    InvalidName,
+    SpiffeId,
+    format_edge_cn,
+    format_spiffe_id,
+    format_tenant_ca_cn,
+    is_label,
+    parse_edge_cn,
+    parse_spiffe_id,
+    parse_tenant_ca_cn,
+)
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, PollerError, Reason
+
+__all__ = [
+    "AgentUnreachable",
+    "EdgeName",
+    "IdentityRefused",
+    "InvalidName",
+    "PollerError",
+    "Reason",
+    "SpiffeId",
+    "TenantContext",
+    "bound_tenant",
+    "current_tenant",
+    "format_edge_cn",
+    "format_spiffe_id",
+    "format_tenant_ca_cn",
+    "is_label",
+    "parse_edge_cn",
+    "parse_spiffe_id",
+    "parse_tenant_ca_cn",
+]

@@ -1,0 +1,161 @@
+"""The naming grammar of ServiceRadar identities (pure functions, no I/O).
+
+Edge CN:      <component_id>.<partition_id>.<tenant_slug>.serviceradar
+Tenant CA CN: tenant-<slug>.ca.serviceradar
+SPIFFE ID:    spiffe://serviceradar.local/<type>/<tenant>/<partition>/<component>
+              spiffe://serviceradar.local/<component>/<tenant>/<partition>
+
+Each part is one DNS label: a-z, 0-9 and '-', 1 to 63 characters, no leading
+or trailing '-'. Anything else is not an identity and raises InvalidName.
+
+>>> parse_edge_cn("agent-001.partition-1.acme-corp.serviceradar").tenant
+'acme-corp'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SUFFIX = "serviceradar"
+SPIFFE_TRUST_DOMAIN = "serviceradar.local"
+COMPONENT_TYPES = frozenset({"agent", "checker", "gateway", "poller", "sync"})
+
+# fullmatch on a str pattern with explicit ASCII classes: no re.IGNORECASE, no
+# Unicode digits, and `$` cannot match before a trailing newline.
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+class InvalidName(ValueError):
+    """A string that is not a well-formed ServiceRadar identity."""
+
+
+def is_label(value: str) -> bool:
+    """True if value is one lowercase DNS label (the grammar of every part)."""
+    return isinstance(value, str) and _LABEL.fullmatch(value) is not None
+
+
+def check_label(value: str, what: str) -> str:
+    """Return value if it is a label, else raise InvalidName naming `what`."""
+    if not is_label(value):
+        raise InvalidName(f"{what} {value!r} is not a lowercase DNS label")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeName:
+    """The three parts of an edge component's CN."""
+
+    component_id: str
+    partition_id: str
+    tenant: str
+
+    def __post_init__(self) -> None:
+        check_label(self.component_id, "component id")
+        check_label(self.partition_id, "partition id")
+        check_label(self.tenant, "tenant slug")
+
+    @property
+    def cn(self) -> str:
+        return format_edge_cn(self.component_id, self.partition_id, self.tenant)
+
+
+def format_edge_cn(component_id: str, partition_id: str, tenant: str) -> str:
+    """`agent-001`, `partition-1`, `acme-corp` -> the edge CN (validated)."""
+    for value, what in ((component_id, "component id"), (partition_id, "partition id"), (tenant, "tenant slug")):
+        check_label(value, what)
+    return f"{component_id}.{partition_id}.{tenant}.{SUFFIX}"
+
+
+def parse_edge_cn(cn: str) -> EdgeName:
+    """Parse an edge CN strictly; raise InvalidName for anything else."""
+    if not isinstance(cn, str):
+        raise InvalidName("CN is not a string")
+    labels = cn.split(".")
+    if len(labels) != 4:
+        raise InvalidName(f"CN {cn!r} has {len(labels)} labels, expected 4")
+    if labels[3] != SUFFIX:
+        raise InvalidName(f"CN {cn!r} does not end in .{SUFFIX}")
+    return EdgeName(component_id=labels[0], partition_id=labels[1], tenant=labels[2])
+
+
+def format_tenant_ca_cn(tenant: str) -> str:
+    check_label(tenant, "tenant slug")
+    return f"tenant-{tenant}.ca.{SUFFIX}"
+
+
+def parse_tenant_ca_cn(cn: str) -> str:
+    """`tenant-acme-corp.ca.serviceradar` -> `acme-corp`."""
+    if not isinstance(cn, str):
+        raise InvalidName("CN is not a string")
+    labels = cn.split(".")
+    if len(labels) != 3 or labels[1:] != ["ca", SUFFIX] or not labels[0].startswith("tenant-"):
+        raise InvalidName(f"{cn!r} is not a tenant CA name (tenant-<slug>.ca.{SUFFIX})")
+    if not is_label(labels[0]):
+        raise InvalidName(f"{cn!r} is not a tenant CA name")
+    return check_label(labels[0][len("tenant-"):], "tenant slug")
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeId:
+    """A ServiceRadar SPIFFE ID; component_type is None for the 3-segment form."""
+
+    tenant: str
+    partition_id: str
+    component_id: str
+    component_type: str | None
+
+    @property
+    def uri(self) -> str:
+        if self.component_type is None:
+            return f"spiffe://{SPIFFE_TRUST_DOMAIN}/{self.component_id}/{self.tenant}/{self.partition_id}"
+        return format_spiffe_id(self.component_type, self.tenant, self.partition_id, self.component_id)
+
+
+def format_spiffe_id(component_type: str, tenant: str, partition_id: str, component_id: str) -> str:
+    """The control plane's form: spiffe://serviceradar.local/<type>/<tenant>/<partition>/<component>."""
+    if component_type not in COMPONENT_TYPES:
+        raise InvalidName(f"component type {component_type!r} is not one of {sorted(COMPONENT_TYPES)}")
+    for value, what in ((tenant, "tenant slug"), (partition_id, "partition id"), (component_id, "component id")):
+        check_label(value, what)
+    return f"spiffe://{SPIFFE_TRUST_DOMAIN}/{component_type}/{tenant}/{partition_id}/{component_id}"
+
+
+def parse_spiffe_id(uri: str) -> SpiffeId:
+    """Parse either ServiceRadar SPIFFE form; raise InvalidName otherwise."""
+    prefix = f"spiffe://{SPIFFE_TRUST_DOMAIN}/"
+    if not isinstance(uri, str) or not uri.startswith(prefix):
+        raise InvalidName(f"{uri!r} is not a spiffe://{SPIFFE_TRUST_DOMAIN}/ ID")
+    segments = uri[len(prefix):].split("/")
+    if len(segments) == 4:
+        ctype, tenant, partition, component = segments
+        if ctype not in COMPONENT_TYPES:
+            raise InvalidName(f"SPIFFE ID {uri!r} has unknown component type {ctype!r}")
+        return SpiffeId(
+            tenant=check_label(tenant, "SPIFFE tenant"),
+            partition_id=check_label(partition, "SPIFFE partition"),
+            component_id=check_label(component, "SPIFFE component"),
+            component_type=ctype,
+        )
+    if len(segments) == 3:
+        component, tenant, partition = segments
+        return SpiffeId(
+            tenant=check_label(tenant, "SPIFFE tenant"),
+            partition_id=check_label(partition, "SPIFFE partition"),
+            component_id=check_label(component, "SPIFFE component"),
+            component_type=None,
+        )
+    raise InvalidName(f"SPIFFE ID {uri!r} has {len(segments)} path segments, expected 3 or 4")
+
+
+def spiffe_agrees_with(spiffe: SpiffeId, name: EdgeName) -> bool:
+    """True if the SPIFFE ID names the same tenant, partition and component as the CN.
+
+    In the 3-segment form written by generate-certs.sh the first segment may be
+    the component id or a component type (`agent`), so either is accepted there.
+    """
+    if spiffe.tenant != name.tenant or spiffe.partition_id != name.partition_id:
+        return False
+    if spiffe.component_type is None:
+        return spiffe.component_id in (name.component_id, *COMPONENT_TYPES)
+    return spiffe.component_id == name.component_id

@@ -1,0 +1,52 @@
+"""The fixed vocabulary of refusals, and the errors that carry it.
+
+Every identity decision that is not an acceptance is an IdentityRefused with
+one of these reason codes; the codes appear verbatim in logs, metrics, errors
+and the CLI's JSON. Details describe certificates, never keys.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    UNTRUSTED_CHAIN = "untrusted_chain"
+    TENANT_MISMATCH = "tenant_mismatch"
+    INVALID_CN = "invalid_cn"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    REVOKED = "revoked"
+    BAD_CERTIFICATE = "bad_certificate"
+    UNREACHABLE = "unreachable"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class PollerError(Exception):
+    """Base of the errors this package raises on purpose."""
+
+    reason: Reason
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class IdentityRefused(PollerError):
+    """The peer did not prove the expected identity; reason says why.
+
+    >>> err = IdentityRefused(Reason.TENANT_MISMATCH, "issued by tenant-xyz-inc.ca.serviceradar")
+    >>> err.reason.value
+    'tenant_mismatch'
+    """
+
+
+class AgentUnreachable(PollerError):
+    """No identity decision could be made: connect, handshake or call failed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.UNREACHABLE, detail)
