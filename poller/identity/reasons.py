@@ -7,6 +7,7 @@ and the CLI's JSON. Details describe certificates, never keys.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
 
@@ -39,14 +40,25 @@ class PollerError(Exception):
 class IdentityRefused(PollerError):
     """The peer did not prove the expected identity; reason says why.
 
+    `peer` describes the certificate that was presented (subject, serial,
+    fingerprint) when one could be read, for the audit log.
+
     >>> err = IdentityRefused(Reason.TENANT_MISMATCH, "issued by tenant-xyz-inc.ca.serviceradar")
     >>> err.reason.value
     'tenant_mismatch'
     """
 
+    def __init__(self, reason: Reason, detail: str, *, peer: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason, detail)
+        self.peer: dict[str, str] = dict(peer or {})
+
 
 class AgentUnreachable(PollerError):
-    """No identity decision could be made: connect, handshake or call failed."""
+    """No identity decision could be made: connect, handshake or call failed.
 
-    def __init__(self, detail: str) -> None:
+    `code` is the gRPC status name when a call failed (e.g. DEADLINE_EXCEEDED).
+    """
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(Reason.UNREACHABLE, detail)
+        self.code = code
