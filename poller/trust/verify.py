@@ -1,0 +1,188 @@
+"""Decide whether a presented certificate chain proves the expected tenant.
+
+verify_agent_chain() is the single place where an agent's identity is
+accepted. It works like go-spiffe's authorizers: a sequence of small checks,
+each of which either passes or refuses with one reason code; only a chain that
+passes all of them yields a TenantContext.
+
+The anchor is the expected tenant's intermediate CA, never the platform root
+(DESIGN.md invariant 2): with the root as anchor, tenant B's CA could mint a
+certificate that says "acme-corp" and pass.
+
+>>> ctx = verify_agent_chain(chain_der, tenant="acme-corp", trust=store.snapshot)  # doctest: +SKIP
+>>> ctx.tenant
+'acme-corp'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import ClientVerifier, Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
+from poller.identity import certinfo
+from poller.identity.certinfo import CertificateError
+from poller.identity.context import _PROOF, TenantContext
+from poller.identity.names import COMPONENT_TYPES, EdgeName, InvalidName, SpiffeId, parse_edge_cn, parse_spiffe_id, spiffe_agrees_with
+from poller.identity.reasons import IdentityRefused, Reason
+from poller.trust.store import TenantAuthority, TrustSnapshot
+
+_Refuse = Callable[[Reason, str], IdentityRefused]
+_SERVER_EKUS = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+
+
+def verify_agent_chain(
+    chain: Sequence[bytes | x509.Certificate],
+    *,
+    tenant: str,
+    trust: TrustSnapshot,
+    component: str | None = None,
+    partition: str | None = None,
+    now: datetime | None = None,
+) -> TenantContext:
+    """Return the TenantContext the chain proves, or raise IdentityRefused.
+
+    chain is what the agent presented, leaf first (DER bytes or parsed).
+    component / partition, when given, must equal the CN's.
+    """
+    now = now or certinfo.utcnow()
+    certs = _parse(chain)
+    leaf = certs[0]
+    peer = certinfo.summary(leaf)
+
+    def refuse(reason: Reason, detail: str) -> IdentityRefused:
+        return IdentityRefused(reason, detail, peer=peer)
+
+    expected = trust.tenants.get(tenant)
+    if expected is None:
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"no CA for tenant {tenant!r} in the trust store")
+    _check_issuer(leaf, expected, trust, refuse)
+    if certinfo.is_ca(leaf):
+        raise refuse(Reason.BAD_CERTIFICATE, "the presented leaf is a CA certificate")
+    name = _check_cn(leaf, expected, refuse)
+    spiffe = _check_spiffe(leaf, name, refuse)
+    if component is not None and name.component_id != component:
+        raise refuse(Reason.IDENTITY_MISMATCH, f"component is {name.component_id!r}, expected {component!r}")
+    if partition is not None and name.partition_id != partition:
+        raise refuse(Reason.IDENTITY_MISMATCH, f"partition is {name.partition_id!r}, expected {partition!r}")
+    _check_validity(leaf, now, refuse)
+    if leaf.serial_number in expected.revoked_serials:
+        raise refuse(Reason.REVOKED, f"serial {certinfo.serial_hex(leaf)} is on {expected.ca_cn}'s CRL")
+    _check_path(leaf, certs[1:], expected, now, refuse)
+
+    component_type = spiffe.component_type if spiffe else None
+    if spiffe is not None and component_type is None and spiffe.component_id in COMPONENT_TYPES:
+        component_type = spiffe.component_id  # 3-segment form: first segment is the type
+    return TenantContext(
+        tenant=name.tenant,
+        component_id=name.component_id,
+        partition_id=name.partition_id,
+        component_type=component_type,
+        spiffe_id=spiffe.uri if spiffe else None,
+        serial=peer["serial"],
+        fingerprint_sha256=peer["fingerprint"],
+        issuer_spki_sha256=expected.spki_sha256,
+        not_after=certinfo.not_after(leaf),
+        verified_at=now,
+        _proof=_PROOF,
+    )
+
+
+def _parse(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
+    if not chain:
+        raise IdentityRefused(Reason.BAD_CERTIFICATE, "the agent presented no certificate")
+    try:
+        return [c if isinstance(c, x509.Certificate) else certinfo.load_der(c) for c in chain]
+    except CertificateError as exc:
+        raise IdentityRefused(Reason.BAD_CERTIFICATE, str(exc)) from None
+
+
+def _check_issuer(leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, refuse: _Refuse) -> None:
+    if expected.issued(leaf):
+        return
+    other = trust.issuer_tenant(leaf)
+    if other is not None:
+        raise refuse(Reason.TENANT_MISMATCH, f"issued by {other.ca_cn}, not by {expected.ca_cn}")
+    if leaf.issuer == leaf.subject:
+        raise refuse(Reason.UNTRUSTED_CHAIN, "self-signed certificate")
+    if trust.root is not None and leaf.issuer == trust.root.subject:
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"issued by the platform root directly, not by {expected.ca_cn}")
+    raise refuse(Reason.UNTRUSTED_CHAIN, f"not issued by {expected.ca_cn} (issuer {leaf.issuer.rfc4514_string()})")
+
+
+def _check_cn(leaf: x509.Certificate, expected: TenantAuthority, refuse: _Refuse) -> EdgeName:
+    names = certinfo.common_names(leaf)
+    if len(names) != 1:
+        raise refuse(Reason.INVALID_CN, f"subject has {len(names)} CNs, expected exactly 1")
+    try:
+        name = parse_edge_cn(names[0])
+    except InvalidName as exc:
+        raise refuse(Reason.INVALID_CN, str(exc)) from None
+    if name.tenant != expected.slug:
+        # Issued by the expected CA but naming another tenant (invariant 4).
+        raise refuse(Reason.TENANT_MISMATCH, f"CN names tenant {name.tenant!r} but was issued by {expected.ca_cn}")
+    return name
+
+
+def _check_spiffe(leaf: x509.Certificate, name: EdgeName, refuse: _Refuse) -> SpiffeId | None:
+    found = certinfo.spiffe_uris(leaf)
+    if not found:
+        return None
+    if len(found) > 1:
+        raise refuse(Reason.IDENTITY_MISMATCH, f"{len(found)} SPIFFE IDs in the SAN, expected at most 1")
+    try:
+        spiffe = parse_spiffe_id(found[0])
+    except InvalidName as exc:
+        raise refuse(Reason.IDENTITY_MISMATCH, f"SPIFFE SAN is not a ServiceRadar ID: {exc}") from None
+    if not spiffe_agrees_with(spiffe, name):
+        raise refuse(Reason.IDENTITY_MISMATCH, f"SPIFFE ID {found[0]} disagrees with CN {name.cn}")
+    return spiffe
+
+
+def _check_validity(leaf: x509.Certificate, now: datetime, refuse: _Refuse) -> None:
+    if now < certinfo.not_before(leaf):
+        raise refuse(Reason.NOT_YET_VALID, f"valid from {certinfo.not_before(leaf):%Y-%m-%dT%H:%M:%SZ}")
+    if now > certinfo.not_after(leaf):
+        raise refuse(Reason.EXPIRED, f"expired at {certinfo.not_after(leaf):%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _check_path(
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    expected: TenantAuthority,
+    now: datetime,
+    refuse: _Refuse,
+) -> None:
+    """Full RFC 5280 path validation to the tenant anchor (signatures, name
+    constraints, CA extensions, algorithms) by cryptography's verifier."""
+    try:
+        _verifier(expected, now).verify(leaf, intermediates)
+    except VerificationError as exc:
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to {expected.ca_cn} failed: {exc}") from None
+
+
+def _verifier(expected: TenantAuthority, now: datetime) -> ClientVerifier:
+    # The identity is in the CN, so a SAN is optional here (the handshake pins
+    # the name); an EKU, when present, must allow TLS server use.
+    ee = (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_server_eku)
+    )
+    ca = ExtensionPolicy.webpki_defaults_ca()
+    return (
+        PolicyBuilder()
+        .store(Store([expected.cert]))
+        .time(now)
+        .max_chain_depth(2)
+        .extension_policies(ca_policy=ca, ee_policy=ee)
+        .build_client_verifier()
+    )
+
+
+def _require_server_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (_SERVER_EKUS & set(eku)):
+        raise ValueError("extendedKeyUsage does not allow serverAuth")
