@@ -1,0 +1,78 @@
+"""poller.pki: create and manage a ServiceRadar certs directory.
+
+ECDSA P-256 keys (0600), certificates (0644), atomic writes, paths from
+poller.trust.layout.CertsLayout. The same operations are on the command line
+as `serviceradar-poller pki ...`.
+
+>>> from poller import pki
+>>> pki.init_pki("certs")                                    # doctest: +SKIP
+>>> pki.create_tenant_ca("certs", "acme-corp")               # doctest: +SKIP
+>>> cert = pki.issue_component("certs", tenant="acme-corp",
+...     component_id="agent-001", partition_id="partition-1")  # doctest: +SKIP
+>>> pki.revoke("certs", "acme-corp", cert.serial)            # doctest: +SKIP
+>>> pki.describe_certificate(cert.cert_path)["identity"]     # doctest: +SKIP
+{'kind': 'edge', 'tenant': 'acme-corp', 'component_id': 'agent-001', ...}
+
+Low-level primitives (used by poller.testing.forge) are in poller.pki.build.
+"""
+
+from poller.pki.authority import (
+    EDGE_COMPONENT_TYPES,
+    PLATFORM_CA_CN,
+    ROOT_CN,
+    Authority,
+    IssuedCertificate,
+    PkiInit,
+    TenantCa,
+    check_names_permitted,
+    create_tenant_ca,
+    init_pki,
+    issue_component,
+    load_root,
+    load_tenant_authority,
+    poller_chain_path,
+    poller_cn,
+    poller_spiffe_id,
+)
+from poller.pki.build import build_certificate, new_key
+from poller.pki.crl import CrlInfo, Revocation, parse_serial, revocation_state_path, revoke, write_crl
+from poller.pki.describe import describe_certificate
+from poller.pki.dev import DEV_AGENTS, DEV_TENANTS, DevComponent, DevPki, create_dev_pki
+from poller.pki.errors import AuthorityExists, NameNotPermitted, NotACertificate, PkiError
+
+__all__ = [
+    "DEV_AGENTS",
+    "DEV_TENANTS",
+    "EDGE_COMPONENT_TYPES",
+    "PLATFORM_CA_CN",
+    "ROOT_CN",
+    "Authority",
+    "AuthorityExists",
+    "CrlInfo",
+    "DevComponent",
+    "DevPki",
+    "IssuedCertificate",
+    "NameNotPermitted",
+    "NotACertificate",
+    "PkiError",
+    "PkiInit",
+    "Revocation",
+    "TenantCa",
+    "build_certificate",
+    "check_names_permitted",
+    "create_dev_pki",
+    "create_tenant_ca",
+    "describe_certificate",
+    "init_pki",
+    "issue_component",
+    "load_root",
+    "load_tenant_authority",
+    "new_key",
+    "parse_serial",
+    "poller_chain_path",
+    "poller_cn",
+    "poller_spiffe_id",
+    "revocation_state_path",
+    "revoke",
+    "write_crl",
+]

@@ -1,0 +1,121 @@
+"""describe_certificate: what `serviceradar-poller pki show` prints.
+
+>>> describe_certificate("certs/tenants/acme-corp/ca.pem")["identity"]  # doctest: +SKIP
+{'kind': 'tenant_ca', 'tenant': 'acme-corp'}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from poller.identity import certinfo
+from poller.identity.names import InvalidName, parse_edge_cn, parse_spiffe_id, parse_tenant_ca_cn, spiffe_agrees_with
+from poller.pki.errors import NotACertificate
+from poller.pki.files import read_certificates
+
+
+def _rfc3339(cert_time: Any) -> str:
+    return str(cert_time.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict[str, Any]:
+    if cn is None:
+        return {}
+    try:
+        name = parse_edge_cn(cn)
+    except InvalidName:
+        pass
+    else:
+        identity: dict[str, Any] = {
+            "kind": "edge",
+            "tenant": name.tenant,
+            "component_id": name.component_id,
+            "partition_id": name.partition_id,
+        }
+        if spiffe:
+            agrees = True
+            for uri in spiffe:
+                try:
+                    agrees = agrees and spiffe_agrees_with(parse_spiffe_id(uri), name)
+                except InvalidName:
+                    agrees = False
+            identity["spiffe_agrees"] = agrees
+        return identity
+    try:
+        slug = parse_tenant_ca_cn(cn)
+    except InvalidName:
+        return {}
+    return {"kind": "tenant_ca", "tenant": slug}
+
+
+def _key_description(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    return type(key).__name__
+
+
+def _path_length(cert: x509.Certificate) -> int | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    except x509.ExtensionNotFound:
+        return None
+
+
+def describe_certificate(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON-ready description of the first certificate in a PEM (or DER) file.
+
+    Keys: path, subject, subject_cn, identity ({} unless the CN is an edge CN
+    (kind "edge": tenant, component_id, partition_id, spiffe_agrees) or a
+    tenant CA CN (kind "tenant_ca": tenant)), spiffe_ids, dns_names,
+    ip_addresses, issuer_cn, serial (lowercase hex), not_before / not_after
+    (RFC 3339 UTC), sha256_fingerprint (of the DER), spki_sha256, is_ca,
+    path_length, key, chain_length (certificates in the file).
+
+    Any certificate is described; a file without one raises NotACertificate.
+
+    >>> describe_certificate("certs/root.pem")["subject_cn"]  # doctest: +SKIP
+    'ServiceRadar Root CA'
+    """
+    file_path = Path(path)
+    certs = read_certificates(file_path)
+    cert = certs[0]
+    try:
+        cert.extensions  # parsed lazily; a malformed extension raises here, not halfway through
+    except ValueError as exc:
+        raise NotACertificate(f"{file_path}: the certificate's extensions do not parse ({exc})") from None
+    cn = certinfo.subject_cn(cert)
+    spiffe = certinfo.spiffe_uris(cert)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        ips = []
+    issuer_cns = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return {
+        "path": str(file_path),
+        "subject": cert.subject.rfc4514_string(),
+        "subject_cn": cn,
+        "identity": _identity(cert, cn, spiffe),
+        "spiffe_ids": spiffe,
+        "dns_names": certinfo.dns_names(cert),
+        "ip_addresses": ips,
+        "issuer_cn": str(issuer_cns[0].value) if issuer_cns else None,
+        "serial": certinfo.serial_hex(cert),
+        "not_before": _rfc3339(cert.not_valid_before_utc),
+        "not_after": _rfc3339(cert.not_valid_after_utc),
+        "sha256_fingerprint": certinfo.fingerprint_sha256(cert),
+        "spki_sha256": certinfo.spki_sha256(cert),
+        "is_ca": certinfo.is_ca(cert),
+        "path_length": _path_length(cert),
+        "key": _key_description(cert),
+        "chain_length": len(certs),
+    }
