@@ -1,0 +1,144 @@
+"""`serviceradar-poller mock-agent`: run a mock agent until SIGINT/SIGTERM.
+
+The first line of stdout is the port it listens on (just the number), so a
+test or script can start it with `--listen 127.0.0.1:0` and read the port;
+a human line goes to stderr. Unreadable certificates exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.identity.names import InvalidName, format_edge_cn
+from poller.trust.layout import CertsLayout
+
+if TYPE_CHECKING:
+    from poller.testing.mock_agent import MockAgent
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "mock-agent",
+        help="run a mock ServiceRadar agent (mTLS gRPC server) for tests",
+        description="Run a mock agent serving monitoring.AgentService and grpc.health.v1 "
+        "over mTLS until SIGINT/SIGTERM. Prints the port as the first line of stdout.",
+    )
+    p.add_argument("--certs", required=True, type=Path, metavar="DIR", help="certs directory")
+    p.add_argument("--tenant", required=True, metavar="SLUG")
+    p.add_argument("--component", required=True, metavar="ID", help="component id, e.g. agent-001")
+    p.add_argument("--partition", required=True, metavar="ID", help="partition id, e.g. partition-1")
+    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="default 127.0.0.1:0")
+    p.add_argument("--cert", type=Path, metavar="FILE", help="serve this certificate (chain) instead")
+    p.add_argument("--key", type=Path, metavar="FILE", help="private key for --cert")
+    p.add_argument("--client-ca", type=Path, metavar="FILE", help="client CA instead of <certs>/root.pem")
+    p.add_argument("--agent-id", metavar="ID", help="agent_id put in payloads (default: the component id)")
+    p.add_argument(
+        "--platform-clients-only",
+        action="store_true",
+        help="refuse clients whose certificate a tenant CA issued (agents polling agents)",
+    )
+    p.add_argument("--status-message", metavar="TEXT", help="GetStatus message payload")
+    p.add_argument("--stream-chunks", type=int, metavar="N", help="chunks per StreamResults")
+    p.add_argument("--delay", type=float, metavar="SECONDS", help="delay before every answer")
+    p.set_defaults(func=run)
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--listen {listen!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"--listen {listen!r}: port {port!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"--listen {listen!r}: port out of range")
+    return host, number
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that other commands' --help does not load grpc.
+    from poller.testing.mock_agent import AgentBehaviour, MockAgent, MockAgentError
+
+    if (args.cert is None) != (args.key is None):
+        print("error: --cert and --key go together", file=sys.stderr)
+        return EXIT_USAGE
+    if args.stream_chunks is not None and args.stream_chunks < 1:
+        print("error: --stream-chunks must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.delay is not None and args.delay < 0:
+        print("error: --delay must not be negative", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cn = format_edge_cn(args.component, args.partition, args.tenant)
+        host, port = _parse_listen(args.listen)
+    except (InvalidName, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    behaviour = AgentBehaviour()
+    if args.status_message is not None:
+        behaviour.message = args.status_message.encode()
+    if args.stream_chunks is not None:
+        behaviour.stream_chunks = args.stream_chunks
+    if args.delay is not None:
+        behaviour.delay = args.delay
+
+    kw = dict(
+        behaviour=behaviour,
+        host=host,
+        port=port,
+        platform_clients_only=args.platform_clients_only,
+        agent_id=args.agent_id or args.component,
+    )
+    layout = CertsLayout(args.certs)
+    if args.cert is not None:
+        chain_path, key_path = args.cert, args.key
+    else:
+        chain_path = layout.component_chain(args.tenant, args.component, args.partition)
+        if not chain_path.exists():
+            chain_path = layout.component_cert(args.tenant, args.component, args.partition)
+        key_path = layout.component_key(args.tenant, args.component, args.partition)
+    ca_path = args.client_ca or layout.root_ca
+    try:
+        agent = MockAgent(
+            cert_chain_pem=chain_path.read_bytes(),
+            key_pem=key_path.read_bytes(),
+            client_ca_pem=ca_path.read_bytes(),
+            **kw,
+        )
+    except (OSError, MockAgentError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    try:
+        return asyncio.run(_serve(agent, agent.cn or cn))
+    except MockAgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+async def _serve(agent: MockAgent, cn: str) -> int:
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        port = await agent.start()
+        sys.stdout.write(f"{port}\n")
+        sys.stdout.flush()
+        print(f"mock agent {cn} listening on {agent.address}", file=sys.stderr, flush=True)
+        await done.wait()
+    finally:
+        await agent.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return EXIT_OK
