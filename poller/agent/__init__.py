@@ -1,0 +1,6 @@
+"""The agents' RPCs over a pinned connection."""
+
+from poller.agent.client import AgentClient, AgentReply, StreamDocument
+from poller.agent.stream import IncompleteStream, StreamAssembler
+
+__all__ = ["AgentClient", "AgentReply", "IncompleteStream", "StreamAssembler", "StreamDocument"]

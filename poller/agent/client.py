@@ -1,0 +1,213 @@
+"""AgentClient: the agents' RPCs over a pinned connection, every result stamped.
+
+Each method returns the agent's answer together with the TenantContext proven
+for the connection it came over; nothing in the answer (agent_id fields and
+the like) can change that identity. Every call has a deadline. Failures are
+IdentityRefused (the identity no longer holds) or AgentUnreachable (with the
+gRPC code when a call failed).
+
+>>> conn = await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store)  # doctest: +SKIP
+>>> reply = await AgentClient(conn).get_status("ping", "icmp")  # doctest: +SKIP
+>>> reply.context.tenant, reply.response.available  # doctest: +SKIP
+('acme-corp', True)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from poller import metrics
+from poller.agent.stream import IncompleteStream, StreamAssembler
+from poller.dial.dialer import AgentConnection
+from poller.identity.context import TenantContext
+from poller.identity.reasons import AgentUnreachable, IdentityRefused
+from poller.proto import monitoring_pb2 as pb
+from poller.proto import monitoring_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+DEFAULT_CALL_TIMEOUT = 5.0
+HEALTH_SERVICE = "AgentService"
+
+# Codes after which it is worth asking whether the identity still holds: the
+# handshake of a reconnect failing looks like UNAVAILABLE to a client.
+_RECHECK_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReply(Generic[T]):
+    """An agent's answer and the identity proven for the connection it came over."""
+
+    context: TenantContext
+    response: T
+    latency: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDocument:
+    """A StreamResults document reassembled up to its is_final chunk."""
+
+    context: TenantContext
+    data: bytes
+    chunks: int
+    current_sequence: str
+    timestamp: int
+    latency: float
+
+
+class AgentClient:
+    """The AgentService and health RPCs of one agent.
+
+    poller_id is put in every request, as the Go poller does; agent_id in a
+    request is only a label for the agent's own logs.
+    """
+
+    def __init__(self, connection: AgentConnection, *, poller_id: str = "", timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        self.connection = connection
+        self.poller_id = poller_id
+        self.timeout = timeout
+        self._stub = pb_grpc.AgentServiceStub(connection.channel)
+        self._health = health_pb2_grpc.HealthStub(connection.channel)
+
+    @property
+    def context(self) -> TenantContext:
+        return self.connection.context
+
+    async def get_status(
+        self,
+        service_name: str,
+        service_type: str,
+        *,
+        details: str = "",
+        port: int = 0,
+        agent_id: str = "",
+        timeout: float | None = None,
+    ) -> AgentReply[pb.StatusResponse]:
+        request = pb.StatusRequest(
+            service_name=service_name,
+            service_type=service_type,
+            details=details,
+            port=port,
+            agent_id=agent_id or self.context.component_id,
+            poller_id=self.poller_id,
+        )
+        return await self._unary("GetStatus", self._stub.GetStatus, request, timeout)
+
+    async def get_results(
+        self,
+        service_name: str,
+        service_type: str,
+        *,
+        details: str = "",
+        last_sequence: str = "",
+        agent_id: str = "",
+        timeout: float | None = None,
+    ) -> AgentReply[pb.ResultsResponse]:
+        request = self._results_request(service_name, service_type, details, last_sequence, agent_id)
+        return await self._unary("GetResults", self._stub.GetResults, request, timeout)
+
+    async def stream_results(
+        self,
+        service_name: str,
+        service_type: str,
+        *,
+        details: str = "",
+        last_sequence: str = "",
+        agent_id: str = "",
+        timeout: float | None = None,
+    ) -> AsyncIterator[pb.ResultsChunk]:
+        """The raw chunks of a StreamResults call, in order (see fetch_document)."""
+        request = self._results_request(service_name, service_type, details, last_sequence, agent_id)
+        self.connection.context  # noqa: B018 - raises a stored refusal before the call
+        call = self._stub.StreamResults(request, timeout=self.timeout if timeout is None else timeout)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as err:
+            raise await self._translate("StreamResults", err) from None
+        finally:
+            call.cancel()
+
+    async def fetch_document(
+        self,
+        service_name: str,
+        service_type: str,
+        *,
+        details: str = "",
+        last_sequence: str = "",
+        agent_id: str = "",
+        timeout: float | None = None,
+    ) -> StreamDocument:
+        """A StreamResults document, whole or not at all: IncompleteStream when the
+        stream ends without is_final, has gaps in chunk_index, or breaks off."""
+        ctx = self.context
+        started = time.perf_counter()
+        assembler = StreamAssembler()
+        chunks = self.stream_results(
+            service_name, service_type, details=details, last_sequence=last_sequence, agent_id=agent_id, timeout=timeout
+        )
+        try:
+            async for chunk in chunks:
+                assembler.add(chunk)
+                if assembler.final:
+                    break
+        except AgentUnreachable as err:
+            if assembler.chunks:
+                raise IncompleteStream(f"stream broke off after {assembler.chunks} chunks: {err.detail}") from err
+            raise
+        finally:
+            await chunks.aclose()
+        data = assembler.data
+        latency = time.perf_counter() - started
+        metrics.CALL_LATENCY.labels(method="StreamResults").observe(latency)
+        return StreamDocument(
+            context=ctx,
+            data=data,
+            chunks=assembler.chunks,
+            current_sequence=assembler.current_sequence,
+            timestamp=assembler.timestamp,
+            latency=latency,
+        )
+
+    async def check_health(self, service: str = HEALTH_SERVICE, *, timeout: float | None = None) -> AgentReply[health_pb2.HealthCheckResponse]:
+        """grpc.health.v1 Check; reply.response.status == SERVING when healthy."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        return await self._unary("Health.Check", self._health.Check, request, timeout)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _results_request(self, service_name: str, service_type: str, details: str, last_sequence: str, agent_id: str) -> pb.ResultsRequest:
+        return pb.ResultsRequest(
+            service_name=service_name,
+            service_type=service_type,
+            details=details,
+            last_sequence=last_sequence,
+            agent_id=agent_id or self.context.component_id,
+            poller_id=self.poller_id,
+        )
+
+    async def _unary(self, name: str, method: Any, request: Any, timeout: float | None) -> AgentReply[Any]:
+        ctx = self.context
+        started = time.perf_counter()
+        try:
+            response = await method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.aio.AioRpcError as err:
+            raise await self._translate(name, err) from None
+        latency = time.perf_counter() - started
+        metrics.CALL_LATENCY.labels(method=name).observe(latency)
+        return AgentReply(context=ctx, response=response, latency=latency)
+
+    async def _translate(self, name: str, err: grpc.aio.AioRpcError) -> Exception:
+        code = err.code()
+        if code in _RECHECK_CODES:
+            try:
+                await self.connection.reprove()
+            except (IdentityRefused, AgentUnreachable) as decided:
+                return decided
+        return AgentUnreachable(f"{name}: {code.name}: {err.details() or 'no details'}", code=code.name)

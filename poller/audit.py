@@ -1,0 +1,46 @@
+"""The audit log: every identity decision, accepted or refused (invariant 5).
+
+Lines go to the structlog logger "poller.audit" with the tenant expected and
+proven, the component, the certificate serial and fingerprint, and the
+reason. Never key material.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from poller import metrics
+from poller.identity.context import TenantContext
+from poller.identity.reasons import IdentityRefused
+
+log = structlog.get_logger("poller.audit")
+
+
+def accepted(ctx: TenantContext, *, address: str) -> None:
+    metrics.IDENTITY_ACCEPTS.labels(tenant=ctx.tenant).inc()
+    log.info(
+        "identity_accepted",
+        audit=True,
+        address=address,
+        tenant=ctx.tenant,
+        component=ctx.component_id,
+        partition=ctx.partition_id,
+        serial=ctx.serial,
+        fingerprint=ctx.fingerprint_sha256,
+        not_after=ctx.as_dict()["not_after"],
+    )
+
+
+def refused(err: IdentityRefused, *, address: str, tenant: str) -> None:
+    metrics.IDENTITY_REFUSALS.labels(tenant=tenant, reason=err.reason.value).inc()
+    log.warning(
+        "identity_refused",
+        audit=True,
+        address=address,
+        tenant=tenant,
+        reason=err.reason.value,
+        detail=err.detail,
+        subject=err.peer.get("subject"),
+        serial=err.peer.get("serial"),
+        fingerprint=err.peer.get("fingerprint"),
+    )

@@ -1,0 +1,67 @@
+"""Client interceptors that hold every call of a pinned channel to its identity.
+
+Each call is refused (IdentityRefused, before anything is sent) when the
+channel has no proven TenantContext or its identity was refused since; else
+it is stamped with the proven tenant and agent name as request metadata and
+runs with current_tenant() bound to the context.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import grpc
+
+from poller.identity.context import TenantContext, bound_tenant
+from poller.identity.reasons import IdentityRefused, Reason
+
+TENANT_METADATA_KEY = "x-serviceradar-tenant"
+AGENT_METADATA_KEY = "x-serviceradar-agent"
+
+
+class ProvenIdentitySource(Protocol):
+    """Anything that can say which identity a channel was proven to have."""
+
+    @property
+    def context(self) -> TenantContext: ...
+
+
+def _stamped(source: ProvenIdentitySource | None, details: grpc.aio.ClientCallDetails) -> tuple[TenantContext, grpc.aio.ClientCallDetails]:
+    if source is None:
+        raise IdentityRefused(Reason.UNTRUSTED_CHAIN, "call on a channel without a proven TenantContext")
+    ctx = source.context  # raises the stored refusal, if any
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata[TENANT_METADATA_KEY] = ctx.tenant
+    metadata[AGENT_METADATA_KEY] = ctx.cn
+    return ctx, grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=details.timeout,
+        metadata=metadata,
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+class TenantUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, source: ProvenIdentitySource | None) -> None:
+        self._source = source
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+        ctx, details = _stamped(self._source, client_call_details)
+        with bound_tenant(ctx):
+            return await continuation(details, request)
+
+
+class TenantUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, source: ProvenIdentitySource | None) -> None:
+        self._source = source
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+        ctx, details = _stamped(self._source, client_call_details)
+        with bound_tenant(ctx):
+            return await continuation(details, request)
+
+
+def tenant_interceptors(source: ProvenIdentitySource | None) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors to pass to grpc.aio.secure_channel(interceptors=...)."""
+    return [TenantUnaryUnaryInterceptor(source), TenantUnaryStreamInterceptor(source)]

@@ -1,0 +1,47 @@
+"""Shared fixtures: a real PKI in a temp dir, a trust store over it, and real
+mTLS mock agents on loopback. Nothing here is mocked: every handshake is real."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poller.testing.forge import ForgedCert, ForgePki
+from poller.testing.mock_agent import MockAgent
+from poller.trust.store import TrustStore
+
+ServeAgent = Callable[..., Awaitable[MockAgent]]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> ForgePki:
+    return ForgePki.create(tmp_path / "certs", tenants=("acme-corp", "xyz-inc"))
+
+
+@pytest.fixture
+def trust(pki: ForgePki) -> TrustStore:
+    return TrustStore(pki.directory)
+
+
+@pytest.fixture
+async def serve(pki: ForgePki) -> AsyncIterator[ServeAgent]:
+    """serve(forged_cert, leaf_only=False, **MockAgent kwargs) -> a started MockAgent."""
+    started: list[MockAgent] = []
+
+    async def _serve(forged: ForgedCert, *, leaf_only: bool = False, **kwargs: Any) -> MockAgent:
+        agent = MockAgent(
+            cert_chain_pem=forged.leaf_pem if leaf_only else forged.chain_pem,
+            key_pem=forged.key_pem,
+            client_ca_pem=pki.root_pem,
+            **kwargs,
+        )
+        await agent.start()
+        started.append(agent)
+        return agent
+
+    yield _serve
+    for agent in started:
+        await agent.stop()
