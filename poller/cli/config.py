@@ -1,0 +1,64 @@
+"""`serviceradar-poller config check FILE` and `config example`.
+
+check: validates a daemon config.  Exit 0 and `ok: N agents, M checks,
+tenants: a, b` on stdout when it is valid (warnings go to stderr as
+`warning: <path>: <message>`); exit 2 with every problem on stderr as
+`<path>: <message>` when it is not.
+
+example: prints a complete example config that `config check` accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.daemon.config import ConfigError, check_files, example_config, load_config
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "config",
+        help="check a daemon config file, or print an example",
+        description="Work with the daemon's JSON configuration.",
+    )
+    sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+
+    check = sub.add_parser(
+        "check",
+        help="validate a config file (exit 0 if valid, 2 if not)",
+        description="Validate FILE and list every problem found. Also looks for "
+                    "the certificates it will need (warnings only).",
+    )
+    check.add_argument("file", metavar="FILE", help="the JSON config file")
+    check.add_argument("--no-files", action="store_true",
+                       help="do not look for certs_dir and the tenant CAs on disk")
+    check.set_defaults(func=_check)
+
+    example = sub.add_parser("example", help="print a complete example config")
+    example.set_defaults(func=_example)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        for warning in exc.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return EXIT_USAGE
+    warnings = list(config.warnings)
+    if not args.no_files:
+        warnings.extend(check_files(config))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    tenants = ", ".join(config.tenants) or "(none)"
+    print(f"ok: {len(config.agents)} agents, {config.check_count} checks, tenants: {tenants}")
+    return EXIT_OK
+
+
+def _example(args: argparse.Namespace) -> int:
+    sys.stdout.write(example_config())
+    return EXIT_OK

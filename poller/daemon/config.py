@@ -1,0 +1,821 @@
+"""The daemon's configuration: JSON in the shape of ServiceRadar's Go poller config.
+
+An existing Go poller config migrates by adding `tenant` to every agent.  Keys
+the Go poller uses and this poller does not (core_address, listen_addr,
+security, logging, ...) are accepted and reported as warnings; any other
+unknown key is an error.  Validation collects every problem before it fails:
+
+>>> try:
+...     parse_config({"poller_id": "p", "agents": {"a": {"address": "h:1"}}})
+... except ConfigError as exc:
+...     print(exc)
+agents.a.tenant: required: every agent names its tenant (there is no default tenant)
+
+Durations are float seconds throughout.  Paths in issues are dotted keys with
+list indices in brackets (`agents.edge-1.checks[2].results_interval`); a key
+that is not a plain word is quoted (`agents["edge.1"].tenant`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from poller.daemon.durations import (
+    BARE_NUMBER_REASON,
+    DurationError,
+    format_duration,
+    parse_duration,
+)
+from poller.identity.names import format_edge_cn, is_label
+
+__all__ = [
+    "AgentConfig",
+    "CheckConfig",
+    "ConfigError",
+    "ConfigIssue",
+    "DEFAULT_BACKOFF_INITIAL",
+    "DEFAULT_BACKOFF_MAX",
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_CERTS_DIR",
+    "DEFAULT_CYCLE_FRACTION",
+    "DEFAULT_LOG_FORMAT",
+    "DEFAULT_MAX_CONCURRENT_POLLS",
+    "DEFAULT_NATS_URL",
+    "DEFAULT_PARTITION",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_SINK_DIR",
+    "LOG_FORMATS",
+    "PollerConfig",
+    "SINK_TYPES",
+    "SinkConfig",
+    "check_files",
+    "example_config",
+    "load_config",
+    "parse_config",
+    "split_host_port",
+]
+
+DEFAULT_PARTITION = "default"
+DEFAULT_POLL_INTERVAL = 30.0
+DEFAULT_CERTS_DIR = "certs"
+DEFAULT_SINK_DIR = "data"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_LOG_FORMAT = "auto"
+DEFAULT_MAX_CONCURRENT_POLLS = 500
+DEFAULT_CALL_TIMEOUT = 5.0
+DEFAULT_CYCLE_FRACTION = 0.8  # cycle_timeout defaults to this share of poll_interval
+DEFAULT_BACKOFF_INITIAL = 1.0
+DEFAULT_BACKOFF_MAX = 60.0
+
+LOG_FORMATS = ("auto", "json", "console")
+SINK_TYPES = ("file", "nats")
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+LogFormat = Literal["auto", "json", "console"]
+SinkType = Literal["file", "nats"]
+
+_TRUNCATE = 60
+_TOP = "(top level)"
+
+_TRUST_NOTE = (
+    "ignored: trust comes from certs_dir (root.pem, tenants/<slug>/ca.pem), "
+    "not from a security block"
+)
+_GO_NOTE = "ignored: a Go poller key this poller does not use"
+
+# Keys the Go poller's config carries that have no meaning here.  Accepted so
+# that an existing config migrates by adding `tenant`, reported as warnings.
+GO_TOP_KEYS: Mapping[str, str] = MappingProxyType({
+    "core_address": "ignored: results go to the sink, not to a core service",
+    "listen_addr": "ignored: this poller serves no gRPC API (see metrics_listen)",
+    "service_name": _GO_NOTE,
+    "service_type": _GO_NOTE,
+    "source_ip": _GO_NOTE,
+    "kv_address": "ignored: this poller uses no KV store",
+    "logging": "ignored: use log_format",
+    "security": _TRUST_NOTE,
+})
+GO_AGENT_KEYS: Mapping[str, str] = MappingProxyType({"security": _TRUST_NOTE})
+GO_CHECK_KEYS: Mapping[str, str] = MappingProxyType({
+    "config_interval": "ignored: GetConfig polling is not supported",
+})
+
+TOP_KEYS = (
+    "poller_id", "partition", "poll_interval", "certs_dir", "sink", "metrics_listen",
+    "log_format", "max_concurrent_polls", "call_timeout", "cycle_timeout",
+    "backoff_initial", "backoff_max", "agents",
+)
+AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
+CHECK_KEYS = ("service_type", "service_name", "details", "port", "results_interval")
+SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "file": ("type", "dir"),
+    "nats": ("type", "url", "outbox_dir"),
+})
+
+
+# --------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem (or warning) at a path in the config, e.g. `poll_interval`."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; `issues` lists every problem found, in document order.
+
+    `warnings` holds what would have been warnings had the config been valid.
+    """
+
+    def __init__(self, issues: list[ConfigIssue] | tuple[ConfigIssue, ...],
+                 warnings: list[ConfigIssue] | tuple[ConfigIssue, ...] = ()) -> None:
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        self.warnings: tuple[ConfigIssue, ...] = tuple(warnings)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+    def __str__(self) -> str:
+        return "\n".join(str(issue) for issue in self.issues)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """Where results go.
+
+    type "file": `dir` is set (absolute when loaded from a file), url/outbox_dir None.
+    type "nats": `url` is set, `outbox_dir` optional, dir None.
+    """
+
+    type: SinkType = "file"
+    dir: Path | None = Path(DEFAULT_SINK_DIR)
+    url: str | None = None
+    outbox_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    """One service check; `results_interval` None means a GetStatus every poll interval."""
+
+    service_type: str
+    service_name: str
+    details: str = ""
+    port: int = 0
+    results_interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """One agent: where to dial it and which tenant's CA must have issued its certificate.
+
+    component_id / partition, when set, pin the agent's certificate name to
+    `<component_id>.<partition>.<tenant>.serviceradar`; when None, any
+    component or partition issued by the tenant's CA is accepted.
+    """
+
+    name: str
+    address: str
+    tenant: str
+    component_id: str | None = None
+    partition: str | None = None
+    checks: tuple[CheckConfig, ...] = ()
+
+    @property
+    def host(self) -> str:
+        """The host part of address (an IPv6 address without brackets)."""
+        return split_host_port(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.address)[1]
+
+    @property
+    def expected_cn(self) -> str | None:
+        """The exact certificate CN expected, if component_id and partition are both set."""
+        if self.component_id is None or self.partition is None:
+            return None
+        return format_edge_cn(self.component_id, self.partition, self.tenant)
+
+
+@dataclass(frozen=True, slots=True)
+class PollerConfig:
+    """The whole daemon configuration.  Durations are float seconds.
+
+    Built directly (as tests do), cycle_timeout 0 means the default share of
+    poll_interval; parse_config always fills it in.
+    """
+
+    poller_id: str
+    agents: tuple[AgentConfig, ...] = ()
+    partition: str = DEFAULT_PARTITION
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    certs_dir: Path = Path(DEFAULT_CERTS_DIR)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    metrics_listen: str | None = None
+    log_format: LogFormat = "auto"
+    max_concurrent_polls: int = DEFAULT_MAX_CONCURRENT_POLLS
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    cycle_timeout: float = 0.0
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    warnings: tuple[ConfigIssue, ...] = ()
+    source: Path | None = None  # the file it was loaded from, if any
+
+    def __post_init__(self) -> None:
+        if self.cycle_timeout <= 0:
+            object.__setattr__(self, "cycle_timeout", self.poll_interval * DEFAULT_CYCLE_FRACTION)
+
+    @property
+    def agents_by_name(self) -> Mapping[str, AgentConfig]:
+        return MappingProxyType({agent.name: agent for agent in self.agents})
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """Every tenant named by an agent, sorted, without repeats."""
+        return tuple(sorted({agent.tenant for agent in self.agents}))
+
+    @property
+    def check_count(self) -> int:
+        return sum(len(agent.checks) for agent in self.agents)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """metrics_listen split into (host, port); host "" means every interface."""
+        if self.metrics_listen is None:
+            return None
+        return split_host_port(self.metrics_listen, listen=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def split_host_port(text: str, *, listen: bool = False) -> tuple[str, int]:
+    """Split "host:port" ("[v6]:port" for IPv6) and validate both parts.
+
+    Dial addresses need a host and a port in 1-65535.  With listen=True the
+    host may be empty (every interface) and the port may be 0 (any free port).
+    Raises ValueError with a message suitable for a ConfigIssue.
+    """
+    if not isinstance(text, str):
+        raise ValueError("expected a string host:port")
+    if text != text.strip() or any(ch.isspace() for ch in text):
+        raise ValueError(f"{_show(text)} contains whitespace (expected host:port)")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1:].startswith(":"):
+            raise ValueError(f"{_show(text)} is not [ipv6]:port")
+        host, port_text = text[1:end], text[end + 2:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{_show(host)} in brackets is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{_show(text)} has no port (expected host:port, e.g. 10.0.0.5:50051)")
+        if ":" in host:
+            raise ValueError(f"{_show(text)}: an IPv6 address needs brackets, e.g. [::1]:50051")
+        if host:
+            _check_hostname(host)
+        elif not listen:
+            raise ValueError(f"{_show(text)} has no host (write e.g. 127.0.0.1{text})")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ValueError(f"{_show(text)}: port {_show(port_text)} is not a number")
+    port = int(port_text)
+    low = 0 if listen else 1
+    if not low <= port <= 65535:
+        raise ValueError(f"{_show(text)}: port {port} is out of range ({low}-65535)")
+    return host, port
+
+
+def _check_hostname(host: str) -> None:
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{_show(host)} is not a valid IPv4 address") from None
+        return
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_HOSTNAME_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(f"{_show(host)} is not a valid host name")
+
+
+def _show(value: object) -> str:
+    """A value as JSON, cut to about 60 characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > _TRUNCATE:
+        text = text[: _TRUNCATE - 1] + "…"
+    return text
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {_show(value)}"
+    if isinstance(value, (int, float)):
+        return f"number {_show(value)}"
+    if isinstance(value, str):
+        return f"string {_show(value)}"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(path: str, key: str) -> str:
+    if path == _TOP:
+        path = ""
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+    return f"{path}.{key}" if path else key
+
+
+def _index(path: str, i: int) -> str:
+    return f"{path}[{i}]"
+
+
+class _JSONObject(dict):  # type: ignore[type-arg]
+    """A decoded JSON object that remembers keys it saw more than once."""
+
+    __slots__ = ("duplicates",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.duplicates: list[str] = []
+        for key, value in pairs:
+            if key in self and key not in self.duplicates:
+                self.duplicates.append(key)
+            self[key] = value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_MISSING: Any = object()
+
+
+# --------------------------------------------------------------------------- checker
+
+
+class _Checker:
+    """Collects issues and warnings while it reads a decoded JSON document."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(ConfigIssue(path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(ConfigIssue(path, message))
+
+    # -- shapes
+
+    def object(self, value: object, path: str, known: tuple[str, ...],
+               go_keys: Mapping[str, str] = MappingProxyType({}),
+               ) -> Mapping[str, Any] | None:
+        """Check that value is an object with only known keys; None if it is not an object."""
+        if not isinstance(value, Mapping):
+            self.error(path, f"expected an object, got {_kind(value)}")
+            return None
+        for key in getattr(value, "duplicates", ()):
+            self.error(_key(path, key), "duplicate key (JSON keeps only the last one)")
+        for key in value:
+            if not isinstance(key, str):
+                self.error(path, f"key {_show(key)} is not a string")
+            elif key in known:
+                continue
+            elif key in go_keys:
+                self.warn(_key(path, key), go_keys[key])
+            else:
+                self.error(_key(path, key), "unknown key" + _did_you_mean(key, known))
+        return value
+
+    def string(self, obj: Mapping[str, Any], key: str, path: str, *, default: Any = _MISSING,
+               required: str | None = None, allow_empty: bool = False) -> str | None:
+        """obj[key] as a string; default when absent; None (and an issue) when invalid."""
+        where = _key(path, key)
+        value = obj.get(key, _MISSING)
+        if value is _MISSING or (value is None and default is None):
+            if default is _MISSING:
+                self.error(where, required or "required")
+                return None
+            return cast("str | None", default)
+        if not isinstance(value, str):
+            self.error(where, f"expected a string, got {_kind(value)}")
+            return None
+        if not allow_empty and not value.strip():
+            self.error(where, "must not be empty")
+            return None
+        return value
+
+    def label(self, obj: Mapping[str, Any], key: str, path: str, what: str, *,
+              default: Any = _MISSING, required: str | None = None) -> str | None:
+        value = self.string(obj, key, path, default=default, required=required, allow_empty=True)
+        if value is None or key not in obj:
+            return value
+        if not is_label(value):
+            self.error(_key(path, key), f"{_show(value)} is not a valid {what} "
+                       "(lowercase a-z, 0-9 and '-', 1 to 63 characters, "
+                       "no leading or trailing '-')")
+            return None
+        return value
+
+    def integer(self, obj: Mapping[str, Any], key: str, path: str, *, default: int,
+                low: int, high: int | None = None) -> int | None:
+        where = _key(path, key)
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(where, f"expected an integer, got {_kind(value)}")
+            return None
+        if value < low or (high is not None and value > high):
+            bound = f"{low}-{high}" if high is not None else f"at least {low}"
+            self.error(where, f"{value} is out of range ({bound})")
+            return None
+        return value
+
+    def duration(self, obj: Mapping[str, Any], key: str, path: str, *,
+                 default: float | None) -> float | None:
+        """A positive duration in seconds; default when absent; None when invalid."""
+        where = _key(path, key)
+        value = obj.get(key, _MISSING)
+        if value is _MISSING or (value is None and default is None):
+            return default
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.error(where, f"{_show(value)} {BARE_NUMBER_REASON}")
+            return None
+        if not isinstance(value, str):
+            self.error(where, f"expected a duration string like \"30s\", got {_kind(value)}")
+            return None
+        try:
+            seconds = parse_duration(value)
+        except DurationError as exc:
+            self.error(where, f"{_show(value)} {exc.reason}")
+            return None
+        if seconds <= 0:
+            self.error(where, "must be positive")
+            return None
+        return seconds
+
+    def path(self, obj: Mapping[str, Any], key: str, path: str, *, default: Any,
+             base_dir: Path | None) -> Path | None:
+        text = self.string(obj, key, path, default=default)
+        if text is None:
+            return None
+        return _resolve(text, base_dir)
+
+    def address(self, obj: Mapping[str, Any], key: str, path: str, *, listen: bool,
+                default: Any = _MISSING, required: str | None = None) -> str | None:
+        value = self.string(obj, key, path, default=default, required=required)
+        if value is None:
+            return None
+        try:
+            split_host_port(value, listen=listen)
+        except ValueError as exc:
+            self.error(_key(path, key), str(exc))
+            return None
+        return value
+
+
+def _did_you_mean(key: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _resolve(text: str, base_dir: Path | None) -> Path:
+    path = Path(text).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    return path
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
+    """Validate a decoded JSON document and build the config.
+
+    Relative certs_dir / sink paths are joined to base_dir (the config file's
+    directory) when it is given, else left relative.  Raises ConfigError with
+    every problem found.
+    """
+    c = _Checker()
+    top = c.object(data, _TOP, TOP_KEYS, GO_TOP_KEYS)
+    if top is None:
+        raise ConfigError(c.errors, c.warnings)
+
+    poller_id = c.string(top, "poller_id", "",
+                         required="required (a non-empty string naming this poller)")
+    partition = c.label(top, "partition", "", "partition id", default=DEFAULT_PARTITION)
+    poll_interval = c.duration(top, "poll_interval", "", default=DEFAULT_POLL_INTERVAL)
+    certs_dir = c.path(top, "certs_dir", "", default=DEFAULT_CERTS_DIR, base_dir=base_dir)
+    sink = _parse_sink(c, top.get("sink", _MISSING), base_dir)
+    metrics_listen = c.address(top, "metrics_listen", "", listen=True, default=None)
+    log_format = c.string(top, "log_format", "", default=DEFAULT_LOG_FORMAT)
+    if log_format is not None and log_format not in LOG_FORMATS:
+        c.error("log_format", f"{_show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
+    max_polls = c.integer(top, "max_concurrent_polls", "",
+                          default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
+    call_timeout = c.duration(top, "call_timeout", "", default=DEFAULT_CALL_TIMEOUT)
+    cycle_timeout = c.duration(top, "cycle_timeout", "", default=None)
+    if top.get("cycle_timeout") is None and poll_interval is not None:
+        cycle_timeout = poll_interval * DEFAULT_CYCLE_FRACTION
+    elif cycle_timeout is not None and poll_interval is not None and cycle_timeout >= poll_interval:
+        c.error("cycle_timeout", f"{format_duration(cycle_timeout)} must be below poll_interval "
+                f"({format_duration(poll_interval)}), or cycles would overlap")
+        cycle_timeout = None
+    if call_timeout is not None and cycle_timeout is not None and call_timeout > cycle_timeout:
+        c.warn("call_timeout", f"{format_duration(call_timeout)} is longer than cycle_timeout "
+               f"({format_duration(cycle_timeout)}); the cycle deadline will cut calls short")
+    backoff_initial = c.duration(top, "backoff_initial", "", default=DEFAULT_BACKOFF_INITIAL)
+    backoff_max = c.duration(top, "backoff_max", "", default=DEFAULT_BACKOFF_MAX)
+    if backoff_initial is not None and backoff_max is not None and backoff_max < backoff_initial:
+        c.error("backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial "
+                f"({format_duration(backoff_initial)})")
+    agents = _parse_agents(c, top.get("agents", _MISSING))
+
+    if c.errors:
+        raise ConfigError(c.errors, c.warnings)
+    return PollerConfig(
+        poller_id=cast(str, poller_id),
+        agents=agents,
+        partition=cast(str, partition),
+        poll_interval=cast(float, poll_interval),
+        certs_dir=cast(Path, certs_dir),
+        sink=cast(SinkConfig, sink),
+        metrics_listen=metrics_listen,
+        log_format=cast(LogFormat, log_format),
+        max_concurrent_polls=cast(int, max_polls),
+        call_timeout=cast(float, call_timeout),
+        cycle_timeout=cast(float, cycle_timeout),
+        backoff_initial=cast(float, backoff_initial),
+        backoff_max=cast(float, backoff_max),
+        warnings=tuple(c.warnings),
+    )
+
+
+def _parse_sink(c: _Checker, value: object, base_dir: Path | None) -> SinkConfig | None:
+    if value is _MISSING:
+        return SinkConfig(type="file", dir=_resolve(DEFAULT_SINK_DIR, base_dir))
+    if not isinstance(value, Mapping):
+        c.error("sink", f"expected an object, got {_kind(value)}")
+        return None
+    kind = c.string(value, "type", "sink", default="file")
+    if kind is None:
+        return None
+    if kind not in SINK_TYPES:
+        c.error("sink.type", f"{_show(kind)} is not a sink type (one of: {', '.join(SINK_TYPES)})")
+        return None
+    keys = SINK_KEYS[kind]
+    others = {k for t, ks in SINK_KEYS.items() if t != kind for k in ks} - set(keys)
+    for dup in getattr(value, "duplicates", ()):
+        c.error(_key("sink", dup), "duplicate key (JSON keeps only the last one)")
+    for key in value:
+        if key in keys:
+            continue
+        if key in others:
+            c.error(_key("sink", key), f'not a key of a "{kind}" sink '
+                    f"({kind} sinks take: {', '.join(keys)})")
+        else:
+            c.error(_key("sink", str(key)), "unknown key" + _did_you_mean(str(key), keys))
+    if kind == "file":
+        directory = c.path(value, "dir", "sink", default=DEFAULT_SINK_DIR, base_dir=base_dir)
+        return SinkConfig(type="file", dir=directory) if directory is not None else None
+    url = c.string(value, "url", "sink", default=DEFAULT_NATS_URL)
+    if url is not None:
+        problem = _nats_url_problem(url)
+        if problem:
+            c.error("sink.url", problem)
+            url = None
+    outbox = c.path(value, "outbox_dir", "sink", default=None, base_dir=base_dir)
+    if url is None:
+        return None
+    return SinkConfig(type="nats", dir=None, url=url, outbox_dir=outbox)
+
+
+def _nats_url_problem(url: str) -> str | None:
+    # A NATS URL may carry user:password@; never echo that part.
+    shown = _show(re.sub(r"(?<=//)[^/@]*@", "***@", url))
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{shown} is not a URL (expected e.g. {DEFAULT_NATS_URL})"
+    if parts.scheme not in NATS_SCHEMES:
+        return (f"{shown}: scheme must be one of {', '.join(NATS_SCHEMES)} "
+                f"(e.g. {DEFAULT_NATS_URL})")
+    if not parts.hostname:
+        return f"{shown} has no host (expected e.g. {DEFAULT_NATS_URL})"
+    if port == 0:
+        return f"{shown}: port 0 is not a port to connect to"
+    return None
+
+
+def _parse_agents(c: _Checker, value: object) -> tuple[AgentConfig, ...]:
+    if value is _MISSING:
+        c.warn("agents", "no agents configured: the poller has nothing to poll")
+        return ()
+    if not isinstance(value, Mapping):
+        c.error("agents", f"expected an object mapping agent names to agents, got {_kind(value)}")
+        return ()
+    agents_obj = value
+    for key in getattr(agents_obj, "duplicates", ()):
+        c.error(_key("agents", key), "duplicate agent name (JSON keeps only the last one)")
+    if not agents_obj:
+        c.warn("agents", "no agents configured: the poller has nothing to poll")
+    agents: list[AgentConfig] = []
+    for name, spec in agents_obj.items():
+        if not isinstance(name, str) or not name.strip():
+            c.error(_key("agents", str(name)), "an agent name must be a non-empty string")
+            continue
+        agent = _parse_agent(c, name, spec, _key("agents", name))
+        if agent is not None:
+            agents.append(agent)
+    return tuple(agents)
+
+
+def _parse_agent(c: _Checker, name: str, spec: object, path: str) -> AgentConfig | None:
+    errors_before = len(c.errors)
+    obj = c.object(spec, path, AGENT_KEYS, GO_AGENT_KEYS)
+    if obj is None:
+        return None
+    address = c.address(obj, "address", path, listen=False,
+                        required="required (host:port, e.g. 10.0.0.5:50051)")
+    tenant = c.label(obj, "tenant", path, "tenant slug",
+                     required="required: every agent names its tenant (there is no default tenant)")
+    component_id = c.label(obj, "component_id", path, "component id", default=None)
+    partition = c.label(obj, "partition", path, "partition id", default=None)
+    checks = _parse_checks(c, obj.get("checks", _MISSING), _key(path, "checks"))
+    if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
+        return None
+    return AgentConfig(name=name, address=address, tenant=tenant, component_id=component_id,
+                       partition=partition, checks=checks)
+
+
+def _parse_checks(c: _Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
+    if value is _MISSING or value is None:
+        c.warn(path, "no checks configured for this agent")
+        return ()
+    if not isinstance(value, list):
+        c.error(path, f"expected an array of checks, got {_kind(value)}")
+        return None
+    checks: list[CheckConfig] = []
+    seen: dict[tuple[str, str], int] = {}
+    errors_before = len(c.errors)
+    for i, spec in enumerate(value):
+        where = _index(path, i)
+        check_errors = len(c.errors)
+        obj = c.object(spec, where, CHECK_KEYS, GO_CHECK_KEYS)
+        if obj is None:
+            continue
+        service_type = c.string(obj, "service_type", where)
+        service_name = c.string(obj, "service_name", where)
+        details = c.string(obj, "details", where, default="", allow_empty=True)
+        port = c.integer(obj, "port", where, default=0, low=0, high=65535)
+        interval = c.duration(obj, "results_interval", where, default=None)
+        if len(c.errors) > check_errors:
+            continue
+        pair = (cast(str, service_type), cast(str, service_name))
+        if pair in seen:
+            c.warn(where, f"same service_type and service_name as {_index(path, seen[pair])}")
+        else:
+            seen[pair] = i
+        checks.append(CheckConfig(service_type=pair[0], service_name=pair[1],
+                                  details=cast(str, details), port=cast(int, port),
+                                  results_interval=interval))
+    return tuple(checks) if len(c.errors) == errors_before else None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path) -> PollerConfig:
+    """Read, decode and validate a JSON config file.
+
+    Relative paths inside it are resolved against the file's directory.
+    Raises ConfigError for an unreadable file, a JSON syntax error (with line
+    and column) or invalid content.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(where, "cannot read: no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigIssue(where, "cannot read: is a directory")]) from None
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ConfigError([ConfigIssue(where, f"cannot read: {reason}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigIssue(where, f"not UTF-8 text (bad byte at offset {exc.start})")]) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_JSONObject, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([ConfigIssue(
+            where, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise ConfigError([ConfigIssue(where, f"invalid JSON: {exc}")]) from None
+    base_dir = path.absolute().parent
+    return replace(parse_config(data, base_dir=base_dir), source=path.absolute())
+
+
+def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:
+    """Look for the files the config will need (for `config check`); warnings, not errors.
+
+    Reports a missing certs_dir, root.pem, or tenant CA (tenants/<slug>/ca.pem)
+    for each tenant an agent names.  The daemon may run on another machine,
+    so these never fail validation.
+    """
+    from poller.trust.layout import CertsLayout
+
+    layout = CertsLayout(config.certs_dir)
+    if not config.certs_dir.is_dir():
+        return (ConfigIssue("certs_dir", f"{config.certs_dir} is not a directory"),)
+    issues: list[ConfigIssue] = []
+    if not layout.root_ca.is_file():
+        issues.append(ConfigIssue("certs_dir", f"{layout.root_ca} is missing"))
+    for tenant in config.tenants:
+        ca = layout.tenant_ca(tenant)
+        if not ca.is_file():
+            issues.append(ConfigIssue(
+                "certs_dir", f"{ca} is missing: agents of tenant {tenant} cannot be verified"))
+    return tuple(issues)
+
+
+# --------------------------------------------------------------------------- example
+
+_EXAMPLE: dict[str, Any] = {
+    "poller_id": "poller-1",
+    "partition": "default",
+    "poll_interval": "30s",
+    "certs_dir": "certs",
+    "sink": {"type": "file", "dir": "data"},
+    "metrics_listen": "127.0.0.1:9464",
+    "log_format": "auto",
+    "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
+    "call_timeout": "5s",
+    "cycle_timeout": "24s",
+    "backoff_initial": "1s",
+    "backoff_max": "1m",
+    "agents": {
+        "edge-1": {
+            "address": "10.0.0.5:50051",
+            "tenant": "acme-corp",
+            "component_id": "agent-001",
+            "partition": "partition-1",
+            "checks": [
+                {"service_type": "process", "service_name": "nginx", "details": "nginx"},
+                {"service_type": "port", "service_name": "SSH", "details": "127.0.0.1:22",
+                 "port": 22},
+                {"service_type": "icmp", "service_name": "ping", "details": "1.1.1.1"},
+                {"service_type": "sweep", "service_name": "network_sweep",
+                 "results_interval": "5m"},
+            ],
+        },
+        "site-b": {
+            "address": "[2001:db8::7]:50051",
+            "tenant": "xyz-inc",
+            "component_id": "agent-007",
+            "partition": "site-b",
+            "checks": [
+                {"service_type": "grpc", "service_name": "sysmon", "details": "127.0.0.1:50083"},
+            ],
+        },
+    },
+}
+
+
+def example_config() -> str:
+    """A complete, valid example config as JSON text (every key spelled out)."""
+    return json.dumps(_EXAMPLE, indent=2) + "\n"

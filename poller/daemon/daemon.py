@@ -1,0 +1,147 @@
+"""PollerDaemon: config + trust store + scheduler + sink + metrics, with signals.
+
+SIGTERM / SIGINT: stop scheduling, let in-flight calls finish within a bound,
+flush the sink, return 0. SIGHUP: reload the config and the trust store; a bad
+new config (or certs directory) is refused and the running one keeps going.
+
+>>> daemon = PollerDaemon(load_config("poller.json"))  # doctest: +SKIP
+>>> await daemon.run()  # until SIGTERM  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import replace
+
+import structlog
+
+from poller import metrics
+from poller.daemon.config import ConfigError, PollerConfig, load_config
+from poller.daemon.results import PollResult
+from poller.daemon.scheduler import Scheduler
+from poller.daemon.sinks import FileSink, Sink
+from poller.identity import certinfo
+from poller.trust.store import TrustStore, TrustStoreError
+
+log = structlog.get_logger("poller.daemon")
+
+
+def make_sink(settings: PollerConfig) -> Sink:
+    if settings.sink.type == "file":
+        assert settings.sink.dir is not None
+        return FileSink(settings.sink.dir)
+    raise NotImplementedError(f"sink type {settings.sink.type!r} is not available yet; use type \"file\"")
+
+
+class PollerDaemon:
+    def __init__(self, settings: PollerConfig, *, sink: Sink | None = None, trust: TrustStore | None = None) -> None:
+        self.settings = settings
+        self.trust = trust or TrustStore(settings.certs_dir)
+        self.sink = sink or make_sink(settings)
+        self.scheduler = Scheduler(settings, self.trust, self.publish)
+        self._stop = asyncio.Event()
+        self._reloads: asyncio.Queue[None] = asyncio.Queue()
+        self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
+
+    async def publish(self, result: PollResult) -> None:
+        await self.sink.publish(result)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reloads.put_nowait(None)
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._start_metrics()
+        self._record_own_certificate()
+        self.scheduler.start()
+        log.info(
+            "poller_started",
+            poller_id=self.settings.poller_id,
+            agents=len(self.settings.agents),
+            tenants=list(self.settings.tenants),
+            poll_interval=self.settings.poll_interval,
+            certs_dir=str(self.settings.certs_dir),
+        )
+        reloader = loop.create_task(self._reload_loop())
+        try:
+            await self._stop.wait()
+        finally:
+            reloader.cancel()
+            await self.shutdown()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+        return 0
+
+    async def run_once(self) -> list[PollResult]:
+        """One cycle of every agent, then shut down (for `run --once`)."""
+        self._record_own_certificate()
+        self.scheduler.start(loops=False)
+        try:
+            return await self.scheduler.run_once()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        await self.scheduler.stop(self.shutdown_grace)
+        await self.sink.flush()
+        await self.sink.close()
+        log.info("poller_stopped", poller_id=self.settings.poller_id, cycles=self.scheduler.cycles_completed)
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reloads.get()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read config and trust store; keep the running state on any error."""
+        source = self.settings.source
+        if source is None:
+            log.warning("reload_skipped", why="configuration was not loaded from a file")
+            return False
+        try:
+            new = load_config(source)
+        except ConfigError as exc:
+            log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
+            return False
+        try:
+            self.trust.reload()
+        except TrustStoreError as exc:
+            log.error("reload_refused", certs_dir=str(self.trust.certs_dir), problems=exc.problems)
+            return False
+        if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir:
+            log.warning("reload_partial", why="sink and certs_dir changes need a restart; kept the running ones")
+            new = _keep(new, self.settings)
+        self.settings = new
+        changes = await self.scheduler.apply(new)
+        log.info("reloaded", config=str(source), **changes)
+        return True
+
+    def _start_metrics(self) -> None:
+        address = self.settings.metrics_address
+        if address is None:
+            return
+        from prometheus_client import start_http_server
+
+        host, port = address
+        start_http_server(port, addr=host or "0.0.0.0")
+        log.info("metrics_listening", address=self.settings.metrics_listen)
+
+    def _record_own_certificate(self) -> None:
+        cert = self.trust.client.cert
+        days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
+        metrics.CERT_EXPIRY_DAYS.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        if days < 30:
+            log.warning("poller_certificate_expiring", days_left=int(days))
+
+
+def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
+    return replace(new, sink=old.sink, certs_dir=old.certs_dir)

@@ -1,0 +1,259 @@
+"""AgentWorker: everything the daemon does for one agent.
+
+Per cycle: make sure a proven connection exists (dialing with exponential
+backoff and jitter after failures), check health (grpc.health.v1,
+"AgentService"), run the status checks, and run the results checks that are
+due. Every check yields one PollResult, including when the agent could not be
+reached or its identity was refused, so silence never hides a problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from grpc_health.v1 import health_pb2
+
+from poller import metrics
+from poller.agent.client import AgentClient
+from poller.agent.stream import IncompleteStream
+from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
+from poller.daemon.results import PollResult
+from poller.dial.dialer import AgentConnection, dial_agent
+from poller.identity import certinfo
+from poller.identity.context import TenantContext
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, PollerError
+from poller.trust.store import TrustStore
+
+log = structlog.get_logger("poller.worker")
+
+STREAM_TYPES = frozenset({"sweep", "sync"})
+
+
+def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    """Exponential backoff with equal jitter: in [d/2, d] where d = min(cap, initial * 2^(n-1))."""
+    delay = min(cap, initial * (2 ** max(0, failures - 1)))
+    return rng.uniform(delay / 2, delay)
+
+
+@dataclass
+class _Down:
+    """Why the agent has no connection now, and when to try again."""
+
+    reason: str
+    retry_at: float
+
+
+class AgentWorker:
+    def __init__(self, agent: AgentConfig, settings: PollerConfig, trust: TrustStore) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.trust = trust
+        self.connection: AgentConnection | None = None
+        self.client: AgentClient | None = None
+        self.failures = 0
+        self.down: _Down | None = None
+        self.sequences: dict[tuple[str, str], str] = {}
+        self.results_due: dict[tuple[str, str], float] = {}
+        self.log = log.bind(agent=agent.name, tenant=agent.tenant, address=agent.address)
+
+    # -- connection ----------------------------------------------------------
+
+    async def _connect(self) -> AgentClient | None:
+        """A client over a proven connection, or None (self.down says why)."""
+        if self.client is not None and self.connection is not None and self.connection.refusal is None:
+            return self.client
+        if self.connection is not None:
+            await self._drop()
+        now = time.monotonic()
+        if self.down is not None and now < self.down.retry_at:
+            return None
+        try:
+            self.connection = await dial_agent(
+                self.agent.address,
+                tenant=self.agent.tenant,
+                trust=self.trust,
+                component=self.agent.component_id,
+                partition=self.agent.partition,
+                timeout=self.settings.call_timeout,
+            )
+        except PollerError as err:
+            self._failed(err)
+            return None
+        ctx = self.connection.context
+        self.client = AgentClient(self.connection, poller_id=self.settings.poller_id, timeout=self.settings.call_timeout)
+        if self.down is not None or self.failures:
+            self.log.info("agent_recovered", component=ctx.component_id, after_failures=self.failures)
+        self.failures = 0
+        self.down = None
+        metrics.CONNECTED_AGENTS.labels(tenant=self.agent.tenant).inc()
+        days = (ctx.not_after - certinfo.utcnow()).total_seconds() / 86400
+        metrics.CERT_EXPIRY_DAYS.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
+        self.log.info(
+            "agent_accepted",
+            component=ctx.component_id,
+            partition=ctx.partition_id,
+            cn=ctx.cn,
+            serial=ctx.serial,
+            cert_days_left=int(days),
+        )
+        return self.client
+
+    def _failed(self, err: PollerError) -> None:
+        self.failures += 1
+        delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max)
+        reason = err.reason.value
+        changed = self.down is None or self.down.reason != reason
+        self.down = _Down(reason=reason, retry_at=time.monotonic() + delay)
+        event = "agent_refused" if isinstance(err, IdentityRefused) else "agent_unreachable"
+        # One line per change of state, not one per cycle; the audit log has each decision.
+        if changed:
+            self.log.warning(event, reason=reason, detail=err.detail, retry_in=round(delay, 1))
+        else:
+            self.log.debug(event, reason=reason, retry_in=round(delay, 1), failures=self.failures)
+
+    async def _drop(self) -> None:
+        if self.connection is not None:
+            metrics.CONNECTED_AGENTS.labels(tenant=self.agent.tenant).dec()
+            await self.connection.close()
+        self.connection = None
+        self.client = None
+
+    async def close(self) -> None:
+        await self._drop()
+
+    # -- one cycle -------------------------------------------------------------
+
+    def _result(self, check: CheckConfig, kind: str, **fields: Any) -> PollResult:
+        return PollResult(
+            tenant=self.agent.tenant,
+            agent=self.agent.name,
+            address=self.agent.address,
+            poller_id=self.settings.poller_id,
+            partition=self.settings.partition,
+            kind=kind,
+            service_name=check.service_name,
+            service_type=check.service_type,
+            **fields,
+        )
+
+    def unavailable(self, checks: list[CheckConfig], reason: str, context: TenantContext | None = None) -> list[PollResult]:
+        """One available=false result per check, saying why."""
+        return [self._result(c, _kind(c), available=False, reason=reason, context=context) for c in checks]
+
+    def due_checks(self, now: float) -> list[CheckConfig]:
+        """Status checks always; results checks when their interval has passed."""
+        due = []
+        for check in self.agent.checks:
+            if check.results_interval is None:
+                due.append(check)
+            elif self.results_due.get(_key(check), 0.0) <= now:
+                due.append(check)
+        return due
+
+    async def cycle(self) -> list[PollResult]:
+        """Poll the agent once; returns one result per check that was due."""
+        now = time.monotonic()
+        checks = self.due_checks(now)
+        client = await self._connect()
+        if client is None:
+            assert self.down is not None
+            return self.unavailable(checks, self.down.reason)
+        try:
+            health = await client.check_health()
+        except PollerError as err:
+            return await self._call_failed(err, checks)
+        if health.response.status != health_pb2.HealthCheckResponse.SERVING:
+            return self.unavailable(checks, "not_serving", health.context)
+        results = await asyncio.gather(*(self._run_check(client, c, now) for c in checks))
+        return [r for r in results if r is not None]
+
+    async def _call_failed(self, err: PollerError, checks: list[CheckConfig]) -> list[PollResult]:
+        if isinstance(err, IdentityRefused):
+            await self._drop()
+            self._failed(err)
+        return self.unavailable(checks, err.reason.value)
+
+    async def _run_check(self, client: AgentClient, check: CheckConfig, now: float) -> PollResult | None:
+        kind = _kind(check)
+        try:
+            if kind == "status":
+                return await self._status(client, check)
+            self.results_due[_key(check)] = now + (check.results_interval or 0.0)
+            if kind == "stream":
+                return await self._stream(client, check)
+            return await self._results(client, check)
+        except IncompleteStream as err:
+            self.log.warning("stream_incomplete", check=check.service_name, detail=err.detail)
+            return self._result(check, kind, available=False, reason=err.code)
+        except PollerError as err:
+            if isinstance(err, IdentityRefused):
+                await self._drop()
+                self._failed(err)
+            code = getattr(err, "code", None)
+            reason = "timeout" if code == "DEADLINE_EXCEEDED" else err.reason.value
+            return self._result(check, kind, available=False, reason=reason)
+
+    async def _status(self, client: AgentClient, check: CheckConfig) -> PollResult:
+        reply = await client.get_status(check.service_name, check.service_type, details=check.details, port=check.port)
+        r = reply.response
+        return self._result(
+            check,
+            "status",
+            available=r.available,
+            context=reply.context,
+            payload=r.message,
+            response_time_ns=r.response_time,
+        )
+
+    async def _results(self, client: AgentClient, check: CheckConfig) -> PollResult | None:
+        key = _key(check)
+        reply = await client.get_results(
+            check.service_name, check.service_type, details=check.details, last_sequence=self.sequences.get(key, "")
+        )
+        r = reply.response
+        if r.current_sequence:
+            self.sequences[key] = r.current_sequence
+        if not r.has_new_data:
+            return None  # nothing changed since last_sequence: nothing to forward
+        return self._result(
+            check,
+            "results",
+            available=r.available,
+            context=reply.context,
+            payload=r.data,
+            response_time_ns=r.response_time,
+            current_sequence=r.current_sequence,
+            agent_timestamp=r.timestamp,
+        )
+
+    async def _stream(self, client: AgentClient, check: CheckConfig) -> PollResult:
+        key = _key(check)
+        doc = await client.fetch_document(
+            check.service_name, check.service_type, details=check.details, last_sequence=self.sequences.get(key, "")
+        )
+        if doc.current_sequence:
+            self.sequences[key] = doc.current_sequence
+        return self._result(
+            check,
+            "stream",
+            available=True,
+            context=doc.context,
+            payload=doc.data,
+            current_sequence=doc.current_sequence,
+            agent_timestamp=doc.timestamp,
+        )
+
+
+def _key(check: CheckConfig) -> tuple[str, str]:
+    return (check.service_type, check.service_name)
+
+
+def _kind(check: CheckConfig) -> str:
+    if check.results_interval is None:
+        return "status"
+    return "stream" if check.service_type in STREAM_TYPES else "results"
