@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 run: $(STAMP)
-	$(BIN)/python -m poller.demo
+	$(BIN)/python -m poller.demo --certs $(CERTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
