@@ -165,14 +165,21 @@ def _check_path(
 
 
 def _verifier(expected: TenantAuthority, now: datetime) -> ClientVerifier:
-    # The identity is in the CN, so a SAN is optional here (the handshake pins
-    # the name); an EKU, when present, must allow TLS server use.
+    # What matters here is signatures, validity, CA constraints and name
+    # constraints. Extensions that other tools leave out (a CA without
+    # keyUsage, a leaf without AKI or SAN: the identity is in the CN and the
+    # handshake pins it) may be absent, but when present they must fit.
     ee = (
         ExtensionPolicy.webpki_defaults_ee()
         .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
         .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_server_eku)
     )
-    ca = ExtensionPolicy.webpki_defaults_ca()
+    ca = (
+        ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _require_cert_sign)
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+    )
     return (
         PolicyBuilder()
         .store(Store([expected.cert]))
@@ -181,6 +188,11 @@ def _verifier(expected: TenantAuthority, now: datetime) -> ClientVerifier:
         .extension_policies(ca_policy=ca, ee_policy=ee)
         .build_client_verifier()
     )
+
+
+def _require_cert_sign(policy: object, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("CA keyUsage does not allow keyCertSign")
 
 
 def _require_server_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
