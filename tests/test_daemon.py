@@ -3,6 +3,7 @@ sequences and streams are handled, refusals and impostors are reported."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -223,3 +224,30 @@ def test_backoff_is_jittered_exponential_and_capped(failures):
         delay = backoff_delay(failures, initial=1.0, cap=30.0, rng=rng)
         expected = min(30.0, 2.0 ** (failures - 1))
         assert expected / 2 <= delay <= expected
+
+
+async def test_daemon_serves_metrics_and_stops_cleanly(pki, serve):
+    import urllib.request
+
+    from poller.daemon.daemon import PollerDaemon
+
+    good = await serve(pki.agent(ACME, "agent-001"))
+    impostor = await serve(pki.agent(ACME, "agent-666", issuer_tenant=XYZ, dns=[]))
+    settings = make_settings(pki, {"good": agent_entry(good), "impostor": agent_entry(impostor)}, metrics_listen="127.0.0.1:0")
+    sink = MemorySink()
+    daemon = PollerDaemon(settings, sink=sink)
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    try:
+        async with asyncio.timeout(30):
+            await sink.wait_for(lambda rs: {r.agent for r in rs} == {"good", "impostor"})
+        url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+        body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())).decode()
+    finally:
+        daemon.request_stop()
+        assert await task == 0
+    assert 'poller_polls_total{outcome="ok",tenant="acme-corp"}' in body
+    assert 'poller_identity_refusals_total{reason="tenant_mismatch",tenant="acme-corp"}' in body
+    assert 'poller_certificate_expiry_days{kind="poller"' in body
+    assert 'poller_certificate_expiry_days{kind="agent",name="good",tenant="acme-corp"}' in body
+    assert "poller_call_latency_seconds_bucket" in body
+    assert sink.closed

@@ -111,3 +111,17 @@ async def test_bad_config_exits_2_naming_the_path(tmp_path):
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert "agents.e.tenant" in err.decode()
+
+
+async def test_run_once_polls_every_agent_and_exits_0(pki, serve, tmp_path):
+    a = await serve(pki.agent(ACME, "agent-001"))
+    config, data = tmp_path / "poller.json", tmp_path / "data"
+    write_config(config, pki, {"a": a}, data)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "poller", "run", "--config", str(config), "--once",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    [line] = [json.loads(l) for l in (data / ACME / "results.jsonl").read_text().splitlines()]
+    assert (line["agent"], line["available"], line["identity"]["component_id"]) == ("a", True, "agent-001")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import replace
+from typing import Any
 
 import structlog
 
@@ -43,6 +44,8 @@ class PollerDaemon:
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
+        self._metrics_server: Any = None
+        self.metrics_port: int | None = None
 
     async def publish(self, result: PollResult) -> None:
         await self.sink.publish(result)
@@ -70,11 +73,12 @@ class PollerDaemon:
             poll_interval=self.settings.poll_interval,
             certs_dir=str(self.settings.certs_dir),
         )
-        reloader = loop.create_task(self._reload_loop())
+        helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
         try:
             await self._stop.wait()
         finally:
-            reloader.cancel()
+            for task in helpers:
+                task.cancel()
             await self.shutdown()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -94,12 +98,23 @@ class PollerDaemon:
         await self.scheduler.stop(self.shutdown_grace)
         await self.sink.flush()
         await self.sink.close()
+        self._stop_metrics()
         log.info("poller_stopped", poller_id=self.settings.poller_id, cycles=self.scheduler.cycles_completed)
 
     async def _reload_loop(self) -> None:
         while True:
             await self._reloads.get()
             await self.reload()
+
+    async def _summary_loop(self) -> None:
+        """One line per interval: what each tenant's results said, e.g.
+        acme-corp="2 ok, 1 tenant_mismatch". Problems stand out without a dashboard."""
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            tally = self.scheduler.take_tally()
+            if tally:
+                summary = {tenant: ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) for tenant, outcomes in tally.items()}
+                log.info("poll_summary", **summary)
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
@@ -132,8 +147,15 @@ class PollerDaemon:
         from prometheus_client import start_http_server
 
         host, port = address
-        start_http_server(port, addr=host or "0.0.0.0")
-        log.info("metrics_listening", address=self.settings.metrics_listen)
+        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0")
+        self.metrics_port = self._metrics_server.server_port
+        log.info("metrics_listening", address=f"{host or '0.0.0.0'}:{self.metrics_port}")
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
 
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert

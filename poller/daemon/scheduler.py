@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -38,6 +39,7 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(settings.max_concurrent_polls)
         self.cycles_completed = 0
         self.cycles_late = 0
+        self._tally: Counter[tuple[str, str]] = Counter()
 
     @property
     def agent_names(self) -> list[str]:
@@ -109,10 +111,20 @@ class Scheduler:
                 results = worker.unavailable(worker.due_checks(time.monotonic()), "timeout")
                 worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
         for result in results:
-            metrics.POLLS.labels(tenant=result.tenant, outcome="ok" if result.available else (result.reason or "unavailable")).inc()
+            outcome = "ok" if result.available else (result.reason or "unavailable")
+            metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()
+            self._tally[(result.tenant, outcome)] += 1
             await self._publish(result)
         self.cycles_completed += 1
         return results
+
+    def take_tally(self) -> dict[str, dict[str, int]]:
+        """Results per tenant and outcome since the last call (for the summary line)."""
+        tally: dict[str, dict[str, int]] = {}
+        for (tenant, outcome), n in sorted(self._tally.items()):
+            tally.setdefault(tenant, {})[outcome] = n
+        self._tally.clear()
+        return tally
 
     async def run_once(self) -> list[PollResult]:
         """Every agent once, concurrently (bounded); for `run --once` and tests."""
