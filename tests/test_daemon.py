@@ -251,3 +251,22 @@ async def test_daemon_serves_metrics_and_stops_cleanly(pki, serve):
     assert 'poller_certificate_expiry_days{kind="agent",name="good",tenant="acme-corp"}' in body
     assert "poller_call_latency_seconds_bucket" in body
     assert sink.closed
+
+
+async def test_handlers_see_the_proven_tenant_as_current_tenant(pki, serve):
+    from poller.identity.context import current_tenant
+
+    agent = await serve(pki.agent(ACME, "agent-001"))
+    seen = []
+
+    async def handler(result: PollResult) -> None:
+        seen.append((result.tenant, current_tenant().tenant, current_tenant().component_id))
+
+    settings = make_settings(pki, {"a": agent_entry(agent)})
+    scheduler = Scheduler(settings, TrustStore(pki.directory), handler)
+    scheduler.start(loops=False)
+    try:
+        await scheduler.run_once()
+    finally:
+        await scheduler.stop(grace=1)
+    assert seen == [(ACME, ACME, "agent-001")]

@@ -14,7 +14,7 @@ from poller.agent.client import AgentClient
 from poller.dial.dialer import dial_agent
 from poller.identity.certinfo import utcnow
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
-from poller.testing.forge import ForgePki, serviceradar_style_dir
+from poller.testing.forge import serviceradar_style_dir
 from poller.testing.mock_agent import MockAgent
 from poller.trust.store import TrustStore
 

@@ -103,3 +103,24 @@ def test_tenant_context_cannot_be_made_from_strings():
     now = datetime.now(timezone.utc)
     with pytest.raises(TypeError):
         TenantContext("acme-corp", "agent-001", "p", None, None, "1", "ab", "cd", now, now)
+
+
+def test_tenants_are_indexed_by_spki(pki):
+    trust = TrustStore(pki.directory)
+    acme = trust.tenant("acme-corp")
+    assert trust.snapshot.tenant_by_spki(acme.spki_sha256) is acme
+    assert trust.snapshot.tenant_by_spki("0" * 64) is None
+
+
+def test_two_tenants_sharing_a_ca_key_are_refused(pki):
+    from poller.pki.build import build_certificate, cert_pem
+    from poller.pki.authority import load_root, load_tenant_authority
+
+    root = load_root(pki.directory)
+    acme = load_tenant_authority(pki.directory, "acme-corp")
+    twin = build_certificate(subject_key=acme.key, subject_cn="tenant-twin.ca.serviceradar", issuer_cert=root.cert, issuer_key=root.key, is_ca=True, pathlen=0)
+    pki.layout.tenant_dir("twin").mkdir()
+    pki.layout.tenant_ca("twin").write_bytes(cert_pem(twin))
+    with pytest.raises(TrustStoreError) as caught:
+        TrustStore(pki.directory)
+    assert "same public key" in str(caught.value)

@@ -21,6 +21,7 @@ from poller import metrics
 from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult
 from poller.daemon.worker import AgentWorker
+from poller.identity.context import bound_tenant
 from poller.trust.store import TrustStore
 
 log = structlog.get_logger("poller.scheduler")
@@ -114,7 +115,11 @@ class Scheduler:
             outcome = "ok" if result.available else (result.reason or "unavailable")
             metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()
             self._tally[(result.tenant, outcome)] += 1
-            await self._publish(result)
+            if result.context is None:
+                await self._publish(result)
+            else:
+                with bound_tenant(result.context):  # handlers may ask current_tenant()
+                    await self._publish(result)
         self.cycles_completed += 1
         return results
 

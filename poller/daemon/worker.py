@@ -26,7 +26,7 @@ from poller.daemon.results import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
-from poller.identity.reasons import AgentUnreachable, IdentityRefused, PollerError
+from poller.identity.reasons import IdentityRefused, PollerError
 from poller.trust.store import TrustStore
 
 log = structlog.get_logger("poller.worker")

@@ -153,6 +153,28 @@ def _cap(end: datetime, issuer: x509.Certificate) -> datetime:
     return min(end, issuer.not_valid_after_utc)
 
 
+def sign_child(issuer: Authority, key: PrivateKey, *, days: int, **fields: Any) -> x509.Certificate:
+    """A certificate for key issued by issuer, valid from now (less clock skew)
+    for `days` but never past the issuer; other fields go to build_certificate."""
+    start = utcnow() - CLOCK_SKEW
+    return build_certificate(
+        subject_key=key,
+        issuer_cert=issuer.cert,
+        issuer_key=issuer.key,
+        not_before=start,
+        not_after=_cap(start + timedelta(days=days), issuer.cert),
+        **fields,
+    )
+
+
+def write_issued(cert_path: Path, key_path: Path, chain_path: Path | None, cert: x509.Certificate, key: PrivateKey, issuer: x509.Certificate) -> None:
+    """Key (0600), certificate, and chain (certificate + issuer) when chain_path is given."""
+    write_private(key_path, key_pem(key))
+    write_public(cert_path, cert_pem(cert))
+    if chain_path is not None:
+        write_public(chain_path, chain_pem([cert, issuer]))
+
+
 def _write_if_changed(path: Path, data: bytes) -> bool:
     try:
         if path.read_bytes() == data:
@@ -265,37 +287,16 @@ def init_pki(
         root = Authority(cert=cert, key=key, cert_path=layout.root_ca, key_path=layout.root_key)
     if platform is None:
         key = new_key()
-        start = utcnow() - CLOCK_SKEW
-        cert = build_certificate(
-            subject_key=key,
-            subject_cn=PLATFORM_CA_CN,
-            issuer_cert=root.cert,
-            issuer_key=root.key,
-            is_ca=True,
-            pathlen=0,
-            not_before=start,
-            not_after=_cap(start + timedelta(days=CA_DAYS), root.cert),
-        )
-        write_private(layout.platform_key, key_pem(key))
-        write_public(layout.platform_ca, cert_pem(cert))
+        cert = sign_child(root, key, days=CA_DAYS, subject_cn=PLATFORM_CA_CN, is_ca=True, pathlen=0)
+        write_issued(layout.platform_ca, layout.platform_key, None, cert, key, root.cert)
         written += [layout.platform_key, layout.platform_ca]
         platform = Authority(cert=cert, key=key, cert_path=layout.platform_ca, key_path=layout.platform_key)
     if poller_cert is None:
         key = new_key()
-        start = utcnow() - CLOCK_SKEW
-        poller_cert = build_certificate(
-            subject_key=key,
-            subject_cn=cn,
-            issuer_cert=platform.cert,
-            issuer_key=platform.key,
-            not_before=start,
-            not_after=_cap(start + timedelta(days=POLLER_DAYS), platform.cert),
-            dns=[cn],
-            uris=[poller_spiffe_id(poller_id)],
-            eku=[CLIENT_AUTH, SERVER_AUTH],
+        poller_cert = sign_child(
+            platform, key, days=POLLER_DAYS, subject_cn=cn, dns=[cn], uris=[poller_spiffe_id(poller_id)], eku=[CLIENT_AUTH, SERVER_AUTH]
         )
-        write_private(layout.service_key("poller"), key_pem(key))
-        write_public(layout.service_cert("poller"), cert_pem(poller_cert))
+        write_issued(layout.service_cert("poller"), layout.service_key("poller"), None, poller_cert, key, platform.cert)
         written += [layout.service_key("poller"), layout.service_cert("poller")]
     if _write_if_changed(chain_path, chain_pem([poller_cert, platform.cert])):
         written.append(chain_path)
@@ -413,21 +414,8 @@ def create_tenant_ca(
 
     had_crl = layout.tenant_crl(slug).exists()
     key = new_key()
-    start = utcnow() - CLOCK_SKEW
-    cert = build_certificate(
-        subject_key=key,
-        subject_cn=cn,
-        issuer_cert=root.cert,
-        issuer_key=root.key,
-        is_ca=True,
-        pathlen=0,
-        not_before=start,
-        not_after=_cap(start + timedelta(days=days), root.cert),
-        permitted_dns=[f"{slug}.{SUFFIX}"],
-    )
-    write_private(key_path, key_pem(key))
-    write_public(cert_path, cert_pem(cert))
-    write_public(chain_path, chain_pem([cert, root.cert]))
+    cert = sign_child(root, key, days=days, subject_cn=cn, is_ca=True, pathlen=0, permitted_dns=[f"{slug}.{SUFFIX}"])
+    write_issued(cert_path, key_path, chain_path, cert, key, root.cert)
 
     from poller.pki import crl as _crl  # late: crl imports this module
 
@@ -581,25 +569,11 @@ def issue_component(
     check_names_permitted(ca.cert, dns=dns_names, ips=addresses, uris=[spiffe])
 
     key = new_key()
-    start = utcnow() - CLOCK_SKEW
-    cert = build_certificate(
-        subject_key=key,
-        subject_cn=cn,
-        issuer_cert=ca.cert,
-        issuer_key=ca.key,
-        not_before=start,
-        not_after=_cap(start + timedelta(days=days), ca.cert),
-        dns=dns_names,
-        ips=addresses,
-        uris=[spiffe],
-        eku=[SERVER_AUTH, CLIENT_AUTH],
-    )
+    cert = sign_child(ca, key, days=days, subject_cn=cn, dns=dns_names, ips=addresses, uris=[spiffe], eku=[SERVER_AUTH, CLIENT_AUTH])
     cert_path = layout.component_cert(tenant, component_id, partition_id)
     key_path = layout.component_key(tenant, component_id, partition_id)
     chain_path = layout.component_chain(tenant, component_id, partition_id)
-    write_private(key_path, key_pem(key))
-    write_public(cert_path, cert_pem(cert))
-    write_public(chain_path, chain_pem([cert, ca.cert]))
+    write_issued(cert_path, key_path, chain_path, cert, key, ca.cert)
     return IssuedCertificate(
         cert_path=cert_path,
         key_path=key_path,

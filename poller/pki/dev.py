@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -25,22 +24,18 @@ from poller.pki.authority import (
     init_pki,
     issue_component,
     load_tenant_authority,
+    sign_child,
+    write_issued,
 )
 from poller.pki.build import (
     CLIENT_AUTH,
-    CLOCK_SKEW,
     SERVER_AUTH,
-    build_certificate,
-    cert_pem,
-    chain_pem,
-    key_pem,
     new_key,
     issued_by,
     serial_hex,
-    utcnow,
 )
 from poller.pki.errors import PkiError
-from poller.pki.files import read_certificate, write_private, write_public
+from poller.pki.files import read_certificate
 from poller.trust.layout import CertsLayout
 
 DEV_TENANTS: tuple[str, ...] = ("acme-corp", "xyz-inc")
@@ -127,23 +122,20 @@ def write_impostor(certs_dir: StrPath | CertsLayout) -> DevComponent:
     ca = load_tenant_authority(layout, IMPOSTOR_ISSUER)
     cn = format_edge_cn(IMPOSTOR_COMPONENT, IMPOSTOR_PARTITION, IMPOSTOR_VICTIM)
     key = new_key()
-    start = utcnow() - CLOCK_SKEW
-    cert = build_certificate(
-        subject_key=key,
+    # No DNS SAN: xyz-inc's name constraint would not allow the acme-corp name,
+    # and the point of the impostor is to be refused for being the wrong tenant.
+    cert = sign_child(
+        ca,
+        key,
+        days=365,
         subject_cn=cn,
-        issuer_cert=ca.cert,
-        issuer_key=ca.key,
-        not_before=start,
-        not_after=min(start + timedelta(days=365), ca.cert.not_valid_after_utc),
         uris=[format_spiffe_id("agent", IMPOSTOR_VICTIM, IMPOSTOR_PARTITION, IMPOSTOR_COMPONENT)],
         eku=[SERVER_AUTH, CLIENT_AUTH],
     )
     cert_path = layout.component_cert(IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_PARTITION)
     key_path = layout.component_key(IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_PARTITION)
     chain_path = layout.component_chain(IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_PARTITION)
-    write_private(key_path, key_pem(key))
-    write_public(cert_path, cert_pem(cert))
-    write_public(chain_path, chain_pem([cert, ca.cert]))
+    write_issued(cert_path, key_path, chain_path, cert, key, ca.cert)
     return DevComponent(
         tenant=IMPOSTOR_ISSUER,
         cn=cn,

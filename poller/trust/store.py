@@ -83,6 +83,11 @@ class TrustSnapshot:
     tenants: Mapping[str, TenantAuthority]
     client: ClientIdentity | None
     warnings: tuple[str, ...] = ()
+    by_spki: Mapping[str, TenantAuthority] = field(default_factory=dict)
+
+    def tenant_by_spki(self, spki_sha256: str) -> TenantAuthority | None:
+        """The tenant whose intermediate has this public key (SHA-256 of its SPKI)."""
+        return self.by_spki.get(spki_sha256)
 
     def issuer_tenant(self, cert: x509.Certificate) -> TenantAuthority | None:
         """The tenant whose intermediate signed cert, if any."""
@@ -169,9 +174,14 @@ class TrustStore:
         client = None
         if self._client_cert.exists() or self._require_client:
             client = self._read_client(problems)
+        by_spki: dict[str, TenantAuthority] = {}
+        for authority in tenants.values():
+            other = by_spki.setdefault(authority.spki_sha256, authority)
+            if other is not authority:  # one key for two tenants would blur who issued what
+                problems.append(f"tenants {other.slug!r} and {authority.slug!r} have CAs with the same public key")
         if problems:
             raise TrustStoreError(problems)
-        return TrustSnapshot(root=root, tenants=tenants, client=client, warnings=tuple(warnings))
+        return TrustSnapshot(root=root, tenants=tenants, client=client, warnings=tuple(warnings), by_spki=by_spki)
 
     def _read_client(self, problems: list[str]) -> ClientIdentity | None:
         try:
