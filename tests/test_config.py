@@ -786,3 +786,10 @@ _UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3
 def test_parse_sums_components(parts: list[tuple[int, str]]) -> None:
     text = "".join(f"{n}{unit}" for n, unit in parts)
     assert parse_duration_ns(text) == sum(n * _UNITS[unit] for n, unit in parts)
+
+
+def test_nats_sink_is_refused_by_check_until_it_exists(tmp_path, capsys):
+    path = tmp_path / "nats.json"
+    path.write_text(json.dumps({"poller_id": "p", "sink": {"type": "nats"}, "agents": {}}))
+    assert main(["config", "check", str(path), "--no-files"]) == 2
+    assert 'sink.type: "nats" is not available' in capsys.readouterr().err

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from poller.cli.main import EXIT_OK, EXIT_USAGE
-from poller.daemon.config import ConfigError, check_files, example_config, load_config
+from poller.daemon.config import ConfigError, check_files, example_config, load_config, unsupported
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,6 +48,11 @@ def _check(args: argparse.Namespace) -> int:
             print(issue, file=sys.stderr)
         for warning in exc.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        return EXIT_USAGE
+    blocked = unsupported(config)
+    for issue in blocked:
+        print(issue, file=sys.stderr)
+    if blocked:
         return EXIT_USAGE
     warnings = list(config.warnings)
     if not args.no_files:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from poller.cli.main import EXIT_OK, EXIT_USAGE
-from poller.daemon.config import ConfigError, load_config
+from poller.daemon.config import ConfigError, load_config, unsupported
 from poller.daemon.daemon import PollerDaemon
 from poller.logs import configure_logging
 from poller.trust.store import TrustStoreError
@@ -37,15 +37,16 @@ def run(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return EXIT_USAGE
+    if blocked := unsupported(settings):
+        for issue in blocked:
+            print(f"error: {issue}", file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(args.log_format or settings.log_format)
     try:
         daemon = PollerDaemon(settings)
     except TrustStoreError as exc:
         for problem in exc.problems:
             print(f"error: certs: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotImplementedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.once:
         asyncio.run(daemon.run_once())

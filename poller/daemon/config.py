@@ -58,6 +58,7 @@ __all__ = [
     "SINK_TYPES",
     "SinkConfig",
     "check_files",
+    "unsupported",
     "example_config",
     "load_config",
     "parse_config",
@@ -748,6 +749,14 @@ def load_config(path: str | Path) -> PollerConfig:
         raise ConfigError([ConfigIssue(where, f"invalid JSON: {exc}")]) from None
     base_dir = path.absolute().parent
     return replace(parse_config(data, base_dir=base_dir), source=path.absolute())
+
+
+def unsupported(config: PollerConfig) -> tuple[ConfigIssue, ...]:
+    """Valid settings this version cannot run yet; `config check` and `run`
+    both refuse them, so the two always agree."""
+    if config.sink.type == "nats":
+        return (ConfigIssue("sink.type", '"nats" is not available in this version yet; use {"type": "file"}'),)
+    return ()
 
 
 def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:

@@ -32,7 +32,7 @@ def make_sink(settings: PollerConfig) -> Sink:
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
-    raise NotImplementedError(f"sink type {settings.sink.type!r} is not available yet; use type \"file\"")
+    raise ValueError(f"sink type {settings.sink.type!r} is not available in this version")
 
 
 class PollerDaemon:
