@@ -61,6 +61,14 @@ class StreamDocument:
     latency: float
 
 
+def _invalid_payload(method: str, message: str) -> AgentUnreachable:
+    # grpcio logs the DecodeError and hands back None instead of raising.
+    return AgentUnreachable(f"{method}: the agent's answer is not a valid {message}", code=INVALID_PAYLOAD)
+
+
+INVALID_PAYLOAD = "INVALID_PAYLOAD"
+
+
 class AgentClient:
     """The AgentService and health RPCs of one agent.
 
@@ -128,6 +136,8 @@ class AgentClient:
         call = self._stub.StreamResults(request, timeout=self.timeout if timeout is None else timeout)
         try:
             async for chunk in call:
+                if chunk is None:
+                    raise _invalid_payload("StreamResults", "ResultsChunk")
                 yield chunk
         except grpc.aio.AioRpcError as err:
             raise await self._translate("StreamResults", err) from None
@@ -199,6 +209,8 @@ class AgentClient:
             response = await method(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.aio.AioRpcError as err:
             raise await self._translate(name, err) from None
+        if response is None:
+            raise _invalid_payload(name, type(request).__name__.replace("Request", "Response"))
         latency = time.perf_counter() - started
         metrics.CALL_LATENCY.labels(method=name).observe(latency)
         return AgentReply(context=ctx, response=response, latency=latency)

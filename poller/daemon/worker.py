@@ -19,7 +19,7 @@ import structlog
 from grpc_health.v1 import health_pb2
 
 from poller import metrics
-from poller.agent.client import AgentClient
+from poller.agent.client import INVALID_PAYLOAD, AgentClient
 from poller.agent.stream import IncompleteStream
 from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.results import PollResult
@@ -32,6 +32,9 @@ from poller.trust.store import TrustStore
 log = structlog.get_logger("poller.worker")
 
 STREAM_TYPES = frozenset({"sweep", "sync"})
+
+# Call failures that deserve a more precise reason than "unreachable".
+_CODE_REASONS = {"DEADLINE_EXCEEDED": "timeout", INVALID_PAYLOAD: "invalid_payload"}
 
 
 def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
@@ -194,8 +197,7 @@ class AgentWorker:
             if isinstance(err, IdentityRefused):
                 await self._drop()
                 self._failed(err)
-            code = getattr(err, "code", None)
-            reason = "timeout" if code == "DEADLINE_EXCEEDED" else err.reason.value
+            reason = _CODE_REASONS.get(getattr(err, "code", None) or "", err.reason.value)
             return self._result(check, kind, available=False, reason=reason)
 
     async def _status(self, client: AgentClient, check: CheckConfig) -> PollResult:
