@@ -198,3 +198,23 @@ async def test_refusals_are_audited_without_key_material(pki, trust, serve, caps
     assert line["fingerprint"] == cert.cert.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()).hex()
     text = repr(logs)
     assert "PRIVATE KEY" not in text and cert.key_pem.decode() not in text
+
+
+async def test_concurrent_failures_share_one_reproof(pki, trust, serve):
+    import asyncio
+
+    import structlog
+
+    agent = await serve(pki.agent(ACME, "agent-001"))
+    conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
+    client = AgentClient(conn)
+    try:
+        await client.get_status("ping", "icmp")
+        impostor = pki.agent(ACME, "agent-001", issuer_tenant="xyz-inc", dns=[])
+        await agent.restart(cert_chain_pem=impostor.chain_pem, key_pem=impostor.key_pem)
+        with structlog.testing.capture_logs() as logs:
+            outcomes = await asyncio.gather(*(client.get_status("ping", "icmp") for _ in range(20)), return_exceptions=True)
+        assert all(isinstance(o, IdentityRefused) and o.reason is Reason.TENANT_MISMATCH for o in outcomes)
+        assert sum(1 for entry in logs if entry.get("event") == "identity_refused") == 1
+    finally:
+        await conn.close()

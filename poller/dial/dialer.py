@@ -85,6 +85,7 @@ class AgentConnection:
         self._context: TenantContext | None = context
         self.refusal: IdentityRefused | None = None
         self._reprove_lock = asyncio.Lock()
+        self._proofs = 0  # re-proofs done; concurrent failures share one
         client = trust.client
         credentials = grpc.ssl_channel_credentials(
             root_certificates=trust.tenant(tenant).pem,  # the tenant intermediate only
@@ -114,7 +115,11 @@ class AgentConnection:
     async def reprove(self) -> TenantContext:
         """Collect and verify the agent's chain again (after a reconnect or an
         unavailable call). A refusal sticks: the connection refuses all calls."""
+        generation = self._proofs
         async with self._reprove_lock:
+            if self._proofs != generation or self.refusal is not None:
+                return self.context  # another caller re-proved while we waited (raises its refusal)
+            self._proofs += 1
             try:
                 ctx = await _prove(
                     self.address,
