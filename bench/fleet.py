@@ -1,0 +1,434 @@
+"""The daemon's scheduler at scale: N mock agents, each with its own
+certificate (agent-0001.partition-1.acme-corp.serviceradar, ... alternating
+acme-corp / xyz-inc), served by a few separate processes (bench.agents_server:
+one grpc.aio server per process, one port per agent). In this process a
+PollerConfig with one status check per agent (parse_config) drives
+poller.daemon.scheduler.Scheduler in-process into a counting sink.
+
+    python -m bench.fleet [--agents 100,1000,5000] [--interval 30] [--cycles 3] [--servers 2] [--gc-freeze]
+
+The schedule is compressed: instead of waiting out the poll interval, cycles
+run back to back with scheduler.run_once() (every agent once, bounded by
+max_concurrent_polls, as `run --once` does). The first cycle dials, proves
+and polls every agent; the steady cycles reuse the connections. --interval
+only sets the config's poll_interval (and so the per-agent cycle_timeout, 80%
+of it) and is what each cycle is compared with ("fits" / "does not fit").
+
+Every cycle of an agent is 2 RPCs (grpc.health.v1 Check, then GetStatus) and
+yields 1 poll result. CPU is this (poller) process's time.process_time();
+"agents CPU" is the server processes' user+system time; "loop thread" is the
+CPU of the thread running the event loop (the rest of the poller's CPU is
+gRPC's own event_engine threads); "GC" is time inside the cyclic garbage
+collector (gc.callbacks).
+
+--gc-freeze is a what-if, not the daemon's behaviour: gc.collect() and
+gc.freeze() after the first cycle, so the long-lived objects (channels,
+workers, certificates) are no longer traversed by every full collection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    PYTHON,
+    Clock,
+    header,
+    max_rss_mib,
+    proc_cpu,
+    proc_rss_mib,
+    quiet_logging,
+    raise_nofile,
+    read_line,
+    rss_mib,
+    spawn,
+    stop,
+    table,
+)
+
+TENANTS = ("acme-corp", "xyz-inc")
+PARTITION = "partition-1"
+RSS_GOAL_MIB = 1536.0
+CYCLE_GUARD = 300.0  # seconds: a cycle still running after this is abandoned (reported)
+
+
+class GcTimer:
+    """CPU time spent in the cyclic garbage collector (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._started
+            self.collections[info["generation"]] += 1
+
+    def take(self) -> tuple[float, list[int]]:
+        out = (self.seconds, self.collections)
+        self.seconds, self.collections = 0.0, [0, 0, 0]
+        return out
+
+
+GC = GcTimer()
+
+
+class CountingSink:
+    """Counts results per outcome; keeps nothing else."""
+
+    def __init__(self) -> None:
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    async def publish(self, result: Any) -> None:
+        self.outcomes["ok" if result.available else (result.reason or "unavailable")] += 1
+
+    def take(self) -> collections.Counter[str]:
+        out, self.outcomes = self.outcomes, collections.Counter()
+        return out
+
+
+@dataclass
+class Cycle:
+    label: str
+    wall: float
+    cpu: float
+    agents_cpu: float
+    polls: int
+    outcomes: dict[str, int]
+    loop_cpu: float = 0.0
+    gc_seconds: float = 0.0
+    gc_collections: tuple[int, ...] = (0, 0, 0)
+    finished: bool = True
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes.get("ok", 0)
+
+
+@dataclass
+class FleetRun:
+    n: int
+    cycles: list[Cycle] = field(default_factory=list)
+    rss_after_first: float = 0.0
+    rss: float = 0.0
+    max_rss: float = 0.0
+    fds: int = 0
+    agents_rss: float = 0.0
+    stop_seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def first(self) -> Cycle:
+        return self.cycles[0]
+
+    @property
+    def steady(self) -> list[Cycle]:
+        return self.cycles[1:]
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def make_agents(directory: Path, n: int) -> tuple[Path, list[dict[str, str]]]:
+    """A certs directory (ForgePki: root, poller, one CA per tenant) and n agent
+    certificates, written flat as <cn>-chain.pem / <cn>-key.pem."""
+    from poller.testing.forge import ForgePki
+
+    pki = ForgePki.create(directory / "certs", tenants=TENANTS)
+    agents_dir = directory / "agents"
+    agents_dir.mkdir()
+    agents = []
+    for i in range(1, n + 1):
+        tenant = TENANTS[(i - 1) % len(TENANTS)]
+        component = f"agent-{i:04d}"
+        cert = pki.agent(tenant, component, PARTITION)
+        chain = agents_dir / f"{cert.cn}-chain.pem"
+        key = agents_dir / f"{cert.cn}-key.pem"
+        chain.write_bytes(cert.chain_pem)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(cert.key_pem)
+        agents.append({"tenant": tenant, "component": component, "chain": str(chain), "key": str(key)})
+    return pki.directory, agents
+
+
+class AgentServers:
+    """k bench.agents_server processes sharing the agents round-robin."""
+
+    def __init__(self, directory: Path, certs: Path, agents: list[dict[str, str]], k: int) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        self.addresses: list[str] = [""] * len(agents)
+        self.bind_seconds: list[float] = []
+        self.rss_at_start: list[float] = []
+        self._spec = []
+        for j in range(k):
+            mine = list(range(j, len(agents), k))
+            spec = directory / f"agents-{j}.json"
+            spec.write_text(json.dumps({
+                "client_ca": str(certs / "root.pem"),
+                "agents": [{"chain": agents[i]["chain"], "key": agents[i]["key"]} for i in mine],
+            }))
+            self._spec.append((spec, mine))
+
+    def start(self) -> None:
+        for spec, _ in self._spec:
+            self.procs.append(spawn([PYTHON, "-m", "bench.agents_server", str(spec)], stderr=None))
+        for proc, (_, mine) in zip(self.procs, self._spec):
+            info = json.loads(read_line(proc, 300, "agents_server"))
+            for i, port in zip(mine, info["ports"], strict=True):
+                self.addresses[i] = f"127.0.0.1:{port}"
+            self.bind_seconds.append(info["bind_seconds"])
+            self.rss_at_start.append(info["rss_mib"])
+
+    def cpu(self) -> float:
+        return sum(proc_cpu(p.pid) for p in self.procs if p.poll() is None)
+
+    def rss(self) -> float:
+        return sum(proc_rss_mib(p.pid) for p in self.procs)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+
+
+def fleet_config(certs: Path, agents: list[dict[str, str]], addresses: list[str], n: int, interval: float) -> Any:
+    from poller.daemon.config import parse_config
+
+    doc = {
+        "poller_id": "bench-poller",
+        "partition": "bench",
+        "poll_interval": f"{interval:g}s",
+        "certs_dir": str(certs),
+        "agents": {
+            f"edge-{i + 1:04d}": {
+                "address": addresses[i],
+                "tenant": agents[i]["tenant"],
+                "component_id": agents[i]["component"],
+                "partition": PARTITION,
+                "checks": [{"service_type": "process", "service_name": "nginx", "details": "nginx"}],
+            }
+            for i in range(n)
+        },
+    }
+    return parse_config(doc)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+async def measure_cycle(label: str, scheduler: Any, sink: CountingSink, servers: AgentServers) -> Cycle:
+    s0 = servers.cpu()
+    GC.take()
+    finished = True
+    t0 = time.thread_time()  # this thread runs the event loop
+    with Clock() as clock:
+        try:
+            async with asyncio.timeout(CYCLE_GUARD):
+                await scheduler.run_once()
+        except TimeoutError:
+            finished = False
+    loop_cpu = time.thread_time() - t0
+    gc_seconds, collections = GC.take()
+    outcomes = dict(sink.take())
+    return Cycle(label, clock.wall, clock.cpu, servers.cpu() - s0, sum(outcomes.values()), outcomes,
+                 loop_cpu, gc_seconds, tuple(collections), finished)
+
+
+async def run_n(n: int, certs: Path, agents: list[dict[str, str]], servers: AgentServers, interval: float, cycles: int,
+                gc_freeze: bool = False) -> FleetRun:
+    from poller.daemon.scheduler import Scheduler
+    from poller.trust.store import TrustStore
+
+    settings = fleet_config(certs, agents, servers.addresses, n, interval)
+    sink = CountingSink()
+    scheduler = Scheduler(settings, TrustStore(certs), sink.publish)
+    scheduler.start(loops=False)
+    run = FleetRun(n)
+    print(f"\n--- {n} agents (max_concurrent_polls {settings.max_concurrent_polls}, "
+          f"call_timeout {settings.call_timeout:g} s, cycle_timeout {settings.cycle_timeout:g} s)", flush=True)
+    try:
+        for k in range(cycles + 1):
+            label = "first" if k == 0 else f"steady {k}"
+            cycle = await measure_cycle(label, scheduler, sink, servers)
+            run.cycles.append(cycle)
+            _print_cycle(n, cycle, interval)
+            if k == 0:
+                run.rss_after_first = rss_mib()
+                if gc_freeze:  # what-if: long-lived objects out of the collector's way
+                    gc.collect()
+                    gc.freeze()
+                    print(f"  (--gc-freeze: {gc.get_freeze_count()} objects frozen after the first cycle)", flush=True)
+            if not cycle.finished:
+                run.note = f"{label} cycle still running after {CYCLE_GUARD:g} s: abandoned"
+                break
+            if not servers.alive():
+                run.note = "an agents_server process died"
+                break
+        run.rss = rss_mib()
+        run.max_rss = max(max_rss_mib(), run.rss)
+        run.fds = len(os.listdir("/proc/self/fd"))
+        run.agents_rss = servers.rss()
+    finally:
+        started = time.perf_counter()
+        await scheduler.stop(grace=5)
+        run.stop_seconds = time.perf_counter() - started
+        if gc_freeze:
+            gc.unfreeze()
+    _cycle_table(run)
+    print(f"  memory: RSS {run.rss:.0f} MiB with {n} connections open (after first cycle {run.rss_after_first:.0f} MiB), "
+          f"peak (ru_maxrss) {run.max_rss:.0f} MiB, {run.fds} fds; agents processes RSS {run.agents_rss:.0f} MiB; "
+          f"closing all took {run.stop_seconds:.2f} s", flush=True)
+    if run.note:
+        print(f"  NOTE: {run.note}")
+    return run
+
+
+def _print_cycle(n: int, c: Cycle, interval: float) -> None:
+    bad = {k: v for k, v in c.outcomes.items() if k != "ok"}
+    fits = "fits" if c.finished and c.wall <= interval else "does not fit"
+    print(f"  {c.label:<9} {c.wall:7.2f} s, {c.polls / c.wall if c.wall else 0:5.0f} polls/s, "
+          f"ok {c.ok}/{n}{', failed ' + json.dumps(bad) if bad else ''} | "
+          f"cycle {c.wall:.2f} s vs interval {interval:g} s: {fits}", flush=True)
+
+
+def _cycle_table(run: FleetRun) -> None:
+    rows = []
+    for c in run.cycles:
+        polls = max(c.polls, 1)
+        rows.append([
+            c.label,
+            f"{c.wall:.2f}",
+            f"{c.polls / c.wall:.0f}",
+            f"{2 * c.polls / c.wall:.0f}",
+            f"{c.cpu:.2f}",
+            f"{c.cpu / c.wall * 100:.0f}%",
+            f"{c.loop_cpu / c.wall * 100:.0f}%",
+            f"{c.cpu / polls * 1000:.2f}",
+            f"{c.gc_seconds:.2f} ({c.gc_seconds / c.cpu * 100 if c.cpu else 0:.0f}%)",
+            "/".join(str(x) for x in c.gc_collections),
+            f"{c.agents_cpu:.2f}",
+            f"{c.agents_cpu / polls * 1000:.2f}",
+        ])
+    print(table(rows, ["cycle", "wall s", "polls/s", "RPC/s", "poller CPU s", "of 1 core", "loop thread",
+                       "CPU s/1k polls", "GC s", "GC gen0/1/2", "agents CPU s", "agents s/1k"]))
+
+
+def summary(runs: list[FleetRun], interval: float) -> None:
+    print()
+    print("How cost grows with N (steady = median of the steady cycles; CPU = poller process):")
+    rows = []
+    for r in runs:
+        steady = [c for c in r.steady if c.finished]
+        st_wall = sorted(c.wall for c in steady)[len(steady) // 2] if steady else float("nan")
+        st_max = max((c.wall for c in steady), default=float("nan"))
+        st_cpu = sorted(c.cpu / max(c.polls, 1) * 1000 for c in steady)[len(steady) // 2] if steady else float("nan")
+        st_srv = sorted(c.agents_cpu / max(c.polls, 1) * 1000 for c in steady)[len(steady) // 2] if steady else float("nan")
+        ok = all(c.ok == r.n for c in r.cycles)
+        first_fits = r.first.finished and r.first.wall <= interval
+        steady_fits = bool(steady) and st_max <= interval
+        rows.append([
+            r.n,
+            f"{r.first.wall:.2f}",
+            f"{r.first.cpu / r.n * 1000:.2f}",
+            f"{st_wall:.2f}",
+            f"{st_max:.2f}",
+            f"{r.n / st_wall:.0f}" if steady else "-",
+            f"{st_cpu:.2f}",
+            f"{st_srv:.2f}",
+            f"{r.rss:.0f}",
+            f"{r.max_rss:.0f}",
+            f"{(r.rss - runs[0].rss + 0.0) / max(r.n - runs[0].n, 1) * 1024:.0f}" if r is not runs[0] else "-",
+            f"{sorted(c.gc_seconds / c.cpu * 100 for c in steady)[len(steady) // 2]:.0f}%" if steady else "-",
+            "yes" if ok else "NO",
+            "fits" if first_fits else "does not fit",
+            "fits" if steady_fits else "does not fit",
+        ])
+    print(table(rows, [
+        "agents", "first s", "first CPU s/1k", "steady s", "steady max s", "polls/s", "CPU s/1k polls",
+        "agents CPU s/1k", "RSS MiB", "peak MiB", "KiB/agent", "GC share", "all ok",
+        f"first in {interval:g} s", f"steady in {interval:g} s",
+    ]))
+    big = runs[-1]
+    steady_max = max((c.wall for c in big.steady if c.finished), default=float("nan"))
+    print()
+    print(f"goal at {big.n} agents: every cycle inside {interval:g} s -> first {big.first.wall:.2f} s "
+          f"({'fits' if big.first.finished and big.first.wall <= interval else 'does not fit'}), "
+          f"steady max {steady_max:.2f} s ({'fits' if steady_max <= interval else 'does not fit'}); "
+          f"RSS < {RSS_GOAL_MIB / 1024:.1f} GiB -> {big.rss:.0f} MiB now, {big.max_rss:.0f} MiB peak "
+          f"({'MET' if big.max_rss < RSS_GOAL_MIB else 'NOT MET'})")
+    print("(KiB/agent: growth of current RSS per added agent since the smallest N)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run_all(ns: list[int], certs: Path, agents: list[dict[str, str]], servers: AgentServers, interval: float, cycles: int,
+                  gc_freeze: bool = False) -> list[FleetRun]:
+    runs = []
+    for n in ns:
+        runs.append(await run_n(n, certs, agents, servers, interval, cycles, gc_freeze))
+        gc.collect()
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.splitlines()[0])
+    p.add_argument("--agents", default="100,1000,5000", help="comma-separated fleet sizes (default 100,1000,5000)")
+    p.add_argument("--interval", type=float, default=30.0, help="poll interval in seconds to compare cycles with (default 30)")
+    p.add_argument("--cycles", type=int, default=3, help="steady cycles after the first (default 3)")
+    p.add_argument("--servers", type=int, default=2, help="agent server processes (default 2)")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="what-if: gc.collect() + gc.freeze() after the first cycle (not what the daemon does today)")
+    args = p.parse_args(argv)
+    ns = sorted({int(x) for x in args.agents.split(",") if x.strip()})
+    if not ns or ns[0] < 1:
+        p.error("--agents needs positive sizes")
+
+    soft, hard = raise_nofile()
+    header("bench.fleet: the daemon's Scheduler over N agents (compressed schedule: cycles back to back)"
+           + (" [--gc-freeze]" if args.gc_freeze else ""))
+    print(f"RLIMIT_NOFILE raised to {soft}/{hard} in this process and in the agents processes")
+    quiet_logging()
+    servers: AgentServers | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        try:
+            started = time.perf_counter()
+            certs, agents = make_agents(Path(tmp), ns[-1])
+            print(f"{ns[-1]} agent certificates made in {time.perf_counter() - started:.1f} s")
+            servers = AgentServers(Path(tmp), certs, agents, args.servers)
+            started = time.perf_counter()
+            servers.start()
+            print(f"{args.servers} agents_server processes bound {ns[-1]} ports in {time.perf_counter() - started:.1f} s "
+                  f"(bind {', '.join(f'{s:.1f}' for s in servers.bind_seconds)} s; "
+                  f"RSS {', '.join(f'{s:.0f}' for s in servers.rss_at_start)} MiB)", flush=True)
+            runs = asyncio.run(run_all(ns, certs, agents, servers, args.interval, args.cycles, args.gc_freeze))
+            summary(runs, args.interval)
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            raise
+        finally:
+            if servers is not None:
+                servers.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Unary GetStatus throughput: AgentClient (tenant interceptors, channel from
+dial_agent) against a bare AgentServiceStub on a plain mTLS channel with the
+same credentials and options, same mock agent (served by a separate process).
+
+    python -m bench.unary [--calls 5000] [--concurrency 32] [--rounds 5]
+
+Variants, run alternately (round-robin) so drift hits all of them alike:
+  bare         grpc.aio.secure_channel, no interceptors, AgentServiceStub
+  bare+md      the bare stub sending the two metadata entries the tenant
+               interceptor adds (what the metadata alone costs)
+  noop-icpt    the same bare channel plus one do-nothing unary interceptor
+               (what grpc.aio's interceptor machinery alone costs)
+  pinned-stub  AgentServiceStub on the channel dial_agent made (the tenant
+               interceptors, without AgentClient's own work)
+  client       AgentClient.get_status (what the daemon does)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.common import (
+    COMPONENT,
+    TENANT,
+    header,
+    make_dev_certs,
+    median,
+    mock_agent_process,
+    proc_cpu,
+    quiet_logging,
+    table,
+)
+
+GOAL = 0.95
+Call = Callable[[], Awaitable[Any]]
+
+
+class _NoopInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(details, request)
+
+
+def plain_channel(address: str, trust: Any, target_name: str, *, interceptors: list[Any] | None = None) -> grpc.aio.Channel:
+    """The channel dial_agent would make (same credentials and options), without
+    the tenant interceptors."""
+    from poller.dial.dialer import _CHANNEL_OPTIONS
+
+    client = trust.client
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=trust.tenant(TENANT).pem, private_key=client.key_pem, certificate_chain=client.chain_pem
+    )
+    return grpc.aio.secure_channel(
+        address,
+        creds,
+        options=[*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", target_name)],
+        interceptors=interceptors,
+    )
+
+
+async def drive(call: Call, n: int, concurrency: int) -> float:
+    """n calls, `concurrency` in flight; returns wall seconds."""
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def run(calls: int, concurrency: int, rounds: int, warmup: int) -> dict[str, float]:
+    from poller.agent.client import AgentClient
+    from poller.dial.dialer import dial_agent
+    from poller.dial.interceptor import AGENT_METADATA_KEY, TENANT_METADATA_KEY
+    from poller.proto import monitoring_pb2 as pb
+    from poller.proto import monitoring_pb2_grpc as pb_grpc
+    from poller.trust.store import TrustStore
+
+    quiet_logging()
+    with tempfile.TemporaryDirectory(prefix="bench-unary-") as tmp:
+        certs = make_dev_certs(Path(tmp) / "certs")
+        trust = TrustStore(certs)
+        with mock_agent_process(certs) as (address, server):
+            conn = await dial_agent(address, tenant=TENANT, trust=trust)
+            client = AgentClient(conn, poller_id="bench", timeout=5.0)
+            bare = plain_channel(address, trust, conn.target_name)
+            noop = plain_channel(address, trust, conn.target_name, interceptors=[_NoopInterceptor()])
+            bare_stub = pb_grpc.AgentServiceStub(bare)
+            noop_stub = pb_grpc.AgentServiceStub(noop)
+            pinned_stub = pb_grpc.AgentServiceStub(conn.channel)
+
+            stamp = grpc.aio.Metadata((TENANT_METADATA_KEY, TENANT), (AGENT_METADATA_KEY, conn.target_name))
+
+            def request() -> Any:  # what AgentClient.get_status builds
+                return pb.StatusRequest(service_name="ping", service_type="icmp", agent_id=COMPONENT, poller_id="bench")
+
+            variants: dict[str, Call] = {
+                "bare": lambda: bare_stub.GetStatus(request(), timeout=5.0),
+                "bare+md": lambda: bare_stub.GetStatus(request(), timeout=5.0, metadata=stamp),
+                "noop-icpt": lambda: noop_stub.GetStatus(request(), timeout=5.0),
+                "pinned-stub": lambda: pinned_stub.GetStatus(request(), timeout=5.0),
+                "client": lambda: client.get_status("ping", "icmp"),
+            }
+            for call in variants.values():  # connect, JIT-free warm caches, settle
+                await drive(call, warmup, concurrency)
+
+            rates: dict[str, list[float]] = {k: [] for k in variants}
+            cpu: dict[str, list[float]] = {k: [] for k in variants}
+            srv: dict[str, list[float]] = {k: [] for k in variants}
+            for r in range(rounds):
+                for name, call in variants.items():
+                    c0, s0 = time.process_time(), proc_cpu(server.pid)
+                    wall = await drive(call, calls, concurrency)
+                    c1, s1 = time.process_time(), proc_cpu(server.pid)
+                    rates[name].append(calls / wall)
+                    cpu[name].append((c1 - c0) / calls * 1e6)
+                    srv[name].append((s1 - s0) / calls * 1e6)
+                    print(f"  round {r + 1}/{rounds} {name:<12} {calls / wall:8.0f} calls/s  "
+                          f"client CPU {(c1 - c0) / calls * 1e6:6.0f} us/call  "
+                          f"client CPU use {(c1 - c0) / wall * 100:4.0f}%  server CPU use {(s1 - s0) / wall * 100:4.0f}%",
+                          flush=True)
+            await bare.close()
+            await noop.close()
+            await conn.close()
+
+    base = median(rates["bare"])
+    base_cpu = median(cpu["bare"])
+    base_srv = median(srv["bare"])
+    rows = []
+    for name in variants:
+        paired = median([v / b for v, b in zip(rates[name], rates["bare"])])
+        rows.append([
+            name,
+            f"{median(rates[name]):.0f}",
+            f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
+            f"{paired:.3f}",
+            f"{median(cpu[name]):.0f}",
+            f"{median(cpu[name]) - base_cpu:+.0f}",
+            f"{median(cpu[name]) / base_cpu:.2f}",
+            f"{median(srv[name]):.0f}",
+        ])
+    print()
+    print(f"GetStatus, {calls} calls per run, {concurrency} in flight, {rounds} alternating rounds (medians):")
+    print(table(rows, ["variant", "calls/s", "range", "vs bare (paired)", "client CPU us/call", "delta us", "CPU vs bare", "server CPU us/call"]))
+    ratio = median([v / b for v, b in zip(rates["client"], rates["bare"])])
+    client_cpu, client_srv = median(cpu["client"]), median(srv["client"])
+    # Both processes share the cores, so when both run flat out calls/s is
+    # about cores / (client + server CPU per call); when the agents are remote
+    # (production), the poller's own CPU per call is what bounds it.
+    shared = (base_cpu + base_srv) / (client_cpu + client_srv)
+    poller_bound = base_cpu / client_cpu
+    print()
+    print(f"ratio client/bare calls/s (median of paired rounds) = {ratio:.3f}  "
+          f"(goal >= {GOAL}: {'MET' if ratio >= GOAL else 'NOT MET'})")
+    print(f"  expected from CPU, client and agent sharing {os.cpu_count()} cores: {shared:.3f}; "
+          f"when the poller's CPU is the limit (remote agents): {poller_bound:.3f}")
+    print(f"client CPU per call: AgentClient {client_cpu:.0f} us vs bare {base_cpu:.0f} us "
+          f"(+{client_cpu - base_cpu:.0f} us, x{client_cpu / base_cpu:.2f}); "
+          f"client CPU per 1,000 calls {client_cpu / 1000:.3f} s vs {base_cpu / 1000:.3f} s")
+    return {"ratio": ratio, "client": median(rates["client"]), "bare": base, "cpu_ratio": client_cpu / base_cpu}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.unary", description=__doc__.splitlines()[0])
+    p.add_argument("--calls", type=int, default=5000, help="calls per run (default 5000)")
+    p.add_argument("--concurrency", type=int, default=32, help="calls in flight (default 32)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    p.add_argument("--warmup", type=int, default=1000, help="warm-up calls per variant (default 1000)")
+    args = p.parse_args(argv)
+    header("bench.unary: GetStatus throughput, AgentClient vs bare stub")
+    asyncio.run(run(args.calls, args.concurrency, args.rounds, args.warmup))
+
+
+if __name__ == "__main__":
+    main()
