@@ -218,3 +218,32 @@ async def test_concurrent_failures_share_one_reproof(pki, trust, serve):
         assert sum(1 for entry in logs if entry.get("event") == "identity_refused") == 1
     finally:
         await conn.close()
+
+
+async def test_leaf_that_borrows_the_tenant_ca_name_is_refused(pki, trust, serve, tmp_path):
+    """A rogue CA named exactly like acme-corp's intermediate signs a leaf: the
+    issuer name matches, the signature does not."""
+    from poller.testing.forge import ForgePki
+
+    rogue = ForgePki.create(tmp_path / "rogue", tenants=(ACME,))  # same CA names, other keys
+    agent = await serve(rogue.agent(ACME))
+    with pytest.raises(IdentityRefused) as caught:
+        await dial_agent(agent.address, tenant=ACME, trust=trust)
+    assert caught.value.reason is Reason.UNTRUSTED_CHAIN
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["name-from-certificate", "name-from-expectation"])
+async def test_both_dial_paths_refuse_an_impostor_and_accept_the_agent(pki, trust, serve, pinned):
+    expect = dict(component="agent-001", partition="partition-1") if pinned else {}
+    impostor = await serve(pki.agent(ACME, "agent-001", issuer_tenant="xyz-inc", dns=[]))
+    with pytest.raises(IdentityRefused) as caught:
+        await dial_agent(impostor.address, tenant=ACME, trust=trust, **expect)
+    assert caught.value.reason is Reason.TENANT_MISMATCH
+    assert impostor.count("GetStatus") == 0
+    good = await serve(pki.agent(ACME, "agent-001"))
+    conn = await dial_agent(good.address, tenant=ACME, trust=trust, **expect)
+    try:
+        assert conn.target_name == "agent-001.partition-1.acme-corp.serviceradar"
+        assert (await AgentClient(conn).get_status("ping", "icmp")).context.component_id == "agent-001"
+    finally:
+        await conn.close()

@@ -115,3 +115,22 @@ async def test_garbage_in_the_middle_of_a_stream_is_never_a_document(pki, trust)
             await conn.close()
     finally:
         await server.stop(None)
+
+
+async def test_many_silent_peers_do_not_starve_an_honest_dial(pki, trust, serve, raw_server):
+    """Each collecting handshake has a hard deadline, so silent peers hold the
+    handshake threads for at most their timeout and an honest agent is still
+    proven (its own deadline is longer than theirs)."""
+
+    async def silent(reader, writer):
+        await reader.read()
+
+    port = await raw_server(silent)
+    good = await serve(pki.agent(ACME))
+    silent_dials = [dial_agent(f"127.0.0.1:{port}", tenant=ACME, trust=trust, timeout=0.5) for _ in range(80)]
+    outcomes = await asyncio.gather(*silent_dials, dial_agent(good.address, tenant=ACME, trust=trust, timeout=10), return_exceptions=True)
+    *silents, honest = outcomes
+    assert all(isinstance(o, AgentUnreachable) for o in silents)
+    assert not isinstance(honest, BaseException), honest
+    assert honest.context.tenant == ACME
+    await honest.close()

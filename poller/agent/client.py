@@ -14,6 +14,7 @@ gRPC code when a call failed).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ def _invalid_payload(method: str, message: str) -> AgentUnreachable:
 
 
 INVALID_PAYLOAD = "INVALID_PAYLOAD"
+
+
+@functools.cache
+def _latency(method: str) -> Any:
+    """The histogram child of one method (labels() is a lookup under a lock)."""
+    return metrics.CALL_LATENCY.labels(method=method)
 
 
 class AgentClient:
@@ -175,7 +182,7 @@ class AgentClient:
             await chunks.aclose()
         data = assembler.data
         latency = time.perf_counter() - started
-        metrics.CALL_LATENCY.labels(method="StreamResults").observe(latency)
+        _latency("StreamResults").observe(latency)
         return StreamDocument(
             context=ctx,
             data=data,
@@ -212,7 +219,7 @@ class AgentClient:
         if response is None:
             raise _invalid_payload(name, type(request).__name__.replace("Request", "Response"))
         latency = time.perf_counter() - started
-        metrics.CALL_LATENCY.labels(method=name).observe(latency)
+        _latency(name).observe(latency)
         return AgentReply(context=ctx, response=response, latency=latency)
 
     async def _translate(self, name: str, err: grpc.aio.AioRpcError) -> Exception:

@@ -33,6 +33,7 @@ from poller.dial.interceptor import tenant_interceptors
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
+from poller.identity.names import format_edge_cn
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.trust.store import TrustStore
 from poller.trust.verify import verify_agent_chain
@@ -70,7 +71,7 @@ class AgentConnection:
         component: str | None,
         partition: str | None,
         trust: TrustStore,
-        context: TenantContext,
+        context: TenantContext | None,
         target_name: str,
         timeout: float,
         options: Sequence[tuple[str, Any]] = (),
@@ -105,7 +106,8 @@ class AgentConnection:
         """The proven identity; raises IdentityRefused once it was refused."""
         if self.refusal is not None:
             raise self.refusal
-        assert self._context is not None
+        if self._context is None:  # only while dial_agent is still proving it
+            raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"identity of {self.address} is not proven yet")
         return self._context
 
     @property
@@ -198,7 +200,33 @@ async def dial_agent(
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
     """
-    ctx = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
+    if component is None or partition is None:
+        ctx = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
+        return _connection(address, tenant, component, partition, trust, ctx, ctx.cn, timeout, options)
+
+    # The expected name is known: gRPC's own (pinned) handshake starts while
+    # the identity is proven, and no call can use the channel before it is.
+    conn = _connection(address, tenant, component, partition, trust, None, format_edge_cn(component, partition, tenant), timeout, options)
+    conn.channel.get_state(try_to_connect=True)
+    try:
+        conn._context = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def _connection(
+    address: str,
+    tenant: str,
+    component: str | None,
+    partition: str | None,
+    trust: TrustStore,
+    ctx: TenantContext | None,
+    target_name: str,
+    timeout: float,
+    options: Sequence[tuple[str, Any]],
+) -> AgentConnection:
     return AgentConnection(
         address=address,
         tenant=tenant,
@@ -206,7 +234,7 @@ async def dial_agent(
         partition=partition,
         trust=trust,
         context=ctx,
-        target_name=ctx.cn,
+        target_name=target_name,
         timeout=timeout,
         options=options,
     )

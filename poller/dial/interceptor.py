@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from poller.identity.context import TenantContext, bound_tenant
+from poller.identity.context import TenantContext, _current
 from poller.identity.reasons import IdentityRefused, Reason
 
 TENANT_METADATA_KEY = "x-serviceradar-tenant"
@@ -30,16 +30,9 @@ def _stamped(source: ProvenIdentitySource | None, details: grpc.aio.ClientCallDe
     if source is None:
         raise IdentityRefused(Reason.UNTRUSTED_CHAIN, "call on a channel without a proven TenantContext")
     ctx = source.context  # raises the stored refusal, if any
-    metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    metadata[TENANT_METADATA_KEY] = ctx.tenant
-    metadata[AGENT_METADATA_KEY] = ctx.cn
-    return ctx, grpc.aio.ClientCallDetails(
-        method=details.method,
-        timeout=details.timeout,
-        metadata=metadata,
-        credentials=details.credentials,
-        wait_for_ready=details.wait_for_ready,
-    )
+    stamp = (TENANT_METADATA_KEY, ctx.tenant), (AGENT_METADATA_KEY, ctx.cn)
+    metadata = grpc.aio.Metadata(*details.metadata, *stamp) if details.metadata else grpc.aio.Metadata(*stamp)
+    return ctx, details._replace(metadata=metadata)
 
 
 class TenantUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -48,8 +41,11 @@ class TenantUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
         ctx, details = _stamped(self._source, client_call_details)
-        with bound_tenant(ctx):
+        token = _current.set(ctx)  # current_tenant() for code running inside the call
+        try:
             return await continuation(details, request)
+        finally:
+            _current.reset(token)
 
 
 class TenantUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
@@ -58,8 +54,11 @@ class TenantUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
         ctx, details = _stamped(self._source, client_call_details)
-        with bound_tenant(ctx):
+        token = _current.set(ctx)  # current_tenant() for code running inside the call
+        try:
             return await continuation(details, request)
+        finally:
+            _current.reset(token)
 
 
 def tenant_interceptors(source: ProvenIdentitySource | None) -> list[grpc.aio.ClientInterceptor]:

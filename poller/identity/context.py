@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from poller.identity.names import SUFFIX
+
 # Held only by modules that verify (and by the named test helper): a
 # TenantContext built without it raises, so a tenant cannot be made up from
 # strings by accident or by a payload.
@@ -48,7 +50,7 @@ class TenantContext:
 
     @property
     def cn(self) -> str:
-        return f"{self.component_id}.{self.partition_id}.{self.tenant}.serviceradar"
+        return f"{self.component_id}.{self.partition_id}.{self.tenant}.{SUFFIX}"  # parts were validated when proven
 
     def as_dict(self) -> dict[str, Any]:
         """The identity fields as JSON-ready values (the probe contract's keys)."""

@@ -101,7 +101,9 @@ def _parse(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
 
 
 def _check_issuer(leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, refuse: _Refuse) -> None:
-    if expected.issued(leaf):
+    # The name is enough to go on: the signature is checked once, by the path
+    # validation at the end, which refuses a leaf that only borrows the name.
+    if leaf.issuer == expected.cert.subject:
         return
     other = trust.issuer_tenant(leaf)
     if other is not None:
