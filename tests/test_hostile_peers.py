@@ -134,3 +134,25 @@ async def test_many_silent_peers_do_not_starve_an_honest_dial(pki, trust, serve,
     assert not isinstance(honest, BaseException), honest
     assert honest.context.tenant == ACME
     await honest.close()
+
+
+async def test_dialing_works_with_file_descriptors_above_1024(pki, trust, serve):
+    """A poller holding thousands of agents has descriptors past select()'s limit."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"fd hard limit {hard} is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    agent = await serve(pki.agent(ACME))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:  # fills every free descriptor below 1100 too
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
+        await conn.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -200,13 +200,19 @@ async def dial_agent(
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
     """
+    def connection(ctx: TenantContext | None, target_name: str) -> AgentConnection:
+        return AgentConnection(
+            address=address, tenant=tenant, component=component, partition=partition, trust=trust,
+            context=ctx, target_name=target_name, timeout=timeout, options=options,
+        )
+
     if component is None or partition is None:
         ctx = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
-        return _connection(address, tenant, component, partition, trust, ctx, ctx.cn, timeout, options)
+        return connection(ctx, ctx.cn)
 
     # The expected name is known: gRPC's own (pinned) handshake starts while
     # the identity is proven, and no call can use the channel before it is.
-    conn = _connection(address, tenant, component, partition, trust, None, format_edge_cn(component, partition, tenant), timeout, options)
+    conn = connection(None, format_edge_cn(component, partition, tenant))
     conn.channel.get_state(try_to_connect=True)
     try:
         conn._context = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
@@ -214,30 +220,6 @@ async def dial_agent(
         await conn.close()
         raise
     return conn
-
-
-def _connection(
-    address: str,
-    tenant: str,
-    component: str | None,
-    partition: str | None,
-    trust: TrustStore,
-    ctx: TenantContext | None,
-    target_name: str,
-    timeout: float,
-    options: Sequence[tuple[str, Any]],
-) -> AgentConnection:
-    return AgentConnection(
-        address=address,
-        tenant=tenant,
-        component=component,
-        partition=partition,
-        trust=trust,
-        context=ctx,
-        target_name=target_name,
-        timeout=timeout,
-        options=options,
-    )
 
 
 async def _prove(

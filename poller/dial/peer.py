@@ -91,16 +91,17 @@ def _collect(host: str, port: int, context: ssl.SSLContext, deadline: float) -> 
     with socket.create_connection((host, port), timeout=max(0.001, deadline - time.monotonic())) as raw:
         raw.setblocking(False)
         with context.wrap_socket(raw, server_hostname=None, do_handshake_on_connect=False) as tls:
+            waiter = select.poll()  # not select(): descriptors above 1024 are normal with many agents
             while True:
                 try:
                     tls.do_handshake()
                     return _unverified_chain(tls)
                 except ssl.SSLWantReadError:
-                    want = ([tls], [])
+                    waiter.register(tls, select.POLLIN)
                 except ssl.SSLWantWriteError:
-                    want = ([], [tls])
+                    waiter.register(tls, select.POLLOUT)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not any(select.select(*want, [], remaining)[:2]):
+                if remaining <= 0 or not waiter.poll(remaining * 1000):
                     raise TimeoutError("handshake deadline")
 
 
