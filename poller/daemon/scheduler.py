@@ -104,13 +104,15 @@ class Scheduler:
 
     async def run_cycle(self, worker: AgentWorker) -> list[PollResult]:
         """One bounded cycle of one agent; its results are published before it returns."""
-        async with self._semaphore:
-            try:
-                async with asyncio.timeout(self.settings.cycle_timeout):
-                    results = await worker.cycle()
-            except TimeoutError:
-                results = worker.unavailable(worker.due_checks(time.monotonic()), "timeout")
-                worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
+        # The binding puts the agent's name on the audit lines of its dials too.
+        with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
+            async with self._semaphore:
+                try:
+                    async with asyncio.timeout(self.settings.cycle_timeout):
+                        results = await worker.cycle()
+                except TimeoutError:
+                    results = worker.unavailable(worker.due_checks(time.monotonic()), "timeout")
+                    worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
         for result in results:
             outcome = "ok" if result.available else (result.reason or "unavailable")
             metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()
