@@ -26,13 +26,19 @@ class ProvenIdentitySource(Protocol):
     def context(self) -> TenantContext: ...
 
 
-def _stamped(source: ProvenIdentitySource | None, details: grpc.aio.ClientCallDetails) -> tuple[TenantContext, grpc.aio.ClientCallDetails]:
+async def _call_as_tenant(source: ProvenIdentitySource | None, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+    """Refuse without a proven context; else stamp the call and run it with
+    current_tenant() bound for code inside the call."""
     if source is None:
         raise IdentityRefused(Reason.UNTRUSTED_CHAIN, "call on a channel without a proven TenantContext")
     ctx = source.context  # raises the stored refusal, if any
     stamp = (TENANT_METADATA_KEY, ctx.tenant), (AGENT_METADATA_KEY, ctx.cn)
     metadata = grpc.aio.Metadata(*details.metadata, *stamp) if details.metadata else grpc.aio.Metadata(*stamp)
-    return ctx, details._replace(metadata=metadata)
+    token = _current.set(ctx)
+    try:
+        return await continuation(details._replace(metadata=metadata), request)
+    finally:
+        _current.reset(token)
 
 
 class TenantUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -40,12 +46,7 @@ class TenantUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         self._source = source
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-        ctx, details = _stamped(self._source, client_call_details)
-        token = _current.set(ctx)  # current_tenant() for code running inside the call
-        try:
-            return await continuation(details, request)
-        finally:
-            _current.reset(token)
+        return await _call_as_tenant(self._source, continuation, client_call_details, request)
 
 
 class TenantUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
@@ -53,12 +54,7 @@ class TenantUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         self._source = source
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-        ctx, details = _stamped(self._source, client_call_details)
-        token = _current.set(ctx)  # current_tenant() for code running inside the call
-        try:
-            return await continuation(details, request)
-        finally:
-            _current.reset(token)
+        return await _call_as_tenant(self._source, continuation, client_call_details, request)
 
 
 def tenant_interceptors(source: ProvenIdentitySource | None) -> list[grpc.aio.ClientInterceptor]:
