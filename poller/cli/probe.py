@@ -117,7 +117,9 @@ _TRANSPORT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"})
 async def _status_call(conn: Any, timeout: float) -> None:
     client = AgentClient(conn, timeout=timeout)
     try:
-        await client.get_status("probe", "grpc")
+        # No service type: the agent runs no check for it (a check could be
+        # slow or have side effects); any answer proves the pinned channel works.
+        await client.get_status("probe", "")
     except AgentUnreachable as err:
         if err.code is None or err.code in _TRANSPORT_CODES:
             raise
