@@ -99,22 +99,16 @@ def run(args: argparse.Namespace) -> int:
         platform_clients_only=args.platform_clients_only,
         agent_id=args.agent_id or args.component,
     )
-    layout = CertsLayout(args.certs)
-    if args.cert is not None:
-        chain_path, key_path = args.cert, args.key
-    else:
-        chain_path = layout.component_chain(args.tenant, args.component, args.partition)
-        if not chain_path.exists():
-            chain_path = layout.component_cert(args.tenant, args.component, args.partition)
-        key_path = layout.component_key(args.tenant, args.component, args.partition)
-    ca_path = args.client_ca or layout.root_ca
     try:
-        agent = MockAgent(
-            cert_chain_pem=chain_path.read_bytes(),
-            key_pem=key_path.read_bytes(),
-            client_ca_pem=ca_path.read_bytes(),
-            **kw,
-        )
+        if args.cert is not None:
+            agent = MockAgent(
+                cert_chain_pem=args.cert.read_bytes(),
+                key_pem=args.key.read_bytes(),
+                client_ca_pem=(args.client_ca or CertsLayout(args.certs).root_ca).read_bytes(),
+                **kw,
+            )
+        else:
+            agent = MockAgent.from_certs_dir(args.certs, args.tenant, args.component, args.partition, client_ca=args.client_ca, **kw)
     except (OSError, MockAgentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -36,7 +36,7 @@ from poller.identity.context import TenantContext
 from poller.identity.names import format_edge_cn
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.trust.store import TrustStore
-from poller.trust.verify import verify_agent_chain
+from poller.trust.verify import parse_chain, verify_agent_chain
 
 log = structlog.get_logger("poller.dial")
 
@@ -234,8 +234,9 @@ async def _prove(
     """Collect the chain, verify it, check it can be pinned, audit the decision."""
     chain = await fetch_peer_chain(address, collector_context(trust.client), timeout=timeout)
     try:
-        ctx = verify_agent_chain(chain, tenant=tenant, trust=trust.snapshot, component=component, partition=partition)
-        _check_pinnable(chain[0], ctx)
+        certs = parse_chain(chain)  # once, for both checks
+        ctx = verify_agent_chain(certs, tenant=tenant, trust=trust.snapshot, component=component, partition=partition)
+        _check_pinnable(certs[0], ctx)
     except IdentityRefused as err:
         audit.refused(err, address=address, tenant=tenant)
         raise
@@ -243,11 +244,10 @@ async def _prove(
     return ctx
 
 
-def _check_pinnable(leaf_der: bytes, ctx: TenantContext) -> None:
+def _check_pinnable(leaf: x509.Certificate, ctx: TenantContext) -> None:
     """gRPC's handshake checks the target name against the SAN DNS names (the
     CN only when there are none). A certificate whose SAN omits its CN cannot
     be pinned to its identity, so it is refused rather than pinned to less."""
-    leaf = x509.load_der_x509_certificate(leaf_der)
     names = certinfo.dns_names(leaf)
     if names and ctx.cn not in names:
         raise IdentityRefused(

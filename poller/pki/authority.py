@@ -570,9 +570,7 @@ def issue_component(
 
     key = new_key()
     cert = sign_child(ca, key, days=days, subject_cn=cn, dns=dns_names, ips=addresses, uris=[spiffe], eku=[SERVER_AUTH, CLIENT_AUTH])
-    cert_path = layout.component_cert(tenant, component_id, partition_id)
-    key_path = layout.component_key(tenant, component_id, partition_id)
-    chain_path = layout.component_chain(tenant, component_id, partition_id)
+    cert_path, key_path, chain_path = layout.component_files(tenant, component_id, partition_id)
     write_issued(cert_path, key_path, chain_path, cert, key, ca.cert)
     return IssuedCertificate(
         cert_path=cert_path,

@@ -83,9 +83,7 @@ class DevPki:
 
 def _kept(layout: CertsLayout, tenant: str, stem: str, partition: str) -> DevComponent | None:
     """The existing files of a component, if complete and issued by the tenant's current CA."""
-    cert_path = layout.component_cert(tenant, stem, partition)
-    key_path = layout.component_key(tenant, stem, partition)
-    chain_path = layout.component_chain(tenant, stem, partition)
+    cert_path, key_path, chain_path = layout.component_files(tenant, stem, partition)
     if not (cert_path.is_file() and key_path.is_file() and chain_path.is_file()):
         return None
     try:
@@ -132,9 +130,7 @@ def write_impostor(certs_dir: StrPath | CertsLayout) -> DevComponent:
         uris=[format_spiffe_id("agent", IMPOSTOR_VICTIM, IMPOSTOR_PARTITION, IMPOSTOR_COMPONENT)],
         eku=[SERVER_AUTH, CLIENT_AUTH],
     )
-    cert_path = layout.component_cert(IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_PARTITION)
-    key_path = layout.component_key(IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_PARTITION)
-    chain_path = layout.component_chain(IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_PARTITION)
+    cert_path, key_path, chain_path = layout.component_files(IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_PARTITION)
     write_issued(cert_path, key_path, chain_path, cert, key, ca.cert)
     return DevComponent(
         tenant=IMPOSTOR_ISSUER,

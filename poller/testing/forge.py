@@ -286,12 +286,8 @@ class ForgePki:
         private = key_pem(key)
         paths: dict[str, Path] = {}
         if write:
-            stem = (home, component_id, partition_id)
-            paths = {
-                "cert_path": self.layout.component_cert(*stem),
-                "key_path": self.layout.component_key(*stem),
-                "chain_path": self.layout.component_chain(*stem),
-            }
+            files = self.layout.component_files(home, component_id, partition_id)
+            paths = {"cert_path": files.cert, "key_path": files.key, "chain_path": files.chain}
             write_private(paths["key_path"], private)
             write_public(paths["cert_path"], leaf)
             write_public(paths["chain_path"], chain)

@@ -230,22 +230,22 @@ class MockAgent:
         tenant: str,
         component_id: str,
         partition_id: str,
+        *,
+        client_ca: str | Path | None = None,
         **kw: Any,
     ) -> MockAgent:
-        """Load the component's chain (or cert), key and root.pem from a certs dir."""
+        """Load the component's chain (or cert), key and root.pem (or client_ca) from a certs dir."""
         format_edge_cn(component_id, partition_id, tenant)  # validates the labels
         layout = CertsLayout(Path(certs_dir))
-        chain = layout.component_chain(tenant, component_id, partition_id)
-        if not chain.exists():
-            chain = layout.component_cert(tenant, component_id, partition_id)
+        files = layout.component_files(tenant, component_id, partition_id)
         try:
-            chain_pem = chain.read_bytes()
-            key_pem = layout.component_key(tenant, component_id, partition_id).read_bytes()
-            root_pem = layout.root_ca.read_bytes()
+            chain_pem = (files.chain if files.chain.exists() else files.cert).read_bytes()
+            key_pem = files.key.read_bytes()
+            ca_pem = Path(client_ca or layout.root_ca).read_bytes()
         except OSError as exc:
             raise MockAgentError(f"cannot read agent certificates: {exc}") from None
         kw.setdefault("agent_id", component_id)
-        return cls(cert_chain_pem=chain_pem, key_pem=key_pem, client_ca_pem=root_pem, **kw)
+        return cls(cert_chain_pem=chain_pem, key_pem=key_pem, client_ca_pem=ca_pem, **kw)
 
     def _set_identity(self, chain_pem: bytes, key_pem: bytes, client_ca_pem: bytes) -> None:
         leaf = _first_cert(chain_pem)

@@ -14,6 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+
+class ComponentFiles(NamedTuple):
+    """The three files of one component certificate."""
+
+    cert: Path
+    key: Path
+    chain: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,13 @@ class CertsLayout:
 
     def tenant_crl(self, slug: str) -> Path:
         return self.tenant_dir(slug) / "crl.pem"
+
+    def component_files(self, slug: str, component_id: str, partition_id: str) -> ComponentFiles:
+        return ComponentFiles(
+            self.component_cert(slug, component_id, partition_id),
+            self.component_key(slug, component_id, partition_id),
+            self.component_chain(slug, component_id, partition_id),
+        )
 
     def component_stem(self, slug: str, component_id: str, partition_id: str) -> Path:
         return self.tenant_dir(slug) / "components" / f"{component_id}-{partition_id}"

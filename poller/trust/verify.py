@@ -49,7 +49,7 @@ def verify_agent_chain(
     component / partition, when given, must equal the CN's.
     """
     now = now or certinfo.utcnow()
-    certs = _parse(chain)
+    certs = parse_chain(chain)
     leaf = certs[0]
     peer = certinfo.summary(leaf)
 
@@ -91,7 +91,8 @@ def verify_agent_chain(
     )
 
 
-def _parse(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
+def parse_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
+    """Parsed certificates, leaf first; a bad or empty chain is a bad_certificate refusal."""
     if not chain:
         raise IdentityRefused(Reason.BAD_CERTIFICATE, "the agent presented no certificate")
     try:
