@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CERTS  ?= certs
 
-.PHONY: install test certs protos bench run clean help
+.PHONY: install test check certs protos bench run clean help
 
 help:
 	@echo "make run      dev PKI + NATS + mock agents + the poller daemon (Ctrl-C stops all)"
-	@echo "make test     the whole test suite"
+	@echo "make test     lint/type checks (make check), then the whole test suite"
+	@echo "make check    ruff lint + format check, mypy --strict on poller/"
 	@echo "make install  .venv with the package (editable) and test extras"
 	@echo "make certs    dev PKI into $(CERTS)/"
 	@echo "make protos   regenerate poller/proto/ from protos/"
@@ -23,8 +24,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-test: $(STAMP)
+test: check
 	$(BIN)/python -m pytest
+
+LINTED := poller tests bench scripts
+
+check: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy poller
 
 certs: $(STAMP)
 	$(BIN)/serviceradar-poller pki dev $(CERTS)

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{module} finished in {time.perf_counter() - t0:.0f} s, exit {code}]", flush=True)
         if code:
             failed.append(module)
-    print(f"\nall benchmarks done in {time.perf_counter() - started:.0f} s"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\nall benchmarks done in {time.perf_counter() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -52,7 +52,9 @@ class _Agents(pb_grpc.AgentServiceServicer):
 
 
 class _Health(health_pb2_grpc.HealthServicer):
-    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
         return _SERVING
 
 

@@ -73,7 +73,7 @@ def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     for n, row in enumerate(cells):
-        out.append("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        out.append("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -189,7 +189,9 @@ def read_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
 
 
 @contextlib.contextmanager
-def mock_agent_process(certs: Path, *, tenant: str = TENANT, component: str = COMPONENT, partition: str = PARTITION) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def mock_agent_process(
+    certs: Path, *, tenant: str = TENANT, component: str = COMPONENT, partition: str = PARTITION
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A MockAgent in its own process (bench.mock_agent_proc, the equivalent of
     `python -m poller mock-agent`); yields (address, process)."""
     proc = spawn([PYTHON, "-m", "bench.mock_agent_proc", str(certs), tenant, component, partition])

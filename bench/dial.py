@@ -157,12 +157,10 @@ async def run(iterations: int) -> dict[str, float]:
             # pin+audit was recorded twice per dial (two functions): fold into one per dial.
             for d in (phases.wall, phases.cpu):
                 pa = d["pin+audit"]
-                d["pin+audit"] = [a + b for a, b in zip(pa[0::2], pa[1::2])]
+                d["pin+audit"] = [a + b for a, b in zip(pa[0::2], pa[1::2], strict=False)]
             n = len(phases.wall["total"])
             for d in (phases.wall, phases.cpu):
-                d["channel"] = [
-                    d["dial_agent()"][k] - d["collect"][k] - d["verify"][k] - d["pin+audit"][k] for k in range(n)
-                ]
+                d["channel"] = [d["dial_agent()"][k] - d["collect"][k] - d["verify"][k] - d["pin+audit"][k] for k in range(n)]
 
     ms = 1000.0
     print()
@@ -174,24 +172,31 @@ async def run(iterations: int) -> dict[str, float]:
         "dial_agent+name": "dial_agent(component, partition) + get_status",
     }
     for name in ("plain", "dial_agent", "dial_agent+name"):
-        rows.append([
-            labels[name],
-            f"{median(wall[name]) * ms:.2f}",
-            f"{percentile(wall[name], 90) * ms:.2f}",
-            f"{median(cpu[name]) * ms:.2f}",
-            f"{percentile(cpu[name], 90) * ms:.2f}",
-            f"{(cold_plain if name == 'plain' else cold_dial)[0] * ms:.1f}" if name != "dial_agent+name" else "-",
-        ])
+        rows.append(
+            [
+                labels[name],
+                f"{median(wall[name]) * ms:.2f}",
+                f"{percentile(wall[name], 90) * ms:.2f}",
+                f"{median(cpu[name]) * ms:.2f}",
+                f"{percentile(cpu[name], 90) * ms:.2f}",
+                f"{(cold_plain if name == 'plain' else cold_dial)[0] * ms:.1f}" if name != "dial_agent+name" else "-",
+            ]
+        )
     print(table(rows, ["", "wall ms p50", "wall ms p90", "CPU ms p50", "CPU ms p90", "cold first, wall ms"]))
     ratio = median(wall["dial_agent"]) / median(wall["plain"])
     ratio90 = percentile(wall["dial_agent"], 90) / percentile(wall["plain"], 90)
     cpu_ratio = median(cpu["dial_agent"]) / median(cpu["plain"])
     print()
-    print(f"ratio dial_agent/plain wall p50 = {ratio:.2f}  (goal <= {GOAL}: {'MET' if ratio <= GOAL else 'NOT MET'}); "
-          f"p90 {ratio90:.2f}; CPU p50 {cpu_ratio:.2f}")
+    print(
+        f"ratio dial_agent/plain wall p50 = {ratio:.2f}  (goal <= {GOAL}: {'MET' if ratio <= GOAL else 'NOT MET'}); "
+        f"p90 {ratio90:.2f}; CPU p50 {cpu_ratio:.2f}"
+    )
     named = median(wall["dial_agent+name"]) / median(wall["plain"])
-    print(f"ratio dial_agent(component, partition)/plain wall p50 = {named:.2f}  "
-          f"(goal <= {GOAL}: {'MET' if named <= GOAL else 'NOT MET'}); CPU p50 {median(cpu['dial_agent+name']) / median(cpu['plain']):.2f}")
+    print(
+        f"ratio dial_agent(component, partition)/plain wall p50 = {named:.2f}  "
+        f"(goal <= {GOAL}: {'MET' if named <= GOAL else 'NOT MET'}); "
+        f"CPU p50 {median(cpu['dial_agent+name']) / median(cpu['plain']):.2f}"
+    )
 
     print()
     print(f"dial_agent + first GetStatus + close, broken down ({iterations} iterations; medians, and share of the total median):")
@@ -199,18 +204,22 @@ async def run(iterations: int) -> dict[str, float]:
     rows = []
     for name in ("collect", "verify", "pin+audit", "channel", "1st call", "close", "total"):
         w, c = median(phases.wall[name]), median(phases.cpu[name])
-        rows.append([
-            name,
-            f"{w * ms:.2f}",
-            f"{percentile(phases.wall[name], 90) * ms:.2f}",
-            f"{w / total_w * 100:.0f}%",
-            f"{c * ms:.2f}",
-            f"{c / total_c * 100:.0f}%",
-        ])
+        rows.append(
+            [
+                name,
+                f"{w * ms:.2f}",
+                f"{percentile(phases.wall[name], 90) * ms:.2f}",
+                f"{w / total_w * 100:.0f}%",
+                f"{c * ms:.2f}",
+                f"{c / total_c * 100:.0f}%",
+            ]
+        )
     print(table(rows, ["phase", "wall ms p50", "wall ms p90", "wall share", "CPU ms p50", "CPU share"]))
     extra = median(phases.wall["collect"]) + median(phases.wall["verify"]) + median(phases.wall["pin+audit"])
-    print(f"the proof (collect + verify + pin/audit) adds {extra * ms:.2f} ms wall per dial; "
-          f"plain channel + GetStatus is {median(wall['plain']) * ms:.2f} ms")
+    print(
+        f"the proof (collect + verify + pin/audit) adds {extra * ms:.2f} ms wall per dial; "
+        f"plain channel + GetStatus is {median(wall['plain']) * ms:.2f} ms"
+    )
     return {"ratio": ratio, "ratio_named": named}
 
 

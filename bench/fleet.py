@@ -180,16 +180,20 @@ class AgentServers:
         for j in range(k):
             mine = list(range(j, len(agents), k))
             spec = directory / f"agents-{j}.json"
-            spec.write_text(json.dumps({
-                "client_ca": str(certs / "root.pem"),
-                "agents": [{"chain": agents[i]["chain"], "key": agents[i]["key"]} for i in mine],
-            }))
+            spec.write_text(
+                json.dumps(
+                    {
+                        "client_ca": str(certs / "root.pem"),
+                        "agents": [{"chain": agents[i]["chain"], "key": agents[i]["key"]} for i in mine],
+                    }
+                )
+            )
             self._spec.append((spec, mine))
 
     def start(self) -> None:
         for spec, _ in self._spec:
             self.procs.append(spawn([PYTHON, "-m", "bench.agents_server", str(spec)], stderr=None))
-        for proc, (_, mine) in zip(self.procs, self._spec):
+        for proc, (_, mine) in zip(self.procs, self._spec, strict=False):
             info = json.loads(read_line(proc, 300, "agents_server"))
             for i, port in zip(mine, info["ports"], strict=True):
                 self.addresses[i] = f"127.0.0.1:{port}"
@@ -249,12 +253,29 @@ async def measure_cycle(label: str, scheduler: Any, sink: CountingSink, servers:
     loop_cpu = time.thread_time() - t0
     gc_seconds, collections = GC.take()
     outcomes = dict(sink.take())
-    return Cycle(label, clock.wall, clock.cpu, servers.cpu() - s0, sum(outcomes.values()), outcomes,
-                 loop_cpu, gc_seconds, tuple(collections), finished)
+    return Cycle(
+        label,
+        clock.wall,
+        clock.cpu,
+        servers.cpu() - s0,
+        sum(outcomes.values()),
+        outcomes,
+        loop_cpu,
+        gc_seconds,
+        tuple(collections),
+        finished,
+    )
 
 
-async def run_n(n: int, certs: Path, agents: list[dict[str, str]], servers: AgentServers, interval: float, cycles: int,
-                gc_freeze: bool = False) -> FleetRun:
+async def run_n(
+    n: int,
+    certs: Path,
+    agents: list[dict[str, str]],
+    servers: AgentServers,
+    interval: float,
+    cycles: int,
+    gc_freeze: bool = False,
+) -> FleetRun:
     from poller.daemon.scheduler import Scheduler
     from poller.trust.store import TrustStore
 
@@ -263,8 +284,11 @@ async def run_n(n: int, certs: Path, agents: list[dict[str, str]], servers: Agen
     scheduler = Scheduler(settings, TrustStore(certs), sink.publish)
     scheduler.start(loops=False)
     run = FleetRun(n)
-    print(f"\n--- {n} agents (max_concurrent_polls {settings.max_concurrent_polls}, "
-          f"call_timeout {settings.call_timeout:g} s, cycle_timeout {settings.cycle_timeout:g} s)", flush=True)
+    print(
+        f"\n--- {n} agents (max_concurrent_polls {settings.max_concurrent_polls}, "
+        f"call_timeout {settings.call_timeout:g} s, cycle_timeout {settings.cycle_timeout:g} s)",
+        flush=True,
+    )
     try:
         for k in range(cycles + 1):
             label = "first" if k == 0 else f"steady {k}"
@@ -294,9 +318,12 @@ async def run_n(n: int, certs: Path, agents: list[dict[str, str]], servers: Agen
         if gc_freeze:
             gc.unfreeze()
     _cycle_table(run)
-    print(f"  memory: RSS {run.rss:.0f} MiB with {n} connections open (after first cycle {run.rss_after_first:.0f} MiB), "
-          f"peak (ru_maxrss) {run.max_rss:.0f} MiB, {run.fds} fds; agents processes RSS {run.agents_rss:.0f} MiB; "
-          f"closing all took {run.stop_seconds:.2f} s", flush=True)
+    print(
+        f"  memory: RSS {run.rss:.0f} MiB with {n} connections open (after first cycle {run.rss_after_first:.0f} MiB), "
+        f"peak (ru_maxrss) {run.max_rss:.0f} MiB, {run.fds} fds; agents processes RSS {run.agents_rss:.0f} MiB; "
+        f"closing all took {run.stop_seconds:.2f} s",
+        flush=True,
+    )
     if run.note:
         print(f"  NOTE: {run.note}")
     return run
@@ -305,31 +332,53 @@ async def run_n(n: int, certs: Path, agents: list[dict[str, str]], servers: Agen
 def _print_cycle(n: int, c: Cycle, interval: float) -> None:
     bad = {k: v for k, v in c.outcomes.items() if k != "ok"}
     fits = "fits" if c.finished and c.wall <= interval else "does not fit"
-    print(f"  {c.label:<9} {c.wall:7.2f} s, {c.polls / c.wall if c.wall else 0:5.0f} polls/s, "
-          f"ok {c.ok}/{n}{', failed ' + json.dumps(bad) if bad else ''} | "
-          f"cycle {c.wall:.2f} s vs interval {interval:g} s: {fits}", flush=True)
+    print(
+        f"  {c.label:<9} {c.wall:7.2f} s, {c.polls / c.wall if c.wall else 0:5.0f} polls/s, "
+        f"ok {c.ok}/{n}{', failed ' + json.dumps(bad) if bad else ''} | "
+        f"cycle {c.wall:.2f} s vs interval {interval:g} s: {fits}",
+        flush=True,
+    )
 
 
 def _cycle_table(run: FleetRun) -> None:
     rows = []
     for c in run.cycles:
         polls = max(c.polls, 1)
-        rows.append([
-            c.label,
-            f"{c.wall:.2f}",
-            f"{c.polls / c.wall:.0f}",
-            f"{2 * c.polls / c.wall:.0f}",
-            f"{c.cpu:.2f}",
-            f"{c.cpu / c.wall * 100:.0f}%",
-            f"{c.loop_cpu / c.wall * 100:.0f}%",
-            f"{c.cpu / polls * 1000:.2f}",
-            f"{c.gc_seconds:.2f} ({c.gc_seconds / c.cpu * 100 if c.cpu else 0:.0f}%)",
-            "/".join(str(x) for x in c.gc_collections),
-            f"{c.agents_cpu:.2f}",
-            f"{c.agents_cpu / polls * 1000:.2f}",
-        ])
-    print(table(rows, ["cycle", "wall s", "polls/s", "RPC/s", "poller CPU s", "of 1 core", "loop thread",
-                       "CPU s/1k polls", "GC s", "GC gen0/1/2", "agents CPU s", "agents s/1k"]))
+        rows.append(
+            [
+                c.label,
+                f"{c.wall:.2f}",
+                f"{c.polls / c.wall:.0f}",
+                f"{2 * c.polls / c.wall:.0f}",
+                f"{c.cpu:.2f}",
+                f"{c.cpu / c.wall * 100:.0f}%",
+                f"{c.loop_cpu / c.wall * 100:.0f}%",
+                f"{c.cpu / polls * 1000:.2f}",
+                f"{c.gc_seconds:.2f} ({c.gc_seconds / c.cpu * 100 if c.cpu else 0:.0f}%)",
+                "/".join(str(x) for x in c.gc_collections),
+                f"{c.agents_cpu:.2f}",
+                f"{c.agents_cpu / polls * 1000:.2f}",
+            ]
+        )
+    print(
+        table(
+            rows,
+            [
+                "cycle",
+                "wall s",
+                "polls/s",
+                "RPC/s",
+                "poller CPU s",
+                "of 1 core",
+                "loop thread",
+                "CPU s/1k polls",
+                "GC s",
+                "GC gen0/1/2",
+                "agents CPU s",
+                "agents s/1k",
+            ],
+        )
+    )
 
 
 def summary(runs: list[FleetRun], interval: float) -> None:
@@ -345,44 +394,72 @@ def summary(runs: list[FleetRun], interval: float) -> None:
         ok = all(c.ok == r.n for c in r.cycles)
         first_fits = r.first.finished and r.first.wall <= interval
         steady_fits = bool(steady) and st_max <= interval
-        rows.append([
-            r.n,
-            f"{r.first.wall:.2f}",
-            f"{r.first.cpu / r.n * 1000:.2f}",
-            f"{st_wall:.2f}",
-            f"{st_max:.2f}",
-            f"{r.n / st_wall:.0f}" if steady else "-",
-            f"{st_cpu:.2f}",
-            f"{st_srv:.2f}",
-            f"{r.rss:.0f}",
-            f"{r.max_rss:.0f}",
-            f"{(r.rss - runs[0].rss + 0.0) / max(r.n - runs[0].n, 1) * 1024:.0f}" if r is not runs[0] else "-",
-            f"{sorted(c.gc_seconds / c.cpu * 100 for c in steady)[len(steady) // 2]:.0f}%" if steady else "-",
-            "yes" if ok else "NO",
-            "fits" if first_fits else "does not fit",
-            "fits" if steady_fits else "does not fit",
-        ])
-    print(table(rows, [
-        "agents", "first s", "first CPU s/1k", "steady s", "steady max s", "polls/s", "CPU s/1k polls",
-        "agents CPU s/1k", "RSS MiB", "peak MiB", "KiB/agent", "GC share", "all ok",
-        f"first in {interval:g} s", f"steady in {interval:g} s",
-    ]))
+        rows.append(
+            [
+                r.n,
+                f"{r.first.wall:.2f}",
+                f"{r.first.cpu / r.n * 1000:.2f}",
+                f"{st_wall:.2f}",
+                f"{st_max:.2f}",
+                f"{r.n / st_wall:.0f}" if steady else "-",
+                f"{st_cpu:.2f}",
+                f"{st_srv:.2f}",
+                f"{r.rss:.0f}",
+                f"{r.max_rss:.0f}",
+                f"{(r.rss - runs[0].rss + 0.0) / max(r.n - runs[0].n, 1) * 1024:.0f}" if r is not runs[0] else "-",
+                f"{sorted(c.gc_seconds / c.cpu * 100 for c in steady)[len(steady) // 2]:.0f}%" if steady else "-",
+                "yes" if ok else "NO",
+                "fits" if first_fits else "does not fit",
+                "fits" if steady_fits else "does not fit",
+            ]
+        )
+    print(
+        table(
+            rows,
+            [
+                "agents",
+                "first s",
+                "first CPU s/1k",
+                "steady s",
+                "steady max s",
+                "polls/s",
+                "CPU s/1k polls",
+                "agents CPU s/1k",
+                "RSS MiB",
+                "peak MiB",
+                "KiB/agent",
+                "GC share",
+                "all ok",
+                f"first in {interval:g} s",
+                f"steady in {interval:g} s",
+            ],
+        )
+    )
     big = runs[-1]
     steady_max = max((c.wall for c in big.steady if c.finished), default=float("nan"))
     print()
-    print(f"goal at {big.n} agents: every cycle inside {interval:g} s -> first {big.first.wall:.2f} s "
-          f"({'fits' if big.first.finished and big.first.wall <= interval else 'does not fit'}), "
-          f"steady max {steady_max:.2f} s ({'fits' if steady_max <= interval else 'does not fit'}); "
-          f"RSS < {RSS_GOAL_MIB / 1024:.1f} GiB -> {big.rss:.0f} MiB now, {big.max_rss:.0f} MiB peak "
-          f"({'MET' if big.max_rss < RSS_GOAL_MIB else 'NOT MET'})")
+    print(
+        f"goal at {big.n} agents: every cycle inside {interval:g} s -> first {big.first.wall:.2f} s "
+        f"({'fits' if big.first.finished and big.first.wall <= interval else 'does not fit'}), "
+        f"steady max {steady_max:.2f} s ({'fits' if steady_max <= interval else 'does not fit'}); "
+        f"RSS < {RSS_GOAL_MIB / 1024:.1f} GiB -> {big.rss:.0f} MiB now, {big.max_rss:.0f} MiB peak "
+        f"({'MET' if big.max_rss < RSS_GOAL_MIB else 'NOT MET'})"
+    )
     print("(KiB/agent: growth of current RSS per added agent since the smallest N)")
 
 
 # --------------------------------------------------------------------------- main
 
 
-async def run_all(ns: list[int], certs: Path, agents: list[dict[str, str]], servers: AgentServers, interval: float, cycles: int,
-                  gc_freeze: bool = False) -> list[FleetRun]:
+async def run_all(
+    ns: list[int],
+    certs: Path,
+    agents: list[dict[str, str]],
+    servers: AgentServers,
+    interval: float,
+    cycles: int,
+    gc_freeze: bool = False,
+) -> list[FleetRun]:
     runs = []
     for n in ns:
         runs.append(await run_n(n, certs, agents, servers, interval, cycles, gc_freeze))
@@ -396,16 +473,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--interval", type=float, default=30.0, help="poll interval in seconds to compare cycles with (default 30)")
     p.add_argument("--cycles", type=int, default=3, help="steady cycles after the first (default 3)")
     p.add_argument("--servers", type=int, default=2, help="agent server processes (default 2)")
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="what-if: gc.collect() + gc.freeze() after the first cycle (not what the daemon does today)")
+    p.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="what-if: gc.collect() + gc.freeze() after the first cycle (not what the daemon does today)",
+    )
     args = p.parse_args(argv)
     ns = sorted({int(x) for x in args.agents.split(",") if x.strip()})
     if not ns or ns[0] < 1:
         p.error("--agents needs positive sizes")
 
     soft, hard = raise_nofile()
-    header("bench.fleet: the daemon's Scheduler over N agents (compressed schedule: cycles back to back)"
-           + (" [--gc-freeze]" if args.gc_freeze else ""))
+    header(
+        "bench.fleet: the daemon's Scheduler over N agents (compressed schedule: cycles back to back)"
+        + (" [--gc-freeze]" if args.gc_freeze else "")
+    )
     print(f"RLIMIT_NOFILE raised to {soft}/{hard} in this process and in the agents processes")
     quiet_logging()
     servers: AgentServers | None = None
@@ -417,9 +499,12 @@ def main(argv: list[str] | None = None) -> None:
             servers = AgentServers(Path(tmp), certs, agents, args.servers)
             started = time.perf_counter()
             servers.start()
-            print(f"{args.servers} agents_server processes bound {ns[-1]} ports in {time.perf_counter() - started:.1f} s "
-                  f"(bind {', '.join(f'{s:.1f}' for s in servers.bind_seconds)} s; "
-                  f"RSS {', '.join(f'{s:.0f}' for s in servers.rss_at_start)} MiB)", flush=True)
+            print(
+                f"{args.servers} agents_server processes bound {ns[-1]} ports in {time.perf_counter() - started:.1f} s "
+                f"(bind {', '.join(f'{s:.1f}' for s in servers.bind_seconds)} s; "
+                f"RSS {', '.join(f'{s:.0f}' for s in servers.rss_at_start)} MiB)",
+                flush=True,
+            )
             runs = asyncio.run(run_all(ns, certs, agents, servers, args.interval, args.cycles, args.gc_freeze))
             summary(runs, args.interval)
         except KeyboardInterrupt:

@@ -128,10 +128,12 @@ async def run(calls: int, concurrency: int, rounds: int, warmup: int) -> dict[st
                     rates[name].append(calls / wall)
                     cpu[name].append((c1 - c0) / calls * 1e6)
                     srv[name].append((s1 - s0) / calls * 1e6)
-                    print(f"  round {r + 1}/{rounds} {name:<12} {calls / wall:8.0f} calls/s  "
-                          f"client CPU {(c1 - c0) / calls * 1e6:6.0f} us/call  "
-                          f"client CPU use {(c1 - c0) / wall * 100:4.0f}%  server CPU use {(s1 - s0) / wall * 100:4.0f}%",
-                          flush=True)
+                    print(
+                        f"  round {r + 1}/{rounds} {name:<12} {calls / wall:8.0f} calls/s  "
+                        f"client CPU {(c1 - c0) / calls * 1e6:6.0f} us/call  "
+                        f"client CPU use {(c1 - c0) / wall * 100:4.0f}%  server CPU use {(s1 - s0) / wall * 100:4.0f}%",
+                        flush=True,
+                    )
             await bare.close()
             await noop.close()
             await conn.close()
@@ -141,21 +143,37 @@ async def run(calls: int, concurrency: int, rounds: int, warmup: int) -> dict[st
     base_srv = median(srv["bare"])
     rows = []
     for name in variants:
-        paired = median([v / b for v, b in zip(rates[name], rates["bare"])])
-        rows.append([
-            name,
-            f"{median(rates[name]):.0f}",
-            f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
-            f"{paired:.3f}",
-            f"{median(cpu[name]):.0f}",
-            f"{median(cpu[name]) - base_cpu:+.0f}",
-            f"{median(cpu[name]) / base_cpu:.2f}",
-            f"{median(srv[name]):.0f}",
-        ])
+        paired = median([v / b for v, b in zip(rates[name], rates["bare"], strict=False)])
+        rows.append(
+            [
+                name,
+                f"{median(rates[name]):.0f}",
+                f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
+                f"{paired:.3f}",
+                f"{median(cpu[name]):.0f}",
+                f"{median(cpu[name]) - base_cpu:+.0f}",
+                f"{median(cpu[name]) / base_cpu:.2f}",
+                f"{median(srv[name]):.0f}",
+            ]
+        )
     print()
     print(f"GetStatus, {calls} calls per run, {concurrency} in flight, {rounds} alternating rounds (medians):")
-    print(table(rows, ["variant", "calls/s", "range", "vs bare (paired)", "client CPU us/call", "delta us", "CPU vs bare", "server CPU us/call"]))
-    ratio = median([v / b for v, b in zip(rates["client"], rates["bare"])])
+    print(
+        table(
+            rows,
+            [
+                "variant",
+                "calls/s",
+                "range",
+                "vs bare (paired)",
+                "client CPU us/call",
+                "delta us",
+                "CPU vs bare",
+                "server CPU us/call",
+            ],
+        )
+    )
+    ratio = median([v / b for v, b in zip(rates["client"], rates["bare"], strict=False)])
     client_cpu, client_srv = median(cpu["client"]), median(srv["client"])
     # Both processes share the cores, so when both run flat out calls/s is
     # about cores / (client + server CPU per call); when the agents are remote
@@ -163,13 +181,19 @@ async def run(calls: int, concurrency: int, rounds: int, warmup: int) -> dict[st
     shared = (base_cpu + base_srv) / (client_cpu + client_srv)
     poller_bound = base_cpu / client_cpu
     print()
-    print(f"ratio client/bare calls/s (median of paired rounds) = {ratio:.3f}  "
-          f"(goal >= {GOAL}: {'MET' if ratio >= GOAL else 'NOT MET'})")
-    print(f"  expected from CPU, client and agent sharing {os.cpu_count()} cores: {shared:.3f}; "
-          f"when the poller's CPU is the limit (remote agents): {poller_bound:.3f}")
-    print(f"client CPU per call: AgentClient {client_cpu:.0f} us vs bare {base_cpu:.0f} us "
-          f"(+{client_cpu - base_cpu:.0f} us, x{client_cpu / base_cpu:.2f}); "
-          f"client CPU per 1,000 calls {client_cpu / 1000:.3f} s vs {base_cpu / 1000:.3f} s")
+    print(
+        f"ratio client/bare calls/s (median of paired rounds) = {ratio:.3f}  "
+        f"(goal >= {GOAL}: {'MET' if ratio >= GOAL else 'NOT MET'})"
+    )
+    print(
+        f"  expected from CPU, client and agent sharing {os.cpu_count()} cores: {shared:.3f}; "
+        f"when the poller's CPU is the limit (remote agents): {poller_bound:.3f}"
+    )
+    print(
+        f"client CPU per call: AgentClient {client_cpu:.0f} us vs bare {base_cpu:.0f} us "
+        f"(+{client_cpu - base_cpu:.0f} us, x{client_cpu / base_cpu:.2f}); "
+        f"client CPU per 1,000 calls {client_cpu / 1000:.3f} s vs {base_cpu / 1000:.3f} s"
+    )
     return {"ratio": ratio, "client": median(rates["client"]), "bare": base, "cpu_ratio": client_cpu / base_cpu}
 
 

@@ -63,7 +63,7 @@ def _config(certs: Path, data: Path, addresses: dict[str, str]) -> dict[str, obj
 
 def _banner(addresses: dict[str, str], config: Path, data: Path) -> None:
     print("\nServiceRadar poller demo: four mock agents on loopback\n", flush=True)
-    for name, tenant, cert_tenant, stem, _ in AGENTS:
+    for name, tenant, cert_tenant, _stem, _ in AGENTS:
         note = f"  (certificate minted by {cert_tenant}'s CA, claims {tenant})" if name == "impostor" else ""
         print(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
     print(f"\n  config:  {config}\n  results: {data}/<tenant>/results.jsonl\n  Ctrl-C stops everything.\n", flush=True)
@@ -73,8 +73,11 @@ async def main(args: argparse.Namespace) -> int:
     certs, workdir = Path(args.certs).resolve(), Path(args.workdir).resolve()
     dev = create_dev_pki(certs)
     layout = dev.layout
-    print(f"dev PKI ready in {certs} (tenants: {', '.join(sorted(dev.tenants))}; impostor {IMPOSTOR_COMPONENT} "
-          f"minted by {IMPOSTOR_ISSUER})", flush=True)
+    print(
+        f"dev PKI ready in {certs} (tenants: {', '.join(sorted(dev.tenants))}; impostor {IMPOSTOR_COMPONENT} "
+        f"minted by {IMPOSTOR_ISSUER})",
+        flush=True,
+    )
 
     agents = {name: _agent(layout, cert_tenant, stem, part) for name, _, cert_tenant, stem, part in AGENTS}
     for agent in agents.values():
@@ -111,7 +114,9 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> int:
-    parser = argparse.ArgumentParser(prog="python -m poller.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m poller.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--certs", default="certs", help="dev PKI directory (default: certs)")
     parser.add_argument("--workdir", default="demo", help="where the config and results go (default: demo)")
     parser.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")

@@ -158,9 +158,7 @@ def test_minimal_config_gets_every_default() -> None:
     (agent,) = config.agents
     assert agent.component_id is None and agent.partition is None and agent.expected_cn is None
     assert agent.checks == ()
-    assert [str(w) for w in config.warnings] == [
-        "agents.edge-1.checks: no checks configured for this agent"
-    ]
+    assert [str(w) for w in config.warnings] == ["agents.edge-1.checks: no checks configured for this agent"]
 
 
 def test_cycle_timeout_default_follows_poll_interval() -> None:
@@ -174,8 +172,9 @@ def test_direct_construction_derives_cycle_timeout() -> None:
 
 
 def test_scheduler_knobs_are_read() -> None:
-    config = parse_config(doc(max_concurrent_polls=7, call_timeout="1500ms", cycle_timeout="20s",
-                              backoff_initial="250ms", backoff_max="2m"))
+    config = parse_config(
+        doc(max_concurrent_polls=7, call_timeout="1500ms", cycle_timeout="20s", backoff_initial="250ms", backoff_max="2m")
+    )
     assert (config.max_concurrent_polls, config.call_timeout, config.cycle_timeout) == (7, 1.5, 20.0)
     assert (config.backoff_initial, config.backoff_max) == (0.25, 120.0)
 
@@ -183,8 +182,7 @@ def test_scheduler_knobs_are_read() -> None:
 def test_nats_sink_defaults_and_fields(tmp_path: Path) -> None:
     config = parse_config(doc(sink={"type": "nats"}))
     assert config.sink == SinkConfig(type="nats", dir=None, url="nats://127.0.0.1:4222", outbox_dir=None)
-    config = parse_config(doc(sink={"type": "nats", "url": "tls://nats.example:4443",
-                                    "outbox_dir": "outbox"}), base_dir=tmp_path)
+    config = parse_config(doc(sink={"type": "nats", "url": "tls://nats.example:4443", "outbox_dir": "outbox"}), base_dir=tmp_path)
     assert config.sink.url == "tls://nats.example:4443"
     assert config.sink.outbox_dir == tmp_path / "outbox"
 
@@ -230,10 +228,10 @@ def test_unknown_key_with_did_you_mean() -> None:
 
 def test_unknown_top_level_and_check_keys() -> None:
     found = issues(doc(pol_interval="30s", color="blue"))
-    assert found == ['pol_interval: unknown key (did you mean "poll_interval"?)',
-                     "color: unknown key"]
+    assert found == ['pol_interval: unknown key (did you mean "poll_interval"?)', "color: unknown key"]
     assert str(one_issue(check_doc(0, servce_name="x"))) == (
-        'agents.edge-1.checks[0].servce_name: unknown key (did you mean "service_name"?)')
+        'agents.edge-1.checks[0].servce_name: unknown key (did you mean "service_name"?)'
+    )
 
 
 def test_missing_tenant_is_an_error_there_is_no_default() -> None:
@@ -242,8 +240,9 @@ def test_missing_tenant_is_an_error_there_is_no_default() -> None:
     assert "required" in issue.message and "no default tenant" in issue.message
 
 
-@pytest.mark.parametrize("slug", ["Acme-Corp", "acme*", ">", "*", "acme corp", "-acme", "acme-",
-                                  "", "a" * 64, "acme.corp", "ácme"])
+@pytest.mark.parametrize(
+    "slug", ["Acme-Corp", "acme*", ">", "*", "acme corp", "-acme", "acme-", "", "a" * 64, "acme.corp", "ácme"]
+)
 def test_bad_tenant_slug(slug: str) -> None:
     issue = one_issue(agent_doc(tenant=slug))
     assert issue.path == "agents.edge-1.tenant"
@@ -262,19 +261,22 @@ def test_bad_top_level_partition() -> None:
     assert one_issue(doc(partition="Default")).path == "partition"
 
 
-@pytest.mark.parametrize("address, fragment", [
-    ("10.0.0.5", "has no port"),
-    ("10.0.0.5:", "is not a number"),
-    ("10.0.0.5:http", "is not a number"),
-    (":50051", "has no host"),
-    ("::1:50051", "needs brackets"),
-    ("[::1:50051", "is not [ipv6]:port"),
-    ("[not-v6]:50051", "is not an IPv6 address"),
-    ("10.0.0.5:50051 ", "whitespace"),
-    ("300.1.1.1:50051", "not a valid IPv4 address"),
-    ("bad_host!:50051", "not a valid host name"),
-    ("", "must not be empty"),
-])
+@pytest.mark.parametrize(
+    "address, fragment",
+    [
+        ("10.0.0.5", "has no port"),
+        ("10.0.0.5:", "is not a number"),
+        ("10.0.0.5:http", "is not a number"),
+        (":50051", "has no host"),
+        ("::1:50051", "needs brackets"),
+        ("[::1:50051", "is not [ipv6]:port"),
+        ("[not-v6]:50051", "is not an IPv6 address"),
+        ("10.0.0.5:50051 ", "whitespace"),
+        ("300.1.1.1:50051", "not a valid IPv4 address"),
+        ("bad_host!:50051", "not a valid host name"),
+        ("", "must not be empty"),
+    ],
+)
 def test_bad_address(address: str, fragment: str) -> None:
     issue = one_issue(agent_doc(address=address))
     assert issue.path == "agents.edge-1.address"
@@ -312,33 +314,39 @@ def test_check_port_range(port: int) -> None:
     assert "out of range (0-65535)" in issue.message
 
 
-@pytest.mark.parametrize("data, path, fragment", [
-    (check_doc(1, port="22"), "agents.edge-1.checks[1].port", 'expected an integer, got string "22"'),
-    (check_doc(1, port=22.0), "agents.edge-1.checks[1].port", "expected an integer, got number 22.0"),
-    (doc(max_concurrent_polls="500"), "max_concurrent_polls", "expected an integer"),
-    (doc(max_concurrent_polls=0), "max_concurrent_polls", "out of range (at least 1)"),
-    (doc(poller_id=7), "poller_id", "expected a string, got number 7"),
-    (agent_doc(tenant=["acme-corp"]), "agents.edge-1.tenant", "expected a string, got an array"),
-    (agent_doc(address=50051), "agents.edge-1.address", "expected a string"),
-    (agent_doc(checks={"a": 1}), "agents.edge-1.checks", "expected an array of checks"),
-    (check_doc(0, details=5), "agents.edge-1.checks[0].details", "expected a string"),
-    (check_doc(0, service_name=""), "agents.edge-1.checks[0].service_name", "must not be empty"),
-    (doc(sink="file"), "sink", "expected an object"),
-    (doc(agents=["edge-1"]), "agents", "expected an object"),
-    (doc(log_format="text"), "log_format", "is not one of auto, json, console"),
-    (doc(certs_dir=""), "certs_dir", "must not be empty"),
-    (doc(partition=None), "partition", "expected a string, got null"),
-])
+@pytest.mark.parametrize(
+    "data, path, fragment",
+    [
+        (check_doc(1, port="22"), "agents.edge-1.checks[1].port", 'expected an integer, got string "22"'),
+        (check_doc(1, port=22.0), "agents.edge-1.checks[1].port", "expected an integer, got number 22.0"),
+        (doc(max_concurrent_polls="500"), "max_concurrent_polls", "expected an integer"),
+        (doc(max_concurrent_polls=0), "max_concurrent_polls", "out of range (at least 1)"),
+        (doc(poller_id=7), "poller_id", "expected a string, got number 7"),
+        (agent_doc(tenant=["acme-corp"]), "agents.edge-1.tenant", "expected a string, got an array"),
+        (agent_doc(address=50051), "agents.edge-1.address", "expected a string"),
+        (agent_doc(checks={"a": 1}), "agents.edge-1.checks", "expected an array of checks"),
+        (check_doc(0, details=5), "agents.edge-1.checks[0].details", "expected a string"),
+        (check_doc(0, service_name=""), "agents.edge-1.checks[0].service_name", "must not be empty"),
+        (doc(sink="file"), "sink", "expected an object"),
+        (doc(agents=["edge-1"]), "agents", "expected an object"),
+        (doc(log_format="text"), "log_format", "is not one of auto, json, console"),
+        (doc(certs_dir=""), "certs_dir", "must not be empty"),
+        (doc(partition=None), "partition", "expected a string, got null"),
+    ],
+)
 def test_wrong_types_and_values_name_the_path(data: dict[str, Any], path: str, fragment: str) -> None:
     issue = one_issue(data)
     assert issue.path == path
     assert fragment in issue.message
 
 
-@pytest.mark.parametrize("data, path", [
-    (check_doc(1, port=True), "agents.edge-1.checks[1].port"),
-    (doc(max_concurrent_polls=True), "max_concurrent_polls"),
-])
+@pytest.mark.parametrize(
+    "data, path",
+    [
+        (check_doc(1, port=True), "agents.edge-1.checks[1].port"),
+        (doc(max_concurrent_polls=True), "max_concurrent_polls"),
+    ],
+)
 def test_bool_is_not_an_int(data: dict[str, Any], path: str) -> None:
     issue = one_issue(data)
     assert issue == ConfigIssue(path, "expected an integer, got boolean true")
@@ -350,7 +358,7 @@ def test_check_needs_service_type_and_name() -> None:
     assert issues(data) == [
         "agents.edge-1.checks[0].service_type: required",
         "agents.edge-1.checks[0].service_name: required",
-        "agents.edge-1.checks[1]: expected an object, got string \"not-an-object\"",
+        'agents.edge-1.checks[1]: expected an object, got string "not-an-object"',
     ]
 
 
@@ -378,9 +386,7 @@ def test_agent_must_be_an_object() -> None:
 
 def test_keys_that_are_not_plain_words_are_quoted_in_paths() -> None:
     data = {"poller_id": "p", "agents": {"edge.1": {"address": "h:1"}}}
-    assert issues(data) == [
-        'agents["edge.1"].tenant: required: every agent names its tenant (there is no default tenant)'
-    ]
+    assert issues(data) == ['agents["edge.1"].tenant: required: every agent names its tenant (there is no default tenant)']
 
 
 # ------------------------------------------------------------------ durations in the config
@@ -388,8 +394,7 @@ def test_keys_that_are_not_plain_words_are_quoted_in_paths() -> None:
 
 def test_bad_duration_message() -> None:
     issue = one_issue(check_doc(2, results_interval="5 minutes"))
-    assert str(issue) == ('agents.edge-1.checks[2].results_interval: "5 minutes" is not a duration '
-                          "(use e.g. 30s, 5m, 1h30m)")
+    assert str(issue) == ('agents.edge-1.checks[2].results_interval: "5 minutes" is not a duration (use e.g. 30s, 5m, 1h30m)')
 
 
 @pytest.mark.parametrize("value", [30, 30.5, "30", "0"])
@@ -407,7 +412,8 @@ def test_zero_or_negative_interval_is_an_error(key: str, value: str) -> None:
 
 def test_zero_results_interval_is_an_error() -> None:
     assert one_issue(check_doc(2, results_interval="0s")) == ConfigIssue(
-        "agents.edge-1.checks[2].results_interval", "must be positive")
+        "agents.edge-1.checks[2].results_interval", "must be positive"
+    )
 
 
 def test_duration_of_wrong_type() -> None:
@@ -446,10 +452,10 @@ def test_unknown_sink_type() -> None:
 
 def test_sink_keys_are_validated_per_type() -> None:
     assert str(one_issue(doc(sink={"type": "file", "url": "nats://x:4222"}))) == (
-        'sink.url: not a key of a "file" sink (file sinks take: type, dir)')
+        'sink.url: not a key of a "file" sink (file sinks take: type, dir)'
+    )
     assert one_issue(doc(sink={"type": "nats", "dir": "data"})).path == "sink.dir"
-    assert one_issue(doc(sink={"type": "nats", "urll": "nats://x"})).message == (
-        'unknown key (did you mean "url"?)')
+    assert one_issue(doc(sink={"type": "nats", "urll": "nats://x"})).message == ('unknown key (did you mean "url"?)')
 
 
 @pytest.mark.parametrize("url", ["http://x:4222", "nats://", "nats://x:notaport", "127.0.0.1:4222"])
@@ -522,15 +528,17 @@ GO_CONFIG: dict[str, Any] = {
                 "server_name": "serviceradar-agent",
                 "mode": "mtls",
                 "cert_dir": "/etc/serviceradar/certs",
-                "tls": {"cert_file": "poller.pem", "key_file": "poller-key.pem",
-                        "ca_file": "root.pem", "client_ca_file": "root.pem"},
+                "tls": {
+                    "cert_file": "poller.pem",
+                    "key_file": "poller-key.pem",
+                    "ca_file": "root.pem",
+                    "client_ca_file": "root.pem",
+                },
             },
             "checks": [
-                {"service_type": "process", "service_name": "serviceradar-agent",
-                 "details": "serviceradar-agent"},
+                {"service_type": "process", "service_name": "serviceradar-agent", "details": "serviceradar-agent"},
                 {"service_type": "port", "service_name": "SSH", "details": "agent:22"},
-                {"service_type": "sweep", "service_name": "network_sweep", "details": "",
-                 "results_interval": "5m"},
+                {"service_type": "sweep", "service_name": "network_sweep", "details": "", "results_interval": "5m"},
             ],
         }
     },
@@ -553,9 +561,17 @@ def test_go_poller_config_plus_tenant_is_valid_with_warnings() -> None:
     assert config.poller_id == "docker-poller"
     assert config.agents[0].checks[2].results_interval == 300.0
     warned = {w.path: w.message for w in config.warnings}
-    assert set(warned) == {"core_address", "listen_addr", "source_ip", "service_name",
-                           "service_type", "kv_address", "security", "logging",
-                           "agents.docker-agent.security"}
+    assert set(warned) == {
+        "core_address",
+        "listen_addr",
+        "source_ip",
+        "service_name",
+        "service_type",
+        "kv_address",
+        "security",
+        "logging",
+        "agents.docker-agent.security",
+    }
     assert all(message.startswith("ignored") for message in warned.values())
 
 
@@ -594,7 +610,8 @@ def test_duplicate_check_warns() -> None:
     checks.append(dict(checks[0]))
     config = parse_config(data)
     assert [str(w) for w in config.warnings] == [
-        "agents.edge-1.checks[3]: same service_type and service_name as agents.edge-1.checks[0]"]
+        "agents.edge-1.checks[3]: same service_type and service_name as agents.edge-1.checks[0]"
+    ]
 
 
 # ------------------------------------------------------------------ files
@@ -610,9 +627,11 @@ def test_json_syntax_error_reports_line_and_column(tmp_path: Path) -> None:
 
 
 def test_duplicate_json_keys_are_errors(tmp_path: Path) -> None:
-    text = ('{"poller_id": "p", "poller_id": "q", "agents": {'
-            '"a": {"address": "h:1", "tenant": "acme-corp"},'
-            '"a": {"address": "h:2", "tenant": "acme-corp", "tenant": "xyz-inc"}}}')
+    text = (
+        '{"poller_id": "p", "poller_id": "q", "agents": {'
+        '"a": {"address": "h:1", "tenant": "acme-corp"},'
+        '"a": {"address": "h:2", "tenant": "acme-corp", "tenant": "xyz-inc"}}}'
+    )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert [i.path for i in info.value.issues] == ["poller_id", "agents.a", "agents.a.tenant"]
@@ -660,8 +679,11 @@ def test_check_files_reports_missing_certificates(tmp_path: Path) -> None:
 
 def test_cli_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = copy.deepcopy(GO_CONFIG)
-    data["agents"]["other"] = {"address": "10.0.0.9:50051", "tenant": "xyz-inc",
-                               "checks": [{"service_type": "icmp", "service_name": "ping"}]}
+    data["agents"]["other"] = {
+        "address": "10.0.0.9:50051",
+        "tenant": "xyz-inc",
+        "checks": [{"service_type": "icmp", "service_name": "ping"}],
+    }
     path = write(tmp_path, data)
     assert main(["config", "check", str(path), "--no-files"]) == 0
     out, err = capsys.readouterr()
@@ -688,8 +710,7 @@ def test_cli_check_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
-        'poll_interval: "30" is a bare number, which is ambiguous: a duration needs a unit '
-        "(use e.g. 30s, 5m, 1h30m)",
+        'poll_interval: "30" is a bare number, which is ambiguous: a duration needs a unit (use e.g. 30s, 5m, 1h30m)',
         'agents.edge-1.adress: unknown key (did you mean "address"?)',
         "agents.edge-1.tenant: required: every agent names its tenant (there is no default tenant)",
     ]
@@ -716,9 +737,21 @@ def test_cli_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert text == example_config()
     data = json.loads(text)
     # The example spells out every key, so the docs and the example cannot drift apart silently.
-    assert set(data) == {"poller_id", "partition", "poll_interval", "certs_dir", "sink",
-                         "metrics_listen", "log_format", "max_concurrent_polls", "call_timeout",
-                         "cycle_timeout", "backoff_initial", "backoff_max", "agents"}
+    assert set(data) == {
+        "poller_id",
+        "partition",
+        "poll_interval",
+        "certs_dir",
+        "sink",
+        "metrics_listen",
+        "log_format",
+        "max_concurrent_polls",
+        "call_timeout",
+        "cycle_timeout",
+        "backoff_initial",
+        "backoff_max",
+        "agents",
+    }
     path = write(tmp_path, text)
     assert main(["config", "check", str(path), "--no-files"]) == 0
     out, err = capsys.readouterr()
@@ -730,18 +763,35 @@ def test_cli_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 # ------------------------------------------------------------------ the duration parser
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("2h", 7200.0), ("1.5s", 1.5),
-    ("1h30m", 5400.0), ("1.5h", 5400.0), (".5s", 0.5), ("1.s", 1.0), ("250us", 0.00025),
-    ("250µs", 0.00025), ("250μs", 0.00025), ("10ns", 1e-8), ("+5s", 5.0), ("-5s", -5.0),
-    ("1h1m1s1ms", 3661.001), ("18h30m", 66600.0),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30s", 30.0),
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("2h", 7200.0),
+        ("1.5s", 1.5),
+        ("1h30m", 5400.0),
+        ("1.5h", 5400.0),
+        (".5s", 0.5),
+        ("1.s", 1.0),
+        ("250us", 0.00025),
+        ("250µs", 0.00025),
+        ("250μs", 0.00025),
+        ("10ns", 1e-8),
+        ("+5s", 5.0),
+        ("-5s", -5.0),
+        ("1h1m1s1ms", 3661.001),
+        ("18h30m", 66600.0),
+    ],
+)
 def test_parse_duration_examples(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "s", "5", "0", "5 s", " 5s", "5S", "5sec", "1d", "5m5",
-                                  "1h-5m", "--5s", ".s", "5.5.5s", "PT5S", "five seconds"])
+@pytest.mark.parametrize(
+    "text", ["", "s", "5", "0", "5 s", " 5s", "5S", "5sec", "1d", "5m5", "1h-5m", "--5s", ".s", "5.5.5s", "PT5S", "five seconds"]
+)
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(DurationError):
         parse_duration(text)
@@ -757,11 +807,21 @@ def test_parse_duration_overflow() -> None:
         parse_duration("3000000h")
 
 
-@pytest.mark.parametrize("ns, text", [
-    (0, "0s"), (1, "1ns"), (1_500, "1.5us"), (1_500_000, "1.5ms"), (500_000_000, "500ms"),
-    (1_000_000_000, "1s"), (90_000_000_000, "1m30s"), (5_400_000_000_000, "1h30m"),
-    (3_600_000_000_001, "1h0.000000001s"), (-2_000_000_000, "-2s"),
-])
+@pytest.mark.parametrize(
+    "ns, text",
+    [
+        (0, "0s"),
+        (1, "1ns"),
+        (1_500, "1.5us"),
+        (1_500_000, "1.5ms"),
+        (500_000_000, "500ms"),
+        (1_000_000_000, "1s"),
+        (90_000_000_000, "1m30s"),
+        (5_400_000_000_000, "1h30m"),
+        (3_600_000_000_001, "1h0.000000001s"),
+        (-2_000_000_000, "-2s"),
+    ],
+)
 def test_format_duration_examples(ns: int, text: str) -> None:
     assert format_duration_ns(ns) == text
 
@@ -781,8 +841,7 @@ def test_format_then_parse_round_trips(ns: int) -> None:
 _UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
-@given(st.lists(st.tuples(st.integers(min_value=0, max_value=10**4), st.sampled_from(sorted(_UNITS))),
-                min_size=1, max_size=6))
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=10**4), st.sampled_from(sorted(_UNITS))), min_size=1, max_size=6))
 def test_parse_sums_components(parts: list[tuple[int, str]]) -> None:
     text = "".join(f"{n}{unit}" for n, unit in parts)
     assert parse_duration_ns(text) == sum(n * _UNITS[unit] for n, unit in parts)

@@ -102,7 +102,9 @@ async def test_a_cycle_contains_every_fault_to_its_own_agent(pki, serve):
 async def test_results_send_last_sequence_and_skip_unchanged_data(pki, serve):
     agent = await serve(pki.agent(ACME))
     agent.behaviour.results_data = b'{"hosts":[1]}'
-    settings = make_settings(pki, {"a": agent_entry(agent, checks=[{"service_type": "snmp", "service_name": "snmp", "results_interval": "1m"}])})
+    settings = make_settings(
+        pki, {"a": agent_entry(agent, checks=[{"service_type": "snmp", "service_name": "snmp", "results_interval": "1m"}])}
+    )
     sink = MemorySink()
     scheduler = Scheduler(settings, TrustStore(pki.directory), sink.publish)
     scheduler.start(loops=False)
@@ -128,7 +130,9 @@ async def test_stream_reassembled_across_many_chunks(pki, serve):
     document = json.dumps({"hosts": [{"ip": f"192.0.2.{i % 250}", "n": i} for i in range(2000)]}).encode()
     agent.behaviour.stream_document = document
     agent.behaviour.stream_chunks = 97
-    results, _ = await run_once(pki, {"a": agent_entry(agent, checks=[{"service_type": "sync", "service_name": "s", "results_interval": "1m"}])})
+    results, _ = await run_once(
+        pki, {"a": agent_entry(agent, checks=[{"service_type": "sync", "service_name": "s", "results_interval": "1m"}])}
+    )
     [doc] = results
     assert doc.available and doc.kind == "stream"
     assert doc.payload == document
@@ -139,13 +143,24 @@ async def test_incomplete_streams_are_not_forwarded_as_complete(pki, serve, faul
     agent = await serve(pki.agent(ACME))
     agent.behaviour.stream_chunks = 4
     setattr(agent.behaviour, fault, True if fault == "end_without_final" else 2)
-    results, _ = await run_once(pki, {"a": agent_entry(agent, checks=[{"service_type": "sweep", "service_name": "s", "results_interval": "1m"}])})
+    results, _ = await run_once(
+        pki, {"a": agent_entry(agent, checks=[{"service_type": "sweep", "service_name": "s", "results_interval": "1m"}])}
+    )
     [r] = results
     assert (r.available, r.reason, r.payload) == (False, "incomplete_stream", b"")
 
 
 async def test_unreachable_agent_reports_and_backs_off(pki, unused_tcp_port):
-    settings = make_settings(pki, {"down": {"address": f"127.0.0.1:{unused_tcp_port}", "tenant": ACME, "checks": [{"service_type": "icmp", "service_name": "ping"}]}})
+    settings = make_settings(
+        pki,
+        {
+            "down": {
+                "address": f"127.0.0.1:{unused_tcp_port}",
+                "tenant": ACME,
+                "checks": [{"service_type": "icmp", "service_name": "ping"}],
+            }
+        },
+    )
     sink = MemorySink()
     scheduler = Scheduler(settings, TrustStore(pki.directory), sink.publish)
     scheduler.start(loops=False)
@@ -211,8 +226,18 @@ def test_a_result_cannot_carry_another_tenants_identity(pki):
 
     ctx = unverified_tenant_context(tenant=XYZ)
     with pytest.raises(ValueError):
-        PollResult(tenant=ACME, agent="a", address="h:1", poller_id="p", partition="d", kind="status",
-                   service_name="s", service_type="t", available=True, context=ctx)
+        PollResult(
+            tenant=ACME,
+            agent="a",
+            address="h:1",
+            poller_id="p",
+            partition="d",
+            kind="status",
+            service_name="s",
+            service_type="t",
+            available=True,
+            context=ctx,
+        )
 
 
 @pytest.mark.parametrize("failures", [1, 2, 5, 20])

@@ -42,24 +42,34 @@ class Daemon:
 
 
 def write_config(path: Path, pki, agents: dict[str, object], data_dir: Path) -> None:
-    path.write_text(json.dumps({
-        "poller_id": "poller-proc",
-        "poll_interval": "30s",
-        "call_timeout": "2s",
-        "certs_dir": str(pki.directory),
-        "sink": {"type": "file", "dir": str(data_dir)},
-        "log_format": "json",
-        "agents": {
-            name: {"address": agent.address, "tenant": ACME, "checks": [{"service_type": "process", "service_name": "p"}]}
-            for name, agent in agents.items()
-        },
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "poller_id": "poller-proc",
+                "poll_interval": "30s",
+                "call_timeout": "2s",
+                "certs_dir": str(pki.directory),
+                "sink": {"type": "file", "dir": str(data_dir)},
+                "log_format": "json",
+                "agents": {
+                    name: {"address": agent.address, "tenant": ACME, "checks": [{"service_type": "process", "service_name": "p"}]}
+                    for name, agent in agents.items()
+                },
+            }
+        )
+    )
 
 
 async def start(config: Path) -> Daemon:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "run", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "poller",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     return Daemon(proc)
 
@@ -105,8 +115,14 @@ async def test_bad_config_exits_2_naming_the_path(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"poller_id": "p", "agents": {"e": {"address": "127.0.0.1:1"}}}))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "poller",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
     assert proc.returncode == 2
@@ -118,8 +134,15 @@ async def test_run_once_polls_every_agent_and_exits_0(pki, serve, tmp_path):
     config, data = tmp_path / "poller.json", tmp_path / "data"
     write_config(config, pki, {"a": a}, data)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "run", "--config", str(config), "--once",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "poller",
+        "run",
+        "--config",
+        str(config),
+        "--once",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()

@@ -27,7 +27,12 @@ def _now_shift(days: int):
 
 # (id, kwargs for pki.agent, kwargs for dial_agent, expected reason)
 REFUSALS = [
-    ("another-tenants-agent", dict(tenant="xyz-inc", component_id="agent-007", partition_id="site-b"), {}, Reason.TENANT_MISMATCH),
+    (
+        "another-tenants-agent",
+        dict(tenant="xyz-inc", component_id="agent-007", partition_id="site-b"),
+        {},
+        Reason.TENANT_MISMATCH,
+    ),
     ("minted-by-other-tenant-ca-with-our-cn", dict(tenant=ACME, issuer_tenant="xyz-inc", dns=[]), {}, Reason.TENANT_MISMATCH),
     ("minted-by-other-tenant-ca-with-our-cn-and-san", dict(tenant=ACME, issuer_tenant="xyz-inc"), {}, Reason.TENANT_MISMATCH),
     ("signed-by-root-directly", dict(tenant=ACME, signed_by="root"), {}, Reason.UNTRUSTED_CHAIN),
@@ -37,7 +42,12 @@ REFUSALS = [
     ("not-yet-valid", dict(tenant=ACME, not_before=_now_shift(1), not_after=_now_shift(30)), {}, Reason.NOT_YET_VALID),
     ("leaf-is-a-ca", dict(tenant=ACME, is_ca=True), {}, Reason.BAD_CERTIFICATE),
     ("cn-three-labels", dict(tenant=ACME, cn="agent-001.acme-corp.serviceradar", spiffe=None), {}, Reason.INVALID_CN),
-    ("cn-five-labels", dict(tenant=ACME, cn="agent-001.partition-1.x.acme-corp.serviceradar", spiffe=None), {}, Reason.INVALID_CN),
+    (
+        "cn-five-labels",
+        dict(tenant=ACME, cn="agent-001.partition-1.x.acme-corp.serviceradar", spiffe=None),
+        {},
+        Reason.INVALID_CN,
+    ),
     ("cn-wrong-suffix", dict(tenant=ACME, cn="agent-001.partition-1.acme-corp.example.com", spiffe=None), {}, Reason.INVALID_CN),
     ("cn-star-tenant", dict(tenant=ACME, cn="agent-001.partition-1.*.serviceradar", spiffe=None, dns=[]), {}, Reason.INVALID_CN),
     ("cn-gt-tenant", dict(tenant=ACME, cn="agent-001.partition-1.>.serviceradar", spiffe=None, dns=[]), {}, Reason.INVALID_CN),
@@ -51,7 +61,12 @@ REFUSALS = [
         {},
         Reason.IDENTITY_MISMATCH,
     ),
-    ("spiffe-not-serviceradar", dict(tenant=ACME, spiffe="spiffe://evil.example/agent/acme-corp/partition-1/agent-001"), {}, Reason.IDENTITY_MISMATCH),
+    (
+        "spiffe-not-serviceradar",
+        dict(tenant=ACME, spiffe="spiffe://evil.example/agent/acme-corp/partition-1/agent-001"),
+        {},
+        Reason.IDENTITY_MISMATCH,
+    ),
     ("wrong-component-expected", dict(tenant=ACME), dict(component="agent-002"), Reason.IDENTITY_MISMATCH),
     ("wrong-partition-expected", dict(tenant=ACME), dict(partition="partition-9"), Reason.IDENTITY_MISMATCH),
     (
@@ -188,14 +203,21 @@ async def test_refusals_are_audited_without_key_material(pki, trust, serve, caps
 
     cert = pki.agent(ACME, issuer_tenant="xyz-inc")
     agent = await serve(cert)
-    with structlog.testing.capture_logs() as logs:
-        with pytest.raises(IdentityRefused):
-            await dial_agent(agent.address, tenant=ACME, trust=trust)
+    with structlog.testing.capture_logs() as logs, pytest.raises(IdentityRefused):
+        await dial_agent(agent.address, tenant=ACME, trust=trust)
     audit = [entry for entry in logs if entry.get("audit")]
     assert len(audit) == 1
     line = audit[0]
-    assert (line["event"], line["reason"], line["tenant"], line["serial"]) == ("identity_refused", "tenant_mismatch", ACME, cert.serial_hex)
-    assert line["fingerprint"] == cert.cert.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()).hex()
+    assert (line["event"], line["reason"], line["tenant"], line["serial"]) == (
+        "identity_refused",
+        "tenant_mismatch",
+        ACME,
+        cert.serial_hex,
+    )
+    assert (
+        line["fingerprint"]
+        == cert.cert.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()).hex()
+    )
     text = repr(logs)
     assert "PRIVATE KEY" not in text and cert.key_pem.decode() not in text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from poller.testing.forge import ForgedCert, ForgePki, serviceradar_style_dir
 from poller.trust.layout import CertsLayout
 
 ACME_AGENT = "agent-001.partition-1.acme-corp.serviceradar"
-UTC = timezone.utc
+UTC = UTC
 
 
 def ext(cert: x509.Certificate, cls: type) -> x509.Extension:
@@ -31,7 +31,9 @@ def san(cert: x509.Certificate) -> x509.SubjectAlternativeName:
     return ext(cert, x509.SubjectAlternativeName).value
 
 
-def verify_server(anchor: x509.Certificate, forged: ForgedCert, name: str, *, at: datetime | None = None) -> list[x509.Certificate]:
+def verify_server(
+    anchor: x509.Certificate, forged: ForgedCert, name: str, *, at: datetime | None = None
+) -> list[x509.Certificate]:
     builder = PolicyBuilder().store(Store([anchor]))
     if at is not None:
         builder = builder.time(at)
@@ -262,7 +264,9 @@ def test_write_and_revoke(tmp_path: Path) -> None:
     local.revoke("acme-corp", in_memory.cert.serial_number + 1)
     crl = x509.load_pem_x509_crl(lay.tenant_crl("acme-corp").read_bytes())
     assert {r.serial_number for r in crl} == {
-        written.cert.serial_number, in_memory.cert.serial_number, in_memory.cert.serial_number + 1,
+        written.cert.serial_number,
+        in_memory.cert.serial_number,
+        in_memory.cert.serial_number + 1,
     }
     with pytest.raises(pki.PkiError, match="not issued by"):
         local.revoke("acme-corp", impostor)
@@ -347,17 +351,19 @@ def test_cryptography_refuses_a_serviceradar_root_as_anchor(sr_dir) -> None:  # 
     lay: CertsLayout = sr_dir.layout
     root, ca = _load(lay.root_ca), _load(lay.tenant_ca("acme-corp"))
     leaf = _load(lay.component_cert("acme-corp", "agent-001", "default"))
-    with pytest.raises(VerificationError, match="2.5.29.15"):
-        PolicyBuilder().store(Store([root])).build_server_verifier(
-            DNSName("agent-001.default.acme-corp.serviceradar")).verify(leaf, [ca])
+    with pytest.raises(VerificationError, match=r"2\.5\.29\.15"):
+        PolicyBuilder().store(Store([root])).build_server_verifier(DNSName("agent-001.default.acme-corp.serviceradar")).verify(
+            leaf, [ca]
+        )
 
 
 def test_pki_operations_on_a_serviceradar_style_dir(tmp_path: Path) -> None:
     sr = serviceradar_style_dir(tmp_path, tenants=("acme-corp",))
     lay = sr.layout
     # No name constraints on the script's tenant CA: its usual SANs are allowed.
-    out = pki.issue_component(tmp_path, tenant="acme-corp", component_id="agent-002", partition_id="default",
-                              dns=["localhost"], ips=["127.0.0.1"])
+    out = pki.issue_component(
+        tmp_path, tenant="acme-corp", component_id="agent-002", partition_id="default", dns=["localhost"], ips=["127.0.0.1"]
+    )
     _load(out.cert_path).verify_directly_issued_by(_load(lay.tenant_ca("acme-corp")))
     assert pki.revoke(tmp_path, "acme-corp", lay.component_cert("acme-corp", "agent-001", "default")).serial
     # A new tenant (EC) under the script's RSA root.
@@ -365,6 +371,6 @@ def test_pki_operations_on_a_serviceradar_style_dir(tmp_path: Path) -> None:
     _load(new.cert_path).verify_directly_issued_by(_load(lay.root_ca))
     # init keeps the root and refuses to replace the script's poller.pem.
     root_before = lay.root_ca.read_bytes()
-    with pytest.raises(pki.AuthorityExists, match="poller.pem"):
+    with pytest.raises(pki.AuthorityExists, match=r"poller\.pem"):
         pki.init_pki(tmp_path)
     assert lay.root_ca.read_bytes() == root_before

@@ -81,7 +81,9 @@ async def garbage_agent(pki, cert):
         },
     )
     server.add_generic_rpc_handlers((handler,))
-    creds = grpc.ssl_server_credentials([(cert.key_pem, cert.chain_pem)], root_certificates=pki.root_pem, require_client_auth=True)
+    creds = grpc.ssl_server_credentials(
+        [(cert.key_pem, cert.chain_pem)], root_certificates=pki.root_pem, require_client_auth=True
+    )
     port = server.add_secure_port("127.0.0.1:0", creds)
     await server.start()
     return server, port
@@ -128,7 +130,9 @@ async def test_many_silent_peers_do_not_starve_an_honest_dial(pki, trust, serve,
     port = await raw_server(silent)
     good = await serve(pki.agent(ACME))
     silent_dials = [dial_agent(f"127.0.0.1:{port}", tenant=ACME, trust=trust, timeout=0.5) for _ in range(80)]
-    outcomes = await asyncio.gather(*silent_dials, dial_agent(good.address, tenant=ACME, trust=trust, timeout=10), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *silent_dials, dial_agent(good.address, tenant=ACME, trust=trust, timeout=10), return_exceptions=True
+    )
     *silents, honest = outcomes
     assert all(isinstance(o, AgentUnreachable) for o in silents)
     assert not isinstance(honest, BaseException), honest

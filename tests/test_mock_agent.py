@@ -100,9 +100,7 @@ def channel(
 
 @pytest.fixture
 async def agent(pki: Pki):
-    async with MockAgent(
-        cert_chain_pem=pki.agent.chain_pem, key_pem=pki.agent.key_pem, client_ca_pem=pki.root_pem
-    ) as a:
+    async with MockAgent(cert_chain_pem=pki.agent.chain_pem, key_pem=pki.agent.key_pem, client_ca_pem=pki.root_pem) as a:
         yield a
 
 
@@ -415,9 +413,7 @@ async def test_start_on_taken_port_is_a_clear_error(pki: Pki) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         taken = sock.getsockname()[1]
-        agent = MockAgent(
-            cert_chain_pem=pki.agent.chain_pem, key_pem=pki.agent.key_pem, client_ca_pem=pki.root_pem, port=taken
-        )
+        agent = MockAgent(cert_chain_pem=pki.agent.chain_pem, key_pem=pki.agent.key_pem, client_ca_pem=pki.root_pem, port=taken)
         with pytest.raises(MockAgentError, match=f"127.0.0.1:{taken}"):
             await agent.start()
         assert not agent.running
@@ -495,9 +491,20 @@ async def test_cli_prints_port_serves_and_exits_0_on_sigterm(pki: Pki) -> None:
     certs = pki.certs_dir
     proc = await asyncio.create_subprocess_exec(
         *_cli(
-            "--certs", str(certs), "--tenant", "acme-corp", "--component", "agent-001",
-            "--partition", "partition-1", "--listen", "127.0.0.1:0",
-            "--status-message", "hello from cli", "--stream-chunks", "2",
+            "--certs",
+            str(certs),
+            "--tenant",
+            "acme-corp",
+            "--component",
+            "agent-001",
+            "--partition",
+            "partition-1",
+            "--listen",
+            "127.0.0.1:0",
+            "--status-message",
+            "hello from cli",
+            "--stream-chunks",
+            "2",
         ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -531,8 +538,18 @@ async def test_cli_cert_override(tmp_path: Path, pki: Pki) -> None:
     (tmp_path / "imp-key.pem").write_bytes(pki.xyz_agent.key_pem)
     proc = await asyncio.create_subprocess_exec(
         *_cli(
-            "--certs", str(certs), "--tenant", "acme-corp", "--component", "agent-001",
-            "--partition", "partition-1", "--cert", str(tmp_path / "imp.pem"), "--key", str(tmp_path / "imp-key.pem"),
+            "--certs",
+            str(certs),
+            "--tenant",
+            "acme-corp",
+            "--component",
+            "agent-001",
+            "--partition",
+            "partition-1",
+            "--cert",
+            str(tmp_path / "imp.pem"),
+            "--key",
+            str(tmp_path / "imp-key.pem"),
         ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -557,8 +574,16 @@ async def test_cli_cert_override(tmp_path: Path, pki: Pki) -> None:
 
 def test_cli_unreadable_certs_exit_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        _cli("--certs", str(tmp_path / "missing"), "--tenant", "acme-corp", "--component", "agent-001",
-             "--partition", "partition-1"),
+        _cli(
+            "--certs",
+            str(tmp_path / "missing"),
+            "--tenant",
+            "acme-corp",
+            "--component",
+            "agent-001",
+            "--partition",
+            "partition-1",
+        ),
         capture_output=True,
         text=True,
         timeout=GUARD,
@@ -571,8 +596,7 @@ def test_cli_unreadable_certs_exit_2(tmp_path: Path) -> None:
 
 def test_cli_bad_tenant_exit_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        _cli("--certs", str(tmp_path), "--tenant", "Acme Corp", "--component", "agent-001",
-             "--partition", "partition-1"),
+        _cli("--certs", str(tmp_path), "--tenant", "Acme Corp", "--component", "agent-001", "--partition", "partition-1"),
         capture_output=True,
         text=True,
         timeout=GUARD,

@@ -44,7 +44,12 @@ def test_tenant_ca_cn_round_trip(slug):
 def test_spiffe_round_trip(ctype, tenant, partition, component):
     uri = format_spiffe_id(ctype, tenant, partition, component)
     parsed = parse_spiffe_id(uri)
-    assert (parsed.component_type, parsed.tenant, parsed.partition_id, parsed.component_id) == (ctype, tenant, partition, component)
+    assert (parsed.component_type, parsed.tenant, parsed.partition_id, parsed.component_id) == (
+        ctype,
+        tenant,
+        partition,
+        component,
+    )
     assert parsed.uri == uri
 
 
@@ -98,7 +103,14 @@ def test_label_length_limit_is_63():
 
 
 @pytest.mark.parametrize(
-    "cn", ["acme-corp.ca.serviceradar", "tenant-.ca.serviceradar", "tenant-acme.ca.example", "tenant-ACME.ca.serviceradar", "tenant-a.b.ca.serviceradar"]
+    "cn",
+    [
+        "acme-corp.ca.serviceradar",
+        "tenant-.ca.serviceradar",
+        "tenant-acme.ca.example",
+        "tenant-ACME.ca.serviceradar",
+        "tenant-a.b.ca.serviceradar",
+    ],
 )
 def test_malformed_tenant_ca_cns_are_refused(cn):
     with pytest.raises(InvalidName):
@@ -120,7 +132,12 @@ def test_malformed_tenant_ca_cns_are_refused(cn):
 def test_spiffe_grammar(uri):
     if uri == "spiffe://serviceradar.local/agent/acme-corp/p":
         parsed = parse_spiffe_id(uri)
-        assert (parsed.component_id, parsed.tenant, parsed.partition_id, parsed.component_type) == ("agent", "acme-corp", "p", None)
+        assert (parsed.component_id, parsed.tenant, parsed.partition_id, parsed.component_type) == (
+            "agent",
+            "acme-corp",
+            "p",
+            None,
+        )
         return
     with pytest.raises(InvalidName):
         parse_spiffe_id(uri)

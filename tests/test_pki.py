@@ -169,7 +169,7 @@ def test_init_refuses_inconsistent_state_without_writing(tmp_path: Path) -> None
     pki.init_pki(tmp_path)
     lay.root_key.unlink()
     before = snapshot(tmp_path)
-    with pytest.raises(pki.PkiError, match="root-key.pem is missing"):
+    with pytest.raises(pki.PkiError, match=r"root-key\.pem is missing"):
         pki.init_pki(tmp_path)
     assert snapshot(tmp_path) == before
 
@@ -193,7 +193,7 @@ def test_init_refuses_platform_ca_of_another_root(tmp_path: Path) -> None:
 
 def test_init_refuses_another_poller_id_without_force(tmp_path: Path) -> None:
     pki.init_pki(tmp_path, poller_id="1")
-    with pytest.raises(pki.AuthorityExists, match="poller-1.serviceradar"):
+    with pytest.raises(pki.AuthorityExists, match=r"poller-1\.serviceradar"):
         pki.init_pki(tmp_path, poller_id="2")
     assert pki.init_pki(tmp_path, poller_id="2", force=True).poller_cn == "poller-2.serviceradar"
 
@@ -211,8 +211,11 @@ def test_init_refuses_bad_poller_id(tmp_path: Path) -> None:
 def test_key_files_are_0600_and_certs_0644_whatever_the_umask(tmp_path: Path, mask: int, umask: None) -> None:
     os.umask(mask)
     pki.create_dev_pki(tmp_path)
-    pki.revoke(tmp_path, "acme-corp", pki.issue_component(
-        tmp_path, tenant="acme-corp", component_id="agent-003", partition_id="partition-1").serial)
+    pki.revoke(
+        tmp_path,
+        "acme-corp",
+        pki.issue_component(tmp_path, tenant="acme-corp", component_id="agent-003", partition_id="partition-1").serial,
+    )
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     keys = [p for p in files if p.name.endswith("key.pem")]
     assert len(keys) == 3 + 2 + 5  # root, platform, poller; 2 tenant CAs; 3 agents, impostor, agent-003
@@ -423,12 +426,19 @@ def test_issue_on_a_tenant_ca_without_name_constraints_allows_any_dns(tmp_path: 
     pki.init_pki(tmp_path)
     root = pki.load_root(tmp_path)
     key = new_key()
-    ca = build_certificate(subject_key=key, subject_cn="tenant-open.ca.serviceradar",
-                           issuer_cert=root.cert, issuer_key=root.key, is_ca=True, pathlen=0)
+    ca = build_certificate(
+        subject_key=key,
+        subject_cn="tenant-open.ca.serviceradar",
+        issuer_cert=root.cert,
+        issuer_key=root.key,
+        is_ca=True,
+        pathlen=0,
+    )
     lay.tenant_dir("open").mkdir(parents=True)
     lay.tenant_ca("open").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    lay.tenant_key("open").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    lay.tenant_key("open").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     out = pki.issue_component(tmp_path, tenant="open", component_id="a", partition_id="b", dns=["localhost"])
     assert "localhost" in ext(load(out.cert_path), x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
 
@@ -436,15 +446,29 @@ def test_issue_on_a_tenant_ca_without_name_constraints_allows_any_dns(tmp_path: 
 def test_check_names_permitted_semantics() -> None:
     key = new_key()
     ca = build_certificate(
-        subject_key=key, subject_cn="c", is_ca=True,
-        extra_extensions=[(x509.NameConstraints(
-            permitted_subtrees=[x509.DNSName("a.example"), x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))],
-            excluded_subtrees=[x509.DNSName("bad.a.example")]), True)],
+        subject_key=key,
+        subject_cn="c",
+        is_ca=True,
+        extra_extensions=[
+            (
+                x509.NameConstraints(
+                    permitted_subtrees=[x509.DNSName("a.example"), x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))],
+                    excluded_subtrees=[x509.DNSName("bad.a.example")],
+                ),
+                True,
+            )
+        ],
     )
-    pki.check_names_permitted(ca, dns=["a.example", "x.a.example"], ips=[ipaddress.ip_address("10.1.2.3")],
-                              uris=["spiffe://anything/at/all"])
-    for kwargs in ({"dns": ["b.example"]}, {"dns": ["x.bad.a.example"]}, {"dns": ["xa.example"]},
-                   {"ips": [ipaddress.ip_address("11.0.0.1")]}, {"ips": [ipaddress.ip_address("::1")]}):
+    pki.check_names_permitted(
+        ca, dns=["a.example", "x.a.example"], ips=[ipaddress.ip_address("10.1.2.3")], uris=["spiffe://anything/at/all"]
+    )
+    for kwargs in (
+        {"dns": ["b.example"]},
+        {"dns": ["x.bad.a.example"]},
+        {"dns": ["xa.example"]},
+        {"ips": [ipaddress.ip_address("11.0.0.1")]},
+        {"ips": [ipaddress.ip_address("::1")]},
+    ):
         with pytest.raises(pki.NameNotPermitted):
             pki.check_names_permitted(ca, **kwargs)  # type: ignore[arg-type]
 
@@ -483,7 +507,9 @@ def test_revoke_by_serial_in_any_hex_form(certs: Path, issued: pki.IssuedCertifi
         "plain": serial,
         "0x": "0x" + serial,
         "0X-upper": "0X" + serial.upper(),
-        "colons": ":".join(serial.zfill(len(serial) + len(serial) % 2)[i:i + 2] for i in range(0, len(serial) + len(serial) % 2, 2)),
+        "colons": ":".join(
+            serial.zfill(len(serial) + len(serial) % 2)[i : i + 2] for i in range(0, len(serial) + len(serial) % 2, 2)
+        ),
     }[form]
     assert pki.revoke(certs, "acme-corp", text).serial == serial
     again = pki.revoke(certs, "acme-corp", issued.cert_path)
@@ -524,7 +550,7 @@ def test_parse_serial_round_trips(serial: int) -> None:
     padded = text.zfill(len(text) + len(text) % 2)
     assert pki.parse_serial(text) == serial
     assert pki.parse_serial("0x" + text.upper()) == serial
-    assert pki.parse_serial(":".join(padded[i:i + 2] for i in range(0, len(padded), 2))) == serial
+    assert pki.parse_serial(":".join(padded[i : i + 2] for i in range(0, len(padded), 2))) == serial
 
 
 # --- describe ----------------------------------------------------------------------------------
@@ -537,8 +563,11 @@ def test_describe_edge_certificate(issued: pki.IssuedCertificate) -> None:
     leaf = load(issued.cert_path)
     assert info["subject_cn"] == ACME_AGENT
     assert info["identity"] == {
-        "kind": "edge", "tenant": "acme-corp", "component_id": "agent-001",
-        "partition_id": "partition-1", "spiffe_agrees": True,
+        "kind": "edge",
+        "tenant": "acme-corp",
+        "component_id": "agent-001",
+        "partition_id": "partition-1",
+        "spiffe_agrees": True,
     }
     assert info["spiffe_ids"] == [issued.spiffe_id]
     assert info["dns_names"] == [ACME_AGENT]
@@ -560,8 +589,9 @@ def test_describe_tenant_ca_root_and_foreign_certificates(certs: Path, layout: C
     assert root["identity"] == {} and root["issuer_cn"] == "ServiceRadar Root CA"
 
     key = new_key("ec")
-    foreign = build_certificate(subject_key=key, subject_cn="www.example.com", dns=["www.example.com"],
-                                uris=["https://example.com/"])
+    foreign = build_certificate(
+        subject_key=key, subject_cn="www.example.com", dns=["www.example.com"], uris=["https://example.com/"]
+    )
     der = tmp_path / "foreign.der"
     der.write_bytes(foreign.public_bytes(serialization.Encoding.DER))
     info = pki.describe_certificate(der)
@@ -572,8 +602,9 @@ def test_describe_tenant_ca_root_and_foreign_certificates(certs: Path, layout: C
     assert pki.describe_certificate(tmp_path / "nameless.pem")["subject_cn"] is None
 
     # An edge CN whose SPIFFE ID names another tenant is described, with the disagreement.
-    liar = build_certificate(subject_key=key, subject_cn=ACME_AGENT,
-                             uris=["spiffe://serviceradar.local/agent/xyz-inc/partition-1/agent-001"])
+    liar = build_certificate(
+        subject_key=key, subject_cn=ACME_AGENT, uris=["spiffe://serviceradar.local/agent/xyz-inc/partition-1/agent-001"]
+    )
     (tmp_path / "liar.pem").write_bytes(liar.public_bytes(serialization.Encoding.PEM))
     assert pki.describe_certificate(tmp_path / "liar.pem")["identity"]["spiffe_agrees"] is False
 
@@ -632,8 +663,9 @@ def test_create_dev_pki(tmp_path: Path) -> None:
     PolicyBuilder().store(Store([root])).build_client_verifier().verify(impostor, [xyz])
 
     for component in dev.components:
-        PolicyBuilder().store(Store([load(lay.tenant_ca(component.tenant))])).build_server_verifier(
-            DNSName(component.cn)).verify(load(component.cert_path), [])
+        PolicyBuilder().store(Store([load(lay.tenant_ca(component.tenant))])).build_server_verifier(DNSName(component.cn)).verify(
+            load(component.cert_path), []
+        )
 
 
 def test_create_dev_pki_is_idempotent(tmp_path: Path) -> None:
@@ -695,9 +727,27 @@ def test_cli_full_round(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, out, _ = run(capsys, "tenant", d, "acme-corp")
     assert code == 0 and "tenant-acme-corp.ca.serviceradar" in out and str(lay.tenant_ca("acme-corp")) in out
 
-    code, out, _ = run(capsys, "issue", d, "--tenant", "acme-corp", "--component", "agent-001",
-                       "--partition", "partition-1", "--dns", "a.acme-corp.serviceradar",
-                       "--dns", "b.acme-corp.serviceradar", "--ip", "127.0.0.1", "--type", "gateway", "--days", "10")
+    code, out, _ = run(
+        capsys,
+        "issue",
+        d,
+        "--tenant",
+        "acme-corp",
+        "--component",
+        "agent-001",
+        "--partition",
+        "partition-1",
+        "--dns",
+        "a.acme-corp.serviceradar",
+        "--dns",
+        "b.acme-corp.serviceradar",
+        "--ip",
+        "127.0.0.1",
+        "--type",
+        "gateway",
+        "--days",
+        "10",
+    )
     assert code == 0
     cert_path = lay.component_cert("acme-corp", "agent-001", "partition-1")
     leaf = load(cert_path)
@@ -727,8 +777,9 @@ def test_cli_full_round(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert mode(path) == 0o600
 
 
-def test_cli_tenant_without_force_keeps_with_force_regenerates(certs: Path, layout: CertsLayout,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_tenant_without_force_keeps_with_force_regenerates(
+    certs: Path, layout: CertsLayout, capsys: pytest.CaptureFixture[str]
+) -> None:
     old = fingerprint(layout.tenant_ca("acme-corp"))
     code, out, _ = run(capsys, "tenant", str(certs), "acme-corp")
     assert code == 0 and "kept" in out and "--force" in out
@@ -753,8 +804,19 @@ def test_cli_errors_exit_2_with_a_message(certs: Path, tmp_path: Path, capsys: p
     code, _, err = run(capsys, "show", str(tmp_path / "missing.pem"))
     assert code == 2 and "no such file" in err
 
-    code, _, err = run(capsys, "issue", str(certs), "--tenant", "acme-corp", "--component", "agent-001",
-                       "--partition", "p1", "--dns", "localhost")
+    code, _, err = run(
+        capsys,
+        "issue",
+        str(certs),
+        "--tenant",
+        "acme-corp",
+        "--component",
+        "agent-001",
+        "--partition",
+        "p1",
+        "--dns",
+        "localhost",
+    )
     assert code == 2 and "error: DNS:localhost not permitted" in err
     assert not CertsLayout(certs).component_cert("acme-corp", "agent-001", "p1").exists()
 

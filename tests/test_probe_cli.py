@@ -13,15 +13,28 @@ import pytest
 
 ACME = "acme-corp"
 PROBE_KEYS = {
-    "accepted", "tenant", "component_id", "partition_id", "component_type", "spiffe_id",
-    "serial", "fingerprint_sha256", "issuer_spki_sha256", "not_after",
+    "accepted",
+    "tenant",
+    "component_id",
+    "partition_id",
+    "component_type",
+    "spiffe_id",
+    "serial",
+    "fingerprint_sha256",
+    "issuer_spki_sha256",
+    "not_after",
 }
 
 
 async def probe(*args: str) -> tuple[int, dict, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "probe", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "poller",
+        "probe",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     lines = out.decode().splitlines()
@@ -36,9 +49,17 @@ async def test_accepted(pki, serve):
     assert code == 0
     assert set(doc) == PROBE_KEYS
     assert doc["accepted"] is True
-    assert (doc["tenant"], doc["component_id"], doc["partition_id"], doc["component_type"]) == (ACME, "agent-001", "partition-1", "agent")
+    assert (doc["tenant"], doc["component_id"], doc["partition_id"], doc["component_type"]) == (
+        ACME,
+        "agent-001",
+        "partition-1",
+        "agent",
+    )
     assert doc["serial"] == cert.serial_hex
-    assert doc["fingerprint_sha256"] == cert.cert.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["x"]).SHA256()).hex()
+    assert (
+        doc["fingerprint_sha256"]
+        == cert.cert.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["x"]).SHA256()).hex()
+    )
     assert doc["not_after"].endswith("Z")
     assert agent.count("GetStatus") == 1  # one real call over the pinned channel
 
@@ -88,7 +109,14 @@ async def test_explicit_client_cert(pki, serve):
     agent = await serve(pki.agent(ACME))
     layout = pki.layout
     code, doc, _ = await probe(
-        agent.address, "--certs", str(pki.directory), "--tenant", ACME,
-        "--client-cert", str(layout.root / "poller-chain.pem"), "--client-key", str(layout.service_key("poller")),
+        agent.address,
+        "--certs",
+        str(pki.directory),
+        "--tenant",
+        ACME,
+        "--client-cert",
+        str(layout.root / "poller-chain.pem"),
+        "--client-key",
+        str(layout.service_key("poller")),
     )
     assert (code, doc["accepted"]) == (0, True)

@@ -47,11 +47,31 @@ WIRE = {
     "StatusResponse": [(1, "bool"), (2, "bytes"), (3, "string"), (4, "string"), (5, "int64"), (6, "string"), (7, "string")],
     "ResultsRequest": [(1, "string"), (2, "string"), (3, "string"), (4, "string"), (5, "string"), (6, "string"), (7, "message")],
     "ResultsResponse": [
-        (1, "bool"), (2, "bytes"), (3, "string"), (4, "string"), (5, "int64"), (6, "string"), (7, "string"),
-        (8, "int64"), (9, "string"), (10, "bool"), (11, "message"), (12, "string"), (13, "string"),
+        (1, "bool"),
+        (2, "bytes"),
+        (3, "string"),
+        (4, "string"),
+        (5, "int64"),
+        (6, "string"),
+        (7, "string"),
+        (8, "int64"),
+        (9, "string"),
+        (10, "bool"),
+        (11, "message"),
+        (12, "string"),
+        (13, "string"),
     ],
     "ResultsChunk": [(1, "bytes"), (2, "bool"), (3, "int32"), (4, "int32"), (5, "string"), (6, "int64")],
-    "SweepCompletionStatus": [(1, "enum"), (2, "int64"), (3, "string"), (4, "int32"), (5, "int32"), (6, "string"), (7, "string"), (8, "string")],
+    "SweepCompletionStatus": [
+        (1, "enum"),
+        (2, "int64"),
+        (3, "string"),
+        (4, "int32"),
+        (5, "int32"),
+        (6, "string"),
+        (7, "string"),
+        (8, "string"),
+    ],
 }
 
 
@@ -63,4 +83,10 @@ def test_field_numbers_and_types(message):
 
 def test_sweep_status_enum():
     enum = pb.SweepCompletionStatus.DESCRIPTOR.enum_types_by_name["Status"]
-    assert {v.name: v.number for v in enum.values} == {"UNKNOWN": 0, "NOT_STARTED": 1, "IN_PROGRESS": 2, "COMPLETED": 3, "FAILED": 4}
+    assert {v.name: v.number for v in enum.values} == {
+        "UNKNOWN": 0,
+        "NOT_STARTED": 1,
+        "IN_PROGRESS": 2,
+        "COMPLETED": 3,
+        "FAILED": 4,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC
 
 import pytest
 
@@ -60,7 +61,9 @@ def test_mismatched_client_key_is_refused_without_showing_the_key(pki):
 
 
 def test_garbage_key_is_refused_without_echo(pki):
-    pki.layout.service_key("poller").write_bytes(b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END PRIVATE KEY-----\n")
+    pki.layout.service_key("poller").write_bytes(
+        b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END PRIVATE KEY-----\n"
+    )
     with pytest.raises(TrustStoreError) as caught:
         TrustStore(pki.directory)
     assert "c2VjcmV0" not in str(caught.value)
@@ -98,9 +101,9 @@ def test_crl_signed_by_another_ca_is_refused(pki):
 
 
 def test_tenant_context_cannot_be_made_from_strings():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with pytest.raises(TypeError):
         TenantContext("acme-corp", "agent-001", "p", None, None, "1", "ab", "cd", now, now)
 
@@ -113,12 +116,19 @@ def test_tenants_are_indexed_by_spki(pki):
 
 
 def test_two_tenants_sharing_a_ca_key_are_refused(pki):
-    from poller.pki.build import build_certificate, cert_pem
     from poller.pki.authority import load_root, load_tenant_authority
+    from poller.pki.build import build_certificate, cert_pem
 
     root = load_root(pki.directory)
     acme = load_tenant_authority(pki.directory, "acme-corp")
-    twin = build_certificate(subject_key=acme.key, subject_cn="tenant-twin.ca.serviceradar", issuer_cert=root.cert, issuer_key=root.key, is_ca=True, pathlen=0)
+    twin = build_certificate(
+        subject_key=acme.key,
+        subject_cn="tenant-twin.ca.serviceradar",
+        issuer_cert=root.cert,
+        issuer_key=root.key,
+        is_ca=True,
+        pathlen=0,
+    )
     pki.layout.tenant_dir("twin").mkdir()
     pki.layout.tenant_ca("twin").write_bytes(cert_pem(twin))
     with pytest.raises(TrustStoreError) as caught:

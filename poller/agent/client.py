@@ -179,7 +179,7 @@ class AgentClient:
                 raise IncompleteStream(f"stream broke off after {assembler.chunks} chunks: {err.detail}") from err
             raise
         finally:
-            await chunks.aclose()
+            await chunks.aclose()  # type: ignore[attr-defined]  # a grpc.aio stream call is an async generator
         data = assembler.data
         latency = time.perf_counter() - started
         _latency("StreamResults").observe(latency)
@@ -192,14 +192,18 @@ class AgentClient:
             latency=latency,
         )
 
-    async def check_health(self, service: str = HEALTH_SERVICE, *, timeout: float | None = None) -> AgentReply[health_pb2.HealthCheckResponse]:
+    async def check_health(
+        self, service: str = HEALTH_SERVICE, *, timeout: float | None = None
+    ) -> AgentReply[health_pb2.HealthCheckResponse]:
         """grpc.health.v1 Check; reply.response.status == SERVING when healthy."""
         request = health_pb2.HealthCheckRequest(service=service)
         return await self._unary("Health.Check", self._health.Check, request, timeout)
 
     # -- plumbing ----------------------------------------------------------
 
-    def _results_request(self, service_name: str, service_type: str, details: str, last_sequence: str, agent_id: str) -> pb.ResultsRequest:
+    def _results_request(
+        self, service_name: str, service_type: str, details: str, last_sequence: str, agent_id: str
+    ) -> pb.ResultsRequest:
         return pb.ResultsRequest(
             service_name=service_name,
             service_type=service_type,

@@ -28,12 +28,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = sub.add_parser(
         "check",
         help="validate a config file (exit 0 if valid, 2 if not)",
-        description="Validate FILE and list every problem found. Also looks for "
-                    "the certificates it will need (warnings only).",
+        description="Validate FILE and list every problem found. Also looks for the certificates it will need (warnings only).",
     )
     check.add_argument("file", metavar="FILE", help="the JSON config file")
-    check.add_argument("--no-files", action="store_true",
-                       help="do not look for certs_dir and the tenant CAs on disk")
+    check.add_argument("--no-files", action="store_true", help="do not look for certs_dir and the tenant CAs on disk")
     check.set_defaults(func=_check)
 
     example = sub.add_parser("example", help="print a complete example config")

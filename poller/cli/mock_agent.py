@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
                 **kw,
             )
         else:
-            agent = MockAgent.from_certs_dir(args.certs, args.tenant, args.component, args.partition, client_ca=args.client_ca, **kw)
+            agent = MockAgent.from_certs_dir(
+                args.certs, args.tenant, args.component, args.partition, client_ca=args.client_ca, **kw
+            )
     except (OSError, MockAgentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

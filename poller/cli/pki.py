@@ -215,10 +215,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument("dir", metavar="DIR", type=Path, help=directory_help)
-    p.add_argument("--poller-id", default="1", type=_label("poller id"), metavar="ID",
-                   help="the poller's id; its CN is poller-<ID>.serviceradar (default: 1)")
-    p.add_argument("--force", action="store_true",
-                   help="regenerate root, platform CA and poller certificate (existing tenant CAs become invalid)")
+    p.add_argument(
+        "--poller-id",
+        default="1",
+        type=_label("poller id"),
+        metavar="ID",
+        help="the poller's id; its CN is poller-<ID>.serviceradar (default: 1)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="regenerate root, platform CA and poller certificate (existing tenant CAs become invalid)",
+    )
     p.set_defaults(func=_run(_init))
 
     p = sub.add_parser(
@@ -232,8 +240,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory (must hold a root CA)")
     p.add_argument("slug", metavar="SLUG", type=_label("tenant slug"), help="the tenant slug, e.g. acme-corp")
-    p.add_argument("--force", action="store_true",
-                   help="regenerate the tenant CA (certificates it issued stop verifying; revocations are reset)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="regenerate the tenant CA (certificates it issued stop verifying; revocations are reset)",
+    )
     p.set_defaults(func=_run(_tenant))
 
     p = sub.add_parser(
@@ -248,15 +259,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory")
     p.add_argument("--tenant", required=True, metavar="SLUG", type=_label("tenant slug"), help="the tenant slug")
-    p.add_argument("--component", required=True, metavar="ID", type=_label("component id"),
-                   help="the component id, e.g. agent-001")
-    p.add_argument("--partition", required=True, metavar="ID", type=_label("partition id"),
-                   help="the partition id, e.g. partition-1")
-    p.add_argument("--type", default="agent", choices=("agent", "checker", "gateway", "sync"),
-                   help="the component type in the SPIFFE ID (default: agent)")
+    p.add_argument(
+        "--component", required=True, metavar="ID", type=_label("component id"), help="the component id, e.g. agent-001"
+    )
+    p.add_argument(
+        "--partition", required=True, metavar="ID", type=_label("partition id"), help="the partition id, e.g. partition-1"
+    )
+    p.add_argument(
+        "--type",
+        default="agent",
+        choices=("agent", "checker", "gateway", "sync"),
+        help="the component type in the SPIFFE ID (default: agent)",
+    )
     p.add_argument("--days", default=365, type=_positive, metavar="N", help="validity in days (default: 365)")
-    p.add_argument("--dns", action="append", metavar="NAME",
-                   help="an extra DNS SAN under TENANT.serviceradar (repeatable)")
+    p.add_argument("--dns", action="append", metavar="NAME", help="an extra DNS SAN under TENANT.serviceradar (repeatable)")
     p.add_argument("--ip", action="append", metavar="IP", help="an IP address SAN (repeatable)")
     p.set_defaults(func=_run(_issue))
 
@@ -305,6 +321,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument("dir", metavar="DIR", type=Path, help=directory_help)
-    p.add_argument("--poller-id", default="1", type=_label("poller id"), metavar="ID",
-                   help="the poller's id (default: 1)")
+    p.add_argument("--poller-id", default="1", type=_label("poller id"), metavar="ID", help="the poller's id (default: 1)")
     p.set_defaults(func=_run(_dev))

@@ -38,10 +38,6 @@ from poller.daemon.durations import (
 from poller.identity.names import format_edge_cn, is_label
 
 __all__ = [
-    "AgentConfig",
-    "CheckConfig",
-    "ConfigError",
-    "ConfigIssue",
     "DEFAULT_BACKOFF_INITIAL",
     "DEFAULT_BACKOFF_MAX",
     "DEFAULT_CALL_TIMEOUT",
@@ -54,15 +50,19 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_SINK_DIR",
     "LOG_FORMATS",
-    "PollerConfig",
     "SINK_TYPES",
+    "AgentConfig",
+    "CheckConfig",
+    "ConfigError",
+    "ConfigIssue",
+    "PollerConfig",
     "SinkConfig",
     "check_files",
-    "unsupported",
     "example_config",
     "load_config",
     "parse_config",
     "split_host_port",
+    "unsupported",
 ]
 
 DEFAULT_PARTITION = "default"
@@ -87,40 +87,53 @@ SinkType = Literal["file", "nats"]
 _TRUNCATE = 60
 _TOP = "(top level)"
 
-_TRUST_NOTE = (
-    "ignored: trust comes from certs_dir (root.pem, tenants/<slug>/ca.pem), "
-    "not from a security block"
-)
+_TRUST_NOTE = "ignored: trust comes from certs_dir (root.pem, tenants/<slug>/ca.pem), not from a security block"
 _GO_NOTE = "ignored: a Go poller key this poller does not use"
 
 # Keys the Go poller's config carries that have no meaning here.  Accepted so
 # that an existing config migrates by adding `tenant`, reported as warnings.
-GO_TOP_KEYS: Mapping[str, str] = MappingProxyType({
-    "core_address": "ignored: results go to the sink, not to a core service",
-    "listen_addr": "ignored: this poller serves no gRPC API (see metrics_listen)",
-    "service_name": _GO_NOTE,
-    "service_type": _GO_NOTE,
-    "source_ip": _GO_NOTE,
-    "kv_address": "ignored: this poller uses no KV store",
-    "logging": "ignored: use log_format",
-    "security": _TRUST_NOTE,
-})
+GO_TOP_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "core_address": "ignored: results go to the sink, not to a core service",
+        "listen_addr": "ignored: this poller serves no gRPC API (see metrics_listen)",
+        "service_name": _GO_NOTE,
+        "service_type": _GO_NOTE,
+        "source_ip": _GO_NOTE,
+        "kv_address": "ignored: this poller uses no KV store",
+        "logging": "ignored: use log_format",
+        "security": _TRUST_NOTE,
+    }
+)
 GO_AGENT_KEYS: Mapping[str, str] = MappingProxyType({"security": _TRUST_NOTE})
-GO_CHECK_KEYS: Mapping[str, str] = MappingProxyType({
-    "config_interval": "ignored: GetConfig polling is not supported",
-})
+GO_CHECK_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "config_interval": "ignored: GetConfig polling is not supported",
+    }
+)
 
 TOP_KEYS = (
-    "poller_id", "partition", "poll_interval", "certs_dir", "sink", "metrics_listen",
-    "log_format", "max_concurrent_polls", "call_timeout", "cycle_timeout",
-    "backoff_initial", "backoff_max", "agents",
+    "poller_id",
+    "partition",
+    "poll_interval",
+    "certs_dir",
+    "sink",
+    "metrics_listen",
+    "log_format",
+    "max_concurrent_polls",
+    "call_timeout",
+    "cycle_timeout",
+    "backoff_initial",
+    "backoff_max",
+    "agents",
 )
 AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
 CHECK_KEYS = ("service_type", "service_name", "details", "port", "results_interval")
-SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "file": ("type", "dir"),
-    "nats": ("type", "url", "outbox_dir"),
-})
+SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "file": ("type", "dir"),
+        "nats": ("type", "url", "outbox_dir"),
+    }
+)
 
 
 # --------------------------------------------------------------------------- types
@@ -143,8 +156,9 @@ class ConfigError(ValueError):
     `warnings` holds what would have been warnings had the config been valid.
     """
 
-    def __init__(self, issues: list[ConfigIssue] | tuple[ConfigIssue, ...],
-                 warnings: list[ConfigIssue] | tuple[ConfigIssue, ...] = ()) -> None:
+    def __init__(
+        self, issues: list[ConfigIssue] | tuple[ConfigIssue, ...], warnings: list[ConfigIssue] | tuple[ConfigIssue, ...] = ()
+    ) -> None:
         self.issues: tuple[ConfigIssue, ...] = tuple(issues)
         self.warnings: tuple[ConfigIssue, ...] = tuple(warnings)
         super().__init__("\n".join(str(issue) for issue in self.issues))
@@ -279,9 +293,9 @@ def split_host_port(text: str, *, listen: bool = False) -> tuple[str, int]:
         raise ValueError(f"{_show(text)} contains whitespace (expected host:port)")
     if text.startswith("["):
         end = text.find("]")
-        if end < 0 or not text[end + 1:].startswith(":"):
+        if end < 0 or not text[end + 1 :].startswith(":"):
             raise ValueError(f"{_show(text)} is not [ipv6]:port")
-        host, port_text = text[1:end], text[end + 2:]
+        host, port_text = text[1:end], text[end + 2 :]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -398,9 +412,13 @@ class _Checker:
 
     # -- shapes
 
-    def object(self, value: object, path: str, known: tuple[str, ...],
-               go_keys: Mapping[str, str] = MappingProxyType({}),
-               ) -> Mapping[str, Any] | None:
+    def object(
+        self,
+        value: object,
+        path: str,
+        known: tuple[str, ...],
+        go_keys: Mapping[str, str] = MappingProxyType({}),
+    ) -> Mapping[str, Any] | None:
         """Check that value is an object with only known keys; None if it is not an object."""
         if not isinstance(value, Mapping):
             self.error(path, f"expected an object, got {_kind(value)}")
@@ -418,8 +436,16 @@ class _Checker:
                 self.error(_key(path, key), "unknown key" + _did_you_mean(key, known))
         return value
 
-    def string(self, obj: Mapping[str, Any], key: str, path: str, *, default: Any = _MISSING,
-               required: str | None = None, allow_empty: bool = False) -> str | None:
+    def string(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: Any = _MISSING,
+        required: str | None = None,
+        allow_empty: bool = False,
+    ) -> str | None:
         """obj[key] as a string; default when absent; None (and an issue) when invalid."""
         where = _key(path, key)
         value = obj.get(key, _MISSING)
@@ -436,20 +462,25 @@ class _Checker:
             return None
         return value
 
-    def label(self, obj: Mapping[str, Any], key: str, path: str, what: str, *,
-              default: Any = _MISSING, required: str | None = None) -> str | None:
+    def label(
+        self, obj: Mapping[str, Any], key: str, path: str, what: str, *, default: Any = _MISSING, required: str | None = None
+    ) -> str | None:
         value = self.string(obj, key, path, default=default, required=required, allow_empty=True)
         if value is None or key not in obj:
             return value
         if not is_label(value):
-            self.error(_key(path, key), f"{_show(value)} is not a valid {what} "
-                       "(lowercase a-z, 0-9 and '-', 1 to 63 characters, "
-                       "no leading or trailing '-')")
+            self.error(
+                _key(path, key),
+                f"{_show(value)} is not a valid {what} "
+                "(lowercase a-z, 0-9 and '-', 1 to 63 characters, "
+                "no leading or trailing '-')",
+            )
             return None
         return value
 
-    def integer(self, obj: Mapping[str, Any], key: str, path: str, *, default: int,
-                low: int, high: int | None = None) -> int | None:
+    def integer(
+        self, obj: Mapping[str, Any], key: str, path: str, *, default: int, low: int, high: int | None = None
+    ) -> int | None:
         where = _key(path, key)
         value = obj.get(key, _MISSING)
         if value is _MISSING:
@@ -463,8 +494,7 @@ class _Checker:
             return None
         return value
 
-    def duration(self, obj: Mapping[str, Any], key: str, path: str, *,
-                 default: float | None) -> float | None:
+    def duration(self, obj: Mapping[str, Any], key: str, path: str, *, default: float | None) -> float | None:
         """A positive duration in seconds; default when absent; None when invalid."""
         where = _key(path, key)
         value = obj.get(key, _MISSING)
@@ -474,7 +504,7 @@ class _Checker:
             self.error(where, f"{_show(value)} {BARE_NUMBER_REASON}")
             return None
         if not isinstance(value, str):
-            self.error(where, f"expected a duration string like \"30s\", got {_kind(value)}")
+            self.error(where, f'expected a duration string like "30s", got {_kind(value)}')
             return None
         try:
             seconds = parse_duration(value)
@@ -486,15 +516,15 @@ class _Checker:
             return None
         return seconds
 
-    def path(self, obj: Mapping[str, Any], key: str, path: str, *, default: Any,
-             base_dir: Path | None) -> Path | None:
+    def path(self, obj: Mapping[str, Any], key: str, path: str, *, default: Any, base_dir: Path | None) -> Path | None:
         text = self.string(obj, key, path, default=default)
         if text is None:
             return None
         return _resolve(text, base_dir)
 
-    def address(self, obj: Mapping[str, Any], key: str, path: str, *, listen: bool,
-                default: Any = _MISSING, required: str | None = None) -> str | None:
+    def address(
+        self, obj: Mapping[str, Any], key: str, path: str, *, listen: bool, default: Any = _MISSING, required: str | None = None
+    ) -> str | None:
         value = self.string(obj, key, path, default=default, required=required)
         if value is None:
             return None
@@ -533,8 +563,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     if top is None:
         raise ConfigError(c.errors, c.warnings)
 
-    poller_id = c.string(top, "poller_id", "",
-                         required="required (a non-empty string naming this poller)")
+    poller_id = c.string(top, "poller_id", "", required="required (a non-empty string naming this poller)")
     partition = c.label(top, "partition", "", "partition id", default=DEFAULT_PARTITION)
     poll_interval = c.duration(top, "poll_interval", "", default=DEFAULT_POLL_INTERVAL)
     certs_dir = c.path(top, "certs_dir", "", default=DEFAULT_CERTS_DIR, base_dir=base_dir)
@@ -543,24 +572,30 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     log_format = c.string(top, "log_format", "", default=DEFAULT_LOG_FORMAT)
     if log_format is not None and log_format not in LOG_FORMATS:
         c.error("log_format", f"{_show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
-    max_polls = c.integer(top, "max_concurrent_polls", "",
-                          default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
+    max_polls = c.integer(top, "max_concurrent_polls", "", default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
     call_timeout = c.duration(top, "call_timeout", "", default=DEFAULT_CALL_TIMEOUT)
     cycle_timeout = c.duration(top, "cycle_timeout", "", default=None)
     if top.get("cycle_timeout") is None and poll_interval is not None:
         cycle_timeout = poll_interval * DEFAULT_CYCLE_FRACTION
     elif cycle_timeout is not None and poll_interval is not None and cycle_timeout >= poll_interval:
-        c.error("cycle_timeout", f"{format_duration(cycle_timeout)} must be below poll_interval "
-                f"({format_duration(poll_interval)}), or cycles would overlap")
+        c.error(
+            "cycle_timeout",
+            f"{format_duration(cycle_timeout)} must be below poll_interval "
+            f"({format_duration(poll_interval)}), or cycles would overlap",
+        )
         cycle_timeout = None
     if call_timeout is not None and cycle_timeout is not None and call_timeout > cycle_timeout:
-        c.warn("call_timeout", f"{format_duration(call_timeout)} is longer than cycle_timeout "
-               f"({format_duration(cycle_timeout)}); the cycle deadline will cut calls short")
+        c.warn(
+            "call_timeout",
+            f"{format_duration(call_timeout)} is longer than cycle_timeout "
+            f"({format_duration(cycle_timeout)}); the cycle deadline will cut calls short",
+        )
     backoff_initial = c.duration(top, "backoff_initial", "", default=DEFAULT_BACKOFF_INITIAL)
     backoff_max = c.duration(top, "backoff_max", "", default=DEFAULT_BACKOFF_MAX)
     if backoff_initial is not None and backoff_max is not None and backoff_max < backoff_initial:
-        c.error("backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial "
-                f"({format_duration(backoff_initial)})")
+        c.error(
+            "backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial ({format_duration(backoff_initial)})"
+        )
     agents = _parse_agents(c, top.get("agents", _MISSING))
 
     if c.errors:
@@ -603,8 +638,7 @@ def _parse_sink(c: _Checker, value: object, base_dir: Path | None) -> SinkConfig
         if key in keys:
             continue
         if key in others:
-            c.error(_key("sink", key), f'not a key of a "{kind}" sink '
-                    f"({kind} sinks take: {', '.join(keys)})")
+            c.error(_key("sink", key), f'not a key of a "{kind}" sink ({kind} sinks take: {", ".join(keys)})')
         else:
             c.error(_key("sink", str(key)), "unknown key" + _did_you_mean(str(key), keys))
     if kind == "file":
@@ -631,8 +665,7 @@ def _nats_url_problem(url: str) -> str | None:
     except ValueError:
         return f"{shown} is not a URL (expected e.g. {DEFAULT_NATS_URL})"
     if parts.scheme not in NATS_SCHEMES:
-        return (f"{shown}: scheme must be one of {', '.join(NATS_SCHEMES)} "
-                f"(e.g. {DEFAULT_NATS_URL})")
+        return f"{shown}: scheme must be one of {', '.join(NATS_SCHEMES)} (e.g. {DEFAULT_NATS_URL})"
     if not parts.hostname:
         return f"{shown} has no host (expected e.g. {DEFAULT_NATS_URL})"
     if port == 0:
@@ -668,17 +701,16 @@ def _parse_agent(c: _Checker, name: str, spec: object, path: str) -> AgentConfig
     obj = c.object(spec, path, AGENT_KEYS, GO_AGENT_KEYS)
     if obj is None:
         return None
-    address = c.address(obj, "address", path, listen=False,
-                        required="required (host:port, e.g. 10.0.0.5:50051)")
-    tenant = c.label(obj, "tenant", path, "tenant slug",
-                     required="required: every agent names its tenant (there is no default tenant)")
+    address = c.address(obj, "address", path, listen=False, required="required (host:port, e.g. 10.0.0.5:50051)")
+    tenant = c.label(
+        obj, "tenant", path, "tenant slug", required="required: every agent names its tenant (there is no default tenant)"
+    )
     component_id = c.label(obj, "component_id", path, "component id", default=None)
     partition = c.label(obj, "partition", path, "partition id", default=None)
     checks = _parse_checks(c, obj.get("checks", _MISSING), _key(path, "checks"))
     if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
         return None
-    return AgentConfig(name=name, address=address, tenant=tenant, component_id=component_id,
-                       partition=partition, checks=checks)
+    return AgentConfig(name=name, address=address, tenant=tenant, component_id=component_id, partition=partition, checks=checks)
 
 
 def _parse_checks(c: _Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
@@ -709,9 +741,15 @@ def _parse_checks(c: _Checker, value: object, path: str) -> tuple[CheckConfig, .
             c.warn(where, f"same service_type and service_name as {_index(path, seen[pair])}")
         else:
             seen[pair] = i
-        checks.append(CheckConfig(service_type=pair[0], service_name=pair[1],
-                                  details=cast(str, details), port=cast(int, port),
-                                  results_interval=interval))
+        checks.append(
+            CheckConfig(
+                service_type=pair[0],
+                service_name=pair[1],
+                details=cast(str, details),
+                port=cast(int, port),
+                results_interval=interval,
+            )
+        )
     return tuple(checks) if len(c.errors) == errors_before else None
 
 
@@ -743,8 +781,7 @@ def load_config(path: str | Path) -> PollerConfig:
     try:
         data = json.loads(text, object_pairs_hook=_JSONObject, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ConfigError([ConfigIssue(
-            where, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]) from None
+        raise ConfigError([ConfigIssue(where, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]) from None
     except ValueError as exc:  # NaN / Infinity
         raise ConfigError([ConfigIssue(where, f"invalid JSON: {exc}")]) from None
     base_dir = path.absolute().parent
@@ -777,8 +814,7 @@ def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:
     for tenant in config.tenants:
         ca = layout.tenant_ca(tenant)
         if not ca.is_file():
-            issues.append(ConfigIssue(
-                "certs_dir", f"{ca} is missing: agents of tenant {tenant} cannot be verified"))
+            issues.append(ConfigIssue("certs_dir", f"{ca} is missing: agents of tenant {tenant} cannot be verified"))
     return tuple(issues)
 
 
@@ -805,11 +841,9 @@ _EXAMPLE: dict[str, Any] = {
             "partition": "partition-1",
             "checks": [
                 {"service_type": "process", "service_name": "nginx", "details": "nginx"},
-                {"service_type": "port", "service_name": "SSH", "details": "127.0.0.1:22",
-                 "port": 22},
+                {"service_type": "port", "service_name": "SSH", "details": "127.0.0.1:22", "port": 22},
                 {"service_type": "icmp", "service_name": "ping", "details": "1.1.1.1"},
-                {"service_type": "sweep", "service_name": "network_sweep",
-                 "results_interval": "5m"},
+                {"service_type": "sweep", "service_name": "network_sweep", "results_interval": "5m"},
             ],
         },
         "site-b": {

@@ -122,7 +122,9 @@ class PollerDaemon:
                 frozen = True
             tally = self.scheduler.take_tally()
             if tally:
-                summary = {tenant: ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) for tenant, outcomes in tally.items()}
+                summary = {
+                    tenant: ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) for tenant, outcomes in tally.items()
+                }
                 log.info("poll_summary", **summary)
 
     async def reload(self) -> bool:

@@ -160,7 +160,7 @@ class Scheduler:
         self._stopping.set()
         tasks = list(self._tasks.values())
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=grace)
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Protocol
 
 from poller.daemon.results import PollResult

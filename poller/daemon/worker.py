@@ -37,7 +37,7 @@ STREAM_TYPES = frozenset({"sweep", "sync"})
 _CODE_REASONS = {"DEADLINE_EXCEEDED": "timeout", INVALID_PAYLOAD: "invalid_payload"}
 
 
-def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined,unused-ignore]
     """Exponential backoff with equal jitter: in [d/2, d] where d = min(cap, initial * 2^(n-1))."""
     delay = min(cap, initial * (2 ** max(0, failures - 1)))
     return rng.uniform(delay / 2, delay)
@@ -152,9 +152,7 @@ class AgentWorker:
         """Status checks always; results checks when their interval has passed."""
         due = []
         for check in self.agent.checks:
-            if check.results_interval is None:
-                due.append(check)
-            elif self.results_due.get(_key(check), 0.0) <= now:
+            if check.results_interval is None or self.results_due.get(_key(check), 0.0) <= now:
                 due.append(check)
         return due
 

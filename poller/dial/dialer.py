@@ -135,12 +135,12 @@ class AgentConnection:
                 self._refuse(err)
                 raise
             if ctx.cn != self.target_name:
-                err = IdentityRefused(
+                mismatch = IdentityRefused(
                     Reason.IDENTITY_MISMATCH,
                     f"agent at {self.address} now presents {ctx.cn}, the channel is pinned to {self.target_name}",
                 )
-                self._refuse(err)
-                raise err
+                self._refuse(mismatch)
+                raise mismatch
             self._context = ctx
             return ctx
 
@@ -161,7 +161,7 @@ class AgentConnection:
                             await self.reprove()
                         except IdentityRefused:
                             pass  # stored by reprove(); every later call raises it
-                        except Exception as exc:  # noqa: BLE001 - unreachable while reconnecting: the next call says so
+                        except Exception as exc:
                             self.log.debug("reprove after reconnect failed", error=str(exc))
                     seen_ready = True
                 elif state is grpc.ChannelConnectivity.SHUTDOWN:
@@ -200,10 +200,18 @@ async def dial_agent(
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
     """
+
     def connection(ctx: TenantContext | None, target_name: str) -> AgentConnection:
         return AgentConnection(
-            address=address, tenant=tenant, component=component, partition=partition, trust=trust,
-            context=ctx, target_name=target_name, timeout=timeout, options=options,
+            address=address,
+            tenant=tenant,
+            component=component,
+            partition=partition,
+            trust=trust,
+            context=ctx,
+            target_name=target_name,
+            timeout=timeout,
+            options=options,
         )
 
     if component is None or partition is None:
@@ -215,7 +223,9 @@ async def dial_agent(
     conn = connection(None, format_edge_cn(component, partition, tenant))
     conn.channel.get_state(try_to_connect=True)
     try:
-        conn._context = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
+        conn._context = await _prove(
+            address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout
+        )
     except BaseException:
         await conn.close()
         raise

@@ -26,7 +26,9 @@ class ProvenIdentitySource(Protocol):
     def context(self) -> TenantContext: ...
 
 
-async def _call_as_tenant(source: ProvenIdentitySource | None, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+async def _call_as_tenant(
+    source: ProvenIdentitySource | None, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any
+) -> Any:
     """Refuse without a proven context; else stamp the call and run it with
     current_tenant() bound for code inside the call."""
     if source is None:
@@ -45,7 +47,9 @@ class TenantUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, source: ProvenIdentitySource | None) -> None:
         self._source = source
 
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
         return await _call_as_tenant(self._source, continuation, client_call_details, request)
 
 
@@ -53,7 +57,9 @@ class TenantUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
     def __init__(self, source: ProvenIdentitySource | None) -> None:
         self._source = source
 
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
         return await _call_as_tenant(self._source, continuation, client_call_details, request)
 
 

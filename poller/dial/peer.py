@@ -13,8 +13,8 @@ import asyncio
 import os
 import select
 import socket
-import time
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path

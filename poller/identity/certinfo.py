@@ -10,7 +10,7 @@ digests in lowercase hex without separators, times in RFC 3339 UTC.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,7 +55,9 @@ def spki_sha256(cert: x509.Certificate) -> str:
 
 def common_names(cert: x509.Certificate) -> list[str]:
     """Every CN attribute of the subject, as text (non-string values become repr)."""
-    return [a.value if isinstance(a.value, str) else repr(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return [
+        a.value if isinstance(a.value, str) else repr(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
 
 
 def subject_cn(cert: x509.Certificate) -> str | None:
@@ -101,7 +103,7 @@ def not_after(cert: x509.Certificate) -> datetime:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def summary(cert: x509.Certificate) -> dict[str, str]:

@@ -93,7 +93,7 @@ def parse_tenant_ca_cn(cn: str) -> str:
         raise InvalidName(f"{cn!r} is not a tenant CA name (tenant-<slug>.ca.{SUFFIX})")
     if not is_label(labels[0]):
         raise InvalidName(f"{cn!r} is not a tenant CA name")
-    return check_label(labels[0][len("tenant-"):], "tenant slug")
+    return check_label(labels[0][len("tenant-") :], "tenant slug")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
     prefix = f"spiffe://{SPIFFE_TRUST_DOMAIN}/"
     if not isinstance(uri, str) or not uri.startswith(prefix):
         raise InvalidName(f"{uri!r} is not a spiffe://{SPIFFE_TRUST_DOMAIN}/ ID")
-    segments = uri[len(prefix):].split("/")
+    segments = uri[len(prefix) :].split("/")
     if len(segments) == 4:
         ctype, tenant, partition, component = segments
         if ctype not in COMPONENT_TYPES:

@@ -8,10 +8,10 @@ and the CLI's JSON. Details describe certificates, never keys.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     UNTRUSTED_CHAIN = "untrusted_chain"
     TENANT_MISMATCH = "tenant_mismatch"
     INVALID_CN = "invalid_cn"

@@ -142,8 +142,7 @@ def load_tenant_authority(certs_dir: StrPath | CertsLayout, slug: str) -> Author
     check_label(slug, "tenant slug")
     if not layout.tenant_ca(slug).exists() and not layout.tenant_key(slug).exists():
         raise PkiError(
-            f"tenant {slug!r} has no CA in {layout.root} "
-            f"(create it with `serviceradar-poller pki tenant {layout.root} {slug}`)"
+            f"tenant {slug!r} has no CA in {layout.root} (create it with `serviceradar-poller pki tenant {layout.root} {slug}`)"
         )
     return load_authority(layout.tenant_ca(slug), layout.tenant_key(slug), f"tenant {slug!r} CA")
 
@@ -167,7 +166,9 @@ def sign_child(issuer: Authority, key: PrivateKey, *, days: int, **fields: Any) 
     )
 
 
-def write_issued(cert_path: Path, key_path: Path, chain_path: Path | None, cert: x509.Certificate, key: PrivateKey, issuer: x509.Certificate) -> None:
+def write_issued(
+    cert_path: Path, key_path: Path, chain_path: Path | None, cert: x509.Certificate, key: PrivateKey, issuer: x509.Certificate
+) -> None:
     """Key (0600), certificate, and chain (certificate + issuer) when chain_path is given."""
     write_private(key_path, key_pem(key))
     write_public(cert_path, cert_pem(cert))
@@ -294,7 +295,13 @@ def init_pki(
     if poller_cert is None:
         key = new_key()
         poller_cert = sign_child(
-            platform, key, days=POLLER_DAYS, subject_cn=cn, dns=[cn], uris=[poller_spiffe_id(poller_id)], eku=[CLIENT_AUTH, SERVER_AUTH]
+            platform,
+            key,
+            days=POLLER_DAYS,
+            subject_cn=cn,
+            dns=[cn],
+            uris=[poller_spiffe_id(poller_id)],
+            eku=[CLIENT_AUTH, SERVER_AUTH],
         )
         write_issued(layout.service_cert("poller"), layout.service_key("poller"), None, poller_cert, key, platform.cert)
         written += [layout.service_key("poller"), layout.service_cert("poller")]
@@ -569,7 +576,9 @@ def issue_component(
     check_names_permitted(ca.cert, dns=dns_names, ips=addresses, uris=[spiffe])
 
     key = new_key()
-    cert = sign_child(ca, key, days=days, subject_cn=cn, dns=dns_names, ips=addresses, uris=[spiffe], eku=[SERVER_AUTH, CLIENT_AUTH])
+    cert = sign_child(
+        ca, key, days=days, subject_cn=cn, dns=dns_names, ips=addresses, uris=[spiffe], eku=[SERVER_AUTH, CLIENT_AUTH]
+    )
     cert_path, key_path, chain_path = layout.component_files(tenant, component_id, partition_id)
     write_issued(cert_path, key_path, chain_path, cert, key, ca.cert)
     return IssuedCertificate(

@@ -89,7 +89,7 @@ def describe_certificate(path: str | os.PathLike[str]) -> dict[str, Any]:
     certs = read_certificates(file_path)
     cert = certs[0]
     try:
-        cert.extensions  # parsed lazily; a malformed extension raises here, not halfway through
+        _ = cert.extensions  # parsed lazily; a malformed extension raises here, not halfway through
     except ValueError as exc:
         raise NotACertificate(f"{file_path}: the certificate's extensions do not parse ({exc})") from None
     cn = certinfo.subject_cn(cert)

@@ -30,8 +30,8 @@ from poller.pki.authority import (
 from poller.pki.build import (
     CLIENT_AUTH,
     SERVER_AUTH,
-    new_key,
     issued_by,
+    new_key,
     serial_hex,
 )
 from poller.pki.errors import PkiError

@@ -182,8 +182,8 @@ class ForgePki:
         *,
         issuer_tenant: str | None = None,
         signed_by: SignedBy | ForgedCert = "tenant",
-        cn: str | None | _Default = DEFAULT,
-        spiffe: str | None | _Default = DEFAULT,
+        cn: str | _Default | None = DEFAULT,
+        spiffe: str | _Default | None = DEFAULT,
         dns: Sequence[str] | _Default = DEFAULT,
         ips: Sequence[IPLike] = (),
         not_before: datetime | None = None,
@@ -191,8 +191,8 @@ class ForgePki:
         days: int = 365,
         is_ca: bool = False,
         key_kind: KeyKind = "ec",
-        eku: Sequence[x509.ObjectIdentifier] | None | _Default = DEFAULT,
-        key_usage_names: Collection[str] | None | _Default = DEFAULT,
+        eku: Sequence[x509.ObjectIdentifier] | _Default | None = DEFAULT,
+        key_usage_names: Collection[str] | _Default | None = DEFAULT,
         extra_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
         write: bool = False,
     ) -> ForgedCert:
@@ -260,7 +260,7 @@ class ForgePki:
         else:
             raise ValueError(f"signed_by must be 'tenant', 'root', 'platform', 'self' or a ForgedCert, not {signed_by!r}")
 
-        usages: Collection[str] | None | Literal["auto"]
+        usages: Collection[str] | Literal["auto"] | None
         if isinstance(key_usage_names, _Default):
             usages = ("digital_signature", "key_cert_sign", "crl_sign") if is_ca else AUTO
         else:
@@ -321,7 +321,7 @@ class ForgePki:
 _SUBJECT = (("US", NameOID.COUNTRY_NAME), ("CA", NameOID.STATE_OR_PROVINCE_NAME), ("San Francisco", NameOID.LOCALITY_NAME))
 
 
-def _script_subject(org_unit: str) -> list[x509.NameAttribute]:
+def _script_subject(org_unit: str) -> list[x509.NameAttribute[str]]:
     attrs = [x509.NameAttribute(oid, value) for value, oid in _SUBJECT]
     attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ServiceRadar"))
     attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, org_unit))
@@ -450,11 +450,7 @@ def serviceradar_style_dir(
             )
             write_private(layout.component_key(slug, component_id, partition_id), key_pem(key))
             write_public(layout.component_cert(slug, component_id, partition_id), cert_pem(cert))
-            write_public(
-                layout.component_chain(slug, component_id, partition_id), chain_pem([cert, ca_cert, root_cert])
-            )
+            write_public(layout.component_chain(slug, component_id, partition_id), chain_pem([cert, ca_cert, root_cert]))
             written.append(layout.component_cert(slug, component_id, partition_id))
         component_paths[slug] = tuple(written)
-    return ServiceRadarStyleDir(
-        layout=layout, tenants=tuple(tenants), services=service_paths, components=component_paths
-    )
+    return ServiceRadarStyleDir(layout=layout, tenants=tuple(tenants), services=service_paths, components=component_paths)

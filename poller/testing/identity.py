@@ -6,7 +6,7 @@ name says it: nothing in the poller itself calls this.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from poller.identity.context import _PROOF, TenantContext
 
@@ -18,7 +18,7 @@ def unverified_tenant_context(
     *,
     component_type: str | None = "agent",
 ) -> TenantContext:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return TenantContext(
         tenant=tenant,
         component_id=component_id,

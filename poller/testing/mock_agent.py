@@ -130,7 +130,7 @@ class AgentBehaviour:
     def health_value(self) -> int:
         status = self.health_status
         if isinstance(status, str):
-            return _ServingStatus.Value(status.upper())
+            return int(_ServingStatus.Value(status.upper()))
         return int(status)
 
 
@@ -307,7 +307,7 @@ class MockAgent:
         self._stopping = asyncio.Event()
         await server.start()
         self._server = server
-        return bound
+        return int(bound)
 
     def _bind_failure(self) -> str:
         """Why add_secure_port failed: the port, or credentials gRPC's TLS refuses."""
@@ -326,10 +326,7 @@ class MockAgent:
         else:
             if not usage.digital_signature:
                 hint = " (its keyUsage lacks digitalSignature, which gRPC's TLS stack requires of a served leaf)"
-        return (
-            f"mock agent cannot listen on {self.address}: gRPC refused the server certificate "
-            f"{self.cn!r} and key{hint}"
-        )
+        return f"mock agent cannot listen on {self.address}: gRPC refused the server certificate {self.cn!r} and key{hint}"
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop serving. Idempotent; never blocked by a hung handler."""
@@ -457,6 +454,7 @@ class MockAgent:
         event = self._stopping
         if event is None:  # pragma: no cover - handlers run only while started
             await context.abort(grpc.StatusCode.UNAVAILABLE, "mock agent stopping")
+            return
         try:
             await asyncio.wait_for(event.wait(), seconds)
         except TimeoutError:
@@ -589,4 +587,3 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):
                 last = status
             # Server-side polling of the mutable behaviour; ends when the agent stops.
             await agent.wait_or_stop(context, 0.05)
-

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
@@ -57,7 +58,7 @@ class TenantAuthority:
             return False
         try:
             cert.verify_directly_issued_by(self.cert)
-        except Exception:  # noqa: BLE001 - InvalidSignature, unsupported key types
+        except Exception:
             return False
         return True
 
@@ -228,8 +229,8 @@ class TrustStore:
         return path
 
 
-def _public_der(key: object) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+def _public_der(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _read_optional_cert(path: Path, problems: list[str]) -> x509.Certificate | None:
@@ -274,7 +275,7 @@ def _read_tenant(
     if root is not None and cert.issuer == root.subject:
         try:
             cert.verify_directly_issued_by(root)
-        except Exception:  # noqa: BLE001 - InvalidSignature, unsupported key types
+        except Exception:
             problems.append(f"{ca_path}: names the root as issuer but the root did not sign it")
             return None
 

@@ -26,7 +26,15 @@ from cryptography.x509.verification import ClientVerifier, Criticality, Extensio
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
 from poller.identity.context import _PROOF, TenantContext
-from poller.identity.names import COMPONENT_TYPES, EdgeName, InvalidName, SpiffeId, parse_edge_cn, parse_spiffe_id, spiffe_agrees_with
+from poller.identity.names import (
+    COMPONENT_TYPES,
+    EdgeName,
+    InvalidName,
+    SpiffeId,
+    parse_edge_cn,
+    parse_spiffe_id,
+    spiffe_agrees_with,
+)
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.trust.store import TenantAuthority, TrustSnapshot
 
