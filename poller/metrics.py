@@ -22,3 +22,19 @@ CERT_EXPIRY_DAYS = Gauge(
     "Days until a certificate expires (the poller's own and each agent's)",
     ["kind", "tenant", "name"],
 )
+
+# Delivery through the handler registry (poller.handlers). The refusal counter's
+# name is a contract: results_refused_total{tenant,channel,reason}.
+RESULTS_REFUSED = Counter("results_refused", "Results refused by the handler registry", ["tenant", "channel", "reason"])
+HANDLER_FAILURES = Counter(
+    "poller_handler_failures_total", "Handlers that raised or timed out, by handler", ["tenant", "handler", "reason"]
+)
+LABEL_MISMATCHES = Counter(
+    "poller_label_mismatches_total", "Results whose reported agent_id/partition differ from the proof", ["tenant", "label"]
+)
+CROSS_TENANT_DELIVERIES = Counter(
+    "poller_cross_tenant_deliveries_total", "Results delivered to a platform (admin) identity's handler", ["tenant"]
+)
+
+# The server-side tenant interceptor (poller.server): one count per decision.
+SERVER_DECISIONS = Counter("poller_server_calls_total", "Calls decided by the tenant interceptor", ["tenant", "outcome"])

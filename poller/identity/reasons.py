@@ -21,6 +21,15 @@ class Reason(StrEnum):
     REVOKED = "revoked"
     BAD_CERTIFICATE = "bad_certificate"
     UNREACHABLE = "unreachable"
+    # Delivery and authorization (handlers, policies, the server interceptor):
+    # appended so that the codes above keep their order.
+    PAYLOAD_MISMATCH = "payload_mismatch"  # a payload names a tenant other than the proven one
+    LABEL_MISMATCH = "label_mismatch"  # reported agent_id/partition differ from the proof (strict_labels)
+    POLICY_DENIED = "policy_denied"  # the identity is proven but a policy does not allow it
+    NO_HANDLER = "no_handler"  # no registered handler's policy allows the result
+    INVALID_CHANNEL = "invalid_channel"  # a result's service type is not a channel token
+    HANDLER_FAILED = "handler_failed"  # a handler raised
+    HANDLER_TIMEOUT = "handler_timeout"  # a handler did not finish within its timeout
 
     def __str__(self) -> str:
         return self.value
@@ -51,6 +60,18 @@ class IdentityRefused(PollerError):
     def __init__(self, reason: Reason, detail: str, *, peer: Mapping[str, str] | None = None) -> None:
         super().__init__(reason, detail)
         self.peer: dict[str, str] = dict(peer or {})
+
+
+class PermissionDenied(PollerError):
+    """A proven identity that a policy does not allow (reason policy_denied).
+
+    >>> PermissionDenied(Reason.POLICY_DENIED, "tenant xyz-inc is not acme-corp").reason.value
+    'policy_denied'
+    """
+
+
+class ResultRefused(PollerError):
+    """A result that may not be delivered (payload_mismatch, label_mismatch, no_handler ...)."""
 
 
 class AgentUnreachable(PollerError):

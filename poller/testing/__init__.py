@@ -4,7 +4,7 @@
 """
 
 from poller.testing.forge import ForgedCert, ForgePki, serviceradar_style_dir
-from poller.testing.identity import unverified_tenant_context
+from poller.testing.identity import unverified_platform_identity, unverified_tenant_context
 from poller.testing.mock_agent import AgentBehaviour, MockAgent, MockAgentError
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "MockAgent",
     "MockAgentError",
     "serviceradar_style_dir",
+    "unverified_platform_identity",
     "unverified_tenant_context",
 ]
