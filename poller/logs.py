@@ -12,13 +12,15 @@ from typing import TextIO
 
 import structlog
 
+from poller.identity.reasons import InvalidArgument
+
 FORMATS = ("auto", "json", "console")
 
 
 def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level: int = logging.INFO) -> None:
     stream = stream or sys.stderr
     if fmt not in FORMATS:
-        raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise InvalidArgument(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console else structlog.processors.JSONRenderer()

@@ -27,7 +27,7 @@ from poller import metrics
 from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.dial.dialer import AgentConnection
 from poller.identity.context import TenantContext
-from poller.identity.reasons import AgentUnreachable, IdentityRefused
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 
@@ -62,12 +62,9 @@ class StreamDocument:
     latency: float
 
 
-def _invalid_payload(method: str, message: str) -> AgentUnreachable:
+def _invalid_payload(method: str, message: str) -> InvalidPayload:
     # grpcio logs the DecodeError and hands back None instead of raising.
-    return AgentUnreachable(f"{method}: the agent's answer is not a valid {message}", code=INVALID_PAYLOAD)
-
-
-INVALID_PAYLOAD = "INVALID_PAYLOAD"
+    return InvalidPayload(f"{method}: the agent's answer is not a valid {message}")
 
 
 @functools.cache

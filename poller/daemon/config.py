@@ -19,7 +19,6 @@ that is not a plain word is quoted (`agents["edge.1"].tenant`).
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from poller.address import show_value, split_host_port
 from poller.daemon.durations import (
     BARE_NUMBER_REASON,
     DurationError,
@@ -36,6 +36,7 @@ from poller.daemon.durations import (
     parse_duration,
 )
 from poller.identity.names import format_edge_cn, is_label
+from poller.identity.reasons import PollerError
 
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL",
@@ -150,7 +151,7 @@ class ConfigIssue:
         return f"{self.path}: {self.message}"
 
 
-class ConfigError(ValueError):
+class ConfigError(PollerError, ValueError):
     """The config is invalid; `issues` lists every problem found, in document order.
 
     `warnings` holds what would have been warnings had the config been valid.
@@ -277,69 +278,7 @@ class PollerConfig:
 # --------------------------------------------------------------------------- helpers
 
 
-_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-
-
-def split_host_port(text: str, *, listen: bool = False) -> tuple[str, int]:
-    """Split "host:port" ("[v6]:port" for IPv6) and validate both parts.
-
-    Dial addresses need a host and a port in 1-65535.  With listen=True the
-    host may be empty (every interface) and the port may be 0 (any free port).
-    Raises ValueError with a message suitable for a ConfigIssue.
-    """
-    if not isinstance(text, str):
-        raise ValueError("expected a string host:port")
-    if text != text.strip() or any(ch.isspace() for ch in text):
-        raise ValueError(f"{_show(text)} contains whitespace (expected host:port)")
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or not text[end + 1 :].startswith(":"):
-            raise ValueError(f"{_show(text)} is not [ipv6]:port")
-        host, port_text = text[1:end], text[end + 2 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{_show(host)} in brackets is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"{_show(text)} has no port (expected host:port, e.g. 10.0.0.5:50051)")
-        if ":" in host:
-            raise ValueError(f"{_show(text)}: an IPv6 address needs brackets, e.g. [::1]:50051")
-        if host:
-            _check_hostname(host)
-        elif not listen:
-            raise ValueError(f"{_show(text)} has no host (write e.g. 127.0.0.1{text})")
-    if not port_text.isascii() or not port_text.isdigit():
-        raise ValueError(f"{_show(text)}: port {_show(port_text)} is not a number")
-    port = int(port_text)
-    low = 0 if listen else 1
-    if not low <= port <= 65535:
-        raise ValueError(f"{_show(text)}: port {port} is out of range ({low}-65535)")
-    return host, port
-
-
-def _check_hostname(host: str) -> None:
-    if re.fullmatch(r"[0-9.]+", host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            raise ValueError(f"{_show(host)} is not a valid IPv4 address") from None
-        return
-    name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(_HOSTNAME_LABEL.fullmatch(label) for label in name.split(".")):
-        raise ValueError(f"{_show(host)} is not a valid host name")
-
-
-def _show(value: object) -> str:
-    """A value as JSON, cut to about 60 characters."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    if len(text) > _TRUNCATE:
-        text = text[: _TRUNCATE - 1] + "…"
-    return text
+_show = show_value
 
 
 def _kind(value: object) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from poller import metrics
-from poller.daemon.config import ConfigError, PollerConfig, load_config
+from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
@@ -33,7 +33,7 @@ def make_sink(settings: PollerConfig) -> Sink:
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
-    raise ValueError(f"sink type {settings.sink.type!r} is not available in this version")
+    raise ConfigError([ConfigIssue("sink.type", f"{settings.sink.type!r} is not available in this version")])
 
 
 class PollerDaemon:

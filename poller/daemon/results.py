@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from poller.identity.context import TenantContext
+from poller.identity.reasons import InvalidArgument, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class PollResult:
     service_type: str
     available: bool
     context: TenantContext | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     payload: bytes = b""
     response_time_ns: int = 0
     current_sequence: str = ""
@@ -40,7 +41,7 @@ class PollResult:
     def __post_init__(self) -> None:
         # Invariant 6: a proven result belongs to its proven tenant, full stop.
         if self.context is not None and self.context.tenant != self.tenant:
-            raise ValueError(f"result for tenant {self.tenant!r} carries the identity of {self.context.tenant!r}")
+            raise InvalidArgument(f"result for tenant {self.tenant!r} carries the identity of {self.context.tenant!r}")
 
     @property
     def proven(self) -> bool:

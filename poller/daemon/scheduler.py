@@ -22,6 +22,7 @@ from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult
 from poller.daemon.worker import AgentWorker
 from poller.identity.context import bound_tenant
+from poller.identity.reasons import Reason
 from poller.trust.store import TrustStore
 
 log = structlog.get_logger("poller.scheduler")
@@ -111,10 +112,10 @@ class Scheduler:
                     async with asyncio.timeout(self.settings.cycle_timeout):
                         results = await worker.cycle()
                 except TimeoutError:
-                    results = worker.unavailable(worker.due_checks(time.monotonic()), "timeout")
+                    results = worker.unavailable(worker.due_checks(time.monotonic()), Reason.TIMEOUT)
                     worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
         for result in results:
-            outcome = "ok" if result.available else (result.reason or "unavailable")
+            outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
             metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()
             self._tally[(result.tenant, outcome)] += 1
             if result.context is None:

@@ -19,22 +19,18 @@ import structlog
 from grpc_health.v1 import health_pb2
 
 from poller import metrics
-from poller.agent.client import INVALID_PAYLOAD, AgentClient
-from poller.agent.stream import IncompleteStream
+from poller.agent.client import AgentClient
 from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.results import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
-from poller.identity.reasons import IdentityRefused, PollerError
+from poller.identity.reasons import AgentFailure, IdentityRefused, Reason
 from poller.trust.store import TrustStore
 
 log = structlog.get_logger("poller.worker")
 
 STREAM_TYPES = frozenset({"sweep", "sync"})
-
-# Call failures that deserve a more precise reason than "unreachable".
-_CODE_REASONS = {"DEADLINE_EXCEEDED": "timeout", INVALID_PAYLOAD: "invalid_payload"}
 
 
 def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined,unused-ignore]
@@ -47,7 +43,7 @@ def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Rand
 class _Down:
     """Why the agent has no connection now, and when to try again."""
 
-    reason: str
+    reason: Reason
     retry_at: float
 
 
@@ -84,7 +80,7 @@ class AgentWorker:
                 partition=self.agent.partition,
                 timeout=self.settings.call_timeout,
             )
-        except PollerError as err:
+        except AgentFailure as err:
             self._failed(err)
             return None
         ctx = self.connection.context
@@ -106,10 +102,10 @@ class AgentWorker:
         )
         return self.client
 
-    def _failed(self, err: PollerError) -> None:
+    def _failed(self, err: AgentFailure) -> None:
         self.failures += 1
         delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max)
-        reason = err.reason.value
+        reason = err.reason
         changed = self.down is None or self.down.reason != reason
         self.down = _Down(reason=reason, retry_at=time.monotonic() + delay)
         event = "agent_refused" if isinstance(err, IdentityRefused) else "agent_unreachable"
@@ -144,7 +140,7 @@ class AgentWorker:
             **fields,
         )
 
-    def unavailable(self, checks: list[CheckConfig], reason: str, context: TenantContext | None = None) -> list[PollResult]:
+    def unavailable(self, checks: list[CheckConfig], reason: Reason, context: TenantContext | None = None) -> list[PollResult]:
         """One available=false result per check, saying why."""
         return [self._result(c, _kind(c), available=False, reason=reason, context=context) for c in checks]
 
@@ -166,18 +162,18 @@ class AgentWorker:
             return self.unavailable(checks, self.down.reason)
         try:
             health = await client.check_health()
-        except PollerError as err:
+        except AgentFailure as err:
             return await self._call_failed(err, checks)
         if health.response.status != health_pb2.HealthCheckResponse.SERVING:
-            return self.unavailable(checks, "not_serving", health.context)
+            return self.unavailable(checks, Reason.NOT_SERVING, health.context)
         results = await asyncio.gather(*(self._run_check(client, c, now) for c in checks))
         return [r for r in results if r is not None]
 
-    async def _call_failed(self, err: PollerError, checks: list[CheckConfig]) -> list[PollResult]:
+    async def _call_failed(self, err: AgentFailure, checks: list[CheckConfig]) -> list[PollResult]:
         if isinstance(err, IdentityRefused):
             await self._drop()
             self._failed(err)
-        return self.unavailable(checks, err.reason.value)
+        return self.unavailable(checks, err.outcome)
 
     async def _run_check(self, client: AgentClient, check: CheckConfig, now: float) -> PollResult | None:
         kind = _kind(check)
@@ -188,15 +184,13 @@ class AgentWorker:
             if kind == "stream":
                 return await self._stream(client, check)
             return await self._results(client, check)
-        except IncompleteStream as err:
-            self.log.warning("stream_incomplete", check=check.service_name, detail=err.detail)
-            return self._result(check, kind, available=False, reason=err.code)
-        except PollerError as err:
+        except AgentFailure as err:
+            if err.reason is Reason.INCOMPLETE_STREAM:
+                self.log.warning("stream_incomplete", check=check.service_name, detail=err.detail)
             if isinstance(err, IdentityRefused):
                 await self._drop()
                 self._failed(err)
-            reason = _CODE_REASONS.get(getattr(err, "code", None) or "", err.reason.value)
-            return self._result(check, kind, available=False, reason=reason)
+            return self._result(check, kind, available=False, reason=err.outcome)
 
     async def _status(self, client: AgentClient, check: CheckConfig) -> PollResult:
         reply = await client.get_status(check.service_name, check.service_type, details=check.details, port=check.port)
