@@ -14,7 +14,6 @@ gRPC code when a call failed).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from typing import Any, Generic, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from poller import metrics
 from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.dial.dialer import AgentConnection
 from poller.identity.context import TenantContext
@@ -65,12 +63,6 @@ class StreamDocument:
 def _invalid_payload(method: str, message: str) -> InvalidPayload:
     # grpcio logs the DecodeError and hands back None instead of raising.
     return InvalidPayload(f"{method}: the agent's answer is not a valid {message}")
-
-
-@functools.cache
-def _latency(method: str) -> Any:
-    """The histogram child of one method (labels() is a lookup under a lock)."""
-    return metrics.CALL_LATENCY.labels(method=method)
 
 
 class AgentClient:
@@ -179,7 +171,7 @@ class AgentClient:
             await chunks.aclose()  # type: ignore[attr-defined]  # a grpc.aio stream call is an async generator
         data = assembler.data
         latency = time.perf_counter() - started
-        _latency("StreamResults").observe(latency)
+        self.connection.metrics.latency("StreamResults").observe(latency)
         return StreamDocument(
             context=ctx,
             data=data,
@@ -220,7 +212,7 @@ class AgentClient:
         if response is None:
             raise _invalid_payload(name, type(request).__name__.replace("Request", "Response"))
         latency = time.perf_counter() - started
-        _latency(name).observe(latency)
+        self.connection.metrics.latency(name).observe(latency)
         return AgentReply(context=ctx, response=response, latency=latency)
 
     async def _translate(self, name: str, err: grpc.aio.AioRpcError) -> Exception:

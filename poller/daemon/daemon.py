@@ -18,12 +18,12 @@ from typing import Any
 
 import structlog
 
-from poller import metrics
 from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
 from poller.identity import certinfo
+from poller.metrics import PollerMetrics
 from poller.trust.store import TrustStore, TrustStoreError
 
 log = structlog.get_logger("poller.daemon")
@@ -37,11 +37,20 @@ def make_sink(settings: PollerConfig) -> Sink:
 
 
 class PollerDaemon:
-    def __init__(self, settings: PollerConfig, *, sink: Sink | None = None, trust: TrustStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: PollerConfig,
+        *,
+        sink: Sink | None = None,
+        trust: TrustStore | None = None,
+        metrics: PollerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.trust = trust or TrustStore(settings.certs_dir)
         self.sink = sink or make_sink(settings)
-        self.scheduler = Scheduler(settings, self.trust, self.publish)
+        # The daemon's own registry, served on metrics_listen; never the process-global one.
+        self.metrics = metrics if metrics is not None else PollerMetrics()
+        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics)
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
@@ -158,7 +167,7 @@ class PollerDaemon:
         from prometheus_client import start_http_server
 
         host, port = address
-        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0")
+        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0", registry=self.metrics.registry)
         self.metrics_port = self._metrics_server.server_port
         log.info("metrics_listening", address=f"{host or '0.0.0.0'}:{self.metrics_port}")
 
@@ -171,7 +180,7 @@ class PollerDaemon:
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
         days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
-        metrics.CERT_EXPIRY_DAYS.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        self.metrics.cert_expiry_days.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
         if days < 30:
             log.warning("poller_certificate_expiring", days_left=int(days))
 

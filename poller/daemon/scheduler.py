@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from poller import metrics
 from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult
 from poller.daemon.worker import AgentWorker
 from poller.identity.context import bound_tenant
 from poller.identity.reasons import Reason
+from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 
 log = structlog.get_logger("poller.scheduler")
@@ -31,9 +31,10 @@ Publish = Callable[[PollResult], Awaitable[None]]
 
 
 class Scheduler:
-    def __init__(self, settings: PollerConfig, trust: TrustStore, publish: Publish) -> None:
+    def __init__(self, settings: PollerConfig, trust: TrustStore, publish: Publish, metrics: PollerMetrics | None = None) -> None:
         self.settings = settings
         self.trust = trust
+        self.metrics = metrics if metrics is not None else default_metrics()
         self._publish = publish
         self._workers: dict[str, AgentWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -56,7 +57,7 @@ class Scheduler:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
-        worker = AgentWorker(agent, self.settings, self.trust)
+        worker = AgentWorker(agent, self.settings, self.trust, self.metrics)
         self._workers[agent.name] = worker
         if loop:
             self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._loop(worker), name=f"agent {agent.name}")
@@ -116,7 +117,7 @@ class Scheduler:
                     worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
         for result in results:
             outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
-            metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()
+            self.metrics.polls.labels(tenant=result.tenant, outcome=outcome).inc()
             self._tally[(result.tenant, outcome)] += 1
             if result.context is None:
                 await self._publish(result)

@@ -18,7 +18,6 @@ from typing import Any
 import structlog
 from grpc_health.v1 import health_pb2
 
-from poller import metrics
 from poller.agent.client import AgentClient
 from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.results import PollResult
@@ -26,6 +25,7 @@ from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
 from poller.identity.reasons import AgentFailure, IdentityRefused, Reason
+from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 
 log = structlog.get_logger("poller.worker")
@@ -48,8 +48,11 @@ class _Down:
 
 
 class AgentWorker:
-    def __init__(self, agent: AgentConfig, settings: PollerConfig, trust: TrustStore) -> None:
+    def __init__(
+        self, agent: AgentConfig, settings: PollerConfig, trust: TrustStore, metrics: PollerMetrics | None = None
+    ) -> None:
         self.agent = agent
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.settings = settings
         self.trust = trust
         self.connection: AgentConnection | None = None
@@ -79,6 +82,7 @@ class AgentWorker:
                 component=self.agent.component_id,
                 partition=self.agent.partition,
                 timeout=self.settings.call_timeout,
+                metrics=self.metrics,
             )
         except AgentFailure as err:
             self._failed(err)
@@ -89,9 +93,9 @@ class AgentWorker:
             self.log.info("agent_recovered", component=ctx.component_id, after_failures=self.failures)
         self.failures = 0
         self.down = None
-        metrics.CONNECTED_AGENTS.labels(tenant=self.agent.tenant).inc()
+        self.metrics.connected_agents.labels(tenant=self.agent.tenant).inc()
         days = (ctx.not_after - certinfo.utcnow()).total_seconds() / 86400
-        metrics.CERT_EXPIRY_DAYS.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
+        self.metrics.cert_expiry_days.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
         self.log.info(
             "agent_accepted",
             component=ctx.component_id,
@@ -117,7 +121,7 @@ class AgentWorker:
 
     async def _drop(self) -> None:
         if self.connection is not None:
-            metrics.CONNECTED_AGENTS.labels(tenant=self.agent.tenant).dec()
+            self.metrics.connected_agents.labels(tenant=self.agent.tenant).dec()
             await self.connection.close()
         self.connection = None
         self.client = None
