@@ -7,13 +7,12 @@ reason. Never key material.
 
 from __future__ import annotations
 
-import structlog
-
 from poller.identity.context import TenantContext
 from poller.identity.reasons import IdentityRefused
+from poller.logs import get_logger
 from poller.metrics import PollerMetrics
 
-log = structlog.get_logger("poller.audit")
+log = get_logger("poller.audit")
 
 
 def accepted(ctx: TenantContext, *, address: str, metrics: PollerMetrics) -> None:

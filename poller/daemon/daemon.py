@@ -16,17 +16,16 @@ import signal
 from dataclasses import replace
 from typing import Any
 
-import structlog
-
 from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
 from poller.identity import certinfo
+from poller.logs import get_logger
 from poller.metrics import PollerMetrics
 from poller.trust.store import TrustStore, TrustStoreError
 
-log = structlog.get_logger("poller.daemon")
+log = get_logger("poller.daemon")
 
 
 def make_sink(settings: PollerConfig) -> Sink:

@@ -22,10 +22,11 @@ from poller.daemon.results import PollResult
 from poller.daemon.worker import AgentWorker
 from poller.identity.context import bound_tenant
 from poller.identity.reasons import Reason
+from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 
-log = structlog.get_logger("poller.scheduler")
+log = get_logger("poller.scheduler")
 
 Publish = Callable[[PollResult], Awaitable[None]]
 

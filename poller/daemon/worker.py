@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from grpc_health.v1 import health_pb2
 
 from poller.agent.client import AgentClient
@@ -25,10 +24,11 @@ from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
 from poller.identity.reasons import AgentFailure, IdentityRefused, Reason
+from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 
-log = structlog.get_logger("poller.worker")
+log = get_logger("poller.worker")
 
 STREAM_TYPES = frozenset({"sweep", "sync"})
 

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-import structlog
 from cryptography import x509
 
 from poller import audit
@@ -35,11 +34,12 @@ from poller.identity import certinfo
 from poller.identity.context import TenantContext
 from poller.identity.names import format_edge_cn
 from poller.identity.reasons import IdentityRefused, Reason
+from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 from poller.trust.verify import parse_chain, verify_agent_chain
 
-log = structlog.get_logger("poller.dial")
+log = get_logger("poller.dial")
 
 DEFAULT_TIMEOUT = 5.0
 
