@@ -74,7 +74,7 @@ DEFAULT_SINK_DIR = "data"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_LOG_FORMAT = "auto"
 DEFAULT_MAX_CONCURRENT_POLLS = 500
-DEFAULT_CALL_TIMEOUT = 5.0
+DEFAULT_CALL_TIMEOUT = 5.0  # the most call_timeout defaults to (see default_call_timeout)
 DEFAULT_CYCLE_FRACTION = 0.8  # cycle_timeout defaults to this share of poll_interval
 DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
@@ -242,7 +242,8 @@ class PollerConfig:
     """The whole daemon configuration.  Durations are float seconds.
 
     Built directly (as tests do), cycle_timeout 0 means the default share of
-    poll_interval; parse_config always fills it in.
+    poll_interval and call_timeout 0 the default for that cycle_timeout;
+    parse_config always fills them in.
     """
 
     poller_id: str
@@ -254,7 +255,7 @@ class PollerConfig:
     metrics_listen: str | None = None
     log_format: LogFormat = "auto"
     max_concurrent_polls: int = DEFAULT_MAX_CONCURRENT_POLLS
-    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    call_timeout: float = 0.0
     cycle_timeout: float = 0.0
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
     backoff_max: float = DEFAULT_BACKOFF_MAX
@@ -265,6 +266,8 @@ class PollerConfig:
     def __post_init__(self) -> None:
         if self.cycle_timeout <= 0:
             object.__setattr__(self, "cycle_timeout", self.poll_interval * DEFAULT_CYCLE_FRACTION)
+        if self.call_timeout <= 0:
+            object.__setattr__(self, "call_timeout", default_call_timeout(self.cycle_timeout))
 
     @property
     def agents_by_name(self) -> Mapping[str, AgentConfig]:
@@ -298,6 +301,17 @@ class PollerConfig:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def default_call_timeout(cycle_timeout: float) -> float:
+    """call_timeout when none is configured: 5s, or a third of cycle_timeout if
+    that is less, so a dial, the health check and a check fit in one cycle
+    and a default never warns about another default.
+
+    >>> default_call_timeout(24.0), default_call_timeout(4.0)
+    (5.0, 1.333)
+    """
+    return min(DEFAULT_CALL_TIMEOUT, round(cycle_timeout / 3, 3))
 
 
 _show = show_value
@@ -534,7 +548,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     if log_format is not None and log_format not in LOG_FORMATS:
         c.error("log_format", f"{_show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
     max_polls = c.integer(top, "max_concurrent_polls", "", default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
-    call_timeout = c.duration(top, "call_timeout", "", default=DEFAULT_CALL_TIMEOUT)
+    call_timeout = c.duration(top, "call_timeout", "", default=None)
     cycle_timeout = c.duration(top, "cycle_timeout", "", default=None)
     if top.get("cycle_timeout") is None and poll_interval is not None:
         cycle_timeout = poll_interval * DEFAULT_CYCLE_FRACTION
@@ -545,6 +559,8 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
             f"({format_duration(poll_interval)}), or cycles would overlap",
         )
         cycle_timeout = None
+    if top.get("call_timeout") is None and cycle_timeout is not None:
+        call_timeout = default_call_timeout(cycle_timeout)
     if call_timeout is not None and cycle_timeout is not None and call_timeout > cycle_timeout:
         c.warn(
             "call_timeout",
@@ -814,8 +830,6 @@ _EXAMPLE: dict[str, Any] = {
     "metrics_listen": "127.0.0.1:9464",
     "log_format": "auto",
     "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
-    "call_timeout": "5s",
-    "cycle_timeout": "24s",
     "backoff_initial": "1s",
     "backoff_max": "1m",
     "agents": {

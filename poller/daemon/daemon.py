@@ -16,7 +16,7 @@ import signal
 from dataclasses import replace
 from typing import Any
 
-from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, load_config
+from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
@@ -72,6 +72,7 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._start_metrics()
+        self._log_config_warnings()
         self._record_own_certificate()
         self.scheduler.start()
         log.info(
@@ -96,6 +97,7 @@ class PollerDaemon:
 
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
+        self._log_config_warnings()
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:
@@ -116,8 +118,8 @@ class PollerDaemon:
             await self.reload()
 
     async def _summary_loop(self) -> None:
-        """One line per interval: what each tenant's results said, e.g.
-        acme-corp="2 ok, 1 tenant_mismatch". Problems stand out without a dashboard."""
+        """One line per interval counting agents per tenant by outcome, e.g.
+        tenants={"acme-corp": {"ok": 2, "refused": 1}}. Problems stand out without a dashboard."""
         frozen = False
         while True:
             await asyncio.sleep(self.settings.poll_interval)
@@ -130,10 +132,7 @@ class PollerDaemon:
                 frozen = True
             tally = self.scheduler.take_tally()
             if tally:
-                summary = {
-                    tenant: ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) for tenant, outcomes in tally.items()
-                }
-                log.info("poll_summary", **summary)
+                log.info("poll_summary", tenants=tally)
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
@@ -157,7 +156,13 @@ class PollerDaemon:
         self.settings = new
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
+        self._log_config_warnings()
         return True
+
+    def _log_config_warnings(self) -> None:
+        """What `config check` would warn about, once per start and per reload."""
+        for issue in (*self.settings.warnings, *check_files(self.settings)):
+            log.warning("config_warning", path=issue.path, message=issue.message)
 
     def _start_metrics(self) -> None:
         address = self.settings.metrics_address

@@ -82,3 +82,25 @@ def _payload_field(payload: bytes) -> dict[str, Any]:
         return {"data": json.loads(payload)}
     except (UnicodeDecodeError, ValueError):
         return {"data_b64": base64.b64encode(payload).decode("ascii")}
+
+
+def agent_outcome(results: list[PollResult]) -> Reason:
+    """One agent's outcome for one cycle, from the results of its checks.
+
+    REFUSED when any check saw its identity refused; OK when every result came
+    over a proven connection with an answer (a service the agent reports down
+    is still an answer); otherwise the first reason the agent gave no proven
+    answer (unreachable, timeout, not_serving, invalid_payload, ...).
+
+    >>> agent_outcome([])
+    <Reason.OK: 'ok'>
+    """
+    if any(r.reason is not None and r.reason.is_refusal for r in results):
+        return Reason.REFUSED
+    for r in results:
+        if not r.proven or r.reason not in _ANSWERED:
+            return r.reason or Reason.INTERNAL_ERROR
+    return Reason.OK
+
+
+_ANSWERED = frozenset({None, Reason.UNAVAILABLE})

@@ -61,6 +61,9 @@ class AgentWorker:
         self.down: _Down | None = None
         self.sequences: dict[tuple[str, str], str] = {}
         self.results_due: dict[tuple[str, str], float] = {}
+        # Results of the current cycle's checks as each one finishes (None: no new
+        # data), by position in the cycle's checks, so a cycle cut short keeps them.
+        self._settled: dict[int, PollResult | None] = {}
         self.log = log.bind(agent=agent.name, tenant=agent.tenant, address=agent.address)
 
     # -- connection ----------------------------------------------------------
@@ -96,14 +99,7 @@ class AgentWorker:
         self.metrics.connected_agents.labels(tenant=self.agent.tenant).inc()
         days = (ctx.not_after - certinfo.utcnow()).total_seconds() / 86400
         self.metrics.cert_expiry_days.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
-        self.log.info(
-            "agent_accepted",
-            component=ctx.component_id,
-            partition=ctx.partition_id,
-            cn=ctx.cn,
-            serial=ctx.serial,
-            cert_days_left=int(days),
-        )
+        # No log line here: the audit log's identity_accepted is the one line per acceptance.
         return self.client
 
     def _failed(self, err: AgentFailure) -> None:
@@ -156,10 +152,20 @@ class AgentWorker:
                 due.append(check)
         return due
 
-    async def cycle(self) -> list[PollResult]:
-        """Poll the agent once; returns one result per check that was due."""
+    def settle(self, checks: list[CheckConfig], reason: Reason) -> list[PollResult]:
+        """The results of a cycle cut short: those of the checks that finished,
+        and an available=false result with `reason` for every other check."""
+        finished = [r for i, r in sorted(self._settled.items()) if r is not None]
+        rest = [c for i, c in enumerate(checks) if i not in self._settled]
+        return finished + self.unavailable(rest, reason)
+
+    async def cycle(self, checks: list[CheckConfig] | None = None) -> list[PollResult]:
+        """Poll the agent once; one result per check of `checks` (default: those
+        due now), except results checks whose data did not change."""
         now = time.monotonic()
-        checks = self.due_checks(now)
+        if checks is None:
+            checks = self.due_checks(now)
+        self._settled = {}
         client = await self._connect()
         if client is None:
             assert self.down is not None
@@ -170,7 +176,7 @@ class AgentWorker:
             return await self._call_failed(err, checks)
         if health.response.status != health_pb2.HealthCheckResponse.SERVING:
             return self.unavailable(checks, Reason.NOT_SERVING, health.context)
-        results = await asyncio.gather(*(self._run_check(client, c, now) for c in checks))
+        results = await asyncio.gather(*(self._run_check(client, i, c, now) for i, c in enumerate(checks)))
         return [r for r in results if r is not None]
 
     async def _call_failed(self, err: AgentFailure, checks: list[CheckConfig]) -> list[PollResult]:
@@ -179,7 +185,12 @@ class AgentWorker:
             self._failed(err)
         return self.unavailable(checks, err.outcome)
 
-    async def _run_check(self, client: AgentClient, check: CheckConfig, now: float) -> PollResult | None:
+    async def _run_check(self, client: AgentClient, index: int, check: CheckConfig, now: float) -> PollResult | None:
+        result = await self._check(client, check, now)
+        self._settled[index] = result
+        return result
+
+    async def _check(self, client: AgentClient, check: CheckConfig, now: float) -> PollResult | None:
         kind = _kind(check)
         try:
             if kind == "status":
@@ -195,6 +206,9 @@ class AgentWorker:
                 await self._drop()
                 self._failed(err)
             return self._result(check, kind, available=False, reason=err.outcome)
+        except Exception:  # a bug must not cost the other checks their results
+            self.log.exception("check_failed", check=check.service_name, reason=Reason.INTERNAL_ERROR.value)
+            return self._result(check, kind, available=False, reason=Reason.INTERNAL_ERROR)
 
     async def _status(self, client: AgentClient, check: CheckConfig) -> PollResult:
         reply = await client.get_status(check.service_name, check.service_type, details=check.details, port=check.port)

@@ -222,7 +222,9 @@ async def dial_agent(
             metrics=metrics,
         )
 
-    if component is None or partition is None:
+    # Without an expected name, or without a CA to pin the channel to (the
+    # proof then refuses it, audited), there is nothing to start early.
+    if component is None or partition is None or tenant not in trust.tenants:
         ctx = await _prove(
             address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout, metrics=metrics
         )
