@@ -1,26 +1,36 @@
 """serviceradar-poller: a tenant-validating mTLS poller for ServiceRadar agents.
 
->>> from poller import TrustStore, dial_agent, AgentClient
->>> trust = TrustStore("certs")                                            # doctest: +SKIP
->>> conn = await dial_agent("10.0.0.5:50051", tenant="acme-corp", trust=trust)  # doctest: +SKIP
->>> (await AgentClient(conn).get_status("ping", "icmp")).context.tenant    # doctest: +SKIP
-'acme-corp'
+>>> import asyncio
+>>> from poller import AgentClient, TrustStore, dial_agent
+>>> async def main() -> None:
+...     conn = await dial_agent("10.0.0.5:50051", tenant="acme-corp", trust=TrustStore("certs"))
+...     try:
+...         print((await AgentClient(conn).get_status("ping", "icmp")).context.tenant)
+...     finally:
+...         await conn.close()
+>>> asyncio.run(main())  # doctest: +SKIP
+acme-corp
 """
 
 from poller.agent import AgentClient, AgentReply, IncompleteStream, StreamDocument
+from poller.daemon.config import ConfigError
+from poller.daemon.durations import DurationError
 from poller.dial import AgentConnection, dial_agent
 from poller.handlers import Delivery, HandlerRegistry, channel_for
 from poller.identity import (
     AgentUnreachable,
     IdentityRefused,
+    InvalidName,
     PollerError,
     Reason,
     TenantContext,
     bound_tenant,
     current_tenant,
 )
+from poller.identity.certinfo import CertificateError
 from poller.identity.platform import PlatformIdentity
-from poller.identity.reasons import PermissionDenied, ResultRefused
+from poller.identity.reasons import AgentFailure, InvalidArgument, InvalidPayload, PermissionDenied, ResultRefused
+from poller.pki.errors import PkiError
 from poller.policy import (
     Access,
     Decision,
@@ -41,14 +51,22 @@ __all__ = [
     "Access",
     "AgentClient",
     "AgentConnection",
+    "AgentFailure",
     "AgentReply",
     "AgentUnreachable",
+    "CertificateError",
+    "ConfigError",
     "Decision",
     "Delivery",
+    "DurationError",
     "HandlerRegistry",
     "IdentityRefused",
     "IncompleteStream",
+    "InvalidArgument",
+    "InvalidName",
+    "InvalidPayload",
     "PermissionDenied",
+    "PkiError",
     "PlatformIdentity",
     "Policy",
     "PollerError",

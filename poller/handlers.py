@@ -45,14 +45,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import structlog
-
-from poller import metrics
 from poller.daemon.results import PollResult
 from poller.identity.context import _current
 from poller.identity.names import check_label
 from poller.identity.platform import PlatformIdentity
 from poller.identity.reasons import Reason, ResultRefused
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy
 
 __all__ = [
@@ -68,8 +67,8 @@ __all__ = [
     "payload_tenant_claims",
 ]
 
-log = structlog.get_logger("poller.handlers")
-audit_log = structlog.get_logger("poller.audit")
+log = get_logger("poller.handlers")
+audit_log = get_logger("poller.audit")
 
 DEFAULT_HANDLER_TIMEOUT = 5.0
 
@@ -226,7 +225,8 @@ class HandlerRegistry:
 
     `timeout`: the default per-handler timeout in seconds. `strict_labels`:
     True, or a function of the result, saying when a reported agent_id or
-    partition that disagrees with the proof refuses the result.
+    partition that disagrees with the proof refuses the result. `metrics`:
+    where the counters go (the daemon passes the registry it serves).
     """
 
     def __init__(
@@ -234,10 +234,12 @@ class HandlerRegistry:
         *,
         timeout: float = DEFAULT_HANDLER_TIMEOUT,
         strict_labels: bool | Callable[[PollResult], bool] = False,
+        metrics: PollerMetrics | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.timeout = timeout
+        self.metrics = metrics if metrics is not None else default_metrics()
         self._strict = strict_labels
         self._registrations: dict[str, Registration] = {}
         self._abandoned: set[asyncio.Task[Any]] = set()
@@ -363,7 +365,7 @@ class HandlerRegistry:
         for label, value in result.reported_labels(document).items():
             if value == proven[label]:
                 continue
-            metrics.LABEL_MISMATCHES.labels(tenant=ctx.tenant, label=label).inc()
+            self.metrics.label_mismatches.labels(tenant=ctx.tenant, label=label).inc()
             problems.append(f"reported {label} {value[:64]!r}, proven {proven[label]!r}")
             key = (result.agent, label, value, proven[label])
             if key not in self._mismatches_seen:  # one line per new disagreement, not one per poll
@@ -385,7 +387,7 @@ class HandlerRegistry:
         return self._strict(result) if callable(self._strict) else bool(self._strict)
 
     def _refuse(self, result: PollResult, channel: str | None, reason: Reason, detail: str, *, audited: bool = False) -> Delivery:
-        metrics.RESULTS_REFUSED.labels(tenant=result.tenant, channel=channel or "", reason=reason.value).inc()
+        self.metrics.results_refused.labels(tenant=result.tenant, channel=channel or "", reason=reason.value).inc()
         fields = {
             "tenant": result.tenant,
             "agent": result.agent,
@@ -410,7 +412,7 @@ class HandlerRegistry:
         context = contextvars.copy_context()
         context.run(_current.set, result.context)  # None for an unproven result: current_tenant() raises
         if registration.platform is not None and not registration.platform.local:
-            metrics.CROSS_TENANT_DELIVERIES.labels(tenant=result.tenant).inc()
+            self.metrics.cross_tenant_deliveries.labels(tenant=result.tenant).inc()
             audit_log.info(
                 "cross_tenant_delivery",
                 audit=True,
@@ -437,7 +439,7 @@ class HandlerRegistry:
         return None
 
     def _failed(self, registration: Registration, result: PollResult, reason: Reason, detail: str) -> Reason:
-        metrics.HANDLER_FAILURES.labels(tenant=result.tenant, handler=registration.name, reason=reason.value).inc()
+        self.metrics.handler_failures.labels(tenant=result.tenant, handler=registration.name, reason=reason.value).inc()
         log.error(
             "handler_failed",
             tenant=result.tenant,

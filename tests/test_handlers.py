@@ -12,8 +12,6 @@ import json
 import threading
 
 import pytest
-from prometheus_client import REGISTRY
-from structlog.testing import capture_logs
 
 from poller import (
     HandlerRegistry,
@@ -29,6 +27,8 @@ from poller.daemon.daemon import PollerDaemon
 from poller.daemon.results import PollResult
 from poller.daemon.sinks import MemorySink
 from poller.handlers import channel_matches, payload_tenant_claims
+from poller.identity.reasons import Reason as R
+from poller.metrics import PollerMetrics
 from poller.testing import unverified_platform_identity, unverified_tenant_context
 
 ACME, XYZ = "acme-corp", "xyz-inc"
@@ -47,14 +47,18 @@ def result(tenant=ACME, *, proven=True, kind="status", service_type="icmp", payl
         service_type=service_type,
         available=proven,
         context=ctx,
-        reason=None if proven else "unreachable",
+        reason=None if proven else R.UNREACHABLE,
         payload=payload,
         reported_agent_id=reported_agent_id,
     )
 
 
-def refused_count(tenant, channel, reason) -> float:
-    return REGISTRY.get_sample_value("results_refused_total", {"tenant": tenant, "channel": channel, "reason": reason}) or 0.0
+def sample(metrics: PollerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def refused_count(metrics: PollerMetrics, tenant: str, channel: str, reason: str) -> float:
+    return sample(metrics, "results_refused_total", tenant=tenant, channel=channel, reason=reason)
 
 
 class Recorder:
@@ -99,15 +103,14 @@ async def test_a_bound_handler_never_gets_another_tenants_result_even_if_its_pol
     assert acme.seen_tenants == [ACME] and xyz.seen_tenants == [XYZ]
 
 
-async def test_deny_by_default_counts_and_logs():
-    registry = HandlerRegistry()
+async def test_deny_by_default_counts_and_logs(log_events):
+    metrics = PollerMetrics()
+    registry = HandlerRegistry(metrics=metrics)
     registry.register("agents.status", Recorder(), tenant=ACME, policy=same_tenant(ACME), name="acme-status")
-    before = refused_count(XYZ, "agents.results.sweep", "no_handler")
-    with capture_logs() as logs:
-        delivery = await registry.deliver(result(XYZ, kind="results", service_type="sweep"))
+    delivery = await registry.deliver(result(XYZ, kind="results", service_type="sweep"))
     assert delivery.refused is Reason.NO_HANDLER and delivery.delivered == ()
-    assert refused_count(XYZ, "agents.results.sweep", "no_handler") == before + 1
-    line = next(entry for entry in logs if entry["event"] == "result_refused")
+    assert refused_count(metrics, XYZ, "agents.results.sweep", "no_handler") == 1
+    line = next(entry for entry in log_events() if entry["event"] == "result_refused")
     assert line["tenant"] == XYZ and line["reason"] == "no_handler" and line["agent"] == "edge-1"
 
 
@@ -133,17 +136,17 @@ async def test_unproven_results_reach_only_platform_handlers():
         b'{"tenant": 7}',
     ],
 )
-async def test_a_payload_naming_another_tenant_is_refused_and_audited(payload):
-    registry = HandlerRegistry()
+async def test_a_payload_naming_another_tenant_is_refused_and_audited(payload, log_events):
+    metrics = PollerMetrics()
+    registry = HandlerRegistry(metrics=metrics)
     sink = Recorder()
     registry.register(">", sink, platform=unverified_platform_identity(local=True), policy=platform_admin(), name="sink")
-    before = refused_count(ACME, "agents.status", "payload_mismatch")
-    with capture_logs() as logs:
-        delivery = await registry.deliver(result(ACME, payload=payload))
+    delivery = await registry.deliver(result(ACME, payload=payload))
     assert delivery.refused is Reason.PAYLOAD_MISMATCH
     assert sink.got == []  # not passed on, not even to the platform sink
-    assert refused_count(ACME, "agents.status", "payload_mismatch") == before + 1
-    audit = next(e for e in logs if e["event"] == "result_refused")
+    assert refused_count(metrics, ACME, "agents.status", "payload_mismatch") == 1
+    audit = next(e for e in log_events() if e["event"] == "result_refused")
+    assert audit["logger"] == "poller.audit"
     assert audit["audit"] is True and audit["reason"] == "payload_mismatch" and audit["tenant"] == ACME
     assert audit["serial"] and audit["fingerprint"]
 
@@ -158,19 +161,19 @@ async def test_a_payload_naming_the_proven_tenant_or_none_is_delivered():
     assert payload_tenant_claims([[{"a": {"tenant": "x"}}]]) == {"x"}
 
 
-async def test_reported_labels_are_kept_beside_the_proof_and_counted():
-    registry = HandlerRegistry()
+async def test_reported_labels_are_kept_beside_the_proof_and_counted(log_events):
+    metrics = PollerMetrics()
+    registry = HandlerRegistry(metrics=metrics)
     sink = Recorder()
     registry.register(">", sink, tenant=ACME, policy=same_tenant(ACME), name="acme")
     lying = result(ACME, reported_agent_id="docker-agent", payload=b'{"partition": "elsewhere"}')
-    before = REGISTRY.get_sample_value("poller_label_mismatches_total", {"tenant": ACME, "label": "agent_id"}) or 0
-    with capture_logs() as logs:
-        assert (await registry.deliver(lying)).ok
-        assert (await registry.deliver(lying)).ok
+    assert (await registry.deliver(lying)).ok
+    assert (await registry.deliver(lying)).ok
+    logs = log_events()
     doc = sink.got[0].to_json()
     assert doc["reported"] == {"agent_id": "docker-agent", "partition": "elsewhere"}
     assert doc["identity"]["component_id"] == "agent-001" and doc["tenant"] == ACME
-    assert REGISTRY.get_sample_value("poller_label_mismatches_total", {"tenant": ACME, "label": "agent_id"}) == before + 2
+    assert sample(metrics, "poller_label_mismatches_total", tenant=ACME, label="agent_id") == 2
     # Logged once per new disagreement, not once per poll.
     assert sum(1 for e in logs if e["event"] == "label_mismatch" and e["label"] == "agent_id") == 1
 
@@ -186,8 +189,9 @@ async def test_strict_labels_refuse_a_disagreement():
     assert [r.agent for r in sink.got] == ["lenient", "strict-one"]
 
 
-async def test_raising_and_hanging_handlers_do_not_stop_the_others():
-    registry = HandlerRegistry(timeout=0.2)
+async def test_raising_and_hanging_handlers_do_not_stop_the_others(log_events):
+    metrics = PollerMetrics()
+    registry = HandlerRegistry(timeout=0.2, metrics=metrics)
     good = Recorder()
     never = asyncio.Event()
     stubborn_started = asyncio.Event()
@@ -210,9 +214,9 @@ async def test_raising_and_hanging_handlers_do_not_stop_the_others():
 
     for name, handler in (("raising", raising), ("hanging", hanging), ("stubborn", stubborn), ("good", good)):
         registry.register(">", handler, tenant=ACME, policy=same_tenant(ACME), name=name)
-    with capture_logs() as logs:
-        async with asyncio.timeout(30):  # a guard against a hang, not a timing assertion
-            delivery = await registry.deliver(result(ACME))
+    async with asyncio.timeout(30):  # a guard against a hang, not a timing assertion
+        delivery = await registry.deliver(result(ACME))
+    logs = log_events()
     assert delivery.delivered == ("good",) and len(good.got) == 1
     assert delivery.failed == {
         "raising": Reason.HANDLER_FAILED,
@@ -223,10 +227,8 @@ async def test_raising_and_hanging_handlers_do_not_stop_the_others():
     assert set(failures) == {"raising", "hanging", "stubborn"}
     assert all(e["tenant"] == ACME for e in failures.values())
     assert "RuntimeError: boom" in failures["raising"]["detail"]
-    sample = REGISTRY.get_sample_value(
-        "poller_handler_failures_total", {"tenant": ACME, "handler": "raising", "reason": "handler_failed"}
-    )
-    assert sample and sample >= 1
+    assert sample(metrics, "poller_handler_failures_total", tenant=ACME, handler="raising", reason="handler_failed") == 1
+    assert sample(metrics, "poller_handler_failures_total", tenant=ACME, handler="hanging", reason="handler_timeout") == 1
     assert stubborn_started.is_set()
     release.set()  # let the stubborn handler end, so the test leaves nothing running
     await registry.close()
@@ -244,17 +246,16 @@ async def test_a_plain_function_runs_in_a_thread_with_the_tenant_bound():
     assert seen == [(XYZ, False)]
 
 
-async def test_admin_cross_tenant_deliveries_are_audited_and_the_local_sink_is_not():
+async def test_admin_cross_tenant_deliveries_are_audited_and_the_local_sink_is_not(log_events):
     registry = HandlerRegistry()
     admin = unverified_platform_identity("ops-admin")
     registry.register("agents.status", Recorder(), platform=admin, policy=platform_admin(), name="admin-view")
     registry.register(
         ">", Recorder(), platform=unverified_platform_identity("poller-1", local=True), policy=platform_admin(), name="sink"
     )
-    with capture_logs() as logs:
-        await registry.deliver(result(XYZ))
-        await registry.deliver(result(ACME))
-    audits = [e for e in logs if e["event"] == "cross_tenant_delivery"]
+    await registry.deliver(result(XYZ))
+    await registry.deliver(result(ACME))
+    audits = [e for e in log_events() if e["event"] == "cross_tenant_delivery"]
     assert [(e["tenant"], e["admin"], e["handler"]) for e in audits] == [
         (XYZ, "ops-admin.platform.serviceradar", "admin-view"),
         (ACME, "ops-admin.platform.serviceradar", "admin-view"),
@@ -304,14 +305,14 @@ def agent_config(name, agent, tenant=ACME, **kw) -> AgentConfig:
     return AgentConfig(name=name, address=agent.address, tenant=tenant, checks=(CheckConfig("process", "p"),), **kw)
 
 
-async def test_daemon_refuses_an_agent_payload_claiming_another_tenant(pki, serve):
+async def test_daemon_refuses_an_agent_payload_claiming_another_tenant(pki, serve, log_events):
     honest = await serve(pki.agent(ACME, "agent-001"))
     liar = await serve(pki.agent(ACME, "agent-002"))
     liar.behaviour.message = json.dumps({"status": "ok", "tenant": XYZ}).encode()
     sink = MemorySink()
     daemon = PollerDaemon(settings(pki, [agent_config("honest", honest), agent_config("liar", liar)]), sink=sink)
-    with capture_logs() as logs:
-        results = await daemon.run_once()
+    results = await daemon.run_once()
+    logs = log_events()
     assert {r.agent for r in results} == {"honest", "liar"}
     assert [r.agent for r in sink.results] == ["honest"]
     refusal = next(e for e in logs if e["event"] == "result_refused")

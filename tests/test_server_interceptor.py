@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from structlog.testing import capture_logs
 
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity.names import format_spiffe_id
@@ -102,10 +101,10 @@ async def reason_of(err: grpc.aio.AioRpcError) -> str | None:
     return None
 
 
-async def test_each_tenant_is_proven_and_bound_for_the_handler(pki, service):
+async def test_each_tenant_is_proven_and_bound_for_the_handler(pki, service, log_events):
     acme, xyz = pki.agent(ACME, "agent-001"), pki.agent(XYZ, "agent-007", "site-b")
-    with capture_logs() as logs:
-        answers = await asyncio.gather(*(service.call(who, "Whoami") for who in (acme, xyz) * 10))
+    answers = await asyncio.gather(*(service.call(who, "Whoami") for who in (acme, xyz) * 10))
+    logs = log_events()
     # Concurrent calls of two tenants each see their own identity (also in a task the handler started).
     assert [a["tenant"] for a in answers] == [ACME, XYZ] * 10
     assert answers[0] == {"tenant": ACME, "component": "agent-001", "partition": "partition-1", "type": "agent"}
@@ -153,10 +152,10 @@ def impostor_cert(pki: ForgePki) -> ForgedCert:
     return pki.agent(ACME, "agent-001", issuer_tenant=XYZ, dns=[])
 
 
-async def test_impostor_minted_by_another_tenants_ca_is_unauthenticated(pki, service):
+async def test_impostor_minted_by_another_tenants_ca_is_unauthenticated(pki, service, log_events):
     impostor = impostor_cert(pki)
-    with capture_logs() as logs:
-        err = await refused(service.channel(impostor).unary_unary(method("Whoami"))(b"{}"))
+    err = await refused(service.channel(impostor).unary_unary(method("Whoami"))(b"{}"))
+    logs = log_events()
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     assert err.details().startswith("tenant_mismatch")
     assert await reason_of(err) == "tenant_mismatch"
@@ -190,11 +189,11 @@ async def test_method_policies_permission_denied(pki, service):
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("policy_denied")
 
 
-async def test_platform_admin_is_allowed_across_tenants_only_where_a_policy_says_so_and_audited(pki, service):
+async def test_platform_admin_is_allowed_across_tenants_only_where_a_policy_says_so_and_audited(pki, service, log_events):
     admin = admin_cert(pki)
-    with capture_logs() as logs:
-        stats = await service.call(admin, "Stats")
-        report = await service.call(admin, "AcmeReport", metadata=((TENANT_METADATA_KEY, ACME),))
+    stats = await service.call(admin, "Stats")
+    report = await service.call(admin, "AcmeReport", metadata=((TENANT_METADATA_KEY, ACME),))
+    logs = log_events()
     assert stats["admin"] == "ops-admin.platform.serviceradar"
     assert report == {"admin": "ops-admin.platform.serviceradar", "tenant": ACME}
     audits = [e for e in logs if e["event"] == "server_call_accepted"]

@@ -22,27 +22,26 @@ import signal
 from dataclasses import replace
 from typing import Any
 
-import structlog
-
-from poller import metrics
-from poller.daemon.config import ConfigError, PollerConfig, load_config
+from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
 from poller.handlers import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
 from poller.identity import certinfo
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
 from poller.trust.platform import local_platform_identity
 from poller.trust.store import TrustStore, TrustStoreError
 
-log = structlog.get_logger("poller.daemon")
+log = get_logger("poller.daemon")
 
 
 def make_sink(settings: PollerConfig) -> Sink:
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
-    raise ValueError(f"sink type {settings.sink.type!r} is not available in this version")
+    raise ConfigError([ConfigIssue("sink.type", f"{settings.sink.type!r} is not available in this version")])
 
 
 class PollerDaemon:
@@ -53,14 +52,17 @@ class PollerDaemon:
         sink: Sink | None = None,
         trust: TrustStore | None = None,
         registry: HandlerRegistry | None = None,
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.trust = trust or TrustStore(settings.certs_dir)
         self.sink = sink or make_sink(settings)
+        # The daemon's own registry, served on metrics_listen; never the process-global one.
+        self.metrics = metrics if metrics is not None else PollerMetrics()
         self._agents = dict(settings.agents_by_name)
         # A handler never holds a cycle longer than this (the sink included).
         timeout = min(DEFAULT_HANDLER_TIMEOUT, settings.cycle_timeout)
-        self.registry = registry or HandlerRegistry(timeout=timeout, strict_labels=self._strict_labels)
+        self.registry = registry or HandlerRegistry(timeout=timeout, strict_labels=self._strict_labels, metrics=self.metrics)
         self.registry.register(
             ">",
             self.sink,
@@ -68,7 +70,7 @@ class PollerDaemon:
             platform=local_platform_identity(self.trust.client),
             name=f"{settings.sink.type}-sink" if sink is None else type(sink).__name__,
         )
-        self.scheduler = Scheduler(settings, self.trust, self.publish, cycle_done=self.registry.flush)
+        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics, cycle_done=self.registry.flush)
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
@@ -95,6 +97,7 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._start_metrics()
+        self._log_config_warnings()
         self._record_own_certificate()
         self.scheduler.start()
         log.info(
@@ -119,6 +122,7 @@ class PollerDaemon:
 
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
+        self._log_config_warnings()
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:
@@ -138,8 +142,8 @@ class PollerDaemon:
             await self.reload()
 
     async def _summary_loop(self) -> None:
-        """One line per interval: what each tenant's results said, e.g.
-        acme-corp="2 ok, 1 tenant_mismatch". Problems stand out without a dashboard."""
+        """One line per interval counting agents per tenant by outcome, e.g.
+        tenants={"acme-corp": {"ok": 2, "refused": 1}}. Problems stand out without a dashboard."""
         frozen = False
         while True:
             await asyncio.sleep(self.settings.poll_interval)
@@ -152,10 +156,7 @@ class PollerDaemon:
                 frozen = True
             tally = self.scheduler.take_tally()
             if tally:
-                summary = {
-                    tenant: ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) for tenant, outcomes in tally.items()
-                }
-                log.info("poll_summary", **summary)
+                log.info("poll_summary", tenants=tally)
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
@@ -180,7 +181,13 @@ class PollerDaemon:
         self._agents = dict(new.agents_by_name)
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
+        self._log_config_warnings()
         return True
+
+    def _log_config_warnings(self) -> None:
+        """What `config check` would warn about, once per start and per reload."""
+        for issue in (*self.settings.warnings, *check_files(self.settings)):
+            log.warning("config_warning", path=issue.path, message=issue.message)
 
     def _start_metrics(self) -> None:
         address = self.settings.metrics_address
@@ -189,7 +196,7 @@ class PollerDaemon:
         from prometheus_client import start_http_server
 
         host, port = address
-        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0")
+        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0", registry=self.metrics.registry)
         self.metrics_port = self._metrics_server.server_port
         log.info("metrics_listening", address=f"{host or '0.0.0.0'}:{self.metrics_port}")
 
@@ -202,7 +209,7 @@ class PollerDaemon:
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
         days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
-        metrics.CERT_EXPIRY_DAYS.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        self.metrics.cert_expiry_days.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
         if days < 30:
             log.warning("poller_certificate_expiring", days_left=int(days))
 

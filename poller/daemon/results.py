@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from poller.identity.context import TenantContext
+from poller.identity.reasons import InvalidArgument, Reason
 
 #: The agent's own labels, kept as reported values (never as identity).
 REPORTED_LABELS = ("agent_id", "partition")
@@ -34,7 +35,7 @@ class PollResult:
     service_type: str
     available: bool
     context: TenantContext | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     payload: bytes = b""
     response_time_ns: int = 0
     current_sequence: str = ""
@@ -47,7 +48,7 @@ class PollResult:
     def __post_init__(self) -> None:
         # Invariant 6: a proven result belongs to its proven tenant, full stop.
         if self.context is not None and self.context.tenant != self.tenant:
-            raise ValueError(f"result for tenant {self.tenant!r} carries the identity of {self.context.tenant!r}")
+            raise InvalidArgument(f"result for tenant {self.tenant!r} carries the identity of {self.context.tenant!r}")
 
     @property
     def proven(self) -> bool:
@@ -113,3 +114,25 @@ class PollResult:
             else:
                 doc["data_b64"] = base64.b64encode(self.payload).decode("ascii")
         return doc
+
+
+def agent_outcome(results: list[PollResult]) -> Reason:
+    """One agent's outcome for one cycle, from the results of its checks.
+
+    REFUSED when any check saw its identity refused; OK when every result came
+    over a proven connection with an answer (a service the agent reports down
+    is still an answer); otherwise the first reason the agent gave no proven
+    answer (unreachable, timeout, not_serving, invalid_payload, ...).
+
+    >>> agent_outcome([])
+    <Reason.OK: 'ok'>
+    """
+    if any(r.reason is not None and r.reason.is_refusal for r in results):
+        return Reason.REFUSED
+    for r in results:
+        if not r.proven or r.reason not in _ANSWERED:
+            return r.reason or Reason.INTERNAL_ERROR
+    return Reason.OK
+
+
+_ANSWERED = frozenset({None, Reason.UNAVAILABLE})

@@ -42,23 +42,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import structlog
 from cryptography import x509
 
-from poller import metrics
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity import certinfo
 from poller.identity.context import TenantContext, _current
 from poller.identity.names import is_label
 from poller.identity.platform import PlatformIdentity
-from poller.identity.reasons import IdentityRefused, Reason
+from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy, any_tenant
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
 from poller.trust.store import TenantAuthority, TrustSnapshot, TrustStore
 from poller.trust.verify import parse_chain, verify_agent_chain
 
-log = structlog.get_logger("poller.server")
-audit_log = structlog.get_logger("poller.audit")
+log = get_logger("poller.server")
+audit_log = get_logger("poller.audit")
 
 REASON_METADATA_KEY = "x-serviceradar-reason"
 
@@ -141,14 +141,6 @@ def _issuing_tenant(certs: list[x509.Certificate], snapshot: TrustSnapshot) -> T
     return snapshot.issuer_tenant(leaf)
 
 
-class _Refusal(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.reason = reason
-        self.detail = detail
-
-
 class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     """Proves, authorizes, audits and binds the caller of every call; see the module doc.
 
@@ -157,7 +149,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     admin is then refused). `platform`: True (default) reads the platform CA
     for admin identities from the trust store's directory (certs/platform/ca.pem),
     again whenever the store reloads; a PlatformAuthority uses that one; False
-    accepts no platform identity at all.
+    accepts no platform identity at all. `metrics`: where poller_server_calls_total goes.
     """
 
     def __init__(
@@ -167,8 +159,10 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         policies: Mapping[str, Policy] | None = None,
         default_policy: Policy | None = None,
         platform: PlatformAuthority | bool = True,
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self.trust = trust
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.policies = dict(policies or {})
         for method, policy in self.policies.items():
             if not isinstance(policy, Policy):
@@ -204,14 +198,17 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     # -- the decision ----------------------------------------------------------------
 
     def decide(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
-        """Prove and authorize the caller of this call; raise _Refusal otherwise. Audited."""
+        """Prove and authorize the caller of this call. Audited either way.
+
+        Raises IdentityRefused (no or a bad identity) or PermissionDenied (a policy said no).
+        """
         peer = context.peer()
         snapshot = self.trust.snapshot
         try:
             proven = prove_caller(context.auth_context() or {}, snapshot, self._platform_authority(snapshot))
         except IdentityRefused as err:
             self._audit_refused(method, peer, err.reason, err.detail, err.peer)
-            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, err.reason, err.detail) from None
+            raise
         if isinstance(proven, PlatformIdentity):
             caller = Caller(method=method, platform=proven, tenant=_named_tenant(context))
         else:
@@ -222,7 +219,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         if not decision.allowed:
             reason = decision.reason or Reason.POLICY_DENIED
             self._audit_refused(method, peer, reason, decision.detail, None, caller)
-            raise _Refusal(grpc.StatusCode.PERMISSION_DENIED, reason, decision.detail)
+            raise PermissionDenied(reason, decision.detail)
         self._audit_accepted(method, peer, caller)
         return caller
 
@@ -235,7 +232,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             assert caller.platform is not None
             fields.update(caller.platform.log_fields(), cross_tenant=True)
             outcome = "accepted_admin"
-        metrics.SERVER_DECISIONS.labels(tenant=caller.tenant or "", outcome=outcome).inc()
+        self.metrics.server_calls.labels(tenant=caller.tenant or "", outcome=outcome).inc()
         audit_log.info("server_call_accepted", audit=True, **fields)
 
     def _audit_refused(
@@ -257,7 +254,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
                 subject=presented.get("subject"), serial=presented.get("serial"), fingerprint=presented.get("fingerprint")
             )
         tenant = fields.get("tenant") or ""
-        metrics.SERVER_DECISIONS.labels(tenant=tenant, outcome=reason.value).inc()
+        self.metrics.server_calls.labels(tenant=tenant, outcome=reason.value).inc()
         audit_log.warning("server_call_refused", audit=True, **fields)
 
     # -- the four call shapes ----------------------------------------------------------
@@ -283,9 +280,10 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> None:
         try:
             caller = self.decide(context, method)
-        except _Refusal as refusal:
+        except (IdentityRefused, PermissionDenied) as refusal:
+            code = grpc.StatusCode.UNAUTHENTICATED if isinstance(refusal, IdentityRefused) else grpc.StatusCode.PERMISSION_DENIED
             text = f"{refusal.reason.value}: {_PUBLIC.get(refusal.reason, 'refused')}"
-            await context.abort(refusal.code, text, trailing_metadata=((REASON_METADATA_KEY, refusal.reason.value),))
+            await context.abort(code, text, trailing_metadata=((REASON_METADATA_KEY, refusal.reason.value),))
         # The RPC runs in its own task, so these bindings end with it; tasks the
         # handler starts copy them.
         _current.set(caller.identity)
