@@ -40,7 +40,8 @@ def client_roots_pem(trust: TrustStore) -> bytes:
     parts: list[bytes] = []
     if snapshot.root is not None:
         parts.append(snapshot.root.public_bytes(serialization.Encoding.PEM))
-    platform = load_platform_authority(trust.layout)
+    layout = getattr(trust, "layout", None)  # a store fed from PEM data has no directory
+    platform = load_platform_authority(layout) if layout is not None else None
     if platform is not None:
         parts.append(platform.pem)
     parts.extend(authority.pem for authority in snapshot.tenants.values())

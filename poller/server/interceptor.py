@@ -39,7 +39,7 @@ import contextvars
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
@@ -53,8 +53,9 @@ from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy, any_tenant
+from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
-from poller.trust.store import TenantAuthority, TrustSnapshot, TrustStore
+from poller.trust.store import TenantAuthority, TrustSnapshot
 from poller.trust.verify import parse_chain, verify_agent_chain
 
 log = get_logger("poller.server")
@@ -141,6 +142,13 @@ def _issuing_tenant(certs: list[x509.Certificate], snapshot: TrustSnapshot) -> T
     return snapshot.issuer_tenant(leaf)
 
 
+class SnapshotSource(Protocol):
+    """Anything that holds the trust material in force (a TrustStore, for one)."""
+
+    @property
+    def snapshot(self) -> TrustSnapshot: ...
+
+
 class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     """Proves, authorizes, audits and binds the caller of every call; see the module doc.
 
@@ -154,7 +162,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(
         self,
-        trust: TrustStore,
+        trust: SnapshotSource,
         *,
         policies: Mapping[str, Policy] | None = None,
         default_policy: Policy | None = None,
@@ -177,8 +185,9 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
 
     def _platform_authority(self, snapshot: TrustSnapshot) -> PlatformAuthority | None:
         if self._platform_source is True and self._platform_for is not snapshot:
+            layout: CertsLayout | None = getattr(self.trust, "layout", None)  # None: not a certs directory
             try:
-                self._platform = load_platform_authority(self.trust.layout)
+                self._platform = load_platform_authority(layout) if layout is not None else None
             except (OSError, ValueError) as exc:
                 log.error("platform_ca_unreadable", detail=str(exc))
                 self._platform = None  # fail closed: no admin identities
