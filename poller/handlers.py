@@ -77,8 +77,16 @@ CHANNEL_RESULTS = "agents.results"
 CHANNEL_HEALTH = "events.poller.health"
 CHANNEL_HEARTBEAT = "pollers.heartbeat"
 
-#: JSON keys whose value names a tenant; one that is not the proven tenant is a lie.
+#: JSON keys whose value names a tenant; one that is not the proven tenant is a
+#: lie. Keys are compared without case, `_` and `-`, so `tenantId`,
+#: `Tenant-Slug` and `TENANT_ID` count too.
 TENANT_KEYS = frozenset({"tenant", "tenant_id", "tenant_slug"})
+_TENANT_KEYS_NORMALISED = frozenset(k.replace("_", "") for k in TENANT_KEYS)
+
+
+def _is_tenant_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower().replace("_", "").replace("-", "") in _TENANT_KEYS_NORMALISED
+
 
 # One subject token: what a NATS subject allows, minus anything ambiguous.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -157,7 +165,7 @@ def payload_tenant_claims(document: Any) -> set[str]:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in TENANT_KEYS and value not in (None, ""):
+                if _is_tenant_key(key) and value not in (None, ""):
                     claims.add(value if isinstance(value, str) else repr(value))
                 if isinstance(value, (dict, list)):
                     stack.append(value)

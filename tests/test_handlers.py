@@ -134,6 +134,8 @@ async def test_unproven_results_reach_only_platform_handlers():
         b'{"tenant_slug": "XYZ-INC"}',
         b'{"hosts": [{"ip": "192.0.2.1", "tenant": "xyz-inc"}]}',
         b'{"tenant": 7}',
+        b'{"tenantId": "xyz-inc"}',
+        b'{"meta": {"Tenant-Slug": "xyz-inc"}}',
     ],
 )
 async def test_a_payload_naming_another_tenant_is_refused_and_audited(payload, log_events):
@@ -332,3 +334,26 @@ async def test_daemon_strict_labels_per_agent(pki, serve):
     assert [r.agent for r in sink.results] == ["lenient"]
     doc = sink.results[0].to_json()
     assert doc["reported"]["agent_id"] == "docker-agent" and doc["identity"]["component_id"] == "agent-001"
+
+
+async def test_a_library_handler_beside_the_daemons_sink_sees_its_tenant_bound(pki, serve):
+    acme = await serve(pki.agent(ACME, "agent-001"))
+    xyz = await serve(pki.agent(XYZ, "agent-007", "site-b"))
+    xyz.behaviour.results_data = b'{"hosts": [{"ip": "192.0.2.7"}]}'
+    registry = HandlerRegistry()
+    seen: list[tuple[str, str, str]] = []
+
+    async def on_xyz_results(r: PollResult) -> None:
+        seen.append((r.agent, channel_for(r), current_tenant().tenant))
+
+    registry.register("agents.results.*", on_xyz_results, tenant=XYZ, policy=same_tenant(XYZ), name="xyz-results")
+    sink = MemorySink()
+    results_check = CheckConfig("snmp", "interfaces", results_interval=60.0)
+    agents = [
+        AgentConfig(name="acme", address=acme.address, tenant=ACME, checks=(CheckConfig("process", "p"), results_check)),
+        AgentConfig(name="xyz", address=xyz.address, tenant=XYZ, checks=(CheckConfig("process", "p"), results_check)),
+    ]
+    daemon = PollerDaemon(settings(pki, agents), sink=sink, registry=registry)
+    await daemon.run_once()
+    assert seen == [("xyz", "agents.results.snmp", XYZ)]  # not acme's results, not xyz's status
+    assert len(sink.results) == 4  # the sink (a platform handler) got everything
