@@ -84,8 +84,15 @@ TENANT_KEYS = frozenset({"tenant", "tenant_id", "tenant_slug"})
 _TENANT_KEYS_NORMALISED = frozenset(k.replace("_", "") for k in TENANT_KEYS)
 
 
+def _may_name_a_tenant(payload: bytes) -> bool:
+    """Cheap pre-check on the raw JSON: a tenant key has "tenant" in it, in any
+    case, unless it is spelled with \\u escapes (then the full walk decides)."""
+    return b"tenant" in payload.lower() or b"\\u" in payload
+
+
 def _is_tenant_key(key: object) -> bool:
-    return isinstance(key, str) and key.lower().replace("_", "").replace("-", "") in _TENANT_KEYS_NORMALISED
+    # ASCII only, so that the byte pre-check above and this test agree.
+    return isinstance(key, str) and key.isascii() and key.lower().replace("_", "").replace("-", "") in _TENANT_KEYS_NORMALISED
 
 
 # One subject token: what a NATS subject allows, minus anything ambiguous.
@@ -350,7 +357,10 @@ class HandlerRegistry:
         if not chosen:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
 
-        outcomes = await asyncio.gather(*(self._run(r, result, channel) for r in chosen))
+        if len(chosen) == 1:  # the common case (the daemon's sink): no gather task
+            outcomes: list[Reason | None] = [await self._run(chosen[0], result, channel)]
+        else:
+            outcomes = list(await asyncio.gather(*(self._run(r, result, channel) for r in chosen)))
         failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
         delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
         return Delivery(channel=channel, delivered=delivered, failed=failed)
@@ -359,6 +369,8 @@ class HandlerRegistry:
         if result.context is None:
             # An unproven result is made by the poller and carries no agent data.
             return "a payload without a proven identity" if result.payload else None
+        if document is None or not _may_name_a_tenant(result.payload):
+            return None
         lies = sorted(c for c in payload_tenant_claims(document) if c != result.context.tenant)
         if lies:
             return f"payload names tenant {lies[0][:64]!r}, the proven tenant is {result.context.tenant!r}"

@@ -136,6 +136,7 @@ async def test_unproven_results_reach_only_platform_handlers():
         b'{"tenant": 7}',
         b'{"tenantId": "xyz-inc"}',
         b'{"meta": {"Tenant-Slug": "xyz-inc"}}',
+        b'{"\\u0074enant": "xyz-inc"}',  # an escaped key is still the key
     ],
 )
 async def test_a_payload_naming_another_tenant_is_refused_and_audited(payload, log_events):
