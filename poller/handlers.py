@@ -352,7 +352,7 @@ class HandlerRegistry:
             if not registration.admits(result, tokens):
                 continue
             access = Access(identity=result.context, platform=registration.platform, result=result, tenant=result.tenant)
-            if registration.policy.evaluate(access).allowed:
+            if _allows(registration, access):
                 chosen.append(registration)
         if not chosen:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
@@ -498,6 +498,21 @@ class HandlerRegistry:
                 log.error("sink_close_failed", handler=name, detail=f"{type(exc).__name__}: {exc}")
         for task in list(self._abandoned):
             task.cancel()
+
+
+def _allows(registration: Registration, access: Access) -> bool:
+    """The registration's policy decision; a policy that raises denies (fail closed)."""
+    try:
+        return registration.policy.evaluate(access).allowed
+    except Exception as exc:
+        log.error(
+            "policy_failed",
+            handler=registration.name,
+            tenant=access.tenant_touched,
+            policy=repr(registration.policy),
+            detail=f"{type(exc).__name__}: {str(exc)[:200]}",
+        )
+        return False
 
 
 async def _invoke(registration: Registration, result: PollResult) -> None:

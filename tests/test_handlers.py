@@ -274,6 +274,21 @@ async def test_invalid_service_type_is_refused_not_published_under_a_bad_subject
         assert delivery.refused is Reason.INVALID_CHANNEL
 
 
+async def test_a_policy_that_raises_denies(log_events):
+    from poller import Access, Decision, Policy
+
+    class Broken(Policy):
+        def evaluate(self, access: Access) -> Decision:
+            raise RuntimeError("bug in a custom policy")
+
+    registry = HandlerRegistry()
+    handler = Recorder()
+    registry.register(">", handler, tenant=ACME, policy=Broken(), name="broken")
+    delivery = await registry.deliver(result(ACME))
+    assert delivery.refused is Reason.NO_HANDLER and handler.got == []
+    assert any(e["event"] == "policy_failed" and e["handler"] == "broken" for e in log_events())
+
+
 def test_registration_needs_exactly_one_scope_and_a_policy():
     registry = HandlerRegistry()
     with pytest.raises(ValueError):

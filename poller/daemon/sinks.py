@@ -68,11 +68,16 @@ class FileSink:
         async with self._sync_lock:
             if not self._dirty:
                 return  # a concurrent flush already made our lines durable
-            handles = [self._files[t] for t in self._dirty if t in self._files]
+            dirty = set(self._dirty)
             self._dirty.clear()
-            for handle in handles:
-                handle.flush()
-            await asyncio.to_thread(_fsync_all, handles)
+            handles = [self._files[t] for t in dirty if t in self._files]
+            try:
+                for handle in handles:
+                    handle.flush()
+                await asyncio.to_thread(_fsync_all, handles)
+            except BaseException:
+                self._dirty |= dirty  # not durable: the next flush tries again
+                raise
             self.syncs += 1
 
     async def close(self) -> None:

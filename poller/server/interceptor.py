@@ -52,7 +52,7 @@ from poller.identity.platform import PlatformIdentity
 from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
-from poller.policy import Access, Policy, any_tenant
+from poller.policy import Access, Decision, Policy, any_tenant
 from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
 from poller.trust.store import TenantAuthority, TrustSnapshot
@@ -222,9 +222,11 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             caller = Caller(method=method, platform=proven, tenant=_named_tenant(context))
         else:
             caller = Caller(method=method, identity=proven, tenant=proven.tenant)
-        decision = self.policy_for(method).evaluate(
-            Access(identity=caller.identity, platform=caller.platform, method=method, tenant=caller.tenant)
-        )
+        access = Access(identity=caller.identity, platform=caller.platform, method=method, tenant=caller.tenant)
+        try:
+            decision = self.policy_for(method).evaluate(access)
+        except Exception as exc:  # a policy that fails denies (fail closed)
+            decision = Decision(False, Reason.POLICY_DENIED, f"policy raised {type(exc).__name__}: {str(exc)[:200]}")
         if not decision.allowed:
             reason = decision.reason or Reason.POLICY_DENIED
             self._audit_refused(method, peer, reason, decision.detail, None, caller)
