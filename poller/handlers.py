@@ -71,6 +71,7 @@ log = get_logger("poller.handlers")
 audit_log = get_logger("poller.audit")
 
 DEFAULT_HANDLER_TIMEOUT = 5.0
+_MAX_REMEMBERED = 10_000  # label disagreements remembered so each is logged once
 
 CHANNEL_STATUS = "agents.status"
 CHANNEL_RESULTS = "agents.results"
@@ -389,6 +390,8 @@ class HandlerRegistry:
             problems.append(f"reported {label} {value[:64]!r}, proven {proven[label]!r}")
             key = (result.agent, label, value, proven[label])
             if key not in self._mismatches_seen:  # one line per new disagreement, not one per poll
+                if len(self._mismatches_seen) >= _MAX_REMEMBERED:  # an agent inventing labels cannot grow it forever
+                    self._mismatches_seen.clear()
                 self._mismatches_seen.add(key)
                 log.warning(
                     "label_mismatch",
