@@ -256,3 +256,40 @@ async def test_example_runs_as_a_program(pki):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_generate_certs_style_directory_impostor_with_dns_san_is_caught_by_the_interceptor(tmp_path):
+    """Tenant CAs made by generate-certs.sh have no name constraints, so TLS
+    accepts an impostor whose DNS SAN names acme-corp; the interceptor refuses it."""
+    from poller.pki.authority import load_tenant_authority
+    from poller.pki.build import CLIENT_AUTH, SERVER_AUTH, build_certificate, chain_pem, key_pem, new_key
+    from poller.testing import serviceradar_style_dir
+
+    certs = serviceradar_style_dir(tmp_path / "sr", tenants=(ACME, XYZ))
+    layout = certs.layout
+    trust = TrustStore(layout.root, require_client=False)
+    server, port = await example.start_service(
+        trust, layout.service_cert("poller").read_bytes(), layout.service_key("poller").read_bytes()
+    )
+    xyz = load_tenant_authority(layout, XYZ)
+    cn = "agent-001.default.acme-corp.serviceradar"
+    key = new_key("rsa", 2048)
+    forged = build_certificate(
+        subject_key=key, subject_cn=cn, issuer_cert=xyz.cert, issuer_key=xyz.key, dns=[cn], eku=[SERVER_AUTH, CLIENT_AUTH]
+    )
+    root_pem = layout.root_ca.read_bytes()
+
+    async def whoami(chain: bytes, key_bytes: bytes) -> bytes:
+        creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key_bytes, certificate_chain=chain)
+        options = [("grpc.ssl_target_name_override", "poller.serviceradar")]
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options=options) as channel:
+            return await channel.unary_unary(method("Whoami"))(b"{}", timeout=10)
+
+    try:
+        honest = layout.component_files(ACME, "agent-001", "default")
+        answer = json.loads(await whoami(honest.chain.read_bytes(), honest.key.read_bytes()))
+        assert (answer["tenant"], answer["component"]) == (ACME, "agent-001")
+        err = await refused(whoami(chain_pem([forged, xyz.cert]), key_pem(key)))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "tenant_mismatch"
+    finally:
+        await server.stop(None)
