@@ -475,32 +475,43 @@ class HandlerRegistry:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _sinks(self) -> Iterable[tuple[str, SinkLike]]:
+    def _sinks(self) -> Iterable[tuple[Registration, SinkLike]]:
         seen: set[int] = set()
         for registration in self._registrations.values():
             target = registration.target
             if isinstance(target, SinkLike) and id(target) not in seen:
                 seen.add(id(target))
-                yield registration.name, target
+                yield registration, target
 
     async def flush(self) -> None:
-        """Flush every registered sink (e.g. at the end of a poll cycle); failures are logged."""
-        for name, sink in self._sinks():
-            try:
-                await sink.flush()
-            except Exception as exc:
-                log.error("sink_flush_failed", handler=name, detail=f"{type(exc).__name__}: {exc}")
+        """Flush every registered sink (the daemon calls it at the end of each
+        agent's cycle). Each is bounded by its handler's timeout like a
+        delivery: a hanging flush is logged and counted, never waited out."""
+        await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in self._sinks()))
 
     async def close(self) -> None:
-        """Flush and close every registered sink; cancel handlers still running past their timeout."""
+        """Flush and close every registered sink (bounded the same way); cancel
+        handlers still running past their timeout."""
         await self.flush()
-        for name, sink in self._sinks():
-            try:
-                await sink.close()
-            except Exception as exc:
-                log.error("sink_close_failed", handler=name, detail=f"{type(exc).__name__}: {exc}")
+        await asyncio.gather(*(self._bounded(r, sink.close(), "close") for r, sink in self._sinks()))
         for task in list(self._abandoned):
             task.cancel()
+
+    async def _bounded(self, registration: Registration, step: Awaitable[None], what: str) -> None:
+        task = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({task}, timeout=registration.timeout)
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(_forget(self._abandoned))
+            reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
+        elif not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            reason, detail = Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            return
+        self.metrics.handler_failures.labels(tenant="", handler=registration.name, reason=reason.value).inc()
+        log.error(f"sink_{what}_failed", handler=registration.name, reason=reason.value, detail=detail)
 
 
 def _allows(registration: Registration, access: Access) -> bool:
