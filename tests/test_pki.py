@@ -658,7 +658,7 @@ def test_create_dev_pki(tmp_path: Path) -> None:
     # The impostor is exactly what per-tenant anchors stop ...
     with pytest.raises(VerificationError):
         PolicyBuilder().store(Store([acme])).build_client_verifier().verify(impostor, [])
-    # ... and what the platform root as anchor lets through (invariant 2 of DESIGN.md).
+    # ... and what the platform root as anchor lets through (invariant 2 of docs/design.md).
     root = load(lay.root_ca)
     PolicyBuilder().store(Store([root])).build_client_verifier().verify(impostor, [xyz])
 
