@@ -230,7 +230,7 @@ class AgentClient:
         code = err.code()
         if code in _RECHECK_CODES:
             try:
-                await self.connection.reprove()
+                await self.connection.reprove(err.details())
             except (IdentityRefused, AgentUnreachable) as decided:
                 return decided
         return AgentUnreachable(f"{name}: {code.name}: {err.details() or 'no details'}", code=code.name)

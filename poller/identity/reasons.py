@@ -21,6 +21,9 @@ class Reason(StrEnum):
     REVOKED = "revoked"
     BAD_CERTIFICATE = "bad_certificate"
     UNREACHABLE = "unreachable"
+    # Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl,
+    # absent), so revocation cannot be decided: fail closed.
+    CRL_EXPIRED = "crl_expired"
 
     def __str__(self) -> str:
         return self.value
