@@ -22,3 +22,5 @@ CERT_EXPIRY_DAYS = Gauge(
     "Days until a certificate expires (the poller's own and each agent's)",
     ["kind", "tenant", "name"],
 )
+# Named as issue 6 specifies (no poller_ prefix): 1 when the tenant has a CRL in force, else 0.
+TENANT_CRL_LOADED = Gauge("tenant_crl_loaded", "1 when a CRL is in force for the tenant, 0 when it has none", ["tenant"])

@@ -23,6 +23,7 @@ PROBE_KEYS = {
     "fingerprint_sha256",
     "issuer_spki_sha256",
     "not_after",
+    "crl",
 }
 
 

@@ -80,7 +80,13 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_probe(args, trust))
 
 
+def _crl_state(trust: TrustStore, tenant: str) -> str:
+    """ "loaded" when a CRL is in force for the tenant, else "absent" (issue 6)."""
+    return "loaded" if trust.tenant(tenant).crl_loaded else "absent"
+
+
 async def _probe(args: argparse.Namespace, trust: TrustStore) -> int:
+    crl = _crl_state(trust, args.tenant)
     try:
         async with asyncio.timeout(args.timeout * 2 + 1):  # backstop; each step has its own deadline
             conn = await dial_agent(
@@ -105,7 +111,7 @@ async def _probe(args: argparse.Namespace, trust: TrustStore) -> int:
     except TimeoutError:
         _emit({"accepted": False, "reason": "unreachable", "detail": f"no answer from {args.address} in time"})
         return EXIT_UNREACHABLE
-    _emit({"accepted": True, **ctx.as_dict()})
+    _emit({"accepted": True, **ctx.as_dict(), "crl": crl})
     return EXIT_OK
 
 

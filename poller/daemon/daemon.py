@@ -23,8 +23,9 @@ from poller.daemon.config import ConfigError, PollerConfig, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
+from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
 from poller.identity import certinfo
-from poller.trust.store import TrustStore, TrustStoreError
+from poller.trust.store import TrustStore
 
 log = structlog.get_logger("poller.daemon")
 
@@ -39,7 +40,7 @@ def make_sink(settings: PollerConfig) -> Sink:
 class PollerDaemon:
     def __init__(self, settings: PollerConfig, *, sink: Sink | None = None, trust: TrustStore | None = None) -> None:
         self.settings = settings
-        self.trust = trust or TrustStore(settings.certs_dir)
+        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
         self.sink = sink or make_sink(settings)
         self.scheduler = Scheduler(settings, self.trust, self.publish)
         self._stop = asyncio.Event()
@@ -75,6 +76,9 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
+        report_trust_state(self.trust, self.trust.snapshot.warnings)
+        if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
+            helpers.append(loop.create_task(watcher.run()))
         try:
             await self._stop.wait()
         finally:
@@ -129,6 +133,8 @@ class PollerDaemon:
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
+        # Trust first: a typo in the config must not hold back a revocation.
+        trusted = reload_trust(self.trust, why="reload") is not None
         source = self.settings.source
         if source is None:
             log.warning("reload_skipped", why="configuration was not loaded from a file")
@@ -138,11 +144,9 @@ class PollerDaemon:
         except ConfigError as exc:
             log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
             return False
-        try:
-            self.trust.reload()
-        except TrustStoreError as exc:
-            log.error("reload_refused", certs_dir=str(self.trust.certs_dir), problems=exc.problems)
+        if not trusted:
             return False
+        self.trust.require_crl = new.require_crl
         if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir:
             log.warning("reload_partial", why="sink and certs_dir changes need a restart; kept the running ones")
             new = _keep(new, self.settings)
@@ -150,6 +154,9 @@ class PollerDaemon:
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
         return True
+
+    async def _certs_changed(self) -> None:
+        reload_trust(self.trust, why="certs_changed")
 
     def _start_metrics(self) -> None:
         address = self.settings.metrics_address

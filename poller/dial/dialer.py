@@ -124,6 +124,7 @@ class AgentConnection:
         self._reprove_lock = asyncio.Lock()
         self._proofs = 0  # fresh proofs done; concurrent failures share one
         self._closing: set[asyncio.Task[None]] = set()
+        self._ended = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._client = _client_of(proof.snapshot)
@@ -156,6 +157,12 @@ class AgentConnection:
     @property
     def current_channel(self) -> grpc.aio.Channel:
         return self._channel
+
+    async def wait_refused(self) -> IdentityRefused:
+        """Wait until the identity ends (re-check, expiry, failed proof); its refusal."""
+        await self._ended.wait()
+        assert self.refusal is not None
+        return self.refusal
 
     def raise_if_refused(self) -> None:
         self.context  # noqa: B018 - raises the refusal, re-checking first when due
@@ -340,6 +347,7 @@ class AgentConnection:
         if self.refusal is None:
             self.refusal = err
             self.log.warning("identity_ended", reason=err.reason.value, detail=err.detail)
+            self._on_loop(self._ended.set)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

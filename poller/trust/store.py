@@ -146,6 +146,11 @@ class TrustStore:
         """The certs directory, or None for a store made from PEM bytes."""
         return self.layout.root if self.layout is not None else None
 
+    @property
+    def client_files(self) -> tuple[Path, ...]:
+        """The poller certificate and key files (none for a store made from PEM bytes)."""
+        return tuple(p for p in (self._client_cert, self._client_key) if p is not None)
+
     def tenant(self, slug: str) -> TenantAuthority:
         """The tenant's authority; KeyError when no CA is loaded for it."""
         return self._snapshot.tenants[slug]
