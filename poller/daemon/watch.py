@@ -71,14 +71,14 @@ class CertsWatcher:
         extra: Iterable[Path],
         *,
         on_change: Callable[[], Awaitable[object]],
-        interval: float = WATCH_INTERVAL,
-        settle: float = SETTLE_DELAY,
+        interval: float | None = None,
+        settle: float | None = None,
     ) -> None:
         self.layout = layout
         self.extra = tuple(extra)
         self.on_change = on_change
-        self.interval = interval
-        self.settle = settle
+        self.interval = WATCH_INTERVAL if interval is None else interval
+        self.settle = SETTLE_DELAY if settle is None else settle
 
     def signature(self) -> Signature:
         return scan(watched_files(self.layout, self.extra))
