@@ -7,17 +7,16 @@ reason. Never key material.
 
 from __future__ import annotations
 
-import structlog
-
-from poller import metrics
 from poller.identity.context import TenantContext
 from poller.identity.reasons import IdentityRefused
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
 
-log = structlog.get_logger("poller.audit")
+log = get_logger("poller.audit")
 
 
-def accepted(ctx: TenantContext, *, address: str) -> None:
-    metrics.IDENTITY_ACCEPTS.labels(tenant=ctx.tenant).inc()
+def accepted(ctx: TenantContext, *, address: str, metrics: PollerMetrics) -> None:
+    metrics.identity_accepts.labels(tenant=ctx.tenant).inc()
     log.info(
         "identity_accepted",
         audit=True,
@@ -31,10 +30,10 @@ def accepted(ctx: TenantContext, *, address: str) -> None:
     )
 
 
-def refused(err: IdentityRefused, *, address: str, tenant: str, phase: str = "dial") -> None:
+def refused(err: IdentityRefused, *, address: str, tenant: str, metrics: PollerMetrics, phase: str = "dial") -> None:
     """phase: "dial" (a proof), or "recheck" (a live identity ended by a local
     re-check after trust material changed or a deadline passed)."""
-    metrics.IDENTITY_REFUSALS.labels(tenant=tenant, reason=err.reason.value).inc()
+    metrics.identity_refusals.labels(tenant=tenant, reason=err.reason.value).inc()
     log.warning(
         "identity_refused",
         audit=True,
@@ -49,10 +48,10 @@ def refused(err: IdentityRefused, *, address: str, tenant: str, phase: str = "di
     )
 
 
-def rotated(old: TenantContext, new: TenantContext, *, address: str) -> None:
+def rotated(old: TenantContext, new: TenantContext, *, address: str, metrics: PollerMetrics) -> None:
     """The agent now presents a new certificate for the same identity, proven
     afresh; its channel was re-pinned to it. Both serials are recorded."""
-    metrics.IDENTITY_ACCEPTS.labels(tenant=new.tenant).inc()
+    metrics.identity_accepts.labels(tenant=new.tenant).inc()
     log.info(
         "identity_rotated",
         audit=True,

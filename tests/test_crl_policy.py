@@ -13,15 +13,15 @@ import json
 from datetime import timedelta
 
 import pytest
-import structlog
 from crls import make_crl, tenant_crl, write_tenant_crl
-from prometheus_client import REGISTRY
+from events import captured
 
 from poller.daemon.config import ConfigError, parse_config
 from poller.daemon.watch import reload_trust, report_trust_state
 from poller.dial.dialer import dial_agent
 from poller.identity.certinfo import utcnow
 from poller.identity.reasons import IdentityRefused, Reason
+from poller.metrics import PollerMetrics
 from poller.testing.forge import ForgePki
 from poller.trust.store import TrustStore, TrustStoreError
 from poller.trust.verify import verify_agent_chain
@@ -61,18 +61,19 @@ async def test_a_revoked_serial_on_a_stale_crl_is_still_revoked(pki, serve):
     assert await refusal(await serve(cert), TrustStore(pki.directory)) is Reason.REVOKED
 
 
-async def test_missing_crl_warns_and_reads_zero_and_require_crl_refuses(pki, serve):
+async def test_missing_crl_warns_and_reads_zero_and_require_crl_refuses(log_events, pki, serve):
     write_tenant_crl(pki, XYZ)  # acme has none
     trust = TrustStore(pki.directory)
-    with structlog.testing.capture_logs() as logs:
-        report_trust_state(trust, trust.snapshot.warnings)
+    metrics = PollerMetrics()
+    with captured(log_events) as logs:
+        report_trust_state(trust, trust.snapshot.warnings, metrics=metrics)
     absent = [e for e in logs if e["event"] == "tenant_crl_absent"]
     assert [e["tenant"] for e in absent] == [ACME]  # one warning, for that tenant only
-    assert REGISTRY.get_sample_value("tenant_crl_loaded", {"tenant": ACME}) == 0
-    assert REGISTRY.get_sample_value("tenant_crl_loaded", {"tenant": XYZ}) == 1
+    assert metrics.registry.get_sample_value("tenant_crl_loaded", {"tenant": ACME}) == 0
+    assert metrics.registry.get_sample_value("tenant_crl_loaded", {"tenant": XYZ}) == 1
     # ... and again at each reload.
-    with structlog.testing.capture_logs() as logs:
-        reload_trust(trust, why="test")
+    with captured(log_events) as logs:
+        reload_trust(trust, why="test", metrics=metrics)
     assert [e["tenant"] for e in logs if e["event"] == "tenant_crl_absent"] == [ACME]
 
     agent = await serve(pki.agent(ACME))
@@ -116,7 +117,7 @@ async def test_a_crl_without_a_number_cannot_replace_a_numbered_one(pki):
     assert 7 in trust.tenant(ACME).revoked_serials
 
 
-def test_a_crl_with_a_bad_signature_is_refused_at_start_and_at_reload(pki, tmp_path):
+def test_a_crl_with_a_bad_signature_is_refused_at_start_and_at_reload(log_events, pki, tmp_path):
     rogue = ForgePki.create(tmp_path / "rogue", tenants=(ACME,))  # same CA name, another key
     forged = tenant_crl(rogue, ACME, [], number=99)
     pki.layout.tenant_crl(ACME).write_bytes(forged)
@@ -127,8 +128,8 @@ def test_a_crl_with_a_bad_signature_is_refused_at_start_and_at_reload(pki, tmp_p
     write_tenant_crl(pki, ACME, [7], number=1)
     trust = TrustStore(pki.directory)
     pki.layout.tenant_crl(ACME).write_bytes(forged)
-    with structlog.testing.capture_logs() as logs:
-        report = reload_trust(trust, why="test")
+    with captured(log_events) as logs:
+        report = reload_trust(trust, why="test", metrics=PollerMetrics())
     assert report is not None and 7 in trust.tenant(ACME).revoked_serials
     [line] = [e for e in logs if e["event"] == "trust_material_refused"]
     assert "not signed" in line["problem"] and "kept the material in force" in line["problem"]

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
-import structlog
+from events import captured
 
 from poller.daemon import watch
 from poller.daemon.config import load_config
@@ -141,10 +141,10 @@ async def test_a_certificate_valid_for_seconds_is_refused_from_its_not_after_on(
         assert all(not r.available for r in sink.results[index:] if r.agent == "short")
 
 
-async def test_rotation_is_proven_again_and_polled_without_a_restart(pki, serve, tmp_path, slow_watch):
+async def test_rotation_is_proven_again_and_polled_without_a_restart(log_events, pki, serve, tmp_path, slow_watch):
     old = pki.agent(ACME, "agent-001", "partition-1")
     agent = await serve(old)
-    with structlog.testing.capture_logs() as logs:
+    with captured(log_events) as logs:
         async with running_daemon(pki, tmp_path, {"edge": (agent, ACME)}) as (_, sink):
             await wait_result(sink, "edge", available=True)
             new = pki.agent(ACME, "agent-001", "partition-1")

@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import grpc
 import pytest
-import structlog
 from crls import tenant_crl, write_tenant_crl
+from events import captured
 
 from poller.agent.client import AgentClient
 from poller.dial.dialer import dial_agent
@@ -57,7 +57,7 @@ async def test_the_channel_is_pinned_to_the_proven_leaf_not_to_the_tenant(pki, t
         await conn.close()
 
 
-async def test_a_pinned_reconnect_to_the_same_certificate_needs_no_new_proof(pki, trust, serve):
+async def test_a_pinned_reconnect_to_the_same_certificate_needs_no_new_proof(log_events, pki, trust, serve):
     cert = pki.agent(ACME)
     agent = await serve(cert)
     conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
@@ -65,7 +65,7 @@ async def test_a_pinned_reconnect_to_the_same_certificate_needs_no_new_proof(pki
         await ping(conn)
         channel = conn.current_channel
         await agent.restart()  # same certificate
-        with structlog.testing.capture_logs() as logs:
+        with captured(log_events) as logs:
             reply = await _ping_through_reconnect(conn)
         assert reply.response.available and conn.current_channel is channel
         assert not [entry for entry in logs if entry.get("audit")]  # no second proof
@@ -85,7 +85,7 @@ async def _ping_through_reconnect(conn):
 # ---------------------------------------------------------------- live re-checks
 
 
-async def test_revocation_while_connected_ends_the_identity_at_once(pki, serve):
+async def test_revocation_while_connected_ends_the_identity_at_once(log_events, pki, serve):
     trust = TrustStore(pki.directory)
     revoked = await serve(pki.agent(ACME, "agent-001"))
     kept = await serve(pki.agent(ACME, "agent-002"))
@@ -96,7 +96,7 @@ async def test_revocation_while_connected_ends_the_identity_at_once(pki, serve):
         for conn in conns:
             await ping(conn)
         pki.revoke(ACME, revoked.certificate)
-        with structlog.testing.capture_logs() as logs:
+        with captured(log_events) as logs:
             report = trust.reload()
         assert report.changed == (ACME,)
         # Refused by the reload itself, before any call: no network needed.
@@ -193,7 +193,7 @@ async def test_stale_crl_while_connected_ends_the_identity_as_crl_expired(pki, s
 # ---------------------------------------------------------------- rotation
 
 
-async def test_rotation_to_a_new_certificate_for_the_same_identity_repins(pki, trust, serve):
+async def test_rotation_to_a_new_certificate_for_the_same_identity_repins(log_events, pki, trust, serve):
     old = pki.agent(ACME, "agent-001", "partition-1")
     agent = await serve(old)
     conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
@@ -203,7 +203,7 @@ async def test_rotation_to_a_new_certificate_for_the_same_identity_repins(pki, t
         before = conn.current_channel
         new = pki.agent(ACME, "agent-001", "partition-1")
         await agent.restart(cert_chain_pem=new.chain_pem, key_pem=new.key_pem)
-        with structlog.testing.capture_logs() as logs:
+        with captured(log_events) as logs:
             with pytest.raises(AgentUnreachable):  # the call that met the pinned failure
                 await client.get_status("ping", "icmp")
             reply = await client.get_status("ping", "icmp")

@@ -21,13 +21,12 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
-import structlog
-
-from poller import metrics
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
 from poller.trust.layout import CertsLayout
 from poller.trust.store import ReloadReport, TrustStore, TrustStoreError
 
-log = structlog.get_logger("poller.trust")
+log = get_logger("poller.trust")
 
 WATCH_INTERVAL = 2.0
 SETTLE_DELAY = 0.25
@@ -111,7 +110,7 @@ def certs_watcher(trust: TrustStore, *, on_change: Callable[[], Awaitable[object
     return CertsWatcher(trust.layout, trust.client_files, on_change=on_change)
 
 
-def reload_trust(trust: TrustStore, *, why: str) -> ReloadReport | None:
+def reload_trust(trust: TrustStore, *, why: str, metrics: PollerMetrics) -> ReloadReport | None:
     """Reload trust material and log what happened: each refused file on its
     own error line (the material in force stays), the warnings, the changes.
     Live identities re-check themselves (TrustStore tells them)."""
@@ -122,7 +121,7 @@ def reload_trust(trust: TrustStore, *, why: str) -> ReloadReport | None:
         return None
     for problem in report.problems:
         log.error("trust_material_refused", why=why, problem=problem)
-    report_trust_state(trust, report.warnings, removed=report.removed)
+    report_trust_state(trust, report.warnings, metrics=metrics, removed=report.removed)
     log.info(
         "trust_reloaded",
         why=why,
@@ -135,7 +134,9 @@ def reload_trust(trust: TrustStore, *, why: str) -> ReloadReport | None:
     return report
 
 
-def report_trust_state(trust: TrustStore, warnings: Iterable[str], *, removed: Iterable[str] = ()) -> None:
+def report_trust_state(
+    trust: TrustStore, warnings: Iterable[str], *, metrics: PollerMetrics, removed: Iterable[str] = ()
+) -> None:
     """At start and after each reload: one warning per tenant without a CRL,
     the other trust warnings, and the tenant_crl_loaded gauge."""
     absent = {slug for slug, authority in trust.tenants.items() if not authority.crl_loaded}
@@ -150,9 +151,9 @@ def report_trust_state(trust: TrustStore, warnings: Iterable[str], *, removed: I
         if not any(warning.startswith(f"tenant {slug}: no CRL") for slug in absent):
             log.warning("trust_warning", detail=warning)
     for slug, authority in trust.tenants.items():
-        metrics.TENANT_CRL_LOADED.labels(tenant=slug).set(1 if authority.crl_loaded else 0)
+        metrics.tenant_crl_loaded.labels(tenant=slug).set(1 if authority.crl_loaded else 0)
     for slug in removed:
         try:
-            metrics.TENANT_CRL_LOADED.remove(slug)
+            metrics.tenant_crl_loaded.remove(slug)
         except KeyError:
             pass

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import structlog
 from cryptography import x509
 
 from poller import audit
@@ -44,12 +43,14 @@ from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
 from poller.trust.source import NotifyingTrustSource, TrustSource
 from poller.trust.store import TrustStoreError
 from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
 
-log = structlog.get_logger("poller.dial")
+log = get_logger("poller.dial")
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -93,7 +94,8 @@ class AgentConnection:
     Made by dial_agent(). `channel` stays the same object for the
     connection's life (stubs made on it keep working across a rotation); its
     interceptors stamp every call with `context` and refuse calls once the
-    identity was refused.
+    identity was refused. `metrics` is where its identity decisions and
+    calls are counted.
     """
 
     def __init__(
@@ -107,8 +109,10 @@ class AgentConnection:
         proof: Proof,
         timeout: float,
         options: Sequence[tuple[str, Any]] = (),
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self.address = address
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.tenant = tenant
         self.component = component
         self.partition = partition
@@ -187,7 +191,7 @@ class AgentConnection:
         try:
             self._check_locally(snapshot)
         except IdentityRefused as err:
-            audit.refused(err, address=self.address, tenant=self.tenant, phase="recheck")
+            audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
             self._end(err)
             return
         self._checked = snapshot
@@ -269,6 +273,7 @@ class AgentConnection:
                     component=self.component,
                     partition=self.partition,
                     timeout=self._timeout,
+                    metrics=self.metrics,
                 )
                 self._accept(proof, failure)
             except IdentityRefused as err:
@@ -286,10 +291,9 @@ class AgentConnection:
                     "the proof, but gRPC's connection met another certificate: an on-path relay or a split path",
                     peer=certinfo.summary(proof.chain[0]),
                 )
-                audit.refused(err, address=self.address, tenant=self.tenant, phase="recheck")
+                audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
                 raise err
             self._proof, self._checked = proof, proof.snapshot
-            audit.accepted(proof.context, address=self.address)
             self._arm_deadline(proof.snapshot)
             return
         if proof.context.cn != self.target_name:
@@ -298,12 +302,12 @@ class AgentConnection:
                 f"agent at {self.address} now presents {proof.context.cn}, the channel is pinned to {self.target_name}",
                 peer=certinfo.summary(proof.chain[0]),
             )
-            audit.refused(err, address=self.address, tenant=self.tenant, phase="recheck")
+            audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
             raise err
         self._proof, self._checked = proof, proof.snapshot
         self._client = _client_of(proof.snapshot)
         self._replace_channel(self._open(proof, self._client))
-        audit.rotated(old.context, proof.context, address=self.address)
+        audit.rotated(old.context, proof.context, address=self.address, metrics=self.metrics)
         self._arm_deadline(proof.snapshot)
 
     # -- the pinned channel ------------------------------------------------------
@@ -395,6 +399,7 @@ async def dial_agent(
     partition: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     options: Sequence[tuple[str, Any]] = (),
+    metrics: PollerMetrics | None = None,
 ) -> AgentConnection:
     """Prove the agent at address belongs to tenant and return a connection
     pinned to the certificate that proved it.
@@ -403,12 +408,16 @@ async def dial_agent(
     TrustStore.from_pem(), or a TrustSnapshot). Raises IdentityRefused(reason,
     detail) when the agent does not prove the expected identity (also when
     gRPC's own connection meets another certificate than the proof did), and
-    AgentUnreachable when no decision could be made.
+    AgentUnreachable when no decision could be made. Decisions and calls are
+    counted in `metrics` (a private registry if None).
 
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
     """
-    proof = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
+    metrics = metrics if metrics is not None else default_metrics()
+    proof = await _prove(
+        address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout, metrics=metrics
+    )
     conn = AgentConnection(
         address=address,
         tenant=tenant,
@@ -418,6 +427,7 @@ async def dial_agent(
         proof=proof,
         timeout=timeout,
         options=options,
+        metrics=metrics,
     )
     try:
         # gRPC's pinned handshake happens here, so a relay that routes it
@@ -449,6 +459,7 @@ async def _prove(
     component: str | None,
     partition: str | None,
     timeout: float,
+    metrics: PollerMetrics,
 ) -> Proof:
     """Collect the chain, verify it, check it can be pinned, audit the decision."""
     snapshot = trust.snapshot  # one snapshot for the credentials and the decision
@@ -459,9 +470,9 @@ async def _prove(
         ctx = verify_agent_chain(certs, tenant=tenant, trust=snapshot, component=component, partition=partition)
         _check_pinnable(certs[0], ctx)
     except IdentityRefused as err:
-        audit.refused(err, address=address, tenant=tenant)
+        audit.refused(err, address=address, tenant=tenant, metrics=metrics)
         raise
-    audit.accepted(ctx, address=address)
+    audit.accepted(ctx, address=address, metrics=metrics)
     return Proof(context=ctx, chain=tuple(certs), leaf_der=chain[0], snapshot=snapshot)
 
 

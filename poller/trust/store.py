@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from poller.identity.reasons import PollerError
 from poller.trust.layout import CertsLayout
 from poller.trust.material import TenantMaterial, TrustMaterial, build_snapshot
 from poller.trust.snapshot import ClientIdentity, CrlInForce, TenantAuthority, TrustSnapshot
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-class TrustStoreError(Exception):
+class TrustStoreError(PollerError):
     """The trust material could not be loaded; `problems` lists every reason."""
 
     def __init__(self, problems: list[str]) -> None:
