@@ -30,7 +30,7 @@ class EchoServer:
         self.seen: list[tuple[str, dict[str, str]]] = []
 
     def _note(self, name: str, context: grpc.aio.ServicerContext) -> None:
-        self.seen.append((name, {k: v for k, v in context.invocation_metadata() or ()}))
+        self.seen.append((name, dict(context.invocation_metadata() or ())))
 
     async def unary_unary(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self._note("unary_unary", context)
@@ -114,7 +114,7 @@ async def test_every_call_shape_is_stamped_and_refused_once_the_identity_ends(pk
 @pytest.mark.parametrize("shape", SHAPES)
 async def test_the_raw_pinned_channel_refuses_every_shape_too(pki, echo, shape):
     """Interceptors sit on the pinned channel itself, not only on the facade."""
-    recorder, address, cert = echo
+    recorder, address, _ = echo
     trust = TrustStore(pki.directory)
     conn = await dial_agent(address, tenant=ACME, trust=trust)
     try:
