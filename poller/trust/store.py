@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Protocol
 
 from poller.identity.reasons import PollerError
+from poller.logs import get_logger
 from poller.trust.layout import CertsLayout
 from poller.trust.material import TenantMaterial, TrustMaterial, build_snapshot
 from poller.trust.snapshot import ClientIdentity, CrlInForce, TenantAuthority, TrustSnapshot
+
+log = get_logger("poller.trust")
 
 __all__ = [
     "ClientIdentity",
@@ -223,7 +226,10 @@ class TrustStore:
         )
         self._snapshot = new
         for listener in list(self._listeners):
-            listener.trust_changed(new)
+            try:
+                listener.trust_changed(new)
+            except Exception:  # one listener's bug must not spare the others their re-check
+                log.exception("trust_listener_failed", listener=repr(listener))
         return report
 
     # -- reading ---------------------------------------------------------------
