@@ -29,7 +29,7 @@ class PollerMetrics:
 
     Names: poller_polls_total, poller_identity_refusals_total,
     poller_identity_accepts_total, poller_call_latency_seconds,
-    poller_connected_agents, poller_certificate_expiry_days,
+    poller_connected_agents, poller_certificate_expiry_days, tenant_crl_loaded,
     results_refused_total, poller_handler_failures_total,
     poller_label_mismatches_total, poller_cross_tenant_deliveries_total,
     poller_server_calls_total.
@@ -76,6 +76,10 @@ class PollerMetrics:
         # The server-side tenant interceptor (poller.server): one count per decision.
         self.server_calls = Counter(
             "poller_server_calls_total", "Calls decided by the tenant interceptor", ["tenant", "outcome"], registry=r
+        )
+        # Named as issue 6 specifies (no poller_ prefix): 1 when a CRL is in force for the tenant, else 0.
+        self.tenant_crl_loaded = Gauge(
+            "tenant_crl_loaded", "1 when a CRL is in force for the tenant, 0 when it has none", ["tenant"], registry=r
         )
         self._latency_children: dict[str, Any] = {}
 

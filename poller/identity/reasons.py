@@ -60,6 +60,9 @@ class Reason(StrEnum):
     USAGE = "usage"
     #: The agent was proven and answered that the checked service is not available.
     UNAVAILABLE = "unavailable"
+    #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent),
+    #: so revocation cannot be decided: fail closed.
+    CRL_EXPIRED = "crl_expired"
     # Delivery and authorization (poller.handlers, poller.policy, poller.server):
     #: A payload names a tenant other than the proven one (invariant 3).
     PAYLOAD_MISMATCH = "payload_mismatch"
@@ -96,6 +99,7 @@ _REFUSALS = frozenset(
         Reason.REVOKED,
         Reason.BAD_CERTIFICATE,
         Reason.REFUSED,
+        Reason.CRL_EXPIRED,
     }
 )
 
