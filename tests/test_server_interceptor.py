@@ -17,7 +17,7 @@ import pytest
 
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity.names import format_spiffe_id
-from poller.server import REASON_METADATA_KEY, TenantServerInterceptor
+from poller.server import REASON_METADATA_KEY, TenantServerInterceptor, server_credentials
 from poller.testing import ForgedCert, ForgePki
 from poller.trust import TrustStore
 
@@ -292,4 +292,26 @@ async def test_generate_certs_style_directory_impostor_with_dns_san_is_caught_by
         err = await refused(whoami(chain_pem([forged, xyz.cert]), key_pem(key)))
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "tenant_mismatch"
     finally:
+        await server.stop(None)
+
+
+async def test_trust_from_pem_data_with_an_explicit_platform_ca(pki):
+    """A control plane keeping its CAs in a database: no certs directory at all."""
+    from poller.trust.platform import PlatformAuthority
+
+    trust = TrustStore.from_pem(tenants={ACME: pki.tenant_ca_pem(ACME), XYZ: pki.tenant_ca_pem(XYZ)}, root=pki.root_pem)
+    platform = PlatformAuthority.from_certificate(pki.platform.cert)
+    server = grpc.aio.server(interceptors=[TenantServerInterceptor(trust, policies=example.POLICIES, platform=platform)])
+    server.add_generic_rpc_handlers((example.handlers(),))
+    chain, key = pki.client_identity()
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(trust, chain, key, platform=platform))
+    await server.start()
+    svc = Service(pki, port, server)
+    try:
+        assert (await svc.call(pki.agent(XYZ, "agent-007", "site-b"), "Whoami"))["tenant"] == XYZ
+        assert (await svc.call(admin_cert(pki), "Stats"))["admin"] == "ops-admin.platform.serviceradar"
+        err = await refused(svc.channel(impostor_cert(pki)).unary_unary(method("Whoami"))(b"{}"))
+        assert await reason_of(err) == "tenant_mismatch"
+    finally:
+        await svc.close()
         await server.stop(None)

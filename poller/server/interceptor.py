@@ -74,6 +74,7 @@ _PUBLIC = {
     Reason.NOT_YET_VALID: "the certificate is not yet valid",
     Reason.REVOKED: "the certificate is revoked",
     Reason.BAD_CERTIFICATE: "no usable client certificate",
+    Reason.CRL_EXPIRED: "revocation cannot be checked: the issuing CA's CRL is out of date",
     Reason.POLICY_DENIED: "this identity may not call this method",
 }
 
