@@ -86,16 +86,28 @@ _current: contextvars.ContextVar[TenantContext | None] = contextvars.ContextVar(
 
 
 def current_tenant() -> TenantContext:
-    """The TenantContext of the call being run; raises LookupError outside one."""
+    """The proven TenantContext bound here; LookupError where none is.
+
+    It is bound exactly in these places (and in tasks started from them):
+
+    - inside an AgentClient call on a pinned channel, for that call only;
+    - inside a handler run by poller.handlers.HandlerRegistry (the result's context);
+    - inside a server handler behind poller.server.TenantServerInterceptor (the caller's);
+    - inside `with bound_tenant(reply.context):` (your own code, a reply's context).
+    """
     ctx = _current.get()
     if ctx is None:
-        raise LookupError("no TenantContext: not inside a call on a pinned agent channel")
+        raise LookupError("no TenantContext bound: not inside an agent call, a handler, or bound_tenant()")
     return ctx
 
 
 @contextmanager
 def bound_tenant(ctx: TenantContext) -> Iterator[TenantContext]:
-    """Make ctx the current_tenant() for the duration of the block."""
+    """Make ctx the current_tenant() for the duration of the block (and tasks created in it).
+
+    >>> with bound_tenant(reply.context):  # doctest: +SKIP
+    ...     await my_code()  # current_tenant() is reply.context here
+    """
     token = _current.set(ctx)
     try:
         yield ctx
