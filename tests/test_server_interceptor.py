@@ -112,7 +112,7 @@ async def test_each_tenant_is_proven_and_bound_for_the_handler(pki, service, log
     assert len(accepted) == 20 and all(e["audit"] is True and e["serial"] and e["fingerprint"] for e in accepted)
 
 
-async def test_the_four_call_shapes(pki, service):
+async def test_the_four_call_shapes(pki, service, log_events):
     acme = pki.agent(ACME, "agent-001")
     channel = service.channel(acme)
     streamed = [json.loads(m) async for m in channel.unary_stream(method("Watch"))(b"{}")]
@@ -127,11 +127,19 @@ async def test_the_four_call_shapes(pki, service):
     chatted = [json.loads(m) async for m in channel.stream_stream(method("Chat"))(requests())]
     assert [(m["tenant"], m["echo"]) for m in chatted] == [(ACME, "a"), (ACME, "b")]
 
+    # The refusal comes before the handler reads a request. A client still
+    # writing when the call ends may see its own write fail (grpcio reports
+    # INTERNAL "Failed execute_batch"), so the refused client-streaming calls
+    # here half-close at once; what the server decided is in its audit log.
+    async def nothing():
+        return
+        yield  # an async generator that yields nothing
+
     impostor = service.channel(impostor_cert(pki))
     for call in (
         impostor.unary_stream(method("Watch"))(b"{}"),
-        impostor.stream_unary(method("Upload"))(requests()),
-        impostor.stream_stream(method("Chat"))(requests()),
+        impostor.stream_unary(method("Upload"))(nothing()),
+        impostor.stream_stream(method("Chat"))(nothing()),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             if hasattr(call, "__aiter__"):
@@ -139,7 +147,10 @@ async def test_the_four_call_shapes(pki, service):
                     pass
             else:
                 await call
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, (info.value.code(), info.value.details())
+    refusals = [e for e in log_events() if e["event"] == "server_call_refused"]
+    assert sorted(e["method"] for e in refusals) == sorted(method(m) for m in ("Watch", "Upload", "Chat"))
+    assert all(e["reason"] == "tenant_mismatch" for e in refusals)
 
 
 def impostor_cert(pki: ForgePki) -> ForgedCert:
@@ -175,6 +186,15 @@ async def test_revoked_certificate_is_unauthenticated_after_the_crl_is_loaded(pk
     trust_store.reload()  # the CRL applies to the next call, no restart
     err = await refused(service.channel(acme).unary_unary(method("Whoami"))(b"{}"))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "revoked"
+
+
+async def test_a_client_only_certificate_is_a_client_identity(pki, service):
+    """A caller is a TLS client: clientAuth is the usage that matters here
+    (an agent the poller dials must allow serverAuth instead)."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    client_only = pki.agent(ACME, "agent-009", eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    assert (await service.call(client_only, "Whoami"))["component"] == "agent-009"
 
 
 async def test_method_policies_permission_denied(pki, service):

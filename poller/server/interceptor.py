@@ -130,7 +130,7 @@ def prove_caller(
             f"issuer {leaf.issuer.rfc4514_string()} is no registered tenant CA",
             peer=certinfo.summary(leaf),
         )
-    return verify_agent_chain(certs, tenant=authority.slug, trust=snapshot)
+    return verify_agent_chain(certs, tenant=authority.slug, trust=snapshot, purpose="client")
 
 
 def _issuing_tenant(certs: list[x509.Certificate], snapshot: TrustSnapshot) -> TenantAuthority | None:
