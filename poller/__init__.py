@@ -27,6 +27,7 @@ from poller.identity import (
 )
 from poller.identity.certinfo import CertificateError
 from poller.identity.reasons import AgentFailure, InvalidArgument, InvalidPayload
+from poller.metrics import PollerMetrics
 from poller.pki.errors import PkiError
 from poller.trust import TrustStore, TrustStoreError, verify_agent_chain
 
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidPayload",
     "PkiError",
     "PollerError",
+    "PollerMetrics",
     "Reason",
     "StreamDocument",
     "TenantContext",

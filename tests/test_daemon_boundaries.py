@@ -279,3 +279,5 @@ async def test_run_once_exits_0_when_every_agent_answered(pki, serve, tmp_path):
     accepted = [line for line in lines if line["event"] == "identity_accepted"]
     assert sorted(line["agent"] for line in accepted) == ["a", "b"]  # one line per acceptance
     assert not [line for line in lines if line["event"] == "agent_accepted"]
+    [summary] = [line for line in lines if line["event"] == "poll_summary"]
+    assert summary["tenants"] == {ACME: {"ok": 1}, XYZ: {"ok": 1}}

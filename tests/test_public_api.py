@@ -28,6 +28,7 @@ PUBLIC = {
     "InvalidPayload",
     "PkiError",
     "PollerError",
+    "PollerMetrics",
     "Reason",
     "StreamDocument",
     "TenantContext",
