@@ -1,6 +1,6 @@
-"""The audit log: every identity decision, accepted or refused (invariant 5).
+"""The audit log: every identity decision, accepted or refused (invariant 5 of docs/design.md).
 
-Lines go to the structlog logger "poller.audit" with the tenant expected and
+Lines go to the logger "poller.audit" (standard logging, see poller.logs) with the tenant expected and
 proven, the component, the certificate serial and fingerprint, and the
 reason. Never key material.
 """

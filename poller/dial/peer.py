@@ -86,9 +86,18 @@ async def fetch_peer_chain(address: str, context: ssl.SSLContext, *, timeout: fl
     except TimeoutError:
         raise AgentUnreachable(f"TLS handshake with {address} timed out after {timeout:g}s", code="DEADLINE_EXCEEDED") from None
     except ssl.SSLError as exc:
+        if exc.reason in _NOT_TLS:
+            raise AgentUnreachable(
+                f"TLS handshake with {address} failed: the peer does not speak TLS ({exc.reason}); "
+                "is it a plaintext port, or not an agent?"
+            ) from None
         raise AgentUnreachable(f"TLS handshake with {address} failed: {exc.reason or exc}") from None
     except OSError as exc:
         raise AgentUnreachable(f"cannot connect to {address}: {exc.strerror or exc}") from None
+
+
+# OpenSSL's reasons when the bytes that came back are not a TLS record at all.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
 
 
 def _collect(host: str, port: int, context: ssl.SSLContext, deadline: float) -> list[bytes]:
