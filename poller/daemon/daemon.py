@@ -127,6 +127,7 @@ class PollerDaemon:
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
         self._log_config_warnings()
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:
