@@ -17,6 +17,7 @@ from poller.identity import (
     TenantContext,
     current_tenant,
 )
+from poller.nats.subjects import SubjectError, tenant_from_subject, tenant_subject
 from poller.trust import TrustStore, TrustStoreError, verify_agent_chain
 
 __version__ = "0.1.0"
@@ -31,10 +32,13 @@ __all__ = [
     "PollerError",
     "Reason",
     "StreamDocument",
+    "SubjectError",
     "TenantContext",
     "TrustStore",
     "TrustStoreError",
     "current_tenant",
     "dial_agent",
+    "tenant_from_subject",
+    "tenant_subject",
     "verify_agent_chain",
 ]

@@ -22,3 +22,20 @@ CERT_EXPIRY_DAYS = Gauge(
     "Days until a certificate expires (the poller's own and each agent's)",
     ["kind", "tenant", "name"],
 )
+
+# Delivery to NATS JetStream (poller.nats).
+OUTBOX_PENDING = Gauge("poller_outbox_pending", "Messages in the outbox waiting for a JetStream ack")
+OUTBOX_DROPPED = Counter("poller_outbox_dropped_total", "Messages dropped, oldest first, because the outbox was full", ["tenant"])
+NATS_CONNECTED = Gauge("poller_nats_connected", "1 while the NATS sink is connected")
+NATS_PUBLISHED = Counter("poller_nats_published_total", "Messages acknowledged by JetStream", ["tenant"])
+NATS_DUPLICATES = Counter(
+    "poller_nats_duplicates_total", "Publishes JetStream acknowledged as duplicates (a replay of a stored message)", ["tenant"]
+)
+NATS_PUBLISH_FAILURES = Counter(
+    "poller_nats_publish_failures_total", "Publish attempts that will be retried, by reason", ["tenant", "reason"]
+)
+NATS_UNDELIVERABLE = Counter(
+    "poller_nats_undeliverable_total",
+    "Messages that can never be delivered (dropped and logged), by reason",
+    ["tenant", "reason"],
+)

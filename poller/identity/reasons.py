@@ -21,6 +21,11 @@ class Reason(StrEnum):
     REVOKED = "revoked"
     BAD_CERTIFICATE = "bad_certificate"
     UNREACHABLE = "unreachable"
+    # Delivery (poller.nats): a subject that is not <tenant-slug>.<channel>,
+    # an unusable credentials file, and a bus that refused them for what was asked.
+    INVALID_SUBJECT = "invalid_subject"
+    BAD_CREDENTIALS = "bad_credentials"
+    BUS_REFUSED = "bus_refused"
 
     def __str__(self) -> str:
         return self.value

@@ -1,0 +1,102 @@
+"""What goes on the bus: channel, subject, deterministic Msg-Id and payload of each message.
+
+The payload of a result is the same JSON as a line of the file sink
+(`PollResult.to_json()`), so a consumer can read either. The Msg-Id is derived
+from the result itself (poller, agent, check, sequence, poll time), so a
+retried publish of the same result carries the same id and JetStream stores it
+once; the outbox keeps the id with the row, so a replay after a restart does too.
+
+>>> channel_for(result)  # doctest: +SKIP
+'agents.results.sweep'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from poller.daemon.results import PollResult
+from poller.nats.subjects import check_channel, tenant_subject
+
+__all__ = [
+    "CHANNEL_HEALTH",
+    "CHANNEL_HEARTBEAT",
+    "CHANNEL_RESULTS",
+    "CHANNEL_STATUS",
+    "Message",
+    "channel_for",
+    "encode",
+    "heartbeat_message",
+    "result_message",
+]
+
+CHANNEL_STATUS = "agents.status"
+CHANNEL_RESULTS = "agents.results"  # .<service_type>
+CHANNEL_HEALTH = "events.poller.health"
+CHANNEL_HEARTBEAT = "pollers.heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message for one tenant's stream."""
+
+    tenant: str
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """Compact JSON, exactly as the file sink writes a line (without the newline)."""
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def channel_for(result: PollResult) -> str:
+    """The channel (the part after the tenant) a result is published on.
+
+    Status checks go to `agents.status`; results and reassembled streams to
+    `agents.results.<service_type>`; health transitions to `events.poller.health`.
+    """
+    if result.kind == "status":
+        return CHANNEL_STATUS
+    if result.kind == "health":
+        return CHANNEL_HEALTH
+    return check_channel(f"{CHANNEL_RESULTS}.{result.service_type}")
+
+
+def _stamp(at: float) -> str:
+    return f"{at:.6f}"
+
+
+def result_message(result: PollResult) -> Message:
+    """The message of a result; raises SubjectError if its tenant or service type cannot make a subject."""
+    parts = [result.poller_id, result.agent, result.kind, result.service_type, result.service_name]
+    if result.current_sequence:
+        parts.append(f"seq={result.current_sequence}")
+    parts.append(_stamp(result.polled_at))
+    return Message(
+        tenant=result.tenant,
+        subject=tenant_subject(result.tenant, channel_for(result)),
+        msg_id="/".join(quote(part, safe="=.-_") for part in parts),  # '/' inside a name cannot blur two ids
+        payload=encode(result.to_json()),
+    )
+
+
+def heartbeat_message(tenant: str, *, poller_id: str, at: float, interval: float, agents: int) -> Message:
+    """`<tenant>.pollers.heartbeat`: this poller serves this tenant, and how often it says so."""
+    doc = {
+        "tenant": tenant,
+        "poller_id": poller_id,
+        "kind": "heartbeat",
+        "at": round(at, 3),
+        "interval": interval,
+        "agents": agents,
+    }
+    return Message(
+        tenant=tenant,
+        subject=tenant_subject(tenant, CHANNEL_HEARTBEAT),
+        msg_id=f"{poller_id}/heartbeat/{_stamp(at)}",
+        payload=encode(doc),
+    )
