@@ -10,6 +10,7 @@ from typing import Any
 from poller.cli.main import EXIT_OK, EXIT_USAGE
 from poller.daemon.config import ConfigError, load_config, unsupported
 from poller.daemon.daemon import PollerDaemon
+from poller.identity.reasons import PollerError
 from poller.logs import configure_logging
 from poller.trust.store import TrustStoreError
 
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     except TrustStoreError as exc:
         for problem in exc.problems:
             print(f"error: certs: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except PollerError as exc:  # e.g. the NATS sink's credentials file is unusable
+        print(f"error: sink: {exc.detail}", file=sys.stderr)
         return EXIT_USAGE
     if args.once:
         asyncio.run(daemon.run_once())

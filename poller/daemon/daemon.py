@@ -30,9 +30,14 @@ log = structlog.get_logger("poller.daemon")
 
 
 def make_sink(settings: PollerConfig) -> Sink:
+    """The configured sink; a NATS sink raises CredentialsError for an unusable creds file."""
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
+    if settings.sink.type == "nats":
+        from poller.nats.sink import sink_from_config  # nats-py and sqlite3 load only when used
+
+        return sink_from_config(settings)
     raise ValueError(f"sink type {settings.sink.type!r} is not available in this version")
 
 

@@ -79,7 +79,7 @@ def _state_of(result: PollResult) -> _State | None:
     if result.reason in _REFUSALS:
         return _State("refused", result.reason or "")
     if result.reason in _UNREACHABLE:
-        return _State("unreachable", result.reason or "")
+        return _State("unreachable", "")  # a timeout and a refused connection are the same state
     return None
 
 
@@ -107,7 +107,7 @@ def _message(result: PollResult, event: HealthEvent, state: _State) -> Message:
         "at": round(result.polled_at, 3),
     }
     if state.kind != "connected":
-        doc["reason"] = state.detail
+        doc["reason"] = result.reason
     if result.context is not None:
         doc["identity"] = result.context.as_dict()
     return Message(

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from poller.daemon.results import PollResult
-from poller.nats.subjects import check_channel, tenant_subject
+from poller.nats.subjects import check_token, tenant_subject
 
 __all__ = [
     "CHANNEL_HEALTH",
@@ -63,7 +63,7 @@ def channel_for(result: PollResult) -> str:
         return CHANNEL_STATUS
     if result.kind == "health":
         return CHANNEL_HEALTH
-    return check_channel(f"{CHANNEL_RESULTS}.{result.service_type}")
+    return f"{CHANNEL_RESULTS}.{check_token(result.service_type)}"  # one token: a '.' would make a deeper channel
 
 
 def _stamp(at: float) -> str:

@@ -14,7 +14,7 @@ Without an outbox (outbox=None, for benchmarks and embedded use) publish()
 waits for the ack itself and raises DeliveryError when there is none.
 
 >>> sink = JetStreamSink(JetStreamSettings(url="nats://127.0.0.1:4222", creds=Path("poller.creds"),
-...                                        outbox=Path("outbox.db")), tenants=["acme-corp"])  # doctest: +SKIP
+...                                        outbox=Path("outbox.db")))                  # doctest: +SKIP
 >>> await sink.publish(result); await sink.close()                                          # doctest: +SKIP
 """
 
@@ -25,7 +25,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
 from poller import metrics
+from poller.daemon.config import PollerConfig
 from poller.daemon.results import PollResult
 from poller.identity.reasons import PollerError, Reason
 from poller.nats.creds import NatsCredentials, load_credentials
@@ -47,7 +48,7 @@ from poller.nats.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, Outbox, Outb
 from poller.nats.streams import StreamLimits, StreamMismatch, ensure_stream
 from poller.nats.subjects import SubjectError, split_subject, stream_name
 
-__all__ = ["DeliveryError", "JetStreamSettings", "JetStreamSink"]
+__all__ = ["DeliveryError", "JetStreamSettings", "JetStreamSink", "sink_from_config"]
 
 log = structlog.get_logger("poller.nats")
 
@@ -88,12 +89,10 @@ class JetStreamSettings:
 class JetStreamSink:
     """The daemon's Sink protocol (publish, flush, close) over NATS JetStream."""
 
-    def __init__(
-        self, settings: JetStreamSettings, *, tenants: Iterable[str] = (), agents_per_tenant: Mapping[str, int] | None = None
-    ) -> None:
+    def __init__(self, settings: JetStreamSettings, *, tenants: Iterable[str] = ()) -> None:
         self.settings = settings
-        self.served: set[str] = set(tenants)
-        self.agents_per_tenant = dict(agents_per_tenant or {})
+        # Tenants served (heartbeats go to each) and the agents seen per tenant.
+        self.served: dict[str, set[str]] = {tenant: set() for tenant in tenants}
         self.creds: NatsCredentials | None = load_credentials(settings.creds) if settings.creds is not None else None
         self.health = HealthTracker()
         self.outbox: Outbox | None = None
@@ -155,7 +154,7 @@ class JetStreamSink:
                 "result_undeliverable", tenant=result.tenant, agent=result.agent, reason=err.reason.value, detail=err.detail
             )
             return
-        self.served.add(result.tenant)
+        self.served.setdefault(result.tenant, set()).add(result.agent)
         if self.outbox is not None:
             await self.outbox.put(messages)
             metrics.OUTBOX_PENDING.set(self.outbox.rows)
@@ -165,8 +164,9 @@ class JetStreamSink:
             await self._publish_direct(message)
 
     async def flush(self, timeout: float = 2.0) -> None:
-        """Give the sender up to `timeout` to empty the outbox (it is durable either way)."""
-        await self.wait_drained(timeout)
+        """While connected, give the sender up to `timeout` to empty the outbox (it is durable either way)."""
+        if self.connected:
+            await self.wait_drained(timeout)
 
     async def wait_drained(self, timeout: float) -> bool:
         """True once the outbox is empty (everything acked), False at the timeout."""
@@ -394,7 +394,7 @@ class JetStreamSink:
                 poller_id=self.settings.poller_id,
                 at=now,
                 interval=self.settings.heartbeat_interval or 0.0,
-                agents=self.agents_per_tenant.get(tenant, 0),
+                agents=len(self.served.get(tenant, ())),
             )
             try:
                 await self._ready(tenant)
@@ -416,3 +416,25 @@ def _safe_url(url: str) -> str:
     """The URL without any user:password@ part."""
     head, sep, tail = url.partition("://")
     return f"{head}{sep}{tail.rsplit('@', 1)[-1]}" if sep else url
+
+
+def sink_from_config(settings: PollerConfig) -> JetStreamSink:
+    """The daemon's NATS sink from its config (`sink: {"type": "nats", ...}`)."""
+    sink = settings.sink
+    return JetStreamSink(
+        JetStreamSettings(
+            url=sink.url or "nats://127.0.0.1:4222",
+            creds=sink.creds,
+            outbox=sink.outbox,
+            outbox_max_rows=sink.outbox_max_rows,
+            outbox_max_bytes=sink.outbox_max_bytes,
+            limits=StreamLimits(
+                max_age=sink.max_age,
+                max_bytes=sink.max_bytes if sink.max_bytes is not None else -1,
+                duplicate_window=sink.duplicate_window,
+            ),
+            publish_timeout=sink.publish_timeout,
+            heartbeat_interval=settings.poll_interval,
+            poller_id=settings.poller_id,
+        )
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "STREAM_PREFIX",
     "SubjectError",
     "check_channel",
+    "check_token",
     "split_subject",
     "stream_name",
     "stream_subjects",
@@ -54,6 +55,13 @@ def _slug(tenant: TenantContext | str) -> str:
     if not is_label(slug):
         raise SubjectError(f"{slug!r} is not a tenant slug (lowercase a-z, 0-9 and '-', 1 to 63 characters)")
     return slug
+
+
+def check_token(token: str) -> str:
+    """Return token if it is one channel token (no '.', no wildcard), else raise SubjectError."""
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise SubjectError(f"{token!r} is not one subject token (letters, digits, '_' or '-')")
+    return token
 
 
 def check_channel(channel: str) -> str:
