@@ -10,7 +10,6 @@ from pathlib import Path
 import nats
 import pytest
 from nats.js.api import DeliverPolicy
-from prometheus_client import REGISTRY
 
 from poller.daemon.results import PollResult
 from poller.nats.accounts import creds_path
@@ -61,14 +60,14 @@ async def stream_messages(server: NatsServer, layout: Path, tenant: str, subject
         await nc.close()
 
 
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+def sample(sink: JetStreamSink, name: str, **labels: str) -> float:
+    return sink.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_a_republished_result_is_stored_once(nats_server, nats_layout, tmp_path) -> None:
     sink = sink_for(nats_server, nats_layout, tmp_path, outbox=None)
     one = result()
-    before = sample("poller_nats_duplicates_total", tenant=ACME)
+    before = sample(sink, "poller_nats_duplicates_total", tenant=ACME)
     try:
         await sink.publish(one)
         await sink.publish(one)  # a retry after a lost ack: same Msg-Id
@@ -77,7 +76,7 @@ async def test_a_republished_result_is_stored_once(nats_server, nats_layout, tmp
     msgs = await stream_messages(nats_server, nats_layout, ACME, "acme-corp.agents.status")
     assert [m.headers["Nats-Msg-Id"] for m in msgs] == [result_message(one).msg_id]
     assert json.loads(msgs[0].data) == one.to_json()
-    assert sample("poller_nats_duplicates_total", tenant=ACME) == before + 1
+    assert sample(sink, "poller_nats_duplicates_total", tenant=ACME) == before + 1
 
 
 async def test_results_go_to_their_channels_and_heartbeats_to_each_tenant_served(nats_server, nats_layout, tmp_path) -> None:
@@ -106,7 +105,7 @@ async def test_one_tenant_that_cannot_be_served_does_not_hold_back_the_others(na
         acme = await stream_messages_eventually(nats_server, nats_layout, sink)
         assert [m.subject for m in acme] == ["acme-corp.agents.status"]
         assert sink.outbox is not None and sink.outbox.rows == 1  # other-co's result waits, durable
-        assert sample("poller_nats_publish_failures_total", tenant="other-co", reason="stream_unavailable") >= 1
+        assert sample(sink, "poller_nats_publish_failures_total", tenant="other-co", reason="stream_unavailable") >= 1
     finally:
         await sink.close()
 
@@ -121,8 +120,8 @@ async def stream_messages_eventually(server: NatsServer, layout: Path, sink: Jet
 
 async def test_undeliverable_results_are_counted_never_silent(nats_server, nats_layout, tmp_path) -> None:
     sink = sink_for(nats_server, nats_layout, tmp_path)
-    before = sample("poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject")
-    big_before = sample("poller_nats_undeliverable_total", tenant=ACME, reason="too_large")
+    before = sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject")
+    big_before = sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="too_large")
     try:
         await sink.publish(result(kind="results", service_type="has.dot"))  # no subject can carry it
         await sink.publish(result(payload=b"\xff" * (9 * 1024 * 1024)))  # over the server's max_payload
@@ -130,8 +129,8 @@ async def test_undeliverable_results_are_counted_never_silent(nats_server, nats_
         assert await sink.wait_drained(30)  # the too-large one is dropped, not retried forever
     finally:
         await sink.close()
-    assert sample("poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject") == before + 1
-    assert sample("poller_nats_undeliverable_total", tenant=ACME, reason="too_large") == big_before + 1
+    assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject") == before + 1
+    assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="too_large") == big_before + 1
     msgs = await stream_messages(nats_server, nats_layout, ACME, "acme-corp.agents.status")
     assert [json.loads(m.data)["agent"] for m in msgs] == ["edge-2"]
 
@@ -154,7 +153,7 @@ async def test_a_full_outbox_drops_the_oldest_and_counts_it(tmp_path, unused_tcp
             url=f"nats://127.0.0.1:{unused_tcp_port}", outbox=tmp_path / "o.db", outbox_max_rows=3, heartbeat_interval=None
         )
     )
-    before = sample("poller_outbox_dropped_total", tenant=XYZ)
+    before = sample(sink, "poller_outbox_dropped_total", tenant=XYZ)
     try:
         for i in range(5):
             await sink.publish(result(XYZ, f"edge-{i}"))
@@ -164,7 +163,7 @@ async def test_a_full_outbox_drops_the_oldest_and_counts_it(tmp_path, unused_tcp
         await sink.close()
     # (these results carry no identity and no reason, so they make no health events)
     assert [json.loads(r.payload)["agent"] for r in rows] == ["edge-2", "edge-3", "edge-4"]
-    assert sample("poller_outbox_dropped_total", tenant=XYZ) == before + 2
+    assert sample(sink, "poller_outbox_dropped_total", tenant=XYZ) == before + 2
 
 
 def test_health_transitions_are_emitted_once_per_change() -> None:

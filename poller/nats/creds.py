@@ -46,8 +46,11 @@ Role = Literal["poller", "tenant"]
 class CredentialsError(PollerError, ValueError):
     """A credentials file that cannot be used; the message names the file and the problem, never the secret."""
 
+    reason = Reason.BAD_CREDENTIALS
+
     def __init__(self, detail: str) -> None:
-        super().__init__(Reason.BAD_CREDENTIALS, detail)
+        super().__init__(f"{self.reason.value}: {detail}")
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

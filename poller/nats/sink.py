@@ -32,25 +32,26 @@ from typing import Any
 
 import nats
 import nats.errors
-import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
+from prometheus_client import CollectorRegistry
 
-from poller import metrics
 from poller.daemon.config import PollerConfig
 from poller.daemon.results import PollResult
-from poller.identity.reasons import PollerError, Reason
+from poller.identity.reasons import PollerError
+from poller.logs import get_logger
 from poller.nats.creds import NatsCredentials, load_credentials
 from poller.nats.health import HealthTracker
 from poller.nats.messages import Message, heartbeat_message, result_message
+from poller.nats.metrics import DeliveryMetrics
 from poller.nats.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, Outbox, OutboxRow
 from poller.nats.streams import StreamLimits, StreamMismatch, ensure_stream
 from poller.nats.subjects import SubjectError, split_subject, stream_name
 
 __all__ = ["DeliveryError", "JetStreamSettings", "JetStreamSink", "sink_from_config"]
 
-log = structlog.get_logger("poller.nats")
+log = get_logger("poller.nats")
 
 MSG_ID = "Nats-Msg-Id"
 # Errors a retry cannot fix: the message is dropped, counted and logged.
@@ -61,7 +62,8 @@ class DeliveryError(PollerError):
     """A message was not acknowledged by JetStream (outbox off), or the sink is closed."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(Reason.UNREACHABLE, detail)
+        super().__init__(detail)
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +91,11 @@ class JetStreamSettings:
 class JetStreamSink:
     """The daemon's Sink protocol (publish, flush, close) over NATS JetStream."""
 
-    def __init__(self, settings: JetStreamSettings, *, tenants: Iterable[str] = ()) -> None:
+    def __init__(
+        self, settings: JetStreamSettings, *, tenants: Iterable[str] = (), metrics: DeliveryMetrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else DeliveryMetrics()
         # Tenants served (heartbeats go to each) and the agents seen per tenant.
         self.served: dict[str, set[str]] = {tenant: set() for tenant in tenants}
         self.creds: NatsCredentials | None = load_credentials(settings.creds) if settings.creds is not None else None
@@ -127,7 +132,7 @@ class JetStreamSink:
                     max_bytes=self.settings.outbox_max_bytes,
                     on_drop=self._dropped,
                 )
-                metrics.OUTBOX_PENDING.set(self.outbox.rows)
+                self.metrics.outbox_pending.set(self.outbox.rows)
                 if self.outbox.rows:
                     log.info("outbox_replay", pending=self.outbox.rows, path=str(self.settings.outbox))
             loop = asyncio.get_running_loop()
@@ -149,7 +154,7 @@ class JetStreamSink:
             messages = [result_message(result), *self.health.observe(result)]
         except SubjectError as err:
             # Never silent: the result has no subject it may go to (e.g. a service type with a '.').
-            metrics.NATS_UNDELIVERABLE.labels(tenant=result.tenant, reason=err.reason.value).inc()
+            self.metrics.undeliverable.labels(tenant=result.tenant, reason=err.reason.value).inc()
             log.error(
                 "result_undeliverable", tenant=result.tenant, agent=result.agent, reason=err.reason.value, detail=err.detail
             )
@@ -157,7 +162,7 @@ class JetStreamSink:
         self.served.setdefault(result.tenant, set()).add(result.agent)
         if self.outbox is not None:
             await self.outbox.put(messages)
-            metrics.OUTBOX_PENDING.set(self.outbox.rows)
+            self.metrics.outbox_pending.set(self.outbox.rows)
             self._wake.set()
             return
         for message in messages:
@@ -215,7 +220,7 @@ class JetStreamSink:
         )
         self._js = self.nc.jetstream(timeout=self.settings.publish_timeout)
         self._connected.set()
-        metrics.NATS_CONNECTED.set(1)
+        self.metrics.connected.set(1)
         log.info("nats_connected", url=_safe_url(self.settings.url), account=self.creds.account if self.creds else None)
 
     async def _on_error(self, err: Exception) -> None:
@@ -228,7 +233,7 @@ class JetStreamSink:
     async def _on_disconnected(self) -> None:
         if self._connected.is_set() and not self._closing.is_set():
             self._connected.clear()
-            metrics.NATS_CONNECTED.set(0)
+            self.metrics.connected.set(0)
             log.warning("nats_disconnected", url=_safe_url(self.settings.url), pending=self.outbox.rows if self.outbox else None)
 
     async def _on_reconnected(self) -> None:
@@ -236,7 +241,7 @@ class JetStreamSink:
         self._last_error = None
         self._blocked.clear()  # retry every tenant now rather than at its backoff
         self._wake.set()
-        metrics.NATS_CONNECTED.set(1)
+        self.metrics.connected.set(1)
         log.info("nats_reconnected", url=_safe_url(self.settings.url), pending=self.outbox.rows if self.outbox else None)
 
     def _admin_js(self, tenant: str) -> JetStreamContext:
@@ -265,8 +270,8 @@ class JetStreamSink:
             headers={MSG_ID: message.msg_id},
         )
         if ack.duplicate:
-            metrics.NATS_DUPLICATES.labels(tenant=message.tenant).inc()
-        metrics.NATS_PUBLISHED.labels(tenant=message.tenant).inc()
+            self.metrics.duplicates.labels(tenant=message.tenant).inc()
+        self.metrics.published.labels(tenant=message.tenant).inc()
 
     async def _publish_direct(self, message: Message) -> None:
         try:
@@ -297,7 +302,7 @@ class JetStreamSink:
             acked, dropped = await self._send(rows)
             await outbox.remove(acked + dropped)
             self.acked += len(acked)
-            metrics.OUTBOX_PENDING.set(outbox.rows)
+            self.metrics.outbox_pending.set(outbox.rows)
             async with self._acked:
                 self._acked.notify_all()
 
@@ -361,17 +366,17 @@ class JetStreamSink:
         delay = min(self.settings.retry_max, self.settings.retry_initial * 2 ** (failures - 1))
         delay = random.uniform(delay / 2, delay)
         self._blocked[tenant] = (time.monotonic() + delay, failures)
-        metrics.NATS_PUBLISH_FAILURES.labels(tenant=tenant, reason=reason).inc()
+        self.metrics.publish_failures.labels(tenant=tenant, reason=reason).inc()
         logger = log.warning if failures == 1 else log.debug
         logger("nats_publish_failed", tenant=tenant, reason=reason, detail=detail, retry_in=round(delay, 2), failures=failures)
 
     def _drop(self, row: OutboxRow, reason: str) -> None:
-        metrics.NATS_UNDELIVERABLE.labels(tenant=row.tenant, reason=reason).inc()
+        self.metrics.undeliverable.labels(tenant=row.tenant, reason=reason).inc()
         log.error("result_undeliverable", tenant=row.tenant, subject=row.subject, msg_id=row.msg_id, reason=reason)
 
     def _dropped(self, per_tenant: dict[str, int]) -> None:
         for tenant, n in per_tenant.items():
-            metrics.OUTBOX_DROPPED.labels(tenant=tenant).inc(n)
+            self.metrics.outbox_dropped.labels(tenant=tenant).inc(n)
             log.error("outbox_full_dropped_oldest", tenant=tenant, dropped=n, max_rows=self.settings.outbox_max_rows)
 
     # -- heartbeats ----------------------------------------------------------
@@ -418,8 +423,8 @@ def _safe_url(url: str) -> str:
     return f"{head}{sep}{tail.rsplit('@', 1)[-1]}" if sep else url
 
 
-def sink_from_config(settings: PollerConfig) -> JetStreamSink:
-    """The daemon's NATS sink from its config (`sink: {"type": "nats", ...}`)."""
+def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None = None) -> JetStreamSink:
+    """The daemon's NATS sink from its config (`sink: {"type": "nats", ...}`), its metrics in `registry`."""
     sink = settings.sink
     return JetStreamSink(
         JetStreamSettings(
@@ -436,5 +441,6 @@ def sink_from_config(settings: PollerConfig) -> JetStreamSink:
             publish_timeout=sink.publish_timeout,
             heartbeat_interval=settings.poll_interval,
             poller_id=settings.poller_id,
-        )
+        ),
+        metrics=DeliveryMetrics(registry),
     )

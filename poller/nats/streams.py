@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from poller.identity.reasons import PollerError, Reason
+from poller.identity.reasons import PollerError
+from poller.logs import get_logger
 from poller.nats.subjects import stream_name, stream_subjects
 
 __all__ = ["DEFAULT_DUPLICATE_WINDOW", "DEFAULT_MAX_AGE", "StreamLimits", "StreamMismatch", "ensure_stream", "stream_config"]
 
-log = structlog.get_logger("poller.nats")
+log = get_logger("poller.nats")
 
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 DEFAULT_DUPLICATE_WINDOW = 2 * 3600.0
@@ -50,7 +50,8 @@ class StreamMismatch(PollerError):
     """A stream named `tenant-<slug>` exists but captures other subjects."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(Reason.INVALID_SUBJECT, detail)
+        super().__init__(detail)
+        self.detail = detail
 
 
 def stream_config(tenant: str, limits: StreamLimits) -> StreamConfig:

@@ -44,8 +44,11 @@ class SubjectError(PollerError, ValueError):
     poller.nats.subjects.SubjectError: invalid_subject: empty tenant: every subject starts with a tenant slug
     """
 
+    reason = Reason.INVALID_SUBJECT
+
     def __init__(self, detail: str) -> None:
-        super().__init__(Reason.INVALID_SUBJECT, detail)
+        super().__init__(f"{self.reason.value}: {detail}")
+        self.detail = detail
 
 
 def _slug(tenant: TenantContext | str) -> str:
