@@ -26,9 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from poller.pki.dev import IMPOSTOR_COMPONENT, IMPOSTOR_ISSUER, IMPOSTOR_PARTITION, IMPOSTOR_STEM, IMPOSTOR_VICTIM, create_dev_pki
 from poller.nats.accounts import creds_path, plan_layout, write_layout
 from poller.nats.creds import load_credentials
+from poller.pki.dev import IMPOSTOR_COMPONENT, IMPOSTOR_ISSUER, IMPOSTOR_PARTITION, IMPOSTOR_STEM, IMPOSTOR_VICTIM, create_dev_pki
 from poller.testing.mock_agent import MockAgent
 from poller.testing.nats_server import NatsServer
 from poller.trust.layout import CertsLayout
