@@ -19,7 +19,8 @@ __all__ = ["DeliveryMetrics"]
 class DeliveryMetrics:
     """poller_outbox_pending, poller_outbox_dropped_total{tenant}, poller_nats_connected,
     poller_nats_published_total{tenant}, poller_nats_duplicates_total{tenant},
-    poller_nats_publish_failures_total{tenant,reason}, poller_nats_undeliverable_total{tenant,reason}."""
+    poller_nats_publish_failures_total{tenant,reason}, poller_nats_undeliverable_total{tenant,reason},
+    poller_outbox_replayed_beyond_window_total{tenant}."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -40,6 +41,12 @@ class DeliveryMetrics:
             "poller_nats_publish_failures_total",
             "Publish attempts that will be retried, by reason",
             ["tenant", "reason"],
+            registry=r,
+        )
+        self.replayed_beyond_window = Counter(
+            "poller_outbox_replayed_beyond_window_total",
+            "Rows published later than the streams' duplicate window after they were queued (dedup not guaranteed)",
+            ["tenant"],
             registry=r,
         )
         self.undeliverable = Counter(

@@ -50,8 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     subject TEXT NOT NULL,
     msg_id TEXT NOT NULL,
     payload BLOB NOT NULL,
-    enqueued_at REAL NOT NULL,
-    first_sent_at REAL
+    enqueued_at REAL NOT NULL
 )
 """
 
@@ -67,7 +66,6 @@ class OutboxRow:
     msg_id: str
     payload: bytes
     enqueued_at: float
-    first_sent_at: float | None
 
     def message(self) -> Message:
         return Message(tenant=self.tenant, subject=self.subject, msg_id=self.msg_id, payload=self.payload)
@@ -204,26 +202,12 @@ class Outbox:
 
         def read() -> list[OutboxRow]:
             cursor = self._require().execute(
-                "SELECT id, tenant, subject, msg_id, payload, enqueued_at, first_sent_at FROM outbox"
-                " WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, tenant, subject, msg_id, payload, enqueued_at FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit),
             )
             return [OutboxRow(*row) for row in cursor]
 
         return await self._run(read)
-
-    async def mark_sent(self, ids: Sequence[int]) -> None:
-        """Record the first publish attempt (what the duplicate window must cover)."""
-        if not ids:
-            return
-        now = time.time()
-
-        def mark() -> None:
-            self._require().executemany(
-                "UPDATE outbox SET first_sent_at = ? WHERE id = ? AND first_sent_at IS NULL", [(now, i) for i in ids]
-            )
-
-        await self._run(mark)
 
     async def remove(self, ids: Sequence[int]) -> None:
         """Delete acknowledged rows (ids already dropped are ignored)."""

@@ -298,7 +298,7 @@ class JetStreamSink:
             if not rows:
                 await self._idle(blocked)
                 continue
-            await outbox.mark_sent([r.id for r in rows if r.first_sent_at is None])
+            self._note_old(rows)
             acked, dropped = await self._send(rows)
             await outbox.remove(acked + dropped)
             self.acked += len(acked)
@@ -359,6 +359,17 @@ class JetStreamSink:
         for tenant, n in failed.items():
             self._block(tenant, "not_acknowledged", f"{n} publishes: {last!r}")
         return acked, dropped
+
+    def _note_old(self, rows: list[OutboxRow]) -> None:
+        """A row older than the streams' duplicate window may already be stored (its ack
+        lost before the outage): JetStream can no longer tell, so say so."""
+        horizon = time.time() - self.settings.limits.duplicate_window
+        old = Counter(r.tenant for r in rows if r.enqueued_at < horizon)
+        for tenant, n in old.items():
+            self.metrics.replayed_beyond_window.labels(tenant=tenant).inc(n)
+            log.warning(
+                "outbox_replay_beyond_duplicate_window", tenant=tenant, rows=n, window=self.settings.limits.duplicate_window
+            )
 
     def _block(self, tenant: str, reason: str, detail: str) -> None:
         _, failures = self._blocked.get(tenant, (0.0, 0))
