@@ -185,3 +185,29 @@ def test_health_transitions_are_emitted_once_per_change() -> None:
     assert msg.subject == "acme-corp.events.poller.health"
     doc = json.loads(msg.payload)
     assert doc["reason"] == "revoked" and doc["proven"] is False and doc["agent"] == "edge-1"
+
+
+async def test_a_tampered_outbox_row_cannot_cross_tenants(nats_server, nats_layout, tmp_path) -> None:
+    import sqlite3
+
+    from poller.nats.messages import Message
+    from poller.nats.outbox import Outbox
+
+    # The attacker edits the outbox file: an acme-corp row aimed at xyz-inc's subject.
+    box = await Outbox.open(tmp_path / "outbox.db")
+    await box.put([Message(tenant=ACME, subject="xyz-inc.agents.status", msg_id="forged", payload=b'{"tenant":"xyz-inc"}')])
+    honest = result_message(result(XYZ))
+    await box.put([honest])
+    await box.close()
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (2,)
+
+    sink = sink_for(nats_server, nats_layout, tmp_path)
+    try:
+        await sink.start()
+        assert await sink.wait_drained(30)
+        assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject") == 1
+    finally:
+        await sink.close()
+    msgs = await stream_messages(nats_server, nats_layout, XYZ, "xyz-inc.agents.status")
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == [honest.msg_id]

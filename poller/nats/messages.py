@@ -13,6 +13,7 @@ once; the outbox keeps the id with the row, so a replay after a restart does too
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -66,6 +67,14 @@ def channel_for(result: PollResult) -> str:
     return f"{CHANNEL_RESULTS}.{check_token(result.service_type)}"  # one token: a '.' would make a deeper channel
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9=._-]*")
+
+
+def _id_part(part: str) -> str:
+    """A Msg-Id part, percent-encoded unless plain: a '/' inside a name cannot blur two ids."""
+    return part if _PLAIN.fullmatch(part) else quote(part, safe="=.-_")
+
+
 def _stamp(at: float) -> str:
     return f"{at:.6f}"
 
@@ -79,7 +88,7 @@ def result_message(result: PollResult) -> Message:
     return Message(
         tenant=result.tenant,
         subject=tenant_subject(result.tenant, channel_for(result)),
-        msg_id="/".join(quote(part, safe="=.-_") for part in parts),  # '/' inside a name cannot blur two ids
+        msg_id="/".join(_id_part(part) for part in parts),
         payload=encode(result.to_json()),
     )
 

@@ -47,7 +47,7 @@ from poller.nats.messages import Message, heartbeat_message, result_message
 from poller.nats.metrics import DeliveryMetrics
 from poller.nats.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, Outbox, OutboxRow
 from poller.nats.streams import StreamLimits, StreamMismatch, ensure_stream
-from poller.nats.subjects import SubjectError, split_subject, stream_name
+from poller.nats.subjects import SubjectError, stream_name
 
 __all__ = ["DeliveryError", "JetStreamSettings", "JetStreamSink", "sink_from_config"]
 
@@ -286,25 +286,52 @@ class JetStreamSink:
         self.acked += 1
 
     async def _send_loop(self) -> None:
+        """Publish the outbox, oldest first. A cursor walks forward while every publish
+        is acked (the removal of one batch overlaps the sending of the next); any
+        failure, or reaching the end, sends it back to the oldest row."""
         assert self.outbox is not None
         outbox = self.outbox
-        while not self._closing.is_set():
-            await self._connected.wait()
-            self._wake.clear()
-            now = time.monotonic()
-            blocked = {t for t, (at, _) in self._blocked.items() if at > now}
-            rows = await outbox.peek(self.settings.window * 4)
-            rows = [r for r in rows if r.tenant not in blocked][: self.settings.window]
-            if not rows:
-                await self._idle(blocked)
-                continue
-            self._note_old(rows)
-            acked, dropped = await self._send(rows)
-            await outbox.remove(acked + dropped)
-            self.acked += len(acked)
-            self.metrics.outbox_pending.set(outbox.rows)
-            async with self._acked:
-                self._acked.notify_all()
+        cursor = 0
+        removing: asyncio.Task[None] | None = None
+        try:
+            while not self._closing.is_set():
+                await self._connected.wait()
+                self._wake.clear()
+                now = time.monotonic()
+                blocked = {t for t, (at, _) in self._blocked.items() if at > now}
+                rows = await outbox.peek(self.settings.window * 4, after=cursor)
+                rows = [r for r in rows if r.tenant not in blocked][: self.settings.window]
+                if not rows:
+                    if removing is not None:
+                        await removing
+                        removing = None
+                    if cursor:
+                        cursor = 0  # back to the oldest: rows of blocked or failed tenants
+                        continue
+                    await self._idle(blocked)
+                    continue
+                self._note_old(rows)
+                acked, dropped = await self._send(rows)
+                if removing is not None:
+                    await removing  # one removal in flight at a time
+                removing = asyncio.ensure_future(self._remove(acked + dropped, len(acked)))
+                if len(acked) + len(dropped) < len(rows):
+                    await removing
+                    removing = None
+                    cursor = 0
+                else:
+                    cursor = rows[-1].id
+        finally:
+            if removing is not None:
+                await asyncio.gather(removing, return_exceptions=True)
+
+    async def _remove(self, ids: list[int], acked: int) -> None:
+        assert self.outbox is not None
+        await self.outbox.remove(ids)
+        self.acked += acked
+        self.metrics.outbox_pending.set(self.outbox.rows)
+        async with self._acked:
+            self._acked.notify_all()
 
     async def _idle(self, blocked: set[str]) -> None:
         """Wait for new rows, or for the earliest blocked tenant's retry time."""
@@ -420,12 +447,18 @@ class JetStreamSink:
 
 
 def _subject_of(row: OutboxRow) -> str | None:
-    """The row's subject if it still belongs to the row's tenant (a tampered outbox cannot cross tenants)."""
-    try:
-        tenant, _ = split_subject(row.subject)
-    except SubjectError:
+    """The row's subject if it lies under the row's tenant (a tampered outbox cannot
+    cross tenants: the publish also expects the stream tenant-<row's tenant>)."""
+    subject = row.subject
+    if (
+        not subject.startswith(row.tenant + ".")
+        or "*" in subject
+        or ">" in subject
+        or not subject.isprintable()
+        or " " in subject
+    ):
         return None
-    return row.subject if tenant == row.tenant else None
+    return subject
 
 
 def _safe_url(url: str) -> str:
