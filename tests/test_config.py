@@ -894,3 +894,26 @@ def test_config_check_accepts_a_nats_sink_and_refuses_service_types_that_are_not
     err = capsys.readouterr().err
     assert 'agents.edge-1.checks[0].service_type: "my.type" cannot be a NATS subject token' in err
     assert "agents.edge-1.checks[1].service_type" in err
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    import poller
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"serviceradar-poller {poller.__version__}\n"
+
+
+def test_cli_check_says_one_agent_and_one_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        json.dumps(
+            {
+                **MINIMAL,
+                "agents": {"e": {**MINIMAL["agents"]["edge-1"], "checks": [{"service_type": "icmp", "service_name": "ping"}]}},
+            }
+        ),
+    )
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    assert capsys.readouterr().out == "ok: 1 agent, 1 check, tenants: acme-corp\n"

@@ -12,6 +12,7 @@ import pytest
 from nats.js.api import DeliverPolicy
 
 from poller.daemon.results import PollResult
+from poller.identity.reasons import Reason
 from poller.nats.accounts import creds_path
 from poller.nats.creds import load_credentials
 from poller.nats.health import HealthTracker
@@ -175,13 +176,15 @@ def test_health_transitions_are_emitted_once_per_change() -> None:
         return [json.loads(m.payload)["event"] for r in rs for m in tracker.observe(r)]
 
     assert events(result(context=ctx), result(context=ctx)) == ["accepted"]
-    assert events(result(available=False, reason="unreachable"), result(available=False, reason="timeout")) == ["unreachable"]
+    assert events(result(available=False, reason=Reason("unreachable")), result(available=False, reason=Reason("timeout"))) == [
+        "unreachable"
+    ]
     assert events(result(context=ctx)) == ["recovered"]
-    assert events(result(available=False, reason="revoked")) == ["refused"]
-    assert events(result(available=False, reason="tenant_mismatch")) == ["refused"]
-    assert events(result(available=False, reason="invalid_payload")) == []  # a call problem, not a connection state
+    assert events(result(available=False, reason=Reason("revoked"))) == ["refused"]
+    assert events(result(available=False, reason=Reason("tenant_mismatch"))) == ["refused"]
+    assert events(result(available=False, reason=Reason("invalid_payload"))) == []  # a call problem, not a connection state
     assert events(result(context=ctx), result(context=rotated)) == ["recovered", "rotated"]
-    (msg,) = HealthTracker().observe(result(available=False, reason="revoked"))
+    (msg,) = HealthTracker().observe(result(available=False, reason=Reason("revoked")))
     assert msg.subject == "acme-corp.events.poller.health"
     doc = json.loads(msg.payload)
     assert doc["reason"] == "revoked" and doc["proven"] is False and doc["agent"] == "edge-1"

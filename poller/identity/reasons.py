@@ -60,6 +60,9 @@ class Reason(StrEnum):
     USAGE = "usage"
     #: The agent was proven and answered that the checked service is not available.
     UNAVAILABLE = "unavailable"
+    #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent),
+    #: so revocation cannot be decided: fail closed.
+    CRL_EXPIRED = "crl_expired"
     #: Delivery (poller.nats): a subject that is not <tenant-slug>.<channel>.
     INVALID_SUBJECT = "invalid_subject"
     #: Delivery (poller.nats): an unusable NATS credentials file.
@@ -85,6 +88,7 @@ _REFUSALS = frozenset(
         Reason.REVOKED,
         Reason.BAD_CERTIFICATE,
         Reason.REFUSED,
+        Reason.CRL_EXPIRED,
     }
 )
 

@@ -24,19 +24,7 @@ from poller.nats.subjects import tenant_subject
 
 __all__ = ["HealthEvent", "HealthTracker"]
 
-_REFUSALS = frozenset(
-    {
-        Reason.UNTRUSTED_CHAIN,
-        Reason.TENANT_MISMATCH,
-        Reason.INVALID_CN,
-        Reason.IDENTITY_MISMATCH,
-        Reason.EXPIRED,
-        Reason.NOT_YET_VALID,
-        Reason.REVOKED,
-        Reason.BAD_CERTIFICATE,
-    }
-)
-_UNREACHABLE = frozenset({Reason.UNREACHABLE.value, "timeout"})
+_UNREACHABLE = frozenset({Reason.UNREACHABLE, Reason.TIMEOUT})
 
 
 class HealthEvent(StrEnum):
@@ -76,8 +64,8 @@ class HealthTracker:
 def _state_of(result: PollResult) -> _State | None:
     if result.context is not None:
         return _State("connected", result.context.fingerprint_sha256)
-    if result.reason in _REFUSALS:
-        return _State("refused", result.reason or "")
+    if result.reason is not None and Reason(result.reason).is_refusal:
+        return _State("refused", str(result.reason))
     if result.reason in _UNREACHABLE:
         return _State("unreachable", "")  # a timeout and a refused connection are the same state
     return None
