@@ -896,6 +896,16 @@ def test_config_check_accepts_a_nats_sink_and_refuses_service_types_that_are_not
     assert "agents.edge-1.checks[1].service_type" in err
 
 
+def test_config_check_warns_about_a_missing_nats_creds_file(tmp_path, capsys):
+    path = tmp_path / "nats.json"
+    path.write_text(
+        json.dumps({"poller_id": "p", "certs_dir": str(tmp_path), "sink": {"type": "nats", "creds": "nats/poller.creds"}})
+    )
+    assert main(["config", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: sink.creds: {tmp_path / 'nats/poller.creds'} is missing" in err
+
+
 def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
     import poller
 

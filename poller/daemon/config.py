@@ -902,6 +902,9 @@ def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:
         ca = layout.tenant_ca(tenant)
         if not ca.is_file():
             issues.append(ConfigIssue("certs_dir", f"{ca} is missing: agents of tenant {tenant} cannot be verified"))
+    creds = config.sink.creds if config.sink.type == "nats" else None
+    if creds is not None and not creds.is_file():
+        issues.append(ConfigIssue("sink.creds", f"{creds} is missing (write it with `serviceradar-poller nats-config`)"))
     return tuple(issues)
 
 

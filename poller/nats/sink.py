@@ -204,20 +204,28 @@ class JetStreamSink:
     # -- connection ----------------------------------------------------------
 
     async def _connect(self) -> None:
-        """Connect (retrying until the server answers); nats-py reconnects after that."""
+        """Connect (nats-py retries until the server answers, and reconnects after that);
+        an unexpected failure is logged and retried, never left to end the task silently."""
         options: dict[str, Any] = dict(self.creds.connect_options()) if self.creds is not None else {}
-        self.nc = await nats.connect(
-            self.settings.url,
-            name=f"serviceradar-poller {self.settings.poller_id}",
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,  # also retries the first connect: the outbox holds results meanwhile
-            reconnect_time_wait=1,
-            connect_timeout=2,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            **options,
-        )
+        delay = self.settings.retry_initial
+        while self.nc is None:
+            try:
+                self.nc = await nats.connect(
+                    self.settings.url,
+                    name=f"serviceradar-poller {self.settings.poller_id}",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,  # also retries the first connect: the outbox holds results meanwhile
+                    reconnect_time_wait=1,
+                    connect_timeout=2,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    **options,
+                )
+            except Exception as exc:  # e.g. a URL nats-py cannot use
+                log.error("nats_connect_failed", url=_safe_url(self.settings.url), error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(self.settings.retry_max, delay * 2)
         self._js = self.nc.jetstream(timeout=self.settings.publish_timeout)
         self._connected.set()
         self.metrics.connected.set(1)
