@@ -121,7 +121,7 @@ async def stream_messages_eventually(server: NatsServer, layout: Path, sink: Jet
 
 async def test_undeliverable_results_are_counted_never_silent(nats_server, nats_layout, tmp_path) -> None:
     sink = sink_for(nats_server, nats_layout, tmp_path)
-    before = sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject")
+    before = sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_channel")
     big_before = sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="too_large")
     try:
         await sink.publish(result(kind="results", service_type="has.dot"))  # no subject can carry it
@@ -130,7 +130,7 @@ async def test_undeliverable_results_are_counted_never_silent(nats_server, nats_
         assert await sink.wait_drained(30)  # the too-large one is dropped, not retried forever
     finally:
         await sink.close()
-    assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject") == before + 1
+    assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_channel") == before + 1
     assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="too_large") == big_before + 1
     msgs = await stream_messages(nats_server, nats_layout, ACME, "acme-corp.agents.status")
     assert [json.loads(m.data)["agent"] for m in msgs] == ["edge-2"]

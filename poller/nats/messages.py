@@ -19,7 +19,11 @@ from typing import Any
 from urllib.parse import quote
 
 from poller.daemon.results import PollResult
-from poller.nats.subjects import check_token, tenant_subject
+
+# The channel of a result is the handler registry's decision (one function for
+# both): the sink publishes on exactly the channel the registry checked.
+from poller.handlers import CHANNEL_HEALTH, CHANNEL_HEARTBEAT, CHANNEL_RESULTS, CHANNEL_STATUS, channel_for
+from poller.nats.subjects import tenant_subject
 
 __all__ = [
     "CHANNEL_HEALTH",
@@ -32,11 +36,6 @@ __all__ = [
     "heartbeat_message",
     "result_message",
 ]
-
-CHANNEL_STATUS = "agents.status"
-CHANNEL_RESULTS = "agents.results"  # .<service_type>
-CHANNEL_HEALTH = "events.poller.health"
-CHANNEL_HEARTBEAT = "pollers.heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +53,6 @@ def encode(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
-def channel_for(result: PollResult) -> str:
-    """The channel (the part after the tenant) a result is published on.
-
-    Status checks go to `agents.status`; results and reassembled streams to
-    `agents.results.<service_type>`; health transitions to `events.poller.health`.
-    """
-    if result.kind == "status":
-        return CHANNEL_STATUS
-    if result.kind == "health":
-        return CHANNEL_HEALTH
-    return f"{CHANNEL_RESULTS}.{check_token(result.service_type)}"  # one token: a '.' would make a deeper channel
-
-
 _PLAIN = re.compile(r"[A-Za-z0-9=._-]*")
 
 
@@ -80,7 +66,8 @@ def _stamp(at: float) -> str:
 
 
 def result_message(result: PollResult) -> Message:
-    """The message of a result; raises SubjectError if its tenant or service type cannot make a subject."""
+    """The message of a result; raises SubjectError (tenant) or ResultRefused (invalid_channel)
+    if it cannot make a subject."""
     parts = [result.poller_id, result.agent, result.kind, result.service_type, result.service_name]
     if result.current_sequence:
         parts.append(f"seq={result.current_sequence}")

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from poller.daemon.config import PollerConfig
 from poller.daemon.results import PollResult
-from poller.identity.reasons import PollerError
+from poller.identity.reasons import PollerError, ResultRefused
 from poller.logs import get_logger
 from poller.nats.creds import NatsCredentials, load_credentials
 from poller.nats.health import HealthTracker
@@ -152,7 +152,7 @@ class JetStreamSink:
         await self.start()
         try:
             messages = [result_message(result), *self.health.observe(result)]
-        except SubjectError as err:
+        except (SubjectError, ResultRefused) as err:
             # Never silent: the result has no subject it may go to (e.g. a service type with a '.').
             self.metrics.undeliverable.labels(tenant=result.tenant, reason=err.reason.value).inc()
             log.error(
@@ -168,10 +168,9 @@ class JetStreamSink:
         for message in messages:
             await self._publish_direct(message)
 
-    async def flush(self, timeout: float = 2.0) -> None:
-        """While connected, give the sender up to `timeout` to empty the outbox (it is durable either way)."""
-        if self.connected:
-            await self.wait_drained(timeout)
+    async def flush(self) -> None:
+        """Nothing to do: publish() already made each result durable (the registry calls
+        this at the end of every cycle, so it must not wait on the network)."""
 
     async def wait_drained(self, timeout: float) -> bool:
         """True once the outbox is empty (everything acked), False at the timeout."""
@@ -185,8 +184,11 @@ class JetStreamSink:
             return False
         return True
 
-    async def close(self) -> None:
-        """Stop sending (what is not acked stays in the outbox for the next start) and disconnect."""
+    async def close(self, drain: float = 2.0) -> None:
+        """While connected, give the sender up to `drain` seconds to empty the outbox; then stop
+        (what is not acked stays in the outbox for the next start) and disconnect."""
+        if self.connected:
+            await self.wait_drained(drain)
         self._closing.set()
         self._wake.set()
         for task in self._tasks:
