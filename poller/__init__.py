@@ -31,6 +31,7 @@ from poller.identity.certinfo import CertificateError
 from poller.identity.platform import PlatformIdentity
 from poller.identity.reasons import AgentFailure, InvalidArgument, InvalidPayload, PermissionDenied, ResultRefused
 from poller.metrics import PollerMetrics
+from poller.nats.subjects import SubjectError, tenant_from_subject, tenant_subject
 from poller.pki.errors import PkiError
 from poller.policy import (
     Access,
@@ -75,6 +76,7 @@ __all__ = [
     "Reason",
     "ResultRefused",
     "StreamDocument",
+    "SubjectError",
     "TenantContext",
     "TrustStore",
     "TrustStoreError",
@@ -88,6 +90,8 @@ __all__ = [
     "dial_agent",
     "platform_admin",
     "same_tenant",
+    "tenant_from_subject",
     "tenant_in",
+    "tenant_subject",
     "verify_agent_chain",
 ]
