@@ -21,6 +21,13 @@ class Reason(StrEnum):
     REVOKED = "revoked"
     BAD_CERTIFICATE = "bad_certificate"
     UNREACHABLE = "unreachable"
+    # Onboarding packages (poller.onboard): what is wrong with the archive itself.
+    BAD_PACKAGE = "bad_package"
+    INCOMPLETE_PACKAGE = "incomplete_package"
+    UNEXPECTED_MEMBER = "unexpected_member"
+    UNSAFE_MEMBER = "unsafe_member"
+    KEY_MISMATCH = "key_mismatch"
+    FORBIDDEN_MATERIAL = "forbidden_material"
 
     def __str__(self) -> str:
         return self.value
