@@ -285,6 +285,12 @@ def test_not_an_archive(snapshot: TrustSnapshot) -> None:
     assert refused(gzip.compress(b"not a tar"), snapshot).reason is Reason.BAD_PACKAGE
 
 
+def test_gzip_bomb_is_refused_before_tar_reads_it(snapshot: TrustSnapshot) -> None:
+    # 64 MiB of zeros is a ~64 KiB gzip: under the archive limit, far over the tar limit.
+    assert refused(gzip.compress(bytes(64 << 20)), snapshot).reason is Reason.BAD_PACKAGE
+    assert refused(gzip.compress(b"x" * 100)[:-12], snapshot).reason is Reason.BAD_PACKAGE  # truncated
+
+
 def test_oversized_member_is_refused_before_it_is_read(made: bytes, snapshot: TrustSnapshot) -> None:
     big = b"A" * (300 << 10)
     assert refused(repack(made, replace={"config.json": big}), snapshot).reason is Reason.BAD_PACKAGE

@@ -28,6 +28,7 @@ from poller.onboard.members import DIRECTORIES, MEMBERS
 
 #: Bounds: a package is a few kilobytes of PEM and JSON.
 MAX_ARCHIVE_BYTES = 1 << 20
+MAX_TAR_BYTES = 4 << 20  # decompressed: a gzip bomb stops here, before tarfile sees it
 MAX_MEMBER_BYTES = 256 << 10
 MAX_MEMBERS = 64
 
@@ -81,9 +82,9 @@ def read_archive_bytes(blob: bytes) -> dict[str, MemberFile]:
     """read_archive for an archive already in memory."""
     files: dict[str, MemberFile] = {}
     seen: set[str] = set()
-    total = 0
+    tar_bytes = _gunzip(blob)
     try:
-        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
             count = 0
             while (member := tar.next()) is not None:
                 count += 1
@@ -100,7 +101,6 @@ def read_archive_bytes(blob: bytes) -> dict[str, MemberFile]:
                     raise PackageRefused(Reason.UNEXPECTED_MEMBER, f"{member.name!r} is not part of an onboarding package")
                 if member.size > MAX_MEMBER_BYTES:
                     raise PackageRefused(Reason.BAD_PACKAGE, f"{name} is {member.size} bytes, more than {MAX_MEMBER_BYTES}")
-                total += member.size
                 extracted = tar.extractfile(member)
                 if extracted is None:  # pragma: no cover - regular files always have data
                     raise PackageRefused(Reason.BAD_PACKAGE, f"{name} has no data")
@@ -110,12 +110,32 @@ def read_archive_bytes(blob: bytes) -> dict[str, MemberFile]:
                 files[name] = MemberFile(name=name, mode=member.mode & 0o7777, data=data)
     except PackageRefused:
         raise
-    except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
-        raise PackageRefused(Reason.BAD_PACKAGE, f"not a readable tar.gz archive ({type(exc).__name__})") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise PackageRefused(Reason.BAD_PACKAGE, f"not a readable tar archive inside the gzip ({type(exc).__name__})") from None
     missing = sorted(set(MEMBERS) - set(files))
     if missing:
         raise PackageRefused(Reason.INCOMPLETE_PACKAGE, f"missing {', '.join(missing)}")
     return files
+
+
+def _gunzip(blob: bytes) -> bytes:
+    """The tar inside the gzip layer(s), never more than MAX_TAR_BYTES of it."""
+    out = bytearray()
+    rest = blob
+    try:
+        while rest:
+            unpack = zlib.decompressobj(wbits=31)  # gzip header and trailer required
+            out += unpack.decompress(rest, MAX_TAR_BYTES + 1 - len(out))
+            if len(out) > MAX_TAR_BYTES or unpack.unconsumed_tail:
+                raise PackageRefused(Reason.BAD_PACKAGE, f"decompresses to more than {MAX_TAR_BYTES} bytes")
+            if not unpack.eof:
+                raise PackageRefused(Reason.BAD_PACKAGE, "the gzip data is truncated")
+            rest = unpack.unused_data  # a further gzip member (concatenated .gz files are one file)
+    except zlib.error:
+        raise PackageRefused(Reason.BAD_PACKAGE, "not a gzip file") from None
+    if not out:
+        raise PackageRefused(Reason.BAD_PACKAGE, "empty archive")
+    return bytes(out)
 
 
 def _check_type(member: tarfile.TarInfo, name: str) -> None:
