@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from poller.testing.forge import ForgePki
+from poller.testing.nats_server import NatsServer
 from poller.testing.pytest_plugin import MockAgentFactory, PollerDaemonFactory
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -150,3 +151,19 @@ async def test_results_also_go_to_the_service_sink(mock_agent: MockAgentFactory,
     assert service.got and set(service.got) == {"xyz-inc"}
     await poller.stop()
     assert service.closed
+
+
+async def test_nats_server_is_a_real_server(nats_server: NatsServer) -> None:
+    import nats
+
+    client = await nats.connect(nats_server.url)
+    try:
+        sub = await client.subscribe("acme-corp.agents.status")
+        await client.publish("acme-corp.agents.status", b"up")
+        message = await sub.next_msg(timeout=5)
+        assert (message.subject, message.data) == ("acme-corp.agents.status", b"up")
+        stream = await client.jetstream().add_stream(name="tenant-acme-corp", subjects=["acme-corp.>"])
+        assert stream.config.name == "tenant-acme-corp"
+    finally:
+        await client.close()
+    assert nats_server.running

@@ -22,6 +22,9 @@ Fixtures:
   started for; results go to the harness (and to `sink`, your service's
   publish/flush/close object). A cycle runs at once, then every poll_interval;
   `await poller.wait_for_results(n, tenant=..., agent=...)` waits for them.
+- `nats_server`: a real nats-server (poller.testing.NatsServer, JetStream on)
+  on 127.0.0.1 with its store in a temporary directory; `.url` to connect,
+  `.stop()` / `.start()` to play an outage (same port, same store).
 
 >>> async def test_isolation(mock_agent, poller_daemon):  # doctest: +SKIP
 ...     await mock_agent("acme-corp")
@@ -35,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from poller.daemon.sinks import MemorySink, Sink
     from poller.testing.forge import ForgedCert, ForgePki
     from poller.testing.mock_agent import MockAgent
+    from poller.testing.nats_server import NatsServer
 
 try:
     import pytest_asyncio
@@ -272,3 +276,12 @@ async def poller_daemon(
         yield factory
     finally:
         await factory.stop_all()
+
+
+@pytest.fixture
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on 127.0.0.1, stopped after the test."""
+    from poller.testing.nats_server import NatsServer
+
+    with NatsServer(store_dir=tmp_path_factory.mktemp("nats") / "jetstream") as server:
+        yield server
