@@ -219,6 +219,22 @@ def test_certificate_from_another_tenants_ca(pki: ForgePki, made: bytes, snapsho
     assert "tenant-xyz-inc" in err.detail
 
 
+def test_certificate_and_key_from_another_tenant_keeping_the_chain_file(
+    pki: ForgePki, made: bytes, snapshot: TrustSnapshot
+) -> None:
+    forged = pki.agent(ACME, "agent-042", "site-a", issuer_tenant=XYZ, dns=[])
+    err = refused(repack(made, replace={"certs/component.pem": forged.leaf_pem, KEY: forged.key_pem}), snapshot)
+    assert err.reason is Reason.TENANT_MISMATCH
+
+
+def test_chain_file_that_serves_another_certificate(pki: ForgePki, made: bytes, snapshot: TrustSnapshot) -> None:
+    other = pki.agent(ACME, "agent-042", "site-a")  # same tenant, same names, another key
+    err = refused(repack(made, replace={"certs/component-chain.pem": other.chain_pem}), snapshot)
+    assert err.reason is Reason.IDENTITY_MISMATCH
+    xyz_chain = members(made)["certs/component.pem"][1] + pki.tenant_ca_pem(XYZ)
+    assert refused(repack(made, replace={"certs/component-chain.pem": xyz_chain}), snapshot).reason is Reason.TENANT_MISMATCH
+
+
 def test_ca_file_of_another_tenant(pki: ForgePki, made: bytes, snapshot: TrustSnapshot) -> None:
     assert refused(repack(made, replace={"certs/ca.pem": pki.tenant_ca_pem(XYZ)}), snapshot).reason is Reason.TENANT_MISMATCH
     chain = pki.tenant_ca_pem(XYZ) + pki.root_pem

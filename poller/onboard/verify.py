@@ -114,8 +114,6 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
 
     if not key_matches(leaf, key):
         raise PackageRefused(Reason.KEY_MISMATCH, f"{COMPONENT_KEY} is not the private key of {COMPONENT_CERT}")
-    if served[0] != leaf:
-        raise PackageRefused(Reason.IDENTITY_MISMATCH, f"{COMPONENT_CHAIN} does not start with {COMPONENT_CERT}")
 
     config = _config(files)
     _check_config_names(config, leaf)
@@ -124,11 +122,14 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
         trust = _package_trust(tenant, tenant_ca, root)
     elif tenant not in trust.tenants:
         raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"the certs directory has no CA for tenant {tenant!r}")
+    # The leaf alone: the anchor is the tenant CA itself, so no intermediate is needed,
+    # and what the chain files say is checked against the proven CA afterwards.
     context = verify_agent_chain(
-        served, tenant=tenant, trust=trust, component=config["component_id"], partition=config["partition"]
+        [leaf], tenant=tenant, trust=trust, component=config["component_id"], partition=config["partition"]
     )
     _check_spiffe(config, context)
-    _check_authorities(trust.tenants[tenant], trust, tenant_ca, tenant_chain, root, served)
+    _check_authorities(trust.tenants[tenant], trust, tenant_ca, tenant_chain, root)
+    _check_served(served, leaf, trust.tenants[tenant], trust)
     return VerifiedPackage(context=context, config=config, files=files)
 
 
@@ -253,36 +254,42 @@ def _authority(slug: str, cert: x509.Certificate) -> TenantAuthority:
     )
 
 
+def _foreign(name: str, cert: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot) -> IdentityRefused:
+    """A CA file that is not the expected tenant's: another tenant's (tenant_mismatch) or unknown."""
+    other = trust.tenant_by_spki(certinfo.spki_sha256(cert))
+    if other is not None and other.slug != expected.slug:
+        return IdentityRefused(Reason.TENANT_MISMATCH, f"{name} carries tenant {other.slug!r}'s CA, not {expected.ca_cn}")
+    what = certinfo.subject_cn(cert) or "an unknown certificate"
+    return IdentityRefused(Reason.UNTRUSTED_CHAIN, f"{name} carries {what!r}, not {expected.ca_cn} of the certs directory")
+
+
+def _check_served(
+    served: list[x509.Certificate], leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot
+) -> None:
+    """component-chain.pem, what the agent will present, is the proven leaf and its tenant CA."""
+    if served[0] != leaf:
+        raise IdentityRefused(Reason.IDENTITY_MISMATCH, f"{COMPONENT_CHAIN} does not start with {COMPONENT_CERT}")
+    if served[1:] != [expected.cert]:
+        odd = next((c for c in served[1:] if c != expected.cert), None)
+        if odd is None:
+            raise PackageRefused(Reason.BAD_PACKAGE, f"{COMPONENT_CHAIN} must be {COMPONENT_CERT} followed by {TENANT_CA}")
+        raise _foreign(COMPONENT_CHAIN, odd, expected, trust)
+
+
 def _check_authorities(
     expected: TenantAuthority,
     trust: TrustSnapshot,
     tenant_ca: x509.Certificate,
     tenant_chain: list[x509.Certificate],
     root: x509.Certificate,
-    served: list[x509.Certificate],
 ) -> None:
     """The package's CA files are exactly the tenant's CA and the platform root."""
-
-    def which(cert: x509.Certificate) -> str:
-        other = trust.tenant_by_spki(certinfo.spki_sha256(cert))
-        return f"tenant {other.slug!r}'s CA" if other is not None else (certinfo.subject_cn(cert) or "an unknown certificate")
-
-    def refuse(name: str, cert: x509.Certificate) -> IdentityRefused:
-        other = trust.tenant_by_spki(certinfo.spki_sha256(cert))
-        reason = Reason.TENANT_MISMATCH if other is not None and other.slug != expected.slug else Reason.UNTRUSTED_CHAIN
-        return IdentityRefused(reason, f"{name} carries {which(cert)}, not {expected.ca_cn} of the certs directory")
-
     if tenant_ca != expected.cert:
-        raise refuse(TENANT_CA, tenant_ca)
+        raise _foreign(TENANT_CA, tenant_ca, expected, trust)
     if trust.root is not None and root != trust.root:
-        raise refuse(ROOT_CA, root)
+        raise _foreign(ROOT_CA, root, expected, trust)
     if tenant_chain != [expected.cert, root]:
-        odd = next((c for c in tenant_chain if c not in (expected.cert, root)), tenant_chain[0])
-        if odd in (expected.cert, root):
+        odd = next((c for c in tenant_chain if c not in (expected.cert, root)), None)
+        if odd is None:
             raise PackageRefused(Reason.BAD_PACKAGE, f"{TENANT_CHAIN} must be {TENANT_CA} followed by {ROOT_CA}")
-        raise refuse(TENANT_CHAIN, odd)
-    if served[1:] != [expected.cert]:
-        odd = next((c for c in served[1:] if c != expected.cert), served[0])
-        if odd == served[0]:
-            raise PackageRefused(Reason.BAD_PACKAGE, f"{COMPONENT_CHAIN} must be {COMPONENT_CERT} followed by {TENANT_CA}")
-        raise refuse(COMPONENT_CHAIN, odd)
+        raise _foreign(TENANT_CHAIN, odd, expected, trust)
