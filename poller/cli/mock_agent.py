@@ -73,7 +73,10 @@ def _parse_listen(listen: str) -> tuple[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that other commands' --help does not load grpc.
+    from poller.logs import configure_logging
     from poller.testing.mock_agent import MockAgent, MockAgentError
+
+    configure_logging("auto")  # stderr: stdout carries only the port
 
     if (args.cert is None) != (args.key is None):
         print("error: --cert and --key go together", file=sys.stderr)

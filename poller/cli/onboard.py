@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.identity.names import InvalidName
 from poller.identity.reasons import PollerError
+from poller.logs import configure_logging
 from poller.onboard import (
     PACKAGE_TYPES,
     ExtractError,
@@ -65,6 +67,7 @@ def register(sub: Any) -> None:
         "--certs", dest="verify_certs", type=Path, required=True, metavar="DIR", help="certs directory to check against"
     )
     v.add_argument("--extract", type=Path, metavar="DIR", help="after a successful check, unpack into DIR (new or empty)")
+    v.add_argument("-v", "--verbose", action="store_true", help="log the audit line to stderr")
     v.set_defaults(func=run_verify)
 
 
@@ -79,6 +82,7 @@ def _usage(message: str) -> int:
 
 
 def run_create(args: argparse.Namespace) -> int:
+    configure_logging("auto")  # issuing a certificate is always audited (stderr)
     needed: list[tuple[str, object]] = [("--certs", args.certs), ("--tenant", args.tenant), ("--component", args.component)]
     needed += [("--partition", args.partition), ("--type", args.component_type), ("--out", args.out)]
     missing = [flag for flag, value in needed if value is None]
@@ -108,6 +112,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    configure_logging("auto", level=logging.INFO if args.verbose else logging.ERROR)
     try:
         trust = TrustStore(args.verify_certs, require_client=False).snapshot
     except TrustStoreError as exc:

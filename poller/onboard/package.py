@@ -18,8 +18,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from poller.identity.names import format_edge_cn
-from poller.onboard.archive import write_archive
+from poller.onboard.archive import read_archive_bytes, write_archive
 from poller.onboard.members import (
     COMPONENT_CERT,
     COMPONENT_CHAIN,
@@ -32,12 +34,14 @@ from poller.onboard.members import (
     TENANT_CHAIN,
     agent_config,
 )
-from poller.onboard.verify import VerifiedPackage, verify_package_bytes
+from poller.onboard.verify import VerifiedPackage, verify_files
 from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority
 from poller.pki.build import cert_pem, chain_pem
 from poller.pki.errors import PkiError
 from poller.pki.files import PRIVATE_MODE, atomic_write, read_certificate
 from poller.trust.store import TrustStore
+
+audit = structlog.get_logger("poller.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,20 @@ def create_package(
     data = write_archive(files)
     # The same checks `onboard verify` makes: a package that would not verify is never handed out.
     trust = TrustStore(layout.root, require_client=False).snapshot
-    return Package(data=data, verified=verify_package_bytes(data, trust=trust))
+    verified = verify_files(read_archive_bytes(data), trust=trust)  # audited below as the issuance
+    ctx = verified.context
+    audit.info(
+        "package_issued",
+        audit=True,
+        tenant=ctx.tenant,
+        component=ctx.component_id,
+        partition=ctx.partition_id,
+        component_type=ctx.component_type,
+        serial=ctx.serial,
+        fingerprint=ctx.fingerprint_sha256,
+        not_after=ctx.as_dict()["not_after"],
+    )
+    return Package(data=data, verified=verified)
 
 
 def write_package(path: Path, package: Package, *, force: bool = False) -> None:

@@ -23,10 +23,12 @@ verify_package() runs the checks in order and stops at the first refusal:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -52,6 +54,8 @@ from poller.trust.store import TenantAuthority, TrustSnapshot
 from poller.trust.verify import verify_agent_chain
 
 _PRIVATE = b"PRIVATE KEY"
+
+audit = structlog.get_logger("poller.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +90,40 @@ def verify_package(path: Path, *, trust: TrustSnapshot | None = None) -> Verifie
     that directory's CA of the config's tenant; without it, only to the
     package's own CA files (enough for a mock agent to serve it, not proof).
     """
-    return verify_files(read_archive(path), trust=trust)
+    return _audited(str(path), lambda: verify_files(read_archive(path), trust=trust))
 
 
 def verify_package_bytes(blob: bytes, *, trust: TrustSnapshot | None = None) -> VerifiedPackage:
     """verify_package for an archive in memory."""
-    return verify_files(read_archive_bytes(blob), trust=trust)
+    return _audited("(in memory)", lambda: verify_files(read_archive_bytes(blob), trust=trust))
+
+
+def _audited(source: str, check: Callable[[], VerifiedPackage]) -> VerifiedPackage:
+    """Run the checks and write the decision to the audit log (never key material)."""
+    try:
+        verified = check()
+    except (PackageRefused, IdentityRefused) as err:
+        audit.warning(
+            "package_refused",
+            audit=True,
+            package=source,
+            reason=err.reason.value,
+            detail=err.detail,
+            serial=getattr(err, "peer", {}).get("serial"),
+        )
+        raise
+    ctx = verified.context
+    audit.info(
+        "package_verified",
+        audit=True,
+        package=source,
+        tenant=ctx.tenant,
+        component=ctx.component_id,
+        partition=ctx.partition_id,
+        serial=ctx.serial,
+        fingerprint=ctx.fingerprint_sha256,
+    )
+    return verified
 
 
 def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = None) -> VerifiedPackage:
