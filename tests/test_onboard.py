@@ -290,6 +290,14 @@ def test_world_readable_key(made: bytes, snapshot: TrustSnapshot) -> None:
     assert refused(repack(made, modes={KEY: 0o644}), snapshot).reason is Reason.UNSAFE_MEMBER
 
 
+def test_repacked_with_default_modes_still_names_the_edit(made: bytes, snapshot: TrustSnapshot) -> None:
+    # A tamperer who rebuilds the archive with tarfile's default 0644 everywhere:
+    # the refusal names the edited tenant, not the key's mode.
+    config = json.dumps(config_of(made) | {"tenant": XYZ}).encode()
+    all_0644 = dict.fromkeys(MEMBERS, 0o644)
+    assert refused(repack(made, replace={"config.json": config}, modes=all_0644), snapshot).reason is Reason.TENANT_MISMATCH
+
+
 @pytest.mark.parametrize("name", sorted(MEMBERS))
 def test_missing_member(made: bytes, snapshot: TrustSnapshot, name: str) -> None:
     err = refused(repack(made, drop=(name,)), snapshot)

@@ -3,7 +3,7 @@
 verify_package() runs the checks in order and stops at the first refusal:
 
 1. the archive (poller.onboard.archive): only the expected plain files, safe
-   names, the key 0600;
+   names, bounded sizes;
 2. every PEM member holds what its name says and nothing else (a private key
    anywhere but component-key.pem is forbidden material);
 3. the key belongs to the certificate (key_mismatch);
@@ -13,7 +13,9 @@ verify_package() runs the checks in order and stops at the first refusal:
    the poller uses when it dials: against the certs directory's tenant CA
    when a trust snapshot is given, else against the package's own CA files;
 6. the CA files in the package are that tenant's CA and the platform root,
-   never another tenant's.
+   never another tenant's, and component-chain.pem is the leaf and that CA;
+7. the key is mode 0600 in the archive (checked last, so that a package
+   repacked with default modes still shows what else was changed).
 
 >>> found = verify_package(Path("agent.tar.gz"), trust=TrustStore("certs", require_client=False).snapshot)  # doctest: +SKIP
 >>> found.context.tenant  # doctest: +SKIP
@@ -128,11 +130,6 @@ def _audited(source: str, check: Callable[[], VerifiedPackage]) -> VerifiedPacka
 
 def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = None) -> VerifiedPackage:
     """Checks 1-6 of the module docstring on already-read members."""
-    key_member = files[COMPONENT_KEY]
-    if key_member.mode & 0o077:
-        raise PackageRefused(
-            Reason.UNSAFE_MEMBER, f"{COMPONENT_KEY} has mode {key_member.mode:04o} in the archive; a private key must be 0600"
-        )
     for name, member in files.items():
         if name != COMPONENT_KEY and _PRIVATE in member.data:
             raise PackageRefused(Reason.FORBIDDEN_MATERIAL, f"{name} contains a private key; only {COMPONENT_KEY} may")
@@ -162,6 +159,12 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
     _check_spiffe(config, context)
     _check_authorities(trust.tenants[tenant], trust, tenant_ca, tenant_chain, root)
     _check_served(served, leaf, trust.tenants[tenant], trust)
+    # Last, so that a repacked package shows what was changed in it before this.
+    key_mode = files[COMPONENT_KEY].mode
+    if key_mode & 0o077:
+        raise PackageRefused(
+            Reason.UNSAFE_MEMBER, f"{COMPONENT_KEY} has mode {key_mode:04o} in the archive; a private key must be 0600"
+        )
     return VerifiedPackage(context=context, config=config, files=files)
 
 
