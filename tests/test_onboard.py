@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from structlog.testing import capture_logs
 
 from poller.identity.reasons import IdentityRefused, PollerError, Reason
 from poller.onboard import (
@@ -349,21 +348,17 @@ def test_repacked_with_directory_entries_still_verifies(made: bytes, snapshot: T
     assert verify_package_bytes(gzip.compress(raw.getvalue()), trust=snapshot).context.tenant == ACME
 
 
-def test_decisions_are_audited_without_key_material(pki: ForgePki, snapshot: TrustSnapshot) -> None:
-    with capture_logs() as logs:
-        package = create_package(pki.directory, tenant=ACME, component_id="agent-5", partition_id="p")
-        verify_package_bytes(package.data, trust=snapshot)
-        with pytest.raises(PackageRefused):
-            verify_package_bytes(repack(package.data, replace={KEY: key_pem(new_key())}), trust=snapshot)
+def test_decisions_are_audited_without_key_material(pki: ForgePki, snapshot: TrustSnapshot, log_events) -> None:
+    package = create_package(pki.directory, tenant=ACME, component_id="agent-5", partition_id="p")
+    verify_package_bytes(package.data, trust=snapshot)
+    with pytest.raises(PackageRefused):
+        verify_package_bytes(repack(package.data, replace={KEY: key_pem(new_key())}), trust=snapshot)
+    logs = [e for e in log_events() if e["logger"] == "poller.audit"]
     events = [(e["event"], e.get("tenant"), e.get("reason")) for e in logs]
     assert events == [("package_issued", ACME, None), ("package_verified", ACME, None), ("package_refused", None, "key_mismatch")]
     assert all(e.get("audit") is True for e in logs)
-    assert e_serials(logs)[:2] == [package.verified.context.serial] * 2
+    assert [e["serial"] for e in logs[:2]] == [package.verified.context.serial] * 2
     assert "PRIVATE KEY" not in repr(logs)
-
-
-def e_serials(logs: list[dict]) -> list[str]:
-    return [e["serial"] for e in logs if "serial" in e]
 
 
 # --- extraction ---------------------------------------------------------------------------

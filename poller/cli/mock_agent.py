@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from poller.address import split_host_port
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.identity.names import InvalidName, format_edge_cn
+from poller.identity.reasons import InvalidArgument
 from poller.trust.layout import CertsLayout
 
 if TYPE_CHECKING:
@@ -56,21 +58,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
-def _parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"--listen {listen!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"--listen {listen!r}: port {port!r} is not a number") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"--listen {listen!r}: port out of range")
-    return host, number
-
-
 def run(args: argparse.Namespace) -> int:
     # Imported here so that other commands' --help does not load grpc.
     from poller.logs import configure_logging
@@ -104,9 +91,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         cn = format_edge_cn(args.component, args.partition, args.tenant)
-        host, port = _parse_listen(args.listen)
-    except (InvalidName, ValueError) as exc:
+        host, port = split_host_port(args.listen, listen=True)
+    except InvalidName as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InvalidArgument as exc:
+        print(f"error: --listen: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
     kw = _agent_options(args, host, port, args.component)
@@ -145,7 +135,7 @@ def _agent_options(args: argparse.Namespace, host: str, port: int, component: st
         behaviour.delay = args.delay
     return dict(
         behaviour=behaviour,
-        host=host,
+        host=host or "0.0.0.0",  # an empty host listens on every interface
         port=port,
         platform_clients_only=args.platform_clients_only,
         agent_id=args.agent_id or component,
@@ -154,27 +144,31 @@ def _agent_options(args: argparse.Namespace, host: str, port: int, component: st
 
 def _run_package(args: argparse.Namespace) -> int:
     """Serve the certificate of an onboarding package, after checking the package."""
-    from poller.identity.reasons import PollerError
-    from poller.onboard import verify_package
+    from poller.identity.reasons import IdentityRefused
+    from poller.onboard import PackageRefused, verify_package
     from poller.testing.mock_agent import MockAgent, MockAgentError
     from poller.trust.store import TrustStore, TrustStoreError
 
     try:
-        host, port = _parse_listen(args.listen)
+        host, port = split_host_port(args.listen, listen=True)
+    except InvalidArgument as exc:
+        print(f"error: --listen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         trust = TrustStore(args.certs, require_client=False).snapshot if args.certs is not None else None
-    except (ValueError, TrustStoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except TrustStoreError as exc:
+        print(f"error: cannot load certs directory {args.certs}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         package = verify_package(args.package, trust=trust)
-    except PollerError as err:
+    except (PackageRefused, IdentityRefused) as err:
         print(f"error: package {args.package} refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
     except OSError as exc:
         print(f"error: cannot read {args.package}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    client_ca = args.client_ca.read_bytes() if args.client_ca is not None else package.root_pem
     try:
+        client_ca = args.client_ca.read_bytes() if args.client_ca is not None else package.root_pem
         agent = MockAgent(
             cert_chain_pem=package.chain_pem,
             key_pem=package.key_pem,

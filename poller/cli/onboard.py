@@ -19,11 +19,12 @@ from typing import Any
 
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.identity.names import InvalidName
-from poller.identity.reasons import PollerError
+from poller.identity.reasons import IdentityRefused
 from poller.logs import configure_logging
 from poller.onboard import (
     PACKAGE_TYPES,
     ExtractError,
+    PackageRefused,
     create_package,
     verify_package,
     write_package,
@@ -103,10 +104,10 @@ def run_create(args: argparse.Namespace) -> int:
             days=args.days,
         )
         write_package(args.out, made, force=args.force)
+    except (PackageRefused, IdentityRefused) as exc:  # the self-check refused it: the certs directory is inconsistent
+        return _usage(f"the package made from {args.certs} does not verify: {exc}")
     except (InvalidName, PkiError, TrustStoreError, OSError) as exc:
         return _usage(str(exc))
-    except PollerError as exc:  # the self-check refused what the PKI made: the certs directory is inconsistent
-        return _usage(f"the package made from {args.certs} does not verify: {exc}")
     _emit({"written": str(args.out), **made.verified.as_dict()})
     return EXIT_OK
 
@@ -119,7 +120,7 @@ def run_verify(args: argparse.Namespace) -> int:
         return _usage(f"cannot load certs directory {args.verify_certs}: {exc}")
     try:
         verified = verify_package(args.package, trust=trust)
-    except PollerError as err:
+    except (PackageRefused, IdentityRefused) as err:
         _emit({"valid": False, "reason": err.reason.value, "detail": err.detail})
         return EXIT_REFUSED
     except OSError as exc:

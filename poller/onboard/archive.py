@@ -36,9 +36,19 @@ MAX_MEMBERS = 64
 class PackageRefused(PollerError):
     """An onboarding package is not acceptable; `reason` says why, `detail` names the member.
 
+    (A certificate in the package that does not prove its tenant is an
+    IdentityRefused instead, with the same reasons the dialer uses.)
+
     >>> PackageRefused(Reason.UNSAFE_MEMBER, "../evil: path leaves the package").reason.value
     'unsafe_member'
     """
+
+    reason: Reason
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

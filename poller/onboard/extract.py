@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from poller.identity.reasons import PollerError
 from poller.onboard.members import CERTS_DIR, MEMBERS
 from poller.onboard.verify import VerifiedPackage, verify_package
 from poller.pki.files import atomic_write
 from poller.trust.store import TrustSnapshot
 
 
-class ExtractError(OSError):
+class ExtractError(PollerError, OSError):
     """The target directory cannot safely receive the package."""
 
 

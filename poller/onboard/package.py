@@ -18,9 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
 from poller.identity.names import format_edge_cn
+from poller.logs import get_logger
 from poller.onboard.archive import read_archive_bytes, write_archive
 from poller.onboard.members import (
     COMPONENT_CERT,
@@ -41,7 +40,7 @@ from poller.pki.errors import PkiError
 from poller.pki.files import PRIVATE_MODE, atomic_write, read_certificate
 from poller.trust.store import TrustStore
 
-audit = structlog.get_logger("poller.audit")
+audit = get_logger("poller.audit")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -39,6 +38,7 @@ from poller.identity.certinfo import CertificateError
 from poller.identity.context import TenantContext
 from poller.identity.names import InvalidName, check_label, parse_tenant_ca_cn
 from poller.identity.reasons import IdentityRefused, Reason
+from poller.logs import get_logger
 from poller.onboard.archive import MemberFile, PackageRefused, read_archive, read_archive_bytes
 from poller.onboard.members import (
     COMPONENT_CERT,
@@ -57,7 +57,7 @@ from poller.trust.verify import verify_agent_chain
 
 _PRIVATE = b"PRIVATE KEY"
 
-audit = structlog.get_logger("poller.audit")
+audit = get_logger("poller.audit")
 
 
 @dataclass(frozen=True, slots=True)

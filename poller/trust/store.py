@@ -14,7 +14,9 @@ replaces a good state.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
 from poller.identity.names import InvalidName, parse_tenant_ca_cn
+from poller.identity.reasons import PollerError
 from poller.trust.layout import CertsLayout
 
 
-class TrustStoreError(Exception):
+class TrustStoreError(PollerError):
     """The certs directory could not be loaded; `problems` lists every reason."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -117,7 +120,7 @@ class TrustStore:
         self._client_cert = Path(client_cert) if client_cert else self.layout.service_cert("poller")
         self._client_key = Path(client_key) if client_key else self.layout.service_key("poller")
         self._require_client = require_client
-        self._chain_tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._chain_tmp: Path | None = None
         self._snapshot = self._read()
 
     @classmethod
@@ -222,9 +225,12 @@ class TrustStore:
     def _write_chain(self, chain: list[x509.Certificate]) -> Path:
         # ssl.SSLContext.load_cert_chain reads files only; the assembled chain
         # (public certificates, no key) goes to a private temporary directory.
+        # Removed when the store is collected or at exit, without the
+        # ResourceWarning a TemporaryDirectory left to its finalizer gives.
         if self._chain_tmp is None:
-            self._chain_tmp = tempfile.TemporaryDirectory(prefix="poller-chain-")
-        path = Path(self._chain_tmp.name) / "client-chain.pem"
+            self._chain_tmp = Path(tempfile.mkdtemp(prefix="poller-chain-"))
+            weakref.finalize(self, shutil.rmtree, self._chain_tmp, ignore_errors=True)
+        path = self._chain_tmp / "client-chain.pem"
         path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
         return path
 

@@ -6,7 +6,7 @@ each of which either passes or refuses with one reason code; only a chain that
 passes all of them yields a TenantContext.
 
 The anchor is the expected tenant's intermediate CA, never the platform root
-(DESIGN.md invariant 2): with the root as anchor, tenant B's CA could mint a
+(invariant 2 of docs/design.md): with the root as anchor, tenant B's CA could mint a
 certificate that says "acme-corp" and pass.
 
 >>> ctx = verify_agent_chain(chain_der, tenant="acme-corp", trust=store.snapshot)  # doctest: +SKIP
@@ -133,7 +133,7 @@ def _check_cn(leaf: x509.Certificate, expected: TenantAuthority, refuse: _Refuse
     except InvalidName as exc:
         raise refuse(Reason.INVALID_CN, str(exc)) from None
     if name.tenant != expected.slug:
-        # Issued by the expected CA but naming another tenant (invariant 4).
+        # Issued by the expected CA but naming another tenant (invariant 4 of docs/design.md).
         raise refuse(Reason.TENANT_MISMATCH, f"CN names tenant {name.tenant!r} but was issued by {expected.ca_cn}")
     return name
 
