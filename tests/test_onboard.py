@@ -430,7 +430,7 @@ def test_cli_onboard_then_verify(pki: ForgePki, tmp_path: Path) -> None:
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     doc = json.loads(made.stdout)
-    assert (doc["written"], doc["tenant"], doc["component_type"]) == (str(out), ACME, "checker")
+    assert (doc["created"], doc["package"], doc["tenant"], doc["component_type"]) == (True, str(out), ACME, "checker")
     assert out.stat().st_mode & 0o777 == 0o600
 
     target = tmp_path / "install"
@@ -480,7 +480,11 @@ def test_cli_usage_and_unreadable_input_exit_2(pki: ForgePki, tmp_path: Path, ar
     argv = [a.format(tmp=tmp_path, certs=pki.directory) for a in args]
     result = subprocess.run(_cli(*argv), capture_output=True, text=True, check=False)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stdout == ""
+    assert len(result.stdout.splitlines()) == 1  # one JSON object, as probe prints
+    verdict = json.loads(result.stdout)
+    assert (verdict.get("valid", verdict.get("created")), verdict["reason"]) == (False, "usage")
+    assert "valid" in verdict if "verify" in args else "created" in verdict
+    assert result.stderr.strip()
     assert not (tmp_path / "x.tar.gz").exists()
 
 

@@ -27,6 +27,7 @@ PROBE_KEYS = {
     "response_time_ns",
     "latency_ms",
     "status_code",
+    "crl",
 }
 
 

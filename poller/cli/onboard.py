@@ -3,9 +3,11 @@
     onboard --certs DIR --tenant SLUG --component ID --partition ID --type agent|checker|gateway --out FILE.tar.gz
     onboard verify FILE.tar.gz --certs DIR [--extract DIR]
 
-Both print exactly one JSON object on stdout. Exit 0: package written / package
-valid; 3: package refused (`reason` and `detail` in the JSON); 2: bad usage,
-unreadable certs directory or package file (message on stderr).
+Both print exactly one JSON object on stdout, as probe does: `created` /
+`valid` true with the component's proven identity, or false with `reason` and
+`detail`. Exit 0: package written / package valid; 3: package refused; 2: bad
+usage, unreadable certs directory or package file (`reason` `usage`, the
+message also on stderr).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.identity.names import InvalidName
-from poller.identity.reasons import IdentityRefused
+from poller.identity.reasons import IdentityRefused, Reason
 from poller.logs import configure_logging
 from poller.onboard import (
     PACKAGE_TYPES,
@@ -56,6 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run_create)
+    _json_errors(p, "created")
 
     actions = p.add_subparsers(dest="onboard_action", metavar="ACTION")
     v = actions.add_parser(
@@ -70,6 +73,7 @@ def register(sub: Any) -> None:
     v.add_argument("--extract", type=Path, metavar="DIR", help="after a successful check, unpack into DIR (new or empty)")
     v.add_argument("-v", "--verbose", action="store_true", help="log the audit line to stderr")
     v.set_defaults(func=run_verify)
+    _json_errors(v, "valid")
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -77,9 +81,20 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _usage(message: str) -> int:
+def _usage(message: str, verdict: str = "created") -> int:
     print(f"error: {message}", file=sys.stderr)
+    _emit({verdict: False, "reason": Reason.USAGE.value, "detail": message})
     return EXIT_USAGE
+
+
+def _json_errors(parser: argparse.ArgumentParser, verdict: str) -> None:
+    """argparse's own errors (a missing FILE, a bad --type) keep the one-JSON-object contract."""
+
+    def error(message: str) -> NoReturn:
+        sys.stderr.write(parser.format_usage())
+        sys.exit(_usage(message, verdict))
+
+    parser.error = error  # type: ignore[method-assign]
 
 
 def run_create(args: argparse.Namespace) -> int:
@@ -108,7 +123,7 @@ def run_create(args: argparse.Namespace) -> int:
         return _usage(f"the package made from {args.certs} does not verify: {exc}")
     except (InvalidName, PkiError, TrustStoreError, OSError) as exc:
         return _usage(str(exc))
-    _emit({"written": str(args.out), **made.verified.as_dict()})
+    _emit({"created": True, "package": str(args.out), **made.verified.as_dict()})
     return EXIT_OK
 
 
@@ -117,18 +132,18 @@ def run_verify(args: argparse.Namespace) -> int:
     try:
         trust = TrustStore(args.verify_certs, require_client=False).snapshot
     except TrustStoreError as exc:
-        return _usage(f"cannot load certs directory {args.verify_certs}: {exc}")
+        return _usage(f"cannot load certs directory {args.verify_certs}: {exc}", "valid")
     try:
         verified = verify_package(args.package, trust=trust)
     except (PackageRefused, IdentityRefused) as err:
         _emit({"valid": False, "reason": err.reason.value, "detail": err.detail})
         return EXIT_REFUSED
     except OSError as exc:
-        return _usage(f"cannot read {args.package}: {exc.strerror or exc}")
+        return _usage(f"cannot read {args.package}: {exc.strerror or exc}", "valid")
     if args.extract is not None:
         try:
             write_verified(verified, args.extract)
         except (ExtractError, OSError) as exc:
-            return _usage(f"cannot extract into {args.extract}: {exc}")
+            return _usage(f"cannot extract into {args.extract}: {exc}", "valid")
     _emit({"valid": True, **verified.as_dict()})
     return EXIT_OK

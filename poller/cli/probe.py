@@ -98,7 +98,13 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_probe(args, trust))
 
 
+def _crl_state(trust: TrustStore, tenant: str) -> str:
+    """ "loaded" when a CRL is in force for the tenant, else "absent" (issue 6)."""
+    return "loaded" if trust.tenant(tenant).crl_loaded else "absent"
+
+
 async def _probe(args: argparse.Namespace, trust: TrustStore) -> int:
+    crl = _crl_state(trust, args.tenant)
     try:
         async with asyncio.timeout(args.timeout * 2 + 1):  # backstop; each step has its own deadline
             conn = await dial_agent(
@@ -123,7 +129,7 @@ async def _probe(args: argparse.Namespace, trust: TrustStore) -> int:
     except TimeoutError:
         _emit({"accepted": False, "reason": Reason.UNREACHABLE.value, "detail": f"no answer from {args.address} in time"})
         return EXIT_UNREACHABLE
-    _emit({"accepted": True, **ctx.as_dict(), **status})
+    _emit({"accepted": True, **ctx.as_dict(), "crl": crl, **status})
     return EXIT_OK
 
 

@@ -127,9 +127,10 @@ TOP_KEYS = (
     "backoff_initial",
     "backoff_max",
     "shard",
+    "require_crl",
     "agents",
 )
-AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
+AGENT_KEYS = ("address", "tenant", "component_id", "partition", "strict_labels", "checks")
 CHECK_KEYS = ("service_type", "service_name", "details", "port", "results_interval")
 SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -210,6 +211,10 @@ class AgentConfig:
     component_id: str | None = None
     partition: str | None = None
     checks: tuple[CheckConfig, ...] = ()
+    # Refuse (label_mismatch) results whose reported agent_id / partition
+    # differ from the certificate's component / partition, instead of only
+    # counting and logging the disagreement.
+    strict_labels: bool = False
 
     @property
     def host(self) -> str:
@@ -260,6 +265,7 @@ class PollerConfig:
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
     backoff_max: float = DEFAULT_BACKOFF_MAX
     shard: ShardConfig | None = None
+    require_crl: bool = False  # refuse agents of tenants without a CRL (crl_expired)
     warnings: tuple[ConfigIssue, ...] = ()
     source: Path | None = None  # the file it was loaded from, if any
 
@@ -469,6 +475,16 @@ class _Checker:
             return None
         return value
 
+    def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool | None:
+        """obj[key] as true/false; default when absent; None (and an issue) when not a JSON boolean."""
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.error(_key(path, key), f"expected true or false, got {_kind(value)}")
+            return None
+        return value
+
     def duration(self, obj: Mapping[str, Any], key: str, path: str, *, default: float | None) -> float | None:
         """A positive duration in seconds; default when absent; None when invalid."""
         where = _key(path, key)
@@ -574,6 +590,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
             "backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial ({format_duration(backoff_initial)})"
         )
     shard = _parse_shard(c, top.get("shard"))
+    require_crl = c.boolean(top, "require_crl", "", default=False)
     agents = _parse_agents(c, top.get("agents", _MISSING))
 
     if c.errors:
@@ -593,6 +610,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         backoff_initial=cast(float, backoff_initial),
         backoff_max=cast(float, backoff_max),
         shard=shard,
+        require_crl=bool(require_crl),
         warnings=tuple(c.warnings),
     )
 
@@ -708,10 +726,19 @@ def _parse_agent(c: _Checker, name: str, spec: object, path: str) -> AgentConfig
     )
     component_id = c.label(obj, "component_id", path, "component id", default=None)
     partition = c.label(obj, "partition", path, "partition id", default=None)
+    strict_labels = c.boolean(obj, "strict_labels", path, default=False)
     checks = _parse_checks(c, obj.get("checks", _MISSING), _key(path, "checks"))
     if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
         return None
-    return AgentConfig(name=name, address=address, tenant=tenant, component_id=component_id, partition=partition, checks=checks)
+    return AgentConfig(
+        name=name,
+        address=address,
+        tenant=tenant,
+        component_id=component_id,
+        partition=partition,
+        checks=checks,
+        strict_labels=bool(strict_labels),
+    )
 
 
 def _parse_checks(c: _Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
@@ -832,12 +859,14 @@ _EXAMPLE: dict[str, Any] = {
     "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
     "backoff_initial": "1s",
     "backoff_max": "1m",
+    "require_crl": False,
     "agents": {
         "edge-1": {
             "address": "10.0.0.5:50051",
             "tenant": "acme-corp",
             "component_id": "agent-001",
             "partition": "partition-1",
+            "strict_labels": False,
             "checks": [
                 {"service_type": "process", "service_name": "nginx", "details": "nginx"},
                 {"service_type": "port", "service_name": "SSH", "details": "127.0.0.1:22", "port": 22},

@@ -1,4 +1,10 @@
-"""PollerDaemon: config + trust store + scheduler + sink + metrics, with signals.
+"""PollerDaemon: config + trust store + scheduler + handlers + metrics, with signals.
+
+Results go through a HandlerRegistry (poller.handlers): the sink is a handler
+registered for every channel with the platform policy and the poller's own
+(local) platform identity, so the same deny-by-default checks apply to it as
+to a library user's handlers. At the end of every agent's cycle the registry
+flushes the sinks (the file sink fsyncs).
 
 SIGTERM / SIGINT: stop scheduling, let in-flight calls finish within a bound,
 flush the sink, return 0. SIGHUP: reload the config and the trust store; a bad
@@ -20,10 +26,14 @@ from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_f
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
+from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
+from poller.handlers import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
 from poller.identity import certinfo
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics
-from poller.trust.store import TrustStore, TrustStoreError
+from poller.policy import platform_admin
+from poller.trust.platform import local_platform_identity
+from poller.trust.store import TrustStore
 
 log = get_logger("poller.daemon")
 
@@ -42,22 +52,38 @@ class PollerDaemon:
         *,
         sink: Sink | None = None,
         trust: TrustStore | None = None,
+        registry: HandlerRegistry | None = None,
         metrics: PollerMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.trust = trust or TrustStore(settings.certs_dir)
+        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
         self.sink = sink or make_sink(settings)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
         self.metrics = metrics if metrics is not None else PollerMetrics()
-        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics)
+        self._agents = dict(settings.agents_by_name)
+        # A handler never holds a cycle longer than this (the sink included).
+        timeout = min(DEFAULT_HANDLER_TIMEOUT, settings.cycle_timeout)
+        self.registry = registry or HandlerRegistry(timeout=timeout, strict_labels=self._strict_labels, metrics=self.metrics)
+        self.registry.register(
+            ">",
+            self.sink,
+            policy=platform_admin(),
+            platform=local_platform_identity(self.trust.client),
+            name=f"{settings.sink.type}-sink" if sink is None else type(sink).__name__,
+        )
+        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics, cycle_done=self.registry.flush)
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
         self._metrics_server: Any = None
         self.metrics_port: int | None = None
 
-    async def publish(self, result: PollResult) -> None:
-        await self.sink.publish(result)
+    async def publish(self, result: PollResult) -> Delivery:
+        return await self.registry.deliver(result)
+
+    def _strict_labels(self, result: PollResult) -> bool:
+        agent = self._agents.get(result.agent)
+        return True if agent is None else agent.strict_labels  # an unknown agent gets the strict rule
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -84,6 +110,9 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
+            helpers.append(loop.create_task(watcher.run()))
         try:
             await self._stop.wait()
         finally:
@@ -107,8 +136,7 @@ class PollerDaemon:
 
     async def shutdown(self) -> None:
         await self.scheduler.stop(self.shutdown_grace)
-        await self.sink.flush()
-        await self.sink.close()
+        await self.registry.close()
         self._stop_metrics()
         log.info("poller_stopped", poller_id=self.settings.poller_id, cycles=self.scheduler.cycles_completed)
 
@@ -136,6 +164,8 @@ class PollerDaemon:
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
+        # Trust first: a typo in the config must not hold back a revocation.
+        trusted = reload_trust(self.trust, why="reload", metrics=self.metrics) is not None
         source = self.settings.source
         if source is None:
             log.warning("reload_skipped", why="configuration was not loaded from a file")
@@ -145,19 +175,21 @@ class PollerDaemon:
         except ConfigError as exc:
             log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
             return False
-        try:
-            self.trust.reload()
-        except TrustStoreError as exc:
-            log.error("reload_refused", certs_dir=str(self.trust.certs_dir), problems=exc.problems)
+        if not trusted:
             return False
+        self.trust.require_crl = new.require_crl
         if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir:
             log.warning("reload_partial", why="sink and certs_dir changes need a restart; kept the running ones")
             new = _keep(new, self.settings)
         self.settings = new
+        self._agents = dict(new.agents_by_name)
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
         self._log_config_warnings()
         return True
+
+    async def _certs_changed(self) -> None:
+        reload_trust(self.trust, why="certs_changed", metrics=self.metrics)
 
     def _log_config_warnings(self) -> None:
         """What `config check` would warn about, once per start and per reload."""
