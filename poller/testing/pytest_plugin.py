@@ -1,9 +1,10 @@
 """pytest plugin: a tenant PKI, mock agents and a poller as fixtures for any suite.
 
 Registered through the `pytest11` entry point `serviceradar_poller`. A suite
-that does not ask for these fixtures sees no difference: this module imports
-only pytest (grpc, cryptography and the poller load on first use) and
-registers one marker. The async fixtures need pytest-asyncio.
+that does not ask for these fixtures sees no difference in what runs: no
+fixture, thread, server or output until a test asks for one; the plugin
+registers one marker. (Loading it imports the `poller` package, as any
+submodule does.) The async fixtures need pytest-asyncio.
 
 Fixtures:
 
