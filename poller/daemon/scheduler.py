@@ -20,6 +20,7 @@ import structlog
 from poller import metrics
 from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult
+from poller.daemon.status import StatusBoard
 from poller.daemon.worker import AgentWorker
 from poller.identity.context import bound_tenant
 from poller.trust.store import TrustStore
@@ -41,6 +42,7 @@ class Scheduler:
         self.cycles_completed = 0
         self.cycles_late = 0
         self._tally: Counter[tuple[str, str]] = Counter()
+        self.status = StatusBoard()  # what /status and the targets page show
 
     @property
     def agent_names(self) -> list[str]:
@@ -107,12 +109,14 @@ class Scheduler:
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
             async with self._semaphore:
+                started = time.monotonic()
                 try:
                     async with asyncio.timeout(self.settings.cycle_timeout):
                         results = await worker.cycle()
                 except TimeoutError:
                     results = worker.unavailable(worker.due_checks(time.monotonic()), "timeout")
                     worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
+                self.status.record(worker, results, time.monotonic() - started)
         for result in results:
             outcome = "ok" if result.available else (result.reason or "unavailable")
             metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()

@@ -49,6 +49,7 @@ class _Down:
 
     reason: str
     retry_at: float
+    error: PollerError | None = None  # what the last dial said (detail, refused certificate)
 
 
 class AgentWorker:
@@ -111,7 +112,7 @@ class AgentWorker:
         delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max)
         reason = err.reason.value
         changed = self.down is None or self.down.reason != reason
-        self.down = _Down(reason=reason, retry_at=time.monotonic() + delay)
+        self.down = _Down(reason=reason, retry_at=time.monotonic() + delay, error=err)
         event = "agent_refused" if isinstance(err, IdentityRefused) else "agent_unreachable"
         # One line per change of state, not one per cycle; the audit log has each decision.
         if changed:

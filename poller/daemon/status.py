@@ -1,0 +1,191 @@
+"""What the daemon knows about each agent right now: the operator's view.
+
+One AgentStatus per configured agent, updated from each cycle's results and
+the worker's connection state (the scheduler calls StatusBoard.record once per
+cycle). An agent that has not finished its first cycle is `pending`. The
+records are what `GET /status`, the targets page and `serviceradar-poller
+status` show; they never decide anything.
+
+>>> board = StatusBoard()
+>>> board.record(worker, results, latency=0.012)  # doctest: +SKIP
+>>> board.snapshot(settings.agents, tenant="acme-corp")[0]["state"]  # doctest: +SKIP
+'proven'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from poller.daemon.config import AgentConfig
+from poller.daemon.results import PollResult
+from poller.daemon.worker import AgentWorker
+from poller.identity import certinfo
+from poller.identity.context import TenantContext, format_time
+from poller.identity.reasons import IdentityRefused, Reason
+
+
+class AgentState(StrEnum):
+    """Where an agent stands, in the order an operator should look at them."""
+
+    REFUSED = "refused"  # it answered with a certificate that does not prove the expected identity
+    UNREACHABLE = "unreachable"  # no answer: connect, handshake or calls failed or timed out
+    PENDING = "pending"  # its first cycle has not finished yet
+    PROVEN = "proven"  # reached over a channel pinned to a proven identity
+
+    def __str__(self) -> str:
+        return self.value
+
+
+EXPIRY_WARNING_DAYS = 14  # a certificate closer than this to its end is highlighted
+
+# Outcomes that are an identity refusal; every other failure means "no answer".
+IDENTITY_REASONS = frozenset(r.value for r in Reason if r is not Reason.UNREACHABLE)
+
+
+def outcome_of(result: PollResult) -> str:
+    """ "ok", or why the check gave no answer (the poller_polls_total outcome)."""
+    return "ok" if result.available else (result.reason or "unavailable")
+
+
+@dataclass
+class CheckStatus:
+    """The last outcome of one check of an agent."""
+
+    service_name: str
+    service_type: str
+    kind: str
+    outcome: str
+    polled_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service_name": self.service_name,
+            "service_type": self.service_type,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "last_poll": _rfc3339(self.polled_at),
+        }
+
+
+@dataclass
+class AgentStatus:
+    """One agent's latest state; `agent` is the configuration it was recorded for."""
+
+    agent: AgentConfig
+    state: AgentState = AgentState.PENDING
+    reason: str | None = None
+    detail: str | None = None
+    peer: dict[str, str] | None = None  # the refused certificate: subject, issuer, serial, fingerprint
+    identity: TenantContext | None = None
+    last_poll: float | None = None
+    last_latency: float | None = None
+    consecutive_failures: int = 0
+    checks: dict[tuple[str, str], CheckStatus] = field(default_factory=dict)
+
+    def to_json(self, now: datetime | None = None) -> dict[str, Any]:
+        """The `GET /status` object of this agent (times RFC 3339 UTC, latency in seconds)."""
+        identity = None
+        if self.identity is not None:
+            identity = {
+                "cn": self.identity.cn,
+                "serial": self.identity.serial,
+                "not_after": format_time(self.identity.not_after),
+                "days_left": days_left(self.identity.not_after, now),
+            }
+        return {
+            "name": self.agent.name,
+            "address": self.agent.address,
+            "tenant": self.agent.tenant,
+            "state": self.state.value,
+            "reason": self.reason,
+            "detail": self.detail,
+            "peer": self.peer,
+            "identity": identity,
+            "last_poll": _rfc3339(self.last_poll) if self.last_poll is not None else None,
+            "last_latency": round(self.last_latency, 6) if self.last_latency is not None else None,
+            "consecutive_failures": self.consecutive_failures,
+            "checks": [c.to_json() for _, c in sorted(self.checks.items())],
+        }
+
+
+class StatusBoard:
+    """Every agent's AgentStatus, keyed by agent name (updated on the event loop)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, AgentStatus] = {}
+
+    def record(self, worker: AgentWorker, results: Sequence[PollResult], latency: float) -> AgentStatus:
+        """Fold one finished cycle of worker into its agent's record."""
+        status = self._records.get(worker.agent.name)
+        if status is None or status.agent != worker.agent:  # new, or changed by a reload
+            status = self._records[worker.agent.name] = AgentStatus(worker.agent)
+        now = time.time()
+        status.last_poll, status.last_latency = now, latency
+        for r in results:
+            status.checks[(r.service_type, r.service_name)] = CheckStatus(
+                r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at
+            )
+        _classify(status, worker, results)
+        answered = status.state is AgentState.PROVEN and (not results or any(r.available for r in results))
+        status.consecutive_failures = 0 if answered else status.consecutive_failures + 1
+        return status
+
+    def snapshot(self, agents: Iterable[AgentConfig], tenant: str | None = None) -> list[dict[str, Any]]:
+        """The JSON objects of the configured agents (of one tenant if given), by tenant then name.
+
+        Records of agents no longer configured are dropped here.
+        """
+        agents = list(agents)
+        configured = {a.name for a in agents}
+        for name in [n for n in self._records if n not in configured]:
+            del self._records[name]
+        now = certinfo.utcnow()
+        out = []
+        for agent in sorted(agents, key=lambda a: (a.tenant, a.name)):
+            if tenant is not None and agent.tenant != tenant:
+                continue
+            status = self._records.get(agent.name)
+            if status is None or status.agent != agent:
+                status = AgentStatus(agent)  # configured, not polled yet
+            out.append(status.to_json(now))
+        return out
+
+
+def _classify(status: AgentStatus, worker: AgentWorker, results: Sequence[PollResult]) -> None:
+    """Set state, reason, detail, peer and identity from the cycle and the worker."""
+    status.reason = status.detail = None
+    status.peer = None
+    down = worker.down
+    if down is not None:  # no connection: the last dial failed and it waits to retry
+        status.identity = None
+        status.reason = down.reason
+        status.state = AgentState.REFUSED if down.reason in IDENTITY_REASONS else AgentState.UNREACHABLE
+        if down.error is not None:
+            status.detail = down.error.detail
+            if isinstance(down.error, IdentityRefused) and down.error.peer:
+                status.peer = dict(down.error.peer)
+        return
+    connection = worker.connection
+    status.identity = connection.context if connection is not None and connection.refusal is None else None
+    if any(r.proven for r in results) or (not results and status.identity is not None):
+        status.state = AgentState.PROVEN
+        return
+    # Connected earlier, but nothing came back over the proven channel this cycle.
+    reasons = [r.reason for r in results if r.reason]
+    refusal = next((r for r in reasons if r in IDENTITY_REASONS), None)
+    status.state = AgentState.REFUSED if refusal else AgentState.UNREACHABLE
+    status.reason = refusal or (reasons[0] if reasons else Reason.UNREACHABLE.value)
+
+
+def days_left(not_after: datetime, now: datetime | None = None) -> float:
+    """Days from now until not_after (negative once expired), to 2 decimals."""
+    return round((not_after - (now or certinfo.utcnow())).total_seconds() / 86400, 2)
+
+
+def _rfc3339(epoch: float) -> str:
+    return format_time(datetime.fromtimestamp(epoch, UTC))
