@@ -22,6 +22,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench.unary", [], ["--rounds", "2", "--calls", "3000"]),
     ("bench.dial", [], ["--iterations", "30"]),
     ("bench.fleet", [], ["--agents", "100,1000", "--cycles", "2"]),
+    ("bench.assign", [], ["--agents", "10000"]),
 ]
 
 

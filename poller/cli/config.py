@@ -14,7 +14,8 @@ import argparse
 import sys
 
 from poller.cli.main import EXIT_OK, EXIT_USAGE
-from poller.daemon.config import ConfigError, check_files, example_config, load_config, unsupported
+from poller.cluster.assign import shard_counts
+from poller.daemon.config import ConfigError, PollerConfig, check_files, example_config, load_config, unsupported
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +60,19 @@ def _check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     tenants = ", ".join(config.tenants) or "(none)"
     print(f"ok: {len(config.agents)} agents, {config.check_count} checks, tenants: {tenants}")
+    if config.shard is not None:
+        _print_shards(config)
     return EXIT_OK
+
+
+def _print_shards(config: PollerConfig) -> None:
+    """How the agents split over the shards, and which share this replica polls."""
+    shard = config.shard
+    assert shard is not None
+    counts = shard_counts((agent.name for agent in config.agents), shard.count)
+    for index in range(shard.count):
+        mine = "  <- this replica" if index == shard.index else ""
+        print(f"shard {index}/{shard.count}: {counts[index]} agents{mine}")
 
 
 def _example(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "PollerConfig",
+    "ShardConfig",
     "SinkConfig",
     "check_files",
     "example_config",
@@ -124,6 +125,7 @@ TOP_KEYS = (
     "cycle_timeout",
     "backoff_initial",
     "backoff_max",
+    "shard",
     "agents",
 )
 AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
@@ -226,6 +228,15 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardConfig:
+    """Static sharding: this replica polls the agents that rendezvous hashing on
+    the agent name assigns to shard `index` of `count` (poller.cluster.assign)."""
+
+    index: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class PollerConfig:
     """The whole daemon configuration.  Durations are float seconds.
 
@@ -246,6 +257,7 @@ class PollerConfig:
     cycle_timeout: float = 0.0
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
     backoff_max: float = DEFAULT_BACKOFF_MAX
+    shard: ShardConfig | None = None
     warnings: tuple[ConfigIssue, ...] = ()
     source: Path | None = None  # the file it was loaded from, if any
 
@@ -256,6 +268,16 @@ class PollerConfig:
     @property
     def agents_by_name(self) -> Mapping[str, AgentConfig]:
         return MappingProxyType({agent.name: agent for agent in self.agents})
+
+    @property
+    def polled_agents(self) -> tuple[AgentConfig, ...]:
+        """The agents this replica polls: all of them, or its shard's share."""
+        if self.shard is None:
+            return self.agents
+        from poller.cluster.assign import shard_of
+
+        shards = shard_of((agent.name for agent in self.agents), self.shard.count)
+        return tuple(agent for agent in self.agents if shards[agent.name] == self.shard.index)
 
     @property
     def tenants(self) -> tuple[str, ...]:
@@ -596,6 +618,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         c.error(
             "backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial ({format_duration(backoff_initial)})"
         )
+    shard = _parse_shard(c, top.get("shard"))
     agents = _parse_agents(c, top.get("agents", _MISSING))
 
     if c.errors:
@@ -614,8 +637,31 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         cycle_timeout=cast(float, cycle_timeout),
         backoff_initial=cast(float, backoff_initial),
         backoff_max=cast(float, backoff_max),
+        shard=shard,
         warnings=tuple(c.warnings),
     )
+
+
+def _parse_shard(c: _Checker, value: object) -> ShardConfig | None:
+    """`shard: {"index": i, "count": n}`, 0 <= i < n; absent or null: poll every agent."""
+    if value is None:
+        return None
+    obj = c.object(value, "shard", ("index", "count"))
+    if obj is None:
+        return None
+    for key in ("index", "count"):
+        if key not in obj:
+            c.error(_key("shard", key), "required (an integer)")
+    if "index" not in obj or "count" not in obj:
+        return None
+    count = c.integer(obj, "count", "shard", default=1, low=1)
+    index = c.integer(obj, "index", "shard", default=0, low=0)
+    if count is None or index is None:
+        return None
+    if index >= count:
+        c.error("shard.index", f"{index} is not below shard.count ({count}); shards are numbered 0 to {count - 1}")
+        return None
+    return ShardConfig(index=index, count=count)
 
 
 def _parse_sink(c: _Checker, value: object, base_dir: Path | None) -> SinkConfig | None:

@@ -53,7 +53,7 @@ class Scheduler:
 
     def start(self, *, loops: bool = True) -> None:
         """Make a worker per agent; with loops, each runs on the poll interval."""
-        for agent in self.settings.agents:
+        for agent in self.settings.polled_agents:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
@@ -77,7 +77,7 @@ class Scheduler:
         second) so a large fleet does not start with a handshake storm, while
         a small one is polled at once; it never exceeds the poll interval.
         """
-        spread = min(self.settings.poll_interval, max(1.0, len(self.settings.agents) / 200))
+        spread = min(self.settings.poll_interval, max(1.0, len(self.settings.polled_agents) / 200))
         return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
 
     async def _loop(self, worker: AgentWorker) -> None:
@@ -145,8 +145,8 @@ class Scheduler:
     async def apply(self, settings: PollerConfig) -> dict[str, list[str]]:
         """Switch to new settings: start added agents, stop removed ones, restart
         changed ones; the others keep their connections and schedules."""
-        old = self.settings.agents_by_name
-        new = settings.agents_by_name
+        old = {agent.name: agent for agent in self.settings.polled_agents}
+        new = {agent.name: agent for agent in settings.polled_agents}
         removed = [n for n in old if n not in new]
         added = [n for n in new if n not in old]
         changed = [n for n in new if n in old and new[n] != old[n]]

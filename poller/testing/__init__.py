@@ -1,4 +1,4 @@
-"""Test harness: mock agents, forged certificates, and unproven contexts for tests.
+"""Test harness: mock agents, forged certificates, a real nats-server, and unproven contexts for tests.
 
 >>> from poller.testing import MockAgent, ForgePki  # doctest: +SKIP
 """
@@ -6,6 +6,7 @@
 from poller.testing.forge import ForgedCert, ForgePki, serviceradar_style_dir
 from poller.testing.identity import unverified_tenant_context
 from poller.testing.mock_agent import AgentBehaviour, MockAgent, MockAgentError
+from poller.testing.nats_server import NatsServer, NatsServerError, find_nats_server
 
 __all__ = [
     "AgentBehaviour",
@@ -13,6 +14,9 @@ __all__ = [
     "ForgedCert",
     "MockAgent",
     "MockAgentError",
+    "NatsServer",
+    "NatsServerError",
+    "find_nats_server",
     "serviceradar_style_dir",
     "unverified_tenant_context",
 ]
