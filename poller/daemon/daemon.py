@@ -162,7 +162,7 @@ class PollerDaemon:
         scheduler = self.scheduler
         self._http = OperatorServer(
             address,
-            statuses=lambda tenant: scheduler.status.snapshot(scheduler.settings.agents, tenant),
+            statuses=lambda tenant: scheduler.status.snapshot(scheduler.settings.polled_agents, tenant),
             poller_id=self.settings.poller_id,
             refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
         )
