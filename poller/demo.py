@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def _config(certs: Path, data: Path, addresses: dict[str, str]) -> dict[str, obj
         "certs_dir": str(certs),
         "sink": {"type": "file", "dir": str(data)},
         "log_format": "console",
+        "metrics_listen": f"127.0.0.1:{_status_port()}",
         "agents": agents,
     }
 
@@ -67,6 +69,33 @@ def _banner(addresses: dict[str, str], config: Path, data: Path) -> None:
         note = f"  (certificate minted by {cert_tenant}'s CA, claims {tenant})" if name == "impostor" else ""
         print(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
     print(f"\n  config:  {config}\n  results: {data}/<tenant>/results.jsonl\n  Ctrl-C stops everything.\n", flush=True)
+
+
+def _status_port(preferred: int = 9464) -> int:
+    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+async def _live_status_table(config: Path, every: float = 4.0) -> None:
+    """Every few seconds, under the log, the table `serviceradar-poller status` prints."""
+    from poller.cli.status import StatusUnavailable, fetch_status, format_table, status_url
+
+    url = f"http://{json.loads(config.read_text())['metrics_listen']}"
+    print(f"  targets page: {url}/   status: serviceradar-poller status --url {url}\n", flush=True)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            agents = await asyncio.to_thread(fetch_status, status_url(url) or url, timeout=2.0)
+        except StatusUnavailable:
+            continue  # the daemon is starting or stopping
+        print(f"\n{format_table(agents)}", flush=True)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -99,6 +128,7 @@ async def main(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        table = asyncio.ensure_future(_live_status_table(config))
         waiter = asyncio.ensure_future(proc.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -106,6 +136,7 @@ async def main(args: argparse.Namespace) -> int:
             proc.send_signal(signal.SIGTERM)
         code = await proc.wait()
         stopper.cancel()
+        table.cancel()
         print(f"\npoller exited with status {code}; results are in {data}/", flush=True)
         return code
     finally:
