@@ -8,6 +8,7 @@ from dataclasses import replace
 from poller.daemon.config import parse_config
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import MemorySink
+from poller.daemon.status import to_json
 from poller.trust.store import TrustStore
 
 ACME, XYZ = "acme-corp", "xyz-inc"
@@ -32,7 +33,7 @@ def make_scheduler(pki, agents: dict, **top) -> Scheduler:
 
 
 def states(scheduler: Scheduler, tenant: str | None = None) -> dict[str, dict]:
-    return {a["name"]: a for a in scheduler.status.snapshot(scheduler.settings.agents, tenant)}
+    return {a["name"]: a for a in to_json(scheduler.status.snapshot(scheduler.settings.agents, tenant))}
 
 
 async def test_configured_agents_are_pending_until_their_first_cycle(pki, serve):

@@ -22,20 +22,20 @@ import gzip
 import json
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from poller.daemon.status import AgentStatus, to_json
 from poller.daemon.targets import render_targets_page
 from poller.identity.names import is_label
 
 log = structlog.get_logger("poller.http")
 
-# Agents of one tenant (all tenants when None), as /status objects.
-StatusView = Callable[[str | None], list[dict[str, Any]]]
+# The records of one tenant's agents (all tenants when None); cheap, called on the loop.
+StatusView = Callable[[str | None], list[AgentStatus]]
 
 MAX_REQUEST_BYTES = 16 * 1024  # request line and headers together
 READ_TIMEOUT = 10.0  # seconds a client may take to send its request
@@ -134,11 +134,13 @@ class OperatorServer:
             return HTTPStatus.OK, content_type, await asyncio.to_thread(encoder, self.registry)
         if url.path in ("/status", "/"):
             tenant = _tenant_filter(query)
-            agents = self._statuses(tenant)  # on the loop, where the records are written
+            statuses = self._statuses(tenant)  # on the loop, where the records are written; immutable
             if url.path == "/status":
-                return HTTPStatus.OK, "application/json", await asyncio.to_thread(_json, agents)
+                return HTTPStatus.OK, "application/json", await asyncio.to_thread(_json, statuses)
             page = await asyncio.to_thread(
-                render_targets_page, agents, poller_id=self.poller_id, tenant=tenant, refresh_seconds=self.refresh_seconds
+                lambda: render_targets_page(
+                    to_json(statuses), poller_id=self.poller_id, tenant=tenant, refresh_seconds=self.refresh_seconds
+                )
             )
             return HTTPStatus.OK, "text/html; charset=utf-8", page.encode()
         raise BadRequest(HTTPStatus.NOT_FOUND, f"{url.path} not found; try /, /status or /metrics")
@@ -153,8 +155,8 @@ def _tenant_filter(query: dict[str, list[str]]) -> str | None:
     return values[0]
 
 
-def _json(agents: list[dict[str, Any]]) -> bytes:
-    return (json.dumps(agents, indent=1) + "\n").encode()
+def _json(statuses: list[AgentStatus]) -> bytes:
+    return (json.dumps(to_json(statuses), separators=(",", ":")) + "\n").encode()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:

@@ -8,17 +8,18 @@ status` show; they never decide anything.
 
 >>> board = StatusBoard()
 >>> board.record(worker, results, latency=0.012)  # doctest: +SKIP
->>> board.snapshot(settings.agents, tenant="acme-corp")[0]["state"]  # doctest: +SKIP
+>>> to_json(board.snapshot(settings.agents, tenant="acme-corp"))[0]["state"]  # doctest: +SKIP
 'proven'
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from poller.daemon.config import AgentConfig
@@ -52,7 +53,7 @@ def outcome_of(result: PollResult) -> str:
     return "ok" if result.available else (result.reason or "unavailable")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class CheckStatus:
     """The last outcome of one check of an agent."""
 
@@ -72,20 +73,24 @@ class CheckStatus:
         }
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class AgentStatus:
-    """One agent's latest state; `agent` is the configuration it was recorded for."""
+    """One agent's latest state; `agent` is the configuration it was recorded for.
+
+    Immutable: each cycle makes a new one, so a snapshot taken on the event
+    loop can be rendered in another thread while polling goes on.
+    """
 
     agent: AgentConfig
     state: AgentState = AgentState.PENDING
     reason: str | None = None
     detail: str | None = None
-    peer: dict[str, str] | None = None  # the refused certificate: subject, issuer, serial, fingerprint
+    peer: Mapping[str, str] | None = None  # the refused certificate: subject, issuer, serial, fingerprint
     identity: TenantContext | None = None
     last_poll: float | None = None
     last_latency: float | None = None
     consecutive_failures: int = 0
-    checks: dict[tuple[str, str], CheckStatus] = field(default_factory=dict)
+    checks: Mapping[tuple[str, str], CheckStatus] = field(default_factory=dict)  # never mutated once made
 
     def to_json(self, now: datetime | None = None) -> dict[str, Any]:
         """The `GET /status` object of this agent (times RFC 3339 UTC, latency in seconds)."""
@@ -94,7 +99,7 @@ class AgentStatus:
             identity = {
                 "cn": self.identity.cn,
                 "serial": self.identity.serial,
-                "not_after": format_time(self.identity.not_after),
+                "not_after": _not_after(self.identity.not_after),
                 "days_left": days_left(self.identity.not_after, now),
             }
         return {
@@ -104,7 +109,7 @@ class AgentStatus:
             "state": self.state.value,
             "reason": self.reason,
             "detail": self.detail,
-            "peer": self.peer,
+            "peer": dict(self.peer) if self.peer is not None else None,
             "identity": identity,
             "last_poll": _rfc3339(self.last_poll) if self.last_poll is not None else None,
             "last_latency": round(self.last_latency, 6) if self.last_latency is not None else None,
@@ -114,72 +119,86 @@ class AgentStatus:
 
 
 class StatusBoard:
-    """Every agent's AgentStatus, keyed by agent name (updated on the event loop)."""
+    """Every agent's latest AgentStatus, keyed by agent name (written on the event loop)."""
 
     def __init__(self) -> None:
         self._records: dict[str, AgentStatus] = {}
 
     def record(self, worker: AgentWorker, results: Sequence[PollResult], latency: float) -> AgentStatus:
-        """Fold one finished cycle of worker into its agent's record."""
-        status = self._records.get(worker.agent.name)
-        if status is None or status.agent != worker.agent:  # new, or changed by a reload
-            status = self._records[worker.agent.name] = AgentStatus(worker.agent)
-        now = time.time()
-        status.last_poll, status.last_latency = now, latency
+        """Fold one finished cycle of worker into a new record for its agent."""
+        previous = self._records.get(worker.agent.name)
+        if previous is None or previous.agent != worker.agent:  # new, or changed by a reload
+            previous = AgentStatus(worker.agent)
+        checks = dict(previous.checks)
         for r in results:
-            status.checks[(r.service_type, r.service_name)] = CheckStatus(
+            checks[(r.service_type, r.service_name)] = CheckStatus(
                 r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at
             )
-        _classify(status, worker, results)
-        answered = status.state is AgentState.PROVEN and (not results or any(r.available for r in results))
-        status.consecutive_failures = 0 if answered else status.consecutive_failures + 1
+        state, reason, detail, peer, identity = _classify(worker, results)
+        answered = state is AgentState.PROVEN and (not results or any(r.available for r in results))
+        status = AgentStatus(
+            agent=worker.agent,
+            state=state,
+            reason=reason,
+            detail=detail,
+            peer=peer,
+            identity=identity,
+            last_poll=time.time(),
+            last_latency=latency,
+            consecutive_failures=0 if answered else previous.consecutive_failures + 1,
+            checks=checks,
+        )
+        self._records[worker.agent.name] = status
         return status
 
-    def snapshot(self, agents: Iterable[AgentConfig], tenant: str | None = None) -> list[dict[str, Any]]:
-        """The JSON objects of the configured agents (of one tenant if given), by tenant then name.
+    def snapshot(self, agents: Iterable[AgentConfig], tenant: str | None = None) -> list[AgentStatus]:
+        """The records of the configured agents (of one tenant if given), by tenant then name.
 
-        Records of agents no longer configured are dropped here.
+        Cheap (references only), for the event loop; render with to_json().
+        Agents not polled yet are pending; records of agents no longer
+        configured are dropped here.
         """
         agents = list(agents)
-        configured = {a.name for a in agents}
-        for name in [n for n in self._records if n not in configured]:
-            del self._records[name]
-        now = certinfo.utcnow()
+        if len(self._records) > len(agents):
+            configured = {a.name for a in agents}
+            for name in [n for n in self._records if n not in configured]:
+                del self._records[name]
         out = []
         for agent in sorted(agents, key=lambda a: (a.tenant, a.name)):
             if tenant is not None and agent.tenant != tenant:
                 continue
             status = self._records.get(agent.name)
-            if status is None or status.agent != agent:
-                status = AgentStatus(agent)  # configured, not polled yet
-            out.append(status.to_json(now))
+            out.append(status if status is not None and status.agent == agent else AgentStatus(agent))
         return out
 
 
-def _classify(status: AgentStatus, worker: AgentWorker, results: Sequence[PollResult]) -> None:
-    """Set state, reason, detail, peer and identity from the cycle and the worker."""
-    status.reason = status.detail = None
-    status.peer = None
+def to_json(statuses: Iterable[AgentStatus], now: datetime | None = None) -> list[dict[str, Any]]:
+    """The `GET /status` document: one object per agent."""
+    now = now or certinfo.utcnow()
+    return [s.to_json(now) for s in statuses]
+
+
+_Classified = tuple[AgentState, str | None, str | None, Mapping[str, str] | None, TenantContext | None]
+
+
+def _classify(worker: AgentWorker, results: Sequence[PollResult]) -> _Classified:
+    """State, reason, detail, refused certificate and identity, from the cycle and the worker."""
     down = worker.down
     if down is not None:  # no connection: the last dial failed and it waits to retry
-        status.identity = None
-        status.reason = down.reason
-        status.state = AgentState.REFUSED if down.reason in IDENTITY_REASONS else AgentState.UNREACHABLE
-        if down.error is not None:
-            status.detail = down.error.detail
-            if isinstance(down.error, IdentityRefused) and down.error.peer:
-                status.peer = dict(down.error.peer)
-        return
+        state = AgentState.REFUSED if down.reason in IDENTITY_REASONS else AgentState.UNREACHABLE
+        error = down.error
+        peer = dict(error.peer) if isinstance(error, IdentityRefused) and error.peer else None
+        return state, down.reason, error.detail if error is not None else None, peer, None
     connection = worker.connection
-    status.identity = connection.context if connection is not None and connection.refusal is None else None
-    if any(r.proven for r in results) or (not results and status.identity is not None):
-        status.state = AgentState.PROVEN
-        return
+    identity = connection.context if connection is not None and connection.refusal is None else None
+    if any(r.proven for r in results) or (not results and identity is not None):
+        return AgentState.PROVEN, None, None, None, identity
     # Connected earlier, but nothing came back over the proven channel this cycle.
     reasons = [r.reason for r in results if r.reason]
     refusal = next((r for r in reasons if r in IDENTITY_REASONS), None)
-    status.state = AgentState.REFUSED if refusal else AgentState.UNREACHABLE
-    status.reason = refusal or (reasons[0] if reasons else Reason.UNREACHABLE.value)
+    if refusal is not None:
+        return AgentState.REFUSED, refusal, None, None, None
+    return AgentState.UNREACHABLE, reasons[0] if reasons else Reason.UNREACHABLE.value, None, None, identity
 
 
 def days_left(not_after: datetime, now: datetime | None = None) -> float:
@@ -188,4 +207,16 @@ def days_left(not_after: datetime, now: datetime | None = None) -> float:
 
 
 def _rfc3339(epoch: float) -> str:
+    return _second(int(epoch))
+
+
+# strftime was most of a /status render; agents polled in the same second, and
+# the same certificate seen each render, share one formatting (bounded caches).
+@lru_cache(maxsize=4096)
+def _second(epoch: int) -> str:
     return format_time(datetime.fromtimestamp(epoch, UTC))
+
+
+@lru_cache(maxsize=16384)
+def _not_after(value: datetime) -> str:
+    return format_time(value)
