@@ -22,6 +22,8 @@ from poller.daemon.config import AgentConfig, CheckConfig
 from poller.daemon.http import OperatorServer
 from poller.daemon.status import AgentState, AgentStatus, CheckStatus, StatusBoard, to_json
 from poller.daemon.targets import render_targets_page
+from poller.identity.reasons import Reason
+from poller.metrics import PollerMetrics
 from poller.testing.identity import unverified_tenant_context
 
 
@@ -36,14 +38,17 @@ def fleet(n: int) -> tuple[StatusBoard, list[AgentConfig]]:
         agent = AgentConfig(name=f"agent-{i:05d}", address=address, tenant=tenant, checks=checks)
         agents.append(agent)
         outcomes = {
-            (c.service_type, c.service_name): CheckStatus(c.service_name, c.service_type, "status", "ok", now) for c in checks
+            (c.service_type, c.service_name): CheckStatus(c.service_name, c.service_type, "status", Reason.OK, now)
+            for c in checks
         }
         common = dict(agent=agent, last_poll=now, last_latency=0.004, checks=outcomes)
         if i % 10 == 0:
             peer = {"subject": f"CN=agent-{i}.p.{tenant}.serviceradar", "issuer": "CN=tenant-x.ca.serviceradar"}
-            status = AgentStatus(state=AgentState.REFUSED, reason="tenant_mismatch", detail="issued by x", peer=peer, **common)
+            status = AgentStatus(
+                state=AgentState.REFUSED, reason=Reason.TENANT_MISMATCH, detail="issued by x", peer=peer, **common
+            )
         elif i % 20 == 1:
-            status = AgentStatus(state=AgentState.UNREACHABLE, reason="unreachable", **common)
+            status = AgentStatus(state=AgentState.UNREACHABLE, reason=Reason.UNREACHABLE, **common)
         else:
             status = AgentStatus(state=AgentState.PROVEN, identity=unverified_tenant_context(tenant, f"agent-{i:05d}"), **common)
         board._records[agent.name] = status  # bench only: fill the board without polling N agents
@@ -60,7 +65,8 @@ def _timed(fn: object, repeat: int) -> float:
 
 
 async def _http(board: StatusBoard, agents: list[AgentConfig], repeat: int) -> tuple[float, int, float, int]:
-    server = OperatorServer(("127.0.0.1", 0), statuses=lambda t: board.snapshot(agents, t), poller_id="bench")
+    registry = PollerMetrics().registry
+    server = OperatorServer(("127.0.0.1", 0), statuses=lambda t: board.snapshot(agents, t), poller_id="bench", registry=registry)
     await server.start()
     try:
         out = []

@@ -7,17 +7,16 @@ reason. Never key material.
 
 from __future__ import annotations
 
-import structlog
-
-from poller import metrics
 from poller.identity.context import TenantContext
 from poller.identity.reasons import IdentityRefused
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
 
-log = structlog.get_logger("poller.audit")
+log = get_logger("poller.audit")
 
 
-def accepted(ctx: TenantContext, *, address: str) -> None:
-    metrics.IDENTITY_ACCEPTS.labels(tenant=ctx.tenant).inc()
+def accepted(ctx: TenantContext, *, address: str, metrics: PollerMetrics) -> None:
+    metrics.identity_accepts.labels(tenant=ctx.tenant).inc()
     log.info(
         "identity_accepted",
         audit=True,
@@ -31,8 +30,8 @@ def accepted(ctx: TenantContext, *, address: str) -> None:
     )
 
 
-def refused(err: IdentityRefused, *, address: str, tenant: str) -> None:
-    metrics.IDENTITY_REFUSALS.labels(tenant=tenant, reason=err.reason.value).inc()
+def refused(err: IdentityRefused, *, address: str, tenant: str, metrics: PollerMetrics) -> None:
+    metrics.identity_refusals.labels(tenant=tenant, reason=err.reason.value).inc()
     log.warning(
         "identity_refused",
         audit=True,

@@ -1,37 +1,145 @@
-"""Log set-up for the CLI and the daemon (a library user configures structlog itself).
+"""Logging: the library emits through the standard `logging` module; the CLI
+and the daemon configure how it is shown.
 
-JSON lines when the stream is not a terminal, readable console lines when it is.
-Logs go to stderr so that stdout stays for a command's output (probe's JSON).
+Library code logs with `get_logger(name)`: structlog's API (events with
+key=value fields, contextvars merged) handed to the stdlib logger `name`
+(all under "poller"). It never prints by itself and never touches structlog's
+global configuration: an application that configures nothing sees nothing
+(a NullHandler sits on "poller", as the logging HOWTO advises for libraries),
+and one that configures `logging` gets the events there, with the fields as
+the record attribute `structlog_event` (a dict) and in the message text.
+
+`configure_logging()` is for applications (the CLI, the daemon): one handler
+on the root logger writing to stderr, JSON lines when the stream is not a
+terminal, readable console lines when it is; structlog's own loggers are
+routed to the same handler. stdout stays for a command's output (probe's JSON).
+
+>>> import logging
+>>> logging.getLogger("poller").handlers  # doctest: +ELLIPSIS
+[<NullHandler (NOTSET)>]
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 
+from poller.identity.reasons import InvalidArgument
+
 FORMATS = ("auto", "json", "console")
+
+#: The LogRecord attribute holding a library event's fields (a dict).
+EVENT_ATTR = "structlog_event"
+
+logging.getLogger("poller").addHandler(logging.NullHandler())
+
+
+def _hand_to_stdlib(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Last library processor: the stdlib call's (args, kwargs).
+
+    The message is `event key=value ...` for plain logging set-ups; the dict
+    itself rides along for structured ones (see configure_logging).
+    """
+    exc_info = event_dict.pop("exc_info", None)
+    fields = " ".join(f"{key}={value}" for key, value in event_dict.items() if key != "event")
+    event = str(event_dict.get("event", ""))
+    kwargs: dict[str, Any] = {"extra": {EVENT_ATTR: dict(event_dict)}}
+    if exc_info:
+        kwargs["exc_info"] = exc_info
+    return ((f"{event} {fields}" if fields else event).replace("%", "%%"),), kwargs
+
+
+_LIBRARY_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,  # no work at all for a disabled level
+    structlog.contextvars.merge_contextvars,
+    _hand_to_stdlib,
+]
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger for library code that emits through `logging.getLogger(name)`.
+
+    >>> log = get_logger("poller.example")
+    >>> log.info("identity_accepted", tenant="acme-corp")  # silent unless the app configured logging
+    """
+    logger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_LIBRARY_PROCESSORS,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    return cast(structlog.stdlib.BoundLogger, logger)
+
+
+def _from_library(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Formatter step: a library record's own fields instead of its message text."""
+    record = event_dict.get("_record")
+    fields = getattr(record, EVENT_ATTR, None)
+    if isinstance(fields, dict):
+        event_dict.update(fields)
+    return event_dict
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
 
 
 def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    stream = stream or sys.stderr
+    """Show the poller's logs (and structlog's) on stream (sys.stderr by default).
+
+    For applications; calling it again replaces the handler it installed.
+    """
     if fmt not in FORMATS:
-        raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
-    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console else structlog.processors.JSONRenderer()
+        raise InvalidArgument(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    shown_on = stream if stream is not None else sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and shown_on.isatty())
+    last: list[Any] = (
+        [structlog.dev.ConsoleRenderer(colors=shown_on.isatty())]
+        if use_console
+        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     )
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                _from_library,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+        )
+    )
+    handler._poller_configured = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_poller_configured", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Loggers made with structlog.get_logger (outside the library) land in the same handler.
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )

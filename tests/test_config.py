@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from poller.cli.main import main
 from poller.daemon.config import (
+    TOP_KEYS,
     AgentConfig,
     CheckConfig,
     ConfigError,
@@ -698,7 +699,7 @@ def test_cli_check_looks_for_certificates(tmp_path: Path, capsys: pytest.Capture
     path = write(tmp_path, FULL)
     assert main(["config", "check", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("ok: 1 agents, 3 checks, tenants: acme-corp")
+    assert out.startswith("ok: 1 agent, 3 checks, tenants: acme-corp")
     assert err == f"warning: certs_dir: {tmp_path / 'certs'} is not a directory\n"
 
 
@@ -736,28 +737,31 @@ def test_cli_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     text = capsys.readouterr().out
     assert text == example_config()
     data = json.loads(text)
-    # The example spells out every key, so the docs and the example cannot drift apart silently.
-    assert set(data) == {
-        "poller_id",
-        "partition",
-        "poll_interval",
-        "certs_dir",
-        "sink",
-        "metrics_listen",
-        "log_format",
-        "max_concurrent_polls",
-        "call_timeout",
-        "cycle_timeout",
-        "backoff_initial",
-        "backoff_max",
-        "agents",
-    }
+    # The example spells out every key the parser knows (the real list, not a copy),
+    # except the timeouts derived from poll_interval and the optional shard section.
+    assert set(data) == set(TOP_KEYS) - {"call_timeout", "cycle_timeout", "shard"}
     path = write(tmp_path, text)
     assert main(["config", "check", str(path), "--no-files"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("ok: 2 agents, 5 checks, tenants: acme-corp, xyz-inc")
     assert err == ""
     assert load_config(path).warnings == ()
+
+
+@pytest.mark.parametrize("interval", ["1s", "5s", "10s", "30s", "2m", "1h"])
+def test_example_with_only_the_interval_changed_is_valid_without_warnings(interval: str) -> None:
+    data = json.loads(example_config())
+    data["poll_interval"] = interval
+    config = parse_config(data)
+    assert config.warnings == ()  # no default warns about another default
+    assert config.call_timeout <= config.cycle_timeout < config.poll_interval
+
+
+def test_call_timeout_defaults_from_a_configured_cycle_timeout() -> None:
+    config = parse_config(doc(poll_interval="10s", cycle_timeout="3s"))
+    assert (config.cycle_timeout, config.call_timeout, config.warnings) == (3.0, 1.0, ())
+    slow = parse_config(doc(poll_interval="5s", call_timeout="10s"))
+    assert [w.path for w in slow.warnings] == ["call_timeout"]  # a value the user chose may still warn
 
 
 # ------------------------------------------------------------------ the duration parser

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
-import poller.metrics  # noqa: F401  (registers the poller's metrics)
+from poller.metrics import PollerMetrics
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 
@@ -36,10 +35,11 @@ def metric_names(expr: str) -> set[str]:
 
 
 def exported_names() -> set[str]:
-    """Every sample name the poller's metrics can produce, from the registry the daemon serves."""
+    """Every sample name the poller's metrics can produce, from the registry a daemon serves."""
     suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
     names: set[str] = set()
-    for collector in list(REGISTRY._collector_to_names):
+    registry = PollerMetrics().registry  # what PollerDaemon makes and serves on metrics_listen
+    for collector in list(registry._collector_to_names):
         describe = getattr(collector, "describe", None)
         for family in describe() if describe else []:
             if family.name.startswith("poller_"):

@@ -12,7 +12,7 @@ import pytest
 from poller.agent.client import AgentClient
 from poller.agent.stream import IncompleteStream
 from poller.dial.dialer import dial_agent
-from poller.identity.reasons import AgentUnreachable, Reason
+from poller.identity.reasons import AgentUnreachable, InvalidPayload, Reason
 
 ACME = "acme-corp"
 
@@ -96,7 +96,9 @@ async def test_agent_answering_garbage_protobuf_is_a_clear_call_error(pki, trust
         try:
             with pytest.raises(AgentUnreachable) as caught:
                 await AgentClient(conn).get_status("ping", "icmp")
-            assert caught.value.code == "INVALID_PAYLOAD"
+            assert isinstance(caught.value, InvalidPayload)
+            assert caught.value.code is None  # no made-up gRPC code
+            assert caught.value.outcome is Reason.INVALID_PAYLOAD
             assert "not a valid StatusResponse" in caught.value.detail
             assert conn.context.tenant == ACME  # the identity is untouched by a bad payload
         finally:

@@ -13,16 +13,21 @@ import gzip
 from collections.abc import AsyncIterator
 
 import pytest
-import structlog
 
 from poller.daemon.http import MAX_REQUEST_BYTES, OperatorServer
 from poller.daemon.status import StatusBoard
+from poller.metrics import PollerMetrics
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[OperatorServer]:
     board = StatusBoard()
-    srv = OperatorServer(("127.0.0.1", 0), statuses=lambda tenant: board.snapshot([], tenant), poller_id="p-<1>")
+    metrics = PollerMetrics()
+    for i in range(30):  # enough samples that the exposition is worth compressing
+        metrics.polls.labels(tenant="acme-corp" if i == 0 else f"tenant-{i}", outcome="ok").inc()
+    srv = OperatorServer(
+        ("127.0.0.1", 0), statuses=lambda tenant: board.snapshot([], tenant), poller_id="p-<1>", registry=metrics.registry
+    )
     await srv.start()
     yield srv
     await srv.stop()
@@ -95,7 +100,7 @@ async def test_metrics_negotiate_openmetrics_and_gzip(server):
     assert body.rstrip().endswith(b"# EOF")
     status, headers, body = split(await exchange(server, b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n"))
     assert status == 200 and headers.get("content-encoding") == "gzip"
-    assert b"# TYPE" in gzip.decompress(body)
+    assert b'poller_polls_total{outcome="ok",tenant="acme-corp"} 1.0' in gzip.decompress(body)
 
 
 async def test_head_has_the_headers_and_no_body(server):
@@ -103,18 +108,17 @@ async def test_head_has_the_headers_and_no_body(server):
     assert status == 200 and body == b"" and int(headers["content-length"]) > 100
 
 
-async def test_a_daemon_bound_beyond_loopback_says_so(pki):
+async def test_a_daemon_bound_beyond_loopback_says_so(pki, log_events):
     from poller.daemon.config import parse_config
     from poller.daemon.daemon import PollerDaemon
     from poller.daemon.sinks import MemorySink
 
     settings = parse_config({"poller_id": "p", "certs_dir": str(pki.directory), "metrics_listen": "0.0.0.0:0", "agents": {}})
     daemon = PollerDaemon(settings, sink=MemorySink())
-    with structlog.testing.capture_logs() as logs:
-        await daemon._start_http()
-        try:
-            assert daemon.metrics_port
-        finally:
-            await daemon.shutdown()
-    [warning] = [line for line in logs if line["event"] == "status_pages_exposed"]
-    assert warning["log_level"] == "warning" and warning["address"] == "0.0.0.0"
+    await daemon._start_http()
+    try:
+        assert daemon.metrics_port
+    finally:
+        await daemon.shutdown()
+    [warning] = [line for line in log_events() if line["event"] == "status_pages_exposed"]
+    assert warning["level"] == "warning" and warning["address"] == "0.0.0.0"

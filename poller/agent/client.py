@@ -14,7 +14,6 @@ gRPC code when a call failed).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ from typing import Any, Generic, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from poller import metrics
 from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.dial.dialer import AgentConnection
 from poller.identity.context import TenantContext
-from poller.identity.reasons import AgentUnreachable, IdentityRefused
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 
@@ -62,18 +60,9 @@ class StreamDocument:
     latency: float
 
 
-def _invalid_payload(method: str, message: str) -> AgentUnreachable:
+def _invalid_payload(method: str, message: str) -> InvalidPayload:
     # grpcio logs the DecodeError and hands back None instead of raising.
-    return AgentUnreachable(f"{method}: the agent's answer is not a valid {message}", code=INVALID_PAYLOAD)
-
-
-INVALID_PAYLOAD = "INVALID_PAYLOAD"
-
-
-@functools.cache
-def _latency(method: str) -> Any:
-    """The histogram child of one method (labels() is a lookup under a lock)."""
-    return metrics.CALL_LATENCY.labels(method=method)
+    return InvalidPayload(f"{method}: the agent's answer is not a valid {message}")
 
 
 class AgentClient:
@@ -182,7 +171,7 @@ class AgentClient:
             await chunks.aclose()  # type: ignore[attr-defined]  # a grpc.aio stream call is an async generator
         data = assembler.data
         latency = time.perf_counter() - started
-        _latency("StreamResults").observe(latency)
+        self.connection.metrics.latency("StreamResults").observe(latency)
         return StreamDocument(
             context=ctx,
             data=data,
@@ -223,7 +212,7 @@ class AgentClient:
         if response is None:
             raise _invalid_payload(name, type(request).__name__.replace("Request", "Response"))
         latency = time.perf_counter() - started
-        _latency(name).observe(latency)
+        self.connection.metrics.latency(name).observe(latency)
         return AgentReply(context=ctx, response=response, latency=latency)
 
     async def _translate(self, name: str, err: grpc.aio.AioRpcError) -> Exception:

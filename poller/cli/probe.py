@@ -14,12 +14,12 @@ import logging
 import sys
 from typing import Any
 
+from poller.address import split_host_port
 from poller.agent.client import AgentClient
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.dial.dialer import dial_agent
-from poller.dial.peer import split_address
 from poller.identity.names import is_label
-from poller.identity.reasons import AgentUnreachable, IdentityRefused
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
 from poller.logs import configure_logging
 from poller.trust.store import TrustStore, TrustStoreError
 
@@ -61,7 +61,7 @@ def _usage(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     configure_logging("console" if args.verbose else "json", level=logging.INFO if args.verbose else logging.ERROR)
     try:
-        split_address(args.address)
+        split_host_port(args.address)
     except ValueError as exc:
         return _usage(str(exc))
     for value, what in ((args.tenant, "--tenant"), (args.component, "--component"), (args.partition, "--partition")):
@@ -103,7 +103,7 @@ async def _probe(args: argparse.Namespace, trust: TrustStore) -> int:
         _emit({"accepted": False, "reason": err.reason.value, "detail": err.detail})
         return EXIT_UNREACHABLE
     except TimeoutError:
-        _emit({"accepted": False, "reason": "unreachable", "detail": f"no answer from {args.address} in time"})
+        _emit({"accepted": False, "reason": Reason.UNREACHABLE.value, "detail": f"no answer from {args.address} in time"})
         return EXIT_UNREACHABLE
     _emit({"accepted": True, **ctx.as_dict()})
     return EXIT_OK

@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.daemon.status import EXPIRY_WARNING_DAYS, AgentState
 from poller.identity.names import is_label
+from poller.identity.reasons import PollerError
 
 DEFAULT_URL = "http://127.0.0.1:9464"
 _ORDER = {state.value: i for i, state in enumerate(AgentState)}  # refused, unreachable, pending, proven
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     return exit_code(agents)
 
 
-class StatusUnavailable(Exception):
+class StatusUnavailable(PollerError):
     """The daemon's /status could not be read (no answer, an HTTP error, not the expected JSON)."""
 
 

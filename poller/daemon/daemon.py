@@ -16,33 +16,41 @@ import ipaddress
 import signal
 from dataclasses import replace
 
-import structlog
-
-from poller import metrics
-from poller.daemon.config import ConfigError, PollerConfig, load_config
+from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.http import OperatorServer
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
 from poller.identity import certinfo
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
 from poller.trust.store import TrustStore, TrustStoreError
 
-log = structlog.get_logger("poller.daemon")
+log = get_logger("poller.daemon")
 
 
 def make_sink(settings: PollerConfig) -> Sink:
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
-    raise ValueError(f"sink type {settings.sink.type!r} is not available in this version")
+    raise ConfigError([ConfigIssue("sink.type", f"{settings.sink.type!r} is not available in this version")])
 
 
 class PollerDaemon:
-    def __init__(self, settings: PollerConfig, *, sink: Sink | None = None, trust: TrustStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: PollerConfig,
+        *,
+        sink: Sink | None = None,
+        trust: TrustStore | None = None,
+        metrics: PollerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.trust = trust or TrustStore(settings.certs_dir)
         self.sink = sink or make_sink(settings)
-        self.scheduler = Scheduler(settings, self.trust, self.publish)
+        # The daemon's own registry, served on metrics_listen; never the process-global one.
+        self.metrics = metrics if metrics is not None else PollerMetrics()
+        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics)
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
@@ -65,6 +73,7 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self._start_http()
+        self._log_config_warnings()
         self._record_own_certificate()
         self.scheduler.start()
         log.info(
@@ -89,6 +98,7 @@ class PollerDaemon:
 
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
+        self._log_config_warnings()
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:
@@ -111,8 +121,8 @@ class PollerDaemon:
             await self.reload()
 
     async def _summary_loop(self) -> None:
-        """One line per interval: what each tenant's results said, e.g.
-        acme-corp="2 ok, 1 tenant_mismatch". Problems stand out without a dashboard."""
+        """One line per interval counting agents per tenant by outcome, e.g.
+        tenants={"acme-corp": {"ok": 2, "refused": 1}}. Problems stand out without a dashboard."""
         frozen = False
         while True:
             await asyncio.sleep(self.settings.poll_interval)
@@ -125,10 +135,7 @@ class PollerDaemon:
                 frozen = True
             tally = self.scheduler.take_tally()
             if tally:
-                summary = {
-                    tenant: ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) for tenant, outcomes in tally.items()
-                }
-                log.info("poll_summary", **summary)
+                log.info("poll_summary", tenants=tally)
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
@@ -152,7 +159,13 @@ class PollerDaemon:
         self.settings = new
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
+        self._log_config_warnings()
         return True
+
+    def _log_config_warnings(self) -> None:
+        """What `config check` would warn about, once per start and per reload."""
+        for issue in (*self.settings.warnings, *check_files(self.settings)):
+            log.warning("config_warning", path=issue.path, message=issue.message)
 
     async def _start_http(self) -> None:
         """/metrics, /status and the targets page on metrics_listen (off when unset)."""
@@ -165,6 +178,7 @@ class PollerDaemon:
             statuses=lambda tenant: scheduler.status.snapshot(scheduler.settings.polled_agents, tenant),
             poller_id=self.settings.poller_id,
             refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
+            registry=self.metrics.registry,
         )
         await self._http.start()
         self.metrics_port = self._http.port
@@ -176,7 +190,7 @@ class PollerDaemon:
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
         days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
-        metrics.CERT_EXPIRY_DAYS.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        self.metrics.cert_expiry_days.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
         if days < 30:
             log.warning("poller_certificate_expiring", days_left=int(days))
 

@@ -10,7 +10,7 @@ never stalls polling.
 /status and / list every tenant's agents: bind it where only the platform's
 operators can reach it (loopback by default in the example config).
 
->>> server = OperatorServer(("127.0.0.1", 9464), statuses=board_view, poller_id="p-1")  # doctest: +SKIP
+>>> server = OperatorServer(("127.0.0.1", 9464), statuses=view, poller_id="p-1", registry=metrics.registry)  # doctest: +SKIP
 >>> await server.start(); server.port  # doctest: +SKIP
 9464
 """
@@ -24,15 +24,16 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-import structlog
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from poller.daemon.status import AgentStatus, to_json
 from poller.daemon.targets import render_targets_page
 from poller.identity.names import is_label
+from poller.identity.reasons import PollerError
+from poller.logs import get_logger
 
-log = structlog.get_logger("poller.http")
+log = get_logger("poller.http")
 
 # The records of one tenant's agents (all tenants when None); cheap, called on the loop.
 StatusView = Callable[[str | None], list[AgentStatus]]
@@ -50,7 +51,9 @@ _SECURITY_HEADERS = (
 )
 
 
-class BadRequest(Exception):
+class BadRequest(PollerError):
+    """A request this server does not answer; `status` is the HTTP status it gets."""
+
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -65,8 +68,8 @@ class OperatorServer:
         *,
         statuses: StatusView,
         poller_id: str,
+        registry: CollectorRegistry,
         refresh_seconds: float = 10.0,
-        registry: CollectorRegistry = REGISTRY,
     ) -> None:
         self.host, self._port = address
         self._statuses = statuses

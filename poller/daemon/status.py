@@ -44,13 +44,10 @@ class AgentState(StrEnum):
 
 EXPIRY_WARNING_DAYS = 14  # a certificate closer than this to its end is highlighted
 
-# Outcomes that are an identity refusal; every other failure means "no answer".
-IDENTITY_REASONS = frozenset(r.value for r in Reason if r is not Reason.UNREACHABLE)
 
-
-def outcome_of(result: PollResult) -> str:
-    """ "ok", or why the check gave no answer (the poller_polls_total outcome)."""
-    return "ok" if result.available else (result.reason or "unavailable")
+def outcome_of(result: PollResult) -> Reason:
+    """OK, or why the check gave no answer (the outcome label of poller_polls_total)."""
+    return Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +57,7 @@ class CheckStatus:
     service_name: str
     service_type: str
     kind: str
-    outcome: str
+    outcome: Reason
     polled_at: float
 
     def to_json(self) -> dict[str, Any]:
@@ -68,7 +65,7 @@ class CheckStatus:
             "service_name": self.service_name,
             "service_type": self.service_type,
             "kind": self.kind,
-            "outcome": self.outcome,
+            "outcome": self.outcome.value,
             "last_poll": _rfc3339(self.polled_at),
         }
 
@@ -83,7 +80,7 @@ class AgentStatus:
 
     agent: AgentConfig
     state: AgentState = AgentState.PENDING
-    reason: str | None = None
+    reason: Reason | None = None
     detail: str | None = None
     peer: Mapping[str, str] | None = None  # the refused certificate: subject, issuer, serial, fingerprint
     identity: TenantContext | None = None
@@ -107,7 +104,7 @@ class AgentStatus:
             "address": self.agent.address,
             "tenant": self.agent.tenant,
             "state": self.state.value,
-            "reason": self.reason,
+            "reason": self.reason.value if self.reason is not None else None,
             "detail": self.detail,
             "peer": dict(self.peer) if self.peer is not None else None,
             "identity": identity,
@@ -178,14 +175,14 @@ def to_json(statuses: Iterable[AgentStatus], now: datetime | None = None) -> lis
     return [s.to_json(now) for s in statuses]
 
 
-_Classified = tuple[AgentState, str | None, str | None, Mapping[str, str] | None, TenantContext | None]
+_Classified = tuple[AgentState, Reason | None, str | None, Mapping[str, str] | None, TenantContext | None]
 
 
 def _classify(worker: AgentWorker, results: Sequence[PollResult]) -> _Classified:
     """State, reason, detail, refused certificate and identity, from the cycle and the worker."""
     down = worker.down
     if down is not None:  # no connection: the last dial failed and it waits to retry
-        state = AgentState.REFUSED if down.reason in IDENTITY_REASONS else AgentState.UNREACHABLE
+        state = AgentState.REFUSED if down.reason.is_refusal else AgentState.UNREACHABLE
         error = down.error
         peer = dict(error.peer) if isinstance(error, IdentityRefused) and error.peer else None
         return state, down.reason, error.detail if error is not None else None, peer, None
@@ -194,11 +191,11 @@ def _classify(worker: AgentWorker, results: Sequence[PollResult]) -> _Classified
     if any(r.proven for r in results) or (not results and identity is not None):
         return AgentState.PROVEN, None, None, None, identity
     # Connected earlier, but nothing came back over the proven channel this cycle.
-    reasons = [r.reason for r in results if r.reason]
-    refusal = next((r for r in reasons if r in IDENTITY_REASONS), None)
+    reasons = [r.reason for r in results if r.reason is not None]
+    refusal = next((r for r in reasons if r.is_refusal), None)
     if refusal is not None:
         return AgentState.REFUSED, refusal, None, None, None
-    return AgentState.UNREACHABLE, reasons[0] if reasons else Reason.UNREACHABLE.value, None, None, identity
+    return AgentState.UNREACHABLE, reasons[0] if reasons else Reason.UNREACHABLE, None, None, identity
 
 
 def days_left(not_after: datetime, now: datetime | None = None) -> float:

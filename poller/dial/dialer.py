@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-import structlog
 from cryptography import x509
 
 from poller import audit
@@ -35,10 +34,12 @@ from poller.identity import certinfo
 from poller.identity.context import TenantContext
 from poller.identity.names import format_edge_cn
 from poller.identity.reasons import IdentityRefused, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 from poller.trust.verify import parse_chain, verify_agent_chain
 
-log = structlog.get_logger("poller.dial")
+log = get_logger("poller.dial")
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -61,6 +62,7 @@ class AgentConnection:
 
     Made by dial_agent(); `channel` carries an interceptor that stamps every
     call with `context` and refuses calls once the identity is refused.
+    `metrics` is where its identity decisions and calls are counted.
     """
 
     def __init__(
@@ -75,8 +77,10 @@ class AgentConnection:
         target_name: str,
         timeout: float,
         options: Sequence[tuple[str, Any]] = (),
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self.address = address
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.tenant = tenant
         self.component = component
         self.partition = partition
@@ -130,6 +134,7 @@ class AgentConnection:
                     component=self.component,
                     partition=self.partition,
                     timeout=self._timeout,
+                    metrics=self.metrics,
                 )
             except IdentityRefused as err:
                 self._refuse(err)
@@ -191,11 +196,13 @@ async def dial_agent(
     partition: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     options: Sequence[tuple[str, Any]] = (),
+    metrics: PollerMetrics | None = None,
 ) -> AgentConnection:
     """Prove the agent at address belongs to tenant and return a pinned connection.
 
     Raises IdentityRefused(reason, detail) when the agent's certificate does not
     prove the expected identity, AgentUnreachable when no decision could be made.
+    Decisions and calls are counted in `metrics` (a private registry if None).
 
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
@@ -212,10 +219,15 @@ async def dial_agent(
             target_name=target_name,
             timeout=timeout,
             options=options,
+            metrics=metrics,
         )
 
-    if component is None or partition is None:
-        ctx = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
+    # Without an expected name, or without a CA to pin the channel to (the
+    # proof then refuses it, audited), there is nothing to start early.
+    if component is None or partition is None or tenant not in trust.tenants:
+        ctx = await _prove(
+            address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout, metrics=metrics
+        )
         return connection(ctx, ctx.cn)
 
     # The expected name is known: gRPC's own (pinned) handshake starts while
@@ -224,7 +236,7 @@ async def dial_agent(
     conn.channel.get_state(try_to_connect=True)
     try:
         conn._context = await _prove(
-            address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout
+            address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout, metrics=metrics
         )
     except BaseException:
         await conn.close()
@@ -240,17 +252,19 @@ async def _prove(
     component: str | None,
     partition: str | None,
     timeout: float,
+    metrics: PollerMetrics | None,
 ) -> TenantContext:
     """Collect the chain, verify it, check it can be pinned, audit the decision."""
+    metrics = metrics if metrics is not None else default_metrics()
     chain = await fetch_peer_chain(address, collector_context(trust.client), timeout=timeout)
     try:
         certs = parse_chain(chain)  # once, for both checks
         ctx = verify_agent_chain(certs, tenant=tenant, trust=trust.snapshot, component=component, partition=partition)
         _check_pinnable(certs[0], ctx)
     except IdentityRefused as err:
-        audit.refused(err, address=address, tenant=tenant)
+        audit.refused(err, address=address, tenant=tenant, metrics=metrics)
         raise
-    audit.accepted(ctx, address=address)
+    audit.accepted(ctx, address=address, metrics=metrics)
     return ctx
 
 

@@ -26,10 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
 from poller.identity.names import InvalidName, parse_tenant_ca_cn
+from poller.identity.reasons import PollerError
 from poller.trust.layout import CertsLayout
 
 
-class TrustStoreError(Exception):
+class TrustStoreError(PollerError):
     """The certs directory could not be loaded; `problems` lists every reason."""
 
     def __init__(self, problems: list[str]) -> None:
