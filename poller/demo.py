@@ -83,19 +83,24 @@ def _status_port(preferred: int = 9464) -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-async def _live_status_table(config: Path, every: float = 4.0) -> None:
-    """Every few seconds, under the log, the table `serviceradar-poller status` prints."""
+async def _live_status_table(config: Path, log: Path | None, every: float = 4.0) -> None:
+    """Every few seconds the table `serviceradar-poller status` prints: redrawn in
+    place of the log on a terminal (the log then goes to `log`), else under it."""
     from poller.cli.status import StatusUnavailable, fetch_status, format_table, status_url
 
     url = f"http://{json.loads(config.read_text())['metrics_listen']}"
-    print(f"  targets page: {url}/   status: serviceradar-poller status --url {url}\n", flush=True)
+    where = f"  targets page: {url}/   status: serviceradar-poller status --url {url}"
+    print(f"{where}\n", flush=True)
     while True:
         await asyncio.sleep(every)
         try:
             agents = await asyncio.to_thread(fetch_status, status_url(url) or url, timeout=2.0)
         except StatusUnavailable:
             continue  # the daemon is starting or stopping
-        print(f"\n{format_table(agents)}", flush=True)
+        if log is None:
+            print(f"\n{format_table(agents)}", flush=True)
+        else:  # clear the screen, then the table; the daemon's log is in the file
+            print(f"\x1b[H\x1b[2J{format_table(agents)}\n{where}\n  daemon log: {log}   Ctrl-C stops everything.", flush=True)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -121,14 +126,18 @@ async def main(args: argparse.Namespace) -> int:
 
         # The daemon is its own process, exactly as in production. It ignores
         # nothing: Ctrl-C reaches it (same process group) and it stops cleanly.
+        log = workdir / "poller.log" if sys.stdout.isatty() else None  # the live table replaces the log on a terminal
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if log else None
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "poller", "run", "--config", str(config), env={**os.environ, "FORCE_COLOR": "1"}
+            sys.executable, "-m", "poller", "run", "--config", str(config), env={**os.environ, "FORCE_COLOR": "1"}, stderr=log_fd
         )
+        if log_fd is not None:
+            os.close(log_fd)  # the daemon has its own copy
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        table = asyncio.ensure_future(_live_status_table(config))
+        table = asyncio.ensure_future(_live_status_table(config, log))
         waiter = asyncio.ensure_future(proc.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
