@@ -122,3 +122,43 @@ async def test_a_daemon_bound_beyond_loopback_says_so(pki, log_events):
         await daemon.shutdown()
     [warning] = [line for line in log_events() if line["event"] == "status_pages_exposed"]
     assert warning["level"] == "warning" and warning["address"] == "0.0.0.0"
+
+
+async def test_a_reload_keeps_the_address_the_pages_are_served_on(pki, tmp_path, log_events):
+    import json
+
+    from poller.daemon.config import load_config
+    from poller.daemon.daemon import PollerDaemon
+    from poller.daemon.sinks import MemorySink
+
+    config = tmp_path / "poller.json"
+    doc = {"poller_id": "p", "certs_dir": str(pki.directory), "metrics_listen": "127.0.0.1:0", "agents": {}}
+    config.write_text(json.dumps(doc))
+    daemon = PollerDaemon(load_config(config), sink=MemorySink())
+    await daemon._start_http()
+    try:
+        config.write_text(json.dumps({**doc, "metrics_listen": "127.0.0.1:1", "poller_id": "p2"}))
+        assert await daemon.reload()
+        assert daemon.settings.metrics_listen == "127.0.0.1:0" and daemon.settings.poller_id == "p2"
+        assert [e for e in log_events() if e["event"] == "reload_partial"]
+        assert daemon._http is not None
+        status, _, _ = split(await exchange(daemon._http, b"GET /status HTTP/1.1\r\n\r\n"))  # still served there
+        assert status == 200
+    finally:
+        await daemon.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("base", "tenant", "url"),
+    [
+        ("http://127.0.0.1:9464", None, "http://127.0.0.1:9464/status"),
+        ("http://127.0.0.1:9464/", "acme-corp", "http://127.0.0.1:9464/status?tenant=acme-corp"),
+        ("https://poller.example/ops/status", None, "https://poller.example/ops/status"),
+        ("127.0.0.1:9464", None, "http://127.0.0.1:9464/status"),
+        ("ftp://127.0.0.1/", None, None),
+    ],
+)
+def test_the_status_command_finds_the_status_url(base, tenant, url):
+    from poller.cli.status import status_url
+
+    assert status_url(base, tenant) == url

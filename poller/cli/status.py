@@ -75,7 +75,7 @@ class StatusUnavailable(PollerError):
 
 def status_url(base: str, tenant: str | None = None) -> str | None:
     """The /status URL under base (which may already end in /status); None if base is not http(s)."""
-    parts = urlsplit(base)
+    parts = urlsplit(base if "://" in base else f"http://{base}")  # "127.0.0.1:9464" is fine too
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     path = parts.path.rstrip("/")

@@ -153,8 +153,8 @@ class PollerDaemon:
         except TrustStoreError as exc:
             log.error("reload_refused", certs_dir=str(self.trust.certs_dir), problems=exc.problems)
             return False
-        if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir:
-            log.warning("reload_partial", why="sink and certs_dir changes need a restart; kept the running ones")
+        if _keep(new, self.settings) != new:
+            log.warning("reload_partial", why="sink, certs_dir and metrics_listen changes need a restart; kept the running ones")
             new = _keep(new, self.settings)
         self.settings = new
         changes = await self.scheduler.apply(new)
@@ -203,4 +203,4 @@ def _is_loopback(host: str) -> bool:
 
 
 def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
-    return replace(new, sink=old.sink, certs_dir=old.certs_dir)
+    return replace(new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen)
