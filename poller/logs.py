@@ -15,12 +15,13 @@ terminal, readable console lines when it is; structlog's own loggers are
 routed to the same handler. stdout stays for a command's output (probe's JSON).
 
 >>> import logging
->>> logging.getLogger("poller").handlers  # doctest: +ELLIPSIS
-[<NullHandler (NOTSET)>]
+>>> any(isinstance(h, logging.NullHandler) for h in logging.getLogger("poller").handlers)
+True
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -35,7 +36,9 @@ FORMATS = ("auto", "json", "console")
 #: The LogRecord attribute holding a library event's fields (a dict).
 EVENT_ATTR = "structlog_event"
 
-logging.getLogger("poller").addHandler(logging.NullHandler())
+_library_root = logging.getLogger("poller")
+if not any(isinstance(h, logging.NullHandler) for h in _library_root.handlers):
+    _library_root.addHandler(logging.NullHandler())
 
 
 def _hand_to_stdlib(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -99,6 +102,50 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+#: Console lines are cut to this width (JSON lines carry every field).
+CONSOLE_WIDTH = 120
+# Audit detail a person scanning a terminal does not need; JSON lines keep it.
+_CONSOLE_HIDDEN = frozenset({"audit", "fingerprint", "serial", "not_after", "subject", "partition"})
+_CONSOLE_FIRST = ("tenant", "agent", "reason", "detail", "component", "check")
+_CONSOLE_LAST = ("address",)
+_LEVELS = {"warning": "WARN", "critical": "CRIT", "exception": "ERROR"}
+
+
+def render_console(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
+    """One short line: `HH:MM:SS LEVEL event key=value ...`, tenant, agent and
+    reason first, the address last, cut to CONSOLE_WIDTH; a traceback follows
+    on its own lines.
+
+    >>> render_console(None, "info", {"timestamp": "2026-01-02T03:04:05.6Z", "level": "info",
+    ...     "event": "identity_accepted", "tenant": "acme-corp", "agent": "edge-1", "serial": "ab"})
+    '03:04:05 INFO  identity_accepted    tenant=acme-corp agent=edge-1'
+    """
+    fields = dict(event_dict)
+    stamp = str(fields.pop("timestamp", ""))[11:19]
+    level = str(fields.pop("level", ""))
+    level = _LEVELS.get(level, level.upper())
+    event = str(fields.pop("event", ""))
+    trace = fields.pop("exception", None)
+    for key in _CONSOLE_HIDDEN:
+        fields.pop(key, None)
+    order = [k for k in _CONSOLE_FIRST if k in fields]
+    order += sorted(k for k in fields if k not in _CONSOLE_FIRST and k not in _CONSOLE_LAST)
+    order += [k for k in _CONSOLE_LAST if k in fields]
+    pairs = " ".join(f"{key}={_console_value(fields[key])}" for key in order)
+    line = f"{stamp} {level:<5} {event:<20} {pairs}".rstrip()
+    if len(line) > CONSOLE_WIDTH:
+        line = line[: CONSOLE_WIDTH - 1] + "…"
+    return f"{line}\n{trace}" if trace else line
+
+
+def _console_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value and not any(c.isspace() or c in "\"'=" for c in value) else json.dumps(value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
 def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """Show the poller's logs (and structlog's) on stream (sys.stderr by default).
 
@@ -109,11 +156,10 @@ def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level:
     handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     shown_on = stream if stream is not None else sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and shown_on.isatty())
-    last: list[Any] = (
-        [structlog.dev.ConsoleRenderer(colors=shown_on.isatty())]
-        if use_console
-        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    )
+    last: list[Any] = [
+        structlog.processors.format_exc_info,
+        render_console if use_console else structlog.processors.JSONRenderer(),
+    ]
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[

@@ -29,7 +29,7 @@ class PollerMetrics:
 
     Names: poller_polls_total, poller_identity_refusals_total,
     poller_identity_accepts_total, poller_call_latency_seconds,
-    poller_connected_agents, poller_certificate_expiry_days.
+    poller_connected_agents, poller_certificate_expiry_days, tenant_crl_loaded.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -49,6 +49,10 @@ class PollerMetrics:
             "Days until a certificate expires (the poller's own and each agent's)",
             ["kind", "tenant", "name"],
             registry=r,
+        )
+        # Named as issue 6 specifies (no poller_ prefix): 1 when a CRL is in force for the tenant, else 0.
+        self.tenant_crl_loaded = Gauge(
+            "tenant_crl_loaded", "1 when a CRL is in force for the tenant, 0 when it has none", ["tenant"], registry=r
         )
         self._latency_children: dict[str, Any] = {}
 

@@ -856,3 +856,26 @@ def test_nats_sink_is_refused_by_check_until_it_exists(tmp_path, capsys):
     path.write_text(json.dumps({"poller_id": "p", "sink": {"type": "nats"}, "agents": {}}))
     assert main(["config", "check", str(path), "--no-files"]) == 2
     assert 'sink.type: "nats" is not available' in capsys.readouterr().err
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    import poller
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"serviceradar-poller {poller.__version__}\n"
+
+
+def test_cli_check_says_one_agent_and_one_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        json.dumps(
+            {
+                **MINIMAL,
+                "agents": {"e": {**MINIMAL["agents"]["edge-1"], "checks": [{"service_type": "icmp", "service_name": "ping"}]}},
+            }
+        ),
+    )
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    assert capsys.readouterr().out == "ok: 1 agent, 1 check, tenants: acme-corp\n"

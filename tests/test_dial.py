@@ -85,7 +85,8 @@ async def test_adversarial_matrix_is_refused_with_its_reason(pki, trust, serve, 
     with pytest.raises(IdentityRefused) as caught:
         await dial_agent(agent.address, tenant=ACME, trust=trust, **expect)
     assert caught.value.reason is reason, caught.value.detail
-    assert agent.count("GetStatus") == 0  # nothing was ever asked of it
+    # No RPC of any kind (health included) reached it: the proof comes first.
+    assert agent.requests == []
 
 
 async def test_revoked_agent_is_refused(pki, serve):
@@ -260,7 +261,8 @@ async def test_both_dial_paths_refuse_an_impostor_and_accept_the_agent(pki, trus
     with pytest.raises(IdentityRefused) as caught:
         await dial_agent(impostor.address, tenant=ACME, trust=trust, **expect)
     assert caught.value.reason is Reason.TENANT_MISMATCH
-    assert impostor.count("GetStatus") == 0
+    # Not even the pinned path's early gRPC connect let a request through.
+    assert impostor.requests == []
     good = await serve(pki.agent(ACME, "agent-001"))
     conn = await dial_agent(good.address, tenant=ACME, trust=trust, **expect)
     try:

@@ -57,6 +57,7 @@ async def test_peer_that_sends_garbage_is_unreachable_not_accepted(trust, raw_se
     with pytest.raises(AgentUnreachable) as caught:
         await dial_agent(f"127.0.0.1:{port}", tenant=ACME, trust=trust, timeout=2)
     assert "TLS handshake" in caught.value.detail
+    assert "does not speak TLS" in caught.value.detail  # said plainly, not only an OpenSSL code
 
 
 async def garbage_agent(pki, cert):

@@ -119,3 +119,32 @@ def test_logged_exceptions_keep_their_traceback(restore_logging) -> None:
     line = json.loads(stream.getvalue())
     assert line["event"] == "agent_loop_failed" and line["agent"] == "a"
     assert "RuntimeError: boom" in line["exception"] and "Traceback" in line["exception"]
+
+
+def test_console_lines_fit_120_columns_and_json_keeps_the_audit_detail(restore_logging) -> None:
+    from poller.logs import CONSOLE_WIDTH, get_logger
+
+    audit = {
+        "audit": True,
+        "tenant": "acme-corp",
+        "agent": "impostor",
+        "reason": "tenant_mismatch",
+        "detail": "issued by tenant-xyz-inc.ca.serviceradar, not by tenant-acme-corp.ca.serviceradar",
+        "fingerprint": "e0" * 32,
+        "serial": "7a" * 20,
+        "subject": "CN=agent-666.partition-1.acme-corp.serviceradar",
+        "address": "127.0.0.1:35965",
+    }
+    console, as_json = io.StringIO(), io.StringIO()
+    configure_logging("console", stream=console)
+    get_logger("poller.audit").warning("identity_refused", **audit)
+    configure_logging("json", stream=as_json)
+    get_logger("poller.audit").warning("identity_refused", **audit)
+
+    [line] = console.getvalue().splitlines()
+    assert len(line) <= CONSOLE_WIDTH
+    assert " WARN " in line and "identity_refused" in line
+    assert line.index("tenant=acme-corp") < line.index("agent=impostor") < line.index("reason=tenant_mismatch")
+    assert "fingerprint" not in line and "serial" not in line
+    full = json.loads(as_json.getvalue())
+    assert {key: full[key] for key in audit} == audit  # every field, uncut

@@ -204,11 +204,22 @@ class AgentClient:
 
     async def _unary(self, name: str, method: Any, request: Any, timeout: float | None) -> AgentReply[Any]:
         ctx = self.context
+        pinned = self.connection.serial
         started = time.perf_counter()
         try:
             response = await method(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.aio.AioRpcError as err:
-            raise await self._translate(name, err) from None
+            failure = await self._translate(name, err)
+            if not isinstance(failure, AgentUnreachable) or self.connection.serial == pinned:
+                raise failure from None
+            # The pinned handshake failed because the agent rotated its certificate,
+            # and the fresh proof re-pinned the channel: the call never reached the
+            # agent, so it goes once more, over the new pin.
+            ctx = self.context
+            try:
+                response = await method(request, timeout=self.timeout if timeout is None else timeout)
+            except grpc.aio.AioRpcError as again:
+                raise await self._translate(name, again) from None
         if response is None:
             raise _invalid_payload(name, type(request).__name__.replace("Request", "Response"))
         latency = time.perf_counter() - started
@@ -219,7 +230,7 @@ class AgentClient:
         code = err.code()
         if code in _RECHECK_CODES:
             try:
-                await self.connection.reprove()
+                await self.connection.reprove(err.details())
             except (IdentityRefused, AgentUnreachable) as decided:
                 return decided
         return AgentUnreachable(f"{name}: {code.name}: {err.details() or 'no details'}", code=code.name)

@@ -127,6 +127,7 @@ TOP_KEYS = (
     "backoff_initial",
     "backoff_max",
     "shard",
+    "require_crl",
     "agents",
 )
 AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
@@ -260,6 +261,7 @@ class PollerConfig:
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
     backoff_max: float = DEFAULT_BACKOFF_MAX
     shard: ShardConfig | None = None
+    require_crl: bool = False  # refuse agents of tenants without a CRL (crl_expired)
     warnings: tuple[ConfigIssue, ...] = ()
     source: Path | None = None  # the file it was loaded from, if any
 
@@ -453,6 +455,16 @@ class _Checker:
             return None
         return value
 
+    def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool | None:
+        where = _key(path, key)
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.error(where, f"expected true or false, got {_kind(value)}")
+            return None
+        return value
+
     def integer(
         self, obj: Mapping[str, Any], key: str, path: str, *, default: int, low: int, high: int | None = None
     ) -> int | None:
@@ -574,6 +586,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
             "backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial ({format_duration(backoff_initial)})"
         )
     shard = _parse_shard(c, top.get("shard"))
+    require_crl = c.boolean(top, "require_crl", "", default=False)
     agents = _parse_agents(c, top.get("agents", _MISSING))
 
     if c.errors:
@@ -593,6 +606,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         backoff_initial=cast(float, backoff_initial),
         backoff_max=cast(float, backoff_max),
         shard=shard,
+        require_crl=bool(require_crl),
         warnings=tuple(c.warnings),
     )
 
@@ -832,6 +846,7 @@ _EXAMPLE: dict[str, Any] = {
     "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
     "backoff_initial": "1s",
     "backoff_max": "1m",
+    "require_crl": False,
     "agents": {
         "edge-1": {
             "address": "10.0.0.5:50051",

@@ -21,10 +21,11 @@ from poller.daemon.http import OperatorServer
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
+from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
 from poller.identity import certinfo
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics
-from poller.trust.store import TrustStore, TrustStoreError
+from poller.trust.store import TrustStore
 
 log = get_logger("poller.daemon")
 
@@ -46,7 +47,7 @@ class PollerDaemon:
         metrics: PollerMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.trust = trust or TrustStore(settings.certs_dir)
+        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
         self.sink = sink or make_sink(settings)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
         self.metrics = metrics if metrics is not None else PollerMetrics()
@@ -85,6 +86,9 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
+            helpers.append(loop.create_task(watcher.run()))
         try:
             await self._stop.wait()
         finally:
@@ -139,6 +143,8 @@ class PollerDaemon:
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
+        # Trust first: a typo in the config must not hold back a revocation.
+        trusted = reload_trust(self.trust, why="reload", metrics=self.metrics) is not None
         source = self.settings.source
         if source is None:
             log.warning("reload_skipped", why="configuration was not loaded from a file")
@@ -148,11 +154,9 @@ class PollerDaemon:
         except ConfigError as exc:
             log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
             return False
-        try:
-            self.trust.reload()
-        except TrustStoreError as exc:
-            log.error("reload_refused", certs_dir=str(self.trust.certs_dir), problems=exc.problems)
+        if not trusted:
             return False
+        self.trust.require_crl = new.require_crl
         if _keep(new, self.settings) != new:
             log.warning("reload_partial", why="sink, certs_dir and metrics_listen changes need a restart; kept the running ones")
             new = _keep(new, self.settings)
@@ -161,6 +165,9 @@ class PollerDaemon:
         log.info("reloaded", config=str(source), **changes)
         self._log_config_warnings()
         return True
+
+    async def _certs_changed(self) -> None:
+        reload_trust(self.trust, why="certs_changed", metrics=self.metrics)
 
     def _log_config_warnings(self) -> None:
         """What `config check` would warn about, once per start and per reload."""

@@ -39,7 +39,7 @@ class PollResult:
     polled_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        # Invariant 6: a proven result belongs to its proven tenant, full stop.
+        # Invariant 6 of docs/design.md: a proven result belongs to its proven tenant, full stop.
         if self.context is not None and self.context.tenant != self.tenant:
             raise InvalidArgument(f"result for tenant {self.tenant!r} carries the identity of {self.context.tenant!r}")
 

@@ -60,6 +60,9 @@ class Reason(StrEnum):
     USAGE = "usage"
     #: The agent was proven and answered that the checked service is not available.
     UNAVAILABLE = "unavailable"
+    #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent),
+    #: so revocation cannot be decided: fail closed.
+    CRL_EXPIRED = "crl_expired"
 
     def __str__(self) -> str:
         return self.value
@@ -81,6 +84,7 @@ _REFUSALS = frozenset(
         Reason.REVOKED,
         Reason.BAD_CERTIFICATE,
         Reason.REFUSED,
+        Reason.CRL_EXPIRED,
     }
 )
 
