@@ -294,7 +294,7 @@ async def test_an_agent_whose_first_dial_is_outstanding_is_pending(pki, serve):
         {
             "poller_id": "poller-ops",
             "poll_interval": "30s",
-            "call_timeout": "10s",
+            "call_timeout": "20s",  # the silent agent stays pending at least this long
             "certs_dir": str(pki.directory),
             "metrics_listen": "127.0.0.1:0",
             "agents": {
