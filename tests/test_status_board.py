@@ -125,3 +125,15 @@ async def test_reload_drops_removed_agents_and_resets_changed_ones(pki, serve):
         assert {n: s["state"] for n, s in states(scheduler).items()} == {"a": "pending", "x": "proven"}
     finally:
         await scheduler.stop(grace=1)
+
+
+async def test_a_service_reported_down_is_an_answer_not_a_failure(pki, serve):
+    agent = await serve(pki.agent(ACME))
+    agent.behaviour.available = False  # the agent answers: the checked service is down
+    scheduler = make_scheduler(pki, {"a": {"address": agent.address, "tenant": ACME, "checks": CHECK}})
+    try:
+        await scheduler.run_once()
+        a = states(scheduler)["a"]
+        assert (a["state"], a["consecutive_failures"], a["checks"][0]["outcome"]) == ("proven", 0, "unavailable")
+    finally:
+        await scheduler.stop(grace=1)

@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from poller.daemon.config import AgentConfig
-from poller.daemon.results import PollResult
+from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.worker import AgentWorker
 from poller.identity import certinfo
 from poller.identity.context import TenantContext, format_time
@@ -132,7 +132,8 @@ class StatusBoard:
                 r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at
             )
         state, reason, detail, peer, identity = _classify(worker, results)
-        answered = state is AgentState.PROVEN and (not results or any(r.available for r in results))
+        # A failure is a cycle whose outcome (as run --once and poll_summary count it) is not ok.
+        answered = state is AgentState.PROVEN and agent_outcome(list(results)) is Reason.OK
         status = AgentStatus(
             agent=worker.agent,
             state=state,
