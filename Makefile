@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 test: check
 	$(BIN)/python -m pytest
 
-LINTED := poller tests bench scripts
+LINTED := poller tests bench scripts examples
 
 check: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

@@ -23,6 +23,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench.dial", [], ["--iterations", "30"]),
     ("bench.fleet", [], ["--agents", "100,1000", "--cycles", "2"]),
     ("bench.assign", [], ["--agents", "10000"]),
+    ("bench.handlers", [], ["--results", "5000"]),
     ("bench.status", [], ["--agents", "1000", "--repeat", "2"]),
 ]
 

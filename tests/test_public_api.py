@@ -13,6 +13,7 @@ import poller
 from poller.identity.reasons import AgentFailure, AgentUnreachable, InvalidPayload, PollerError, Reason
 
 PUBLIC = {
+    "Access",
     "AgentClient",
     "AgentConnection",
     "AgentFailure",
@@ -36,6 +37,23 @@ PUBLIC = {
     "current_tenant",
     "dial_agent",
     "verify_agent_chain",
+    # policies and handlers (issue 7)
+    "Decision",
+    "Delivery",
+    "HandlerRegistry",
+    "PermissionDenied",
+    "PlatformIdentity",
+    "Policy",
+    "ResultRefused",
+    "all_of",
+    "any_of",
+    "any_tenant",
+    "bound_tenant",
+    "channel_for",
+    "component_type_in",
+    "platform_admin",
+    "same_tenant",
+    "tenant_in",
 }
 
 

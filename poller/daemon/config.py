@@ -130,7 +130,7 @@ TOP_KEYS = (
     "require_crl",
     "agents",
 )
-AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
+AGENT_KEYS = ("address", "tenant", "component_id", "partition", "strict_labels", "checks")
 CHECK_KEYS = ("service_type", "service_name", "details", "port", "results_interval")
 SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -211,6 +211,10 @@ class AgentConfig:
     component_id: str | None = None
     partition: str | None = None
     checks: tuple[CheckConfig, ...] = ()
+    # Refuse (label_mismatch) results whose reported agent_id / partition
+    # differ from the certificate's component / partition, instead of only
+    # counting and logging the disagreement.
+    strict_labels: bool = False
 
     @property
     def host(self) -> str:
@@ -455,16 +459,6 @@ class _Checker:
             return None
         return value
 
-    def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool | None:
-        where = _key(path, key)
-        value = obj.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.error(where, f"expected true or false, got {_kind(value)}")
-            return None
-        return value
-
     def integer(
         self, obj: Mapping[str, Any], key: str, path: str, *, default: int, low: int, high: int | None = None
     ) -> int | None:
@@ -478,6 +472,16 @@ class _Checker:
         if value < low or (high is not None and value > high):
             bound = f"{low}-{high}" if high is not None else f"at least {low}"
             self.error(where, f"{value} is out of range ({bound})")
+            return None
+        return value
+
+    def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool | None:
+        """obj[key] as true/false; default when absent; None (and an issue) when not a JSON boolean."""
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.error(_key(path, key), f"expected true or false, got {_kind(value)}")
             return None
         return value
 
@@ -722,10 +726,19 @@ def _parse_agent(c: _Checker, name: str, spec: object, path: str) -> AgentConfig
     )
     component_id = c.label(obj, "component_id", path, "component id", default=None)
     partition = c.label(obj, "partition", path, "partition id", default=None)
+    strict_labels = c.boolean(obj, "strict_labels", path, default=False)
     checks = _parse_checks(c, obj.get("checks", _MISSING), _key(path, "checks"))
     if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
         return None
-    return AgentConfig(name=name, address=address, tenant=tenant, component_id=component_id, partition=partition, checks=checks)
+    return AgentConfig(
+        name=name,
+        address=address,
+        tenant=tenant,
+        component_id=component_id,
+        partition=partition,
+        checks=checks,
+        strict_labels=bool(strict_labels),
+    )
 
 
 def _parse_checks(c: _Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
@@ -853,6 +866,7 @@ _EXAMPLE: dict[str, Any] = {
             "tenant": "acme-corp",
             "component_id": "agent-001",
             "partition": "partition-1",
+            "strict_labels": False,
             "checks": [
                 {"service_type": "process", "service_name": "nginx", "details": "nginx"},
                 {"service_type": "port", "service_name": "SSH", "details": "127.0.0.1:22", "port": 22},

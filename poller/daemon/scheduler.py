@@ -34,7 +34,8 @@ from poller.trust.store import TrustStore
 
 log = get_logger("poller.scheduler")
 
-Publish = Callable[[PollResult], Awaitable[None]]
+Publish = Callable[[PollResult], Awaitable[object]]
+CycleDone = Callable[[], Awaitable[None]]
 
 
 class Limiter:
@@ -92,11 +93,20 @@ class Limiter:
 
 
 class Scheduler:
-    def __init__(self, settings: PollerConfig, trust: TrustStore, publish: Publish, metrics: PollerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: PollerConfig,
+        trust: TrustStore,
+        publish: Publish,
+        metrics: PollerMetrics | None = None,
+        *,
+        cycle_done: CycleDone | None = None,
+    ) -> None:
         self.settings = settings
         self.trust = trust
         self.metrics = metrics if metrics is not None else default_metrics()
         self._publish = publish
+        self._cycle_done = cycle_done  # e.g. make the cycle's results durable
         self._workers: dict[str, AgentWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
@@ -200,6 +210,8 @@ class Scheduler:
             else:
                 with bound_tenant(result.context):  # handlers may ask current_tenant()
                     await self._publish(result)
+        if self._cycle_done is not None and results:
+            await self._cycle_done()
         self.cycles_completed += 1
         return results
 
