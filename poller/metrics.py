@@ -53,6 +53,10 @@ class PollerMetrics:
             ["kind", "tenant", "name"],
             registry=r,
         )
+        # Named as issue 6 specifies (no poller_ prefix): 1 when a CRL is in force for the tenant, else 0.
+        self.tenant_crl_loaded = Gauge(
+            "tenant_crl_loaded", "1 when a CRL is in force for the tenant, 0 when it has none", ["tenant"], registry=r
+        )
         # Delivery through the handler registry (poller.handlers). The refusal
         # counter's name is a contract: results_refused_total{tenant,channel,reason}.
         self.results_refused = Counter(
@@ -76,10 +80,6 @@ class PollerMetrics:
         # The server-side tenant interceptor (poller.server): one count per decision.
         self.server_calls = Counter(
             "poller_server_calls_total", "Calls decided by the tenant interceptor", ["tenant", "outcome"], registry=r
-        )
-        # Named as issue 6 specifies (no poller_ prefix): 1 when a CRL is in force for the tenant, else 0.
-        self.tenant_crl_loaded = Gauge(
-            "tenant_crl_loaded", "1 when a CRL is in force for the tenant, 0 when it has none", ["tenant"], registry=r
         )
         self._latency_children: dict[str, Any] = {}
 

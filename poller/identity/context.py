@@ -2,8 +2,20 @@
 
 A TenantContext is made only by the chain verifier (poller.trust.verify) from
 a certificate that passed verification, or by the explicitly named test helper
-poller.testing.unverified_tenant_context. Code running inside a call reads it
-with current_tenant().
+poller.testing.unverified_tenant_context.
+
+current_tenant() returns it exactly where it is bound:
+- in client interceptors placed after the tenant interceptor, for the duration
+  of a call on a pinned channel (poller.dial.interceptor);
+- inside `with reply.bound():` for an AgentReply or StreamDocument (the way
+  for a library user's own code to run as the reply's tenant);
+- inside `with bound_tenant(ctx):` (any proven context);
+- inside a handler run by poller.handlers.HandlerRegistry (the daemon's sinks
+  included): the result's proven context (not for unproven results:
+  unreachable, refused, timed out);
+- inside a server handler behind poller.server.TenantServerInterceptor, and
+  tasks it starts: the caller's proven context.
+Anywhere else it raises LookupError.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ _PROOF = object()
 class TenantContext:
     """Who an agent is, as proven by its verified certificate.
 
-    >>> ctx = current_tenant()  # inside a call on a pinned channel
+    >>> ctx = current_tenant()  # where one is bound (see the module docstring)
     >>> ctx.tenant, ctx.component_id  # doctest: +SKIP
     ('acme-corp', 'agent-001')
     """
@@ -86,28 +98,16 @@ _current: contextvars.ContextVar[TenantContext | None] = contextvars.ContextVar(
 
 
 def current_tenant() -> TenantContext:
-    """The proven TenantContext bound here; LookupError where none is.
-
-    It is bound exactly in these places (and in tasks started from them):
-
-    - inside an AgentClient call on a pinned channel, for that call only;
-    - inside a handler run by poller.handlers.HandlerRegistry (the result's context);
-    - inside a server handler behind poller.server.TenantServerInterceptor (the caller's);
-    - inside `with bound_tenant(reply.context):` (your own code, a reply's context).
-    """
+    """The TenantContext bound here (see the module docstring); LookupError where none is."""
     ctx = _current.get()
     if ctx is None:
-        raise LookupError("no TenantContext bound: not inside an agent call, a handler, or bound_tenant()")
+        raise LookupError("no TenantContext bound: not in a call, a reply.bound() block or a result's handler")
     return ctx
 
 
 @contextmanager
 def bound_tenant(ctx: TenantContext) -> Iterator[TenantContext]:
-    """Make ctx the current_tenant() for the duration of the block (and tasks created in it).
-
-    >>> with bound_tenant(reply.context):  # doctest: +SKIP
-    ...     await my_code()  # current_tenant() is reply.context here
-    """
+    """Make ctx the current_tenant() for the duration of the block."""
     token = _current.set(ctx)
     try:
         yield ctx
