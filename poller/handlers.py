@@ -49,7 +49,7 @@ from poller.daemon.results import PollResult
 from poller.identity.context import _current
 from poller.identity.names import check_label
 from poller.identity.platform import PlatformIdentity
-from poller.identity.reasons import Reason, ResultRefused
+from poller.identity.reasons import InvalidArgument, Reason, ResultRefused
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy
@@ -134,7 +134,7 @@ def _check_pattern(pattern: str) -> tuple[str, ...]:
         if token == ">" and i == len(tokens) - 1:
             continue
         if token != "*" and not _TOKEN.fullmatch(token):
-            raise ValueError(f"channel pattern {pattern!r}: token {token!r} is not a channel token, '*' or a final '>'")
+            raise InvalidArgument(f"channel pattern {pattern!r}: token {token!r} is not a channel token, '*' or a final '>'")
     return tokens
 
 
@@ -253,7 +253,7 @@ class HandlerRegistry:
         metrics: PollerMetrics | None = None,
     ) -> None:
         if timeout <= 0:
-            raise ValueError("timeout must be positive")
+            raise InvalidArgument("timeout must be positive")
         self.timeout = timeout
         self.metrics = metrics if metrics is not None else default_metrics()
         self._strict = strict_labels
@@ -285,7 +285,7 @@ class HandlerRegistry:
         if not isinstance(policy, Policy):
             raise TypeError("policy must be a poller.policy Policy (same_tenant, tenant_in, ... all_of, any_of)")
         if (tenant is None) == (platform is None):
-            raise ValueError("give exactly one scope: tenant=<slug> (bound to it) or platform=<PlatformIdentity>")
+            raise InvalidArgument("give exactly one scope: tenant=<slug> (bound to it) or platform=<PlatformIdentity>")
         if tenant is not None:
             check_label(tenant, "tenant slug")
         if platform is not None and not isinstance(platform, PlatformIdentity):
@@ -301,10 +301,10 @@ class HandlerRegistry:
             raise TypeError(f"{handler!r} is neither a callable nor a sink")
         name = name or default_name
         if name in self._registrations:
-            raise ValueError(f"a handler named {name!r} is already registered")
+            raise InvalidArgument(f"a handler named {name!r} is already registered")
         limit = self.timeout if timeout is None else timeout
         if limit <= 0:
-            raise ValueError("timeout must be positive")
+            raise InvalidArgument("timeout must be positive")
         registration = Registration(
             name=name,
             pattern=channel,

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives import serialization
 
+from poller.identity.reasons import InvalidArgument
 from poller.trust.platform import PlatformAuthority, load_platform_authority
 from poller.trust.store import TrustStore
 
@@ -31,7 +32,7 @@ def _pem(source: PemSource, what: str) -> bytes:
     try:
         return Path(source).read_bytes()
     except OSError as exc:
-        raise ValueError(f"{what} {source}: {exc.strerror or 'unreadable'}") from None
+        raise InvalidArgument(f"{what} {source}: {exc.strerror or 'unreadable'}") from None
 
 
 def client_roots_pem(trust: TrustStore, platform: PlatformAuthority | None = None) -> bytes:
@@ -51,7 +52,7 @@ def client_roots_pem(trust: TrustStore, platform: PlatformAuthority | None = Non
         parts.append(platform.pem)
     parts.extend(authority.pem for authority in snapshot.tenants.values())
     if not parts:
-        raise ValueError(f"{trust.certs_dir}: no root, platform or tenant CA to verify clients with")
+        raise InvalidArgument(f"{trust.certs_dir}: no root, platform or tenant CA to verify clients with")
     return b"".join(parts)
 
 
