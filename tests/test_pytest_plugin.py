@@ -4,6 +4,7 @@ them is untouched. The suites under test run in a pytest subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -107,7 +108,7 @@ async def test_wait_for_results_filters_by_tenant_and_agent(
 ) -> None:
     await mock_agent("acme-corp", "agent-001")
     await mock_agent("xyz-inc", "agent-007", "site-b")
-    poller = await poller_daemon(poll_interval=0.5, call_timeout=0.3)
+    poller = await poller_daemon(poll_interval=1.5, call_timeout=1.0)  # the second result is the second cycle
     xyz = await poller.wait_for_results(2, tenant="xyz-inc")
     assert {r.agent for r in xyz} == {"agent-007.site-b.xyz-inc"}
     assert all(r.context is not None and r.context.tenant == "xyz-inc" for r in xyz)
@@ -167,3 +168,12 @@ async def test_nats_server_is_a_real_server(nats_server: NatsServer) -> None:
     finally:
         await client.close()
     assert nats_server.running
+
+
+async def test_stopping_does_not_wait_for_a_hung_agent(mock_agent: MockAgentFactory, poller_daemon: PollerDaemonFactory) -> None:
+    hung = await mock_agent("acme-corp", hang=True)
+    poller = await poller_daemon(call_timeout=60.0, poll_interval=120.0, cycle_timeout="100s")
+    async with asyncio.timeout(30):
+        await hung.wait_for_calls("GetStatus")  # the cycle is in flight, stuck on the agent
+        await poller.stop()  # bounded by the daemon's shutdown grace, not by the 60 s call
+    assert poller.results == []  # the cancelled cycle published nothing half-done

@@ -18,11 +18,13 @@ Fixtures:
   behaviour, `impostor_from="xyz-inc"` has that tenant's CA mint the
   certificate, `cert=` serves any ForgedCert. Stopped after the test.
 - `poller_daemon`: `await poller_daemon(*, sink=None, checks=None,
-  poll_interval=1.0, call_timeout=0.5, **config)` wires a PollerDaemon to the
+  poll_interval=5.0, call_timeout=3.0, **config)` wires a PollerDaemon to the
   PKI and every agent started so far, each expected to be the tenant it was
   started for; results go to the harness (and to `sink`, your service's
-  publish/flush/close object). A cycle runs at once, then every poll_interval;
-  `await poller.wait_for_results(n, tenant=..., agent=...)` waits for them.
+  publish/flush/close object). A cycle runs at once, then every poll_interval
+  (the generous default deadlines keep a loaded CI machine from turning a
+  slow handshake into a timeout result); `await poller.wait_for_results(n,
+  tenant=..., agent=...)` waits for them.
 - `nats_server`: a real nats-server (poller.testing.NatsServer, JetStream on)
   on 127.0.0.1 with its store in a temporary directory; `.url` to connect,
   `.stop()` / `.start()` to play an outage (same port, same store).
@@ -213,9 +215,13 @@ class PollerHarness:
         if self._stop.is_set():
             return
         self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # A cycle in flight (a hung agent) gets the daemon's own shutdown grace, then is cancelled.
+            _done, pending = await asyncio.wait([task], timeout=self.daemon.shutdown_grace)
+            for late in pending:
+                late.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.daemon.shutdown()
 
 
@@ -233,8 +239,8 @@ class PollerDaemonFactory:
         *,
         sink: Sink | None = None,
         checks: Sequence[dict[str, Any]] | None = None,
-        poll_interval: float = 1.0,
-        call_timeout: float = 0.5,
+        poll_interval: float = 5.0,
+        call_timeout: float = 3.0,
         **config: Any,
     ) -> PollerHarness:
         from poller.daemon.config import parse_config
