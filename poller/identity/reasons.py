@@ -78,6 +78,10 @@ class Reason(StrEnum):
     HANDLER_FAILED = "handler_failed"
     #: A handler did not finish within its timeout.
     HANDLER_TIMEOUT = "handler_timeout"
+    #: Delivery (poller.nats): a subject that is not <tenant-slug>.<channel>.
+    INVALID_SUBJECT = "invalid_subject"
+    #: Delivery (poller.nats): an unusable NATS credentials file.
+    BAD_CREDENTIALS = "bad_credentials"
     #: Onboarding packages (poller.onboard): the archive is not a readable package.
     BAD_PACKAGE = "bad_package"
     #: A package lacks a required member.
