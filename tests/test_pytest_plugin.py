@@ -14,7 +14,6 @@ import grpc
 import pytest
 
 from poller.testing.forge import ForgePki
-from poller.testing.nats_server import NatsServer
 from poller.testing.pytest_plugin import MockAgentFactory, PollerDaemonFactory
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -154,22 +153,6 @@ async def test_results_also_go_to_the_service_sink(mock_agent: MockAgentFactory,
     assert service.closed
 
 
-async def test_nats_server_is_a_real_server(nats_server: NatsServer) -> None:
-    import nats
-
-    client = await nats.connect(nats_server.url)
-    try:
-        sub = await client.subscribe("acme-corp.agents.status")
-        await client.publish("acme-corp.agents.status", b"up")
-        message = await sub.next_msg(timeout=5)
-        assert (message.subject, message.data) == ("acme-corp.agents.status", b"up")
-        stream = await client.jetstream().add_stream(name="tenant-acme-corp", subjects=["acme-corp.>"])
-        assert stream.config.name == "tenant-acme-corp"
-    finally:
-        await client.close()
-    assert nats_server.running
-
-
 async def test_stopping_does_not_wait_for_a_hung_agent(mock_agent: MockAgentFactory, poller_daemon: PollerDaemonFactory) -> None:
     hung = await mock_agent("acme-corp", hang=True)
     poller = await poller_daemon(call_timeout=60.0, poll_interval=120.0, cycle_timeout="100s")
@@ -177,3 +160,50 @@ async def test_stopping_does_not_wait_for_a_hung_agent(mock_agent: MockAgentFact
         await hung.wait_for_calls("GetStatus")  # the cycle is in flight, stuck on the agent
         await poller.stop()  # bounded by the daemon's shutdown grace, not by the 60 s call
     assert poller.results == []  # the cancelled cycle published nothing half-done
+
+
+NATS_SUITE = """
+import json
+
+import nats
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_nats_server_is_a_real_server(nats_server):
+    client = await nats.connect(nats_server.url)
+    try:
+        sub = await client.subscribe("acme-corp.agents.status")
+        await client.publish("acme-corp.agents.status", b"up")
+        message = await sub.next_msg(timeout=5)
+        assert (message.subject, message.data) == ("acme-corp.agents.status", b"up")
+    finally:
+        await client.close()
+
+
+@pytest.mark.asyncio
+async def test_poller_daemon_publishes_to_the_nats_server(nats_server, mock_agent, poller_daemon):
+    client = await nats.connect(nats_server.url)
+    try:
+        acme = await client.subscribe("acme-corp.>")
+        xyz = await client.subscribe("xyz-inc.>")
+        await mock_agent("acme-corp", message=b'{"up":true}')
+        poller = await poller_daemon(nats=nats_server)
+        await poller.wait_for_results(1)
+        message = await acme.next_msg(timeout=10)
+        assert message.subject == "acme-corp.agents.status"
+        assert json.loads(message.data)["tenant"] == "acme-corp"
+        with pytest.raises(nats.errors.TimeoutError):
+            await xyz.next_msg(timeout=0.2)  # nothing of acme-corp's under another tenant's prefix
+    finally:
+        await client.close()
+"""
+
+
+def test_nats_server_fixture_and_a_poller_publishing_to_it(tmp_path: Path) -> None:
+    # In a suite of its own: this project's conftest has a nats_server fixture
+    # (with tenant accounts) that would shadow the plugin's here.
+    (tmp_path / "test_nats_plugin.py").write_text(NATS_SUITE)
+    result = run_suite(tmp_path, "-p", "no:hypothesispytest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
