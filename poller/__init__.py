@@ -30,6 +30,7 @@ from poller.identity import (
 from poller.identity.certinfo import CertificateError
 from poller.identity.platform import PlatformIdentity
 from poller.identity.reasons import AgentFailure, InvalidArgument, InvalidPayload, PermissionDenied, ResultRefused
+from poller.metrics import PollerMetrics
 from poller.nats.subjects import SubjectError, tenant_from_subject, tenant_subject
 from poller.pki.errors import PkiError
 from poller.policy import (
@@ -71,6 +72,7 @@ __all__ = [
     "PlatformIdentity",
     "Policy",
     "PollerError",
+    "PollerMetrics",
     "Reason",
     "ResultRefused",
     "StreamDocument",

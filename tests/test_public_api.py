@@ -29,6 +29,7 @@ PUBLIC = {
     "InvalidPayload",
     "PkiError",
     "PollerError",
+    "PollerMetrics",
     "Reason",
     "StreamDocument",
     "SubjectError",

@@ -24,6 +24,7 @@ import structlog
 
 from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult, agent_outcome
+from poller.daemon.status import StatusBoard
 from poller.daemon.worker import AgentWorker
 from poller.identity.context import bound_tenant
 from poller.identity.reasons import Reason
@@ -114,6 +115,7 @@ class Scheduler:
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
         self._outcomes: dict[str, tuple[str, Reason]] = {}
+        self.status = StatusBoard()  # what /status and the targets page show
 
     @property
     def agent_names(self) -> list[str]:
@@ -157,10 +159,7 @@ class Scheduler:
             if await self._wait_until(next_at):
                 return
             started = time.monotonic()
-            try:
-                await self.run_cycle(worker)
-            except Exception:  # e.g. a sink that failed: log it, keep polling this agent
-                worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+            await self._run_cycle_logged(worker)
             interval = self.settings.poll_interval
             next_at += interval
             if time.monotonic() > next_at:  # overran: skip the missed slots, never burst
@@ -187,7 +186,8 @@ class Scheduler:
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
             async with self.limiter:
-                checks = worker.due_checks(time.monotonic())  # before the cycle moves results_due on
+                started = time.monotonic()
+                checks = worker.due_checks(started)  # before the cycle moves results_due on
                 try:
                     async with asyncio.timeout(self.settings.cycle_timeout):
                         results = await worker.cycle(checks)
@@ -197,6 +197,7 @@ class Scheduler:
                 except Exception:
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+                self.status.record(worker, results, time.monotonic() - started)
         self._outcomes[worker.agent.name] = (worker.agent.tenant, agent_outcome(results))
         for result in results:
             outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
@@ -221,9 +222,19 @@ class Scheduler:
         self._outcomes.clear()
         return {tenant: dict(sorted(counts.items())) for tenant, counts in sorted(tally.items())}
 
+    async def _run_cycle_logged(self, worker: AgentWorker) -> list[PollResult]:
+        """run_cycle, with a failure outside the cycle (e.g. a sink's) logged, not raised."""
+        try:
+            return await self.run_cycle(worker)
+        except Exception:  # keep polling this agent and the others
+            worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+            return []
+
     async def run_once(self) -> list[PollResult]:
-        """Every agent once, concurrently (bounded); for `run --once` and tests."""
-        batches = await asyncio.gather(*(self.run_cycle(w) for w in self._workers.values()))
+        """Every agent once, concurrently (bounded); for `run --once` and tests.
+
+        A sink failing for one agent is logged; that agent adds no results here."""
+        batches = await asyncio.gather(*(self._run_cycle_logged(w) for w in self._workers.values()))
         return [r for batch in batches for r in batch]
 
     async def apply(self, settings: PollerConfig) -> dict[str, list[str]]:
