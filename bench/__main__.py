@@ -24,6 +24,8 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench.fleet", [], ["--agents", "100,1000", "--cycles", "2"]),
     ("bench.assign", [], ["--agents", "10000"]),
     ("bench.handlers", [], ["--results", "5000"]),
+    ("bench.nats", [], ["--results", "2000", "--rounds", "2"]),
+    ("bench.plugin", [], ["--tests", "20", "--runs", "1"]),
     ("bench.status", [], ["--agents", "1000", "--repeat", "2"]),
 ]
 

@@ -30,6 +30,8 @@ from poller.identity import (
 from poller.identity.certinfo import CertificateError
 from poller.identity.platform import PlatformIdentity
 from poller.identity.reasons import AgentFailure, InvalidArgument, InvalidPayload, PermissionDenied, ResultRefused
+from poller.metrics import PollerMetrics
+from poller.nats.subjects import SubjectError, tenant_from_subject, tenant_subject
 from poller.pki.errors import PkiError
 from poller.policy import (
     Access,
@@ -70,9 +72,11 @@ __all__ = [
     "PlatformIdentity",
     "Policy",
     "PollerError",
+    "PollerMetrics",
     "Reason",
     "ResultRefused",
     "StreamDocument",
+    "SubjectError",
     "TenantContext",
     "TrustStore",
     "TrustStoreError",
@@ -86,6 +90,8 @@ __all__ = [
     "dial_agent",
     "platform_admin",
     "same_tenant",
+    "tenant_from_subject",
     "tenant_in",
+    "tenant_subject",
     "verify_agent_chain",
 ]

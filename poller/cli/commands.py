@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from poller.cli import config, mock_agent, pki, probe, run, status
+from poller.cli import config, mock_agent, nats_config, onboard, pki, probe, run, status, tail
 
-REGISTRARS = (probe.register, run.register, status.register, config.register, pki.register, mock_agent.register)
+REGISTRARS = (
+    probe.register,
+    run.register,
+    status.register,
+    config.register,
+    pki.register,
+    onboard.register,
+    mock_agent.register,
+    nats_config.register,
+    tail.register,
+)

@@ -39,10 +39,16 @@ from poller.trust.store import TrustStore
 log = get_logger("poller.daemon")
 
 
-def make_sink(settings: PollerConfig) -> Sink:
+def make_sink(settings: PollerConfig, metrics: PollerMetrics | None = None) -> Sink:
+    """The configured sink (its metrics, if any, in `metrics`' registry); a NATS
+    sink raises CredentialsError for an unusable creds file."""
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
+    if settings.sink.type == "nats":
+        from poller.nats.sink import sink_from_config  # nats-py and sqlite3 load only when used
+
+        return sink_from_config(settings, metrics.registry if metrics is not None else None)
     raise ConfigError([ConfigIssue("sink.type", f"{settings.sink.type!r} is not available in this version")])
 
 
@@ -58,9 +64,9 @@ class PollerDaemon:
     ) -> None:
         self.settings = settings
         self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
-        self.sink = sink or make_sink(settings)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
         self.metrics = metrics if metrics is not None else PollerMetrics()
+        self.sink = sink or make_sink(settings, self.metrics)
         self._agents = dict(settings.agents_by_name)
         # A handler never holds a cycle longer than this (the sink included).
         timeout = min(DEFAULT_HANDLER_TIMEOUT, settings.cycle_timeout)
@@ -128,6 +134,7 @@ class PollerDaemon:
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
         self._log_config_warnings()
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:

@@ -159,10 +159,7 @@ class Scheduler:
             if await self._wait_until(next_at):
                 return
             started = time.monotonic()
-            try:
-                await self.run_cycle(worker)
-            except Exception:  # e.g. a sink that failed: log it, keep polling this agent
-                worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+            await self._run_cycle_logged(worker)
             interval = self.settings.poll_interval
             next_at += interval
             if time.monotonic() > next_at:  # overran: skip the missed slots, never burst
@@ -225,9 +222,19 @@ class Scheduler:
         self._outcomes.clear()
         return {tenant: dict(sorted(counts.items())) for tenant, counts in sorted(tally.items())}
 
+    async def _run_cycle_logged(self, worker: AgentWorker) -> list[PollResult]:
+        """run_cycle, with a failure outside the cycle (e.g. a sink's) logged, not raised."""
+        try:
+            return await self.run_cycle(worker)
+        except Exception:  # keep polling this agent and the others
+            worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+            return []
+
     async def run_once(self) -> list[PollResult]:
-        """Every agent once, concurrently (bounded); for `run --once` and tests."""
-        batches = await asyncio.gather(*(self.run_cycle(w) for w in self._workers.values()))
+        """Every agent once, concurrently (bounded); for `run --once` and tests.
+
+        A sink failing for one agent is logged; that agent adds no results here."""
+        batches = await asyncio.gather(*(self._run_cycle_logged(w) for w in self._workers.values()))
         return [r for batch in batches for r in batch]
 
     async def apply(self, settings: PollerConfig) -> dict[str, list[str]]:

@@ -78,6 +78,22 @@ class Reason(StrEnum):
     HANDLER_FAILED = "handler_failed"
     #: A handler did not finish within its timeout.
     HANDLER_TIMEOUT = "handler_timeout"
+    #: Delivery (poller.nats): a subject that is not <tenant-slug>.<channel>.
+    INVALID_SUBJECT = "invalid_subject"
+    #: Delivery (poller.nats): an unusable NATS credentials file.
+    BAD_CREDENTIALS = "bad_credentials"
+    #: Onboarding packages (poller.onboard): the archive is not a readable package.
+    BAD_PACKAGE = "bad_package"
+    #: A package lacks a required member.
+    INCOMPLETE_PACKAGE = "incomplete_package"
+    #: A package holds a member that is not part of a package (an extra file).
+    UNEXPECTED_MEMBER = "unexpected_member"
+    #: A member that could write elsewhere or expose something: link, device, '..', duplicate, readable key.
+    UNSAFE_MEMBER = "unsafe_member"
+    #: A package's private key is not the key of its certificate.
+    KEY_MISMATCH = "key_mismatch"
+    #: Material that must never be handed out: a private key outside the key file.
+    FORBIDDEN_MATERIAL = "forbidden_material"
 
     def __str__(self) -> str:
         return self.value
