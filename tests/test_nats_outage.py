@@ -29,7 +29,21 @@ class Recorder:
         self.inner, self.ids, self.changed = inner, ids, changed
 
     async def publish(self, result: PollResult) -> None:
-        await self.inner.publish(result)  # returns once durable in the outbox
+        # The inner publish returns once the result is durable in the outbox. A
+        # daemon stopping mid-publish cancels us, not the write: let the write
+        # finish and record what became durable, or the stream would hold a
+        # result this list never saw.
+        writing = asyncio.ensure_future(self.inner.publish(result))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            await asyncio.wait({writing})
+            if not writing.cancelled() and writing.exception() is None:
+                await self._record(result)
+            raise
+        await self._record(result)
+
+    async def _record(self, result: PollResult) -> None:
         async with self.changed:
             self.ids.append((result.tenant, result_message(result).msg_id))
             self.changed.notify_all()
