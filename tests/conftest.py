@@ -83,7 +83,9 @@ def nats_layout(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
+def nats_accounts(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
+    """A real nats-server running nats_layout's config (accounts, users, JetStream); not the
+    pytest plugin's bare `nats_server`."""
     server = NatsServer(config=nats_layout / "nats-server.conf").start()
     try:
         yield server
