@@ -83,9 +83,10 @@ def nats_layout(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def nats_accounts(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
-    """A real nats-server running nats_layout's config (accounts, users, JetStream); not the
-    pytest plugin's bare `nats_server`."""
+def accounts_nats(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
+    """A real nats-server running nats_layout's config (accounts, users, JetStream).
+    Not named nats_server: that is the pytest plugin's fixture (an open server),
+    which a conftest fixture of the same name would silently replace."""
     server = NatsServer(config=nats_layout / "nats-server.conf").start()
     try:
         yield server

@@ -36,12 +36,12 @@ async def next_event(proc: asyncio.subprocess.Process, wanted: str, seen: list[s
 
 
 async def test_kill_9_during_an_outage_keeps_every_counted_result(
-    pki, serve, nats_accounts, nats_layout, tmp_path, stream_result_ids
+    pki, serve, accounts_nats, nats_layout, tmp_path, stream_result_ids
 ) -> None:
     agent = await serve(pki.agent(ACME, "agent-001"))
     outbox = tmp_path / "outbox.db"
     config = tmp_path / "poller.json"
-    sink = {"type": "nats", "url": nats_accounts.url, "creds": str(creds_path(nats_layout, None)), "outbox": str(outbox)}
+    sink = {"type": "nats", "url": accounts_nats.url, "creds": str(creds_path(nats_layout, None)), "outbox": str(outbox)}
     checks = [{"service_type": "icmp", "service_name": "ping"}]
     config.write_text(
         json.dumps(
@@ -53,7 +53,7 @@ async def test_kill_9_during_an_outage_keeps_every_counted_result(
                 "log_format": "json",
                 "sink": {
                     "type": "nats",
-                    "url": nats_accounts.url,
+                    "url": accounts_nats.url,
                     "creds": str(creds_path(nats_layout, None)),
                     "outbox": str(outbox),
                 },
@@ -74,7 +74,7 @@ async def test_kill_9_during_an_outage_keeps_every_counted_result(
     try:
         await next_event(proc, "nats_connected", seen)
         await next_event(proc, "poll_summary", seen)
-        nats_accounts.stop()
+        accounts_nats.stop()
         await next_event(proc, "nats_disconnected", seen)
         for _ in range(3):  # three more intervals polled while NATS is away
             await next_event(proc, "poll_summary", seen)
@@ -89,15 +89,15 @@ async def test_kill_9_during_an_outage_keeps_every_counted_result(
         kept = [row[0] for row in db.execute("SELECT msg_id FROM outbox WHERE subject = 'acme-corp.agents.status'")]
     assert len(kept) >= 3, f"only {len(kept)} results waited in the outbox"
 
-    nats_accounts.start()
+    accounts_nats.start()
     sink = JetStreamSink(
-        JetStreamSettings(url=nats_accounts.url, creds=creds_path(nats_layout, None), outbox=outbox, heartbeat_interval=None)
+        JetStreamSettings(url=accounts_nats.url, creds=creds_path(nats_layout, None), outbox=outbox, heartbeat_interval=None)
     )
     try:
         await sink.start()
         assert await sink.wait_drained(60)
     finally:
         await sink.close()
-    stored = await stream_result_ids(nats_accounts.url, nats_layout, ACME)
+    stored = await stream_result_ids(accounts_nats.url, nats_layout, ACME)
     assert len(stored) == len(set(stored)), "a result was stored twice"
     assert set(kept) <= set(stored), "a result the killed daemon had kept never reached the stream"
