@@ -22,3 +22,5 @@ CERT_EXPIRY_DAYS = Gauge(
     "Days until a certificate expires (the poller's own and each agent's)",
     ["kind", "tenant", "name"],
 )
+CLUSTER_MEMBERS = Gauge("poller_cluster_members", "Live replicas in this replica's view of the cluster (dynamic mode)")
+CLUSTER_LEASES = Gauge("poller_cluster_leases", "Agent leases this replica holds (dynamic mode), by tenant", ["tenant"])

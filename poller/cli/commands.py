@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from poller.cli import config, mock_agent, pki, probe, run
+from poller.cli import cluster, config, mock_agent, pki, probe, run
 
-REGISTRARS = (probe.register, run.register, config.register, pki.register, mock_agent.register)
+REGISTRARS = (probe.register, run.register, config.register, cluster.register, pki.register, mock_agent.register)

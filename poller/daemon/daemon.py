@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from poller import metrics
+from poller.cluster.node import ClusterNode
 from poller.daemon.config import ConfigError, PollerConfig, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
@@ -41,7 +42,9 @@ class PollerDaemon:
         self.settings = settings
         self.trust = trust or TrustStore(settings.certs_dir)
         self.sink = sink or make_sink(settings)
-        self.scheduler = Scheduler(settings, self.trust, self.publish)
+        # Dynamic cluster mode: the node decides which agents this replica polls, slot by slot.
+        self.cluster = ClusterNode(settings) if settings.cluster is not None else None
+        self.scheduler = Scheduler(settings, self.trust, self.publish, gate=self.cluster)
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
@@ -65,6 +68,8 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._start_metrics()
         self._record_own_certificate()
+        if self.cluster is not None:
+            self.cluster.start()
         self.scheduler.start()
         log.info(
             "poller_started",
@@ -97,6 +102,8 @@ class PollerDaemon:
 
     async def shutdown(self) -> None:
         await self.scheduler.stop(self.shutdown_grace)
+        if self.cluster is not None:  # after the last poll: hand the leases over at once
+            await self.cluster.stop(self.shutdown_grace)
         await self.sink.flush()
         await self.sink.close()
         self._stop_metrics()
@@ -143,10 +150,12 @@ class PollerDaemon:
         except TrustStoreError as exc:
             log.error("reload_refused", certs_dir=str(self.trust.certs_dir), problems=exc.problems)
             return False
-        if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir:
-            log.warning("reload_partial", why="sink and certs_dir changes need a restart; kept the running ones")
+        if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir or new.cluster != self.settings.cluster:
+            log.warning("reload_partial", why="sink, certs_dir and cluster changes need a restart; kept the running ones")
             new = _keep(new, self.settings)
         self.settings = new
+        if self.cluster is not None:
+            self.cluster.set_agents(new.agents)
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
         return True
@@ -177,4 +186,4 @@ class PollerDaemon:
 
 
 def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
-    return replace(new, sink=old.sink, certs_dir=old.certs_dir)
+    return replace(new, sink=old.sink, certs_dir=old.certs_dir, cluster=old.cluster)

@@ -14,6 +14,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
@@ -29,9 +30,26 @@ log = structlog.get_logger("poller.scheduler")
 Publish = Callable[[PollResult], Awaitable[None]]
 
 
+class PollGate(Protocol):
+    """Who may poll an agent when (dynamic cluster mode: poller.cluster.ClusterNode)."""
+
+    def next_slot(self, agent: str) -> float:
+        """The monotonic time of the agent's next poll slot."""
+        ...
+
+    def slot_deadline(self, agent: str) -> float:
+        """The monotonic time by which a poll in the current slot must be over."""
+        ...
+
+    async def may_poll(self, agent: AgentConfig) -> bool:
+        """May this replica poll the agent now?"""
+        ...
+
+
 class Scheduler:
-    def __init__(self, settings: PollerConfig, trust: TrustStore, publish: Publish) -> None:
+    def __init__(self, settings: PollerConfig, trust: TrustStore, publish: Publish, gate: PollGate | None = None) -> None:
         self.settings = settings
+        self.gate = gate
         self.trust = trust
         self._publish = publish
         self._workers: dict[str, AgentWorker] = {}
@@ -79,11 +97,17 @@ class Scheduler:
         return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
 
     async def _loop(self, worker: AgentWorker) -> None:
-        next_at = time.monotonic() + self._offset(worker.agent.name)
+        gate = self.gate
+        next_at = gate.next_slot(worker.agent.name) if gate else time.monotonic() + self._offset(worker.agent.name)
         while not self._stopping.is_set():
             if await self._wait_until(next_at):
                 return
             started = time.monotonic()
+            if gate is not None:  # cluster: poll only in slots whose lease this replica holds
+                if await gate.may_poll(worker.agent):  # a poll never outlasts its slot
+                    await self.run_cycle(worker, deadline=gate.slot_deadline(worker.agent.name))
+                next_at = gate.next_slot(worker.agent.name)
+                continue
             await self.run_cycle(worker)
             interval = self.settings.poll_interval
             next_at += interval
@@ -102,17 +126,21 @@ class Scheduler:
             return False
         return True
 
-    async def run_cycle(self, worker: AgentWorker) -> list[PollResult]:
-        """One bounded cycle of one agent; its results are published before it returns."""
+    async def run_cycle(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
+        """One bounded cycle of one agent (ended at the monotonic `deadline` if that
+        comes first); its results are published before it returns."""
+        timeout = self.settings.cycle_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
             async with self._semaphore:
                 try:
-                    async with asyncio.timeout(self.settings.cycle_timeout):
+                    async with asyncio.timeout(timeout):
                         results = await worker.cycle()
                 except TimeoutError:
                     results = worker.unavailable(worker.due_checks(time.monotonic()), "timeout")
-                    worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
+                    worker.log.warning("cycle_timeout", after=round(timeout, 3))
         for result in results:
             outcome = "ok" if result.available else (result.reason or "unavailable")
             metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()

@@ -40,7 +40,8 @@ class FileSink:
         if handle is None:
             path = self.path_for(result.tenant)
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self._files[result.tenant] = path.open("a", encoding="utf-8")
+            # Line-buffered: a result is on disk once published, even if the process is killed.
+            handle = self._files[result.tenant] = path.open("a", encoding="utf-8", buffering=1)
         handle.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
 
     async def flush(self) -> None:
