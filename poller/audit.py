@@ -1,23 +1,22 @@
-"""The audit log: every identity decision, accepted or refused (invariant 5).
+"""The audit log: every identity decision, accepted or refused (invariant 5 of docs/design.md).
 
-Lines go to the structlog logger "poller.audit" with the tenant expected and
+Lines go to the logger "poller.audit" (standard logging, see poller.logs) with the tenant expected and
 proven, the component, the certificate serial and fingerprint, and the
 reason. Never key material.
 """
 
 from __future__ import annotations
 
-import structlog
-
-from poller import metrics
 from poller.identity.context import TenantContext
 from poller.identity.reasons import IdentityRefused
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
 
-log = structlog.get_logger("poller.audit")
+log = get_logger("poller.audit")
 
 
-def accepted(ctx: TenantContext, *, address: str) -> None:
-    metrics.IDENTITY_ACCEPTS.labels(tenant=ctx.tenant).inc()
+def accepted(ctx: TenantContext, *, address: str, metrics: PollerMetrics) -> None:
+    metrics.identity_accepts.labels(tenant=ctx.tenant).inc()
     log.info(
         "identity_accepted",
         audit=True,
@@ -31,11 +30,14 @@ def accepted(ctx: TenantContext, *, address: str) -> None:
     )
 
 
-def refused(err: IdentityRefused, *, address: str, tenant: str) -> None:
-    metrics.IDENTITY_REFUSALS.labels(tenant=tenant, reason=err.reason.value).inc()
+def refused(err: IdentityRefused, *, address: str, tenant: str, metrics: PollerMetrics, phase: str = "dial") -> None:
+    """phase: "dial" (a proof), or "recheck" (a live identity ended by a local
+    re-check after trust material changed or a deadline passed)."""
+    metrics.identity_refusals.labels(tenant=tenant, reason=err.reason.value).inc()
     log.warning(
         "identity_refused",
         audit=True,
+        phase=phase,
         address=address,
         tenant=tenant,
         reason=err.reason.value,
@@ -43,4 +45,24 @@ def refused(err: IdentityRefused, *, address: str, tenant: str) -> None:
         subject=err.peer.get("subject"),
         serial=err.peer.get("serial"),
         fingerprint=err.peer.get("fingerprint"),
+    )
+
+
+def rotated(old: TenantContext, new: TenantContext, *, address: str, metrics: PollerMetrics) -> None:
+    """The agent now presents a new certificate for the same identity, proven
+    afresh; its channel was re-pinned to it. Both serials are recorded."""
+    metrics.identity_accepts.labels(tenant=new.tenant).inc()
+    log.info(
+        "identity_rotated",
+        audit=True,
+        rotated=True,
+        address=address,
+        tenant=new.tenant,
+        component=new.component_id,
+        partition=new.partition_id,
+        old_serial=old.serial,
+        serial=new.serial,
+        old_fingerprint=old.fingerprint_sha256,
+        fingerprint=new.fingerprint_sha256,
+        not_after=new.as_dict()["not_after"],
     )

@@ -1,37 +1,191 @@
-"""Log set-up for the CLI and the daemon (a library user configures structlog itself).
+"""Logging: the library emits through the standard `logging` module; the CLI
+and the daemon configure how it is shown.
 
-JSON lines when the stream is not a terminal, readable console lines when it is.
-Logs go to stderr so that stdout stays for a command's output (probe's JSON).
+Library code logs with `get_logger(name)`: structlog's API (events with
+key=value fields, contextvars merged) handed to the stdlib logger `name`
+(all under "poller"). It never prints by itself and never touches structlog's
+global configuration: an application that configures nothing sees nothing
+(a NullHandler sits on "poller", as the logging HOWTO advises for libraries),
+and one that configures `logging` gets the events there, with the fields as
+the record attribute `structlog_event` (a dict) and in the message text.
+
+`configure_logging()` is for applications (the CLI, the daemon): one handler
+on the root logger writing to stderr, JSON lines when the stream is not a
+terminal, readable console lines when it is; structlog's own loggers are
+routed to the same handler. stdout stays for a command's output (probe's JSON).
+
+>>> import logging
+>>> any(isinstance(h, logging.NullHandler) for h in logging.getLogger("poller").handlers)
+True
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 
+from poller.identity.reasons import InvalidArgument
+
 FORMATS = ("auto", "json", "console")
+
+#: The LogRecord attribute holding a library event's fields (a dict).
+EVENT_ATTR = "structlog_event"
+
+_library_root = logging.getLogger("poller")
+if not any(isinstance(h, logging.NullHandler) for h in _library_root.handlers):
+    _library_root.addHandler(logging.NullHandler())
+
+
+def _hand_to_stdlib(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Last library processor: the stdlib call's (args, kwargs).
+
+    The message is `event key=value ...` for plain logging set-ups; the dict
+    itself rides along for structured ones (see configure_logging).
+    """
+    exc_info = event_dict.pop("exc_info", None)
+    fields = " ".join(f"{key}={value}" for key, value in event_dict.items() if key != "event")
+    event = str(event_dict.get("event", ""))
+    kwargs: dict[str, Any] = {"extra": {EVENT_ATTR: dict(event_dict)}}
+    if exc_info:
+        kwargs["exc_info"] = exc_info
+    return ((f"{event} {fields}" if fields else event).replace("%", "%%"),), kwargs
+
+
+_LIBRARY_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,  # no work at all for a disabled level
+    structlog.contextvars.merge_contextvars,
+    _hand_to_stdlib,
+]
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger for library code that emits through `logging.getLogger(name)`.
+
+    >>> log = get_logger("poller.example")
+    >>> log.info("identity_accepted", tenant="acme-corp")  # silent unless the app configured logging
+    """
+    logger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_LIBRARY_PROCESSORS,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    return cast(structlog.stdlib.BoundLogger, logger)
+
+
+def _from_library(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Formatter step: a library record's own fields instead of its message text."""
+    record = event_dict.get("_record")
+    fields = getattr(record, EVENT_ATTR, None)
+    if isinstance(fields, dict):
+        event_dict.update(fields)
+    return event_dict
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+#: Console lines are cut to this width (JSON lines carry every field).
+CONSOLE_WIDTH = 120
+# Audit detail a person scanning a terminal does not need; JSON lines keep it.
+_CONSOLE_HIDDEN = frozenset({"audit", "fingerprint", "serial", "not_after", "subject", "partition"})
+_CONSOLE_FIRST = ("tenant", "agent", "reason", "detail", "component", "check")
+_CONSOLE_LAST = ("address",)
+_LEVELS = {"warning": "WARN", "critical": "CRIT", "exception": "ERROR"}
+
+
+def render_console(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
+    """One short line: `HH:MM:SS LEVEL event key=value ...`, tenant, agent and
+    reason first, the address last, cut to CONSOLE_WIDTH; a traceback follows
+    on its own lines.
+
+    >>> render_console(None, "info", {"timestamp": "2026-01-02T03:04:05.6Z", "level": "info",
+    ...     "event": "identity_accepted", "tenant": "acme-corp", "agent": "edge-1", "serial": "ab"})
+    '03:04:05 INFO  identity_accepted    tenant=acme-corp agent=edge-1'
+    """
+    fields = dict(event_dict)
+    stamp = str(fields.pop("timestamp", ""))[11:19]
+    level = str(fields.pop("level", ""))
+    level = _LEVELS.get(level, level.upper())
+    event = str(fields.pop("event", ""))
+    trace = fields.pop("exception", None)
+    for key in _CONSOLE_HIDDEN:
+        fields.pop(key, None)
+    order = [k for k in _CONSOLE_FIRST if k in fields]
+    order += sorted(k for k in fields if k not in _CONSOLE_FIRST and k not in _CONSOLE_LAST)
+    order += [k for k in _CONSOLE_LAST if k in fields]
+    pairs = " ".join(f"{key}={_console_value(fields[key])}" for key in order)
+    line = f"{stamp} {level:<5} {event:<20} {pairs}".rstrip()
+    if len(line) > CONSOLE_WIDTH:
+        line = line[: CONSOLE_WIDTH - 1] + "…"
+    return f"{line}\n{trace}" if trace else line
+
+
+def _console_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value and not any(c.isspace() or c in "\"'=" for c in value) else json.dumps(value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
 
 
 def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    stream = stream or sys.stderr
+    """Show the poller's logs (and structlog's) on stream (sys.stderr by default).
+
+    For applications; calling it again replaces the handler it installed.
+    """
     if fmt not in FORMATS:
-        raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
-    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console else structlog.processors.JSONRenderer()
+        raise InvalidArgument(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    shown_on = stream if stream is not None else sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and shown_on.isatty())
+    last: list[Any] = [
+        structlog.processors.format_exc_info,
+        render_console if use_console else structlog.processors.JSONRenderer(),
+    ]
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                _from_library,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+        )
     )
+    handler._poller_configured = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_poller_configured", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Loggers made with structlog.get_logger (outside the library) land in the same handler.
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )

@@ -45,3 +45,23 @@ async def serve(pki: ForgePki) -> AsyncIterator[ServeAgent]:
     yield _serve
     for agent in started:
         await agent.stop()
+
+
+@pytest.fixture
+def log_events(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, Any]]]:
+    """The poller's log events so far, as dicts (event, level and fields), read
+    from the stdlib records the library emits (poller.logs)."""
+    import logging
+
+    from poller.logs import EVENT_ATTR
+
+    caplog.set_level(logging.DEBUG, logger="poller")
+
+    def events() -> list[dict[str, Any]]:
+        return [
+            {**getattr(r, EVENT_ATTR), "level": r.levelname.lower(), "logger": r.name}
+            for r in caplog.records
+            if hasattr(r, EVENT_ATTR)
+        ]
+
+    return events

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import sys
 import time
@@ -63,8 +62,8 @@ class Replica:
     def steady(self) -> bool:
         """Its last two intervals polled every agent it polled with an answer (first dials are over)."""
         summaries = [line for line in self.lines if line.get("event") == "poll_summary"][-2:]
-        outcomes = [v for line in summaries for k, v in line.items() if k not in ("event", "level", "timestamp")]
-        return len(summaries) == 2 and all(re.fullmatch(r"\d+ ok", v) for v in outcomes)
+        outcomes = {outcome for line in summaries for counts in line["tenants"].values() for outcome in counts}
+        return len(summaries) == 2 and outcomes == {"ok"}
 
     def members(self) -> list[str] | None:
         """The members of the last assignment it logged."""

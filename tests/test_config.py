@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from poller.cli.main import main
 from poller.daemon.config import (
+    TOP_KEYS,
     AgentConfig,
     CheckConfig,
     ConfigError,
@@ -698,7 +699,7 @@ def test_cli_check_looks_for_certificates(tmp_path: Path, capsys: pytest.Capture
     path = write(tmp_path, FULL)
     assert main(["config", "check", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("ok: 1 agents, 3 checks, tenants: acme-corp")
+    assert out.startswith("ok: 1 agent, 3 checks, tenants: acme-corp")
     assert err == f"warning: certs_dir: {tmp_path / 'certs'} is not a directory\n"
 
 
@@ -736,28 +737,31 @@ def test_cli_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     text = capsys.readouterr().out
     assert text == example_config()
     data = json.loads(text)
-    # The example spells out every key, so the docs and the example cannot drift apart silently.
-    assert set(data) == {
-        "poller_id",
-        "partition",
-        "poll_interval",
-        "certs_dir",
-        "sink",
-        "metrics_listen",
-        "log_format",
-        "max_concurrent_polls",
-        "call_timeout",
-        "cycle_timeout",
-        "backoff_initial",
-        "backoff_max",
-        "agents",
-    }
+    # The example spells out every key the parser knows (the real list, not a copy),
+    # except the timeouts derived from poll_interval and the optional shard and cluster sections.
+    assert set(data) == set(TOP_KEYS) - {"call_timeout", "cycle_timeout", "shard", "cluster"}
     path = write(tmp_path, text)
     assert main(["config", "check", str(path), "--no-files"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("ok: 2 agents, 5 checks, tenants: acme-corp, xyz-inc")
     assert err == ""
     assert load_config(path).warnings == ()
+
+
+@pytest.mark.parametrize("interval", ["1s", "5s", "10s", "30s", "2m", "1h"])
+def test_example_with_only_the_interval_changed_is_valid_without_warnings(interval: str) -> None:
+    data = json.loads(example_config())
+    data["poll_interval"] = interval
+    config = parse_config(data)
+    assert config.warnings == ()  # no default warns about another default
+    assert config.call_timeout <= config.cycle_timeout < config.poll_interval
+
+
+def test_call_timeout_defaults_from_a_configured_cycle_timeout() -> None:
+    config = parse_config(doc(poll_interval="10s", cycle_timeout="3s"))
+    assert (config.cycle_timeout, config.call_timeout, config.warnings) == (3.0, 1.0, ())
+    slow = parse_config(doc(poll_interval="5s", call_timeout="10s"))
+    assert [w.path for w in slow.warnings] == ["call_timeout"]  # a value the user chose may still warn
 
 
 # ------------------------------------------------------------------ the duration parser
@@ -852,3 +856,26 @@ def test_nats_sink_is_refused_by_check_until_it_exists(tmp_path, capsys):
     path.write_text(json.dumps({"poller_id": "p", "sink": {"type": "nats"}, "agents": {}}))
     assert main(["config", "check", str(path), "--no-files"]) == 2
     assert 'sink.type: "nats" is not available' in capsys.readouterr().err
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    import poller
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"serviceradar-poller {poller.__version__}\n"
+
+
+def test_cli_check_says_one_agent_and_one_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        json.dumps(
+            {
+                **MINIMAL,
+                "agents": {"e": {**MINIMAL["agents"]["edge-1"], "checks": [{"service_type": "icmp", "service_name": "ping"}]}},
+            }
+        ),
+    )
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    assert capsys.readouterr().out == "ok: 1 agent, 1 check, tenants: acme-corp\n"

@@ -7,6 +7,8 @@ import asyncio
 import json
 
 import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from poller.daemon.config import parse_config
 from poller.daemon.results import PollResult
@@ -270,11 +272,19 @@ async def test_daemon_serves_metrics_and_stops_cleanly(pki, serve):
     finally:
         daemon.request_stop()
         assert await task == 0
-    assert 'poller_polls_total{outcome="ok",tenant="acme-corp"}' in body
-    assert 'poller_identity_refusals_total{reason="tenant_mismatch",tenant="acme-corp"}' in body
-    assert 'poller_certificate_expiry_days{kind="poller"' in body
-    assert 'poller_certificate_expiry_days{kind="agent",name="good",tenant="acme-corp"}' in body
-    assert "poller_call_latency_seconds_bucket" in body
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(body) for s in f.samples
+    }
+    assert samples[("poller_polls_total", (("outcome", "ok"), ("tenant", ACME)))] >= 1
+    assert samples[("poller_identity_refusals_total", (("reason", "tenant_mismatch"), ("tenant", ACME)))] >= 1
+    assert samples[("poller_identity_accepts_total", (("tenant", ACME),))] >= 1
+    assert ("poller_certificate_expiry_days", (("kind", "agent"), ("name", "good"), ("tenant", ACME))) in samples
+    assert any(name == "poller_certificate_expiry_days" and ("kind", "poller") in labels for name, labels in samples)
+    assert any(name == "poller_call_latency_seconds_count" for name, _ in samples)
+    # The daemon's own registry: only this daemon's tenant, whatever earlier tests polled.
+    tenants = {dict(labels).get("tenant") for name, labels in samples if name.startswith("poller_")} - {None, ""}
+    assert tenants == {ACME}
+    assert REGISTRY.get_sample_value("poller_polls_total", {"outcome": "ok", "tenant": ACME}) is None
     assert sink.closed
 
 

@@ -85,7 +85,8 @@ async def test_adversarial_matrix_is_refused_with_its_reason(pki, trust, serve, 
     with pytest.raises(IdentityRefused) as caught:
         await dial_agent(agent.address, tenant=ACME, trust=trust, **expect)
     assert caught.value.reason is reason, caught.value.detail
-    assert agent.count("GetStatus") == 0  # nothing was ever asked of it
+    # No RPC of any kind (health included) reached it: the proof comes first.
+    assert agent.requests == []
 
 
 async def test_revoked_agent_is_refused(pki, serve):
@@ -198,13 +199,12 @@ async def test_unknown_tenant_is_refused(pki, trust, serve):
     assert caught.value.reason is Reason.UNTRUSTED_CHAIN
 
 
-async def test_refusals_are_audited_without_key_material(pki, trust, serve, capsys):
-    import structlog
-
+async def test_refusals_are_audited_without_key_material(pki, trust, serve, capsys, log_events, caplog):
     cert = pki.agent(ACME, issuer_tenant="xyz-inc")
     agent = await serve(cert)
-    with structlog.testing.capture_logs() as logs, pytest.raises(IdentityRefused):
+    with pytest.raises(IdentityRefused):
         await dial_agent(agent.address, tenant=ACME, trust=trust)
+    logs = log_events()
     audit = [entry for entry in logs if entry.get("audit")]
     assert len(audit) == 1
     line = audit[0]
@@ -218,14 +218,14 @@ async def test_refusals_are_audited_without_key_material(pki, trust, serve, caps
         line["fingerprint"]
         == cert.cert.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()).hex()
     )
-    text = repr(logs)
+    text = repr(logs) + caplog.text
     assert "PRIVATE KEY" not in text and cert.key_pem.decode() not in text
+    assert audit[0]["logger"] == "poller.audit" and audit[0]["level"] == "warning"
+    assert capsys.readouterr().out == ""  # a library prints nothing
 
 
-async def test_concurrent_failures_share_one_reproof(pki, trust, serve):
+async def test_concurrent_failures_share_one_reproof(pki, trust, serve, log_events):
     import asyncio
-
-    import structlog
 
     agent = await serve(pki.agent(ACME, "agent-001"))
     conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
@@ -234,10 +234,10 @@ async def test_concurrent_failures_share_one_reproof(pki, trust, serve):
         await client.get_status("ping", "icmp")
         impostor = pki.agent(ACME, "agent-001", issuer_tenant="xyz-inc", dns=[])
         await agent.restart(cert_chain_pem=impostor.chain_pem, key_pem=impostor.key_pem)
-        with structlog.testing.capture_logs() as logs:
-            outcomes = await asyncio.gather(*(client.get_status("ping", "icmp") for _ in range(20)), return_exceptions=True)
+        before = len(log_events())
+        outcomes = await asyncio.gather(*(client.get_status("ping", "icmp") for _ in range(20)), return_exceptions=True)
         assert all(isinstance(o, IdentityRefused) and o.reason is Reason.TENANT_MISMATCH for o in outcomes)
-        assert sum(1 for entry in logs if entry.get("event") == "identity_refused") == 1
+        assert sum(1 for entry in log_events()[before:] if entry.get("event") == "identity_refused") == 1
     finally:
         await conn.close()
 
@@ -261,7 +261,8 @@ async def test_both_dial_paths_refuse_an_impostor_and_accept_the_agent(pki, trus
     with pytest.raises(IdentityRefused) as caught:
         await dial_agent(impostor.address, tenant=ACME, trust=trust, **expect)
     assert caught.value.reason is Reason.TENANT_MISMATCH
-    assert impostor.count("GetStatus") == 0
+    # Not even the pinned path's early gRPC connect let a request through.
+    assert impostor.requests == []
     good = await serve(pki.agent(ACME, "agent-001"))
     conn = await dial_agent(good.address, tenant=ACME, trust=trust, **expect)
     try:

@@ -12,7 +12,7 @@ import pytest
 from poller.agent.client import AgentClient
 from poller.agent.stream import IncompleteStream
 from poller.dial.dialer import dial_agent
-from poller.identity.reasons import AgentUnreachable, Reason
+from poller.identity.reasons import AgentUnreachable, InvalidPayload, Reason
 
 ACME = "acme-corp"
 
@@ -57,6 +57,7 @@ async def test_peer_that_sends_garbage_is_unreachable_not_accepted(trust, raw_se
     with pytest.raises(AgentUnreachable) as caught:
         await dial_agent(f"127.0.0.1:{port}", tenant=ACME, trust=trust, timeout=2)
     assert "TLS handshake" in caught.value.detail
+    assert "does not speak TLS" in caught.value.detail  # said plainly, not only an OpenSSL code
 
 
 async def garbage_agent(pki, cert):
@@ -96,7 +97,9 @@ async def test_agent_answering_garbage_protobuf_is_a_clear_call_error(pki, trust
         try:
             with pytest.raises(AgentUnreachable) as caught:
                 await AgentClient(conn).get_status("ping", "icmp")
-            assert caught.value.code == "INVALID_PAYLOAD"
+            assert isinstance(caught.value, InvalidPayload)
+            assert caught.value.code is None  # no made-up gRPC code
+            assert caught.value.outcome is Reason.INVALID_PAYLOAD
             assert "not a valid StatusResponse" in caught.value.detail
             assert conn.context.tenant == ACME  # the identity is untouched by a bad payload
         finally:

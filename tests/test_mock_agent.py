@@ -152,13 +152,21 @@ async def test_default_status_payload_and_unavailable(agent: MockAgent, stub) ->
     assert resp.available is False
 
 
-async def test_claim_agent_id_goes_into_every_payload(agent: MockAgent, stub) -> None:
+async def test_claim_agent_id_goes_into_every_payload(agent: MockAgent, stub, pki: Pki) -> None:
     agent.behaviour.claim_agent_id = "agent-999"
     status = await stub.GetStatus(pb.StatusRequest(), timeout=GUARD)
     results = await stub.GetResults(pb.ResultsRequest(), timeout=GUARD)
     assert status.agent_id == results.agent_id == "agent-999"
-    # The TLS identity is unchanged: the server still presents agent-001's cert.
-    assert agent.cn == AGENT_CN
+    # The claim is only in the payload: the certificate the agent presents on
+    # the wire, read by the poller's own proof, still names agent-001.
+    from poller.agent.client import AgentClient
+    from poller.dial.dialer import dial_agent
+    from poller.trust.store import TrustStore
+
+    async with await dial_agent(agent.address, tenant="acme-corp", trust=TrustStore(pki.certs_dir)) as conn:
+        reply = await AgentClient(conn).get_status("ping", "icmp")
+    assert reply.response.agent_id == "agent-999"
+    assert (reply.context.cn, reply.context.component_id) == (AGENT_CN, "agent-001")
 
 
 async def test_get_results_has_new_data_semantics(agent: MockAgent, stub) -> None:
@@ -244,7 +252,12 @@ async def test_error_code_fault(agent: MockAgent, stub) -> None:
 
 
 async def test_delay_still_answers(agent: MockAgent, stub) -> None:
-    agent.behaviour.delay = 0.05
+    agent.behaviour.delay = 1.0
+    # The delay is applied: a deadline below it is missed ...
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.GetStatus(pb.StatusRequest(), timeout=0.05)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # ... and the agent still answers a caller that waits.
     resp = await stub.GetStatus(pb.StatusRequest(), timeout=GUARD)
     assert resp.available
 

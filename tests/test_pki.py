@@ -658,7 +658,7 @@ def test_create_dev_pki(tmp_path: Path) -> None:
     # The impostor is exactly what per-tenant anchors stop ...
     with pytest.raises(VerificationError):
         PolicyBuilder().store(Store([acme])).build_client_verifier().verify(impostor, [])
-    # ... and what the platform root as anchor lets through (invariant 2 of DESIGN.md).
+    # ... and what the platform root as anchor lets through (invariant 2 of docs/design.md).
     root = load(lay.root_ca)
     PolicyBuilder().store(Store([root])).build_client_verifier().verify(impostor, [xyz])
 
@@ -880,3 +880,28 @@ def test_cli_dev(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "dev", str(tmp_path))
     assert code == 0 and "created" not in out
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("offset_days", "validity", "warning"),
+    [(-10, "expired", "expired at"), (10, "not_yet_valid", "is not valid before"), (0, "valid", None)],
+)
+def test_cli_show_says_when_a_certificate_is_outside_its_validity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], offset_days: int, validity: str, warning: str | None
+) -> None:
+    from datetime import timedelta
+
+    from poller.identity.certinfo import utcnow
+    from poller.testing.forge import ForgePki
+
+    forge = ForgePki.create(tmp_path / "certs", tenants=("acme-corp",))
+    start = utcnow() + timedelta(days=offset_days) - timedelta(days=1)
+    cert = forge.agent("acme-corp", not_before=start, not_after=start + timedelta(days=2))
+    path = tmp_path / "agent.pem"
+    path.write_bytes(cert.leaf_pem)
+    code, out, err = run(capsys, "show", str(path))
+    assert code == 0 and json.loads(out)["validity"] == validity
+    if warning is None:
+        assert err == ""
+    else:
+        assert f"warning: {path}: the certificate {warning}" in err

@@ -23,6 +23,11 @@ PROBE_KEYS = {
     "fingerprint_sha256",
     "issuer_spki_sha256",
     "not_after",
+    "available",
+    "response_time_ns",
+    "latency_ms",
+    "status_code",
+    "crl",
 }
 
 
@@ -62,6 +67,17 @@ async def test_accepted(pki, serve):
     )
     assert doc["not_after"].endswith("Z")
     assert agent.count("GetStatus") == 1  # one real call over the pinned channel
+    # The GetStatus outcome is the agent's answer, not a constant.
+    assert (doc["available"], doc["response_time_ns"], doc["status_code"]) == (True, 1_000_000, "OK")
+    assert doc["latency_ms"] > 0
+
+
+async def test_accepted_reports_an_unavailable_answer(pki, serve):
+    agent = await serve(pki.agent(ACME, "agent-001"))
+    agent.behaviour.available = False
+    agent.behaviour.response_time_ns = 42
+    code, doc, _ = await probe(agent.address, "--certs", str(pki.directory), "--tenant", ACME)
+    assert (code, doc["accepted"], doc["available"], doc["response_time_ns"]) == (0, True, False, 42)
 
 
 async def test_refused_impostor_exits_3(pki, serve):
@@ -101,8 +117,28 @@ async def test_bad_usage_exits_2(pki, args):
     args = [str(pki.directory) if a == "CERTS" else a for a in args]
     code, doc, err = await probe(*args)
     assert code == 2
-    assert doc == {}
-    assert err.strip()
+    assert doc == {"accepted": False, "reason": "usage", "detail": doc["detail"]}
+    assert doc["detail"] and doc["detail"] in err
+
+
+async def test_unknown_tenant_names_the_tenants_that_have_a_ca(pki):
+    code, doc, _ = await probe("127.0.0.1:1", "--certs", str(pki.directory), "--tenant", "no-such-tenant")
+    assert (code, doc["reason"]) == (2, "usage")
+    assert "no-such-tenant" in doc["detail"] and "acme-corp, xyz-inc" in doc["detail"]
+
+
+async def test_a_peer_that_does_not_speak_tls_is_named_plainly(pki):
+    import grpc
+
+    server = grpc.aio.server()  # a plaintext gRPC server: no TLS at all
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        code, doc, _ = await probe(f"127.0.0.1:{port}", "--certs", str(pki.directory), "--tenant", ACME, "--timeout", "3")
+    finally:
+        await server.stop(None)
+    assert (code, doc["reason"]) == (4, "unreachable")
+    assert "does not speak TLS" in doc["detail"], doc
 
 
 async def test_explicit_client_cert(pki, serve):

@@ -14,7 +14,6 @@ gRPC code when a call failed).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ from typing import Any, Generic, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from poller import metrics
 from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.dial.dialer import AgentConnection
 from poller.identity.context import TenantContext
-from poller.identity.reasons import AgentUnreachable, IdentityRefused
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 
@@ -62,18 +60,9 @@ class StreamDocument:
     latency: float
 
 
-def _invalid_payload(method: str, message: str) -> AgentUnreachable:
+def _invalid_payload(method: str, message: str) -> InvalidPayload:
     # grpcio logs the DecodeError and hands back None instead of raising.
-    return AgentUnreachable(f"{method}: the agent's answer is not a valid {message}", code=INVALID_PAYLOAD)
-
-
-INVALID_PAYLOAD = "INVALID_PAYLOAD"
-
-
-@functools.cache
-def _latency(method: str) -> Any:
-    """The histogram child of one method (labels() is a lookup under a lock)."""
-    return metrics.CALL_LATENCY.labels(method=method)
+    return InvalidPayload(f"{method}: the agent's answer is not a valid {message}")
 
 
 class AgentClient:
@@ -182,7 +171,7 @@ class AgentClient:
             await chunks.aclose()  # type: ignore[attr-defined]  # a grpc.aio stream call is an async generator
         data = assembler.data
         latency = time.perf_counter() - started
-        _latency("StreamResults").observe(latency)
+        self.connection.metrics.latency("StreamResults").observe(latency)
         return StreamDocument(
             context=ctx,
             data=data,
@@ -215,22 +204,33 @@ class AgentClient:
 
     async def _unary(self, name: str, method: Any, request: Any, timeout: float | None) -> AgentReply[Any]:
         ctx = self.context
+        pinned = self.connection.serial
         started = time.perf_counter()
         try:
             response = await method(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.aio.AioRpcError as err:
-            raise await self._translate(name, err) from None
+            failure = await self._translate(name, err)
+            if not isinstance(failure, AgentUnreachable) or self.connection.serial == pinned:
+                raise failure from None
+            # The pinned handshake failed because the agent rotated its certificate,
+            # and the fresh proof re-pinned the channel: the call never reached the
+            # agent, so it goes once more, over the new pin.
+            ctx = self.context
+            try:
+                response = await method(request, timeout=self.timeout if timeout is None else timeout)
+            except grpc.aio.AioRpcError as again:
+                raise await self._translate(name, again) from None
         if response is None:
             raise _invalid_payload(name, type(request).__name__.replace("Request", "Response"))
         latency = time.perf_counter() - started
-        _latency(name).observe(latency)
+        self.connection.metrics.latency(name).observe(latency)
         return AgentReply(context=ctx, response=response, latency=latency)
 
     async def _translate(self, name: str, err: grpc.aio.AioRpcError) -> Exception:
         code = err.code()
         if code in _RECHECK_CODES:
             try:
-                await self.connection.reprove()
+                await self.connection.reprove(err.details())
             except (IdentityRefused, AgentUnreachable) as decided:
                 return decided
         return AgentUnreachable(f"{name}: {code.name}: {err.details() or 'no details'}", code=code.name)

@@ -14,19 +14,17 @@ b'{"a":1}'
 
 from __future__ import annotations
 
+from poller.identity.reasons import AgentFailure, Reason
 from poller.proto import monitoring_pb2 as pb
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
-class IncompleteStream(Exception):
-    """A stream that did not deliver a whole document."""
-
-    code = "incomplete_stream"
+class IncompleteStream(AgentFailure):
+    """A stream that did not deliver a whole document (reason INCOMPLETE_STREAM)."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__(Reason.INCOMPLETE_STREAM, detail)
 
 
 class StreamAssembler:

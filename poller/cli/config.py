@@ -67,7 +67,7 @@ def _check(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     tenants = ", ".join(config.tenants) or "(none)"
-    print(f"ok: {len(config.agents)} agents, {config.check_count} checks, tenants: {tenants}")
+    print(f"ok: {plural(len(config.agents), 'agent')}, {plural(config.check_count, 'check')}, tenants: {tenants}")
     if config.shard is not None:
         _print_shards(config)
     if config.cluster is not None:
@@ -87,7 +87,16 @@ def _print_shards(config: PollerConfig) -> None:
     counts = shard_counts((agent.name for agent in config.agents), shard.count)
     for index in range(shard.count):
         mine = "  <- this replica" if index == shard.index else ""
-        print(f"shard {index}/{shard.count}: {counts[index]} agents{mine}")
+        print(f"shard {index}/{shard.count}: {plural(counts[index], 'agent')}{mine}")
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 agent', '2 agents', '0 agents'.
+
+    >>> plural(1, "check"), plural(0, "check")
+    ('1 check', '0 checks')
+    """
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _example(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module with a `register(subparsers)` that
 adds its parser and sets `func` to a handler returning the exit status.
 Exit statuses are part of the contract: 0 ok, 2 bad usage or unreadable
-input, 3 identity refused, 4 unreachable.
+input, 3 identity refused, 4 unreachable (for `run --once`: some agent gave
+no proven answer and none was refused).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ EXIT_UNREACHABLE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from poller import __version__
     from poller.cli import commands
 
     parser = argparse.ArgumentParser(
         prog="serviceradar-poller",
         description="Tenant-validating mTLS poller for ServiceRadar agents.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in commands.REGISTRARS:
         register(sub)

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from poller.address import split_host_port
 from poller.cli.main import EXIT_OK, EXIT_USAGE
 from poller.identity.names import InvalidName, format_edge_cn
+from poller.identity.reasons import InvalidArgument
 from poller.trust.layout import CertsLayout
 
 if TYPE_CHECKING:
@@ -49,21 +51,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
-def _parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"--listen {listen!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"--listen {listen!r}: port {port!r} is not a number") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"--listen {listen!r}: port out of range")
-    return host, number
-
-
 def run(args: argparse.Namespace) -> int:
     # Imported here so that other commands' --help does not load grpc.
     from poller.testing.mock_agent import AgentBehaviour, MockAgent, MockAgentError
@@ -79,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         cn = format_edge_cn(args.component, args.partition, args.tenant)
-        host, port = _parse_listen(args.listen)
-    except (InvalidName, ValueError) as exc:
+        host, port = split_host_port(args.listen, listen=True)
+    except InvalidName as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InvalidArgument as exc:
+        print(f"error: --listen: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
     behaviour = AgentBehaviour()
@@ -94,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     kw = dict(
         behaviour=behaviour,
-        host=host,
+        host=host or "0.0.0.0",  # an empty host listens on every interface
         port=port,
         platform_clients_only=args.platform_clients_only,
         agent_id=args.agent_id or args.component,

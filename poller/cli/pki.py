@@ -164,6 +164,10 @@ def _show(args: argparse.Namespace) -> int:
 
     description: dict[str, Any] = describe_certificate(args.file)
     print(json.dumps(description, indent=2))
+    if description["validity"] == "expired":
+        print(f"warning: {args.file}: the certificate expired at {description['not_after']}", file=sys.stderr)
+    elif description["validity"] == "not_yet_valid":
+        print(f"warning: {args.file}: the certificate is not valid before {description['not_before']}", file=sys.stderr)
     return EXIT_OK
 
 

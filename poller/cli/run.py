@@ -1,4 +1,12 @@
-"""`serviceradar-poller run --config FILE`: the long-running poller daemon."""
+"""`serviceradar-poller run --config FILE`: the long-running poller daemon.
+
+`run --once` polls every agent once and exits, for cron and CI. It prints one
+summary line per tenant on stdout (`summary tenant=acme-corp agents=3 ok=2
+refused=1`) and exits 0 when every agent was proven and answered, 3 when any
+agent's identity was refused, 4 when any agent gave no proven answer
+(unreachable, timed out, not serving, ...) and none was refused; 2 for a bad
+config or certs directory, as `run`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,10 @@ import asyncio
 import sys
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.daemon.config import ConfigError, load_config, unsupported
 from poller.daemon.daemon import PollerDaemon
+from poller.identity.reasons import Reason
 from poller.logs import configure_logging
 from poller.trust.store import TrustStoreError
 
@@ -25,7 +34,12 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("--config", required=True, metavar="FILE", help="JSON config (see `config example`)")
-    p.add_argument("--once", action="store_true", help="poll every agent once, then exit")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="poll every agent once, print a summary line per tenant, then exit "
+        "(0 all answered, 3 an identity refused, 4 an agent without a proven answer)",
+    )
     p.add_argument("--log-format", choices=("auto", "json", "console"), help="override the config's log_format")
     p.set_defaults(func=run)
 
@@ -57,5 +71,18 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.once:
         asyncio.run(daemon.run_once())
-        return EXIT_OK
+        return once_summary(daemon.scheduler.take_tally())
     return asyncio.run(daemon.run())
+
+
+def once_summary(tally: dict[str, dict[str, int]]) -> int:
+    """Print a line per tenant; the exit status of `run --once` from the agents' outcomes."""
+    for tenant, counts in tally.items():
+        fields = " ".join(f"{outcome}={n}" for outcome, n in counts.items())
+        print(f"summary tenant={tenant} agents={sum(counts.values())} {fields}", flush=True)
+    outcomes = {outcome for counts in tally.values() for outcome in counts}
+    if Reason.REFUSED in outcomes:
+        return EXIT_REFUSED
+    if outcomes - {Reason.OK}:
+        return EXIT_UNREACHABLE
+    return EXIT_OK

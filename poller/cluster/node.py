@@ -52,11 +52,9 @@ from typing import Any, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from poller import metrics
 from poller.cluster.assign import Member, assign
 from poller.cluster.records import (
     MEMBER_PREFIX,
@@ -69,11 +67,13 @@ from poller.cluster.records import (
 )
 from poller.cluster.slots import Slot, slot_at
 from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig, redact_url
-from poller.identity.reasons import PollerError, Reason
+from poller.identity.reasons import PollerError
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
 
 __all__ = ["ClusterError", "ClusterNode", "bucket_ttl", "connect_nats", "fleet_digest", "min_bucket_ttl"]
 
-log = structlog.get_logger("poller.cluster")
+log = get_logger("poller.cluster")
 
 T = TypeVar("T")
 
@@ -86,7 +86,8 @@ class ClusterError(PollerError):
     """The cluster cannot be joined safely (e.g. a bucket whose TTL would drop live leases)."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(Reason.UNREACHABLE, detail)
+        super().__init__(detail)
+        self.detail = detail
 
 
 def min_bucket_ttl(interval: float) -> float:
@@ -169,6 +170,7 @@ class ClusterNode:
         *,
         version: str | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: PollerMetrics | None = None,
     ) -> None:
         if settings.cluster is None:
             raise ValueError("settings have no cluster section")
@@ -184,6 +186,7 @@ class ClusterNode:
         self.call_timeout = min(2.0, max(0.05, self.interval / 2))
         self.version = version or _package_version()
         self._clock = clock
+        self.metrics = metrics if metrics is not None else default_metrics()
         self._agents: dict[str, AgentConfig] = {}
         self._leases: dict[str, _Lease] = {}
         self._owners: dict[str, str | None] = {}
@@ -477,7 +480,7 @@ class ClusterNode:
                     await step()
                 delay = self.heartbeat_every
             except ClusterError as exc:
-                self.log.error("cluster_refused", reason=str(exc.reason), problem=exc.detail)
+                self.log.error("cluster_refused", problem=exc.detail)
                 await self._signal("refused")
                 delay = min(30.0, max(delay * 2, 1.0))
             except _UNANSWERED as exc:
@@ -586,7 +589,7 @@ class ClusterNode:
         record = self._record().dump()
         held = Counter(self._agents[n].tenant for n in self.held if n in self._agents)
         for tenant in self.config.tenants or sorted({a.tenant for a in self._agents.values()}):
-            metrics.CLUSTER_LEASES.labels(tenant=tenant).set(held.get(tenant, 0))
+            self.metrics.cluster_leases.labels(tenant=tenant).set(held.get(tenant, 0))
         try:
             self._member_revision = await self._call(lambda: kv.update(key, record, last=self._member_revision))
             self._reachable = True
@@ -685,7 +688,7 @@ class ClusterNode:
         self._owners = owners
         mine = sum(1 for owner in owners.values() if owner == self.poller_id)
         unowned = sorted(name for name, owner in owners.items() if owner is None)
-        metrics.CLUSTER_MEMBERS.set(len(members))
+        self.metrics.cluster_members.set(len(members))
         self.log.info(
             "cluster_assignment",
             members=[m.name for m in sorted(members, key=lambda m: m.name)],

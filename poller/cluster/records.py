@@ -25,6 +25,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from poller.identity.reasons import PollerError
+
 __all__ = [
     "LEASE_PREFIX",
     "MEMBER_PREFIX",
@@ -46,7 +48,7 @@ _HEX = re.compile(r"=(?:[0-9a-f]{2})+")
 UNOWNED_SHOWN = 100
 
 
-class RecordError(ValueError):
+class RecordError(PollerError, ValueError):
     """A KV value or key that is not what a replica writes."""
 
 

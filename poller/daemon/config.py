@@ -19,7 +19,6 @@ that is not a plain word is quoted (`agents["edge.1"].tenant`).
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from poller.address import show_value, split_host_port
 from poller.daemon.durations import (
     BARE_NUMBER_REASON,
     DurationError,
@@ -36,6 +36,7 @@ from poller.daemon.durations import (
     parse_duration,
 )
 from poller.identity.names import format_edge_cn, is_label
+from poller.identity.reasons import PollerError
 
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL",
@@ -76,7 +77,7 @@ DEFAULT_SINK_DIR = "data"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_LOG_FORMAT = "auto"
 DEFAULT_MAX_CONCURRENT_POLLS = 500
-DEFAULT_CALL_TIMEOUT = 5.0
+DEFAULT_CALL_TIMEOUT = 5.0  # the most call_timeout defaults to (see default_call_timeout)
 DEFAULT_CYCLE_FRACTION = 0.8  # cycle_timeout defaults to this share of poll_interval
 DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
@@ -132,6 +133,7 @@ TOP_KEYS = (
     "backoff_max",
     "shard",
     "cluster",
+    "require_crl",
     "agents",
 )
 AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
@@ -159,7 +161,7 @@ class ConfigIssue:
         return f"{self.path}: {self.message}"
 
 
-class ConfigError(ValueError):
+class ConfigError(PollerError, ValueError):
     """The config is invalid; `issues` lists every problem found, in document order.
 
     `warnings` holds what would have been warnings had the config been valid.
@@ -262,7 +264,8 @@ class PollerConfig:
     """The whole daemon configuration.  Durations are float seconds.
 
     Built directly (as tests do), cycle_timeout 0 means the default share of
-    poll_interval; parse_config always fills it in.
+    poll_interval and call_timeout 0 the default for that cycle_timeout;
+    parse_config always fills them in.
     """
 
     poller_id: str
@@ -274,18 +277,21 @@ class PollerConfig:
     metrics_listen: str | None = None
     log_format: LogFormat = "auto"
     max_concurrent_polls: int = DEFAULT_MAX_CONCURRENT_POLLS
-    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    call_timeout: float = 0.0
     cycle_timeout: float = 0.0
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
     backoff_max: float = DEFAULT_BACKOFF_MAX
     shard: ShardConfig | None = None
     cluster: ClusterConfig | None = None
+    require_crl: bool = False  # refuse agents of tenants without a CRL (crl_expired)
     warnings: tuple[ConfigIssue, ...] = ()
     source: Path | None = None  # the file it was loaded from, if any
 
     def __post_init__(self) -> None:
         if self.cycle_timeout <= 0:
             object.__setattr__(self, "cycle_timeout", self.poll_interval * DEFAULT_CYCLE_FRACTION)
+        if self.call_timeout <= 0:
+            object.__setattr__(self, "call_timeout", default_call_timeout(self.cycle_timeout))
 
     @property
     def agents_by_name(self) -> Mapping[str, AgentConfig]:
@@ -321,69 +327,18 @@ class PollerConfig:
 # --------------------------------------------------------------------------- helpers
 
 
-_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+def default_call_timeout(cycle_timeout: float) -> float:
+    """call_timeout when none is configured: 5s, or a third of cycle_timeout if
+    that is less, so a dial, the health check and a check fit in one cycle
+    and a default never warns about another default.
 
-
-def split_host_port(text: str, *, listen: bool = False) -> tuple[str, int]:
-    """Split "host:port" ("[v6]:port" for IPv6) and validate both parts.
-
-    Dial addresses need a host and a port in 1-65535.  With listen=True the
-    host may be empty (every interface) and the port may be 0 (any free port).
-    Raises ValueError with a message suitable for a ConfigIssue.
+    >>> default_call_timeout(24.0), default_call_timeout(4.0)
+    (5.0, 1.333)
     """
-    if not isinstance(text, str):
-        raise ValueError("expected a string host:port")
-    if text != text.strip() or any(ch.isspace() for ch in text):
-        raise ValueError(f"{_show(text)} contains whitespace (expected host:port)")
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or not text[end + 1 :].startswith(":"):
-            raise ValueError(f"{_show(text)} is not [ipv6]:port")
-        host, port_text = text[1:end], text[end + 2 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{_show(host)} in brackets is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"{_show(text)} has no port (expected host:port, e.g. 10.0.0.5:50051)")
-        if ":" in host:
-            raise ValueError(f"{_show(text)}: an IPv6 address needs brackets, e.g. [::1]:50051")
-        if host:
-            _check_hostname(host)
-        elif not listen:
-            raise ValueError(f"{_show(text)} has no host (write e.g. 127.0.0.1{text})")
-    if not port_text.isascii() or not port_text.isdigit():
-        raise ValueError(f"{_show(text)}: port {_show(port_text)} is not a number")
-    port = int(port_text)
-    low = 0 if listen else 1
-    if not low <= port <= 65535:
-        raise ValueError(f"{_show(text)}: port {port} is out of range ({low}-65535)")
-    return host, port
+    return min(DEFAULT_CALL_TIMEOUT, round(cycle_timeout / 3, 3))
 
 
-def _check_hostname(host: str) -> None:
-    if re.fullmatch(r"[0-9.]+", host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            raise ValueError(f"{_show(host)} is not a valid IPv4 address") from None
-        return
-    name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(_HOSTNAME_LABEL.fullmatch(label) for label in name.split(".")):
-        raise ValueError(f"{_show(host)} is not a valid host name")
-
-
-def _show(value: object) -> str:
-    """A value as JSON, cut to about 60 characters."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    if len(text) > _TRUNCATE:
-        text = text[: _TRUNCATE - 1] + "…"
-    return text
+_show = show_value
 
 
 def _kind(value: object) -> str:
@@ -522,6 +477,16 @@ class _Checker:
             return None
         return value
 
+    def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool | None:
+        where = _key(path, key)
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.error(where, f"expected true or false, got {_kind(value)}")
+            return None
+        return value
+
     def integer(
         self, obj: Mapping[str, Any], key: str, path: str, *, default: int, low: int, high: int | None = None
     ) -> int | None:
@@ -617,7 +582,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     if log_format is not None and log_format not in LOG_FORMATS:
         c.error("log_format", f"{_show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
     max_polls = c.integer(top, "max_concurrent_polls", "", default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
-    call_timeout = c.duration(top, "call_timeout", "", default=DEFAULT_CALL_TIMEOUT)
+    call_timeout = c.duration(top, "call_timeout", "", default=None)
     cycle_timeout = c.duration(top, "cycle_timeout", "", default=None)
     if top.get("cycle_timeout") is None and poll_interval is not None:
         cycle_timeout = poll_interval * DEFAULT_CYCLE_FRACTION
@@ -628,6 +593,8 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
             f"({format_duration(poll_interval)}), or cycles would overlap",
         )
         cycle_timeout = None
+    if top.get("call_timeout") is None and cycle_timeout is not None:
+        call_timeout = default_call_timeout(cycle_timeout)
     if call_timeout is not None and cycle_timeout is not None and call_timeout > cycle_timeout:
         c.warn(
             "call_timeout",
@@ -641,6 +608,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
             "backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial ({format_duration(backoff_initial)})"
         )
     shard = _parse_shard(c, top.get("shard"))
+    require_crl = c.boolean(top, "require_crl", "", default=False)
     agents = _parse_agents(c, top.get("agents", _MISSING))
     cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
     if cluster is not None and shard is not None:
@@ -667,6 +635,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         backoff_max=cast(float, backoff_max),
         shard=shard,
         cluster=cluster,
+        require_crl=bool(require_crl),
         warnings=tuple(c.warnings),
     )
 
@@ -974,10 +943,9 @@ _EXAMPLE: dict[str, Any] = {
     "metrics_listen": "127.0.0.1:9464",
     "log_format": "auto",
     "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
-    "call_timeout": "5s",
-    "cycle_timeout": "24s",
     "backoff_initial": "1s",
     "backoff_max": "1m",
+    "require_crl": False,
     "agents": {
         "edge-1": {
             "address": "10.0.0.5:50051",

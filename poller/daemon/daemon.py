@@ -16,35 +16,44 @@ import signal
 from dataclasses import replace
 from typing import Any
 
-import structlog
-
-from poller import metrics
 from poller.cluster.node import ClusterNode
-from poller.daemon.config import ConfigError, PollerConfig, load_config
+from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
+from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
 from poller.identity import certinfo
-from poller.trust.store import TrustStore, TrustStoreError
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
+from poller.trust.store import TrustStore
 
-log = structlog.get_logger("poller.daemon")
+log = get_logger("poller.daemon")
 
 
 def make_sink(settings: PollerConfig) -> Sink:
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
-    raise ValueError(f"sink type {settings.sink.type!r} is not available in this version")
+    raise ConfigError([ConfigIssue("sink.type", f"{settings.sink.type!r} is not available in this version")])
 
 
 class PollerDaemon:
-    def __init__(self, settings: PollerConfig, *, sink: Sink | None = None, trust: TrustStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: PollerConfig,
+        *,
+        sink: Sink | None = None,
+        trust: TrustStore | None = None,
+        metrics: PollerMetrics | None = None,
+    ) -> None:
         self.settings = settings
-        self.trust = trust or TrustStore(settings.certs_dir)
+        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
         self.sink = sink or make_sink(settings)
+        # The daemon's own registry, served on metrics_listen; never the process-global one.
+        self.metrics = metrics if metrics is not None else PollerMetrics()
         # Dynamic cluster mode: the node decides which agents this replica polls, slot by slot.
-        self.cluster = ClusterNode(settings) if settings.cluster is not None else None
-        self.scheduler = Scheduler(settings, self.trust, self.publish, gate=self.cluster)
+        self.cluster = ClusterNode(settings, metrics=self.metrics) if settings.cluster is not None else None
+        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics, gate=self.cluster)
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
@@ -67,6 +76,7 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._start_metrics()
+        self._log_config_warnings()
         self._record_own_certificate()
         if self.cluster is not None:
             self.cluster.start()
@@ -80,6 +90,9 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
+            helpers.append(loop.create_task(watcher.run()))
         try:
             await self._stop.wait()
         finally:
@@ -93,6 +106,7 @@ class PollerDaemon:
 
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
+        self._log_config_warnings()
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:
@@ -115,8 +129,8 @@ class PollerDaemon:
             await self.reload()
 
     async def _summary_loop(self) -> None:
-        """One line per interval: what each tenant's results said, e.g.
-        acme-corp="2 ok, 1 tenant_mismatch". Problems stand out without a dashboard."""
+        """One line per interval counting agents per tenant by outcome, e.g.
+        tenants={"acme-corp": {"ok": 2, "refused": 1}}. Problems stand out without a dashboard."""
         frozen = False
         while True:
             await asyncio.sleep(self.settings.poll_interval)
@@ -129,13 +143,12 @@ class PollerDaemon:
                 frozen = True
             tally = self.scheduler.take_tally()
             if tally:
-                summary = {
-                    tenant: ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) for tenant, outcomes in tally.items()
-                }
-                log.info("poll_summary", **summary)
+                log.info("poll_summary", tenants=tally)
 
     async def reload(self) -> bool:
         """Re-read config and trust store; keep the running state on any error."""
+        # Trust first: a typo in the config must not hold back a revocation.
+        trusted = reload_trust(self.trust, why="reload", metrics=self.metrics) is not None
         source = self.settings.source
         if source is None:
             log.warning("reload_skipped", why="configuration was not loaded from a file")
@@ -145,11 +158,9 @@ class PollerDaemon:
         except ConfigError as exc:
             log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
             return False
-        try:
-            self.trust.reload()
-        except TrustStoreError as exc:
-            log.error("reload_refused", certs_dir=str(self.trust.certs_dir), problems=exc.problems)
+        if not trusted:
             return False
+        self.trust.require_crl = new.require_crl
         if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir or new.cluster != self.settings.cluster:
             log.warning("reload_partial", why="sink, certs_dir and cluster changes need a restart; kept the running ones")
             new = _keep(new, self.settings)
@@ -158,7 +169,16 @@ class PollerDaemon:
             self.cluster.set_agents(new.agents)
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
+        self._log_config_warnings()
         return True
+
+    async def _certs_changed(self) -> None:
+        reload_trust(self.trust, why="certs_changed", metrics=self.metrics)
+
+    def _log_config_warnings(self) -> None:
+        """What `config check` would warn about, once per start and per reload."""
+        for issue in (*self.settings.warnings, *check_files(self.settings)):
+            log.warning("config_warning", path=issue.path, message=issue.message)
 
     def _start_metrics(self) -> None:
         address = self.settings.metrics_address
@@ -167,7 +187,7 @@ class PollerDaemon:
         from prometheus_client import start_http_server
 
         host, port = address
-        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0")
+        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0", registry=self.metrics.registry)
         self.metrics_port = self._metrics_server.server_port
         log.info("metrics_listening", address=f"{host or '0.0.0.0'}:{self.metrics_port}")
 
@@ -180,7 +200,7 @@ class PollerDaemon:
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
         days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
-        metrics.CERT_EXPIRY_DAYS.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        self.metrics.cert_expiry_days.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
         if days < 30:
             log.warning("poller_certificate_expiring", days_left=int(days))
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+from poller.identity.reasons import PollerError
+
 __all__ = [
     "DurationError",
     "format_duration",
@@ -49,7 +51,7 @@ _BARE_NUMBER = re.compile(rf"[-+]?{_NUMBER}")
 MAX_NS = 2**63 - 1
 
 
-class DurationError(ValueError):
+class DurationError(PollerError, ValueError):
     """A string that is not a Go-style duration.
 
     `reason` is the message without the value, e.g. "is not a duration (...)",

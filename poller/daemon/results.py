@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from poller.identity.context import TenantContext
+from poller.identity.reasons import InvalidArgument, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class PollResult:
     service_type: str
     available: bool
     context: TenantContext | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     payload: bytes = b""
     response_time_ns: int = 0
     current_sequence: str = ""
@@ -38,9 +39,9 @@ class PollResult:
     polled_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        # Invariant 6: a proven result belongs to its proven tenant, full stop.
+        # Invariant 6 of docs/design.md: a proven result belongs to its proven tenant, full stop.
         if self.context is not None and self.context.tenant != self.tenant:
-            raise ValueError(f"result for tenant {self.tenant!r} carries the identity of {self.context.tenant!r}")
+            raise InvalidArgument(f"result for tenant {self.tenant!r} carries the identity of {self.context.tenant!r}")
 
     @property
     def proven(self) -> bool:
@@ -81,3 +82,25 @@ def _payload_field(payload: bytes) -> dict[str, Any]:
         return {"data": json.loads(payload)}
     except (UnicodeDecodeError, ValueError):
         return {"data_b64": base64.b64encode(payload).decode("ascii")}
+
+
+def agent_outcome(results: list[PollResult]) -> Reason:
+    """One agent's outcome for one cycle, from the results of its checks.
+
+    REFUSED when any check saw its identity refused; OK when every result came
+    over a proven connection with an answer (a service the agent reports down
+    is still an answer); otherwise the first reason the agent gave no proven
+    answer (unreachable, timeout, not_serving, invalid_payload, ...).
+
+    >>> agent_outcome([])
+    <Reason.OK: 'ok'>
+    """
+    if any(r.reason is not None and r.reason.is_refusal for r in results):
+        return Reason.REFUSED
+    for r in results:
+        if not r.proven or r.reason not in _ANSWERED:
+            return r.reason or Reason.INTERNAL_ERROR
+    return Reason.OK
+
+
+_ANSWERED = frozenset({None, Reason.UNAVAILABLE})

@@ -2,36 +2,43 @@
 
 Each agent has its own loop task, started at a staggered offset inside the
 interval so that thousands of agents do not all dial at the same instant. A
-semaphore bounds how many agents are polled at once; a cycle deadline (below
-the interval) bounds how long one agent's cycle may take, so a hung agent
-never delays the others or its own next cycle.
+limiter (resized on reload) bounds how many agents are polled at once; a
+cycle deadline (below the interval) bounds how long one agent's cycle may
+take, so a hung agent never delays the others or its own next cycle.
+
+No failure ends in silence: a cycle cut short by its deadline, or by an
+unexpected error, still yields one result per due check (timeout or
+internal_error for those that did not finish), an error is logged with its
+traceback, and the agent's loop keeps running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import zlib
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
 
-from poller import metrics
 from poller.daemon.config import AgentConfig, PollerConfig
-from poller.daemon.results import PollResult
+from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.worker import AgentWorker
 from poller.identity.context import bound_tenant
+from poller.identity.reasons import Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 
-log = structlog.get_logger("poller.scheduler")
+log = get_logger("poller.scheduler")
 
 Publish = Callable[[PollResult], Awaitable[None]]
 
 
 class PollGate(Protocol):
-    """Who may poll an agent when (dynamic cluster mode: poller.cluster.ClusterNode)."""
+    """Who may poll an agent when (dynamic cluster mode: poller.cluster.node.ClusterNode)."""
 
     def next_slot(self, agent: str) -> float:
         """The monotonic time of the agent's next poll slot."""
@@ -46,19 +53,82 @@ class PollGate(Protocol):
         ...
 
 
+class Limiter:
+    """At most `limit` holders at once, like a semaphore, but resizable while held.
+
+    >>> limiter = Limiter(2)
+    >>> limiter.resize(5); limiter.limit
+    5
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def resize(self, limit: int) -> None:
+        """A larger limit lets waiters in at once; a smaller one takes effect as holders leave."""
+        self._limit = limit
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_use < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_use += 1  # handed over: counted before the waiter runs
+                waiter.set_result(None)
+
+    async def __aenter__(self) -> None:
+        if self._in_use < self._limit and not self._waiters:
+            self._in_use += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot was handed over just as we were cancelled
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        self._in_use -= 1
+        self._wake()
+
+
 class Scheduler:
-    def __init__(self, settings: PollerConfig, trust: TrustStore, publish: Publish, gate: PollGate | None = None) -> None:
+    def __init__(
+        self,
+        settings: PollerConfig,
+        trust: TrustStore,
+        publish: Publish,
+        metrics: PollerMetrics | None = None,
+        gate: PollGate | None = None,
+    ) -> None:
         self.settings = settings
         self.gate = gate
         self.trust = trust
+        self.metrics = metrics if metrics is not None else default_metrics()
         self._publish = publish
         self._workers: dict[str, AgentWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
-        self._semaphore = asyncio.Semaphore(settings.max_concurrent_polls)
+        self.limiter = Limiter(settings.max_concurrent_polls)
         self.cycles_completed = 0
         self.cycles_late = 0
-        self._tally: Counter[tuple[str, str]] = Counter()
+        # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
+        self._outcomes: dict[str, tuple[str, Reason]] = {}
 
     @property
     def agent_names(self) -> list[str]:
@@ -73,7 +143,7 @@ class Scheduler:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
-        worker = AgentWorker(agent, self.settings, self.trust)
+        worker = AgentWorker(agent, self.settings, self.trust, self.metrics)
         self._workers[agent.name] = worker
         if loop:
             self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._loop(worker), name=f"agent {agent.name}")
@@ -103,12 +173,16 @@ class Scheduler:
             if await self._wait_until(next_at):
                 return
             started = time.monotonic()
-            if gate is not None:  # cluster: poll only in slots whose lease this replica holds
-                if await gate.may_poll(worker.agent):  # a poll never outlasts its slot
+            try:
+                if gate is None:
+                    await self.run_cycle(worker)
+                elif await gate.may_poll(worker.agent):  # cluster: only in slots this replica's lease covers
                     await self.run_cycle(worker, deadline=gate.slot_deadline(worker.agent.name))
+            except Exception:  # e.g. a sink that failed: log it, keep polling this agent
+                worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+            if gate is not None:
                 next_at = gate.next_slot(worker.agent.name)
                 continue
-            await self.run_cycle(worker)
             interval = self.settings.poll_interval
             next_at += interval
             if time.monotonic() > next_at:  # overran: skip the missed slots, never burst
@@ -127,24 +201,32 @@ class Scheduler:
         return True
 
     async def run_cycle(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
-        """One bounded cycle of one agent (ended at the monotonic `deadline` if that
-        comes first); its results are published before it returns."""
+        """One bounded cycle of one agent; its results are published before it returns.
+
+        Every due check yields a result: TIMEOUT for those unfinished at the
+        cycle deadline (or at the monotonic `deadline`, if that comes first),
+        INTERNAL_ERROR for those an unexpected error cut short.
+        """
         timeout = self.settings.cycle_timeout
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
-            async with self._semaphore:
+            async with self.limiter:
+                checks = worker.due_checks(time.monotonic())  # before the cycle moves results_due on
                 try:
                     async with asyncio.timeout(timeout):
-                        results = await worker.cycle()
+                        results = await worker.cycle(checks)
                 except TimeoutError:
-                    results = worker.unavailable(worker.due_checks(time.monotonic()), "timeout")
+                    results = worker.settle(checks, Reason.TIMEOUT)
                     worker.log.warning("cycle_timeout", after=round(timeout, 3))
+                except Exception:
+                    results = worker.settle(checks, Reason.INTERNAL_ERROR)
+                    worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+        self._outcomes[worker.agent.name] = (worker.agent.tenant, agent_outcome(results))
         for result in results:
-            outcome = "ok" if result.available else (result.reason or "unavailable")
-            metrics.POLLS.labels(tenant=result.tenant, outcome=outcome).inc()
-            self._tally[(result.tenant, outcome)] += 1
+            outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
+            self.metrics.polls.labels(tenant=result.tenant, outcome=outcome).inc()
             if result.context is None:
                 await self._publish(result)
             else:
@@ -154,12 +236,14 @@ class Scheduler:
         return results
 
     def take_tally(self) -> dict[str, dict[str, int]]:
-        """Results per tenant and outcome since the last call (for the summary line)."""
+        """Agents per tenant and outcome (their latest cycle) since the last call,
+        e.g. {"acme-corp": {"ok": 2, "refused": 1}}, for the summary line."""
         tally: dict[str, dict[str, int]] = {}
-        for (tenant, outcome), n in sorted(self._tally.items()):
-            tally.setdefault(tenant, {})[outcome] = n
-        self._tally.clear()
-        return tally
+        for tenant, outcome in self._outcomes.values():
+            counts = tally.setdefault(tenant, {})
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        self._outcomes.clear()
+        return {tenant: dict(sorted(counts.items())) for tenant, counts in sorted(tally.items())}
 
     async def run_once(self) -> list[PollResult]:
         """Every agent once, concurrently (bounded); for `run --once` and tests."""
@@ -175,6 +259,7 @@ class Scheduler:
         added = [n for n in new if n not in old]
         changed = [n for n in new if n in old and new[n] != old[n]]
         self.settings = settings
+        self.limiter.resize(settings.max_concurrent_polls)
         for worker in self._workers.values():
             worker.settings = settings
         for name in removed + changed:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from poller.daemon.results import PollResult
-from poller.identity.names import is_label
+from poller.identity.names import InvalidName, is_label
 
 
 class Sink(Protocol):
@@ -32,7 +32,7 @@ class FileSink:
 
     def path_for(self, tenant: str) -> Path:
         if not is_label(tenant):  # a slug never contains '/' or '..'; refuse anything else
-            raise ValueError(f"{tenant!r} is not a tenant slug")
+            raise InvalidName(f"{tenant!r} is not a tenant slug")
         return self.directory / tenant / "results.jsonl"
 
     async def publish(self, result: PollResult) -> None:

@@ -15,26 +15,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from grpc_health.v1 import health_pb2
 
-from poller import metrics
-from poller.agent.client import INVALID_PAYLOAD, AgentClient
-from poller.agent.stream import IncompleteStream
+from poller.agent.client import AgentClient
 from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.results import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
-from poller.identity.reasons import IdentityRefused, PollerError
+from poller.identity.reasons import AgentFailure, IdentityRefused, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
 
-log = structlog.get_logger("poller.worker")
+log = get_logger("poller.worker")
 
 STREAM_TYPES = frozenset({"sweep", "sync"})
-
-# Call failures that deserve a more precise reason than "unreachable".
-_CODE_REASONS = {"DEADLINE_EXCEEDED": "timeout", INVALID_PAYLOAD: "invalid_payload"}
 
 
 def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined,unused-ignore]
@@ -47,13 +43,16 @@ def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Rand
 class _Down:
     """Why the agent has no connection now, and when to try again."""
 
-    reason: str
+    reason: Reason
     retry_at: float
 
 
 class AgentWorker:
-    def __init__(self, agent: AgentConfig, settings: PollerConfig, trust: TrustStore) -> None:
+    def __init__(
+        self, agent: AgentConfig, settings: PollerConfig, trust: TrustStore, metrics: PollerMetrics | None = None
+    ) -> None:
         self.agent = agent
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.settings = settings
         self.trust = trust
         self.connection: AgentConnection | None = None
@@ -62,6 +61,9 @@ class AgentWorker:
         self.down: _Down | None = None
         self.sequences: dict[tuple[str, str], str] = {}
         self.results_due: dict[tuple[str, str], float] = {}
+        # Results of the current cycle's checks as each one finishes (None: no new
+        # data), by position in the cycle's checks, so a cycle cut short keeps them.
+        self._settled: dict[int, PollResult | None] = {}
         self.log = log.bind(agent=agent.name, tenant=agent.tenant, address=agent.address)
 
     # -- connection ----------------------------------------------------------
@@ -83,8 +85,9 @@ class AgentWorker:
                 component=self.agent.component_id,
                 partition=self.agent.partition,
                 timeout=self.settings.call_timeout,
+                metrics=self.metrics,
             )
-        except PollerError as err:
+        except AgentFailure as err:
             self._failed(err)
             return None
         ctx = self.connection.context
@@ -93,23 +96,16 @@ class AgentWorker:
             self.log.info("agent_recovered", component=ctx.component_id, after_failures=self.failures)
         self.failures = 0
         self.down = None
-        metrics.CONNECTED_AGENTS.labels(tenant=self.agent.tenant).inc()
+        self.metrics.connected_agents.labels(tenant=self.agent.tenant).inc()
         days = (ctx.not_after - certinfo.utcnow()).total_seconds() / 86400
-        metrics.CERT_EXPIRY_DAYS.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
-        self.log.info(
-            "agent_accepted",
-            component=ctx.component_id,
-            partition=ctx.partition_id,
-            cn=ctx.cn,
-            serial=ctx.serial,
-            cert_days_left=int(days),
-        )
+        self.metrics.cert_expiry_days.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
+        # No log line here: the audit log's identity_accepted is the one line per acceptance.
         return self.client
 
-    def _failed(self, err: PollerError) -> None:
+    def _failed(self, err: AgentFailure) -> None:
         self.failures += 1
         delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max)
-        reason = err.reason.value
+        reason = err.reason
         changed = self.down is None or self.down.reason != reason
         self.down = _Down(reason=reason, retry_at=time.monotonic() + delay)
         event = "agent_refused" if isinstance(err, IdentityRefused) else "agent_unreachable"
@@ -121,7 +117,7 @@ class AgentWorker:
 
     async def _drop(self) -> None:
         if self.connection is not None:
-            metrics.CONNECTED_AGENTS.labels(tenant=self.agent.tenant).dec()
+            self.metrics.connected_agents.labels(tenant=self.agent.tenant).dec()
             await self.connection.close()
         self.connection = None
         self.client = None
@@ -144,7 +140,7 @@ class AgentWorker:
             **fields,
         )
 
-    def unavailable(self, checks: list[CheckConfig], reason: str, context: TenantContext | None = None) -> list[PollResult]:
+    def unavailable(self, checks: list[CheckConfig], reason: Reason, context: TenantContext | None = None) -> list[PollResult]:
         """One available=false result per check, saying why."""
         return [self._result(c, _kind(c), available=False, reason=reason, context=context) for c in checks]
 
@@ -156,30 +152,45 @@ class AgentWorker:
                 due.append(check)
         return due
 
-    async def cycle(self) -> list[PollResult]:
-        """Poll the agent once; returns one result per check that was due."""
+    def settle(self, checks: list[CheckConfig], reason: Reason) -> list[PollResult]:
+        """The results of a cycle cut short: those of the checks that finished,
+        and an available=false result with `reason` for every other check."""
+        finished = [r for i, r in sorted(self._settled.items()) if r is not None]
+        rest = [c for i, c in enumerate(checks) if i not in self._settled]
+        return finished + self.unavailable(rest, reason)
+
+    async def cycle(self, checks: list[CheckConfig] | None = None) -> list[PollResult]:
+        """Poll the agent once; one result per check of `checks` (default: those
+        due now), except results checks whose data did not change."""
         now = time.monotonic()
-        checks = self.due_checks(now)
+        if checks is None:
+            checks = self.due_checks(now)
+        self._settled = {}
         client = await self._connect()
         if client is None:
             assert self.down is not None
             return self.unavailable(checks, self.down.reason)
         try:
             health = await client.check_health()
-        except PollerError as err:
+        except AgentFailure as err:
             return await self._call_failed(err, checks)
         if health.response.status != health_pb2.HealthCheckResponse.SERVING:
-            return self.unavailable(checks, "not_serving", health.context)
-        results = await asyncio.gather(*(self._run_check(client, c, now) for c in checks))
+            return self.unavailable(checks, Reason.NOT_SERVING, health.context)
+        results = await asyncio.gather(*(self._run_check(client, i, c, now) for i, c in enumerate(checks)))
         return [r for r in results if r is not None]
 
-    async def _call_failed(self, err: PollerError, checks: list[CheckConfig]) -> list[PollResult]:
+    async def _call_failed(self, err: AgentFailure, checks: list[CheckConfig]) -> list[PollResult]:
         if isinstance(err, IdentityRefused):
             await self._drop()
             self._failed(err)
-        return self.unavailable(checks, err.reason.value)
+        return self.unavailable(checks, err.outcome)
 
-    async def _run_check(self, client: AgentClient, check: CheckConfig, now: float) -> PollResult | None:
+    async def _run_check(self, client: AgentClient, index: int, check: CheckConfig, now: float) -> PollResult | None:
+        result = await self._check(client, check, now)
+        self._settled[index] = result
+        return result
+
+    async def _check(self, client: AgentClient, check: CheckConfig, now: float) -> PollResult | None:
         kind = _kind(check)
         try:
             if kind == "status":
@@ -188,15 +199,16 @@ class AgentWorker:
             if kind == "stream":
                 return await self._stream(client, check)
             return await self._results(client, check)
-        except IncompleteStream as err:
-            self.log.warning("stream_incomplete", check=check.service_name, detail=err.detail)
-            return self._result(check, kind, available=False, reason=err.code)
-        except PollerError as err:
+        except AgentFailure as err:
+            if err.reason is Reason.INCOMPLETE_STREAM:
+                self.log.warning("stream_incomplete", check=check.service_name, detail=err.detail)
             if isinstance(err, IdentityRefused):
                 await self._drop()
                 self._failed(err)
-            reason = _CODE_REASONS.get(getattr(err, "code", None) or "", err.reason.value)
-            return self._result(check, kind, available=False, reason=reason)
+            return self._result(check, kind, available=False, reason=err.outcome)
+        except Exception:  # a bug must not cost the other checks their results
+            self.log.exception("check_failed", check=check.service_name, reason=Reason.INTERNAL_ERROR.value)
+            return self._result(check, kind, available=False, reason=Reason.INTERNAL_ERROR)
 
     async def _status(self, client: AgentClient, check: CheckConfig) -> PollResult:
         reply = await client.get_status(check.service_name, check.service_type, details=check.details, port=check.port)

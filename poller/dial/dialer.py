@@ -1,17 +1,22 @@
-"""dial_agent: a gRPC channel pinned to a proven tenant identity.
+"""dial_agent: a gRPC channel pinned to the certificate that proved the agent's tenant.
 
 Dialing is three steps, each with one job:
 1. collect the chain the agent presents (poller.dial.peer);
 2. decide whether it proves the expected tenant (poller.trust.verify);
-3. open a grpc.aio channel whose trust anchor is that tenant's intermediate
-   only and whose target name is the agent's verified CN, so every
-   connection the channel ever makes, reconnects included, is held by gRPC's
-   own handshake to the same tenant and name.
+3. open a grpc.aio channel whose only trust anchor is that very leaf (the
+   same DER bytes that were verified) and whose target name is its CN, so
+   every connection the channel makes, reconnects included, is held by
+   gRPC's own handshake to exactly the proven certificate (invariant 8).
 
-On top of that, the connection re-proves the identity (steps 1 and 2) after
-every reconnect and whenever a call fails as unavailable, so a revoked or
-replaced certificate is noticed with its reason instead of being retried
-blindly.
+After the dial the identity lives on:
+- it is re-checked locally, with no network, whenever the trust material
+  changes (tenant CA removed or re-keyed -> untrusted_chain, serial on a new
+  CRL -> revoked, CRL past nextUpdate -> crl_expired) and when the leaf's
+  notAfter is reached (-> expired); a failed re-check closes the channel and
+  every later call raises IdentityRefused(reason);
+- a pinned handshake that fails (the agent rotated its certificate) starts
+  a fresh proof; a passing proof of the same identity re-pins the channel
+  (audit line `identity_rotated` with both serials), a failing one refuses.
 
 >>> conn = await dial_agent("10.0.0.5:50051", tenant="acme-corp", trust=store)  # doctest: +SKIP
 >>> conn.context.tenant
@@ -21,24 +26,31 @@ blindly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import structlog
 from cryptography import x509
 
 from poller import audit
+from poller.dial.channel import PinnedChannel
 from poller.dial.interceptor import tenant_interceptors
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
-from poller.identity.names import format_edge_cn
-from poller.identity.reasons import IdentityRefused, Reason
-from poller.trust.store import TrustStore
-from poller.trust.verify import parse_chain, verify_agent_chain
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
+from poller.trust.snapshot import ClientIdentity, TrustSnapshot
+from poller.trust.source import NotifyingTrustSource, TrustSource
+from poller.trust.store import TrustStoreError
+from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
 
-log = structlog.get_logger("poller.dial")
+log = get_logger("poller.dial")
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -55,12 +67,35 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.use_local_subchannel_pool", 1),
 )
 
+# BoringSSL's name for a peer certificate that does not chain to the pinned
+# leaf; in a failed call's details it means gRPC met another certificate.
+_PIN_MISMATCH = "CERTIFICATE_VERIFY_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A verified chain: the context it proves, the chain as presented (parsed,
+    for local re-checks), the leaf's exact DER bytes (what is pinned), and
+    the trust snapshot it was verified against."""
+
+    context: TenantContext
+    chain: tuple[x509.Certificate, ...]
+    leaf_der: bytes
+    snapshot: TrustSnapshot
+
+    @property
+    def leaf_pem(self) -> bytes:
+        return ssl.DER_cert_to_PEM_cert(self.leaf_der).encode("ascii")
+
 
 class AgentConnection:
-    """A pinned channel to one agent and the identity proven for it.
+    """A channel pinned to one agent's proven certificate, and that identity.
 
-    Made by dial_agent(); `channel` carries an interceptor that stamps every
-    call with `context` and refuses calls once the identity is refused.
+    Made by dial_agent(). `channel` stays the same object for the
+    connection's life (stubs made on it keep working across a rotation); its
+    interceptors stamp every call with `context` and refuse calls once the
+    identity was refused. `metrics` is where its identity decisions and
+    calls are counted.
     """
 
     def __init__(
@@ -70,110 +105,283 @@ class AgentConnection:
         tenant: str,
         component: str | None,
         partition: str | None,
-        trust: TrustStore,
-        context: TenantContext | None,
-        target_name: str,
+        trust: TrustSource,
+        proof: Proof,
         timeout: float,
         options: Sequence[tuple[str, Any]] = (),
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self.address = address
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.tenant = tenant
         self.component = component
         self.partition = partition
-        self.target_name = target_name
+        self.target_name = proof.context.cn
+        self.refusal: IdentityRefused | None = None
         self._trust = trust
         self._timeout = timeout
-        self._context: TenantContext | None = context
-        self.refusal: IdentityRefused | None = None
+        self._options = tuple(options)
+        self._proof = proof
+        self._checked = proof.snapshot  # the snapshot the identity last held against
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._reprove_lock = asyncio.Lock()
-        self._proofs = 0  # re-proofs done; concurrent failures share one
-        client = trust.client
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=trust.tenant(tenant).pem,  # the tenant intermediate only
-            private_key=client.key_pem,
-            certificate_chain=client.chain_pem,
-        )
-        self.channel: grpc.aio.Channel = grpc.aio.secure_channel(
-            address,
-            credentials,
-            options=[*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", target_name), *options],
-            interceptors=tenant_interceptors(self),
-        )
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_reconnects(), name=f"watch {address}")
+        self._proofs = 0  # fresh proofs done; concurrent failures share one
+        self._closing: set[asyncio.Task[None]] = set()
+        self._ended = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._client = _client_of(proof.snapshot)
+        self._channel = self._open(proof, self._client)
+        self.channel: grpc.aio.Channel = PinnedChannel(self)
+        self._arm_deadline(proof.snapshot)
+        if isinstance(trust, NotifyingTrustSource):
+            trust.subscribe(self)
+
+    # -- what calls read -------------------------------------------------------
 
     @property
     def context(self) -> TenantContext:
-        """The proven identity; raises IdentityRefused once it was refused."""
+        """The proven identity; raises IdentityRefused once it no longer holds.
+
+        Cheap enough for every call: a refusal check, a clock comparison
+        (notAfter, CRL nextUpdate) and an identity check of the trust snapshot
+        (a source that cannot notify is re-checked here when it changed)."""
+        if self.refusal is None and (time.time() >= self._deadline or self._trust.snapshot is not self._checked):
+            self.recheck()
         if self.refusal is not None:
             raise self.refusal
-        if self._context is None:  # only while dial_agent is still proving it
-            raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"identity of {self.address} is not proven yet")
-        return self._context
+        return self._proof.context
+
+    @property
+    def serial(self) -> str:
+        """Serial of the certificate the channel is pinned to."""
+        return self._proof.context.serial
+
+    @property
+    def current_channel(self) -> grpc.aio.Channel:
+        return self._channel
+
+    async def wait_refused(self) -> IdentityRefused:
+        """Wait until the identity ends (re-check, expiry, failed proof); its refusal."""
+        await self._ended.wait()
+        assert self.refusal is not None
+        return self.refusal
+
+    def raise_if_refused(self) -> None:
+        self.context  # noqa: B018 - raises the refusal, re-checking first when due
 
     @property
     def log(self) -> Any:
         return log.bind(address=self.address, tenant=self.tenant, agent=self.target_name)
 
-    async def reprove(self) -> TenantContext:
-        """Collect and verify the agent's chain again (after a reconnect or an
-        unavailable call). A refusal sticks: the connection refuses all calls."""
+    # -- live re-checks ----------------------------------------------------------
+
+    def trust_changed(self, snapshot: TrustSnapshot) -> None:
+        """TrustListener: the source swapped its snapshot (may run off the loop)."""
+        self._on_loop(lambda: self.recheck(snapshot))
+
+    def recheck(self, snapshot: TrustSnapshot | None = None) -> None:
+        """Re-check the pinned identity locally against the trust material in
+        force and the clock; on failure the identity ends (refusal stored,
+        channel closed, audit line). No network."""
+        if self.refusal is not None:
+            return
+        snapshot = snapshot or self._trust.snapshot
+        try:
+            self._check_locally(snapshot)
+        except IdentityRefused as err:
+            audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
+            self._end(err)
+            return
+        self._checked = snapshot
+        client = snapshot.client or self._client
+        if client != self._client:  # a rotated poller certificate: new connections use it
+            self._client = client
+            self._replace_channel(self._open(self._proof, client))
+        self._arm_deadline(snapshot)
+
+    def _check_locally(self, snapshot: TrustSnapshot) -> None:
+        now = certinfo.utcnow()
+        leaf = self._proof.chain[0]
+        before = self._checked.tenants.get(self.tenant)
+        after = snapshot.tenants.get(self.tenant)
+        same_anchor = (
+            after is not None and before is not None and after.cert == before.cert and snapshot.root == self._checked.root
+        )
+        if not same_anchor:
+            verify_agent_chain(
+                self._proof.chain,
+                tenant=self.tenant,
+                trust=snapshot,
+                component=self.component,
+                partition=self.partition,
+                now=now,
+            )
+            return
+        assert after is not None
+        # Same anchor: only the clock and the CRL can have changed.
+        if now >= self._proof.context.not_after:
+            raise IdentityRefused(
+                Reason.EXPIRED,
+                f"expired at {self._proof.context.not_after:%Y-%m-%dT%H:%M:%SZ} while connected",
+                peer=certinfo.summary(leaf),
+            )
+        check_revocation(leaf, after, snapshot, now)
+
+    def _arm_deadline(self, snapshot: TrustSnapshot) -> None:
+        """Re-check when the leaf expires or the tenant's CRL goes stale."""
+        deadline = self._proof.context.not_after.timestamp()
+        authority = snapshot.tenants.get(self.tenant)
+        if authority is not None and authority.crl_next_update is not None:
+            deadline = min(deadline, authority.crl_next_update.timestamp())
+        if deadline == self._deadline and self._timer is not None:
+            return
+        self._deadline = deadline
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, deadline - time.time())
+        self._timer = self._loop.call_later(min(delay, 86400.0 * 30), self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._timer = None
+        self.recheck()
+        if self.refusal is None and self._timer is None:
+            self._arm_deadline(self._checked)
+
+    # -- fresh proofs (rotation) -------------------------------------------------
+
+    async def reprove(self, failure: str | None = None) -> TenantContext:
+        """Prove the agent afresh after a failed call or connection.
+
+        failure: the failed call's details. A new certificate for the same
+        identity that proves re-pins the channel (rotation); one that does not
+        ends the identity with its reason. The same certificate while the
+        pinned handshake failed verification means gRPC's connection reached
+        another peer (an on-path relay, a split path): identity_mismatch.
+        """
         generation = self._proofs
         async with self._reprove_lock:
             if self._proofs != generation or self.refusal is not None:
-                return self.context  # another caller re-proved while we waited (raises its refusal)
+                return self.context  # another caller proved while we waited (raises its refusal)
             self._proofs += 1
             try:
-                ctx = await _prove(
+                proof = await _prove(
                     self.address,
                     tenant=self.tenant,
                     trust=self._trust,
                     component=self.component,
                     partition=self.partition,
                     timeout=self._timeout,
+                    metrics=self.metrics,
                 )
+                self._accept(proof, failure)
             except IdentityRefused as err:
-                self._refuse(err)
+                self._end(err)
                 raise
-            if ctx.cn != self.target_name:
-                mismatch = IdentityRefused(
+            return proof.context
+
+    def _accept(self, proof: Proof, failure: str | None) -> None:
+        old = self._proof
+        if proof.leaf_der == old.leaf_der:
+            if failure is not None and _PIN_MISMATCH in failure:
+                err = IdentityRefused(
                     Reason.IDENTITY_MISMATCH,
-                    f"agent at {self.address} now presents {ctx.cn}, the channel is pinned to {self.target_name}",
+                    f"the agent at {self.address} presents the proven certificate (serial {old.context.serial}) to "
+                    "the proof, but gRPC's connection met another certificate: an on-path relay or a split path",
+                    peer=certinfo.summary(proof.chain[0]),
                 )
-                self._refuse(mismatch)
-                raise mismatch
-            self._context = ctx
-            return ctx
-
-    def _refuse(self, err: IdentityRefused) -> None:
-        self.refusal = err
-
-    async def _watch_reconnects(self) -> None:
-        """Re-prove the identity each time the channel becomes READY again."""
-        seen_ready = False
-        state = self.channel.get_state(try_to_connect=False)
-        try:
-            while True:
-                await self.channel.wait_for_state_change(state)
-                state = self.channel.get_state(try_to_connect=False)
-                if state is grpc.ChannelConnectivity.READY:
-                    if seen_ready:
-                        try:
-                            await self.reprove()
-                        except IdentityRefused:
-                            pass  # stored by reprove(); every later call raises it
-                        except Exception as exc:
-                            self.log.debug("reprove after reconnect failed", error=str(exc))
-                    seen_ready = True
-                elif state is grpc.ChannelConnectivity.SHUTDOWN:
-                    return
-        except asyncio.CancelledError:
+                audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
+                raise err
+            self._proof, self._checked = proof, proof.snapshot
+            self._arm_deadline(proof.snapshot)
             return
-        except RuntimeError:  # the channel was closed under us
-            return
+        if proof.context.cn != self.target_name:
+            err = IdentityRefused(
+                Reason.IDENTITY_MISMATCH,
+                f"agent at {self.address} now presents {proof.context.cn}, the channel is pinned to {self.target_name}",
+                peer=certinfo.summary(proof.chain[0]),
+            )
+            audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
+            raise err
+        self._proof, self._checked = proof, proof.snapshot
+        self._client = _client_of(proof.snapshot)
+        self._replace_channel(self._open(proof, self._client))
+        audit.rotated(old.context, proof.context, address=self.address, metrics=self.metrics)
+        self._arm_deadline(proof.snapshot)
+
+    # -- the pinned channel ------------------------------------------------------
+
+    def _open(self, proof: Proof, client: ClientIdentity) -> grpc.aio.Channel:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=proof.leaf_pem,  # the proven leaf is the only trust anchor
+            private_key=client.key_pem,
+            certificate_chain=client.chain_pem,
+        )
+        return grpc.aio.secure_channel(
+            self.address,
+            credentials,
+            options=[*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", proof.context.cn), *self._options],
+            interceptors=tenant_interceptors(self),
+        )
+
+    def _replace_channel(self, new: grpc.aio.Channel) -> None:
+        old, self._channel = self._channel, new
+        self._close_later(old, grace=1.0)  # in-flight calls may finish on the old one
+
+    async def connect(self) -> str | None:
+        """Open the pinned connection now: None when READY, else what failed.
+
+        In TRANSIENT_FAILURE a fail-fast call reads gRPC's reason (the channel
+        has no other way to tell it); nothing reaches an unpinned peer."""
+        channel = self._channel
+        async with asyncio.timeout(self._timeout):
+            state = channel.get_state(try_to_connect=True)
+            while state is not grpc.ChannelConnectivity.READY:
+                if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                    return await _failure_detail(channel)
+                if state is grpc.ChannelConnectivity.SHUTDOWN:
+                    return "channel closed"
+                await channel.wait_for_state_change(state)
+                state = channel.get_state(try_to_connect=True)
+        return None
+
+    def _end(self, err: IdentityRefused) -> None:
+        """The identity no longer holds: refuse every later call, close the channel."""
+        if self.refusal is None:
+            self.refusal = err
+            self.log.warning("identity_ended", reason=err.reason.value, detail=err.detail)
+            self._on_loop(self._ended.set)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if isinstance(self._trust, NotifyingTrustSource):
+            self._trust.unsubscribe(self)
+        self._close_later(self._channel, grace=None)
+
+    def _close_later(self, channel: grpc.aio.Channel, *, grace: float | None) -> None:
+        def start() -> None:
+            task = self._loop.create_task(channel.close(grace))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        self._on_loop(start)
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
 
     async def close(self, grace: float | None = None) -> None:
-        self._watcher.cancel()
-        await self.channel.close(grace)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if isinstance(self._trust, NotifyingTrustSource):
+            self._trust.unsubscribe(self)
+        await self._channel.close(grace)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def __aenter__(self) -> AgentConnection:
         return self
@@ -186,72 +394,106 @@ async def dial_agent(
     address: str,
     *,
     tenant: str,
-    trust: TrustStore,
+    trust: TrustSource,
     component: str | None = None,
     partition: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     options: Sequence[tuple[str, Any]] = (),
+    metrics: PollerMetrics | None = None,
 ) -> AgentConnection:
-    """Prove the agent at address belongs to tenant and return a pinned connection.
+    """Prove the agent at address belongs to tenant and return a connection
+    pinned to the certificate that proved it.
 
-    Raises IdentityRefused(reason, detail) when the agent's certificate does not
-    prove the expected identity, AgentUnreachable when no decision could be made.
+    trust: any TrustSource (a TrustStore over a certs directory, one made by
+    TrustStore.from_pem(), or a TrustSnapshot). Raises IdentityRefused(reason,
+    detail) when the agent does not prove the expected identity (also when
+    gRPC's own connection meets another certificate than the proof did), and
+    AgentUnreachable when no decision could be made. Decisions and calls are
+    counted in `metrics` (a private registry if None).
 
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
     """
-
-    def connection(ctx: TenantContext | None, target_name: str) -> AgentConnection:
-        return AgentConnection(
-            address=address,
-            tenant=tenant,
-            component=component,
-            partition=partition,
-            trust=trust,
-            context=ctx,
-            target_name=target_name,
-            timeout=timeout,
-            options=options,
-        )
-
-    if component is None or partition is None:
-        ctx = await _prove(address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout)
-        return connection(ctx, ctx.cn)
-
-    # The expected name is known: gRPC's own (pinned) handshake starts while
-    # the identity is proven, and no call can use the channel before it is.
-    conn = connection(None, format_edge_cn(component, partition, tenant))
-    conn.channel.get_state(try_to_connect=True)
+    metrics = metrics if metrics is not None else default_metrics()
+    proof = await _prove(
+        address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout, metrics=metrics
+    )
+    conn = AgentConnection(
+        address=address,
+        tenant=tenant,
+        component=component,
+        partition=partition,
+        trust=trust,
+        proof=proof,
+        timeout=timeout,
+        options=options,
+        metrics=metrics,
+    )
     try:
-        conn._context = await _prove(
-            address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout
-        )
+        # gRPC's pinned handshake happens here, so a relay that routes it
+        # elsewhere is refused by dial_agent itself, before any call.
+        for _ in range(2):  # a second round only after a rotation in between
+            try:
+                failure = await conn.connect()
+            except TimeoutError:
+                raise AgentUnreachable(
+                    f"gRPC connection to {address} timed out after {timeout:g}s", code="DEADLINE_EXCEEDED"
+                ) from None
+            if failure is None:
+                return conn
+            serial = conn.serial
+            await conn.reprove(failure)
+            if conn.serial == serial:
+                raise AgentUnreachable(f"gRPC connection to {address} failed: {failure}", code="UNAVAILABLE")
+        raise AgentUnreachable(f"gRPC connection to {address} failed after the agent rotated its certificate twice")
     except BaseException:
         await conn.close()
         raise
-    return conn
 
 
 async def _prove(
     address: str,
     *,
     tenant: str,
-    trust: TrustStore,
+    trust: TrustSource,
     component: str | None,
     partition: str | None,
     timeout: float,
-) -> TenantContext:
+    metrics: PollerMetrics,
+) -> Proof:
     """Collect the chain, verify it, check it can be pinned, audit the decision."""
-    chain = await fetch_peer_chain(address, collector_context(trust.client), timeout=timeout)
+    snapshot = trust.snapshot  # one snapshot for the credentials and the decision
+    client = _client_of(snapshot)
     try:
+        chain = await fetch_peer_chain(address, collector_context(client), timeout=timeout)
         certs = parse_chain(chain)  # once, for both checks
-        ctx = verify_agent_chain(certs, tenant=tenant, trust=trust.snapshot, component=component, partition=partition)
+        ctx = verify_agent_chain(certs, tenant=tenant, trust=snapshot, component=component, partition=partition)
         _check_pinnable(certs[0], ctx)
     except IdentityRefused as err:
-        audit.refused(err, address=address, tenant=tenant)
+        audit.refused(err, address=address, tenant=tenant, metrics=metrics)
         raise
-    audit.accepted(ctx, address=address)
-    return ctx
+    audit.accepted(ctx, address=address, metrics=metrics)
+    return Proof(context=ctx, chain=tuple(certs), leaf_der=chain[0], snapshot=snapshot)
+
+
+def _client_of(snapshot: TrustSnapshot) -> ClientIdentity:
+    if snapshot.client is None:
+        raise TrustStoreError(["no client identity loaded: the poller cannot present a certificate"])
+    return snapshot.client
+
+
+async def _failure_detail(channel: grpc.aio.Channel) -> str | None:
+    """gRPC's reason for a channel in TRANSIENT_FAILURE, read from a call that
+    fails fast (wait_for_ready off); None if it was answered after all (only
+    a pinned connection could carry it)."""
+    call = channel.unary_unary("/grpc.health.v1.Health/Check", lambda m: b"", lambda b: b)
+    try:
+        await call(b"", timeout=1.0, wait_for_ready=False)
+    except grpc.aio.AioRpcError as err:
+        if err.code() is grpc.StatusCode.UNAVAILABLE:
+            return err.details() or "UNAVAILABLE"
+        return None  # an answer from the pinned peer: the channel did connect
+    return None
 
 
 def _check_pinnable(leaf: x509.Certificate, ctx: TenantContext) -> None:

@@ -1,6 +1,7 @@
 """Client interceptors that hold every call of a pinned channel to its identity.
 
-Each call is refused (IdentityRefused, before anything is sent) when the
+All four call shapes (unary-unary, unary-stream, stream-unary, stream-stream)
+go through the same body. Each call is refused (IdentityRefused, before anything is sent) when the
 channel has no proven TenantContext or its identity was refused since; else
 it is stamped with the proven tenant and agent name as request metadata and
 runs with current_tenant() bound to the context.
@@ -63,6 +64,32 @@ class TenantUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         return await _call_as_tenant(self._source, continuation, client_call_details, request)
 
 
+class TenantStreamUnaryInterceptor(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, source: ProvenIdentitySource | None) -> None:
+        self._source = source
+
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
+        return await _call_as_tenant(self._source, continuation, client_call_details, request_iterator)
+
+
+class TenantStreamStreamInterceptor(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, source: ProvenIdentitySource | None) -> None:
+        self._source = source
+
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
+        return await _call_as_tenant(self._source, continuation, client_call_details, request_iterator)
+
+
 def tenant_interceptors(source: ProvenIdentitySource | None) -> list[grpc.aio.ClientInterceptor]:
-    """The interceptors to pass to grpc.aio.secure_channel(interceptors=...)."""
-    return [TenantUnaryUnaryInterceptor(source), TenantUnaryStreamInterceptor(source)]
+    """The interceptors to pass to grpc.aio.secure_channel(interceptors=...):
+    one per call shape, so no call on the channel can bypass them."""
+    return [
+        TenantUnaryUnaryInterceptor(source),
+        TenantUnaryStreamInterceptor(source),
+        TenantStreamUnaryInterceptor(source),
+        TenantStreamStreamInterceptor(source),
+    ]

@@ -4,7 +4,8 @@ grpcio cannot show a client the server's certificate (grpc/grpc#32635), so
 the dialer makes one TLS handshake of its own to see what the agent presents.
 This handshake only collects: the decision is made from the collected chain
 by poller.trust.verify, and the gRPC channel used afterwards is pinned to the
-tenant anchor and the verified name by gRPC's own handshake.
+very leaf collected here (its exact DER bytes) and its verified name by gRPC's
+own handshake.
 """
 
 from __future__ import annotations
@@ -14,51 +15,57 @@ import os
 import select
 import socket
 import ssl
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
-from poller.identity import certinfo
-from poller.identity.reasons import AgentUnreachable
-from poller.trust.store import ClientIdentity
+from poller.address import split_host_port
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
+from poller.trust.snapshot import ClientIdentity
 
 # OpenSSL verifies the server's CertificateVerify signature with the leaf's key
 # in every verify mode, so a collected leaf is one whose key the peer holds.
 
 
-def collector_context(client: ClientIdentity) -> ssl.SSLContext:
-    """The cached collector context for this client identity (see _build)."""
-    return _collector_context(client.chain_path, client.key_path, certinfo.fingerprint_sha256(client.cert))
-
-
 @lru_cache(maxsize=16)
-def _collector_context(chain_path: Path, key_path: Path, fingerprint: str) -> ssl.SSLContext:
+def collector_context(client: ClientIdentity) -> ssl.SSLContext:
     """A client context that presents the poller's certificate and collects the
-    peer's chain. Chain verification is NOT done here (see module docstring):
-    CERT_NONE is deliberate because a refused chain must still be read to say
-    why it was refused; nothing sent over this connection but the handshake.
+    peer's chain (cached per client identity, so a rotated poller certificate
+    gets a new one). Chain verification is NOT done here (see module
+    docstring): CERT_NONE is deliberate because a refused chain must still be
+    read to say why it was refused; nothing is sent but the handshake.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False  # collection only; see docstring
     ctx.verify_mode = ssl.CERT_NONE  # collection only; see docstring
     ctx.set_alpn_protocols(["h2"])  # Go gRPC servers refuse a handshake without ALPN h2
-    ctx.load_cert_chain(chain_path, key_path)
+    _load_identity(ctx, client.chain_pem, client.key_pem)
     return ctx
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port); ValueError otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"address {address!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    number = int(port)
-    if not 0 < number < 65536:
-        raise ValueError(f"port {number} out of range in {address!r}")
-    return host, number
+def _load_identity(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
+    """load_cert_chain reads files only. The PEM bytes (which may come from a
+    database) go through anonymous memory files where the OS has them, else
+    through a private temporary directory removed at once."""
+    if hasattr(os, "memfd_create"):
+        fds = [os.memfd_create("poller-chain"), os.memfd_create("poller-key")]
+        try:
+            for fd, data in zip(fds, (chain_pem, key_pem), strict=True):
+                os.write(fd, data)
+            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="poller-id-") as tmp:  # pragma: no cover - non-Linux
+        chain, key = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
+        chain.write_bytes(chain_pem)
+        key.touch(mode=0o600)
+        key.write_bytes(key_pem)
+        ctx.load_cert_chain(chain, key)
 
 
 # Handshakes run on a pool of threads: OpenSSL releases the GIL while it
@@ -71,7 +78,7 @@ _POOL = ThreadPoolExecutor(max_workers=max(32, 4 * (os.cpu_count() or 1)), threa
 
 async def fetch_peer_chain(address: str, context: ssl.SSLContext, *, timeout: float) -> list[bytes]:
     """DER certificates the agent at address presents, leaf first."""
-    host, port = split_address(address)
+    host, port = split_host_port(address)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
@@ -79,9 +86,18 @@ async def fetch_peer_chain(address: str, context: ssl.SSLContext, *, timeout: fl
     except TimeoutError:
         raise AgentUnreachable(f"TLS handshake with {address} timed out after {timeout:g}s", code="DEADLINE_EXCEEDED") from None
     except ssl.SSLError as exc:
+        if exc.reason in _NOT_TLS:
+            raise AgentUnreachable(
+                f"TLS handshake with {address} failed: the peer does not speak TLS ({exc.reason}); "
+                "is it a plaintext port, or not an agent?"
+            ) from None
         raise AgentUnreachable(f"TLS handshake with {address} failed: {exc.reason or exc}") from None
     except OSError as exc:
         raise AgentUnreachable(f"cannot connect to {address}: {exc.strerror or exc}") from None
+
+
+# OpenSSL's reasons when the bytes that came back are not a TLS record at all.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
 
 
 def _collect(host: str, port: int, context: ssl.SSLContext, deadline: float) -> list[bytes]:
@@ -95,7 +111,7 @@ def _collect(host: str, port: int, context: ssl.SSLContext, deadline: float) -> 
             while True:
                 try:
                     tls.do_handshake()
-                    return _unverified_chain(tls)
+                    return _handshake_chain(tls)
                 except ssl.SSLWantReadError:
                     waiter.register(tls, select.POLLIN)
                 except ssl.SSLWantWriteError:
@@ -103,6 +119,18 @@ def _collect(host: str, port: int, context: ssl.SSLContext, deadline: float) -> 
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not waiter.poll(remaining * 1000):
                     raise TimeoutError("handshake deadline")
+
+
+def _handshake_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """The presented chain, whose first certificate must be the very one whose
+    key signed this handshake (OpenSSL's peer certificate): what is proven,
+    and later pinned, is exactly the certificate the handshake authenticated."""
+    chain = _unverified_chain(tls)
+    if not chain:
+        return chain  # refused as bad_certificate by the verifier, with that detail
+    if chain[0] != tls.getpeercert(binary_form=True):
+        raise IdentityRefused(Reason.BAD_CERTIFICATE, "the presented chain does not start with the handshake's certificate")
+    return chain
 
 
 def _unverified_chain(sslsock: ssl.SSLSocket | ssl.SSLObject) -> list[bytes]:

@@ -13,13 +13,24 @@ from poller.identity.names import (
     parse_spiffe_id,
     parse_tenant_ca_cn,
 )
-from poller.identity.reasons import AgentUnreachable, IdentityRefused, PollerError, Reason
+from poller.identity.reasons import (
+    AgentFailure,
+    AgentUnreachable,
+    IdentityRefused,
+    InvalidArgument,
+    InvalidPayload,
+    PollerError,
+    Reason,
+)
 
 __all__ = [
+    "AgentFailure",
     "AgentUnreachable",
     "EdgeName",
     "IdentityRefused",
+    "InvalidArgument",
     "InvalidName",
+    "InvalidPayload",
     "PollerError",
     "Reason",
     "SpiffeId",

@@ -16,8 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from poller.identity.reasons import PollerError
 
-class CertificateError(ValueError):
+
+class CertificateError(PollerError, ValueError):
     """Bytes that are not the certificate(s) they were meant to be."""
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from poller.identity.reasons import PollerError
+
 SUFFIX = "serviceradar"
 SPIFFE_TRUST_DOMAIN = "serviceradar.local"
 COMPONENT_TYPES = frozenset({"agent", "checker", "gateway", "poller", "sync"})
@@ -26,7 +28,7 @@ COMPONENT_TYPES = frozenset({"agent", "checker", "gateway", "poller", "sync"})
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-class InvalidName(ValueError):
+class InvalidName(PollerError, ValueError):
     """A string that is not a well-formed ServiceRadar identity."""
 
 

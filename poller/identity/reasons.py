@@ -1,8 +1,20 @@
-"""The fixed vocabulary of refusals, and the errors that carry it.
+"""The fixed vocabulary of outcomes, and the errors of this package.
 
-Every identity decision that is not an acceptance is an IdentityRefused with
-one of these reason codes; the codes appear verbatim in logs, metrics, errors
-and the CLI's JSON. Details describe certificates, never keys.
+`Reason` is the one vocabulary for why something was not (or was) a proven
+answer: identity refusals, reachability, a result's outcome, a CLI's JSON
+`reason`. The codes appear verbatim in logs, metrics, results and the CLI's
+JSON. Details describe certificates, never keys.
+
+Every error the package raises on purpose derives from `PollerError`. Those
+about an agent (`AgentFailure`: refused, unreachable, incomplete stream) carry
+a `reason`; the others (bad config, bad name, bad certificate file, ...) are
+plain `PollerError`s, most also `ValueError`s.
+
+>>> try:
+...     raise IdentityRefused(Reason.TENANT_MISMATCH, "issued by tenant-xyz-inc.ca.serviceradar")
+... except PollerError as err:
+...     print(err.reason, err.reason.is_refusal)
+tenant_mismatch True
 """
 
 from __future__ import annotations
@@ -10,8 +22,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
+_DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+
 
 class Reason(StrEnum):
+    """Why an agent gave no proven answer, or the outcome of a poll.
+
+    The first members are identity refusals (`is_refusal`); the others say
+    what else happened. New members are added at the end only.
+    """
+
     UNTRUSTED_CHAIN = "untrusted_chain"
     TENANT_MISMATCH = "tenant_mismatch"
     INVALID_CN = "invalid_cn"
@@ -20,14 +40,70 @@ class Reason(StrEnum):
     NOT_YET_VALID = "not_yet_valid"
     REVOKED = "revoked"
     BAD_CERTIFICATE = "bad_certificate"
+    #: No identity decision could be made: connect, handshake or call failed.
     UNREACHABLE = "unreachable"
+    #: The agent was proven but did not answer within the deadline.
+    TIMEOUT = "timeout"
+    #: The agent's health service said NOT_SERVING (or anything but SERVING).
+    NOT_SERVING = "not_serving"
+    #: The agent answered bytes that do not decode as the expected message.
+    INVALID_PAYLOAD = "invalid_payload"
+    #: A StreamResults stream did not deliver a whole document.
+    INCOMPLETE_STREAM = "incomplete_stream"
+    #: A bug or an unexpected failure in the poller itself (logged with traceback).
+    INTERNAL_ERROR = "internal_error"
+    #: Outcome of an agent that was proven and answered.
+    OK = "ok"
+    #: Outcome of an agent whose identity was refused (any of the refusal reasons).
+    REFUSED = "refused"
+    #: A command was called wrongly (CLI exit code 2).
+    USAGE = "usage"
+    #: The agent was proven and answered that the checked service is not available.
+    UNAVAILABLE = "unavailable"
+    #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent),
+    #: so revocation cannot be decided: fail closed.
+    CRL_EXPIRED = "crl_expired"
 
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def is_refusal(self) -> bool:
+        """True for the reasons an identity is refused (REFUSED included)."""
+        return self in _REFUSALS
+
+
+_REFUSALS = frozenset(
+    {
+        Reason.UNTRUSTED_CHAIN,
+        Reason.TENANT_MISMATCH,
+        Reason.INVALID_CN,
+        Reason.IDENTITY_MISMATCH,
+        Reason.EXPIRED,
+        Reason.NOT_YET_VALID,
+        Reason.REVOKED,
+        Reason.BAD_CERTIFICATE,
+        Reason.REFUSED,
+        Reason.CRL_EXPIRED,
+    }
+)
+
 
 class PollerError(Exception):
-    """Base of the errors this package raises on purpose."""
+    """Base of every error this package raises on purpose.
+
+    >>> issubclass(AgentUnreachable, PollerError)
+    True
+    """
+
+
+class AgentFailure(PollerError):
+    """No proven answer from an agent; `reason` names why, `detail` explains.
+
+    `outcome` is the reason a poll result carries for it (finer than
+    `reason` for some failures, e.g. TIMEOUT for an unreachable call that
+    hit its deadline).
+    """
 
     reason: Reason
 
@@ -36,8 +112,12 @@ class PollerError(Exception):
         self.reason = reason
         self.detail = detail
 
+    @property
+    def outcome(self) -> Reason:
+        return self.reason
 
-class IdentityRefused(PollerError):
+
+class IdentityRefused(AgentFailure):
     """The peer did not prove the expected identity; reason says why.
 
     `peer` describes the certificate that was presented (subject, serial,
@@ -53,12 +133,36 @@ class IdentityRefused(PollerError):
         self.peer: dict[str, str] = dict(peer or {})
 
 
-class AgentUnreachable(PollerError):
+class AgentUnreachable(AgentFailure):
     """No identity decision could be made: connect, handshake or call failed.
 
-    `code` is the gRPC status name when a call failed (e.g. DEADLINE_EXCEEDED).
+    `code` is the gRPC status name when a call failed (e.g. DEADLINE_EXCEEDED),
+    None otherwise. `reason` is always UNREACHABLE.
+
+    >>> AgentUnreachable("GetStatus: DEADLINE_EXCEEDED", code="DEADLINE_EXCEEDED").outcome
+    <Reason.TIMEOUT: 'timeout'>
     """
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(Reason.UNREACHABLE, detail)
         self.code = code
+
+    @property
+    def outcome(self) -> Reason:
+        return Reason.TIMEOUT if self.code == _DEADLINE_EXCEEDED else self.reason
+
+
+class InvalidPayload(AgentUnreachable):
+    """The agent answered, but its bytes are not the message expected (no gRPC code)."""
+
+    @property
+    def outcome(self) -> Reason:
+        return Reason.INVALID_PAYLOAD
+
+
+class InvalidArgument(PollerError, ValueError):
+    """A function was given a value it cannot use (a caller's mistake, not an agent's).
+
+    >>> isinstance(InvalidArgument("port 70000 out of range"), ValueError)
+    True
+    """

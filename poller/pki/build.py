@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from poller.identity.reasons import InvalidArgument
+
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 KeyKind: TypeAlias = Literal["ec", "rsa"]
@@ -71,7 +73,7 @@ def new_key(kind: KeyKind = "ec", bits: int = 2048) -> PrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    raise ValueError(f"unknown key kind {kind!r} (expected 'ec' or 'rsa')")
+    raise InvalidArgument(f"unknown key kind {kind!r} (expected 'ec' or 'rsa')")
 
 
 def utcnow() -> datetime:
@@ -84,7 +86,7 @@ def key_usage(names: Iterable[str]) -> x509.KeyUsage:
     wanted = set(names)
     unknown = wanted - KEY_USAGES
     if unknown:
-        raise ValueError(f"unknown key usage(s) {sorted(unknown)}; expected some of {sorted(KEY_USAGES)}")
+        raise InvalidArgument(f"unknown key usage(s) {sorted(unknown)}; expected some of {sorted(KEY_USAGES)}")
     return x509.KeyUsage(**{name: name in wanted for name in KEY_USAGES})
 
 
@@ -156,12 +158,12 @@ def build_certificate(
     - `extra_extensions`: anything else, as (extension, critical) pairs.
     """
     if (issuer_cert is None) != (issuer_key is None):
-        raise ValueError("issuer_cert and issuer_key go together (give both, or neither for self-signed)")
+        raise InvalidArgument("issuer_cert and issuer_key go together (give both, or neither for self-signed)")
     public_key = _public(subject_key)
     subject = _name(subject_cn, subject_attrs)
     if issuer_cert is None:
         if not isinstance(subject_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-            raise ValueError("a self-signed certificate needs the subject's private key")
+            raise InvalidArgument("a self-signed certificate needs the subject's private key")
         signing_key: PrivateKey = subject_key
         issuer_name = subject
     else:
@@ -237,10 +239,13 @@ def key_pem(key: PrivateKey) -> bytes:
 
 
 def load_key_pem(data: bytes) -> PrivateKey:
-    """Parse an unencrypted PEM private key (EC or RSA); ValueError otherwise."""
-    key = serialization.load_pem_private_key(data, password=None)
+    """Parse an unencrypted PEM private key (EC or RSA); InvalidArgument otherwise."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise InvalidArgument("not an unencrypted PEM private key") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise ValueError("unsupported private key type (expected EC or RSA)")
+        raise InvalidArgument("unsupported private key type (expected EC or RSA)")
     return key
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from poller.identity import certinfo
 from poller.identity.names import InvalidName, parse_edge_cn, parse_spiffe_id, parse_tenant_ca_cn, spiffe_agrees_with
+from poller.identity.reasons import Reason
 from poller.pki.errors import NotACertificate
 from poller.pki.files import read_certificates
 
@@ -70,6 +72,19 @@ def _path_length(cert: x509.Certificate) -> int | None:
         return None
 
 
+def validity(cert: x509.Certificate, now: datetime | None = None) -> str:
+    """ "valid", or the Reason code of a certificate outside its validity period.
+
+    A certificate is valid from not_before through not_after inclusive.
+    """
+    now = now or certinfo.utcnow()
+    if now < cert.not_valid_before_utc:
+        return Reason.NOT_YET_VALID.value
+    if now > cert.not_valid_after_utc:
+        return Reason.EXPIRED.value
+    return "valid"
+
+
 def describe_certificate(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready description of the first certificate in a PEM (or DER) file.
 
@@ -77,7 +92,8 @@ def describe_certificate(path: str | os.PathLike[str]) -> dict[str, Any]:
     (kind "edge": tenant, component_id, partition_id, spiffe_agrees) or a
     tenant CA CN (kind "tenant_ca": tenant)), spiffe_ids, dns_names,
     ip_addresses, issuer_cn, serial (lowercase hex), not_before / not_after
-    (RFC 3339 UTC), sha256_fingerprint (of the DER), spki_sha256, is_ca,
+    (RFC 3339 UTC), validity ("valid", "expired" or "not_yet_valid", now),
+    sha256_fingerprint (of the DER), spki_sha256, is_ca,
     path_length, key, chain_length (certificates in the file).
 
     Any certificate is described; a file without one raises NotACertificate.
@@ -112,6 +128,7 @@ def describe_certificate(path: str | os.PathLike[str]) -> dict[str, Any]:
         "serial": certinfo.serial_hex(cert),
         "not_before": _rfc3339(cert.not_valid_before_utc),
         "not_after": _rfc3339(cert.not_valid_after_utc),
+        "validity": validity(cert),
         "sha256_fingerprint": certinfo.fingerprint_sha256(cert),
         "spki_sha256": certinfo.spki_sha256(cert),
         "is_ca": certinfo.is_ca(cert),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from poller.identity.reasons import PollerError
 
-class PkiError(Exception):
+
+class PkiError(PollerError):
     """A PKI operation was refused or its input could not be used.
 
     The message is meant for a human (the CLI prints it as `error: <message>`).

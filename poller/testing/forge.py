@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from poller.identity.names import format_edge_cn, format_spiffe_id, format_tenant_ca_cn
+from poller.identity.reasons import InvalidArgument
 from poller.pki.authority import (
     Authority,
     as_layout,
@@ -170,7 +171,7 @@ class ForgePki:
         try:
             return self.tenants[slug]
         except KeyError:
-            raise ValueError(f"ForgePki has no tenant {slug!r} (has {sorted(self.tenants)})") from None
+            raise InvalidArgument(f"ForgePki has no tenant {slug!r} (has {sorted(self.tenants)})") from None
 
     # --- forging -----------------------------------------------------------------
 
@@ -258,7 +259,7 @@ class ForgePki:
             issuer_cert, issuer_key, intermediates = None, None, ()
             issuer_label = "self"
         else:
-            raise ValueError(f"signed_by must be 'tenant', 'root', 'platform', 'self' or a ForgedCert, not {signed_by!r}")
+            raise InvalidArgument(f"signed_by must be 'tenant', 'root', 'platform', 'self' or a ForgedCert, not {signed_by!r}")
 
         usages: Collection[str] | Literal["auto"] | None
         if isinstance(key_usage_names, _Default):

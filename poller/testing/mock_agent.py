@@ -35,6 +35,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poller.identity.names import InvalidName, format_edge_cn, parse_edge_cn
+from poller.identity.reasons import PollerError
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.trust.layout import CertsLayout
@@ -56,7 +57,7 @@ HEALTH_SERVICES = frozenset({"", "AgentService", "monitoring.AgentService"})
 _ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
 
 
-class MockAgentError(RuntimeError):
+class MockAgentError(PollerError, RuntimeError):
     """The mock agent could not be set up (bad PEM, port not bindable, ...)."""
 
 

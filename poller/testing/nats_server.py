@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
+from poller.identity.reasons import PollerError
+
 __all__ = ["NatsServer", "NatsServerError", "find_nats_server"]
 
 _BINARY = "nats-server"
@@ -35,7 +37,7 @@ _LISTENING = re.compile(r"Listening for client connections on (?P<host>[^\s:]+|\
 _READY = "Server is ready"
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(PollerError, RuntimeError):
     """The server binary is missing, or the server did not start or stop in time."""
 
 

@@ -1,14 +1,22 @@
-"""Trust: the certs directory, and the decision whether a chain proves a tenant."""
+"""Trust: the material a poller trusts (certs directory or PEM bytes), and the
+decision whether a chain proves a tenant."""
 
 from poller.trust.layout import CertsLayout
-from poller.trust.store import ClientIdentity, TenantAuthority, TrustSnapshot, TrustStore, TrustStoreError
+from poller.trust.snapshot import ClientIdentity, CrlInForce, TenantAuthority, TrustSnapshot
+from poller.trust.source import NotifyingTrustSource, TrustSource
+from poller.trust.store import ReloadReport, TrustListener, TrustStore, TrustStoreError
 from poller.trust.verify import verify_agent_chain
 
 __all__ = [
     "CertsLayout",
     "ClientIdentity",
+    "CrlInForce",
+    "NotifyingTrustSource",
+    "ReloadReport",
     "TenantAuthority",
+    "TrustListener",
     "TrustSnapshot",
+    "TrustSource",
     "TrustStore",
     "TrustStoreError",
     "verify_agent_chain",

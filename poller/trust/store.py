@@ -1,108 +1,91 @@
-"""TrustStore: the certificates a poller trusts, loaded from a certs directory.
+"""TrustStore: the trust material a poller uses, from a certs directory or PEM bytes.
 
-It reads the platform root, every tenant intermediate under tenants/<slug>/
-(with its CRL when there is one) and the poller's own client identity. The
-loaded state is an immutable TrustSnapshot; reload() builds a new one and
-swaps it in only when every file read cleanly, so a broken edit never
-replaces a good state.
+It holds an immutable TrustSnapshot (platform root, every tenant intermediate
+with the CRL in force for it, the poller's own client identity). reload()
+builds a new one and swaps it in; a piece that does not read cleanly keeps
+the material in force for it (see poller.trust.material). After each swap the
+store tells its listeners (live agent connections), which re-check their
+identity locally.
 
->>> trust = TrustStore.load("certs")
->>> trust.tenant("acme-corp").ca_cn
+From a certs directory:
+
+>>> trust = TrustStore("certs")  # doctest: +SKIP
+>>> trust.tenant("acme-corp").ca_cn  # doctest: +SKIP
 'tenant-acme-corp.ca.serviceradar'
+
+From bytes kept elsewhere (a control plane's database):
+
+>>> trust = TrustStore.from_pem(tenants={"acme-corp": ca_pem}, crls={"acme-corp": crl_pem},
+...                             client_cert=poller_pem, client_key=poller_key_pem)  # doctest: +SKIP
+>>> trust.update_pem(tenants={"acme-corp": ca_pem}, crls={"acme-corp": newer_crl_pem},
+...                  client_cert=poller_pem, client_key=poller_key_pem)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-
-from poller.identity import certinfo
-from poller.identity.certinfo import CertificateError
-from poller.identity.names import InvalidName, parse_tenant_ca_cn
+from poller.identity.reasons import PollerError
+from poller.logs import get_logger
 from poller.trust.layout import CertsLayout
+from poller.trust.material import TenantMaterial, TrustMaterial, build_snapshot
+from poller.trust.snapshot import ClientIdentity, CrlInForce, TenantAuthority, TrustSnapshot
+
+log = get_logger("poller.trust")
+
+__all__ = [
+    "ClientIdentity",
+    "CrlInForce",
+    "ReloadReport",
+    "TenantAuthority",
+    "TrustListener",
+    "TrustSnapshot",
+    "TrustStore",
+    "TrustStoreError",
+]
 
 
-class TrustStoreError(Exception):
-    """The certs directory could not be loaded; `problems` lists every reason."""
+class TrustStoreError(PollerError):
+    """The trust material could not be loaded; `problems` lists every reason."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
 
 
-@dataclass(frozen=True, slots=True)
-class TenantAuthority:
-    """One tenant's intermediate CA: the only anchor for that tenant's agents."""
+class TrustListener(Protocol):
+    """Told after each swap of the snapshot (live connections re-check themselves)."""
 
-    slug: str
-    cert: x509.Certificate
-    pem: bytes
-    spki_sha256: str
-    revoked_serials: frozenset[int] = frozenset()
-    crl_next_update: object | None = None
+    def trust_changed(self, snapshot: TrustSnapshot) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """What a reload did. `problems` were refused (the material in force stays)."""
+
+    warnings: tuple[str, ...]
+    problems: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    client_changed: bool
 
     @property
-    def ca_cn(self) -> str:
-        return certinfo.subject_cn(self.cert) or ""
-
-    def issued(self, cert: x509.Certificate) -> bool:
-        """True if this CA's key signed cert (names and signature both match)."""
-        if cert.issuer != self.cert.subject:
-            return False
-        try:
-            cert.verify_directly_issued_by(self.cert)
-        except Exception:
-            return False
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class ClientIdentity:
-    """The poller's own certificate chain and key (the key is never logged)."""
-
-    cert: x509.Certificate
-    chain_pem: bytes
-    key_pem: bytes = field(repr=False)
-    chain_path: Path
-    key_path: Path
-
-    @property
-    def cn(self) -> str:
-        return certinfo.subject_cn(self.cert) or ""
-
-
-@dataclass(frozen=True, slots=True)
-class TrustSnapshot:
-    root: x509.Certificate | None
-    tenants: Mapping[str, TenantAuthority]
-    client: ClientIdentity | None
-    warnings: tuple[str, ...] = ()
-    by_spki: Mapping[str, TenantAuthority] = field(default_factory=dict)
-
-    def tenant_by_spki(self, spki_sha256: str) -> TenantAuthority | None:
-        """The tenant whose intermediate has this public key (SHA-256 of its SPKI)."""
-        return self.by_spki.get(spki_sha256)
-
-    def issuer_tenant(self, cert: x509.Certificate) -> TenantAuthority | None:
-        """The tenant whose intermediate signed cert, if any."""
-        for authority in self.tenants.values():
-            if authority.issued(cert):
-                return authority
-        return None
+    def changes(self) -> bool:
+        return bool(self.added or self.removed or self.changed or self.client_changed)
 
 
 class TrustStore:
-    """Loads and holds a TrustSnapshot of one certs directory.
+    """Loads and holds a TrustSnapshot; satisfies poller.trust.TrustSource.
 
     client_cert / client_key default to <dir>/poller.pem and poller-key.pem.
     require_client=False allows a store for verification only (no dialing).
+    require_crl=True refuses agents of tenants that have no CRL (crl_expired).
     """
 
     def __init__(
@@ -112,28 +95,68 @@ class TrustStore:
         client_cert: str | os.PathLike[str] | None = None,
         client_key: str | os.PathLike[str] | None = None,
         require_client: bool = True,
+        require_crl: bool = False,
     ) -> None:
-        self.layout = CertsLayout(Path(certs_dir))
-        self._client_cert = Path(client_cert) if client_cert else self.layout.service_cert("poller")
-        self._client_key = Path(client_key) if client_key else self.layout.service_key("poller")
+        self.layout: CertsLayout | None = CertsLayout(Path(certs_dir))
+        self._client_cert: Path | None = Path(client_cert) if client_cert else self.layout.service_cert("poller")
+        self._client_key: Path | None = Path(client_key) if client_key else self.layout.service_key("poller")
         self._require_client = require_client
-        self._chain_tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._snapshot = self._read()
+        self._pem: TrustMaterial | None = None
+        self._init_state(require_crl)
+
+    def _init_state(self, require_crl: bool) -> None:
+        self._require_crl = require_crl
+        self._listeners: weakref.WeakSet[TrustListener] = weakref.WeakSet()
+        outcome = build_snapshot(self._material(), previous=None, require_crl=require_crl)
+        if outcome.problems:
+            raise TrustStoreError(list(outcome.problems))
+        self._snapshot = outcome.snapshot
 
     @classmethod
     def load(cls, certs_dir: str | os.PathLike[str], **kwargs: object) -> TrustStore:
         return cls(certs_dir, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pem(
+        cls,
+        *,
+        tenants: Mapping[str, bytes],
+        crls: Mapping[str, bytes] | None = None,
+        root: bytes | None = None,
+        client_cert: bytes | None = None,
+        client_key: bytes | None = None,
+        platform_ca: bytes | None = None,
+        require_crl: bool = False,
+    ) -> TrustStore:
+        """A store over PEM bytes (e.g. from a database): tenants maps a slug to
+        its intermediate CA, crls a slug to its CRL; client_cert is the poller's
+        chain (leaf first). Change it later with update_pem()."""
+        store = cls.__new__(cls)
+        store.layout = None
+        store._client_cert = store._client_key = None
+        store._require_client = client_cert is not None
+        store._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca)
+        store._init_state(require_crl)
+        return store
+
+    # -- what dialers read ----------------------------------------------------
 
     @property
     def snapshot(self) -> TrustSnapshot:
         return self._snapshot
 
     @property
-    def certs_dir(self) -> Path:
-        return self.layout.root
+    def certs_dir(self) -> Path | None:
+        """The certs directory, or None for a store made from PEM bytes."""
+        return self.layout.root if self.layout is not None else None
+
+    @property
+    def client_files(self) -> tuple[Path, ...]:
+        """The poller certificate and key files (none for a store made from PEM bytes)."""
+        return tuple(p for p in (self._client_cert, self._client_key) if p is not None)
 
     def tenant(self, slug: str) -> TenantAuthority:
-        """The tenant's authority; KeyError when the directory has no CA for it."""
+        """The tenant's authority; KeyError when no CA is loaded for it."""
         return self._snapshot.tenants[slug]
 
     @property
@@ -143,163 +166,158 @@ class TrustStore:
     @property
     def client(self) -> ClientIdentity:
         if self._snapshot.client is None:
-            raise TrustStoreError([f"no client identity loaded from {self._client_cert}"])
+            raise TrustStoreError([f"no client identity loaded from {self._client_cert or 'the PEM material'}"])
         return self._snapshot.client
 
-    def reload(self) -> list[str]:
-        """Re-read everything; on any problem keep the old state and raise TrustStoreError."""
-        self._snapshot = self._read()
-        return list(self._snapshot.warnings)
+    @property
+    def require_crl(self) -> bool:
+        return self._require_crl
 
-    # -- reading -----------------------------------------------------------
+    @require_crl.setter
+    def require_crl(self, value: bool) -> None:
+        """Changing the policy re-checks every live identity."""
+        if value != self._require_crl:
+            self._require_crl = value
+            self._reload(self._material())
 
-    def _read(self) -> TrustSnapshot:
-        problems: list[str] = []
-        warnings: list[str] = []
-        root_dir = self.layout.root
-        if not root_dir.is_dir():
-            raise TrustStoreError([f"certs directory {root_dir} does not exist or is not a directory"])
+    # -- change ----------------------------------------------------------------
 
-        root = _read_optional_cert(self.layout.root_ca, problems)
-        tenants: dict[str, TenantAuthority] = {}
-        tenants_dir = self.layout.tenants_dir
-        if tenants_dir.is_dir():
-            for entry in sorted(tenants_dir.iterdir()):
-                if entry.is_dir():
-                    authority = _read_tenant(self.layout, entry.name, root, problems, warnings)
-                    if authority is not None:
-                        tenants[authority.slug] = authority
-        if not tenants:
-            warnings.append(f"no tenant CAs under {tenants_dir}")
+    def subscribe(self, listener: TrustListener) -> None:
+        """Call listener.trust_changed(snapshot) after each swap (held weakly)."""
+        self._listeners.add(listener)
 
-        client = None
-        if self._client_cert.exists() or self._require_client:
-            client = self._read_client(problems)
-        by_spki: dict[str, TenantAuthority] = {}
-        for authority in tenants.values():
-            other = by_spki.setdefault(authority.spki_sha256, authority)
-            if other is not authority:  # one key for two tenants would blur who issued what
-                problems.append(f"tenants {other.slug!r} and {authority.slug!r} have CAs with the same public key")
-        if problems:
-            raise TrustStoreError(problems)
-        return TrustSnapshot(root=root, tenants=tenants, client=client, warnings=tuple(warnings), by_spki=by_spki)
+    def unsubscribe(self, listener: TrustListener) -> None:
+        self._listeners.discard(listener)
 
-    def _read_client(self, problems: list[str]) -> ClientIdentity | None:
-        try:
-            chain = certinfo.load_pem_chain(self._client_cert.read_bytes(), what=str(self._client_cert))
-        except (OSError, CertificateError) as exc:
-            problems.append(f"client certificate: {exc}")
-            return None
-        try:
-            key_pem = self._client_key.read_bytes()
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (OSError, ValueError, TypeError) as exc:
-            # The exception text of a key parser never includes key bytes, but
-            # say only the path and the kind of failure to be sure.
-            kind = "unreadable" if isinstance(exc, OSError) else "not an unencrypted PEM private key"
-            problems.append(f"client key {self._client_key}: {kind}")
-            return None
-        leaf = chain[0]
-        if _public_der(key.public_key()) != _public_der(leaf.public_key()):
-            problems.append(f"client key {self._client_key} does not match certificate {self._client_cert}")
-            return None
+    def reload(self) -> ReloadReport:
+        """Re-read the material. A piece that does not read cleanly is refused
+        and the one in force stays (report.problems says which); TrustStoreError
+        only when nothing can be read at all (e.g. the directory is gone)."""
+        return self._reload(self._material())
 
-        # A leaf-only poller.pem issued by the platform services CA gets that CA
-        # appended, so agents that trust only the root can build the chain.
-        chain_path = self._client_cert
-        if len(chain) == 1 and self.layout.platform_ca.exists():
+    def update_pem(
+        self,
+        *,
+        tenants: Mapping[str, bytes],
+        crls: Mapping[str, bytes] | None = None,
+        root: bytes | None = None,
+        client_cert: bytes | None = None,
+        client_key: bytes | None = None,
+        platform_ca: bytes | None = None,
+    ) -> ReloadReport:
+        """Replace the material of a store made by from_pem() (same arguments);
+        the same rules as reload() apply (rollbacks refused, broken pieces kept)."""
+        if self._pem is None:
+            raise TrustStoreError(["update_pem() is for stores made by from_pem(); a directory store reloads its files"])
+        self._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca)
+        return self._reload(self._pem)
+
+    def _reload(self, material: TrustMaterial) -> ReloadReport:
+        old = self._snapshot
+        outcome = build_snapshot(material, previous=old, require_crl=self._require_crl)
+        new = outcome.snapshot
+        report = ReloadReport(
+            warnings=new.warnings,
+            problems=outcome.problems,
+            added=tuple(s for s in new.tenants if s not in old.tenants),
+            removed=tuple(s for s in old.tenants if s not in new.tenants),
+            changed=tuple(s for s in new.tenants if s in old.tenants and new.tenants[s] != old.tenants[s]),
+            client_changed=old.client != new.client,
+        )
+        self._snapshot = new
+        for listener in list(self._listeners):
             try:
-                platform = certinfo.load_pem_chain(self.layout.platform_ca.read_bytes())[0]
-            except (OSError, CertificateError) as exc:
-                problems.append(f"platform CA: {exc}")
-                return None
-            if leaf.issuer == platform.subject and leaf.subject != platform.subject:
-                chain = [leaf, platform]
-                chain_path = self._write_chain(chain)
-        chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        return ClientIdentity(cert=leaf, chain_pem=chain_pem, key_pem=key_pem, chain_path=chain_path, key_path=self._client_key)
+                listener.trust_changed(new)
+            except Exception:  # one listener's bug must not spare the others their re-check
+                log.exception("trust_listener_failed", listener=repr(listener))
+        return report
 
-    def _write_chain(self, chain: list[x509.Certificate]) -> Path:
-        # ssl.SSLContext.load_cert_chain reads files only; the assembled chain
-        # (public certificates, no key) goes to a private temporary directory.
-        if self._chain_tmp is None:
-            self._chain_tmp = tempfile.TemporaryDirectory(prefix="poller-chain-")
-        path = Path(self._chain_tmp.name) / "client-chain.pem"
-        path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
-        return path
+    # -- reading ---------------------------------------------------------------
+
+    def _material(self) -> TrustMaterial:
+        if self._pem is not None:
+            return self._pem
+        assert self.layout is not None
+        return _read_directory(self.layout, self._client_cert, self._client_key, self._require_client)
 
 
-def _public_der(key: PublicKeyTypes) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+def _pem_material(
+    tenants: Mapping[str, bytes],
+    crls: Mapping[str, bytes] | None,
+    root: bytes | None,
+    client_cert: bytes | None,
+    client_key: bytes | None,
+    platform_ca: bytes | None,
+) -> TrustMaterial:
+    crls = crls or {}
+    unknown = sorted(set(crls) - set(tenants))
+    problems = tuple(f"CRL given for tenant {slug!r}, which has no CA" for slug in unknown)
+    return TrustMaterial(
+        tenants={
+            slug: TenantMaterial(ca_pem=pem, crl_pem=crls.get(slug), where=f"tenant {slug} CA", crl_where=f"tenant {slug} CRL")
+            for slug, pem in tenants.items()
+        },
+        root_pem=root,
+        platform_ca_pem=platform_ca,
+        client_cert_pem=client_cert,
+        client_key_pem=client_key,
+        require_client=client_cert is not None or client_key is not None,
+        problems=problems,
+    )
 
 
-def _read_optional_cert(path: Path, problems: list[str]) -> x509.Certificate | None:
-    if not path.exists():
-        return None
-    try:
-        return certinfo.load_pem_chain(path.read_bytes(), what=str(path))[0]
-    except (OSError, CertificateError) as exc:
-        problems.append(str(exc))
-        return None
+def _read_directory(
+    layout: CertsLayout, client_cert: Path | None, client_key: Path | None, require_client: bool
+) -> TrustMaterial:
+    root_dir = layout.root
+    if not root_dir.is_dir():
+        raise TrustStoreError([f"certs directory {root_dir} does not exist or is not a directory"])
+    problems: list[str] = []
+    warnings: list[str] = []
 
-
-def _read_tenant(
-    layout: CertsLayout,
-    dirname: str,
-    root: x509.Certificate | None,
-    problems: list[str],
-    warnings: list[str],
-) -> TenantAuthority | None:
-    ca_path = layout.tenant_ca(dirname)
-    if not ca_path.exists():
-        warnings.append(f"tenants/{dirname}: no ca.pem, tenant skipped")
-        return None
-    try:
-        pem = ca_path.read_bytes()
-        cert = certinfo.load_pem_chain(pem, what=str(ca_path))[0]
-    except (OSError, CertificateError) as exc:
-        problems.append(str(exc))
-        return None
-    cn = certinfo.subject_cn(cert) or ""
-    try:
-        slug = parse_tenant_ca_cn(cn)
-    except InvalidName as exc:
-        problems.append(f"{ca_path}: {exc}")
-        return None
-    if slug != dirname:
-        problems.append(f"{ca_path}: CA is for tenant {slug!r} but lives in tenants/{dirname}/")
-        return None
-    if not certinfo.is_ca(cert):
-        problems.append(f"{ca_path}: not a CA certificate (basicConstraints CA:FALSE or missing)")
-        return None
-    if root is not None and cert.issuer == root.subject:
+    def read(path: Path, optional: bool = True) -> bytes | None:
         try:
-            cert.verify_directly_issued_by(root)
-        except Exception:
-            problems.append(f"{ca_path}: names the root as issuer but the root did not sign it")
+            return path.read_bytes()
+        except FileNotFoundError:
+            if not optional:
+                problems.append(f"{path} is missing")
+            return None
+        except OSError as exc:
+            problems.append(f"{path}: unreadable ({exc.strerror or exc})")
             return None
 
-    revoked: frozenset[int] = frozenset()
-    next_update = None
-    crl_path = layout.tenant_crl(slug)
-    if crl_path.exists():
-        try:
-            crl = x509.load_pem_x509_crl(crl_path.read_bytes())
-        except (OSError, ValueError) as exc:
-            problems.append(f"{crl_path}: not a readable PEM CRL ({exc})")
-            return None
-        if crl.issuer != cert.subject or not crl.is_signature_valid(cert.public_key()):  # type: ignore[arg-type]
-            problems.append(f"{crl_path}: not signed by {cn}")
-            return None
-        revoked = frozenset(r.serial_number for r in crl)
-        next_update = crl.next_update_utc
-        if next_update is not None and next_update < certinfo.utcnow():
-            warnings.append(f"{crl_path}: CRL is past its next update ({next_update:%Y-%m-%d}); still applied")
-    return TenantAuthority(
-        slug=slug,
-        cert=cert,
-        pem=cert.public_bytes(serialization.Encoding.PEM),
-        spki_sha256=certinfo.spki_sha256(cert),
-        revoked_serials=revoked,
-        crl_next_update=next_update,
+    tenants: dict[str, TenantMaterial] = {}
+    if layout.tenants_dir.is_dir():
+        for entry in sorted(layout.tenants_dir.iterdir()):
+            if not entry.is_dir():
+                continue
+            ca_path = layout.tenant_ca(entry.name)
+            ca_pem = read(ca_path)
+            if ca_pem is None:
+                if not ca_path.exists():
+                    warnings.append(f"tenants/{entry.name}: no ca.pem, tenant skipped")
+                continue
+            crl_path = layout.tenant_crl(entry.name)
+            tenants[entry.name] = TenantMaterial(
+                ca_pem=ca_pem, crl_pem=read(crl_path), where=str(ca_path), crl_where=str(crl_path)
+            )
+    else:
+        warnings.append(f"no tenant CAs under {layout.tenants_dir}")
+
+    cert_pem = key_pem = None
+    if client_cert is not None and (require_client or client_cert.exists()):
+        cert_pem = read(client_cert)  # absence is reported when the identity is built
+        if cert_pem is not None and client_key is not None:
+            key_pem = read(client_key)
+    return TrustMaterial(
+        tenants=tenants,
+        root_pem=read(layout.root_ca),
+        platform_ca_pem=read(layout.platform_ca),
+        client_cert_pem=cert_pem,
+        client_key_pem=key_pem,
+        client_where=str(client_cert),
+        client_key_where=str(client_key),
+        require_client=require_client,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
     )

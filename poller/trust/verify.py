@@ -6,8 +6,13 @@ each of which either passes or refuses with one reason code; only a chain that
 passes all of them yields a TenantContext.
 
 The anchor is the expected tenant's intermediate CA, never the platform root
-(DESIGN.md invariant 2): with the root as anchor, tenant B's CA could mint a
+(invariant 2 of docs/design.md): with the root as anchor, tenant B's CA could mint a
 certificate that says "acme-corp" and pass.
+
+Verify first, then read: the leaf's signature is checked against the expected
+tenant CA before its CN, SAN or dates are looked at, so a certificate from a
+rogue CA with the same name is always `untrusted_chain` and an attacker cannot
+choose the reason the audit log records.
 
 >>> ctx = verify_agent_chain(chain_der, tenant="acme-corp", trust=store.snapshot)  # doctest: +SKIP
 >>> ctx.tenant
@@ -36,7 +41,7 @@ from poller.identity.names import (
     spiffe_agrees_with,
 )
 from poller.identity.reasons import IdentityRefused, Reason
-from poller.trust.store import TenantAuthority, TrustSnapshot
+from poller.trust.snapshot import TenantAuthority, TrustSnapshot
 
 _Refuse = Callable[[Reason, str], IdentityRefused]
 _SERVER_EKUS = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
@@ -67,7 +72,7 @@ def verify_agent_chain(
     expected = trust.tenants.get(tenant)
     if expected is None:
         raise refuse(Reason.UNTRUSTED_CHAIN, f"no CA for tenant {tenant!r} in the trust store")
-    _check_issuer(leaf, expected, trust, refuse)
+    _check_signature(leaf, expected, trust, refuse)
     if certinfo.is_ca(leaf):
         raise refuse(Reason.BAD_CERTIFICATE, "the presented leaf is a CA certificate")
     name = _check_cn(leaf, expected, refuse)
@@ -77,8 +82,7 @@ def verify_agent_chain(
     if partition is not None and name.partition_id != partition:
         raise refuse(Reason.IDENTITY_MISMATCH, f"partition is {name.partition_id!r}, expected {partition!r}")
     _check_validity(leaf, now, refuse)
-    if leaf.serial_number in expected.revoked_serials:
-        raise refuse(Reason.REVOKED, f"serial {certinfo.serial_hex(leaf)} is on {expected.ca_cn}'s CRL")
+    check_revocation(leaf, expected, trust, now, refuse)
     _check_path(leaf, certs[1:], expected, now, refuse)
 
     component_type = spiffe.component_type if spiffe else None
@@ -109,19 +113,50 @@ def parse_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certific
         raise IdentityRefused(Reason.BAD_CERTIFICATE, str(exc)) from None
 
 
-def _check_issuer(leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, refuse: _Refuse) -> None:
-    # The name is enough to go on: the signature is checked once, by the path
-    # validation at the end, which refuses a leaf that only borrows the name.
-    if leaf.issuer == expected.cert.subject:
+def check_revocation(
+    leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, now: datetime, refuse: _Refuse | None = None
+) -> None:
+    """The CRL part of the proof, also used alone by live re-checks: on the
+    tenant's CRL -> revoked; CRL past nextUpdate (or absent under require_crl)
+    -> crl_expired, since revocation cannot be decided (fail closed)."""
+    refuse = refuse or (lambda reason, detail: IdentityRefused(reason, detail, peer=certinfo.summary(leaf)))
+    crl = expected.crl
+    if crl is None:
+        if trust.require_crl:
+            raise refuse(Reason.CRL_EXPIRED, f"tenant {expected.slug} has no CRL loaded and require_crl is set")
+        return
+    if leaf.serial_number in crl.serials:
+        raise refuse(Reason.REVOKED, f"serial {certinfo.serial_hex(leaf)} is on {expected.ca_cn}'s CRL")
+    if crl.stale(now):
+        assert crl.next_update is not None
+        raise refuse(Reason.CRL_EXPIRED, f"{expected.ca_cn}'s CRL is past its nextUpdate ({crl.next_update:%Y-%m-%dT%H:%M:%SZ})")
+
+
+def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, refuse: _Refuse) -> None:
+    """The leaf must be signed by the expected tenant CA's key before anything
+    in it is believed. Otherwise: another tenant's CA verifiably signed it
+    (tenant_mismatch), or nobody we trust did (untrusted_chain, whatever the
+    names in it claim)."""
+    if expected.issued(leaf):
         return
     other = trust.issuer_tenant(leaf)
     if other is not None:
         raise refuse(Reason.TENANT_MISMATCH, f"issued by {other.ca_cn}, not by {expected.ca_cn}")
-    if leaf.issuer == leaf.subject:
-        raise refuse(Reason.UNTRUSTED_CHAIN, "self-signed certificate")
-    if trust.root is not None and leaf.issuer == trust.root.subject:
+    if trust.root is not None and leaf.issuer == trust.root.subject and _signed_by(leaf, trust.root):
         raise refuse(Reason.UNTRUSTED_CHAIN, f"issued by the platform root directly, not by {expected.ca_cn}")
-    raise refuse(Reason.UNTRUSTED_CHAIN, f"not issued by {expected.ca_cn} (issuer {leaf.issuer.rfc4514_string()})")
+    if leaf.issuer == leaf.subject and _signed_by(leaf, leaf):
+        raise refuse(Reason.UNTRUSTED_CHAIN, "self-signed certificate")
+    if leaf.issuer == expected.cert.subject:
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"names {expected.ca_cn} as issuer, but that CA's key did not sign it")
+    raise refuse(Reason.UNTRUSTED_CHAIN, f"not signed by {expected.ca_cn}")
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except Exception:
+        return False
+    return True
 
 
 def _check_cn(leaf: x509.Certificate, expected: TenantAuthority, refuse: _Refuse) -> EdgeName:
@@ -133,7 +168,7 @@ def _check_cn(leaf: x509.Certificate, expected: TenantAuthority, refuse: _Refuse
     except InvalidName as exc:
         raise refuse(Reason.INVALID_CN, str(exc)) from None
     if name.tenant != expected.slug:
-        # Issued by the expected CA but naming another tenant (invariant 4).
+        # Issued by the expected CA but naming another tenant (invariant 4 of docs/design.md).
         raise refuse(Reason.TENANT_MISMATCH, f"CN names tenant {name.tenant!r} but was issued by {expected.ca_cn}")
     return name
 

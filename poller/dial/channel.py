@@ -1,0 +1,119 @@
+"""PinnedChannel: one grpc.aio.Channel object for the whole life of a connection.
+
+Behind it, the AgentConnection swaps the real (pinned) channel when the agent
+rotates its certificate or the poller's own certificate changes. Stubs made
+once on the PinnedChannel (AgentClient's) follow the swap: each multicallable
+resolves the current channel at call time.
+
+>>> stub = AgentServiceStub(conn.channel)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Protocol
+
+import grpc
+
+__all__ = ["PinnedChannel"]
+
+
+class _Holder(Protocol):
+    """What the channel needs from its connection."""
+
+    @property
+    def current_channel(self) -> grpc.aio.Channel: ...
+
+    def raise_if_refused(self) -> None: ...
+
+    async def close(self, grace: float | None = None) -> None: ...
+
+
+class _LateBound:
+    """A multicallable that binds to the connection's current channel per call."""
+
+    __slots__ = ("_args", "_bound", "_holder", "_kind", "_method")
+
+    def __init__(self, holder: _Holder, kind: str, method: str, args: tuple[Any, Any, Any]) -> None:
+        self._holder = holder
+        self._kind = kind
+        self._method = method
+        self._args = args
+        self._bound: tuple[grpc.aio.Channel, Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._holder.raise_if_refused()  # a closed channel never gets a call
+        channel = self._holder.current_channel
+        bound = self._bound
+        if bound is None or bound[0] is not channel:
+            serializer, deserializer, registered = self._args
+            factory = getattr(channel, self._kind)
+            bound = (channel, factory(self._method, serializer, deserializer, _registered_method=registered))
+            self._bound = bound
+        return bound[1](*args, **kwargs)
+
+
+class PinnedChannel(grpc.aio.Channel):
+    """A grpc.aio.Channel that delegates to the connection's current pinned channel."""
+
+    def __init__(self, holder: _Holder) -> None:
+        self._holder = holder
+
+    async def __aenter__(self) -> PinnedChannel:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._holder.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._holder.current_channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._holder.current_channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._holder.current_channel.channel_ready()
+
+    def _late(self, kind: str, method: str, serializer: Any, deserializer: Any, registered: bool | None) -> Any:
+        return _LateBound(self._holder, kind, method, (serializer, deserializer, registered))
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._late("unary_unary", method, request_serializer, response_deserializer, _registered_method)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._late("unary_stream", method, request_serializer, response_deserializer, _registered_method)
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._late("stream_unary", method, request_serializer, response_deserializer, _registered_method)
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._late("stream_stream", method, request_serializer, response_deserializer, _registered_method)

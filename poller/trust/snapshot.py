@@ -1,0 +1,117 @@
+"""The trust material in force, as immutable values (no I/O).
+
+A TrustSnapshot holds what a poller trusts at one moment: the platform root,
+each tenant's intermediate CA with the CRL in force for it, and the poller's
+own client identity. Sources (a certs directory, PEM bytes from a database)
+build snapshots; dialers and re-checks only read them.
+
+>>> snapshot.tenants["acme-corp"].crl_loaded  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+
+from poller.identity import certinfo
+
+
+@dataclass(frozen=True, slots=True)
+class CrlInForce:
+    """The CRL applied to one tenant's agents (its signature was verified)."""
+
+    serials: frozenset[int]
+    number: int | None
+    this_update: datetime
+    next_update: datetime | None
+    fingerprint: str
+
+    def stale(self, now: datetime) -> bool:
+        """True once nextUpdate has passed: the list may miss revocations."""
+        return self.next_update is not None and now > self.next_update
+
+
+@dataclass(frozen=True, slots=True)
+class TenantAuthority:
+    """One tenant's intermediate CA: the only anchor for that tenant's agents."""
+
+    slug: str
+    cert: x509.Certificate
+    pem: bytes
+    spki_sha256: str
+    crl: CrlInForce | None = None
+
+    @property
+    def ca_cn(self) -> str:
+        return certinfo.subject_cn(self.cert) or ""
+
+    @property
+    def revoked_serials(self) -> frozenset[int]:
+        return self.crl.serials if self.crl is not None else frozenset()
+
+    @property
+    def crl_next_update(self) -> datetime | None:
+        return self.crl.next_update if self.crl is not None else None
+
+    @property
+    def crl_loaded(self) -> bool:
+        return self.crl is not None
+
+    def issued(self, cert: x509.Certificate) -> bool:
+        """True if this CA's key signed cert (names and signature both match)."""
+        if cert.issuer != self.cert.subject:
+            return False
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except Exception:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """The poller's own certificate chain and key (the key is never logged)."""
+
+    cert: x509.Certificate
+    chain_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+    @property
+    def cn(self) -> str:
+        return certinfo.subject_cn(self.cert) or ""
+
+    @property
+    def fingerprint(self) -> str:
+        return certinfo.fingerprint_sha256(self.cert)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSnapshot:
+    """Everything trusted at one moment. It is also a (frozen) TrustSource:
+    `snapshot` returns itself, so a snapshot can be passed to dial_agent."""
+
+    root: x509.Certificate | None
+    tenants: Mapping[str, TenantAuthority]
+    client: ClientIdentity | None
+    warnings: tuple[str, ...] = ()
+    by_spki: Mapping[str, TenantAuthority] = field(default_factory=dict)
+    require_crl: bool = False
+
+    @property
+    def snapshot(self) -> TrustSnapshot:
+        return self
+
+    def tenant_by_spki(self, spki_sha256: str) -> TenantAuthority | None:
+        """The tenant whose intermediate has this public key (SHA-256 of its SPKI)."""
+        return self.by_spki.get(spki_sha256)
+
+    def issuer_tenant(self, cert: x509.Certificate) -> TenantAuthority | None:
+        """The tenant whose intermediate signed cert, if any (signature checked)."""
+        for authority in self.tenants.values():
+            if authority.issued(cert):
+                return authority
+        return None

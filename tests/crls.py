@@ -1,0 +1,48 @@
+"""CRLs with chosen numbers, dates and signers, for the CRL policy tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from poller.identity.certinfo import utcnow
+
+
+def make_crl(
+    issuer_cert: x509.Certificate,
+    issuer_key,
+    serials: Iterable[int] = (),
+    *,
+    number: int | None = 1,
+    this_update: datetime | None = None,
+    next_update: datetime | None = None,
+) -> bytes:
+    now = utcnow()
+    this_update = this_update or now - timedelta(minutes=1)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_cert.subject)
+        .last_update(this_update)
+        .next_update(next_update or now + timedelta(days=7))
+    )
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build()
+        )
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def tenant_crl(pki, slug: str, serials: Iterable[int] = (), **kw) -> bytes:
+    authority = pki.tenants[slug]
+    return make_crl(authority.cert, authority.key, serials, **kw)
+
+
+def write_tenant_crl(pki, slug: str, serials: Iterable[int] = (), **kw) -> bytes:
+    pem = tenant_crl(pki, slug, serials, **kw)
+    pki.layout.tenant_crl(slug).write_bytes(pem)
+    return pem

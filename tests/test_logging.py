@@ -1,0 +1,150 @@
+"""A library that behaves: `import poller` and dialing print nothing, logs go to
+the standard logging module, and the CLI/daemon configuration renders them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from poller.dial.dialer import dial_agent
+from poller.identity.reasons import IdentityRefused
+from poller.logs import configure_logging
+
+ACME = "acme-corp"
+
+# A user's program: proves one agent, is refused by an impostor, polls, closes.
+_LIBRARY_USER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from poller import AgentClient, IdentityRefused, TrustStore, dial_agent
+    from poller.testing import ForgePki, MockAgent
+
+    async def main() -> None:
+        pki = ForgePki.create(Path(sys.argv[1]), tenants=("acme-corp", "xyz-inc"))
+        trust = TrustStore(pki.directory)
+        good, bad = pki.agent("acme-corp"), pki.agent("acme-corp", issuer_tenant="xyz-inc")
+        async with MockAgent(cert_chain_pem=good.chain_pem, key_pem=good.key_pem, client_ca_pem=pki.root_pem) as a, \\
+                MockAgent(cert_chain_pem=bad.chain_pem, key_pem=bad.key_pem, client_ca_pem=pki.root_pem) as b:
+            async with await dial_agent(a.address, tenant="acme-corp", trust=trust) as conn:
+                await AgentClient(conn).get_status("ping", "icmp")
+            try:
+                await dial_agent(b.address, tenant="acme-corp", trust=trust)
+            except IdentityRefused:
+                pass
+            else:
+                raise SystemExit("impostor accepted")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_program_using_the_library_prints_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LIBRARY_USER, str(tmp_path / "certs")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    # Not even the refusal warning: an unconfigured application sees nothing (NullHandler on "poller").
+    assert done.stderr == ""
+
+
+def test_with_plain_logging_the_events_arrive_as_readable_records(tmp_path: Path) -> None:
+    program = "import logging, sys\nlogging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(name)s %(message)s')\n"
+    done = subprocess.run(
+        [sys.executable, "-c", program + _LIBRARY_USER, str(tmp_path / "certs")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("poller.audit identity_accepted ") and "tenant=acme-corp" in line for line in lines), lines
+    assert any(line.startswith("poller.audit identity_refused ") and "reason=tenant_mismatch" in line for line in lines)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+async def test_configured_json_lines_carry_the_events_fields(pki, trust, serve, restore_logging, capsys) -> None:
+    stream = io.StringIO()
+    configure_logging("json", stream=stream)
+    good = await serve(pki.agent(ACME, "agent-001"))
+    bad = await serve(pki.agent(ACME, "agent-666", issuer_tenant="xyz-inc", dns=[]))
+    async with await dial_agent(good.address, tenant=ACME, trust=trust):
+        pass
+    with pytest.raises(IdentityRefused):
+        await dial_agent(bad.address, tenant=ACME, trust=trust)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    accepted = [e for e in events if e["event"] == "identity_accepted"]
+    refused = [e for e in events if e["event"] == "identity_refused"]
+    assert len(accepted) == 1 and len(refused) == 1
+    assert accepted[0]["tenant"] == ACME and accepted[0]["component"] == "agent-001"
+    assert accepted[0]["level"] == "info" and accepted[0]["timestamp"].endswith("Z")
+    assert refused[0]["reason"] == "tenant_mismatch" and refused[0]["level"] == "warning"
+    assert capsys.readouterr().out == ""
+
+
+def test_configuring_twice_keeps_one_handler(restore_logging) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("json", stream=first)
+    configure_logging("json", stream=second)
+    logging.getLogger("poller.test").warning("once")
+    assert first.getvalue() == "" and json.loads(second.getvalue())["event"] == "once"
+
+
+def test_logged_exceptions_keep_their_traceback(restore_logging) -> None:
+    from poller.logs import get_logger
+
+    stream = io.StringIO()
+    configure_logging("json", stream=stream)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        get_logger("poller.test").exception("agent_loop_failed", agent="a")
+    line = json.loads(stream.getvalue())
+    assert line["event"] == "agent_loop_failed" and line["agent"] == "a"
+    assert "RuntimeError: boom" in line["exception"] and "Traceback" in line["exception"]
+
+
+def test_console_lines_fit_120_columns_and_json_keeps_the_audit_detail(restore_logging) -> None:
+    from poller.logs import CONSOLE_WIDTH, get_logger
+
+    audit = {
+        "audit": True,
+        "tenant": "acme-corp",
+        "agent": "impostor",
+        "reason": "tenant_mismatch",
+        "detail": "issued by tenant-xyz-inc.ca.serviceradar, not by tenant-acme-corp.ca.serviceradar",
+        "fingerprint": "e0" * 32,
+        "serial": "7a" * 20,
+        "subject": "CN=agent-666.partition-1.acme-corp.serviceradar",
+        "address": "127.0.0.1:35965",
+    }
+    console, as_json = io.StringIO(), io.StringIO()
+    configure_logging("console", stream=console)
+    get_logger("poller.audit").warning("identity_refused", **audit)
+    configure_logging("json", stream=as_json)
+    get_logger("poller.audit").warning("identity_refused", **audit)
+
+    [line] = console.getvalue().splitlines()
+    assert len(line) <= CONSOLE_WIDTH
+    assert " WARN " in line and "identity_refused" in line
+    assert line.index("tenant=acme-corp") < line.index("agent=impostor") < line.index("reason=tenant_mismatch")
+    assert "fingerprint" not in line and "serial" not in line
+    full = json.loads(as_json.getvalue())
+    assert {key: full[key] for key in audit} == audit  # every field, uncut
