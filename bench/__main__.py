@@ -23,6 +23,9 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench.dial", [], ["--iterations", "30"]),
     ("bench.fleet", [], ["--agents", "100,1000", "--cycles", "2"]),
     ("bench.assign", [], ["--agents", "10000"]),
+    ("bench.handlers", [], ["--results", "5000"]),
+    ("bench.nats", [], ["--results", "2000", "--rounds", "2"]),
+    ("bench.plugin", [], ["--tests", "20", "--runs", "1"]),
 ]
 
 

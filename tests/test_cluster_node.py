@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 
 from poller.cluster.node import ClusterNode
@@ -219,3 +220,59 @@ async def test_status_shows_members_counts_per_tenant_and_agents_no_member_serve
     )
     _, err = await proc.communicate()
     assert proc.returncode == 2 and b"no bucket named nope" in err
+
+
+async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(tmp_path: Path) -> None:
+    """nats-config --cluster-bucket lets the poller's user (the NATS sink's
+    credentials) use the bucket; a tenant's user still cannot write a lease."""
+    from poller.cli.main import main
+    from poller.testing import ForgePki
+
+    pki = ForgePki.create(tmp_path / "certs", tenants=("acme-corp", "xyz-inc"))
+    out = tmp_path / "nats"
+    assert (
+        main(
+            [
+                "nats-config",
+                "--certs",
+                str(pki.directory),
+                "--out",
+                str(out),
+                "--listen",
+                "127.0.0.1:0",
+                "--cluster-bucket",
+                BUCKET,
+            ]
+        )
+        == 0
+    )
+    server = NatsServer(config=out / "nats-server.conf").start()
+    clock = Clock()
+    settings = PollerConfig(
+        poller_id="poller-a",
+        agents=AGENTS,
+        poll_interval=INTERVAL,
+        cluster=ClusterConfig(nats=server.url, creds=out / "poller.creds", bucket=BUCKET),
+    )
+    node = ClusterNode(settings, clock=clock)
+    node.start()
+    try:
+        await until(node, lambda n: n.members == ["poller-a"])
+        agent = AGENTS[0]
+        clock.at(agent.name, int(clock.now // INTERVAL) + 5)
+        assert await node.may_poll(agent)
+
+        # The attacker: acme-corp's own credentials, trying to take the lease.
+        from poller.nats.creds import load_credentials
+
+        tenant = load_credentials(out / "tenant-acme-corp.creds")
+        nc = await nats.connect(server.url, **tenant.connect_options())
+        with pytest.raises((nats.errors.Error, TimeoutError)):  # no way into the platform account's JetStream
+            kv = await nc.jetstream(timeout=1).key_value(BUCKET)
+            await kv.put(lease_key(agent.tenant, agent.name), b'{"owner": "evil", "instance": "x", "until": 1e12}')
+        await nc.close()
+        clock.at(agent.name, int(clock.now // INTERVAL) + 1)
+        assert await node.may_poll(agent)  # still ours
+    finally:
+        await node.stop(timeout=2)
+        server.stop()

@@ -78,6 +78,8 @@ class Cluster:
         self.tmp, self.nats_url, self.agents, self.certs = tmp, nats_url, agents, certs
         self.replicas: dict[str, Replica] = {}
         self.changed = asyncio.Condition()
+        self._read_to: dict[Path, int] = {}
+        self._polls: dict[str, list[tuple[int, str, float]]] = defaultdict(list)
 
     async def start(self, name: str, *, cluster: dict[str, Any] | None = None, shard: dict[str, int] | None = None) -> Replica:
         data = self.tmp / f"data-{name}"
@@ -136,22 +138,25 @@ class Cluster:
     def polls(self) -> dict[str, list[tuple[int, str, float]]]:
         """agent -> [(slot, poller_id, polled_at)] from every replica's result files.
 
-        Call it in a thread: while the event loop is busy, nothing reads the
-        replicas' log pipes, and a replica blocked on a full pipe stops dead.
+        Each call reads only what was appended since the last one. Call it in a
+        thread: while the event loop is busy, nothing reads the replicas' log
+        pipes, and a replica blocked on a full pipe stops dead.
         """
-        found: dict[str, list[tuple[int, str, float]]] = defaultdict(list)
         for replica in self.replicas.values():
             for tenant in TENANTS:
                 path = replica.data / tenant / "results.jsonl"
                 if not path.exists():
                     continue
-                for raw in path.read_text().splitlines():
-                    if not raw.endswith("}"):
-                        continue  # a line cut short by kill -9
-                    doc = json.loads(raw)
-                    slot = slot_at(doc["agent"], doc["polled_at"], INTERVAL).index
-                    found[doc["agent"]].append((slot, doc["poller_id"], doc["polled_at"]))
-        return found
+                with path.open("rb") as handle:
+                    handle.seek(self._read_to.get(path, 0))
+                    for raw in handle:
+                        if not raw.endswith(b"\n"):
+                            break  # a line still being written (or cut short by kill -9)
+                        self._read_to[path] = self._read_to.get(path, 0) + len(raw)
+                        doc = json.loads(raw)
+                        slot = slot_at(doc["agent"], doc["polled_at"], INTERVAL).index
+                        self._polls[doc["agent"]].append((slot, doc["poller_id"], doc["polled_at"]))
+        return {agent: list(seen) for agent, seen in self._polls.items()}
 
     async def stop_all(self) -> None:
         for replica in self.replicas.values():

@@ -147,7 +147,7 @@ def test_minimal_config_gets_every_default() -> None:
     assert config.partition == "default"
     assert config.poll_interval == 30.0
     assert config.certs_dir == Path("certs")
-    assert config.sink == SinkConfig(type="file", dir=Path("data"), url=None, outbox_dir=None)
+    assert config.sink == SinkConfig(type="file", dir=Path("data"), url=None, outbox=None)
     assert config.metrics_listen is None and config.metrics_address is None
     assert config.log_format == "auto"
     assert config.max_concurrent_polls == 500
@@ -182,10 +182,41 @@ def test_scheduler_knobs_are_read() -> None:
 
 def test_nats_sink_defaults_and_fields(tmp_path: Path) -> None:
     config = parse_config(doc(sink={"type": "nats"}))
-    assert config.sink == SinkConfig(type="nats", dir=None, url="nats://127.0.0.1:4222", outbox_dir=None)
-    config = parse_config(doc(sink={"type": "nats", "url": "tls://nats.example:4443", "outbox_dir": "outbox"}), base_dir=tmp_path)
-    assert config.sink.url == "tls://nats.example:4443"
-    assert config.sink.outbox_dir == tmp_path / "outbox"
+    assert config.sink == SinkConfig(type="nats", dir=None, url="nats://127.0.0.1:4222", outbox=Path("outbox.db"))
+    assert (config.sink.max_age, config.sink.max_bytes, config.sink.duplicate_window) == (7 * 86400.0, None, 7200.0)
+    sink = {
+        "type": "nats",
+        "url": "tls://nats.example:4443",
+        "creds": "nats/poller.creds",
+        "outbox": "state/outbox.db",
+        "outbox_max_rows": 500,
+        "outbox_max_bytes": 1_048_576,
+        "max_age": "24h",
+        "max_bytes": 1_000_000_000,
+        "duplicate_window": "30m",
+        "publish_timeout": "2s",
+    }
+    got = parse_config(doc(sink=sink), base_dir=tmp_path).sink
+    assert got.url == "tls://nats.example:4443"
+    assert (got.creds, got.outbox) == (tmp_path / "nats/poller.creds", tmp_path / "state/outbox.db")
+    assert (got.outbox_max_rows, got.outbox_max_bytes) == (500, 1_048_576)
+    assert (got.max_age, got.max_bytes, got.duplicate_window, got.publish_timeout) == (86400.0, 1_000_000_000, 1800.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("sink", "path", "fragment"),
+    [
+        ({"outbox_max_rows": 0}, "sink.outbox_max_rows", "out of range"),
+        ({"max_age": 3600}, "sink.max_age", "unit"),
+        ({"duplicate_window": "3h", "max_age": "1h"}, "sink.duplicate_window", "longer than the stream's max_age"),
+        ({"creds": ""}, "sink.creds", "must not be empty"),
+        ({"outbox_dir": "x"}, "sink.outbox_dir", 'did you mean "outbox"'),
+        ({"max_byte": 10}, "sink.max_byte", 'did you mean "max_bytes"'),
+    ],
+)
+def test_nats_sink_problems_name_their_key(sink: dict, path: str, fragment: str) -> None:
+    issue = one_issue(doc(sink={"type": "nats", **sink}))
+    assert issue.path == path and fragment in issue.message, str(issue)
 
 
 def test_relative_paths_resolve_against_the_config_files_directory(tmp_path: Path) -> None:
@@ -851,11 +882,28 @@ def test_parse_sums_components(parts: list[tuple[int, str]]) -> None:
     assert parse_duration_ns(text) == sum(n * _UNITS[unit] for n, unit in parts)
 
 
-def test_nats_sink_is_refused_by_check_until_it_exists(tmp_path, capsys):
+def test_config_check_accepts_a_nats_sink_and_refuses_service_types_that_are_not_subject_tokens(tmp_path, capsys):
     path = tmp_path / "nats.json"
-    path.write_text(json.dumps({"poller_id": "p", "sink": {"type": "nats"}, "agents": {}}))
+    agent = {"address": "10.0.0.5:50051", "tenant": "acme-corp", "checks": [{"service_type": "icmp", "service_name": "ping"}]}
+    path.write_text(json.dumps({"poller_id": "p", "sink": {"type": "nats"}, "agents": {"edge-1": agent}}))
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 agent,")
+    agent["checks"] = [{"service_type": "my.type", "service_name": "x"}, {"service_type": "a>", "service_name": "y"}]
+    path.write_text(json.dumps({"poller_id": "p", "sink": {"type": "nats"}, "agents": {"edge-1": agent}}))
     assert main(["config", "check", str(path), "--no-files"]) == 2
-    assert 'sink.type: "nats" is not available' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'agents.edge-1.checks[0].service_type: "my.type" cannot be a NATS subject token' in err
+    assert "agents.edge-1.checks[1].service_type" in err
+
+
+def test_config_check_warns_about_a_missing_nats_creds_file(tmp_path, capsys):
+    path = tmp_path / "nats.json"
+    path.write_text(
+        json.dumps({"poller_id": "p", "certs_dir": str(tmp_path), "sink": {"type": "nats", "creds": "nats/poller.creds"}})
+    )
+    assert main(["config", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: sink.creds: {tmp_path / 'nats/poller.creds'} is missing" in err
 
 
 def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:

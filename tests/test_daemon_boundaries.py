@@ -279,3 +279,28 @@ async def test_run_once_exits_0_when_every_agent_answered(pki, serve, tmp_path):
     accepted = [line for line in lines if line["event"] == "identity_accepted"]
     assert sorted(line["agent"] for line in accepted) == ["a", "b"]  # one line per acceptance
     assert not [line for line in lines if line["event"] == "agent_accepted"]
+    [summary] = [line for line in lines if line["event"] == "poll_summary"]
+    assert summary["tenants"] == {ACME: {"ok": 1}, XYZ: {"ok": 1}}
+
+
+async def test_run_once_survives_a_sink_failing_for_one_agent(pki, serve, log_events):
+    a = await serve(pki.agent(ACME, "agent-001"))
+    b = await serve(pki.agent(ACME, "agent-002"))
+    settings = settings_for(pki, {"a": entry(a), "b": entry(b)})
+    sink = MemorySink()
+
+    async def publish(result) -> None:  # type: ignore[no-untyped-def]
+        if result.agent == "a":
+            raise OSError("disk full")
+        await sink.publish(result)
+
+    scheduler = Scheduler(settings, TrustStore(pki.directory), publish)
+    scheduler.start(loops=False)
+    try:
+        results = await scheduler.run_once()
+    finally:
+        await scheduler.stop(grace=1)
+    assert [r.agent for r in results] == ["b"] == [r.agent for r in sink.results]
+    [failure] = [e for e in log_events() if e["event"] == "agent_cycle_failed"]
+    assert (failure["agent"], failure["tenant"]) == ("a", ACME)
+    assert scheduler.take_tally() == {ACME: {"ok": 2}}  # both agents answered; the sink is not theirs to blame

@@ -165,3 +165,45 @@ async def test_an_agent_restarted_with_an_impostor_certificate_is_refused(pki, s
         agent.reset_records()
         result = await wait_result(sink, "edge", after=len(sink.results), reason="tenant_mismatch")
         assert not result.available and agent.count("GetStatus") == 0
+
+
+async def test_missing_crl_is_warned_at_start_and_read_as_zero(log_events, pki, serve, tmp_path):
+    from crls import write_tenant_crl
+
+    write_tenant_crl(pki, XYZ)
+    agent = await serve(pki.agent(ACME))
+    config = tmp_path / "once.json"
+    config.write_text(
+        json.dumps(
+            {
+                "poller_id": "p",
+                "certs_dir": str(pki.directory),
+                "agents": {"a": {"address": agent.address, "tenant": ACME, "checks": CHECK}},
+            }
+        )
+    )
+    daemon = PollerDaemon(load_config(config), sink=MemorySink())
+    with captured(log_events) as logs:
+        [result] = await daemon.run_once()
+    assert result.available  # allowed by default
+    assert [e["tenant"] for e in logs if e["event"] == "tenant_crl_absent"] == [ACME]
+    registry = daemon.metrics.registry
+    assert registry.get_sample_value("tenant_crl_loaded", {"tenant": ACME}) == 0
+    assert registry.get_sample_value("tenant_crl_loaded", {"tenant": XYZ}) == 1
+
+
+async def test_a_broken_file_is_refused_with_a_log_line_and_polling_goes_on(log_events, pki, serve, tmp_path, fast_watch):
+    agent = await serve(pki.agent(ACME))
+    async with running_daemon(pki, tmp_path, {"edge": (agent, ACME)}) as (daemon, sink):
+        await wait_result(sink, "edge", available=True)
+        conn = daemon.scheduler.worker("edge").connection
+        with captured(log_events) as logs:
+            pki.layout.tenant_crl(ACME).write_text("-----BEGIN X509 CRL-----\nnot a crl\n-----END X509 CRL-----\n")
+            async with asyncio.timeout(20):
+                while not any(e["event"] == "trust_material_refused" for e in log_events()):
+                    seen = len(sink.results)  # the daemon's cycles go on: each result is a moment to look again
+                    await sink.wait_for(lambda results, seen=seen: len(results) > seen)
+        [line] = [e for e in logs if e["event"] == "trust_material_refused"]
+        assert "crl.pem" in line["problem"] and "not a readable PEM CRL" in line["problem"]
+        assert (await wait_result(sink, "edge", after=len(sink.results))).available
+        assert daemon.scheduler.worker("edge").connection is conn

@@ -270,3 +270,27 @@ async def test_both_dial_paths_refuse_an_impostor_and_accept_the_agent(pki, trus
         assert (await AgentClient(conn).get_status("ping", "icmp")).context.component_id == "agent-001"
     finally:
         await conn.close()
+
+
+async def test_callers_code_runs_as_the_replys_proven_tenant(pki, trust, serve):
+    from poller import current_tenant
+
+    agent = await serve(pki.agent(ACME, "agent-001"))
+    seen = []
+
+    async def store(response) -> None:  # a user's own code, unaware of connections
+        seen.append((current_tenant().tenant, current_tenant().component_id, response.available))
+
+    async with await dial_agent(agent.address, tenant=ACME, trust=trust) as conn:
+        client = AgentClient(conn)
+        reply = await client.get_status("ping", "icmp")
+        doc = await client.fetch_document("sweep", "sweep")
+    with pytest.raises(LookupError):
+        current_tenant()  # nothing bound out here
+    with reply.bound():
+        await store(reply.response)
+    with doc.bound() as ctx:
+        assert current_tenant() is ctx is doc.context
+    with pytest.raises(LookupError):
+        current_tenant()  # and unbound again after the block
+    assert seen == [(ACME, "agent-001", True)]

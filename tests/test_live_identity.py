@@ -357,3 +357,38 @@ def test_from_pem_refuses_what_a_directory_would(pki):
     with pytest.raises(TrustStoreError) as caught:
         TrustStore.from_pem(**material)
     assert "does not match" in str(caught.value) and "PRIVATE KEY" not in str(caught.value)
+
+
+async def test_a_tenant_ca_renewed_with_the_same_key_keeps_live_identities(pki, serve):
+    """A new CA certificate (new serial and dates) for the same key and name:
+    the agents' leaves still verify, so nothing is refused or redialed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from poller.pki.build import cert_pem
+
+    trust = TrustStore(pki.directory)
+    agent = await serve(pki.agent(ACME))
+    conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
+    try:
+        old, root = pki.tenants[ACME].cert, pki.root
+        renewed = (
+            x509.CertificateBuilder()
+            .subject_name(old.subject)
+            .issuer_name(root.cert.subject)
+            .public_key(old.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(utcnow() - timedelta(days=1))
+            .not_valid_after(utcnow() + timedelta(days=700))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(root.key, hashes.SHA256())
+        )
+        pki.layout.tenant_ca(ACME).write_bytes(cert_pem(renewed))
+        report = trust.reload()
+        assert report.changed == (ACME,) and not report.problems
+        channel = conn.current_channel
+        assert (await ping(conn)).response.available
+        assert conn.refusal is None and conn.current_channel is channel
+    finally:
+        await conn.close()

@@ -40,7 +40,7 @@ def test_a_config_the_server_refuses_is_an_error_with_its_log(tmp_path: Path) ->
     bad = tmp_path / "bad.conf"
     bad.write_text("this is { not a config\n")
     with pytest.raises(NatsServerError, match="did not become ready"):
-        NatsServer(store_dir=tmp_path / "js", config=bad).start()
+        NatsServer(config=bad).start()
 
 
 def test_a_nats_server_bin_that_is_not_a_file_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

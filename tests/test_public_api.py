@@ -13,6 +13,7 @@ import poller
 from poller.identity.reasons import AgentFailure, AgentUnreachable, InvalidPayload, PollerError, Reason
 
 PUBLIC = {
+    "Access",
     "AgentClient",
     "AgentConnection",
     "AgentFailure",
@@ -28,14 +29,35 @@ PUBLIC = {
     "InvalidPayload",
     "PkiError",
     "PollerError",
+    "PollerMetrics",
     "Reason",
     "StreamDocument",
+    "SubjectError",
     "TenantContext",
     "TrustStore",
     "TrustStoreError",
     "current_tenant",
     "dial_agent",
+    "tenant_from_subject",
+    "tenant_subject",
     "verify_agent_chain",
+    # policies and handlers (issue 7)
+    "Decision",
+    "Delivery",
+    "HandlerRegistry",
+    "PermissionDenied",
+    "PlatformIdentity",
+    "Policy",
+    "ResultRefused",
+    "all_of",
+    "any_of",
+    "any_tenant",
+    "bound_tenant",
+    "channel_for",
+    "component_type_in",
+    "platform_admin",
+    "same_tenant",
+    "tenant_in",
 }
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+# The pytest plugin's example is a test module, not a script: test_pytest_plugin runs it under pytest.
+_SCRIPTS = re.sub(r"<!-- plugin-example -->.*?<!-- /plugin-example -->", "", README.read_text(), flags=re.DOTALL)
+BLOCKS = re.findall(r"^```python\n(.*?)^```", _SCRIPTS, flags=re.DOTALL | re.MULTILINE)
 
 
 def test_the_readme_has_python_blocks() -> None:
@@ -31,8 +33,11 @@ async def test_readme_block_runs_as_written(code: str, tmp_path: Path, pki, serv
     script.write_text(code)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-X",
-        "dev",  # ResourceWarnings (an unclosed channel or file) become visible
+        # ResourceWarnings (an unclosed channel or file) become visible. Not
+        # `-X dev`: its asyncio debug mode reports slow steps, which depends on
+        # the machine's load, not on the README's code.
+        "-W",
+        "always::ResourceWarning",
         str(script),
         agent.address,
         cwd=tmp_path,
@@ -42,4 +47,7 @@ async def test_readme_block_runs_as_written(code: str, tmp_path: Path, pki, serv
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert err.decode() == ""
-    assert out.decode() == "acme-corp agent-001 True\n"
+    if "dial_agent" in code:  # the blocks that poll the agent print what its proven identity says
+        assert out.decode() == "acme-corp agent-001 True\n"
+    else:
+        assert out.decode().strip()

@@ -22,7 +22,7 @@ from poller.daemon.config import parse_config
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import MemorySink
 from poller.dial.dialer import dial_agent
-from poller.identity.reasons import IdentityRefused, Reason
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
 from poller.trust.store import TrustStore
 
 ACME = "acme-corp"
@@ -114,3 +114,33 @@ async def test_without_a_relay_the_same_agent_is_accepted(pki, agents):
         assert conn.serial == format(honest.certificate.serial_number, "x")
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_a_relay_that_turns_hostile_after_the_dial_is_refused_at_the_next_call(pki, agents, route):
+    """The dial went straight through; later gRPC's reconnect is routed to the
+    impostor. The pinned handshake fails, the fresh proof decides the reason."""
+    from poller.agent.client import AgentClient
+
+    honest, impostor = agents
+    async with TcpRelay(honest.address, impostor.address, route="honest") as relay:
+        conn = await dial_agent(relay.address, tenant=ACME, trust=TrustStore(pki.directory), timeout=3)
+        client = AgentClient(conn, timeout=3)
+        try:
+            assert (await client.get_status("ping", "icmp")).response.available
+            relay.route = route  # "order": the connections so far were the first ones
+            await honest.restart()  # drops gRPC's connection: the next call reconnects through the relay
+            refusal = None
+            for _ in range(3):  # a call may first meet the dying connection (unreachable)
+                try:
+                    await client.get_status("ping", "icmp")
+                except AgentUnreachable:
+                    continue
+                except IdentityRefused as err:
+                    refusal = err
+                    break
+            assert refusal is not None and refusal.reason is EXPECTED[route], refusal
+            assert relay.routed["impostor"] >= 1
+        finally:
+            await conn.close()
+    assert rpcs(impostor) == 0

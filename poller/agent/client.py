@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -24,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.dial.dialer import AgentConnection
-from poller.identity.context import TenantContext
+from poller.identity.context import TenantContext, bound_tenant
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
@@ -47,6 +48,14 @@ class AgentReply(Generic[T]):
     response: T
     latency: float
 
+    def bound(self) -> AbstractContextManager[TenantContext]:
+        """A block in which poller.current_tenant() is this reply's proven context.
+
+        >>> with reply.bound():  # doctest: +SKIP
+        ...     await store(reply.response)  # store() may ask current_tenant()
+        """
+        return bound_tenant(self.context)
+
 
 @dataclass(frozen=True, slots=True)
 class StreamDocument:
@@ -58,6 +67,10 @@ class StreamDocument:
     current_sequence: str
     timestamp: int
     latency: float
+
+    def bound(self) -> AbstractContextManager[TenantContext]:
+        """A block in which poller.current_tenant() is this document's proven context."""
+        return bound_tenant(self.context)
 
 
 def _invalid_payload(method: str, message: str) -> InvalidPayload:

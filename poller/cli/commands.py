@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from poller.cli import cluster, config, mock_agent, pki, probe, run
+from poller.cli import cluster, config, mock_agent, nats_config, onboard, pki, probe, run, tail
 
-REGISTRARS = (probe.register, run.register, config.register, cluster.register, pki.register, mock_agent.register)
+REGISTRARS = (
+    probe.register,
+    run.register,
+    config.register,
+    cluster.register,
+    pki.register,
+    onboard.register,
+    mock_agent.register,
+    nats_config.register,
+    tail.register,
+)

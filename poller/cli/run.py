@@ -18,9 +18,11 @@ from typing import Any
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.daemon.config import ConfigError, load_config, unsupported
 from poller.daemon.daemon import PollerDaemon
-from poller.identity.reasons import Reason
-from poller.logs import configure_logging
+from poller.identity.reasons import PollerError, Reason
+from poller.logs import configure_logging, get_logger
 from poller.trust.store import TrustStoreError
+
+log = get_logger("poller.cli.run")
 
 
 def register(sub: Any) -> None:
@@ -69,9 +71,14 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"error: certs: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    except PollerError as exc:  # e.g. the NATS sink's credentials file is unusable
+        print(f"error: sink: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if args.once:
         asyncio.run(daemon.run_once())
-        return once_summary(daemon.scheduler.take_tally())
+        tally = daemon.scheduler.take_tally()
+        log.info("poll_summary", tenants=tally)
+        return once_summary(tally)
     return asyncio.run(daemon.run())
 
 

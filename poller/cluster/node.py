@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
@@ -70,6 +71,7 @@ from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig, redac
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
+from poller.nats.creds import CredentialsError
 
 __all__ = ["ClusterError", "ClusterNode", "bucket_ttl", "connect_nats", "fleet_digest", "min_bucket_ttl"]
 
@@ -124,6 +126,7 @@ async def connect_nats(url: str, creds: str | None, *, name: str, **options: Any
         clog.info("nats_reconnected")
 
     kwargs: dict[str, Any] = {
+        **_auth_options(creds),
         "servers": [url],
         "name": name,
         "max_reconnect_attempts": -1,
@@ -132,9 +135,24 @@ async def connect_nats(url: str, creds: str | None, *, name: str, **options: Any
         "reconnected_cb": on_reconnected,
         **options,
     }
-    if creds is not None:
-        kwargs["user_credentials"] = creds
     return await nats.connect(**kwargs)
+
+
+def _auth_options(creds: str | None) -> dict[str, Any]:
+    """nats.connect() options for a credentials file: one written by `nats-config`
+    (JSON, user and password: the NATS sink's format, so one file serves both), or
+    a NATS `.creds` file (user JWT and NKey seed). Raises CredentialsError."""
+    if creds is None:
+        return {}
+    from poller.nats.creds import load_credentials
+
+    try:
+        head = Path(creds).read_bytes()[:64].lstrip()
+    except OSError as exc:
+        raise CredentialsError(f"{creds}: cannot read: {exc.strerror or exc.__class__.__name__}") from None
+    if head.startswith(b"{"):
+        return load_credentials(Path(creds)).connect_options()
+    return {"user_credentials": creds}
 
 
 @dataclass
@@ -203,6 +221,7 @@ class ClusterNode:
         self._joined = False
         self._reachable = True
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._setup = asyncio.Lock()  # one connect and one join, whichever loop gets there first
         self.ready = asyncio.Event()  # joined, and the first assignment is computed
         # "starting", "member", "refused" (see the log for why) or "duplicate_poller_id"
@@ -237,9 +256,11 @@ class ClusterNode:
         """Leave cleanly: release held leases and delete the member record, so the
         other replicas take over at once instead of after the timeouts."""
         tasks, self._tasks = self._tasks, []
+        self._stopping = True  # a cancellation lost in a timeout race still ends the loops
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 if self._kv is not None and self._joined:
@@ -324,9 +345,10 @@ class ClusterNode:
             return allowed
 
     async def _settle(self, lease: _Lease) -> None:
-        """Let a renewal still in flight finish (briefly), so its answer counts."""
+        """Let a renewal still in flight finish, so its answer counts: up to half
+        an interval, which still leaves the poll most of its slot."""
         if lease.renewal is not None and not lease.renewal.done():
-            await asyncio.wait({lease.renewal}, timeout=self.interval / 4)
+            await asyncio.wait({lease.renewal}, timeout=self.interval / 2)
 
     # ------------------------------------------------------------------ leases
 
@@ -469,7 +491,7 @@ class ClusterNode:
     async def _run(self, step: Callable[[], Awaitable[None]]) -> None:
         """Connect and join if need be, then `step` every heartbeat; errors are logged, never fatal."""
         delay = self.heartbeat_every
-        while True:
+        while not self._stopping:
             try:
                 async with self._setup:
                     if self._kv is None:
@@ -479,7 +501,7 @@ class ClusterNode:
                 if self._joined:
                     await step()
                 delay = self.heartbeat_every
-            except ClusterError as exc:
+            except (ClusterError, CredentialsError) as exc:
                 self.log.error("cluster_refused", problem=exc.detail)
                 await self._signal("refused")
                 delay = min(30.0, max(delay * 2, 1.0))

@@ -75,6 +75,12 @@ DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_CERTS_DIR = "certs"
 DEFAULT_SINK_DIR = "data"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_OUTBOX = "outbox.db"
+DEFAULT_OUTBOX_MAX_ROWS = 100_000
+DEFAULT_OUTBOX_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_STREAM_MAX_AGE = 7 * 24 * 3600.0
+DEFAULT_DUPLICATE_WINDOW = 2 * 3600.0
+DEFAULT_PUBLISH_TIMEOUT = 5.0
 DEFAULT_LOG_FORMAT = "auto"
 DEFAULT_MAX_CONCURRENT_POLLS = 500
 DEFAULT_CALL_TIMEOUT = 5.0  # the most call_timeout defaults to (see default_call_timeout)
@@ -92,6 +98,7 @@ LogFormat = Literal["auto", "json", "console"]
 SinkType = Literal["file", "nats"]
 
 _TRUNCATE = 60
+_SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a channel token, as poller.handlers.channel_for requires
 _TOP = "(top level)"
 
 _TRUST_NOTE = "ignored: trust comes from certs_dir (root.pem, tenants/<slug>/ca.pem), not from a security block"
@@ -136,13 +143,24 @@ TOP_KEYS = (
     "require_crl",
     "agents",
 )
-AGENT_KEYS = ("address", "tenant", "component_id", "partition", "checks")
+AGENT_KEYS = ("address", "tenant", "component_id", "partition", "strict_labels", "checks")
 CHECK_KEYS = ("service_type", "service_name", "details", "port", "results_interval")
 CLUSTER_KEYS = ("mode", "nats", "creds", "bucket", "capacity", "tenants")
 SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "file": ("type", "dir"),
-        "nats": ("type", "url", "outbox_dir"),
+        "nats": (
+            "type",
+            "url",
+            "creds",
+            "outbox",
+            "outbox_max_rows",
+            "outbox_max_bytes",
+            "max_age",
+            "max_bytes",
+            "duplicate_window",
+            "publish_timeout",
+        ),
     }
 )
 
@@ -182,14 +200,23 @@ class ConfigError(PollerError, ValueError):
 class SinkConfig:
     """Where results go.
 
-    type "file": `dir` is set (absolute when loaded from a file), url/outbox_dir None.
-    type "nats": `url` is set, `outbox_dir` optional, dir None.
+    type "file": `dir` is set (absolute when loaded from a file); the nats fields keep their defaults.
+    type "nats": `url` is set, `outbox` is the SQLite outbox file, dir None; `creds` is a
+    credentials file from `nats-config` (None: no authentication); max_age / max_bytes
+    (None: unlimited) / duplicate_window are the tenant streams' limits.
     """
 
     type: SinkType = "file"
     dir: Path | None = Path(DEFAULT_SINK_DIR)
     url: str | None = None
-    outbox_dir: Path | None = None
+    creds: Path | None = None
+    outbox: Path | None = None
+    outbox_max_rows: int = DEFAULT_OUTBOX_MAX_ROWS
+    outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES
+    max_age: float = DEFAULT_STREAM_MAX_AGE
+    max_bytes: int | None = None
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW
+    publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +245,10 @@ class AgentConfig:
     component_id: str | None = None
     partition: str | None = None
     checks: tuple[CheckConfig, ...] = ()
+    # Refuse (label_mismatch) results whose reported agent_id / partition
+    # differ from the certificate's component / partition, instead of only
+    # counting and logging the disagreement.
+    strict_labels: bool = False
 
     @property
     def host(self) -> str:
@@ -477,16 +508,6 @@ class _Checker:
             return None
         return value
 
-    def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool | None:
-        where = _key(path, key)
-        value = obj.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.error(where, f"expected true or false, got {_kind(value)}")
-            return None
-        return value
-
     def integer(
         self, obj: Mapping[str, Any], key: str, path: str, *, default: int, low: int, high: int | None = None
     ) -> int | None:
@@ -500,6 +521,16 @@ class _Checker:
         if value < low or (high is not None and value > high):
             bound = f"{low}-{high}" if high is not None else f"at least {low}"
             self.error(where, f"{value} is out of range ({bound})")
+            return None
+        return value
+
+    def boolean(self, obj: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool | None:
+        """obj[key] as true/false; default when absent; None (and an issue) when not a JSON boolean."""
+        value = obj.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.error(_key(path, key), f"expected true or false, got {_kind(value)}")
             return None
         return value
 
@@ -693,7 +724,7 @@ def _parse_cluster(
     )
     if url is not None and (problem := _nats_url_problem(url)):
         c.error("cluster.nats", problem)
-    sink_creds: Path | None = getattr(sink, "creds", None) if sink is not None and sink.type == "nats" else None
+    sink_creds = sink.creds if sink is not None and sink.type == "nats" else None
     creds = c.path(obj, "creds", "cluster", default=None, base_dir=base_dir) if obj.get("creds") is not None else sink_creds
     bucket = c.string(obj, "bucket", "cluster", default=DEFAULT_CLUSTER_BUCKET)
     if bucket is not None and not _BUCKET.fullmatch(bucket):
@@ -754,16 +785,46 @@ def _parse_sink(c: _Checker, value: object, base_dir: Path | None) -> SinkConfig
     if kind == "file":
         directory = c.path(value, "dir", "sink", default=DEFAULT_SINK_DIR, base_dir=base_dir)
         return SinkConfig(type="file", dir=directory) if directory is not None else None
+    return _parse_nats_sink(c, value, base_dir)
+
+
+def _parse_nats_sink(c: _Checker, value: Mapping[str, Any], base_dir: Path | None) -> SinkConfig | None:
+    errors_before = len(c.errors)
     url = c.string(value, "url", "sink", default=DEFAULT_NATS_URL)
     if url is not None:
         problem = _nats_url_problem(url)
         if problem:
             c.error("sink.url", problem)
             url = None
-    outbox = c.path(value, "outbox_dir", "sink", default=None, base_dir=base_dir)
-    if url is None:
+    creds = c.path(value, "creds", "sink", default=None, base_dir=base_dir)
+    outbox = c.path(value, "outbox", "sink", default=DEFAULT_OUTBOX, base_dir=base_dir)
+    max_rows = c.integer(value, "outbox_max_rows", "sink", default=DEFAULT_OUTBOX_MAX_ROWS, low=1)
+    max_outbox_bytes = c.integer(value, "outbox_max_bytes", "sink", default=DEFAULT_OUTBOX_MAX_BYTES, low=1024)
+    max_age = c.duration(value, "max_age", "sink", default=DEFAULT_STREAM_MAX_AGE)
+    max_bytes = c.integer(value, "max_bytes", "sink", default=-1, low=1024) if value.get("max_bytes") is not None else -1
+    window = c.duration(value, "duplicate_window", "sink", default=DEFAULT_DUPLICATE_WINDOW)
+    publish_timeout = c.duration(value, "publish_timeout", "sink", default=DEFAULT_PUBLISH_TIMEOUT)
+    if max_age is not None and window is not None and window > max_age:
+        c.error(
+            "sink.duplicate_window",
+            f"{format_duration(window)} is longer than the stream's max_age ({format_duration(max_age)}); "
+            "JetStream refuses such a stream",
+        )
+    if len(c.errors) > errors_before:
         return None
-    return SinkConfig(type="nats", dir=None, url=url, outbox_dir=outbox)
+    return SinkConfig(
+        type="nats",
+        dir=None,
+        url=url,
+        creds=creds,
+        outbox=outbox,
+        outbox_max_rows=cast(int, max_rows),
+        outbox_max_bytes=cast(int, max_outbox_bytes),
+        max_age=cast(float, max_age),
+        max_bytes=None if max_bytes == -1 else max_bytes,
+        duplicate_window=cast(float, window),
+        publish_timeout=cast(float, publish_timeout),
+    )
 
 
 def redact_url(url: str) -> str:
@@ -821,10 +882,19 @@ def _parse_agent(c: _Checker, name: str, spec: object, path: str) -> AgentConfig
     )
     component_id = c.label(obj, "component_id", path, "component id", default=None)
     partition = c.label(obj, "partition", path, "partition id", default=None)
+    strict_labels = c.boolean(obj, "strict_labels", path, default=False)
     checks = _parse_checks(c, obj.get("checks", _MISSING), _key(path, "checks"))
     if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
         return None
-    return AgentConfig(name=name, address=address, tenant=tenant, component_id=component_id, partition=partition, checks=checks)
+    return AgentConfig(
+        name=name,
+        address=address,
+        tenant=tenant,
+        component_id=component_id,
+        partition=partition,
+        checks=checks,
+        strict_labels=bool(strict_labels),
+    )
 
 
 def _parse_checks(c: _Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
@@ -903,11 +973,26 @@ def load_config(path: str | Path) -> PollerConfig:
 
 
 def unsupported(config: PollerConfig) -> tuple[ConfigIssue, ...]:
-    """Valid settings this version cannot run yet; `config check` and `run`
-    both refuse them, so the two always agree."""
-    if config.sink.type == "nats":
-        return (ConfigIssue("sink.type", '"nats" is not available in this version yet; use {"type": "file"}'),)
-    return ()
+    """Valid settings this version cannot run; `config check` and `run`
+    both refuse them, so the two always agree.
+
+    With a NATS sink every check's service_type becomes a subject token
+    (`<tenant>.agents.results.<service_type>`), so it must be one.
+    """
+    if config.sink.type != "nats":
+        return ()
+    issues: list[ConfigIssue] = []
+    for agent in config.agents:
+        for i, check in enumerate(agent.checks):
+            if not _SUBJECT_TOKEN.fullmatch(check.service_type):
+                issues.append(
+                    ConfigIssue(
+                        _key(_index(_key(_key("agents", agent.name), "checks"), i), "service_type"),
+                        f"{_show(check.service_type)} cannot be a NATS subject token "
+                        "(letters, digits, '_' and '-' only) and the sink is nats",
+                    )
+                )
+    return tuple(issues)
 
 
 def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:
@@ -929,6 +1014,9 @@ def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:
         ca = layout.tenant_ca(tenant)
         if not ca.is_file():
             issues.append(ConfigIssue("certs_dir", f"{ca} is missing: agents of tenant {tenant} cannot be verified"))
+    creds = config.sink.creds if config.sink.type == "nats" else None
+    if creds is not None and not creds.is_file():
+        issues.append(ConfigIssue("sink.creds", f"{creds} is missing (write it with `serviceradar-poller nats-config`)"))
     return tuple(issues)
 
 
@@ -952,6 +1040,7 @@ _EXAMPLE: dict[str, Any] = {
             "tenant": "acme-corp",
             "component_id": "agent-001",
             "partition": "partition-1",
+            "strict_labels": False,
             "checks": [
                 {"service_type": "process", "service_name": "nginx", "details": "nginx"},
                 {"service_type": "port", "service_name": "SSH", "details": "127.0.0.1:22", "port": 22},

@@ -1,4 +1,10 @@
-"""PollerDaemon: config + trust store + scheduler + sink + metrics, with signals.
+"""PollerDaemon: config + trust store + scheduler + handlers + metrics, with signals.
+
+Results go through a HandlerRegistry (poller.handlers): the sink is a handler
+registered for every channel with the platform policy and the poller's own
+(local) platform identity, so the same deny-by-default checks apply to it as
+to a library user's handlers. At the end of every agent's cycle the registry
+flushes the sinks (the file sink fsyncs).
 
 SIGTERM / SIGINT: stop scheduling, let in-flight calls finish within a bound,
 flush the sink, return 0. SIGHUP: reload the config and the trust store; a bad
@@ -22,18 +28,27 @@ from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
+from poller.handlers import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
 from poller.identity import certinfo
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics
+from poller.policy import platform_admin
+from poller.trust.platform import local_platform_identity
 from poller.trust.store import TrustStore
 
 log = get_logger("poller.daemon")
 
 
-def make_sink(settings: PollerConfig) -> Sink:
+def make_sink(settings: PollerConfig, metrics: PollerMetrics | None = None) -> Sink:
+    """The configured sink (its metrics, if any, in `metrics`' registry); a NATS
+    sink raises CredentialsError for an unusable creds file."""
     if settings.sink.type == "file":
         assert settings.sink.dir is not None
         return FileSink(settings.sink.dir)
+    if settings.sink.type == "nats":
+        from poller.nats.sink import sink_from_config  # nats-py and sqlite3 load only when used
+
+        return sink_from_config(settings, metrics.registry if metrics is not None else None)
     raise ConfigError([ConfigIssue("sink.type", f"{settings.sink.type!r} is not available in this version")])
 
 
@@ -44,24 +59,42 @@ class PollerDaemon:
         *,
         sink: Sink | None = None,
         trust: TrustStore | None = None,
+        registry: HandlerRegistry | None = None,
         metrics: PollerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
-        self.sink = sink or make_sink(settings)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
         self.metrics = metrics if metrics is not None else PollerMetrics()
+        self.sink = sink or make_sink(settings, self.metrics)
+        self._agents = dict(settings.agents_by_name)
+        # A handler never holds a cycle longer than this (the sink included).
+        timeout = min(DEFAULT_HANDLER_TIMEOUT, settings.cycle_timeout)
+        self.registry = registry or HandlerRegistry(timeout=timeout, strict_labels=self._strict_labels, metrics=self.metrics)
+        self.registry.register(
+            ">",
+            self.sink,
+            policy=platform_admin(),
+            platform=local_platform_identity(self.trust.client),
+            name=f"{settings.sink.type}-sink" if sink is None else type(sink).__name__,
+        )
         # Dynamic cluster mode: the node decides which agents this replica polls, slot by slot.
         self.cluster = ClusterNode(settings, metrics=self.metrics) if settings.cluster is not None else None
-        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics, gate=self.cluster)
+        self.scheduler = Scheduler(
+            settings, self.trust, self.publish, self.metrics, cycle_done=self.registry.flush, gate=self.cluster
+        )
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
         self._metrics_server: Any = None
         self.metrics_port: int | None = None
 
-    async def publish(self, result: PollResult) -> None:
-        await self.sink.publish(result)
+    async def publish(self, result: PollResult) -> Delivery:
+        return await self.registry.deliver(result)
+
+    def _strict_labels(self, result: PollResult) -> bool:
+        agent = self._agents.get(result.agent)
+        return True if agent is None else agent.strict_labels  # an unknown agent gets the strict rule
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -107,6 +140,7 @@ class PollerDaemon:
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
         self._log_config_warnings()
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:
@@ -118,8 +152,7 @@ class PollerDaemon:
         await self.scheduler.stop(self.shutdown_grace)
         if self.cluster is not None:  # after the last poll: hand the leases over at once
             await self.cluster.stop(self.shutdown_grace)
-        await self.sink.flush()
-        await self.sink.close()
+        await self.registry.close()
         self._stop_metrics()
         log.info("poller_stopped", poller_id=self.settings.poller_id, cycles=self.scheduler.cycles_completed)
 
@@ -165,6 +198,7 @@ class PollerDaemon:
             log.warning("reload_partial", why="sink, certs_dir and cluster changes need a restart; kept the running ones")
             new = _keep(new, self.settings)
         self.settings = new
+        self._agents = dict(new.agents_by_name)
         if self.cluster is not None:
             self.cluster.set_agents(new.agents)
         changes = await self.scheduler.apply(new)

@@ -18,6 +18,10 @@ from typing import Any
 from poller.identity.context import TenantContext
 from poller.identity.reasons import InvalidArgument, Reason
 
+#: The agent's own labels, kept as reported values (never as identity).
+REPORTED_LABELS = ("agent_id", "partition")
+_UNSET: Any = object()
+
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
@@ -37,6 +41,9 @@ class PollResult:
     current_sequence: str = ""
     agent_timestamp: int = 0
     polled_at: float = field(default_factory=time.time)
+    # What the agent said about itself (the response's agent_id field). Kept
+    # beside the proven identity, never in its place (invariant 3).
+    reported_agent_id: str = ""
 
     def __post_init__(self) -> None:
         # Invariant 6 of docs/design.md: a proven result belongs to its proven tenant, full stop.
@@ -46,6 +53,31 @@ class PollResult:
     @property
     def proven(self) -> bool:
         return self.context is not None
+
+    def payload_json(self) -> Any:
+        """The payload decoded as JSON, or None when it is empty or not JSON."""
+        if not self.payload:
+            return None
+        try:
+            return json.loads(self.payload)
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    def reported_labels(self, document: Any = _UNSET) -> dict[str, str]:
+        """agent_id / partition as the agent reported them (response field, then its JSON).
+
+        Pass the already decoded payload as `document` to avoid decoding it twice.
+        """
+        labels: dict[str, str] = {}
+        if self.reported_agent_id:
+            labels["agent_id"] = self.reported_agent_id
+        doc = self.payload_json() if document is _UNSET else document
+        if isinstance(doc, dict):
+            for key in REPORTED_LABELS:
+                value = doc.get(key)
+                if isinstance(value, str) and value and key not in labels:
+                    labels[key] = value
+        return labels
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -71,17 +103,17 @@ class PollResult:
             doc["current_sequence"] = self.current_sequence
         if self.agent_timestamp:
             doc["agent_timestamp"] = self.agent_timestamp
+        data = self.payload_json()
+        reported = self.reported_labels(data)
+        if reported:
+            doc["reported"] = reported
         if self.payload:
-            doc.update(_payload_field(self.payload))
+            # The agent's JSON as JSON; anything else base64, so nothing is lost.
+            if data is not None or self.payload.strip() == b"null":
+                doc["data"] = data
+            else:
+                doc["data_b64"] = base64.b64encode(self.payload).decode("ascii")
         return doc
-
-
-def _payload_field(payload: bytes) -> dict[str, Any]:
-    """The agent's JSON as JSON; anything else base64, so nothing is lost."""
-    try:
-        return {"data": json.loads(payload)}
-    except (UnicodeDecodeError, ValueError):
-        return {"data_b64": base64.b64encode(payload).decode("ascii")}
 
 
 def agent_outcome(results: list[PollResult]) -> Reason:

@@ -34,7 +34,8 @@ from poller.trust.store import TrustStore
 
 log = get_logger("poller.scheduler")
 
-Publish = Callable[[PollResult], Awaitable[None]]
+Publish = Callable[[PollResult], Awaitable[object]]
+CycleDone = Callable[[], Awaitable[None]]
 
 
 class PollGate(Protocol):
@@ -114,6 +115,8 @@ class Scheduler:
         trust: TrustStore,
         publish: Publish,
         metrics: PollerMetrics | None = None,
+        *,
+        cycle_done: CycleDone | None = None,
         gate: PollGate | None = None,
     ) -> None:
         self.settings = settings
@@ -121,6 +124,7 @@ class Scheduler:
         self.trust = trust
         self.metrics = metrics if metrics is not None else default_metrics()
         self._publish = publish
+        self._cycle_done = cycle_done  # e.g. make the cycle's results durable
         self._workers: dict[str, AgentWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
@@ -173,16 +177,17 @@ class Scheduler:
             if await self._wait_until(next_at):
                 return
             started = time.monotonic()
-            try:
-                if gate is None:
-                    await self.run_cycle(worker)
-                elif await gate.may_poll(worker.agent):  # cluster: only in slots this replica's lease covers
-                    await self.run_cycle(worker, deadline=gate.slot_deadline(worker.agent.name))
-            except Exception:  # e.g. a sink that failed: log it, keep polling this agent
-                worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
-            if gate is not None:
+            if gate is not None:  # cluster: poll only in slots this replica's lease covers
+                try:
+                    allowed = await gate.may_poll(worker.agent)
+                except Exception:  # a bug in the gate: log it, keep this agent's loop alive
+                    worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+                    allowed = False
+                if allowed:
+                    await self._run_cycle_logged(worker, deadline=gate.slot_deadline(worker.agent.name))
                 next_at = gate.next_slot(worker.agent.name)
                 continue
+            await self._run_cycle_logged(worker)
             interval = self.settings.poll_interval
             next_at += interval
             if time.monotonic() > next_at:  # overran: skip the missed slots, never burst
@@ -232,6 +237,8 @@ class Scheduler:
             else:
                 with bound_tenant(result.context):  # handlers may ask current_tenant()
                     await self._publish(result)
+        if self._cycle_done is not None and results:
+            await self._cycle_done()
         self.cycles_completed += 1
         return results
 
@@ -245,9 +252,19 @@ class Scheduler:
         self._outcomes.clear()
         return {tenant: dict(sorted(counts.items())) for tenant, counts in sorted(tally.items())}
 
+    async def _run_cycle_logged(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
+        """run_cycle, with a failure outside the cycle (e.g. a sink's) logged, not raised."""
+        try:
+            return await self.run_cycle(worker, deadline=deadline)
+        except Exception:  # keep polling this agent and the others
+            worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+            return []
+
     async def run_once(self) -> list[PollResult]:
-        """Every agent once, concurrently (bounded); for `run --once` and tests."""
-        batches = await asyncio.gather(*(self.run_cycle(w) for w in self._workers.values()))
+        """Every agent once, concurrently (bounded); for `run --once` and tests.
+
+        A sink failing for one agent is logged; that agent adds no results here."""
+        batches = await asyncio.gather(*(self._run_cycle_logged(w) for w in self._workers.values()))
         return [r for batch in batches for r in batch]
 
     async def apply(self, settings: PollerConfig) -> dict[str, list[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
@@ -24,11 +25,21 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """JSON lines per tenant at <dir>/<tenant>/results.jsonl (appended)."""
+    """JSON lines per tenant at <dir>/<tenant>/results.jsonl (appended).
+
+    Durable per cycle: publish() writes into the file's buffer, flush() (the
+    daemon calls it at the end of every agent's cycle) writes the buffers out
+    and fsyncs every file written since the last flush, so `kill -9` loses at
+    most the cycle in flight and a power cut at most the cycles not yet
+    flushed. Concurrent flushes share one fsync round (group commit).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._files: dict[str, IO[str]] = {}
+        self._dirty: set[str] = set()
+        self._sync_lock = asyncio.Lock()
+        self.syncs = 0  # fsync rounds done (for tests and benchmarks)
 
     def path_for(self, tenant: str) -> Path:
         if not is_label(tenant):  # a slug never contains '/' or '..'; refuse anything else
@@ -38,21 +49,62 @@ class FileSink:
     async def publish(self, result: PollResult) -> None:
         handle = self._files.get(result.tenant)
         if handle is None:
-            path = self.path_for(result.tenant)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Line-buffered: a result is on disk once published, even if the process is killed.
-            handle = self._files[result.tenant] = path.open("a", encoding="utf-8", buffering=1)
+            handle = self._open(result.tenant)
         handle.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+        self._dirty.add(result.tenant)
+
+    def _open(self, tenant: str) -> IO[str]:
+        path = self.path_for(tenant)
+        created = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Line-buffered: a published result reaches the OS at once and survives
+        # the process being killed; flush() adds the fsync for a crash of the host.
+        handle = self._files[tenant] = path.open("a", encoding="utf-8", buffering=1)
+        if created:  # the new directory entry must survive a crash too
+            _fsync_dir(path.parent)
+            _fsync_dir(path.parent.parent)
+        return handle
 
     async def flush(self) -> None:
-        for handle in self._files.values():
-            handle.flush()
+        """Write out and fsync every file written since the last flush."""
+        async with self._sync_lock:
+            if not self._dirty:
+                return  # a concurrent flush already made our lines durable
+            dirty = set(self._dirty)
+            self._dirty.clear()
+            handles = [self._files[t] for t in dirty if t in self._files]
+            try:
+                for handle in handles:
+                    handle.flush()
+                await asyncio.to_thread(_fsync_all, handles)
+            except BaseException:
+                self._dirty |= dirty  # not durable: the next flush tries again
+                raise
+            self.syncs += 1
 
     async def close(self) -> None:
         await self.flush()
         for handle in self._files.values():
             handle.close()
         self._files.clear()
+
+
+def _fsync_all(handles: list[IO[str]]) -> None:
+    for handle in handles:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the file itself is synced
+    finally:
+        os.close(fd)
 
 
 class MemorySink:

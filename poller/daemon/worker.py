@@ -220,6 +220,7 @@ class AgentWorker:
             context=reply.context,
             payload=r.message,
             response_time_ns=r.response_time,
+            reported_agent_id=r.agent_id,
         )
 
     async def _results(self, client: AgentClient, check: CheckConfig) -> PollResult | None:
@@ -239,6 +240,7 @@ class AgentWorker:
             context=reply.context,
             payload=r.data,
             response_time_ns=r.response_time,
+            reported_agent_id=r.agent_id,
             current_sequence=r.current_sequence,
             agent_timestamp=r.timestamp,
         )

@@ -6,7 +6,8 @@ Dialing is three steps, each with one job:
 3. open a grpc.aio channel whose only trust anchor is that very leaf (the
    same DER bytes that were verified) and whose target name is its CN, so
    every connection the channel makes, reconnects included, is held by
-   gRPC's own handshake to exactly the proven certificate (invariant 8).
+   gRPC's own handshake to exactly the proven certificate (invariant 8 of
+   docs/design.md).
 
 After the dial the identity lives on:
 - it is re-checked locally, with no network, whenever the trust material

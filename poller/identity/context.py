@@ -2,8 +2,17 @@
 
 A TenantContext is made only by the chain verifier (poller.trust.verify) from
 a certificate that passed verification, or by the explicitly named test helper
-poller.testing.unverified_tenant_context. Code running inside a call reads it
-with current_tenant().
+poller.testing.unverified_tenant_context.
+
+current_tenant() returns it exactly where it is bound:
+- in client interceptors placed after the tenant interceptor, for the duration
+  of a call on a pinned channel (poller.dial.interceptor);
+- inside `with reply.bound():` for an AgentReply or StreamDocument (the way
+  for a library user's own code to run as the reply's tenant);
+- while the daemon publishes a result: sinks and handlers run with the
+  result's proven context bound (not for unproven results: unreachable,
+  refused, timed out).
+Anywhere else it raises LookupError.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ _PROOF = object()
 class TenantContext:
     """Who an agent is, as proven by its verified certificate.
 
-    >>> ctx = current_tenant()  # inside a call on a pinned channel
+    >>> ctx = current_tenant()  # where one is bound (see the module docstring)
     >>> ctx.tenant, ctx.component_id  # doctest: +SKIP
     ('acme-corp', 'agent-001')
     """
@@ -86,10 +95,10 @@ _current: contextvars.ContextVar[TenantContext | None] = contextvars.ContextVar(
 
 
 def current_tenant() -> TenantContext:
-    """The TenantContext of the call being run; raises LookupError outside one."""
+    """The TenantContext bound here (see the module docstring); LookupError where none is."""
     ctx = _current.get()
     if ctx is None:
-        raise LookupError("no TenantContext: not inside a call on a pinned agent channel")
+        raise LookupError("no TenantContext bound: not in a call, a reply.bound() block or a result's handler")
     return ctx
 
 

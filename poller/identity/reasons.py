@@ -63,6 +63,37 @@ class Reason(StrEnum):
     #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent),
     #: so revocation cannot be decided: fail closed.
     CRL_EXPIRED = "crl_expired"
+    # Delivery and authorization (poller.handlers, poller.policy, poller.server):
+    #: A payload names a tenant other than the proven one (invariant 3).
+    PAYLOAD_MISMATCH = "payload_mismatch"
+    #: Reported agent_id / partition differ from the proof, and the agent asks for strict labels.
+    LABEL_MISMATCH = "label_mismatch"
+    #: The identity is proven, but a policy does not allow it.
+    POLICY_DENIED = "policy_denied"
+    #: No registered handler's policy allows the result (deny by default).
+    NO_HANDLER = "no_handler"
+    #: A result's kind or service type has no channel (not a subject token).
+    INVALID_CHANNEL = "invalid_channel"
+    #: A handler raised.
+    HANDLER_FAILED = "handler_failed"
+    #: A handler did not finish within its timeout.
+    HANDLER_TIMEOUT = "handler_timeout"
+    #: Delivery (poller.nats): a subject that is not <tenant-slug>.<channel>.
+    INVALID_SUBJECT = "invalid_subject"
+    #: Delivery (poller.nats): an unusable NATS credentials file.
+    BAD_CREDENTIALS = "bad_credentials"
+    #: Onboarding packages (poller.onboard): the archive is not a readable package.
+    BAD_PACKAGE = "bad_package"
+    #: A package lacks a required member.
+    INCOMPLETE_PACKAGE = "incomplete_package"
+    #: A package holds a member that is not part of a package (an extra file).
+    UNEXPECTED_MEMBER = "unexpected_member"
+    #: A member that could write elsewhere or expose something: link, device, '..', duplicate, readable key.
+    UNSAFE_MEMBER = "unsafe_member"
+    #: A package's private key is not the key of its certificate.
+    KEY_MISMATCH = "key_mismatch"
+    #: Material that must never be handed out: a private key outside the key file.
+    FORBIDDEN_MATERIAL = "forbidden_material"
 
     def __str__(self) -> str:
         return self.value
@@ -131,6 +162,32 @@ class IdentityRefused(AgentFailure):
     def __init__(self, reason: Reason, detail: str, *, peer: Mapping[str, str] | None = None) -> None:
         super().__init__(reason, detail)
         self.peer: dict[str, str] = dict(peer or {})
+
+
+class PermissionDenied(PollerError):
+    """A proven identity that a policy does not allow (reason policy_denied).
+
+    >>> PermissionDenied(Reason.POLICY_DENIED, "same_tenant(acme-corp): tenant is xyz-inc").reason.value
+    'policy_denied'
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ResultRefused(PollerError):
+    """A result that may not be delivered (payload_mismatch, label_mismatch, no_handler, invalid_channel).
+
+    >>> ResultRefused(Reason.NO_HANDLER, "no handler allows it").reason.value
+    'no_handler'
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class AgentUnreachable(AgentFailure):

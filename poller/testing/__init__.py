@@ -4,7 +4,7 @@
 """
 
 from poller.testing.forge import ForgedCert, ForgePki, serviceradar_style_dir
-from poller.testing.identity import unverified_tenant_context
+from poller.testing.identity import unverified_platform_identity, unverified_tenant_context
 from poller.testing.mock_agent import AgentBehaviour, MockAgent, MockAgentError
 from poller.testing.nats_server import NatsServer, NatsServerError, find_nats_server
 
@@ -18,5 +18,6 @@ __all__ = [
     "NatsServerError",
     "find_nats_server",
     "serviceradar_style_dir",
+    "unverified_platform_identity",
     "unverified_tenant_context",
 ]

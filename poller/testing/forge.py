@@ -316,6 +316,16 @@ class ForgePki:
         target = cert.cert if isinstance(cert, ForgedCert) else cert
         return revoke(self.layout, tenant, target)
 
+    def add_tenant(self, slug: str) -> Authority:
+        """Create (or keep) tenant `slug`'s CA in the directory and hold it for forging.
+
+        A TrustStore made earlier sees the new tenant after its reload().
+        """
+        if slug not in self.tenants:
+            create_tenant_ca(self.layout, slug)
+            self.tenants[slug] = load_tenant_authority(self.layout, slug)
+        return self.tenants[slug]
+
 
 # --- a directory as ServiceRadar's generate-certs.sh writes it ----------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from poller.identity.context import _PROOF, TenantContext
+from poller.identity.platform import PlatformIdentity, format_platform_cn
 
 
 def unverified_tenant_context(
@@ -30,5 +31,21 @@ def unverified_tenant_context(
         issuer_spki_sha256="0" * 64,
         not_after=now + timedelta(days=1),
         verified_at=now,
+        _proof=_PROOF,
+    )
+
+
+def unverified_platform_identity(name: str = "ops-admin", *, local: bool = False) -> PlatformIdentity:
+    """A PlatformIdentity made from a name, WITHOUT any proof (tests of handlers and policies only)."""
+    now = datetime.now(UTC)
+    return PlatformIdentity(
+        name=name,
+        cn=format_platform_cn(name),
+        serial="0",
+        fingerprint_sha256="0" * 64,
+        issuer_spki_sha256="0" * 64,
+        not_after=now + timedelta(days=1),
+        verified_at=now,
+        local=local,
         _proof=_PROOF,
     )

@@ -70,8 +70,9 @@ def find_nats_server() -> Path:
 class NatsServer:
     """One nats-server with JetStream on, bound to 127.0.0.1.
 
-    `config` is an optional nats-server config file (e.g. from `nats-config`);
-    the host, port and store directory given here override what it says.
+    Either `store_dir` (a bare server, no auth) or `config`, a nats-server
+    config file (e.g. from `nats-config`) whose jetstream block names the
+    store; the loopback host and the port chosen here override its `listen`.
     start() returns once the server answers a client; stop() ends it (SIGTERM,
     or SIGKILL with kill=True to play a crash) and waits for it; start() again
     reuses the port and the store.
@@ -80,13 +81,15 @@ class NatsServer:
     def __init__(
         self,
         *,
-        store_dir: Path,
+        store_dir: Path | None = None,
         config: Path | None = None,
         port: int | None = None,
         binary: Path | None = None,
         start_timeout: float = 20.0,
     ) -> None:
-        self.store_dir = Path(store_dir)
+        if (store_dir is None) == (config is None):
+            raise ValueError("give store_dir (JetStream store) or config (whose jetstream block names the store), not both")
+        self.store_dir = Path(store_dir) if store_dir is not None else None
         self.config = Path(config) if config is not None else None
         self.host = "127.0.0.1"
         self.port = port
@@ -119,14 +122,17 @@ class NatsServer:
         if self.config is not None:
             cmd += ["-c", str(self.config)]
         # -1: the server picks a free port itself; later starts reuse it.
-        cmd += ["-a", self.host, "-p", str(self.port if self.port is not None else -1), "-js", "-sd", str(self.store_dir)]
+        cmd += ["-a", self.host, "-p", str(self.port if self.port is not None else -1), "-js"]
+        if self.store_dir is not None:  # a config's own store_dir cannot be overridden (nats-server: duplicate)
+            cmd += ["-sd", str(self.store_dir)]
         return cmd
 
     def start(self) -> NatsServer:
         """Start the server and return when it answers a client; raises NatsServerError."""
         if self.running:
             return self
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.store_dir is not None:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
         ready = threading.Event()
         seen: dict[str, int] = {}
         proc = subprocess.Popen(

@@ -1,0 +1,149 @@
+"""`serviceradar-poller onboard`: make and verify onboarding packages.
+
+    onboard --certs DIR --tenant SLUG --component ID --partition ID --type agent|checker|gateway --out FILE.tar.gz
+    onboard verify FILE.tar.gz --certs DIR [--extract DIR]
+
+Both print exactly one JSON object on stdout, as probe does: `created` /
+`valid` true with the component's proven identity, or false with `reason` and
+`detail`. Exit 0: package written / package valid; 3: package refused; 2: bad
+usage, unreadable certs directory or package file (`reason` `usage`, the
+message also on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from poller.identity.names import InvalidName
+from poller.identity.reasons import IdentityRefused, Reason
+from poller.logs import configure_logging
+from poller.onboard import (
+    PACKAGE_TYPES,
+    ExtractError,
+    PackageRefused,
+    create_package,
+    verify_package,
+    write_package,
+    write_verified,
+)
+from poller.onboard.members import DEFAULT_LISTEN_ADDR
+from poller.pki.errors import PkiError
+from poller.trust.store import TrustStore, TrustStoreError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "onboard",
+        help="make (or verify) a component's onboarding package",
+        description=(
+            "Issue a component certificate from the tenant's CA and write a tar.gz with the tenant CA "
+            "certificate and chain, the component's certificate and key (0600) and a config.json for "
+            "ServiceRadar's agent. `onboard verify FILE --certs DIR` checks a package. Prints one JSON "
+            "object. Exit status: 0 ok, 3 package refused (reason in the JSON), 2 bad usage or unreadable input."
+        ),
+    )
+    p.add_argument("--certs", type=Path, metavar="DIR", help="certs directory holding the tenant's CA and key")
+    p.add_argument("--tenant", metavar="SLUG", help="the tenant the component belongs to")
+    p.add_argument("--component", metavar="ID", help="component id, e.g. agent-001")
+    p.add_argument("--partition", metavar="ID", help="partition id, e.g. partition-1")
+    p.add_argument("--type", dest="component_type", choices=PACKAGE_TYPES, metavar="|".join(PACKAGE_TYPES))
+    p.add_argument("--out", type=Path, metavar="FILE.tar.gz", help="where to write the package (mode 0600)")
+    p.add_argument("--listen", default=DEFAULT_LISTEN_ADDR, metavar="ADDR", help="listen_addr in config.json (default :50051)")
+    p.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=run_create)
+    _json_errors(p, "created")
+
+    actions = p.add_subparsers(dest="onboard_action", metavar="ACTION")
+    v = actions.add_parser(
+        "verify",
+        help="check that a package is complete, consistent and issued by the right tenant CA",
+        description="Check a package against a certs directory. Exit 0 valid, 3 refused, 2 bad usage or unreadable input.",
+    )
+    v.add_argument("package", type=Path, metavar="FILE.tar.gz")
+    v.add_argument(
+        "--certs", dest="verify_certs", type=Path, required=True, metavar="DIR", help="certs directory to check against"
+    )
+    v.add_argument("--extract", type=Path, metavar="DIR", help="after a successful check, unpack into DIR (new or empty)")
+    v.add_argument("-v", "--verbose", action="store_true", help="log the audit line to stderr")
+    v.set_defaults(func=run_verify)
+    _json_errors(v, "valid")
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _usage(message: str, verdict: str = "created") -> int:
+    print(f"error: {message}", file=sys.stderr)
+    _emit({verdict: False, "reason": Reason.USAGE.value, "detail": message})
+    return EXIT_USAGE
+
+
+def _json_errors(parser: argparse.ArgumentParser, verdict: str) -> None:
+    """argparse's own errors (a missing FILE, a bad --type) keep the one-JSON-object contract."""
+
+    def error(message: str) -> NoReturn:
+        sys.stderr.write(parser.format_usage())
+        sys.exit(_usage(message, verdict))
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def run_create(args: argparse.Namespace) -> int:
+    configure_logging("auto")  # issuing a certificate is always audited (stderr)
+    needed: list[tuple[str, object]] = [("--certs", args.certs), ("--tenant", args.tenant), ("--component", args.component)]
+    needed += [("--partition", args.partition), ("--type", args.component_type), ("--out", args.out)]
+    missing = [flag for flag, value in needed if value is None]
+    if missing:
+        return _usage(f"onboard needs {', '.join(missing)} (or `onboard verify FILE --certs DIR`)")
+    if args.out.exists() and not args.force:
+        return _usage(f"{args.out} already exists (use --force to replace it)")
+    if not args.certs.is_dir():
+        return _usage(f"certs directory {args.certs} does not exist")
+    try:
+        made = create_package(
+            args.certs,
+            tenant=args.tenant,
+            component_id=args.component,
+            partition_id=args.partition,
+            component_type=args.component_type,
+            listen_addr=args.listen,
+            days=args.days,
+        )
+        write_package(args.out, made, force=args.force)
+    except (PackageRefused, IdentityRefused) as exc:  # the self-check refused it: the certs directory is inconsistent
+        return _usage(f"the package made from {args.certs} does not verify: {exc}")
+    except (InvalidName, PkiError, TrustStoreError, OSError) as exc:
+        return _usage(str(exc))
+    _emit({"created": True, "package": str(args.out), **made.verified.as_dict()})
+    return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    configure_logging("auto", level=logging.INFO if args.verbose else logging.ERROR)
+    try:
+        trust = TrustStore(args.verify_certs, require_client=False).snapshot
+    except TrustStoreError as exc:
+        return _usage(f"cannot load certs directory {args.verify_certs}: {exc}", "valid")
+    try:
+        verified = verify_package(args.package, trust=trust)
+    except (PackageRefused, IdentityRefused) as err:
+        _emit({"valid": False, "reason": err.reason.value, "detail": err.detail})
+        return EXIT_REFUSED
+    except OSError as exc:
+        return _usage(f"cannot read {args.package}: {exc.strerror or exc}", "valid")
+    if args.extract is not None:
+        try:
+            write_verified(verified, args.extract)
+        except (ExtractError, OSError) as exc:
+            return _usage(f"cannot extract into {args.extract}: {exc}", "valid")
+    _emit({"valid": True, **verified.as_dict()})
+    return EXIT_OK

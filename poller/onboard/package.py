@@ -1,0 +1,120 @@
+"""Make an onboarding package: a new component certificate from the tenant's CA,
+the tenant's CA certificate and chain, and the agent's config.json, in one tar.gz.
+
+The component is issued with poller.pki.issue_component (so its certificate is
+also recorded in the certs directory, where `pki revoke` finds it by serial).
+The package is verified against the certs directory before it is written, and
+written 0600 because it holds a private key. It never holds a CA key, nor any
+other tenant's material: its members are built from the one tenant's files.
+
+>>> made = create_package("certs", tenant="acme-corp", component_id="agent-001",
+...                       partition_id="partition-1", component_type="agent")   # doctest: +SKIP
+>>> write_package(Path("agent-001.tar.gz"), made)                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from poller.identity.names import format_edge_cn
+from poller.logs import get_logger
+from poller.onboard.archive import read_archive_bytes, write_archive
+from poller.onboard.members import (
+    COMPONENT_CERT,
+    COMPONENT_CHAIN,
+    COMPONENT_KEY,
+    CONFIG,
+    DEFAULT_LISTEN_ADDR,
+    PACKAGE_TYPES,
+    ROOT_CA,
+    TENANT_CA,
+    TENANT_CHAIN,
+    agent_config,
+)
+from poller.onboard.verify import VerifiedPackage, verify_files
+from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority
+from poller.pki.build import cert_pem, chain_pem
+from poller.pki.errors import PkiError
+from poller.pki.files import PRIVATE_MODE, atomic_write, read_certificate
+from poller.trust.store import TrustStore
+
+audit = get_logger("poller.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """A made (and verified) package: the archive bytes and what it proves."""
+
+    data: bytes = field(repr=False)
+    verified: VerifiedPackage
+
+
+def create_package(
+    certs_dir: StrPath,
+    *,
+    tenant: str,
+    component_id: str,
+    partition_id: str,
+    component_type: str = "agent",
+    listen_addr: str = DEFAULT_LISTEN_ADDR,
+    days: int = 365,
+) -> Package:
+    """Issue the component's certificate and build its package (nothing written but
+    the certs directory's component files). PkiError for anything the PKI refuses."""
+    if component_type not in PACKAGE_TYPES:
+        raise PkiError(f"component type {component_type!r} is not one of {', '.join(PACKAGE_TYPES)}")
+    format_edge_cn(component_id, partition_id, tenant)  # InvalidName before anything is issued
+    layout = as_layout(certs_dir)
+    ca = load_tenant_authority(layout, tenant)  # refuses a missing tenant before issuing
+    root = read_certificate(layout.root_ca, what="root CA")
+    issued = issue_component(
+        layout,
+        tenant=tenant,
+        component_id=component_id,
+        partition_id=partition_id,
+        component_type=component_type,
+        days=days,
+    )
+    leaf = read_certificate(issued.cert_path)
+    config = agent_config(
+        tenant=tenant,
+        component_id=component_id,
+        partition_id=partition_id,
+        component_type=component_type,
+        listen_addr=listen_addr,
+    )
+    files = {
+        CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
+        TENANT_CA: cert_pem(ca.cert),
+        TENANT_CHAIN: chain_pem([ca.cert, root]),
+        ROOT_CA: cert_pem(root),
+        COMPONENT_CERT: cert_pem(leaf),
+        COMPONENT_CHAIN: chain_pem([leaf, ca.cert]),
+        COMPONENT_KEY: issued.key_path.read_bytes(),
+    }
+    data = write_archive(files)
+    # The same checks `onboard verify` makes: a package that would not verify is never handed out.
+    trust = TrustStore(layout.root, require_client=False).snapshot
+    verified = verify_files(read_archive_bytes(data), trust=trust)  # audited below as the issuance
+    ctx = verified.context
+    audit.info(
+        "package_issued",
+        audit=True,
+        tenant=ctx.tenant,
+        component=ctx.component_id,
+        partition=ctx.partition_id,
+        component_type=ctx.component_type,
+        serial=ctx.serial,
+        fingerprint=ctx.fingerprint_sha256,
+        not_after=ctx.as_dict()["not_after"],
+    )
+    return Package(data=data, verified=verified)
+
+
+def write_package(path: Path, package: Package, *, force: bool = False) -> None:
+    """Write the archive 0600 (it holds a private key); an existing file only with force."""
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} already exists (use --force to replace it)")
+    atomic_write(path, package.data, PRIVATE_MODE)

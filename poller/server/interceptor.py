@@ -1,0 +1,326 @@
+"""TenantServerInterceptor: prove each caller's identity from its verified
+client certificate, authorize the method by policy, and run the handler with
+that identity bound.
+
+For every call, from `context.auth_context()` (`x509_pem_cert_chain`, else
+`x509_pem_cert`) it requires:
+
+- the chain's issuing CA is a registered tenant CA, found by its key (the
+  presented intermediate's SPKI, else the CA whose key signed the leaf), never
+  by name; or the platform CA, for a `<name>.platform.serviceradar` identity;
+- then poller.trust's own verifier decides, exactly as on the client side:
+  CN in the edge grammar, CN tenant == issuing CA's tenant, SPIFFE SAN (if
+  any) agreeing, within validity, not on the tenant's CRL (the store's current
+  snapshot, so a reloaded CRL applies to the next call), full path validation.
+
+Outcomes: no identity or a bad one aborts with UNAUTHENTICATED; a proven
+identity that the method's policy refuses aborts with PERMISSION_DENIED. The
+status details start with the reason code (`tenant_mismatch: ...`), which is
+also sent as trailing metadata `x-serviceradar-reason`. Every decision is an
+audit line (poller.audit) and a count in poller_server_calls_total. On
+success current_tenant() (an edge caller) and current_caller() are bound for
+the handler and every task it starts. A platform admin is allowed only where
+a method's policy says platform_admin(); each such call is audited with the
+admin identity and the tenant it names in `x-serviceradar-tenant` metadata
+(used for the audit line only, never as an identity).
+
+All four call shapes are covered (unary and streaming, either side).
+
+>>> interceptor = TenantServerInterceptor(
+...     trust,
+...     policies={"/core.Core/Register": component_type_in({"gateway"}),
+...               "/core.Core/Stats": platform_admin()},
+... )  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from cryptography import x509
+
+from poller.dial.interceptor import TENANT_METADATA_KEY
+from poller.identity import certinfo
+from poller.identity.context import TenantContext, _current
+from poller.identity.names import is_label
+from poller.identity.platform import PlatformIdentity
+from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
+from poller.policy import Access, Decision, Policy, any_tenant
+from poller.trust.layout import CertsLayout
+from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
+from poller.trust.store import TenantAuthority, TrustSnapshot
+from poller.trust.verify import parse_chain, verify_agent_chain
+
+log = get_logger("poller.server")
+audit_log = get_logger("poller.audit")
+
+REASON_METADATA_KEY = "x-serviceradar-reason"
+
+# What the caller is told: the reason code and a fixed sentence. The detail
+# (which CA, which serial) goes to the audit log only.
+_PUBLIC = {
+    Reason.UNTRUSTED_CHAIN: "the certificate does not chain to a registered tenant or platform CA",
+    Reason.TENANT_MISMATCH: "the certificate names a tenant other than the CA that issued it",
+    Reason.INVALID_CN: "the certificate's CN is not a ServiceRadar identity",
+    Reason.IDENTITY_MISMATCH: "the certificate's SPIFFE ID disagrees with its CN",
+    Reason.EXPIRED: "the certificate has expired",
+    Reason.NOT_YET_VALID: "the certificate is not yet valid",
+    Reason.REVOKED: "the certificate is revoked",
+    Reason.BAD_CERTIFICATE: "no usable client certificate",
+    Reason.POLICY_DENIED: "this identity may not call this method",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The proven caller of one server call: an edge identity or a platform one."""
+
+    method: str
+    identity: TenantContext | None = None
+    platform: PlatformIdentity | None = None
+    tenant: str | None = None  # the tenant touched (for an admin: the one it named)
+
+
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("poller_server_caller", default=None)
+
+
+def current_caller() -> Caller:
+    """The proven caller of the server call being handled; LookupError outside one."""
+    caller = _caller.get()
+    if caller is None:
+        raise LookupError("no proven caller: not inside a call behind TenantServerInterceptor")
+    return caller
+
+
+def prove_caller(
+    auth: Mapping[str, Sequence[bytes]],
+    snapshot: TrustSnapshot,
+    platform: PlatformAuthority | None,
+) -> TenantContext | PlatformIdentity:
+    """The identity a verified client chain proves (auth is context.auth_context()),
+    or IdentityRefused with the reason."""
+    # grpcio gives the leaf as x509_pem_cert and what the client sent after it
+    # (its intermediates) as x509_pem_cert_chain; be tolerant of a chain that
+    # repeats the leaf.
+    leaf_pem = b"".join(auth.get("x509_pem_cert") or ())
+    if not leaf_pem:
+        raise IdentityRefused(Reason.BAD_CERTIFICATE, "the caller presented no client certificate")
+    try:
+        leaf_cert = x509.load_pem_x509_certificates(leaf_pem)[0]
+        rest_pem = b"".join(auth.get("x509_pem_cert_chain") or ())
+        rest = x509.load_pem_x509_certificates(rest_pem) if rest_pem else []
+    except ValueError:
+        raise IdentityRefused(Reason.BAD_CERTIFICATE, "the client certificate does not parse") from None
+    certs = parse_chain([leaf_cert, *(c for c in rest if c != leaf_cert)])
+    leaf = certs[0]
+    if platform is not None and platform.issued(leaf):
+        return verify_platform_chain(certs, platform)
+    authority = _issuing_tenant(certs, snapshot)
+    if authority is None:
+        raise IdentityRefused(
+            Reason.UNTRUSTED_CHAIN,
+            f"issuer {leaf.issuer.rfc4514_string()} is no registered tenant CA",
+            peer=certinfo.summary(leaf),
+        )
+    return verify_agent_chain(certs, tenant=authority.slug, trust=snapshot)
+
+
+def _issuing_tenant(certs: list[x509.Certificate], snapshot: TrustSnapshot) -> TenantAuthority | None:
+    """The tenant CA whose key issued the leaf: by the presented intermediate's SPKI, else by signature."""
+    leaf = certs[0]
+    for cert in certs[1:2]:
+        authority = snapshot.tenant_by_spki(certinfo.spki_sha256(cert))
+        if authority is not None and authority.issued(leaf):
+            return authority
+    return snapshot.issuer_tenant(leaf)
+
+
+class SnapshotSource(Protocol):
+    """Anything that holds the trust material in force (a TrustStore, for one)."""
+
+    @property
+    def snapshot(self) -> TrustSnapshot: ...
+
+
+class TenantServerInterceptor(grpc.aio.ServerInterceptor):
+    """Proves, authorizes, audits and binds the caller of every call; see the module doc.
+
+    `policies` maps full method names (`/package.Service/Method`) to a Policy;
+    other methods get `default_policy` (any proven tenant identity; a platform
+    admin is then refused). `platform`: True (default) reads the platform CA
+    for admin identities from the trust store's directory (certs/platform/ca.pem),
+    again whenever the store reloads; a PlatformAuthority uses that one; False
+    accepts no platform identity at all. `metrics`: where poller_server_calls_total goes.
+    """
+
+    def __init__(
+        self,
+        trust: SnapshotSource,
+        *,
+        policies: Mapping[str, Policy] | None = None,
+        default_policy: Policy | None = None,
+        platform: PlatformAuthority | bool = True,
+        metrics: PollerMetrics | None = None,
+    ) -> None:
+        self.trust = trust
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self.policies = dict(policies or {})
+        for method, policy in self.policies.items():
+            if not isinstance(policy, Policy):
+                raise TypeError(f"policy for {method} is not a poller.policy Policy")
+        self.default_policy = default_policy or any_tenant()
+        self._platform_source = platform
+        self._platform_for: TrustSnapshot | None = None
+        self._platform: PlatformAuthority | None = platform if isinstance(platform, PlatformAuthority) else None
+
+    def policy_for(self, method: str) -> Policy:
+        return self.policies.get(method, self.default_policy)
+
+    def _platform_authority(self, snapshot: TrustSnapshot) -> PlatformAuthority | None:
+        if self._platform_source is True and self._platform_for is not snapshot:
+            layout: CertsLayout | None = getattr(self.trust, "layout", None)  # None: not a certs directory
+            try:
+                self._platform = load_platform_authority(layout) if layout is not None else None
+            except (OSError, ValueError) as exc:
+                log.error("platform_ca_unreadable", detail=str(exc))
+                self._platform = None  # fail closed: no admin identities
+            self._platform_for = snapshot
+        return self._platform if self._platform_source is not False else None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return self._wrap(handler, handler_call_details.method)
+
+    # -- the decision ----------------------------------------------------------------
+
+    def decide(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
+        """Prove and authorize the caller of this call. Audited either way.
+
+        Raises IdentityRefused (no or a bad identity) or PermissionDenied (a policy said no).
+        """
+        peer = context.peer()
+        snapshot = self.trust.snapshot
+        try:
+            proven = prove_caller(context.auth_context() or {}, snapshot, self._platform_authority(snapshot))
+        except IdentityRefused as err:
+            self._audit_refused(method, peer, err.reason, err.detail, err.peer)
+            raise
+        if isinstance(proven, PlatformIdentity):
+            caller = Caller(method=method, platform=proven, tenant=_named_tenant(context))
+        else:
+            caller = Caller(method=method, identity=proven, tenant=proven.tenant)
+        access = Access(identity=caller.identity, platform=caller.platform, method=method, tenant=caller.tenant)
+        try:
+            decision = self.policy_for(method).evaluate(access)
+        except Exception as exc:  # a policy that fails denies (fail closed)
+            decision = Decision(False, Reason.POLICY_DENIED, f"policy raised {type(exc).__name__}: {str(exc)[:200]}")
+        if not decision.allowed:
+            reason = decision.reason or Reason.POLICY_DENIED
+            self._audit_refused(method, peer, reason, decision.detail, None, caller)
+            raise PermissionDenied(reason, decision.detail)
+        self._audit_accepted(method, peer, caller)
+        return caller
+
+    def _audit_accepted(self, method: str, peer: str, caller: Caller) -> None:
+        fields: dict[str, Any] = {"method": method, "peer": peer, "tenant": caller.tenant}
+        if caller.identity is not None:
+            fields.update(caller.identity.log_fields())
+            outcome = "accepted"
+        else:
+            assert caller.platform is not None
+            fields.update(caller.platform.log_fields(), cross_tenant=True)
+            outcome = "accepted_admin"
+        self.metrics.server_calls.labels(tenant=caller.tenant or "", outcome=outcome).inc()
+        audit_log.info("server_call_accepted", audit=True, **fields)
+
+    def _audit_refused(
+        self,
+        method: str,
+        peer: str,
+        reason: Reason,
+        detail: str,
+        presented: Mapping[str, str] | None,
+        caller: Caller | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {"method": method, "peer": peer, "reason": reason.value, "detail": detail}
+        if caller is not None and caller.identity is not None:
+            fields.update(caller.identity.log_fields())
+        elif caller is not None and caller.platform is not None:
+            fields.update(caller.platform.log_fields(), tenant=caller.tenant)
+        if presented:
+            fields.update(
+                subject=presented.get("subject"), serial=presented.get("serial"), fingerprint=presented.get("fingerprint")
+            )
+        tenant = fields.get("tenant") or ""
+        self.metrics.server_calls.labels(tenant=tenant, outcome=reason.value).inc()
+        audit_log.warning("server_call_refused", audit=True, **fields)
+
+    # -- the four call shapes ----------------------------------------------------------
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.request_streaming and handler.response_streaming:
+            behaviour, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        elif handler.request_streaming:
+            behaviour, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            behaviour, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            behaviour, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        wrapped = (
+            self._guard_stream(behaviour, method) if inspect.isasyncgenfunction(behaviour) else self._guard(behaviour, method)
+        )
+        return factory(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        try:
+            caller = self.decide(context, method)
+        except (IdentityRefused, PermissionDenied) as refusal:
+            code = grpc.StatusCode.UNAUTHENTICATED if isinstance(refusal, IdentityRefused) else grpc.StatusCode.PERMISSION_DENIED
+            text = f"{refusal.reason.value}: {_PUBLIC.get(refusal.reason, 'refused')}"
+            await context.abort(code, text, trailing_metadata=((REASON_METADATA_KEY, refusal.reason.value),))
+        # The RPC runs in its own task, so these bindings end with it; tasks the
+        # handler starts copy them.
+        _current.set(caller.identity)
+        _caller.set(caller)
+
+    def _guard(self, behaviour: Any, method: str) -> Any:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._enter(context, method)
+            outcome = behaviour(request, context)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+            return outcome
+
+        return guarded
+
+    def _guard_stream(self, behaviour: Any, method: str) -> Any:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._enter(context, method)
+            async for item in behaviour(request, context):
+                yield item
+
+        return guarded
+
+
+def _named_tenant(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_METADATA_KEY and isinstance(value, str) and is_label(value):
+            return value
+    return None

@@ -1,0 +1,176 @@
+"""Prove a platform identity: a certificate issued by the platform services CA.
+
+A platform (administrator) certificate is issued by certs/platform/ca.pem and
+names `<name>.platform.serviceradar`. verify_platform_chain() is the one place
+such an identity is accepted; local_platform_identity() gives the poller
+process's own identity (the client certificate whose key it loaded).
+
+The anchor is the platform CA alone, never the root: a tenant CA (also under
+the root) must not be able to mint a platform name.
+
+>>> platform = load_platform_authority(CertsLayout(Path("certs")))  # doctest: +SKIP
+>>> verify_platform_chain(chain_der, platform).name  # doctest: +SKIP
+'ops-admin'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import ClientVerifier, Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
+from poller.identity import certinfo
+from poller.identity.certinfo import CertificateError
+from poller.identity.context import _PROOF
+from poller.identity.names import InvalidName
+from poller.identity.platform import PlatformIdentity, parse_platform_cn
+from poller.identity.reasons import IdentityRefused, Reason
+from poller.trust.layout import CertsLayout
+from poller.trust.store import ClientIdentity
+from poller.trust.verify import parse_chain
+
+_CLIENT_EKUS = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformAuthority:
+    """The platform services CA: the only anchor for platform identities."""
+
+    cert: x509.Certificate
+    pem: bytes
+    spki_sha256: str
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate) -> PlatformAuthority:
+        return cls(cert=cert, pem=cert.public_bytes(serialization.Encoding.PEM), spki_sha256=certinfo.spki_sha256(cert))
+
+    def issued(self, cert: x509.Certificate) -> bool:
+        """True if this CA's key signed cert (names and signature both match)."""
+        if cert.issuer != self.cert.subject:
+            return False
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except Exception:
+            return False
+        return True
+
+
+def load_platform_authority(layout: CertsLayout) -> PlatformAuthority | None:
+    """certs/platform/ca.pem, or None when the directory has no platform CA.
+
+    Raises CertificateError (a ValueError) when the file exists but is not a CA certificate.
+    """
+    path = layout.platform_ca
+    if not path.exists():
+        return None
+    cert = certinfo.load_pem_chain(path.read_bytes(), what=str(path))[0]
+    if not certinfo.is_ca(cert):
+        raise CertificateError(f"{path}: not a CA certificate")
+    return PlatformAuthority.from_certificate(cert)
+
+
+def verify_platform_chain(
+    chain: Sequence[bytes | x509.Certificate],
+    platform: PlatformAuthority | None,
+    *,
+    now: datetime | None = None,
+) -> PlatformIdentity:
+    """Return the PlatformIdentity the chain proves, or raise IdentityRefused.
+
+    Checks, in order: issued by the platform CA (name and key), not a CA, CN
+    `<name>.platform.serviceradar`, within validity, and a full path
+    validation to the platform CA (signature, EKU clientAuth when present).
+    """
+    now = now or certinfo.utcnow()
+    certs = parse_chain(chain)
+    leaf = certs[0]
+    peer = certinfo.summary(leaf)
+
+    def refuse(reason: Reason, detail: str) -> IdentityRefused:
+        return IdentityRefused(reason, detail, peer=peer)
+
+    if platform is None:
+        raise refuse(Reason.UNTRUSTED_CHAIN, "no platform CA (platform/ca.pem) in the trust store")
+    if not platform.issued(leaf):
+        raise refuse(Reason.UNTRUSTED_CHAIN, "not issued by the platform CA")
+    if certinfo.is_ca(leaf):
+        raise refuse(Reason.BAD_CERTIFICATE, "the presented leaf is a CA certificate")
+    names = certinfo.common_names(leaf)
+    if len(names) != 1:
+        raise refuse(Reason.INVALID_CN, f"subject has {len(names)} CNs, expected exactly 1")
+    try:
+        name = parse_platform_cn(names[0])
+    except InvalidName as exc:
+        raise refuse(Reason.INVALID_CN, str(exc)) from None
+    if now < certinfo.not_before(leaf):
+        raise refuse(Reason.NOT_YET_VALID, f"valid from {certinfo.not_before(leaf):%Y-%m-%dT%H:%M:%SZ}")
+    if now > certinfo.not_after(leaf):
+        raise refuse(Reason.EXPIRED, f"expired at {certinfo.not_after(leaf):%Y-%m-%dT%H:%M:%SZ}")
+    try:
+        _verifier(platform, now).verify(leaf, certs[1:])
+    except VerificationError as exc:
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to the platform CA failed: {exc}") from None
+    return PlatformIdentity(
+        name=name,
+        cn=names[0],
+        serial=peer["serial"],
+        fingerprint_sha256=peer["fingerprint"],
+        issuer_spki_sha256=platform.spki_sha256,
+        not_after=certinfo.not_after(leaf),
+        verified_at=now,
+        local=False,
+        _proof=_PROOF,
+    )
+
+
+def local_platform_identity(client: ClientIdentity) -> PlatformIdentity:
+    """The poller process's own identity: the client certificate loaded with its key.
+
+    Trusted because TrustStore loaded the matching private key; `local=True`
+    so that its deliveries are not audited as an administrator's.
+    """
+    cn = client.cn
+    now = certinfo.utcnow()
+    return PlatformIdentity(
+        name=cn.split(".", 1)[0] or "poller",
+        cn=cn,
+        serial=certinfo.serial_hex(client.cert),
+        fingerprint_sha256=certinfo.fingerprint_sha256(client.cert),
+        issuer_spki_sha256="",
+        not_after=certinfo.not_after(client.cert),
+        verified_at=now,
+        local=True,
+        _proof=_PROOF,
+    )
+
+
+def _verifier(platform: PlatformAuthority, now: datetime) -> ClientVerifier:
+    ee = (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_client_eku)
+    )
+    ca = (
+        ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+    )
+    return (
+        PolicyBuilder()
+        .store(Store([platform.cert]))
+        .time(now)
+        .max_chain_depth(2)
+        .extension_policies(ca_policy=ca, ee_policy=ee)
+        .build_client_verifier()
+    )
+
+
+def _require_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (_CLIENT_EKUS & set(eku)):
+        raise ValueError("extendedKeyUsage does not allow clientAuth")

@@ -1,0 +1,253 @@
+"""Tenant isolation on a real nats-server with the `nats-config` layout.
+
+The poller publishes real agents' results; acme-corp's land only on
+acme-corp.* and xyz-inc's only on xyz-inc.*; the server itself refuses a
+tenant's credentials anything outside its prefix, and any publish of a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import DeliverPolicy
+
+from poller.daemon.config import parse_config
+from poller.daemon.scheduler import Scheduler
+from poller.nats.accounts import creds_path
+from poller.nats.creds import load_credentials
+from poller.nats.sink import JetStreamSettings, JetStreamSink
+from poller.testing.nats_server import NatsServer
+from poller.trust.store import TrustStore
+
+ACME, XYZ = "acme-corp", "xyz-inc"
+
+
+class Refusals:
+    """Collects the server's asynchronous -ERR lines (permissions violations) for one connection."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.changed = asyncio.Event()
+
+    async def on_error(self, err: Exception) -> None:
+        self.errors.append(str(err))
+        self.changed.set()
+
+    async def wait_for(self, fragment: str, timeout: float = 10.0) -> str:
+        async with asyncio.timeout(timeout):
+            while True:
+                for text in self.errors:
+                    if fragment in text:
+                        return text
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def connect_as(server: NatsServer, layout: Path, tenant: str | None, refusals: Refusals | None = None) -> Any:
+    creds = load_credentials(creds_path(layout, tenant))
+    return await nats.connect(
+        server.url, error_cb=(refusals or Refusals()).on_error, allow_reconnect=False, **creds.connect_options()
+    )
+
+
+async def read_stream(nc: Any, tenant: str, expected: int) -> list[Any]:
+    js = nc.jetstream()
+    info = await js.stream_info(f"tenant-{tenant}")
+    assert info.state.messages == expected, f"tenant-{tenant} holds {info.state.messages}, expected {expected}"
+    sub = await js.subscribe(f"{tenant}.>", stream=f"tenant-{tenant}", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    return [await sub.next_msg(timeout=10) for _ in range(expected)]
+
+
+async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, nats_server, nats_layout, tmp_path) -> None:
+    acme = await serve(pki.agent(ACME, "agent-001"))
+    xyz = await serve(pki.agent(XYZ, "agent-007", "site-b"))
+    impostor = await serve(pki.agent(ACME, "agent-666", issuer_tenant=XYZ, dns=[]))  # xyz-inc's CA, says acme-corp
+    checks = [{"service_type": "icmp", "service_name": "ping", "details": "127.0.0.1"}]
+    settings = parse_config(
+        {
+            "poller_id": "poller-test",
+            "certs_dir": str(pki.directory),
+            "agents": {
+                "acme-1": {"address": acme.address, "tenant": ACME, "checks": checks},
+                "xyz-1": {"address": xyz.address, "tenant": XYZ, "checks": checks},
+                "impostor": {"address": impostor.address, "tenant": ACME, "checks": checks},
+            },
+        }
+    )
+    sink = JetStreamSink(
+        JetStreamSettings(
+            url=nats_server.url,
+            creds=creds_path(nats_layout, None),
+            outbox=tmp_path / "outbox.db",
+            heartbeat_interval=None,
+            poller_id="poller-test",
+        )
+    )
+    scheduler = Scheduler(settings, TrustStore(pki.directory), sink.publish)
+    scheduler.start(loops=False)
+    try:
+        results = await scheduler.run_once()
+        assert await sink.wait_drained(30), "the outbox did not drain"
+    finally:
+        await scheduler.stop(grace=1)
+        await sink.close()
+    assert len(results) == 3
+
+    for tenant, agents in ((ACME, {"acme-1", "impostor"}), (XYZ, {"xyz-1"})):
+        nc = await connect_as(nats_server, nats_layout, tenant)
+        try:
+            # one status result per agent, and one health event (accepted / refused) per agent
+            msgs = await read_stream(nc, tenant, 2 * len(agents))
+        finally:
+            await nc.close()
+        assert all(m.subject.startswith(tenant + ".") for m in msgs)
+        docs = [json.loads(m.data) for m in msgs]
+        assert {d["tenant"] for d in docs} == {tenant}
+        status = {d["agent"]: (m.subject, d) for m, d in zip(msgs, docs, strict=True) if d["kind"] == "status"}
+        assert set(status) == agents
+        for subject, _doc in status.values():
+            assert subject == f"{tenant}.agents.status"
+        events = {d["agent"]: d for d in docs if d["kind"] == "health"}
+        assert {a: e["event"] for a, e in events.items()} == {a: ("refused" if a == "impostor" else "accepted") for a in agents}
+        if tenant == ACME:
+            assert status["impostor"][1]["reason"] == "tenant_mismatch" and not status["impostor"][1]["proven"]
+            assert events["impostor"]["reason"] == "tenant_mismatch"
+            assert status["acme-1"][1]["identity"]["tenant"] == ACME
+        # every message carries a distinct deterministic Msg-Id
+        ids = [m.headers["Nats-Msg-Id"] for m in msgs]
+        assert len(set(ids)) == len(ids) and all(i.startswith("poller-test/") for i in ids)
+    # the payload is exactly the file sink's line
+    by_agent = {r.agent: r for r in results}
+    nc = await connect_as(nats_server, nats_layout, XYZ)
+    try:
+        (first,) = [m for m in await read_stream(nc, XYZ, 2) if m.subject.endswith("agents.status")]
+    finally:
+        await nc.close()
+    assert json.loads(first.data) == by_agent["xyz-1"].to_json()
+
+
+@pytest.fixture
+async def poller_published(nats_server: NatsServer, nats_layout: Path, tmp_path: Path) -> NatsServer:
+    """Both tenants' streams exist and hold one result each (published by the poller's sink)."""
+    from poller.daemon.results import PollResult
+
+    sink = JetStreamSink(
+        JetStreamSettings(url=nats_server.url, creds=creds_path(nats_layout, None), outbox=None, heartbeat_interval=None)
+    )
+    try:
+        for tenant in (ACME, XYZ):
+            await sink.publish(
+                PollResult(
+                    tenant=tenant,
+                    agent="a",
+                    address="h:1",
+                    poller_id="p",
+                    partition="d",
+                    kind="status",
+                    service_name="ping",
+                    service_type="icmp",
+                    available=True,
+                )
+            )
+    finally:
+        await sink.close()
+    return nats_server
+
+
+@pytest.mark.parametrize("subject", ["xyz-inc.>", ">", "xyz-inc.agents.status", "*.agents.status"])
+async def test_a_tenant_cannot_subscribe_outside_its_prefix(poller_published, nats_layout, subject) -> None:
+    refusals = Refusals()
+    nc = await connect_as(poller_published, nats_layout, ACME, refusals)
+    try:
+        await nc.subscribe(subject)
+        await nc.flush()
+        text = await refusals.wait_for("permissions violation for subscription")
+        assert subject in text
+    finally:
+        await nc.close()
+
+
+async def test_a_tenant_cannot_consume_another_tenants_stream(poller_published, nats_layout) -> None:
+    refusals = Refusals()
+    nc = await connect_as(poller_published, nats_layout, ACME, refusals)
+    try:
+        js = nc.jetstream(timeout=1)
+        with pytest.raises(nats.errors.TimeoutError):  # the request never reaches JetStream
+            await js.subscribe("xyz-inc.>", stream="tenant-xyz-inc", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+        await refusals.wait_for('permissions violation for publish to "$js.api.consumer.create.tenant-xyz-inc')
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.stream_info("tenant-xyz-inc")
+    finally:
+        await nc.close()
+
+
+async def test_a_tenant_cannot_publish_results_or_change_its_stream(poller_published, nats_layout) -> None:
+    refusals = Refusals()
+    nc = await connect_as(poller_published, nats_layout, ACME, refusals)
+    try:
+        await nc.publish("acme-corp.agents.status", b'{"forged": true}')
+        await refusals.wait_for('permissions violation for publish to "acme-corp.agents.status"')
+        js = nc.jetstream(timeout=1)
+        for attempt in (js.delete_stream("tenant-acme-corp"), js.purge_stream("tenant-acme-corp")):
+            with pytest.raises(nats.errors.TimeoutError):
+                await attempt
+        info = await js.stream_info("tenant-acme-corp")  # reading its own stream is allowed
+        assert info.state.messages == 1  # the forged message was not stored, nothing was purged
+    finally:
+        await nc.close()
+
+
+def tail(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "poller", "tail", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_tail_reads_its_tenant_and_is_refused_elsewhere(poller_published, nats_layout) -> None:
+    url, acme = poller_published.url, str(creds_path(nats_layout, ACME))
+    ok = await asyncio.to_thread(
+        tail, "--nats", url, "--creds", acme, "--tenant", ACME, "--from-start", "--count", "1", "--timeout", "20"
+    )
+    assert ok.returncode == 0, ok.stderr
+    (line,) = ok.stdout.splitlines()
+    doc = json.loads(line)
+    assert doc["subject"] == "acme-corp.agents.status" and doc["payload"]["tenant"] == ACME
+    assert doc["msg_id"].startswith("p/a/status/icmp/ping/")
+
+    refused = await asyncio.to_thread(tail, "--nats", url, "--creds", acme, "--tenant", XYZ, "--from-start", "--timeout", "20")
+    assert refused.returncode == 3, refused.stderr
+    assert refused.stdout == ""
+
+    poller_creds = str(creds_path(nats_layout, None))
+    as_poller = await asyncio.to_thread(tail, "--nats", url, "--creds", poller_creds, "--tenant", ACME, "--timeout", "20")
+    assert as_poller.returncode == 3, as_poller.stderr
+
+
+async def test_tail_times_out_with_zero_and_reports_an_unreachable_server(poller_published, nats_layout, unused_tcp_port) -> None:
+    acme = str(creds_path(nats_layout, ACME))
+    quiet = await asyncio.to_thread(tail, "--nats", poller_published.url, "--creds", acme, "--tenant", ACME, "--timeout", "1")
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
+    down = await asyncio.to_thread(
+        tail, "--nats", f"nats://127.0.0.1:{unused_tcp_port}", "--creds", acme, "--tenant", ACME, "--timeout", "5"
+    )
+    assert down.returncode == 4, down.stderr
+
+
+async def test_tail_with_a_wrong_password_is_refused(poller_published, nats_layout, tmp_path) -> None:
+    creds = json.loads(creds_path(nats_layout, ACME).read_text())
+    creds["password"] = "not-the-password"
+    forged = tmp_path / "forged.creds"
+    forged.write_text(json.dumps(creds))
+    forged.chmod(0o600)
+    result = await asyncio.to_thread(
+        tail, "--nats", poller_published.url, "--creds", str(forged), "--tenant", ACME, "--timeout", "5"
+    )
+    assert result.returncode == 3, result.stderr
+    assert "not-the-password" not in result.stderr

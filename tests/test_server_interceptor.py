@@ -1,0 +1,258 @@
+"""The server-side tenant interceptor, through the example service in examples/:
+real mTLS on loopback, real grpc.aio server, callers with real certificates
+(honest, impostor, revoked, admin) minted by ForgePki.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from poller.dial.interceptor import TENANT_METADATA_KEY
+from poller.identity.names import format_spiffe_id
+from poller.server import REASON_METADATA_KEY, TenantServerInterceptor
+from poller.testing import ForgedCert, ForgePki
+from poller.trust import TrustStore
+
+ACME, XYZ = "acme-corp", "xyz-inc"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tenant_service.py"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("tenant_service_example", EXAMPLE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = _load_example()
+
+
+def method(name: str) -> str:
+    return f"/{example.SERVICE}/{name}"
+
+
+class Service:
+    def __init__(self, pki: ForgePki, port: int, server: grpc.aio.Server) -> None:
+        self.pki, self.port, self.server = pki, port, server
+        self._channels: list[grpc.aio.Channel] = []
+
+    def channel(self, who: ForgedCert) -> grpc.aio.Channel:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self.pki.root_pem, private_key=who.key_pem, certificate_chain=who.chain_pem
+        )
+        channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{self.port}", creds, options=[("grpc.ssl_target_name_override", "poller-1.serviceradar")]
+        )
+        self._channels.append(channel)
+        return channel
+
+    async def call(self, who: ForgedCert, name: str, *, metadata=None) -> dict:
+        answer = await self.channel(who).unary_unary(method(name))(b"{}", metadata=metadata, timeout=10)
+        return json.loads(answer)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+@pytest.fixture
+async def trust_store(pki: ForgePki) -> TrustStore:
+    return TrustStore(pki.directory, require_client=False)
+
+
+@pytest.fixture
+async def service(pki: ForgePki, trust_store: TrustStore) -> AsyncIterator[Service]:
+    chain, key = pki.client_identity()
+    server, port = await example.start_service(trust_store, chain, key)
+    svc = Service(pki, port, server)
+    yield svc
+    await svc.close()
+    await server.stop(None)
+
+
+def admin_cert(pki: ForgePki, name: str = "ops-admin") -> ForgedCert:
+    cn = f"{name}.platform.serviceradar"
+    return pki.agent(ACME, signed_by="platform", cn=cn, spiffe=None, dns=[cn])
+
+
+def gateway_cert(pki: ForgePki, tenant: str) -> ForgedCert:
+    return pki.agent(tenant, "gw-1", "site-b", spiffe=format_spiffe_id("gateway", tenant, "site-b", "gw-1"))
+
+
+async def refused(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
+async def reason_of(err: grpc.aio.AioRpcError) -> str | None:
+    for key, value in err.trailing_metadata() or ():
+        if key == REASON_METADATA_KEY:
+            return value
+    return None
+
+
+async def test_each_tenant_is_proven_and_bound_for_the_handler(pki, service, log_events):
+    acme, xyz = pki.agent(ACME, "agent-001"), pki.agent(XYZ, "agent-007", "site-b")
+    answers = await asyncio.gather(*(service.call(who, "Whoami") for who in (acme, xyz) * 10))
+    logs = log_events()
+    # Concurrent calls of two tenants each see their own identity (also in a task the handler started).
+    assert [a["tenant"] for a in answers] == [ACME, XYZ] * 10
+    assert answers[0] == {"tenant": ACME, "component": "agent-001", "partition": "partition-1", "type": "agent"}
+    accepted = [e for e in logs if e["event"] == "server_call_accepted"]
+    assert len(accepted) == 20 and all(e["audit"] is True and e["serial"] and e["fingerprint"] for e in accepted)
+
+
+async def test_the_four_call_shapes(pki, service):
+    acme = pki.agent(ACME, "agent-001")
+    channel = service.channel(acme)
+    streamed = [json.loads(m) async for m in channel.unary_stream(method("Watch"))(b"{}")]
+    assert [(m["tenant"], m["i"]) for m in streamed] == [(ACME, 0), (ACME, 1), (ACME, 2)]
+
+    async def requests():
+        for text in (b"a", b"b"):
+            yield text
+
+    uploaded = json.loads(await channel.stream_unary(method("Upload"))(requests()))
+    assert (uploaded["tenant"], uploaded["received"]) == (ACME, 2)
+    chatted = [json.loads(m) async for m in channel.stream_stream(method("Chat"))(requests())]
+    assert [(m["tenant"], m["echo"]) for m in chatted] == [(ACME, "a"), (ACME, "b")]
+
+    impostor = service.channel(impostor_cert(pki))
+    for call in (
+        impostor.unary_stream(method("Watch"))(b"{}"),
+        impostor.stream_unary(method("Upload"))(requests()),
+        impostor.stream_stream(method("Chat"))(requests()),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            if hasattr(call, "__aiter__"):
+                async for _ in call:
+                    pass
+            else:
+                await call
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def impostor_cert(pki: ForgePki) -> ForgedCert:
+    """xyz-inc's CA minting "agent-001.partition-1.acme-corp.serviceradar".
+
+    Without a DNS SAN the tenant CA's name constraints (a DNS subtree) do not
+    stop it in TLS, and tenant CAs made by generate-certs.sh have none at all:
+    the interceptor is what refuses it.
+    """
+    return pki.agent(ACME, "agent-001", issuer_tenant=XYZ, dns=[])
+
+
+async def test_impostor_minted_by_another_tenants_ca_is_unauthenticated(pki, service, log_events):
+    impostor = impostor_cert(pki)
+    err = await refused(service.channel(impostor).unary_unary(method("Whoami"))(b"{}"))
+    logs = log_events()
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.details().startswith("tenant_mismatch")
+    assert await reason_of(err) == "tenant_mismatch"
+    audit = next(e for e in logs if e["event"] == "server_call_refused")
+    assert audit["reason"] == "tenant_mismatch" and audit["serial"] == impostor.serial_hex and audit["audit"] is True
+    assert "xyz-inc" not in err.details()  # the caller learns the reason, not our CA names
+    # With a DNS SAN, the name-constrained CA's certificate does not even pass TLS.
+    with_san = pki.agent(ACME, "agent-001", issuer_tenant=XYZ)
+    err = await refused(service.channel(with_san).unary_unary(method("Whoami"))(b"{}"))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_revoked_certificate_is_unauthenticated_after_the_crl_is_loaded(pki, service, trust_store):
+    acme = pki.agent(ACME, "agent-003")
+    assert (await service.call(acme, "Whoami"))["component"] == "agent-003"
+    pki.revoke(ACME, acme)
+    trust_store.reload()  # the CRL applies to the next call, no restart
+    err = await refused(service.channel(acme).unary_unary(method("Whoami"))(b"{}"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "revoked"
+
+
+async def test_method_policies_permission_denied(pki, service):
+    acme_agent, xyz_gateway, acme_gateway = pki.agent(ACME), gateway_cert(pki, XYZ), gateway_cert(pki, ACME)
+    assert (await service.call(xyz_gateway, "Register"))["type"] == "gateway"
+    err = await refused(service.channel(acme_agent).unary_unary(method("Register"))(b"{}"))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and await reason_of(err) == "policy_denied"
+    assert (await service.call(acme_gateway, "AcmeReport"))["tenant"] == ACME
+    err = await refused(service.channel(xyz_gateway).unary_unary(method("AcmeReport"))(b"{}"))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await refused(service.channel(acme_agent).unary_unary(method("Stats"))(b"{}"))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("policy_denied")
+
+
+async def test_platform_admin_is_allowed_across_tenants_only_where_a_policy_says_so_and_audited(pki, service, log_events):
+    admin = admin_cert(pki)
+    stats = await service.call(admin, "Stats")
+    report = await service.call(admin, "AcmeReport", metadata=((TENANT_METADATA_KEY, ACME),))
+    logs = log_events()
+    assert stats["admin"] == "ops-admin.platform.serviceradar"
+    assert report == {"admin": "ops-admin.platform.serviceradar", "tenant": ACME}
+    audits = [e for e in logs if e["event"] == "server_call_accepted"]
+    assert [(e["admin"], e["tenant"], e["cross_tenant"]) for e in audits] == [
+        ("ops-admin.platform.serviceradar", None, True),
+        ("ops-admin.platform.serviceradar", ACME, True),
+    ]
+    # Methods without platform_admin() in their policy refuse an admin.
+    err = await refused(service.channel(admin).unary_unary(method("Whoami"))(b"{}"))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_platform_names_only_from_the_platform_ca(pki, service):
+    # A tenant CA minting a platform name (a URI SAN and no DNS SAN, so the CA's
+    # DNS name constraints do not stop it in TLS): not an identity at all.
+    fake_admin = pki.agent(ACME, cn="ops-admin.platform.serviceradar", dns=[])
+    err = await refused(service.channel(fake_admin).unary_unary(method("Stats"))(b"{}"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "invalid_cn"
+    # The platform CA issuing an edge name is not an admin either.
+    edge_by_platform = pki.agent(ACME, signed_by="platform")
+    err = await refused(service.channel(edge_by_platform).unary_unary(method("Stats"))(b"{}"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "invalid_cn"
+
+
+async def test_no_client_certificate_is_unauthenticated(trust_store):
+    """A server mis-set without TLS: the interceptor still refuses, with a reason."""
+    server = grpc.aio.server(interceptors=[TenantServerInterceptor(trust_store)])
+    server.add_generic_rpc_handlers((example.handlers(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            err = await refused(channel.unary_unary(method("Whoami"))(b"{}"))
+    finally:
+        await server.stop(None)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "bad_certificate"
+
+
+async def test_example_runs_as_a_program(pki):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        "--certs",
+        str(pki.directory),
+        "--listen",
+        "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(30):
+            line = (await proc.stdout.readline()).decode()
+        assert "listening on port" in line
+        port = int(line.rsplit(" ", 1)[1])
+        svc = Service(pki, port, None)  # type: ignore[arg-type]
+        try:
+            assert (await svc.call(pki.agent(XYZ, "agent-007", "site-b"), "Whoami"))["tenant"] == XYZ
+        finally:
+            await svc.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
