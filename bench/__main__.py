@@ -26,6 +26,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench.handlers", [], ["--results", "5000"]),
     ("bench.nats", [], ["--results", "2000", "--rounds", "2"]),
     ("bench.plugin", [], ["--tests", "20", "--runs", "1"]),
+    ("bench.status", [], ["--agents", "1000", "--repeat", "2"]),
 ]
 
 

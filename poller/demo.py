@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -66,6 +67,7 @@ def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str]) -> dic
         "certs_dir": str(certs),
         "sink": sink,
         "log_format": "console",
+        "metrics_listen": f"127.0.0.1:{_status_port()}",
         "agents": agents,
     }
 
@@ -97,6 +99,38 @@ def _start_nats(certs_tenants: list[str], nats_dir: Path, store: Path) -> NatsSe
     existing = {t: load_credentials(creds_path(nats_dir, t)) for t in [None, *certs_tenants]}
     write_layout(nats_dir, plan_layout(certs_tenants, listen=("127.0.0.1", server.port), store_dir=store, existing=existing))
     return server
+
+
+def _status_port(preferred: int = 9464) -> int:
+    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+async def _live_status_table(config: Path, log: Path | None, every: float = 4.0) -> None:
+    """Every few seconds the table `serviceradar-poller status` prints: redrawn in
+    place of the log on a terminal (the log then goes to `log`), else under it."""
+    from poller.cli.status import StatusUnavailable, fetch_status, format_table, status_url
+
+    url = f"http://{json.loads(config.read_text())['metrics_listen']}"
+    where = f"  targets page: {url}/   status: serviceradar-poller status --url {url}"
+    print(f"{where}\n", flush=True)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            agents = await asyncio.to_thread(fetch_status, status_url(url) or url, timeout=2.0)
+        except StatusUnavailable:
+            continue  # the daemon is starting or stopping
+        if log is None:
+            print(f"\n{format_table(agents)}", flush=True)
+        else:  # clear the screen, then the table; the daemon's log is in the file
+            print(f"\x1b[H\x1b[2J{format_table(agents)}\n{where}\n  daemon log: {log}   Ctrl-C stops everything.", flush=True)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -136,13 +170,18 @@ async def main(args: argparse.Namespace) -> int:
 
         # The daemon is its own process, exactly as in production. It ignores
         # nothing: Ctrl-C reaches it (same process group) and it stops cleanly.
+        log = workdir / "poller.log" if sys.stdout.isatty() else None  # the live table replaces the log on a terminal
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if log else None
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "poller", "run", "--config", str(config), env={**os.environ, "FORCE_COLOR": "1"}
+            sys.executable, "-m", "poller", "run", "--config", str(config), env={**os.environ, "FORCE_COLOR": "1"}, stderr=log_fd
         )
+        if log_fd is not None:
+            os.close(log_fd)  # the daemon has its own copy
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        table = asyncio.ensure_future(_live_status_table(config, log))
         waiter = asyncio.ensure_future(proc.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -150,6 +189,7 @@ async def main(args: argparse.Namespace) -> int:
             proc.send_signal(signal.SIGTERM)
         code = await proc.wait()
         stopper.cancel()
+        table.cancel()
         where = f"{workdir / 'data'}/" if nats_dir is None else "the tenants' streams (store removed with the demo)"
         print(f"\npoller exited with status {code}; results were in {where}", flush=True)
         return code

@@ -83,7 +83,9 @@ def nats_layout(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
+def accounts_nats(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
+    """Not named nats_server: that is the pytest plugin's fixture (an open server),
+    which a conftest fixture of the same name would silently replace."""
     server = NatsServer(config=nats_layout / "nats-server.conf").start()
     try:
         yield server

@@ -65,7 +65,7 @@ async def read_stream(nc: Any, tenant: str, expected: int) -> list[Any]:
     return [await sub.next_msg(timeout=10) for _ in range(expected)]
 
 
-async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, nats_server, nats_layout, tmp_path) -> None:
+async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, accounts_nats, nats_layout, tmp_path) -> None:
     acme = await serve(pki.agent(ACME, "agent-001"))
     xyz = await serve(pki.agent(XYZ, "agent-007", "site-b"))
     impostor = await serve(pki.agent(ACME, "agent-666", issuer_tenant=XYZ, dns=[]))  # xyz-inc's CA, says acme-corp
@@ -83,7 +83,7 @@ async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, nat
     )
     sink = JetStreamSink(
         JetStreamSettings(
-            url=nats_server.url,
+            url=accounts_nats.url,
             creds=creds_path(nats_layout, None),
             outbox=tmp_path / "outbox.db",
             heartbeat_interval=None,
@@ -101,7 +101,7 @@ async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, nat
     assert len(results) == 3
 
     for tenant, agents in ((ACME, {"acme-1", "impostor"}), (XYZ, {"xyz-1"})):
-        nc = await connect_as(nats_server, nats_layout, tenant)
+        nc = await connect_as(accounts_nats, nats_layout, tenant)
         try:
             # one status result per agent, and one health event (accepted / refused) per agent
             msgs = await read_stream(nc, tenant, 2 * len(agents))
@@ -125,7 +125,7 @@ async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, nat
         assert len(set(ids)) == len(ids) and all(i.startswith("poller-test/") for i in ids)
     # the payload is exactly the file sink's line
     by_agent = {r.agent: r for r in results}
-    nc = await connect_as(nats_server, nats_layout, XYZ)
+    nc = await connect_as(accounts_nats, nats_layout, XYZ)
     try:
         (first,) = [m for m in await read_stream(nc, XYZ, 2) if m.subject.endswith("agents.status")]
     finally:
@@ -134,12 +134,12 @@ async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, nat
 
 
 @pytest.fixture
-async def poller_published(nats_server: NatsServer, nats_layout: Path, tmp_path: Path) -> NatsServer:
+async def poller_published(accounts_nats: NatsServer, nats_layout: Path, tmp_path: Path) -> NatsServer:
     """Both tenants' streams exist and hold one result each (published by the poller's sink)."""
     from poller.daemon.results import PollResult
 
     sink = JetStreamSink(
-        JetStreamSettings(url=nats_server.url, creds=creds_path(nats_layout, None), outbox=None, heartbeat_interval=None)
+        JetStreamSettings(url=accounts_nats.url, creds=creds_path(nats_layout, None), outbox=None, heartbeat_interval=None)
     )
     try:
         for tenant in (ACME, XYZ):
@@ -158,7 +158,7 @@ async def poller_published(nats_server: NatsServer, nats_layout: Path, tmp_path:
             )
     finally:
         await sink.close()
-    return nats_server
+    return accounts_nats
 
 
 @pytest.mark.parametrize("subject", ["xyz-inc.>", ">", "xyz-inc.agents.status", "*.agents.status"])

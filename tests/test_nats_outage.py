@@ -77,7 +77,7 @@ async def stream_result_ids(server_url: str, layout: Path, tenant: str) -> list[
 
 
 async def test_outage_and_poller_restart_lose_nothing_and_store_each_result_once(
-    pki, serve, nats_server, nats_layout, tmp_path
+    pki, serve, accounts_nats, nats_layout, tmp_path
 ) -> None:
     acme = await serve(pki.agent(ACME, "agent-001"))
     xyz = await serve(pki.agent(XYZ, "agent-007"))
@@ -91,7 +91,7 @@ async def test_outage_and_poller_restart_lose_nothing_and_store_each_result_once
             "certs_dir": str(pki.directory),
             "sink": {
                 "type": "nats",
-                "url": nats_server.url,
+                "url": accounts_nats.url,
                 "creds": str(creds_path(nats_layout, None)),
                 "outbox": str(outbox),
                 "publish_timeout": "1s",
@@ -124,17 +124,17 @@ async def test_outage_and_poller_restart_lose_nothing_and_store_each_result_once
     # 1. NATS up: results flow; then NATS stops while the poller keeps polling.
     await run_daemon(lambda: len(ids) >= 4, during=None)
     before_outage = len(ids)
-    nats_server.stop()
+    accounts_nats.stop()
     # 2. The poller (restarted) keeps polling during the outage: results pile up in the outbox.
     await run_daemon(lambda: len(ids) >= before_outage + 6)
     pending = outbox_rows(outbox)
     assert pending >= 6, f"only {pending} rows waited in the outbox during the outage"
     # 3. Restarted again, still during the outage; NATS comes back with the same store.
-    await run_daemon(lambda: len(ids) >= before_outage + 10, during=nats_server.start)
+    await run_daemon(lambda: len(ids) >= before_outage + 10, during=accounts_nats.start)
     assert outbox_rows(outbox) == 0
 
     for tenant in (ACME, XYZ):
-        stored = await stream_result_ids(nats_server.url, nats_layout, tenant)
+        stored = await stream_result_ids(accounts_nats.url, nats_layout, tenant)
         polled = [msg_id for t, msg_id in ids if t == tenant]
         assert len(stored) == len(set(stored)), "a result was stored twice"
         assert sorted(stored) == sorted(polled), "the stream and the polls disagree"

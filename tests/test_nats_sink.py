@@ -65,8 +65,8 @@ def sample(sink: JetStreamSink, name: str, **labels: str) -> float:
     return sink.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def test_a_republished_result_is_stored_once(nats_server, nats_layout, tmp_path) -> None:
-    sink = sink_for(nats_server, nats_layout, tmp_path, outbox=None)
+async def test_a_republished_result_is_stored_once(accounts_nats, nats_layout, tmp_path) -> None:
+    sink = sink_for(accounts_nats, nats_layout, tmp_path, outbox=None)
     one = result()
     before = sample(sink, "poller_nats_duplicates_total", tenant=ACME)
     try:
@@ -74,14 +74,14 @@ async def test_a_republished_result_is_stored_once(nats_server, nats_layout, tmp
         await sink.publish(one)  # a retry after a lost ack: same Msg-Id
     finally:
         await sink.close()
-    msgs = await stream_messages(nats_server, nats_layout, ACME, "acme-corp.agents.status")
+    msgs = await stream_messages(accounts_nats, nats_layout, ACME, "acme-corp.agents.status")
     assert [m.headers["Nats-Msg-Id"] for m in msgs] == [result_message(one).msg_id]
     assert json.loads(msgs[0].data) == one.to_json()
     assert sample(sink, "poller_nats_duplicates_total", tenant=ACME) == before + 1
 
 
-async def test_results_go_to_their_channels_and_heartbeats_to_each_tenant_served(nats_server, nats_layout, tmp_path) -> None:
-    sink = sink_for(nats_server, nats_layout, tmp_path, heartbeat_interval=3600.0)
+async def test_results_go_to_their_channels_and_heartbeats_to_each_tenant_served(accounts_nats, nats_layout, tmp_path) -> None:
+    sink = sink_for(accounts_nats, nats_layout, tmp_path, heartbeat_interval=3600.0)
     try:
         await sink.publish(result(kind="results", service_type="sweep", service_name="network_sweep", current_sequence="7"))
         await sink.publish(result(XYZ, "edge-9"))
@@ -89,21 +89,21 @@ async def test_results_go_to_their_channels_and_heartbeats_to_each_tenant_served
         await sink._heartbeat()  # the loop's body, once, rather than waiting an interval
     finally:
         await sink.close()
-    acme = await stream_messages(nats_server, nats_layout, ACME)
+    acme = await stream_messages(accounts_nats, nats_layout, ACME)
     assert sorted(m.subject for m in acme) == ["acme-corp.agents.results.sweep", "acme-corp.pollers.heartbeat"]
     (beat,) = [json.loads(m.data) for m in acme if m.subject.endswith("heartbeat")]
     assert beat["tenant"] == ACME and beat["poller_id"] == "p1" and beat["agents"] == 1
-    xyz = await stream_messages(nats_server, nats_layout, XYZ)
+    xyz = await stream_messages(accounts_nats, nats_layout, XYZ)
     assert sorted(m.subject for m in xyz) == ["xyz-inc.agents.status", "xyz-inc.pollers.heartbeat"]
 
 
-async def test_one_tenant_that_cannot_be_served_does_not_hold_back_the_others(nats_server, nats_layout, tmp_path) -> None:
+async def test_one_tenant_that_cannot_be_served_does_not_hold_back_the_others(accounts_nats, nats_layout, tmp_path) -> None:
     # "other-co" is not in the server's layout: the poller may not publish there.
-    sink = sink_for(nats_server, nats_layout, tmp_path, publish_timeout=0.5)
+    sink = sink_for(accounts_nats, nats_layout, tmp_path, publish_timeout=0.5)
     try:
         await sink.publish(result("other-co"))
         await sink.publish(result(ACME))
-        acme = await stream_messages_eventually(nats_server, nats_layout, sink)
+        acme = await stream_messages_eventually(accounts_nats, nats_layout, sink)
         assert [m.subject for m in acme] == ["acme-corp.agents.status"]
         assert sink.outbox is not None and sink.outbox.rows == 1  # other-co's result waits, durable
         assert sample(sink, "poller_nats_publish_failures_total", tenant="other-co", reason="stream_unavailable") >= 1
@@ -119,8 +119,8 @@ async def stream_messages_eventually(server: NatsServer, layout: Path, sink: Jet
     return await stream_messages(server, layout, ACME, "acme-corp.agents.status")
 
 
-async def test_undeliverable_results_are_counted_never_silent(nats_server, nats_layout, tmp_path) -> None:
-    sink = sink_for(nats_server, nats_layout, tmp_path)
+async def test_undeliverable_results_are_counted_never_silent(accounts_nats, nats_layout, tmp_path) -> None:
+    sink = sink_for(accounts_nats, nats_layout, tmp_path)
     before = sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_channel")
     big_before = sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="too_large")
     try:
@@ -132,7 +132,7 @@ async def test_undeliverable_results_are_counted_never_silent(nats_server, nats_
         await sink.close()
     assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_channel") == before + 1
     assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="too_large") == big_before + 1
-    msgs = await stream_messages(nats_server, nats_layout, ACME, "acme-corp.agents.status")
+    msgs = await stream_messages(accounts_nats, nats_layout, ACME, "acme-corp.agents.status")
     assert [json.loads(m.data)["agent"] for m in msgs] == ["edge-2"]
 
 
@@ -190,7 +190,7 @@ def test_health_transitions_are_emitted_once_per_change() -> None:
     assert doc["reason"] == "revoked" and doc["proven"] is False and doc["agent"] == "edge-1"
 
 
-async def test_a_tampered_outbox_row_cannot_cross_tenants(nats_server, nats_layout, tmp_path) -> None:
+async def test_a_tampered_outbox_row_cannot_cross_tenants(accounts_nats, nats_layout, tmp_path) -> None:
     import sqlite3
 
     from poller.nats.messages import Message
@@ -205,12 +205,12 @@ async def test_a_tampered_outbox_row_cannot_cross_tenants(nats_server, nats_layo
     with sqlite3.connect(tmp_path / "outbox.db") as db:
         assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (2,)
 
-    sink = sink_for(nats_server, nats_layout, tmp_path)
+    sink = sink_for(accounts_nats, nats_layout, tmp_path)
     try:
         await sink.start()
         assert await sink.wait_drained(30)
         assert sample(sink, "poller_nats_undeliverable_total", tenant=ACME, reason="invalid_subject") == 1
     finally:
         await sink.close()
-    msgs = await stream_messages(nats_server, nats_layout, XYZ, "xyz-inc.agents.status")
+    msgs = await stream_messages(accounts_nats, nats_layout, XYZ, "xyz-inc.agents.status")
     assert [m.headers["Nats-Msg-Id"] for m in msgs] == [honest.msg_id]

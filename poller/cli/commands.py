@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from poller.cli import cluster, config, mock_agent, nats_config, onboard, pki, probe, run, tail
+from poller.cli import cluster, config, mock_agent, nats_config, onboard, pki, probe, run, status, tail
 
 REGISTRARS = (
     probe.register,
     run.register,
+    status.register,
     config.register,
     cluster.register,
     pki.register,

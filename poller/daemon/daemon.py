@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import signal
 from dataclasses import replace
-from typing import Any
 
 from poller.cluster.node import ClusterNode
 from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.daemon.http import OperatorServer
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.sinks import FileSink, Sink
@@ -86,7 +87,7 @@ class PollerDaemon:
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
-        self._metrics_server: Any = None
+        self._http: OperatorServer | None = None
         self.metrics_port: int | None = None
 
     async def publish(self, result: PollResult) -> Delivery:
@@ -108,7 +109,7 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        self._start_metrics()
+        await self._start_http()
         self._log_config_warnings()
         self._record_own_certificate()
         if self.cluster is not None:
@@ -153,7 +154,9 @@ class PollerDaemon:
         if self.cluster is not None:  # after the last poll: hand the leases over at once
             await self.cluster.stop(self.shutdown_grace)
         await self.registry.close()
-        self._stop_metrics()
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         log.info("poller_stopped", poller_id=self.settings.poller_id, cycles=self.scheduler.cycles_completed)
 
     async def _reload_loop(self) -> None:
@@ -194,8 +197,10 @@ class PollerDaemon:
         if not trusted:
             return False
         self.trust.require_crl = new.require_crl
-        if new.sink != self.settings.sink or new.certs_dir != self.settings.certs_dir or new.cluster != self.settings.cluster:
-            log.warning("reload_partial", why="sink, certs_dir and cluster changes need a restart; kept the running ones")
+        if _keep(new, self.settings) != new:
+            log.warning(
+                "reload_partial", why="sink, certs_dir, metrics_listen and cluster changes need a restart; kept the running ones"
+            )
             new = _keep(new, self.settings)
         self.settings = new
         self._agents = dict(new.agents_by_name)
@@ -214,22 +219,25 @@ class PollerDaemon:
         for issue in (*self.settings.warnings, *check_files(self.settings)):
             log.warning("config_warning", path=issue.path, message=issue.message)
 
-    def _start_metrics(self) -> None:
+    async def _start_http(self) -> None:
+        """/metrics, /status and the targets page on metrics_listen (off when unset)."""
         address = self.settings.metrics_address
         if address is None:
             return
-        from prometheus_client import start_http_server
-
-        host, port = address
-        self._metrics_server, _ = start_http_server(port, addr=host or "0.0.0.0", registry=self.metrics.registry)
-        self.metrics_port = self._metrics_server.server_port
-        log.info("metrics_listening", address=f"{host or '0.0.0.0'}:{self.metrics_port}")
-
-    def _stop_metrics(self) -> None:
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-            self._metrics_server = None
+        scheduler = self.scheduler
+        self._http = OperatorServer(
+            address,
+            statuses=lambda tenant: scheduler.status.snapshot(scheduler.settings.polled_agents, tenant),
+            poller_id=self.settings.poller_id,
+            refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
+            registry=self.metrics.registry,
+        )
+        await self._http.start()
+        self.metrics_port = self._http.port
+        host = address[0] or "0.0.0.0"
+        log.info("metrics_listening", address=f"{host}:{self.metrics_port}", paths=["/metrics", "/status", "/"])
+        if not _is_loopback(address[0]):
+            log.warning("status_pages_exposed", address=host, why="/status and / list every tenant's agents")
 
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
@@ -239,5 +247,12 @@ class PollerDaemon:
             log.warning("poller_certificate_expiring", days_left=int(days))
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
-    return replace(new, sink=old.sink, certs_dir=old.certs_dir, cluster=old.cluster)
+    return replace(new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster)

@@ -25,6 +25,7 @@ import structlog
 
 from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult, agent_outcome
+from poller.daemon.status import StatusBoard
 from poller.daemon.worker import AgentWorker
 from poller.identity.context import bound_tenant
 from poller.identity.reasons import Reason
@@ -133,6 +134,7 @@ class Scheduler:
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
         self._outcomes: dict[str, tuple[str, Reason]] = {}
+        self.status = StatusBoard()  # what /status and the targets page show
 
     @property
     def agent_names(self) -> list[str]:
@@ -218,7 +220,8 @@ class Scheduler:
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
             async with self.limiter:
-                checks = worker.due_checks(time.monotonic())  # before the cycle moves results_due on
+                started = time.monotonic()
+                checks = worker.due_checks(started)  # before the cycle moves results_due on
                 try:
                     async with asyncio.timeout(timeout):
                         results = await worker.cycle(checks)
@@ -228,6 +231,7 @@ class Scheduler:
                 except Exception:
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+                self.status.record(worker, results, time.monotonic() - started)
         self._outcomes[worker.agent.name] = (worker.agent.tenant, agent_outcome(results))
         for result in results:
             outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)

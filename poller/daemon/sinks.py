@@ -57,9 +57,7 @@ class FileSink:
         path = self.path_for(tenant)
         created = not path.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Line-buffered: a published result reaches the OS at once and survives
-        # the process being killed; flush() adds the fsync for a crash of the host.
-        handle = self._files[tenant] = path.open("a", encoding="utf-8", buffering=1)
+        handle = self._files[tenant] = path.open("a", encoding="utf-8")
         if created:  # the new directory entry must survive a crash too
             _fsync_dir(path.parent)
             _fsync_dir(path.parent.parent)

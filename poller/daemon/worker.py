@@ -45,6 +45,7 @@ class _Down:
 
     reason: Reason
     retry_at: float
+    error: AgentFailure | None = None  # what the last dial said (detail, refused certificate)
 
 
 class AgentWorker:
@@ -107,7 +108,7 @@ class AgentWorker:
         delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max)
         reason = err.reason
         changed = self.down is None or self.down.reason != reason
-        self.down = _Down(reason=reason, retry_at=time.monotonic() + delay)
+        self.down = _Down(reason=reason, retry_at=time.monotonic() + delay, error=err)
         event = "agent_refused" if isinstance(err, IdentityRefused) else "agent_unreachable"
         # One line per change of state, not one per cycle; the audit log has each decision.
         if changed:
