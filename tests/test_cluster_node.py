@@ -276,3 +276,23 @@ async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(
     finally:
         await node.stop(timeout=2)
         server.stop()
+
+
+async def test_a_replica_that_stops_cleanly_hands_its_agents_over_in_the_next_slot(nodes) -> None:
+    clock = Clock()
+    a = nodes("poller-a", clock)
+    b = nodes("poller-b", clock)
+    await until(a, lambda n: n.members == ["poller-a", "poller-b"])
+    await until(b, lambda n: n.members == ["poller-a", "poller-b"])
+    k = int(clock.now // INTERVAL) + 5
+    mine = [agent for agent in AGENTS if a.owner(agent.name) == "poller-a"]
+    for agent in mine:
+        clock.at(agent.name, k)
+        assert await a.may_poll(agent)
+    await a.stop()  # SIGTERM: leases released, member record deleted
+    await until(b, lambda n: n.members == ["poller-b"])  # its record is gone: no member timeout to wait for
+    for agent in mine:
+        clock.at(agent.name, k)
+        assert not await b.may_poll(agent)  # a polled this slot
+        clock.at(agent.name, k + 1)
+        assert await b.may_poll(agent), agent.name

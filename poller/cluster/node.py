@@ -58,6 +58,7 @@ from nats.js.kv import KeyValue
 
 from poller.cluster.assign import Member, assign
 from poller.cluster.records import (
+    MAX_RECORD_BYTES,
     MEMBER_PREFIX,
     UNOWNED_SHOWN,
     LeaseRecord,
@@ -527,7 +528,11 @@ class ClusterNode:
         except nats.js.errors.BucketNotFoundError:
             try:
                 kv = await js.create_key_value(
-                    bucket=self.config.bucket, history=1, ttl=bucket_ttl(self.interval), description="serviceradar-poller cluster"
+                    bucket=self.config.bucket,
+                    history=1,
+                    ttl=bucket_ttl(self.interval),
+                    max_value_size=MAX_RECORD_BYTES,  # records are small; a huge one is refused by the server
+                    description="serviceradar-poller cluster",
                 )
             except nats.js.errors.BadRequestError:  # another replica made it first, with other settings
                 kv = await js.key_value(self.config.bucket)

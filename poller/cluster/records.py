@@ -47,6 +47,8 @@ _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _HEX = re.compile(r"=(?:[0-9a-f]{2})+")
 # A member record lists at most this many unowned agents (it is rewritten every heartbeat).
 UNOWNED_SHOWN = 100
+# The largest value a replica writes is a member record: well under this.
+MAX_RECORD_BYTES = 64 * 1024
 
 
 class RecordError(PollerError, ValueError):
@@ -107,6 +109,8 @@ def parse_lease_key(key: str) -> tuple[str, str]:
 
 
 def _load(raw: bytes, what: str) -> dict[str, Any]:
+    if len(raw) > MAX_RECORD_BYTES:
+        raise RecordError(f"{what} is larger than {MAX_RECORD_BYTES} bytes")
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
@@ -188,8 +192,8 @@ class MemberRecord:
         doc = _load(raw, what)
         capacity = _number(doc, "capacity", what)
         interval = _number(doc, "interval", what)
-        if capacity <= 0 or interval <= 0:
-            raise RecordError("member: capacity and interval must be positive")
+        if not 0 < capacity < 1e9 or interval <= 0:
+            raise RecordError("member: capacity (below 1e9) and interval must be positive")
         tenants = doc.get("tenants")
         if tenants is not None and (not isinstance(tenants, list) or not all(isinstance(t, str) and t for t in tenants)):
             raise RecordError("member: tenants is not a list of names")
