@@ -49,7 +49,7 @@ from poller.daemon.results import PollResult
 from poller.identity.context import _current
 from poller.identity.names import check_label
 from poller.identity.platform import PlatformIdentity
-from poller.identity.reasons import Reason, ResultRefused
+from poller.identity.reasons import InvalidArgument, Reason, ResultRefused
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy
@@ -134,7 +134,7 @@ def _check_pattern(pattern: str) -> tuple[str, ...]:
         if token == ">" and i == len(tokens) - 1:
             continue
         if token != "*" and not _TOKEN.fullmatch(token):
-            raise ValueError(f"channel pattern {pattern!r}: token {token!r} is not a channel token, '*' or a final '>'")
+            raise InvalidArgument(f"channel pattern {pattern!r}: token {token!r} is not a channel token, '*' or a final '>'")
     return tokens
 
 
@@ -253,7 +253,7 @@ class HandlerRegistry:
         metrics: PollerMetrics | None = None,
     ) -> None:
         if timeout <= 0:
-            raise ValueError("timeout must be positive")
+            raise InvalidArgument("timeout must be positive")
         self.timeout = timeout
         self.metrics = metrics if metrics is not None else default_metrics()
         self._strict = strict_labels
@@ -285,7 +285,7 @@ class HandlerRegistry:
         if not isinstance(policy, Policy):
             raise TypeError("policy must be a poller.policy Policy (same_tenant, tenant_in, ... all_of, any_of)")
         if (tenant is None) == (platform is None):
-            raise ValueError("give exactly one scope: tenant=<slug> (bound to it) or platform=<PlatformIdentity>")
+            raise InvalidArgument("give exactly one scope: tenant=<slug> (bound to it) or platform=<PlatformIdentity>")
         if tenant is not None:
             check_label(tenant, "tenant slug")
         if platform is not None and not isinstance(platform, PlatformIdentity):
@@ -301,10 +301,10 @@ class HandlerRegistry:
             raise TypeError(f"{handler!r} is neither a callable nor a sink")
         name = name or default_name
         if name in self._registrations:
-            raise ValueError(f"a handler named {name!r} is already registered")
+            raise InvalidArgument(f"a handler named {name!r} is already registered")
         limit = self.timeout if timeout is None else timeout
         if limit <= 0:
-            raise ValueError("timeout must be positive")
+            raise InvalidArgument("timeout must be positive")
         registration = Registration(
             name=name,
             pattern=channel,
@@ -475,32 +475,43 @@ class HandlerRegistry:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _sinks(self) -> Iterable[tuple[str, SinkLike]]:
+    def _sinks(self) -> Iterable[tuple[Registration, SinkLike]]:
         seen: set[int] = set()
         for registration in self._registrations.values():
             target = registration.target
             if isinstance(target, SinkLike) and id(target) not in seen:
                 seen.add(id(target))
-                yield registration.name, target
+                yield registration, target
 
     async def flush(self) -> None:
-        """Flush every registered sink (e.g. at the end of a poll cycle); failures are logged."""
-        for name, sink in self._sinks():
-            try:
-                await sink.flush()
-            except Exception as exc:
-                log.error("sink_flush_failed", handler=name, detail=f"{type(exc).__name__}: {exc}")
+        """Flush every registered sink (the daemon calls it at the end of each
+        agent's cycle). Each is bounded by its handler's timeout like a
+        delivery: a hanging flush is logged and counted, never waited out."""
+        await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in self._sinks()))
 
     async def close(self) -> None:
-        """Flush and close every registered sink; cancel handlers still running past their timeout."""
+        """Flush and close every registered sink (bounded the same way); cancel
+        handlers still running past their timeout."""
         await self.flush()
-        for name, sink in self._sinks():
-            try:
-                await sink.close()
-            except Exception as exc:
-                log.error("sink_close_failed", handler=name, detail=f"{type(exc).__name__}: {exc}")
+        await asyncio.gather(*(self._bounded(r, sink.close(), "close") for r, sink in self._sinks()))
         for task in list(self._abandoned):
             task.cancel()
+
+    async def _bounded(self, registration: Registration, step: Awaitable[None], what: str) -> None:
+        task = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({task}, timeout=registration.timeout)
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(_forget(self._abandoned))
+            reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
+        elif not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            reason, detail = Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            return
+        self.metrics.handler_failures.labels(tenant="", handler=registration.name, reason=reason.value).inc()
+        log.error(f"sink_{what}_failed", handler=registration.name, reason=reason.value, detail=detail)
 
 
 def _allows(registration: Registration, access: Access) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 from poller.identity.context import TenantContext
 from poller.identity.names import check_label
 from poller.identity.platform import PlatformIdentity
-from poller.identity.reasons import Reason
+from poller.identity.reasons import InvalidArgument, Reason
 
 __all__ = [
     "Access",
@@ -202,7 +202,7 @@ def _labels(values: Iterable[str], what: str) -> frozenset[str]:
         raise TypeError(f"{what}: pass a collection of strings, not one string")
     found = frozenset(check_label(v, what) for v in values)
     if not found:
-        raise ValueError(f"{what}: an empty set allows nothing; say so with a policy that denies")
+        raise InvalidArgument(f"{what}: an empty set allows nothing; say so with a policy that denies")
     return found
 
 
@@ -258,7 +258,7 @@ def all_of(*policies: Policy) -> Policy:
     all_of(same_tenant('acme-corp'), component_type_in(['agent']))
     """
     if not policies:
-        raise ValueError("all_of() needs at least one policy (an empty all_of would allow everything)")
+        raise InvalidArgument("all_of() needs at least one policy (an empty all_of would allow everything)")
     return _AllOf(tuple(_checked(p) for p in policies))
 
 
@@ -269,7 +269,7 @@ def any_of(*policies: Policy) -> Policy:
     any_of(same_tenant('acme-corp'), platform_admin())
     """
     if not policies:
-        raise ValueError("any_of() needs at least one policy")
+        raise InvalidArgument("any_of() needs at least one policy")
     return _AnyOf(tuple(_checked(p) for p in policies))
 
 

@@ -91,3 +91,40 @@ def accounts_nats(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+StreamResultIds = Callable[[str, Path, str], Awaitable[list[str]]]
+
+
+@pytest.fixture
+def stream_result_ids() -> StreamResultIds:
+    """read(server_url, layout, tenant): the Msg-Ids of the tenant's `agents.*` messages in
+    its stream, read with the tenant's own credentials (each payload checked to name it)."""
+    import json
+
+    import nats
+    from nats.js.api import DeliverPolicy
+
+    from poller.nats.accounts import creds_path
+    from poller.nats.creds import load_credentials
+
+    async def read(server_url: str, layout: Path, tenant: str) -> list[str]:
+        creds = load_credentials(creds_path(layout, tenant))
+        nc = await nats.connect(server_url, allow_reconnect=False, **creds.connect_options())
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(f"tenant-{tenant}", subjects_filter=f"{tenant}.agents.>")
+            total = sum((info.state.subjects or {}).values())
+            sub = await js.subscribe(
+                f"{tenant}.agents.>", stream=f"tenant-{tenant}", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+            ids: list[str] = []
+            for _ in range(total):
+                msg = await sub.next_msg(timeout=10)
+                assert json.loads(msg.data)["tenant"] == tenant
+                ids.append(msg.headers["Nats-Msg-Id"])
+            return ids
+        finally:
+            await nc.close()
+
+    return read

@@ -149,6 +149,16 @@ def test_unparsable_files_are_refused_and_the_material_in_force_stays(pki):
     assert trust.client.cn == "poller-1.serviceradar"
 
 
+def test_an_unreadable_file_keeps_the_material_in_force(pki):
+    write_tenant_crl(pki, ACME, [7], number=1)
+    trust = TrustStore(pki.directory)
+    pki.layout.tenant_crl(ACME).unlink()
+    pki.layout.tenant_crl(ACME).mkdir()  # reading it fails (as root, permissions would not)
+    report = trust.reload()
+    assert any("unreadable" in p for p in report.problems), report.problems
+    assert 7 in trust.tenant(ACME).revoked_serials
+
+
 def test_removing_crl_pem_does_not_lift_revocations(pki):
     write_tenant_crl(pki, ACME, [7], number=1)
     trust = TrustStore(pki.directory)

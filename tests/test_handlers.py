@@ -194,7 +194,7 @@ async def test_strict_labels_refuse_a_disagreement():
 
 async def test_raising_and_hanging_handlers_do_not_stop_the_others(log_events):
     metrics = PollerMetrics()
-    registry = HandlerRegistry(timeout=0.2, metrics=metrics)
+    registry = HandlerRegistry(timeout=1.0, metrics=metrics)
     good = Recorder()
     never = asyncio.Event()
     stubborn_started = asyncio.Event()
@@ -234,6 +234,32 @@ async def test_raising_and_hanging_handlers_do_not_stop_the_others(log_events):
     assert sample(metrics, "poller_handler_failures_total", tenant=ACME, handler="hanging", reason="handler_timeout") == 1
     assert stubborn_started.is_set()
     release.set()  # let the stubborn handler end, so the test leaves nothing running
+    await registry.close()
+
+
+async def test_a_hanging_sink_flush_is_bounded_and_counted(log_events):
+    class StuckSink:
+        def __init__(self) -> None:
+            self.release = asyncio.Event()
+
+        async def publish(self, r: PollResult) -> None:
+            pass
+
+        async def flush(self) -> None:
+            await self.release.wait()
+
+        async def close(self) -> None:
+            pass
+
+    metrics = PollerMetrics()
+    registry = HandlerRegistry(timeout=0.2, metrics=metrics)
+    sink = StuckSink()
+    registry.register(">", sink, platform=unverified_platform_identity(local=True), policy=platform_admin(), name="stuck")
+    async with asyncio.timeout(30):  # a guard against a hang, not a timing assertion
+        await registry.flush()
+    assert sample(metrics, "poller_handler_failures_total", tenant="", handler="stuck", reason="handler_timeout") == 1
+    assert any(e["event"] == "sink_flush_failed" and e["handler"] == "stuck" for e in log_events())
+    sink.release.set()
     await registry.close()
 
 

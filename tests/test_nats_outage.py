@@ -8,19 +8,14 @@ tenant's stream exactly once, with the Msg-Id it was given when polled.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-
-import nats
-from nats.js.api import DeliverPolicy
 
 from poller.daemon.config import parse_config
 from poller.daemon.daemon import PollerDaemon
 from poller.daemon.results import PollResult
 from poller.nats.accounts import creds_path
-from poller.nats.creds import load_credentials
 from poller.nats.messages import result_message
 from poller.nats.sink import JetStreamSink, sink_from_config
 
@@ -34,7 +29,21 @@ class Recorder:
         self.inner, self.ids, self.changed = inner, ids, changed
 
     async def publish(self, result: PollResult) -> None:
-        await self.inner.publish(result)  # returns once durable in the outbox
+        # The inner publish returns once the result is durable in the outbox. A
+        # daemon stopping mid-publish cancels us, not the write: let the write
+        # finish and record what became durable, or the stream would hold a
+        # result this list never saw.
+        writing = asyncio.ensure_future(self.inner.publish(result))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            await asyncio.wait({writing})
+            if not writing.cancelled() and writing.exception() is None:
+                await self._record(result)
+            raise
+        await self._record(result)
+
+    async def _record(self, result: PollResult) -> None:
         async with self.changed:
             self.ids.append((result.tenant, result_message(result).msg_id))
             self.changed.notify_all()
@@ -56,28 +65,8 @@ def outbox_rows(path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
 
-async def stream_result_ids(server_url: str, layout: Path, tenant: str) -> list[str]:
-    creds = load_credentials(creds_path(layout, tenant))
-    nc = await nats.connect(server_url, allow_reconnect=False, **creds.connect_options())
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(f"tenant-{tenant}", subjects_filter=f"{tenant}.agents.>")
-        total = sum((info.state.subjects or {}).values())
-        sub = await js.subscribe(
-            f"{tenant}.agents.>", stream=f"tenant-{tenant}", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
-        ids: list[str] = []
-        for _ in range(total):
-            msg = await sub.next_msg(timeout=10)
-            assert json.loads(msg.data)["tenant"] == tenant
-            ids.append(msg.headers["Nats-Msg-Id"])
-        return ids
-    finally:
-        await nc.close()
-
-
 async def test_outage_and_poller_restart_lose_nothing_and_store_each_result_once(
-    pki, serve, accounts_nats, nats_layout, tmp_path
+    pki, serve, accounts_nats, nats_layout, tmp_path, stream_result_ids
 ) -> None:
     acme = await serve(pki.agent(ACME, "agent-001"))
     xyz = await serve(pki.agent(XYZ, "agent-007"))

@@ -43,6 +43,14 @@ async def exchange(server: OperatorServer, raw: bytes) -> bytes:
     return reply
 
 
+async def unanswered(server: OperatorServer) -> bool:
+    """True when the server closes (or resets) a request's connection without answering."""
+    try:
+        return await exchange(server, b"GET /status HTTP/1.1\r\n\r\n") == b""
+    except ConnectionResetError:
+        return True
+
+
 def split(reply: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = reply.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -90,6 +98,29 @@ async def test_a_silent_client_holds_up_no_one(server):
         assert status == 200
     finally:
         silent.close()
+
+
+async def test_connections_beyond_the_limit_are_closed_unanswered():
+    board = StatusBoard()
+    srv = OperatorServer(
+        ("127.0.0.1", 0),
+        statuses=lambda tenant: board.snapshot([], tenant),
+        poller_id="p",
+        registry=PollerMetrics().registry,
+        max_connections=2,
+    )
+    await srv.start()
+    holders = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(2)]  # connect, send nothing
+    try:
+        assert await unanswered(srv)  # closed at once, no queueing
+    finally:
+        for _, writer in holders:
+            writer.close()
+    async with asyncio.timeout(10):  # the slots come back once the holders are gone
+        while await unanswered(srv):
+            pass
+    assert split(await exchange(srv, b"GET /status HTTP/1.1\r\n\r\n"))[0] == 200
+    await srv.stop()
 
 
 async def test_metrics_negotiate_openmetrics_and_gzip(server):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -219,7 +220,10 @@ async def test_targets_page_is_valid_html_grouped_by_tenant_with_problems_first(
     assert not [t for t, a in page.tags if t in ("script", "link", "img", "iframe")]
     assert any(t == "meta" and a.get("http-equiv") == "refresh" for t, a in page.tags)
     sections = [a["id"] for t, a in page.tags if t == "section"]
-    assert sections == [f"tenant-{ACME}", f"tenant-{GLOBEX}", f"tenant-{XYZ}"]
+    assert sections == ["attention", f"tenant-{ACME}", f"tenant-{GLOBEX}", f"tenant-{XYZ}"]
+    # First, across tenants: refused, then unreachable, then the certificate about to expire.
+    attention = [a["class"] for t, a in page.tags if t == "tr" and a.get("class", "").startswith("attention-")]
+    assert attention == ["attention-refused", "attention-refused", "attention-unreachable", "attention-proven"]
 
     rows = [a["class"] for t, a in page.tags if t == "tr" and a.get("class", "").startswith("row-")]
     # acme: two refused, then proven; globex: unreachable, then proven; xyz: proven.
@@ -227,6 +231,7 @@ async def test_targets_page_is_valid_html_grouped_by_tenant_with_problems_first(
     text = " ".join(page.text)
     assert "1 proven" in text and "2 refused" in text and "tenant_mismatch" in text and "unreachable" in text
     assert [a for t, a in page.tags if t == "td" and a.get("class") == "expiring"]  # acme-good: 5 days left
+    assert re.search(r"certificate expires in [45]\.\d days", text)
 
 
 async def test_targets_page_shows_certificate_markup_as_text(fleet):
@@ -241,7 +246,7 @@ async def test_targets_page_shows_certificate_markup_as_text(fleet):
 async def test_targets_page_filters_by_tenant(fleet):
     _, _, body = await get(f"{fleet.base}/?tenant={XYZ}")
     page = parse_page(body)
-    assert [a["id"] for t, a in page.tags if t == "section"] == [f"tenant-{XYZ}"]
+    assert [a["id"] for t, a in page.tags if t == "section"] == [f"tenant-{XYZ}"]  # nothing needs attention there
     assert (await get(f"{fleet.base}/?tenant=%3Cx%3E"))[0] == 400
 
 

@@ -4,6 +4,7 @@ them is untouched. The suites under test run in a pytest subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -13,7 +14,6 @@ import grpc
 import pytest
 
 from poller.testing.forge import ForgePki
-from poller.testing.nats_server import NatsServer
 from poller.testing.pytest_plugin import MockAgentFactory, PollerDaemonFactory
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -107,7 +107,7 @@ async def test_wait_for_results_filters_by_tenant_and_agent(
 ) -> None:
     await mock_agent("acme-corp", "agent-001")
     await mock_agent("xyz-inc", "agent-007", "site-b")
-    poller = await poller_daemon(poll_interval=0.5, call_timeout=0.3)
+    poller = await poller_daemon(poll_interval=1.5, call_timeout=1.0)  # the second result is the second cycle
     xyz = await poller.wait_for_results(2, tenant="xyz-inc")
     assert {r.agent for r in xyz} == {"agent-007.site-b.xyz-inc"}
     assert all(r.context is not None and r.context.tenant == "xyz-inc" for r in xyz)
@@ -153,17 +153,57 @@ async def test_results_also_go_to_the_service_sink(mock_agent: MockAgentFactory,
     assert service.closed
 
 
-async def test_nats_server_is_a_real_server(nats_server: NatsServer) -> None:
-    import nats
+async def test_stopping_does_not_wait_for_a_hung_agent(mock_agent: MockAgentFactory, poller_daemon: PollerDaemonFactory) -> None:
+    hung = await mock_agent("acme-corp", hang=True)
+    poller = await poller_daemon(call_timeout=60.0, poll_interval=120.0, cycle_timeout="100s")
+    async with asyncio.timeout(30):
+        await hung.wait_for_calls("GetStatus")  # the cycle is in flight, stuck on the agent
+        await poller.stop()  # bounded by the daemon's shutdown grace, not by the 60 s call
+    assert poller.results == []  # the cancelled cycle published nothing half-done
 
+
+NATS_SUITE = """
+import json
+
+import nats
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_nats_server_is_a_real_server(nats_server):
     client = await nats.connect(nats_server.url)
     try:
         sub = await client.subscribe("acme-corp.agents.status")
         await client.publish("acme-corp.agents.status", b"up")
         message = await sub.next_msg(timeout=5)
         assert (message.subject, message.data) == ("acme-corp.agents.status", b"up")
-        stream = await client.jetstream().add_stream(name="tenant-acme-corp", subjects=["acme-corp.>"])
-        assert stream.config.name == "tenant-acme-corp"
     finally:
         await client.close()
-    assert nats_server.running
+
+
+@pytest.mark.asyncio
+async def test_poller_daemon_publishes_to_the_nats_server(nats_server, mock_agent, poller_daemon):
+    client = await nats.connect(nats_server.url)
+    try:
+        acme = await client.subscribe("acme-corp.>")
+        xyz = await client.subscribe("xyz-inc.>")
+        await mock_agent("acme-corp", message=b'{"up":true}')
+        poller = await poller_daemon(nats=nats_server)
+        await poller.wait_for_results(1)
+        message = await acme.next_msg(timeout=10)
+        assert message.subject == "acme-corp.agents.status"
+        assert json.loads(message.data)["tenant"] == "acme-corp"
+        with pytest.raises(nats.errors.TimeoutError):
+            await xyz.next_msg(timeout=0.2)  # nothing of acme-corp's under another tenant's prefix
+    finally:
+        await client.close()
+"""
+
+
+def test_nats_server_fixture_and_a_poller_publishing_to_it(tmp_path: Path) -> None:
+    # In a suite of its own: this project's conftest has a nats_server fixture
+    # (with tenant accounts) that would shadow the plugin's here.
+    (tmp_path / "test_nats_plugin.py").write_text(NATS_SUITE)
+    result = run_suite(tmp_path, "-p", "no:hypothesispytest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

@@ -17,7 +17,7 @@ import pytest
 
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity.names import format_spiffe_id
-from poller.server import REASON_METADATA_KEY, TenantServerInterceptor
+from poller.server import REASON_METADATA_KEY, TenantServerInterceptor, server_credentials
 from poller.testing import ForgedCert, ForgePki
 from poller.trust import TrustStore
 
@@ -112,7 +112,7 @@ async def test_each_tenant_is_proven_and_bound_for_the_handler(pki, service, log
     assert len(accepted) == 20 and all(e["audit"] is True and e["serial"] and e["fingerprint"] for e in accepted)
 
 
-async def test_the_four_call_shapes(pki, service):
+async def test_the_four_call_shapes(pki, service, log_events):
     acme = pki.agent(ACME, "agent-001")
     channel = service.channel(acme)
     streamed = [json.loads(m) async for m in channel.unary_stream(method("Watch"))(b"{}")]
@@ -127,11 +127,19 @@ async def test_the_four_call_shapes(pki, service):
     chatted = [json.loads(m) async for m in channel.stream_stream(method("Chat"))(requests())]
     assert [(m["tenant"], m["echo"]) for m in chatted] == [(ACME, "a"), (ACME, "b")]
 
+    # The refusal comes before the handler reads a request. A client still
+    # writing when the call ends may see its own write fail (grpcio reports
+    # INTERNAL "Failed execute_batch"), so the refused client-streaming calls
+    # here half-close at once; what the server decided is in its audit log.
+    async def nothing():
+        return
+        yield  # an async generator that yields nothing
+
     impostor = service.channel(impostor_cert(pki))
     for call in (
         impostor.unary_stream(method("Watch"))(b"{}"),
-        impostor.stream_unary(method("Upload"))(requests()),
-        impostor.stream_stream(method("Chat"))(requests()),
+        impostor.stream_unary(method("Upload"))(nothing()),
+        impostor.stream_stream(method("Chat"))(nothing()),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             if hasattr(call, "__aiter__"):
@@ -139,7 +147,10 @@ async def test_the_four_call_shapes(pki, service):
                     pass
             else:
                 await call
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, (info.value.code(), info.value.details())
+    refusals = [e for e in log_events() if e["event"] == "server_call_refused"]
+    assert sorted(e["method"] for e in refusals) == sorted(method(m) for m in ("Watch", "Upload", "Chat"))
+    assert all(e["reason"] == "tenant_mismatch" for e in refusals)
 
 
 def impostor_cert(pki: ForgePki) -> ForgedCert:
@@ -175,6 +186,15 @@ async def test_revoked_certificate_is_unauthenticated_after_the_crl_is_loaded(pk
     trust_store.reload()  # the CRL applies to the next call, no restart
     err = await refused(service.channel(acme).unary_unary(method("Whoami"))(b"{}"))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "revoked"
+
+
+async def test_a_client_only_certificate_is_a_client_identity(pki, service):
+    """A caller is a TLS client: clientAuth is the usage that matters here
+    (an agent the poller dials must allow serverAuth instead)."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    client_only = pki.agent(ACME, "agent-009", eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    assert (await service.call(client_only, "Whoami"))["component"] == "agent-009"
 
 
 async def test_method_policies_permission_denied(pki, service):
@@ -256,3 +276,62 @@ async def test_example_runs_as_a_program(pki):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_generate_certs_style_directory_impostor_with_dns_san_is_caught_by_the_interceptor(tmp_path):
+    """Tenant CAs made by generate-certs.sh have no name constraints, so TLS
+    accepts an impostor whose DNS SAN names acme-corp; the interceptor refuses it."""
+    from poller.pki.authority import load_tenant_authority
+    from poller.pki.build import CLIENT_AUTH, SERVER_AUTH, build_certificate, chain_pem, key_pem, new_key
+    from poller.testing import serviceradar_style_dir
+
+    certs = serviceradar_style_dir(tmp_path / "sr", tenants=(ACME, XYZ))
+    layout = certs.layout
+    trust = TrustStore(layout.root, require_client=False)
+    server, port = await example.start_service(
+        trust, layout.service_cert("poller").read_bytes(), layout.service_key("poller").read_bytes()
+    )
+    xyz = load_tenant_authority(layout, XYZ)
+    cn = "agent-001.default.acme-corp.serviceradar"
+    key = new_key("rsa", 2048)
+    forged = build_certificate(
+        subject_key=key, subject_cn=cn, issuer_cert=xyz.cert, issuer_key=xyz.key, dns=[cn], eku=[SERVER_AUTH, CLIENT_AUTH]
+    )
+    root_pem = layout.root_ca.read_bytes()
+
+    async def whoami(chain: bytes, key_bytes: bytes) -> bytes:
+        creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key_bytes, certificate_chain=chain)
+        options = [("grpc.ssl_target_name_override", "poller.serviceradar")]
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options=options) as channel:
+            return await channel.unary_unary(method("Whoami"))(b"{}", timeout=10)
+
+    try:
+        honest = layout.component_files(ACME, "agent-001", "default")
+        answer = json.loads(await whoami(honest.chain.read_bytes(), honest.key.read_bytes()))
+        assert (answer["tenant"], answer["component"]) == (ACME, "agent-001")
+        err = await refused(whoami(chain_pem([forged, xyz.cert]), key_pem(key)))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "tenant_mismatch"
+    finally:
+        await server.stop(None)
+
+
+async def test_trust_from_pem_data_with_an_explicit_platform_ca(pki):
+    """A control plane keeping its CAs in a database: no certs directory at all."""
+    from poller.trust.platform import PlatformAuthority
+
+    trust = TrustStore.from_pem(tenants={ACME: pki.tenant_ca_pem(ACME), XYZ: pki.tenant_ca_pem(XYZ)}, root=pki.root_pem)
+    platform = PlatformAuthority.from_certificate(pki.platform.cert)
+    server = grpc.aio.server(interceptors=[TenantServerInterceptor(trust, policies=example.POLICIES, platform=platform)])
+    server.add_generic_rpc_handlers((example.handlers(),))
+    chain, key = pki.client_identity()
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(trust, chain, key, platform=platform))
+    await server.start()
+    svc = Service(pki, port, server)
+    try:
+        assert (await svc.call(pki.agent(XYZ, "agent-007", "site-b"), "Whoami"))["tenant"] == XYZ
+        assert (await svc.call(admin_cert(pki), "Stats"))["admin"] == "ops-admin.platform.serviceradar"
+        err = await refused(svc.channel(impostor_cert(pki)).unary_unary(method("Whoami"))(b"{}"))
+        assert await reason_of(err) == "tenant_mismatch"
+    finally:
+        await svc.close()
+        await server.stop(None)

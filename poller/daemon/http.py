@@ -40,6 +40,7 @@ StatusView = Callable[[str | None], list[AgentStatus]]
 
 MAX_REQUEST_BYTES = 16 * 1024  # request line and headers together
 READ_TIMEOUT = 10.0  # seconds a client may take to send its request
+WRITE_TIMEOUT = 30.0  # seconds a client may take to read the answer (a slow reader holds a slot)
 MAX_CONNECTIONS = 64
 
 _SECURITY_HEADERS = (
@@ -70,6 +71,7 @@ class OperatorServer:
         poller_id: str,
         registry: CollectorRegistry,
         refresh_seconds: float = 10.0,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.host, self._port = address
         self._statuses = statuses
@@ -77,7 +79,7 @@ class OperatorServer:
         self.refresh_seconds = refresh_seconds
         self.registry = registry
         self._server: asyncio.Server | None = None
-        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._slots = asyncio.Semaphore(max_connections)
         self._clients: set[asyncio.StreamWriter] = set()
 
     @property
@@ -114,7 +116,8 @@ class OperatorServer:
                 except BadRequest as exc:
                     method, status, content_type, body = "GET", exc.status, "text/plain; charset=utf-8", f"{exc}\n".encode()
                     headers = {}
-                await _write_response(writer, status, content_type, body, headers, head=method == "HEAD")
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await _write_response(writer, status, content_type, body, headers, head=method == "HEAD")
             except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
                 pass  # the client went away or was too slow: nothing to answer
             except Exception:

@@ -2,13 +2,14 @@
 
 Server-rendered from the same objects as `GET /status`, with no script and no
 outside asset (the machines it runs on may have no internet); it refreshes
-itself. Agents are grouped by tenant with counts by state; refused and
-unreachable agents come first with their reasons; a certificate expiring in
-under EXPIRY_WARNING_DAYS (14) is highlighted. Every string that comes from a
-certificate or the configuration is HTML-escaped: a certificate's subject is
-chosen by whoever made it.
+itself. A "needs attention" table comes first: every tenant's refused and
+unreachable agents with their reasons, and certificates expiring in under
+EXPIRY_WARNING_DAYS (14). Then agents grouped by tenant with counts by state,
+refused and unreachable first, expiry under 14 days highlighted. Every string
+that comes from a certificate or the configuration is HTML-escaped: a
+certificate's subject is chosen by whoever made it.
 
->>> page = render_targets_page(board.snapshot(agents), poller_id="poller-1")  # doctest: +SKIP
+>>> page = render_targets_page(to_json(board.snapshot(agents)), poller_id="poller-1")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def render_targets_page(
     ]
     if not agents:
         parts.append("<p>No agents" + (f" of tenant {_e(tenant)}" if tenant else " configured") + ".</p>")
+    parts.append(_attention(agents))
     for slug in sorted(by_tenant):
         rows = sorted(by_tenant[slug], key=lambda a: (_ORDER.get(a["state"], 99), a["name"]))
         parts.append(
@@ -86,6 +88,39 @@ def render_targets_page(
         parts.append("</tbody></table></section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _attention(agents: Sequence[dict[str, Any]]) -> str:
+    """Every tenant's refused and unreachable agents, and certificates about to expire, at the top."""
+    problems = sorted(
+        (a for a in agents if a["state"] in (AgentState.REFUSED, AgentState.UNREACHABLE) or _expiring(a)),
+        key=lambda a: (_ORDER.get(a["state"], 99), a["tenant"], a["name"]),
+    )
+    if not problems:
+        return ""
+    rows = []
+    for a in problems:
+        state = str(a["state"])
+        why = _reason_cell(a) if a.get("reason") else f"certificate expires in {_days_left(a):.1f} days"
+        rows.append(
+            f'<tr class="attention-{_e(state)}"><td>{_e(a["tenant"])}</td><td>{_e(a["name"])}</td>'
+            f'<td><span class="state s-{_e(state)}">{_e(state)}</span></td><td>{why}</td></tr>'
+        )
+    return (
+        f'<section id="attention"><h2>Needs attention <small>({len(problems)})</small></h2>'
+        "<table><thead><tr><th>Tenant</th><th>Agent</th><th>State</th><th>Why</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></section>"
+    )
+
+
+def _days_left(agent: dict[str, Any]) -> float:
+    identity = agent.get("identity") or {}
+    return float(identity.get("days_left", "inf"))
+
+
+def _expiring(agent: dict[str, Any]) -> bool:
+    return _days_left(agent) < EXPIRY_WARNING_DAYS
 
 
 def _row(agent: dict[str, Any], now: datetime) -> str:

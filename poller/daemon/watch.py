@@ -30,6 +30,7 @@ log = get_logger("poller.trust")
 
 WATCH_INTERVAL = 2.0
 SETTLE_DELAY = 0.25
+MAX_SETTLES = 20  # a file rewritten without pause is read after 5 s anyway
 
 Signature = frozenset[tuple[str, int, int, int]]
 
@@ -82,14 +83,15 @@ class CertsWatcher:
     def signature(self) -> Signature:
         return scan(watched_files(self.layout, self.extra))
 
-    async def run(self) -> None:
-        last = self.signature()
+    async def run(self, baseline: Signature | None = None) -> None:
+        """Poll until cancelled; baseline: the scan to compare the first poll with."""
+        last = self.signature() if baseline is None else baseline
         while True:
             await asyncio.sleep(self.interval)
             current = self.signature()
             if current == last:
                 continue
-            while True:  # wait for the writer to finish
+            for _ in range(MAX_SETTLES):  # wait for the writer to finish, but not forever
                 await asyncio.sleep(self.settle)
                 settled = self.signature()
                 if settled == current:

@@ -9,9 +9,12 @@ current_tenant() returns it exactly where it is bound:
   of a call on a pinned channel (poller.dial.interceptor);
 - inside `with reply.bound():` for an AgentReply or StreamDocument (the way
   for a library user's own code to run as the reply's tenant);
-- while the daemon publishes a result: sinks and handlers run with the
-  result's proven context bound (not for unproven results: unreachable,
-  refused, timed out).
+- inside `with bound_tenant(ctx):` (any proven context);
+- inside a handler run by poller.handlers.HandlerRegistry (the daemon's sinks
+  included): the result's proven context (not for unproven results:
+  unreachable, refused, timed out);
+- inside a server handler behind poller.server.TenantServerInterceptor, and
+  tasks it starts: the caller's proven context.
 Anywhere else it raises LookupError.
 """
 

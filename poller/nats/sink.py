@@ -309,7 +309,8 @@ class JetStreamSink:
                 self._wake.clear()
                 now = time.monotonic()
                 blocked = {t for t, (at, _) in self._blocked.items() if at > now}
-                rows = await outbox.peek(self.settings.window * 4, after=cursor)
+                # Read past the rows of blocked tenants only when there are any.
+                rows = await outbox.peek(self.settings.window * (4 if blocked else 1), after=cursor)
                 rows = [r for r in rows if r.tenant not in blocked][: self.settings.window]
                 if not rows:
                     if removing is not None:

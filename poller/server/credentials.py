@@ -19,7 +19,8 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives import serialization
 
-from poller.trust.platform import load_platform_authority
+from poller.identity.reasons import InvalidArgument
+from poller.trust.platform import PlatformAuthority, load_platform_authority
 from poller.trust.store import TrustStore
 
 PemSource = bytes | str | os.PathLike[str]
@@ -31,22 +32,27 @@ def _pem(source: PemSource, what: str) -> bytes:
     try:
         return Path(source).read_bytes()
     except OSError as exc:
-        raise ValueError(f"{what} {source}: {exc.strerror or 'unreadable'}") from None
+        raise InvalidArgument(f"{what} {source}: {exc.strerror or 'unreadable'}") from None
 
 
-def client_roots_pem(trust: TrustStore) -> bytes:
-    """The CA certificates a client chain may end at: root, platform CA, tenant CAs."""
+def client_roots_pem(trust: TrustStore, platform: PlatformAuthority | None = None) -> bytes:
+    """The CA certificates a client chain may end at: root, platform CA, tenant CAs.
+
+    The platform CA is `platform` when given, else the certs directory's
+    platform/ca.pem (a store fed from PEM data has no directory).
+    """
     snapshot = trust.snapshot
     parts: list[bytes] = []
     if snapshot.root is not None:
         parts.append(snapshot.root.public_bytes(serialization.Encoding.PEM))
-    layout = getattr(trust, "layout", None)  # a store fed from PEM data has no directory
-    platform = load_platform_authority(layout) if layout is not None else None
+    layout = getattr(trust, "layout", None)
+    if platform is None and layout is not None:
+        platform = load_platform_authority(layout)
     if platform is not None:
         parts.append(platform.pem)
     parts.extend(authority.pem for authority in snapshot.tenants.values())
     if not parts:
-        raise ValueError(f"{trust.certs_dir}: no root, platform or tenant CA to verify clients with")
+        raise InvalidArgument(f"{trust.certs_dir}: no root, platform or tenant CA to verify clients with")
     return b"".join(parts)
 
 
@@ -56,12 +62,14 @@ def server_credentials(
     private_key: PemSource,
     *,
     require_client_auth: bool = True,
+    platform: PlatformAuthority | None = None,
 ) -> grpc.ServerCredentials:
     """mTLS server credentials: this server's chain and key (PEM bytes or file paths),
-    clients verified against the trust source's CAs (a TrustStore or a certs directory)."""
+    clients verified against the trust source's CAs (a TrustStore or a certs directory).
+    `platform`: the platform CA to admit admins with, for a store without a directory."""
     store = trust if isinstance(trust, TrustStore) else TrustStore(trust, require_client=False)
     return grpc.ssl_server_credentials(
         [(_pem(private_key, "private key"), _pem(certificate_chain, "certificate chain"))],
-        root_certificates=client_roots_pem(store),
+        root_certificates=client_roots_pem(store, platform),
         require_client_auth=require_client_auth,
     )

@@ -74,6 +74,7 @@ _PUBLIC = {
     Reason.NOT_YET_VALID: "the certificate is not yet valid",
     Reason.REVOKED: "the certificate is revoked",
     Reason.BAD_CERTIFICATE: "no usable client certificate",
+    Reason.CRL_EXPIRED: "revocation cannot be checked: the issuing CA's CRL is out of date",
     Reason.POLICY_DENIED: "this identity may not call this method",
 }
 
@@ -129,7 +130,7 @@ def prove_caller(
             f"issuer {leaf.issuer.rfc4514_string()} is no registered tenant CA",
             peer=certinfo.summary(leaf),
         )
-    return verify_agent_chain(certs, tenant=authority.slug, trust=snapshot)
+    return verify_agent_chain(certs, tenant=authority.slug, trust=snapshot, purpose="client")
 
 
 def _issuing_tenant(certs: list[x509.Certificate], snapshot: TrustSnapshot) -> TenantAuthority | None:

@@ -18,11 +18,15 @@ Fixtures:
   behaviour, `impostor_from="xyz-inc"` has that tenant's CA mint the
   certificate, `cert=` serves any ForgedCert. Stopped after the test.
 - `poller_daemon`: `await poller_daemon(*, sink=None, checks=None,
-  poll_interval=1.0, call_timeout=0.5, **config)` wires a PollerDaemon to the
+  poll_interval=5.0, call_timeout=3.0, **config)` wires a PollerDaemon to the
   PKI and every agent started so far, each expected to be the tenant it was
   started for; results go to the harness (and to `sink`, your service's
-  publish/flush/close object). A cycle runs at once, then every poll_interval;
-  `await poller.wait_for_results(n, tenant=..., agent=...)` waits for them.
+  publish/flush/close object), and with `nats=nats_server` to the daemon's
+  real NATS sink (JetStream streams `tenant-<slug>`, subjects
+  `<tenant>.<channel>`). A cycle runs at once, then every poll_interval
+  (the generous default deadlines keep a loaded CI machine from turning a
+  slow handshake into a timeout result); `await poller.wait_for_results(n,
+  tenant=..., agent=...)` waits for them.
 - `nats_server`: a real nats-server (poller.testing.NatsServer, JetStream on)
   on 127.0.0.1 with its store in a temporary directory; `.url` to connect,
   `.stop()` / `.start()` to play an outage (same port, same store).
@@ -213,9 +217,13 @@ class PollerHarness:
         if self._stop.is_set():
             return
         self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # A cycle in flight (a hung agent) gets the daemon's own shutdown grace, then is cancelled.
+            _done, pending = await asyncio.wait([task], timeout=self.daemon.shutdown_grace)
+            for late in pending:
+                late.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.daemon.shutdown()
 
 
@@ -233,8 +241,9 @@ class PollerDaemonFactory:
         *,
         sink: Sink | None = None,
         checks: Sequence[dict[str, Any]] | None = None,
-        poll_interval: float = 1.0,
-        call_timeout: float = 0.5,
+        poll_interval: float = 5.0,
+        call_timeout: float = 3.0,
+        nats: NatsServer | None = None,
         **config: Any,
     ) -> PollerHarness:
         from poller.daemon.config import parse_config
@@ -250,13 +259,24 @@ class PollerDaemonFactory:
             "poll_interval": f"{poll_interval}s",
             "call_timeout": f"{call_timeout}s",
             "certs_dir": str(self.pki.directory),
-            "sink": {"type": "file", "dir": str(self.state_dir)},  # unused: results go to the harness
+            # With `nats`, the daemon's real NATS sink (JetStream, outbox); else results go to the harness only.
+            "sink": {"type": "nats", "url": nats.url, "outbox": str(self.state_dir / "outbox.db")}
+            if nats is not None
+            else {"type": "file", "dir": str(self.state_dir)},
             "agents": {s.name: {"address": s.agent.address, "tenant": s.tenant, "checks": wanted} for s in self.agents.served},
             **config,
         }
+        settings = parse_config(doc)
         memory = MemorySink()
-        publish: Sink = memory if sink is None else _Tee(memory, sink)
-        daemon = PollerDaemon(parse_config(doc), sink=publish, trust=TrustStore(self.pki.directory))
+        sinks: list[Sink] = [memory]
+        if nats is not None:
+            from poller.daemon.daemon import make_sink
+
+            sinks.append(make_sink(settings))
+        if sink is not None:
+            sinks.append(sink)
+        publish: Sink = memory if len(sinks) == 1 else _Tee(*sinks)
+        daemon = PollerDaemon(settings, sink=publish, trust=TrustStore(self.pki.directory))
         harness = PollerHarness(daemon, memory)
         await harness.start()
         self.started.append(harness)

@@ -21,8 +21,7 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.verification import ClientVerifier, Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import VerificationError
 
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
@@ -32,9 +31,7 @@ from poller.identity.platform import PlatformIdentity, parse_platform_cn
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.trust.layout import CertsLayout
 from poller.trust.store import ClientIdentity
-from poller.trust.verify import parse_chain
-
-_CLIENT_EKUS = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+from poller.trust.verify import parse_chain, path_verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +109,7 @@ def verify_platform_chain(
     if now > certinfo.not_after(leaf):
         raise refuse(Reason.EXPIRED, f"expired at {certinfo.not_after(leaf):%Y-%m-%dT%H:%M:%SZ}")
     try:
-        _verifier(platform, now).verify(leaf, certs[1:])
+        path_verifier(platform.cert, now, "client").verify(leaf, certs[1:])
     except VerificationError as exc:
         raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to the platform CA failed: {exc}") from None
     return PlatformIdentity(
@@ -147,30 +144,3 @@ def local_platform_identity(client: ClientIdentity) -> PlatformIdentity:
         local=True,
         _proof=_PROOF,
     )
-
-
-def _verifier(platform: PlatformAuthority, now: datetime) -> ClientVerifier:
-    ee = (
-        ExtensionPolicy.webpki_defaults_ee()
-        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
-        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
-        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_client_eku)
-    )
-    ca = (
-        ExtensionPolicy.webpki_defaults_ca()
-        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, None)
-        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
-    )
-    return (
-        PolicyBuilder()
-        .store(Store([platform.cert]))
-        .time(now)
-        .max_chain_depth(2)
-        .extension_policies(ca_policy=ca, ee_policy=ee)
-        .build_client_verifier()
-    )
-
-
-def _require_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and not (_CLIENT_EKUS & set(eku)):
-        raise ValueError("extendedKeyUsage does not allow clientAuth")

@@ -275,16 +275,17 @@ def _read_directory(
     problems: list[str] = []
     warnings: list[str] = []
 
-    def read(path: Path, optional: bool = True) -> bytes | None:
+    def read(path: Path) -> bytes | None:
+        """The file's bytes; None when it does not exist. An unreadable file is a
+        problem and reads as empty, so that it is refused like a broken one
+        (on a reload the material in force for it stays)."""
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            if not optional:
-                problems.append(f"{path} is missing")
             return None
         except OSError as exc:
             problems.append(f"{path}: unreadable ({exc.strerror or exc})")
-            return None
+            return b""
 
     tenants: dict[str, TenantMaterial] = {}
     if layout.tenants_dir.is_dir():
@@ -294,8 +295,7 @@ def _read_directory(
             ca_path = layout.tenant_ca(entry.name)
             ca_pem = read(ca_path)
             if ca_pem is None:
-                if not ca_path.exists():
-                    warnings.append(f"tenants/{entry.name}: no ca.pem, tenant skipped")
+                warnings.append(f"tenants/{entry.name}: no ca.pem, tenant skipped")
                 continue
             crl_path = layout.tenant_crl(entry.name)
             tenants[entry.name] = TenantMaterial(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Literal
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -45,6 +46,12 @@ from poller.trust.snapshot import TenantAuthority, TrustSnapshot
 
 _Refuse = Callable[[Reason, str], IdentityRefused]
 _SERVER_EKUS = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+_CLIENT_EKUS = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+
+#: What the verified certificate is used for: an agent the poller dials is a
+#: TLS server ("server"); a component calling a control-plane service is a
+#: TLS client ("client"). An extendedKeyUsage, when present, must allow it.
+Purpose = Literal["server", "client"]
 
 
 def verify_agent_chain(
@@ -55,11 +62,13 @@ def verify_agent_chain(
     component: str | None = None,
     partition: str | None = None,
     now: datetime | None = None,
+    purpose: Purpose = "server",
 ) -> TenantContext:
     """Return the TenantContext the chain proves, or raise IdentityRefused.
 
     chain is what the agent presented, leaf first (DER bytes or parsed).
-    component / partition, when given, must equal the CN's.
+    component / partition, when given, must equal the CN's. purpose "client"
+    is for a certificate presented by a TLS client (poller.server).
     """
     now = now or certinfo.utcnow()
     certs = parse_chain(chain)
@@ -83,7 +92,7 @@ def verify_agent_chain(
         raise refuse(Reason.IDENTITY_MISMATCH, f"partition is {name.partition_id!r}, expected {partition!r}")
     _check_validity(leaf, now, refuse)
     check_revocation(leaf, expected, trust, now, refuse)
-    _check_path(leaf, certs[1:], expected, now, refuse)
+    _check_path(leaf, certs[1:], expected, now, refuse, purpose)
 
     component_type = spiffe.component_type if spiffe else None
     if spiffe is not None and component_type is None and spiffe.component_id in COMPONENT_TYPES:
@@ -201,16 +210,20 @@ def _check_path(
     expected: TenantAuthority,
     now: datetime,
     refuse: _Refuse,
+    purpose: Purpose,
 ) -> None:
     """Full RFC 5280 path validation to the tenant anchor (signatures, name
     constraints, CA extensions, algorithms) by cryptography's verifier."""
     try:
-        _verifier(expected, now).verify(leaf, intermediates)
+        path_verifier(expected.cert, now, purpose).verify(leaf, intermediates)
     except VerificationError as exc:
         raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to {expected.ca_cn} failed: {exc}") from None
 
 
-def _verifier(expected: TenantAuthority, now: datetime) -> ClientVerifier:
+def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "server") -> ClientVerifier:
+    """cryptography's verifier with `anchor` as the only trust anchor, a leaf
+    directly under it (depth 2), and the extension rules below; shared by the
+    tenant and the platform (poller.trust.platform) proofs."""
     # What matters here is signatures, validity, CA constraints and name
     # constraints. Extensions that other tools leave out (a CA without
     # keyUsage, a leaf without AKI or SAN: the identity is in the CN and the
@@ -219,7 +232,9 @@ def _verifier(expected: TenantAuthority, now: datetime) -> ClientVerifier:
         ExtensionPolicy.webpki_defaults_ee()
         .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
         .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
-        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_server_eku)
+        .may_be_present(
+            x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_server_eku if purpose == "server" else _require_client_eku
+        )
     )
     ca = (
         ExtensionPolicy.webpki_defaults_ca()
@@ -228,7 +243,7 @@ def _verifier(expected: TenantAuthority, now: datetime) -> ClientVerifier:
     )
     return (
         PolicyBuilder()
-        .store(Store([expected.cert]))
+        .store(Store([anchor]))
         .time(now)
         .max_chain_depth(2)
         .extension_policies(ca_policy=ca, ee_policy=ee)
@@ -244,3 +259,8 @@ def _require_cert_sign(policy: object, cert: x509.Certificate, usage: x509.KeyUs
 def _require_server_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
     if eku is not None and not (_SERVER_EKUS & set(eku)):
         raise ValueError("extendedKeyUsage does not allow serverAuth")
+
+
+def _require_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (_CLIENT_EKUS & set(eku)):
+        raise ValueError("extendedKeyUsage does not allow clientAuth")
