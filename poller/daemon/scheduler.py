@@ -18,6 +18,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
@@ -40,6 +41,22 @@ Publish = Callable[[PollResult], Awaitable[object]]
 CycleDone = Callable[[], Awaitable[None]]
 
 
+class PollGate(Protocol):
+    """Who may poll an agent when (dynamic cluster mode: poller.cluster.node.ClusterNode)."""
+
+    def next_slot(self, agent: str) -> float:
+        """The monotonic time of the agent's next poll slot."""
+        ...
+
+    def slot_deadline(self, agent: str) -> float:
+        """The monotonic time by which a poll in the current slot must be over."""
+        ...
+
+    async def may_poll(self, agent: AgentConfig) -> bool:
+        """May this replica poll the agent now?"""
+        ...
+
+
 class Scheduler:
     def __init__(
         self,
@@ -49,8 +66,10 @@ class Scheduler:
         metrics: PollerMetrics | None = None,
         *,
         cycle_done: CycleDone | None = None,
+        gate: PollGate | None = None,
     ) -> None:
         self.settings = settings
+        self.gate = gate
         self.trust = trust
         self.metrics = metrics if metrics is not None else default_metrics()
         self._publish = publish
@@ -107,11 +126,22 @@ class Scheduler:
         return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
 
     async def _loop(self, worker: AgentWorker) -> None:
-        next_at = time.monotonic() + self._offset(worker.agent.name)
+        gate = self.gate
+        next_at = gate.next_slot(worker.agent.name) if gate else time.monotonic() + self._offset(worker.agent.name)
         while not self._stopping.is_set():
             if await self._wait_until(next_at):
                 return
             started = time.monotonic()
+            if gate is not None:  # cluster: poll only in slots this replica's lease covers
+                try:
+                    allowed = await gate.may_poll(worker.agent)
+                except Exception:  # a bug in the gate: log it, keep this agent's loop alive
+                    worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+                    allowed = False
+                if allowed:
+                    await self._run_cycle_logged(worker, deadline=gate.slot_deadline(worker.agent.name))
+                next_at = gate.next_slot(worker.agent.name)
+                continue
             await self._run_cycle_logged(worker)
             interval = self.settings.poll_interval
             next_at += interval
@@ -130,19 +160,23 @@ class Scheduler:
             return False
         return True
 
-    async def run_cycle(self, worker: AgentWorker) -> list[PollResult]:
+    async def run_cycle(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
         """One bounded cycle of one agent; its results are published before it returns.
 
         Every due check yields a result: TIMEOUT for those unfinished at the
-        cycle deadline, INTERNAL_ERROR for those an unexpected error cut short.
+        cycle deadline (or at the monotonic `deadline`, if that comes first),
+        INTERNAL_ERROR for those an unexpected error cut short.
         """
+        timeout = self.settings.cycle_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
             async with self.limiter:
                 started = time.monotonic()
                 checks = worker.due_checks(started)  # before the cycle moves results_due on
                 try:
-                    async with asyncio.timeout(self.settings.cycle_timeout):
+                    async with asyncio.timeout(timeout):
                         results = await worker.cycle(checks)
                 except TimeoutError:
                     if worker.waiting_to_dial:  # the poller's own dial queue, not the agent
@@ -150,7 +184,7 @@ class Scheduler:
                         worker.log.info("agent_pending", reason=Reason.PENDING.value, dial_slots=self.dial_gate.limit)
                     else:
                         results = worker.settle(checks, Reason.TIMEOUT)
-                        worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
+                        worker.log.warning("cycle_timeout", after=round(timeout, 3))
                 except Exception:
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
@@ -179,10 +213,10 @@ class Scheduler:
         self._outcomes.clear()
         return {tenant: dict(sorted(counts.items())) for tenant, counts in sorted(tally.items())}
 
-    async def _run_cycle_logged(self, worker: AgentWorker) -> list[PollResult]:
+    async def _run_cycle_logged(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
         """run_cycle, with a failure outside the cycle (e.g. a sink's) logged, not raised."""
         try:
-            return await self.run_cycle(worker)
+            return await self.run_cycle(worker, deadline=deadline)
         except Exception:  # keep polling this agent and the others
             worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
             return []
