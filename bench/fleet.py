@@ -309,6 +309,12 @@ async def run_n(
             _print_cycle(n, cycle, interval)
             if k == 0:
                 run.rss_after_first = rss_mib()
+                gate = scheduler.dial_gate
+                print(
+                    f"  dial gate after the first wave: {gate.limit} slots (target {gate.target:g} s), "
+                    f"{gate.dials} dials, {gate.slow} slower than target or timed out",
+                    flush=True,
+                )
                 if gc_freeze:  # what-if: long-lived objects out of the collector's way
                     gc.collect()
                     gc.freeze()

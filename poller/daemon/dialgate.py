@@ -35,7 +35,11 @@ DEFAULT_TARGET = 1.0  # seconds a dial may take before the gate reads it as cong
 class DialGate:
     """An adaptive bound on concurrent dials (see module docstring)."""
 
-    def __init__(self, *, initial: int = 16, low: int = 4, high: int = 1024, target: float = DEFAULT_TARGET) -> None:
+    # low: never fewer dials at once than this, so a small fleet (or a
+    # replica taking over a share) is dialed at once even when the machine is
+    # loaded by others and every dial is slow; the gate matters for waves of
+    # thousands.
+    def __init__(self, *, initial: int = 64, low: int = 64, high: int = 1024, target: float = DEFAULT_TARGET) -> None:
         self.low, self.high, self.target = low, high, target
         self._limiter = Limiter(max(low, min(high, initial)))
         self._credit = 0  # fast dials since the last increase

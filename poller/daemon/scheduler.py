@@ -82,7 +82,9 @@ class Scheduler:
         # so one tenant's hostile agents cannot exhaust the poller (issue 10).
         self.budget = ReassemblyBudget(settings.reassembly_budget, tenants=settings.tenants)
         # Dials at once, sized from how fast this machine proves agents (issue 10).
-        self.dial_gate = DialGate()
+        # A dial that takes half its deadline means the poller is saturated:
+        # slower than that, and the next ones risk timing out in its own queue.
+        self.dial_gate = DialGate(target=max(0.5, settings.call_timeout / 2))
         self.cycles_completed = 0
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
@@ -240,6 +242,7 @@ class Scheduler:
         self.limiter.resize(settings.max_concurrent_polls)
         self.budget.total_bytes = settings.reassembly_budget
         self.budget.set_tenants(settings.tenants)
+        self.dial_gate.target = max(0.5, settings.call_timeout / 2)
         for worker in self._workers.values():
             worker.settings = settings
         for name in removed + changed:
