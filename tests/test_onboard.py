@@ -32,7 +32,7 @@ from poller.onboard import (
 )
 from poller.pki import revoke
 from poller.pki.build import key_pem, new_key
-from poller.testing.forge import ForgePki
+from poller.testing.forge import ForgePki, serviceradar_style_dir
 from poller.trust.store import TrustSnapshot, TrustStore
 
 ACME, XYZ = "acme-corp", "xyz-inc"
@@ -150,6 +150,15 @@ def test_each_component_type_verifies(pki: ForgePki, snapshot: TrustSnapshot, ki
     verified = verify_package_bytes(package.data, trust=snapshot)
     assert (verified.context.tenant, verified.context.component_type) == (XYZ, kind)
     assert config_of(package.data)["security"]["role"] == kind
+
+
+def test_a_generate_certs_sh_directory_onboards_as_is(tmp_path: Path) -> None:
+    # RSA CAs, tenant CAs without name constraints, poller signed by the root.
+    style = serviceradar_style_dir(tmp_path / "srs")
+    package = create_package(style.layout.root, tenant=ACME, component_id="a1", partition_id="p1")
+    snapshot = TrustStore(style.layout.root, require_client=False).snapshot
+    assert verify_package_bytes(package.data, trust=snapshot).context.tenant == ACME
+    assert members(package.data)["certs/root.pem"][1] == style.layout.root_ca.read_bytes()
 
 
 def test_write_package_is_private_and_does_not_overwrite(pki: ForgePki, tmp_path: Path) -> None:
