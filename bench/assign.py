@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from poller.cluster.assign import Member, assign
+from poller.cluster.assign import DEFAULT_BALANCE, Member, assign
 
 
 def _moved(before: dict[str, str | None], after: dict[str, str | None]) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     agents = {f"agent-{i:06d}": f"tenant-{i % 50}" for i in range(n)}
     members = [Member(f"poller-{i}") for i in range(r)]
 
-    for label, balance in (("plain rendezvous", None), ("balanced (1.1x cap)", 1.1)):
+    for label, balance in (("plain rendezvous", None), (f"balanced ({DEFAULT_BALANCE:g}x cap)", DEFAULT_BALANCE)):
         t0 = time.perf_counter()
         base = assign(agents, members, balance=balance)
         took = time.perf_counter() - t0

@@ -32,7 +32,8 @@ class PollerMetrics:
     poller_connected_agents, poller_certificate_expiry_days, tenant_crl_loaded,
     results_refused_total, poller_handler_failures_total,
     poller_label_mismatches_total, poller_cross_tenant_deliveries_total,
-    poller_server_calls_total.
+    poller_server_calls_total, poller_cluster_members,
+    poller_cluster_leases.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -57,6 +58,9 @@ class PollerMetrics:
         self.tenant_crl_loaded = Gauge(
             "tenant_crl_loaded", "1 when a CRL is in force for the tenant, 0 when it has none", ["tenant"], registry=r
         )
+        # Dynamic cluster mode (poller.cluster.node).
+        self.cluster_members = Gauge("poller_cluster_members", "Live replicas in this replica's view of the cluster", registry=r)
+        self.cluster_leases = Gauge("poller_cluster_leases", "Agent leases this replica holds, by tenant", ["tenant"], registry=r)
         # Delivery through the handler registry (poller.handlers). The refusal
         # counter's name is a contract: results_refused_total{tenant,channel,reason}.
         self.results_refused = Counter(

@@ -15,7 +15,15 @@ import sys
 
 from poller.cli.main import EXIT_OK, EXIT_USAGE
 from poller.cluster.assign import shard_counts
-from poller.daemon.config import ConfigError, PollerConfig, check_files, example_config, load_config, unsupported
+from poller.daemon.config import (
+    ConfigError,
+    PollerConfig,
+    check_files,
+    example_config,
+    load_config,
+    redact_url,
+    unsupported,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +70,13 @@ def _check(args: argparse.Namespace) -> int:
     print(f"ok: {plural(len(config.agents), 'agent')}, {plural(config.check_count, 'check')}, tenants: {tenants}")
     if config.shard is not None:
         _print_shards(config)
+    if config.cluster is not None:
+        cluster = config.cluster
+        tenants = ", ".join(cluster.tenants) if cluster.tenants is not None else "any"
+        print(
+            f"cluster: dynamic, bucket {cluster.bucket} on {redact_url(cluster.nats)}, "
+            f"capacity {cluster.capacity:g}, tenants: {tenants}"
+        )
     return EXIT_OK
 
 

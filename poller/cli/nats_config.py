@@ -12,6 +12,7 @@ it after adding a tenant does not cut off the others. Exit 0, or 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="OUTDIR", help="where the config and credentials go")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="H:P", help=f"client listen address (default {DEFAULT_LISTEN})")
     p.add_argument("--store", metavar="DIR", help="JetStream store directory (default OUTDIR/jetstream)")
+    p.add_argument(
+        "--cluster-bucket",
+        metavar="NAME",
+        help="also let the poller's user use this KV bucket (the config's cluster.bucket, dynamic cluster mode)",
+    )
     p.set_defaults(func=run)
 
 
@@ -66,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"--listen: {exc}")
     if not certs.is_dir():
         return _usage(f"--certs: {certs} is not a directory")
+    bucket = args.cluster_bucket
+    if bucket is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", bucket):
+        return _usage(f"--cluster-bucket: {bucket!r} is not a bucket name (letters, digits, '_' and '-')")
     slugs, skipped = tenants_in(certs)
     for name in skipped:
         print(f"warning: {certs}/tenants/{name}: not a tenant slug or no ca.pem; skipped", file=sys.stderr)
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     store = Path(args.store) if args.store else out / "jetstream"
     layout = plan_layout(slugs, listen=listen, store_dir=store.absolute(), existing=existing)
     out.mkdir(parents=True, exist_ok=True)
-    written = write_layout(out, layout)
+    written = write_layout(out, layout, cluster_bucket=bucket)
     kept = sum(1 for t in existing if t is None or t in slugs)
     print(f"wrote {out / SERVER_CONF} (tenants: {', '.join(slugs)}; JetStream store {store})")
     for path in written[1:]:

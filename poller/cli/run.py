@@ -57,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
         for issue in blocked:
             print(f"error: {issue}", file=sys.stderr)
         return EXIT_USAGE
+    if args.once and settings.cluster is not None:
+        print(
+            "error: cluster: run --once polls every agent without taking leases, which in dynamic "
+            "cluster mode would poll other replicas' agents; run without --once",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     configure_logging(args.log_format or settings.log_format)
     try:
         daemon = PollerDaemon(settings)

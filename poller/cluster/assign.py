@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_BALANCE", "Member", "assign", "owner", "ranking", "shard_cou
 _SCALE = float(1 << 64)
 
 # No replica takes more than this multiple of its fair share (bounded loads).
-DEFAULT_BALANCE = 1.1
+DEFAULT_BALANCE = 1.02
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from poller.address import show_value, split_host_port
+from poller.agent.budget import DEFAULT_REASSEMBLY_BUDGET
 from poller.daemon.durations import (
     BARE_NUMBER_REASON,
     DurationError,
@@ -43,17 +44,20 @@ __all__ = [
     "DEFAULT_BACKOFF_MAX",
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_CERTS_DIR",
+    "DEFAULT_CLUSTER_BUCKET",
     "DEFAULT_CYCLE_FRACTION",
     "DEFAULT_LOG_FORMAT",
     "DEFAULT_MAX_CONCURRENT_POLLS",
     "DEFAULT_NATS_URL",
     "DEFAULT_PARTITION",
     "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_REASSEMBLY_BUDGET",
     "DEFAULT_SINK_DIR",
     "LOG_FORMATS",
     "SINK_TYPES",
     "AgentConfig",
     "CheckConfig",
+    "ClusterConfig",
     "ConfigError",
     "ConfigIssue",
     "PollerConfig",
@@ -63,6 +67,7 @@ __all__ = [
     "example_config",
     "load_config",
     "parse_config",
+    "redact_url",
     "split_host_port",
     "unsupported",
 ]
@@ -80,10 +85,13 @@ DEFAULT_DUPLICATE_WINDOW = 2 * 3600.0
 DEFAULT_PUBLISH_TIMEOUT = 5.0
 DEFAULT_LOG_FORMAT = "auto"
 DEFAULT_MAX_CONCURRENT_POLLS = 500
+MIN_REASSEMBLY_BUDGET = 1024 * 1024
 DEFAULT_CALL_TIMEOUT = 5.0  # the most call_timeout defaults to (see default_call_timeout)
 DEFAULT_CYCLE_FRACTION = 0.8  # cycle_timeout defaults to this share of poll_interval
 DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
+DEFAULT_CLUSTER_BUCKET = "serviceradar-poller"
+CLUSTER_MODES = ("dynamic",)
 
 LOG_FORMATS = ("auto", "json", "console")
 SINK_TYPES = ("file", "nats")
@@ -108,7 +116,7 @@ GO_TOP_KEYS: Mapping[str, str] = MappingProxyType(
         "service_name": _GO_NOTE,
         "service_type": _GO_NOTE,
         "source_ip": _GO_NOTE,
-        "kv_address": "ignored: this poller uses no KV store",
+        "kv_address": "ignored: replicas share agents through NATS JetStream KV (the cluster section)",
         "logging": "ignored: use log_format",
         "security": _TRUST_NOTE,
     }
@@ -129,16 +137,19 @@ TOP_KEYS = (
     "metrics_listen",
     "log_format",
     "max_concurrent_polls",
+    "reassembly_budget",
     "call_timeout",
     "cycle_timeout",
     "backoff_initial",
     "backoff_max",
     "shard",
+    "cluster",
     "require_crl",
     "agents",
 )
 AGENT_KEYS = ("address", "tenant", "component_id", "partition", "strict_labels", "checks")
 CHECK_KEYS = ("service_type", "service_name", "details", "port", "results_interval")
+CLUSTER_KEYS = ("mode", "nats", "creds", "bucket", "capacity", "tenants")
 SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "file": ("type", "dir"),
@@ -270,6 +281,20 @@ class ShardConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Dynamic membership: replicas share the agents through leases in a
+    JetStream KV bucket (poller.cluster). `capacity` weighs this replica's
+    share; `tenants`, when set, restricts it to those tenants' agents."""
+
+    nats: str
+    creds: Path | None = None
+    bucket: str = DEFAULT_CLUSTER_BUCKET
+    capacity: float = 1.0
+    tenants: tuple[str, ...] | None = None
+    mode: Literal["dynamic"] = "dynamic"
+
+
+@dataclass(frozen=True, slots=True)
 class PollerConfig:
     """The whole daemon configuration.  Durations are float seconds.
 
@@ -287,11 +312,13 @@ class PollerConfig:
     metrics_listen: str | None = None
     log_format: LogFormat = "auto"
     max_concurrent_polls: int = DEFAULT_MAX_CONCURRENT_POLLS
+    reassembly_budget: int = DEFAULT_REASSEMBLY_BUDGET  # bytes, all streams being reassembled together
     call_timeout: float = 0.0
     cycle_timeout: float = 0.0
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
     backoff_max: float = DEFAULT_BACKOFF_MAX
     shard: ShardConfig | None = None
+    cluster: ClusterConfig | None = None
     require_crl: bool = False  # refuse agents of tenants without a CRL (crl_expired)
     warnings: tuple[ConfigIssue, ...] = ()
     source: Path | None = None  # the file it was loaded from, if any
@@ -591,6 +618,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     if log_format is not None and log_format not in LOG_FORMATS:
         c.error("log_format", f"{_show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
     max_polls = c.integer(top, "max_concurrent_polls", "", default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
+    budget = c.integer(top, "reassembly_budget", "", default=DEFAULT_REASSEMBLY_BUDGET, low=MIN_REASSEMBLY_BUDGET)
     call_timeout = c.duration(top, "call_timeout", "", default=None)
     cycle_timeout = c.duration(top, "cycle_timeout", "", default=None)
     if top.get("cycle_timeout") is None and poll_interval is not None:
@@ -619,6 +647,12 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     shard = _parse_shard(c, top.get("shard"))
     require_crl = c.boolean(top, "require_crl", "", default=False)
     agents = _parse_agents(c, top.get("agents", _MISSING))
+    cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
+    if cluster is not None and shard is not None:
+        c.error(
+            "cluster",
+            "cannot be combined with shard: static sharding and dynamic membership are two ways to split the agents; keep one",
+        )
 
     if c.errors:
         raise ConfigError(c.errors, c.warnings)
@@ -632,11 +666,13 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         metrics_listen=metrics_listen,
         log_format=cast(LogFormat, log_format),
         max_concurrent_polls=cast(int, max_polls),
+        reassembly_budget=cast(int, budget),
         call_timeout=cast(float, call_timeout),
         cycle_timeout=cast(float, cycle_timeout),
         backoff_initial=cast(float, backoff_initial),
         backoff_max=cast(float, backoff_max),
         shard=shard,
+        cluster=cluster,
         require_crl=bool(require_crl),
         warnings=tuple(c.warnings),
     )
@@ -662,6 +698,72 @@ def _parse_shard(c: _Checker, value: object) -> ShardConfig | None:
         c.error("shard.index", f"{index} is not below shard.count ({count}); shards are numbered 0 to {count - 1}")
         return None
     return ShardConfig(index=index, count=count)
+
+
+_BUCKET = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _parse_cluster(
+    c: _Checker, value: object, sink: SinkConfig | None, agents: tuple[AgentConfig, ...], base_dir: Path | None
+) -> ClusterConfig | None:
+    """`cluster: {"mode": "dynamic", "nats": URL, ...}`; absent or null: no dynamic membership.
+
+    The NATS URL (and creds) default to the NATS sink's, so one connection
+    setting serves both.
+    """
+    if value is None:
+        return None
+    obj = c.object(value, "cluster", CLUSTER_KEYS)
+    if obj is None:
+        return None
+    errors_before = len(c.errors)
+    mode = c.string(obj, "mode", "cluster", required='required: "dynamic" (static sharding is the `shard` key)')
+    if mode is not None and mode not in CLUSTER_MODES:
+        hint = " (static sharding is the top-level `shard` key)" if mode == "static" else ""
+        c.error("cluster.mode", f"{_show(mode)} is not a cluster mode (one of: {', '.join(CLUSTER_MODES)}){hint}")
+    sink_url = sink.url if sink is not None and sink.type == "nats" else None
+    url = c.string(
+        obj,
+        "nats",
+        "cluster",
+        default=sink_url if sink_url is not None else _MISSING,
+        required="required (a NATS URL, e.g. nats://nats:4222), unless the sink is NATS",
+    )
+    if url is not None and (problem := _nats_url_problem(url)):
+        c.error("cluster.nats", problem)
+    sink_creds = sink.creds if sink is not None and sink.type == "nats" else None
+    creds = c.path(obj, "creds", "cluster", default=None, base_dir=base_dir) if obj.get("creds") is not None else sink_creds
+    bucket = c.string(obj, "bucket", "cluster", default=DEFAULT_CLUSTER_BUCKET)
+    if bucket is not None and not _BUCKET.fullmatch(bucket):
+        c.error("cluster.bucket", f"{_show(bucket)} is not a bucket name (letters, digits, '_' and '-')")
+    capacity = obj.get("capacity", 1)
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not 0 < capacity < 1e9:
+        c.error("cluster.capacity", f"expected a positive number (this replica's relative share), got {_kind(capacity)}")
+    tenants = _parse_cluster_tenants(c, obj.get("tenants"), agents)
+    if len(c.errors) > errors_before or url is None or bucket is None:
+        return None
+    return ClusterConfig(nats=url, creds=creds, bucket=bucket, capacity=float(capacity), tenants=tenants)
+
+
+def _parse_cluster_tenants(c: _Checker, value: object, agents: tuple[AgentConfig, ...]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        c.error("cluster.tenants", f"expected a non-empty array of tenant slugs, got {_kind(value)}")
+        return None
+    known = tuple(sorted({agent.tenant for agent in agents}))
+    tenants: list[str] = []
+    for i, tenant in enumerate(value):
+        where = _index("cluster.tenants", i)
+        if not isinstance(tenant, str) or not is_label(tenant):
+            c.error(where, f"{_show(tenant)} is not a valid tenant slug")
+        elif tenant in tenants:
+            c.error(where, f"{_show(tenant)} is listed twice")
+        else:
+            tenants.append(tenant)
+            if tenant not in known:
+                c.warn(where, f"no agent names tenant {_show(tenant)}" + _did_you_mean(tenant, known))
+    return tuple(tenants)
 
 
 def _parse_sink(c: _Checker, value: object, base_dir: Path | None) -> SinkConfig | None:
@@ -732,9 +834,13 @@ def _parse_nats_sink(c: _Checker, value: Mapping[str, Any], base_dir: Path | Non
     )
 
 
+def redact_url(url: str) -> str:
+    """The URL without its user:password@ part (a NATS URL may carry one)."""
+    return re.sub(r"(?<=//)[^/@]*@", "***@", url)
+
+
 def _nats_url_problem(url: str) -> str | None:
-    # A NATS URL may carry user:password@; never echo that part.
-    shown = _show(re.sub(r"(?<=//)[^/@]*@", "***@", url))
+    shown = _show(redact_url(url))
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -932,6 +1038,7 @@ _EXAMPLE: dict[str, Any] = {
     "metrics_listen": "127.0.0.1:9464",
     "log_format": "auto",
     "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
+    "reassembly_budget": DEFAULT_REASSEMBLY_BUDGET,
     "backoff_initial": "1s",
     "backoff_max": "1m",
     "require_crl": False,

@@ -22,6 +22,7 @@ import ipaddress
 import signal
 from dataclasses import replace
 
+from poller.cluster.node import ClusterNode
 from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.http import OperatorServer
 from poller.daemon.results import PollResult
@@ -68,9 +69,12 @@ class PollerDaemon:
         self.metrics = metrics if metrics is not None else PollerMetrics()
         self.sink = sink or make_sink(settings, self.metrics)
         self._agents = dict(settings.agents_by_name)
-        # A handler never holds a cycle longer than this (the sink included).
-        timeout = min(DEFAULT_HANDLER_TIMEOUT, settings.cycle_timeout)
-        self.registry = registry or HandlerRegistry(timeout=timeout, strict_labels=self._strict_labels, metrics=self.metrics)
+        # A handler (the sink included) never holds a cycle longer than this. Not
+        # tied to cycle_timeout: a short poll interval must not make a sink that
+        # is merely slow for a moment (an fsync under load) count as failed.
+        self.registry = registry or HandlerRegistry(
+            timeout=DEFAULT_HANDLER_TIMEOUT, strict_labels=self._strict_labels, metrics=self.metrics
+        )
         self.registry.register(
             ">",
             self.sink,
@@ -78,7 +82,11 @@ class PollerDaemon:
             platform=local_platform_identity(self.trust.client),
             name=f"{settings.sink.type}-sink" if sink is None else type(sink).__name__,
         )
-        self.scheduler = Scheduler(settings, self.trust, self.publish, self.metrics, cycle_done=self.registry.flush)
+        # Dynamic cluster mode: the node decides which agents this replica polls, slot by slot.
+        self.cluster = ClusterNode(settings, metrics=self.metrics) if settings.cluster is not None else None
+        self.scheduler = Scheduler(
+            settings, self.trust, self.publish, self.metrics, cycle_done=self.registry.flush, gate=self.cluster
+        )
         self._stop = asyncio.Event()
         self._reloads: asyncio.Queue[None] = asyncio.Queue()
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
@@ -107,6 +115,8 @@ class PollerDaemon:
         await self._start_http()
         self._log_config_warnings()
         self._record_own_certificate()
+        if self.cluster is not None:
+            self.cluster.start()
         self.scheduler.start()
         log.info(
             "poller_started",
@@ -144,6 +154,8 @@ class PollerDaemon:
 
     async def shutdown(self) -> None:
         await self.scheduler.stop(self.shutdown_grace)
+        if self.cluster is not None:  # after the last poll: hand the leases over at once
+            await self.cluster.stop(self.shutdown_grace)
         await self.registry.close()
         if self._http is not None:
             await self._http.stop()
@@ -189,10 +201,14 @@ class PollerDaemon:
             return False
         self.trust.require_crl = new.require_crl
         if _keep(new, self.settings) != new:
-            log.warning("reload_partial", why="sink, certs_dir and metrics_listen changes need a restart; kept the running ones")
+            log.warning(
+                "reload_partial", why="sink, certs_dir, metrics_listen and cluster changes need a restart; kept the running ones"
+            )
             new = _keep(new, self.settings)
         self.settings = new
         self._agents = dict(new.agents_by_name)
+        if self.cluster is not None:
+            self.cluster.set_agents(new.agents)
         changes = await self.scheduler.apply(new)
         log.info("reloaded", config=str(source), **changes)
         self._log_config_warnings()
@@ -242,4 +258,4 @@ def _is_loopback(host: str) -> bool:
 
 
 def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
-    return replace(new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen)
+    return replace(new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster)

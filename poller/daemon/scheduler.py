@@ -19,9 +19,11 @@ import collections
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
+from poller.agent.budget import ReassemblyBudget
 from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.status import StatusBoard
@@ -36,6 +38,22 @@ log = get_logger("poller.scheduler")
 
 Publish = Callable[[PollResult], Awaitable[object]]
 CycleDone = Callable[[], Awaitable[None]]
+
+
+class PollGate(Protocol):
+    """Who may poll an agent when (dynamic cluster mode: poller.cluster.node.ClusterNode)."""
+
+    def next_slot(self, agent: str) -> float:
+        """The monotonic time of the agent's next poll slot."""
+        ...
+
+    def slot_deadline(self, agent: str) -> float:
+        """The monotonic time by which a poll in the current slot must be over."""
+        ...
+
+    async def may_poll(self, agent: AgentConfig) -> bool:
+        """May this replica poll the agent now?"""
+        ...
 
 
 class Limiter:
@@ -101,8 +119,10 @@ class Scheduler:
         metrics: PollerMetrics | None = None,
         *,
         cycle_done: CycleDone | None = None,
+        gate: PollGate | None = None,
     ) -> None:
         self.settings = settings
+        self.gate = gate
         self.trust = trust
         self.metrics = metrics if metrics is not None else default_metrics()
         self._publish = publish
@@ -111,6 +131,9 @@ class Scheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self.limiter = Limiter(settings.max_concurrent_polls)
+        # One bound for every stream being reassembled, a fair share per tenant,
+        # so one tenant's hostile agents cannot exhaust the poller (issue 10).
+        self.budget = ReassemblyBudget(settings.reassembly_budget, tenants=settings.tenants)
         self.cycles_completed = 0
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
@@ -130,7 +153,7 @@ class Scheduler:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
-        worker = AgentWorker(agent, self.settings, self.trust, self.metrics)
+        worker = AgentWorker(agent, self.settings, self.trust, self.metrics, budget=self.budget)
         self._workers[agent.name] = worker
         if loop:
             self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._loop(worker), name=f"agent {agent.name}")
@@ -154,11 +177,22 @@ class Scheduler:
         return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
 
     async def _loop(self, worker: AgentWorker) -> None:
-        next_at = time.monotonic() + self._offset(worker.agent.name)
+        gate = self.gate
+        next_at = gate.next_slot(worker.agent.name) if gate else time.monotonic() + self._offset(worker.agent.name)
         while not self._stopping.is_set():
             if await self._wait_until(next_at):
                 return
             started = time.monotonic()
+            if gate is not None:  # cluster: poll only in slots this replica's lease covers
+                try:
+                    allowed = await gate.may_poll(worker.agent)
+                except Exception:  # a bug in the gate: log it, keep this agent's loop alive
+                    worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+                    allowed = False
+                if allowed:
+                    await self._run_cycle_logged(worker, deadline=gate.slot_deadline(worker.agent.name))
+                next_at = gate.next_slot(worker.agent.name)
+                continue
             await self._run_cycle_logged(worker)
             interval = self.settings.poll_interval
             next_at += interval
@@ -177,23 +211,27 @@ class Scheduler:
             return False
         return True
 
-    async def run_cycle(self, worker: AgentWorker) -> list[PollResult]:
+    async def run_cycle(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
         """One bounded cycle of one agent; its results are published before it returns.
 
         Every due check yields a result: TIMEOUT for those unfinished at the
-        cycle deadline, INTERNAL_ERROR for those an unexpected error cut short.
+        cycle deadline (or at the monotonic `deadline`, if that comes first),
+        INTERNAL_ERROR for those an unexpected error cut short.
         """
+        timeout = self.settings.cycle_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
             async with self.limiter:
                 started = time.monotonic()
                 checks = worker.due_checks(started)  # before the cycle moves results_due on
                 try:
-                    async with asyncio.timeout(self.settings.cycle_timeout):
+                    async with asyncio.timeout(timeout):
                         results = await worker.cycle(checks)
                 except TimeoutError:
                     results = worker.settle(checks, Reason.TIMEOUT)
-                    worker.log.warning("cycle_timeout", after=self.settings.cycle_timeout)
+                    worker.log.warning("cycle_timeout", after=round(timeout, 3))
                 except Exception:
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
@@ -222,10 +260,10 @@ class Scheduler:
         self._outcomes.clear()
         return {tenant: dict(sorted(counts.items())) for tenant, counts in sorted(tally.items())}
 
-    async def _run_cycle_logged(self, worker: AgentWorker) -> list[PollResult]:
+    async def _run_cycle_logged(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
         """run_cycle, with a failure outside the cycle (e.g. a sink's) logged, not raised."""
         try:
-            return await self.run_cycle(worker)
+            return await self.run_cycle(worker, deadline=deadline)
         except Exception:  # keep polling this agent and the others
             worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
             return []
@@ -247,6 +285,8 @@ class Scheduler:
         changed = [n for n in new if n in old and new[n] != old[n]]
         self.settings = settings
         self.limiter.resize(settings.max_concurrent_polls)
+        self.budget.total_bytes = settings.reassembly_budget
+        self.budget.set_tenants(settings.tenants)
         for worker in self._workers.values():
             worker.settings = settings
         for name in removed + changed:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poller.cluster.records import kv_permissions
 from poller.nats.creds import NatsCredentials, write_credentials
 from poller.nats.subjects import stream_name, stream_subjects
 from poller.pki.files import write_private
@@ -148,8 +149,8 @@ def _tenant_permissions(slug: str) -> dict[str, Any]:
     }
 
 
-def _poller_permissions(tenants: Iterable[str]) -> dict[str, Any]:
-    allow: list[str] = []
+def _poller_permissions(tenants: Iterable[str], cluster_bucket: str | None = None) -> dict[str, Any]:
+    allow: list[str] = [*kv_permissions(cluster_bucket)] if cluster_bucket else []
     for slug in tenants:
         stream = stream_name(slug)
         api = f"$JS.{slug}.API"
@@ -158,8 +159,13 @@ def _poller_permissions(tenants: Iterable[str]) -> dict[str, Any]:
     return {"publish": {"allow": allow}, "subscribe": {"allow": ["_INBOX.>"]}}
 
 
-def server_config(layout: NatsLayout) -> dict[str, Any]:
-    """The nats-server configuration as a JSON-shaped document (nats-server reads JSON)."""
+def server_config(layout: NatsLayout, *, cluster_bucket: str | None = None) -> dict[str, Any]:
+    """The nats-server configuration as a JSON-shaped document (nats-server reads JSON).
+
+    With `cluster_bucket`, the platform account gets JetStream of its own and the
+    poller's user may use that KV bucket (dynamic cluster mode, poller.cluster),
+    so one credentials file serves the sink and the cluster.
+    """
     host, port = layout.listen
     accounts: dict[str, Any] = {
         PLATFORM_ACCOUNT: {
@@ -167,7 +173,7 @@ def server_config(layout: NatsLayout) -> dict[str, Any]:
                 {
                     "user": layout.poller.user,
                     "password": layout.poller.password,
-                    "permissions": _poller_permissions(layout.tenants),
+                    "permissions": _poller_permissions(layout.tenants, cluster_bucket),
                 }
             ],
             "imports": [
@@ -180,6 +186,8 @@ def server_config(layout: NatsLayout) -> dict[str, Any]:
             ],
         }
     }
+    if cluster_bucket:
+        accounts[PLATFORM_ACCOUNT]["jetstream"] = "enabled"
     for slug in layout.tenants:
         creds = layout.tenant_creds[slug]
         accounts[tenant_account(slug)] = {
@@ -198,20 +206,20 @@ def server_config(layout: NatsLayout) -> dict[str, Any]:
     }
 
 
-def render_server_config(layout: NatsLayout) -> str:
+def render_server_config(layout: NatsLayout, *, cluster_bucket: str | None = None) -> str:
     header = (
         "# nats-server configuration written by `serviceradar-poller nats-config`.\n"
         "# One account per tenant (its stream lives there) and a platform account for the poller;\n"
         "# see docs/nats.md. Holds passwords: keep it 0600. Re-run nats-config to add tenants.\n"
     )
-    return header + json.dumps(server_config(layout), indent=2) + "\n"
+    return header + json.dumps(server_config(layout, cluster_bucket=cluster_bucket), indent=2) + "\n"
 
 
-def write_layout(out_dir: Path, layout: NatsLayout) -> list[Path]:
+def write_layout(out_dir: Path, layout: NatsLayout, *, cluster_bucket: str | None = None) -> list[Path]:
     """Write OUTDIR/nats-server.conf and every credentials file, all 0600; returns the paths."""
     out_dir = Path(out_dir)
     written = [out_dir / SERVER_CONF]
-    write_private(written[0], render_server_config(layout).encode("utf-8"))
+    write_private(written[0], render_server_config(layout, cluster_bucket=cluster_bucket).encode("utf-8"))
     for tenant, creds in [(None, layout.poller), *layout.tenant_creds.items()]:
         path = creds_path(out_dir, tenant)
         write_credentials(path, creds)

@@ -1,0 +1,298 @@
+"""ClusterNode against a real nats-server: leases, handover, outage, refusals,
+and `cluster status`. Nothing of NATS is mocked.
+
+The wall clock that places slots is a test clock here, so each step lands in
+a chosen slot of each agent; membership still runs on real time (heartbeats),
+and every wait is on the node's own change signal, bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+
+from poller.cluster.node import ClusterNode
+from poller.cluster.records import lease_key
+from poller.cluster.slots import slot_start
+from poller.cluster.status import read_status
+from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig
+from poller.testing import NatsServer
+
+INTERVAL = 1.0
+BUCKET = "node-test"
+AGENTS = tuple(AgentConfig(f"edge-{i:02d}", f"127.0.0.1:{5000 + i}", ("acme-corp", "xyz-inc")[i % 2]) for i in range(20))
+
+
+class Clock:
+    """The wall clock slots are computed from; moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def at(self, agent: str, slot: int) -> None:
+        self.now = slot_start(agent, slot, INTERVAL) + 0.01
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path):
+    server = NatsServer(store_dir=tmp_path / "js").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nodes(nats_server: NatsServer) -> AsyncIterator[Callable[..., ClusterNode]]:
+    started: list[ClusterNode] = []
+
+    def make(poller_id: str, clock: Clock, *, tenants: tuple[str, ...] | None = None) -> ClusterNode:
+        settings = PollerConfig(
+            poller_id=poller_id,
+            agents=AGENTS,
+            poll_interval=INTERVAL,
+            cluster=ClusterConfig(nats=nats_server.url, bucket=BUCKET, tenants=tenants),
+        )
+        node = ClusterNode(settings, clock=clock)
+        node.start()
+        started.append(node)
+        return node
+
+    yield make
+    for node in started:
+        await node.stop(timeout=2)
+
+
+async def until(node: ClusterNode, predicate: Callable[[ClusterNode], bool], timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        await node.wait_for(predicate)
+
+
+async def test_a_joining_replica_takes_its_share_in_the_next_slot_and_nothing_else_moves(nodes) -> None:
+    clock = Clock()
+    a = nodes("poller-a", clock)
+    await until(a, lambda n: n.members == ["poller-a"])
+    k = int(clock.now // INTERVAL) + 5
+    for agent in AGENTS:  # alone, a holds every agent
+        clock.at(agent.name, k)
+        assert await a.may_poll(agent), agent.name
+        assert not await a.may_poll(agent)  # never twice in one slot
+
+    b = nodes("poller-b", clock)
+    await until(a, lambda n: n.members == ["poller-a", "poller-b"])
+    await until(b, lambda n: n.members == ["poller-a", "poller-b"])
+    moving = [agent for agent in AGENTS if b.owner(agent.name) == "poller-b"]
+    staying = [agent for agent in AGENTS if agent not in moving]
+    assert 5 <= len(moving) <= 15 and all(a.owner(x.name) == "poller-a" for x in staying)
+    for agent in moving:
+        clock.at(agent.name, k)  # a polled slot k: b must not
+        assert not await b.may_poll(agent), agent.name
+        clock.at(agent.name, k + 1)  # the next slot is b's, and only b's
+        assert not await a.may_poll(agent), agent.name
+        assert await b.may_poll(agent), agent.name
+    for agent in staying:
+        clock.at(agent.name, k + 1)
+        assert await a.may_poll(agent), agent.name
+        assert not await b.may_poll(agent), agent.name
+    assert sorted(a.held) == sorted(x.name for x in staying)
+    assert sorted(b.held) == sorted(x.name for x in moving)
+
+
+async def test_during_a_nats_outage_held_agents_are_polled_until_their_lease_ends_then_not(nodes, nats_server) -> None:
+    clock = Clock()
+    a = nodes("poller-a", clock)
+    await until(a, lambda n: n.members == ["poller-a"])
+    agent = AGENTS[0]
+    k = int(clock.now // INTERVAL) + 5
+    clock.at(agent.name, k)
+    assert await a.may_poll(agent)  # acquired: this slot and the next
+
+    nats_server.stop()
+    clock.at(agent.name, k + 1)
+    assert await a.may_poll(agent)  # still covered by the lease NATS confirmed
+    clock.at(agent.name, k + 2)
+    assert not await a.may_poll(agent)  # the lease would have ended: stop, never guess
+    assert a.held == []
+
+    nats_server.start()  # same port, same store: the client reconnects by itself
+    async with asyncio.timeout(30):
+        slot = k + 3
+        while True:
+            clock.at(agent.name, slot)
+            if await a.may_poll(agent):
+                break
+            slot += 1
+    assert a.held == [agent.name]
+
+
+async def test_a_second_live_process_with_the_same_poller_id_is_refused(nodes) -> None:
+    clock = Clock()
+    first = nodes("poller-a", clock)
+    await until(first, lambda n: n.members == ["poller-a"])
+    second = nodes("poller-a", clock)
+    await until(second, lambda n: n.state == "duplicate_poller_id")
+    agent = AGENTS[0]
+    clock.at(agent.name, int(clock.now // INTERVAL) + 5)
+    assert not await second.may_poll(agent)
+    assert await first.may_poll(agent)
+
+
+async def test_a_bucket_whose_ttl_could_drop_live_leases_is_refused(nodes, nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    await nc.jetstream().create_key_value(bucket=BUCKET, history=1, ttl=2)
+    await nc.close()
+    node = nodes("poller-a", Clock())
+    await until(node, lambda n: n.state == "refused")
+    assert not node.ready.is_set()
+
+
+async def test_an_unreadable_lease_is_never_taken_over(nodes, nats_server) -> None:
+    clock = Clock()
+    a = nodes("poller-a", clock)
+    await until(a, lambda n: n.members == ["poller-a"])
+    nc = await nats.connect(nats_server.url)
+    kv = await nc.jetstream().key_value(BUCKET)
+    agent = AGENTS[3]
+    await kv.put(lease_key(agent.tenant, agent.name), b'{"owner": "someone", "until": "soon"}')
+    await nc.close()
+    clock.at(agent.name, int(clock.now // INTERVAL) + 5)
+    assert not await a.may_poll(agent)  # its end is unknown: fail closed
+    assert await a.may_poll(AGENTS[4])
+
+
+async def test_status_shows_members_counts_per_tenant_and_agents_no_member_serves(nodes, nats_server) -> None:
+    clock = Clock()
+    a = nodes("poller-acme", clock, tenants=("acme-corp",))
+    await until(a, lambda n: n.members == ["poller-acme"])
+    k = int(clock.now // INTERVAL) + 5
+    for agent in AGENTS:
+        clock.at(agent.name, k)
+        assert await a.may_poll(agent) == (agent.tenant == "acme-corp")
+    await until(a, lambda n: n.beats > 2)  # a heartbeat carries the unowned list
+
+    nc = await nats.connect(nats_server.url)
+    status = await read_status(nc.jetstream(), BUCKET)
+    await nc.close()
+    [member] = status.members
+    assert (member.record.poller_id, member.record.tenants, member.agents) == ("poller-acme", ("acme-corp",), {"acme-corp": 10})
+    assert sorted(u.agent for u in status.unowned) == sorted(x.name for x in AGENTS if x.tenant == "xyz-inc")
+
+    # The command line: the same, as one JSON object; exit 4 when NATS does not answer.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "poller",
+        "cluster",
+        "status",
+        "--nats",
+        nats_server.url,
+        "--bucket",
+        BUCKET,
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    doc = json.loads(out)
+    assert [m["poller_id"] for m in doc["members"]] == ["poller-acme"]
+    assert doc["tenants"]["xyz-inc"]["unowned"] == 10
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "poller",
+        "cluster",
+        "status",
+        "--bucket",
+        "nope",
+        "--nats",
+        nats_server.url,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2 and b"no bucket named nope" in err
+
+
+async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(tmp_path: Path) -> None:
+    """nats-config --cluster-bucket lets the poller's user (the NATS sink's
+    credentials) use the bucket; a tenant's user still cannot write a lease."""
+    from poller.cli.main import main
+    from poller.testing import ForgePki
+
+    pki = ForgePki.create(tmp_path / "certs", tenants=("acme-corp", "xyz-inc"))
+    out = tmp_path / "nats"
+    assert (
+        main(
+            [
+                "nats-config",
+                "--certs",
+                str(pki.directory),
+                "--out",
+                str(out),
+                "--listen",
+                "127.0.0.1:0",
+                "--cluster-bucket",
+                BUCKET,
+            ]
+        )
+        == 0
+    )
+    server = NatsServer(config=out / "nats-server.conf").start()
+    clock = Clock()
+    settings = PollerConfig(
+        poller_id="poller-a",
+        agents=AGENTS,
+        poll_interval=INTERVAL,
+        cluster=ClusterConfig(nats=server.url, creds=out / "poller.creds", bucket=BUCKET),
+    )
+    node = ClusterNode(settings, clock=clock)
+    node.start()
+    try:
+        await until(node, lambda n: n.members == ["poller-a"])
+        agent = AGENTS[0]
+        clock.at(agent.name, int(clock.now // INTERVAL) + 5)
+        assert await node.may_poll(agent)
+
+        # The attacker: acme-corp's own credentials, trying to take the lease.
+        from poller.nats.creds import load_credentials
+
+        tenant = load_credentials(out / "tenant-acme-corp.creds")
+        nc = await nats.connect(server.url, **tenant.connect_options())
+        with pytest.raises((nats.errors.Error, TimeoutError)):  # no way into the platform account's JetStream
+            kv = await nc.jetstream(timeout=1).key_value(BUCKET)
+            await kv.put(lease_key(agent.tenant, agent.name), b'{"owner": "evil", "instance": "x", "until": 1e12}')
+        await nc.close()
+        clock.at(agent.name, int(clock.now // INTERVAL) + 1)
+        assert await node.may_poll(agent)  # still ours
+    finally:
+        await node.stop(timeout=2)
+        server.stop()
+
+
+async def test_a_replica_that_stops_cleanly_hands_its_agents_over_in_the_next_slot(nodes) -> None:
+    clock = Clock()
+    a = nodes("poller-a", clock)
+    b = nodes("poller-b", clock)
+    await until(a, lambda n: n.members == ["poller-a", "poller-b"])
+    await until(b, lambda n: n.members == ["poller-a", "poller-b"])
+    k = int(clock.now // INTERVAL) + 5
+    mine = [agent for agent in AGENTS if a.owner(agent.name) == "poller-a"]
+    for agent in mine:
+        clock.at(agent.name, k)
+        assert await a.may_poll(agent)
+    await a.stop()  # SIGTERM: leases released, member record deleted
+    await until(b, lambda n: n.members == ["poller-b"])  # its record is gone: no member timeout to wait for
+    for agent in mine:
+        clock.at(agent.name, k)
+        assert not await b.may_poll(agent)  # a polled this slot
+        clock.at(agent.name, k + 1)
+        assert await b.may_poll(agent), agent.name
