@@ -84,7 +84,8 @@ def nats_layout(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def accounts_nats(tmp_path: Path, nats_layout: Path) -> Iterator[NatsServer]:
-    """Not named nats_server: that is the pytest plugin's fixture (an open server),
+    """A real nats-server running nats_layout's config (accounts, users, JetStream).
+    Not named nats_server: that is the pytest plugin's fixture (an open server),
     which a conftest fixture of the same name would silently replace."""
     server = NatsServer(config=nats_layout / "nats-server.conf").start()
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from poller.metrics import PollerMetrics
+from poller.nats.metrics import DeliveryMetrics
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 
@@ -38,12 +39,13 @@ def exported_names() -> set[str]:
     """Every sample name the poller's metrics can produce, from the registry a daemon serves."""
     suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
     names: set[str] = set()
-    registry = PollerMetrics().registry  # what PollerDaemon makes and serves on metrics_listen
+    # What PollerDaemon makes and serves on metrics_listen: its metrics, and the NATS sink's in the same registry.
+    registry = PollerMetrics().registry
+    DeliveryMetrics(registry)
     for collector in list(registry._collector_to_names):
         describe = getattr(collector, "describe", None)
         for family in describe() if describe else []:
-            if family.name.startswith("poller_"):
-                names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+            names.update(family.name + s for s in suffixes.get(family.type, ("",)))
     return names
 
 
@@ -106,6 +108,7 @@ def test_dashboard_covers_the_operators_questions(dashboard):
         "poller_call_latency_seconds_bucket",  # latency quantiles
         "poller_connected_agents",
         "poller_certificate_expiry_days",
+        "poller_outbox_pending",  # outbox depth (NATS sink)
     } <= used
     exprs = [expr for _, expr in expressions(dashboard)]
     assert any("by (tenant, outcome)" in e and "poller_polls_total" in e for e in exprs)

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ import pytest
 
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity.names import format_spiffe_id
+from poller.identity.reasons import IdentityRefused, Reason
 from poller.server import REASON_METADATA_KEY, TenantServerInterceptor, server_credentials
 from poller.testing import ForgedCert, ForgePki
 from poller.trust import TrustStore
@@ -335,3 +337,29 @@ async def test_trust_from_pem_data_with_an_explicit_platform_ca(pki):
     finally:
         await svc.close()
         await server.stop(None)
+
+
+def test_proof_cache_holds_only_while_trust_time_and_crl_allow(pki, trust_store):
+    """The calls of one connection reuse a proof, never past a trust reload,
+    the certificate's notAfter or its CRL's nextUpdate."""
+    from poller.server.interceptor import ProofCache
+
+    agent = pki.agent(ACME, "agent-001", days=1)
+    auth = {"x509_pem_cert": [agent.leaf_pem], "x509_pem_cert_chain": [pki.tenant_ca_pem(ACME)]}
+    clock = [datetime.now(UTC).timestamp()]
+    cache = ProofCache(clock=lambda: clock[0])
+    snapshot = trust_store.snapshot
+    assert cache.prove(auth, snapshot, None).component_id == "agent-001"
+    assert cache.prove(auth, snapshot, None).tenant == ACME
+    assert cache.proofs == 1  # the second call came from memory
+    clock[0] = agent.cert.not_valid_after_utc.timestamp() + 1  # past notAfter: proven again
+    cache.prove(auth, snapshot, None)
+    assert cache.proofs == 2
+    pki.revoke(ACME, agent)
+    trust_store.reload()  # a new snapshot: the cached proof no longer counts
+    with pytest.raises(IdentityRefused) as first:
+        cache.prove(auth, trust_store.snapshot, None)
+    with pytest.raises(IdentityRefused) as second:
+        cache.prove(auth, trust_store.snapshot, None)
+    assert first.value.reason is second.value.reason is Reason.REVOKED
+    assert first.value is not second.value and cache.proofs == 3

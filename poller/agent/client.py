@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from poller.agent.budget import ReassemblyBudget
 from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.dial.dialer import AgentConnection
 from poller.identity.context import TenantContext, bound_tenant
@@ -82,13 +83,23 @@ class AgentClient:
     """The AgentService and health RPCs of one agent.
 
     poller_id is put in every request, as the Go poller does; agent_id in a
-    request is only a label for the agent's own logs.
+    request is only a label for the agent's own logs. budget, when given, is
+    the poller-wide ReassemblyBudget that fetch_document's streams are held
+    to (share it between the clients of every agent).
     """
 
-    def __init__(self, connection: AgentConnection, *, poller_id: str = "", timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        connection: AgentConnection,
+        *,
+        poller_id: str = "",
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+        budget: ReassemblyBudget | None = None,
+    ) -> None:
         self.connection = connection
         self.poller_id = poller_id
         self.timeout = timeout
+        self.budget = budget
         self._stub = pb_grpc.AgentServiceStub(connection.channel)
         self._health = health_pb2_grpc.HealthStub(connection.channel)
 
@@ -164,25 +175,31 @@ class AgentClient:
         timeout: float | None = None,
     ) -> StreamDocument:
         """A StreamResults document, whole or not at all: IncompleteStream when the
-        stream ends without is_final, has gaps in chunk_index, or breaks off."""
+        stream ends without is_final, has gaps in chunk_index, breaks off, or
+        would take its tenant over its share of the client's budget."""
         ctx = self.context
         started = time.perf_counter()
-        assembler = StreamAssembler()
+        lease = self.budget.lease(ctx.tenant) if self.budget is not None else None
+        assembler = StreamAssembler(lease=lease)
         chunks = self.stream_results(
             service_name, service_type, details=details, last_sequence=last_sequence, agent_id=agent_id, timeout=timeout
         )
         try:
-            async for chunk in chunks:
-                assembler.add(chunk)
-                if assembler.final:
-                    break
-        except AgentUnreachable as err:
-            if assembler.chunks:
-                raise IncompleteStream(f"stream broke off after {assembler.chunks} chunks: {err.detail}") from err
-            raise
+            try:
+                async for chunk in chunks:
+                    assembler.add(chunk)
+                    if assembler.final:
+                        break
+            except AgentUnreachable as err:
+                if assembler.chunks:
+                    raise IncompleteStream(f"stream broke off after {assembler.chunks} chunks: {err.detail}") from err
+                raise
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]  # a grpc.aio stream call is an async generator
+            data = assembler.data
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]  # a grpc.aio stream call is an async generator
-        data = assembler.data
+            if lease is not None:
+                lease.release()  # whole or refused, the bytes go back to the budget
         latency = time.perf_counter() - started
         self.connection.metrics.latency("StreamResults").observe(latency)
         return StreamDocument(

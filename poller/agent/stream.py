@@ -14,8 +14,13 @@ b'{"a":1}'
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from poller.identity.reasons import AgentFailure, Reason
 from poller.proto import monitoring_pb2 as pb
+
+if TYPE_CHECKING:
+    from poller.agent.budget import StreamLease
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -28,7 +33,15 @@ class IncompleteStream(AgentFailure):
 
 
 class StreamAssembler:
-    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Chunks of one stream, checked as they arrive.
+
+    max_bytes caps this stream; lease (from a ReassemblyBudget) also holds it
+    to its tenant's share of the poller-wide budget. The caller releases the
+    lease when the document has been handed on or refused.
+    """
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, lease: StreamLease | None = None) -> None:
+        self._lease = lease
         self._parts: list[bytes] = []
         self._size = 0
         self._max = max_bytes
@@ -58,6 +71,8 @@ class StreamAssembler:
         self._size += len(chunk.data)
         if self._size > self._max:
             raise IncompleteStream(f"document larger than {self._max} bytes")
+        if self._lease is not None:
+            self._lease.grow(len(chunk.data))
         self._parts.append(chunk.data)
         if chunk.current_sequence:
             self.current_sequence = chunk.current_sequence

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from poller.address import show_value, split_host_port
+from poller.agent.budget import DEFAULT_REASSEMBLY_BUDGET
 from poller.daemon.durations import (
     BARE_NUMBER_REASON,
     DurationError,
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_NATS_URL",
     "DEFAULT_PARTITION",
     "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_REASSEMBLY_BUDGET",
     "DEFAULT_SINK_DIR",
     "LOG_FORMATS",
     "SINK_TYPES",
@@ -83,6 +85,7 @@ DEFAULT_DUPLICATE_WINDOW = 2 * 3600.0
 DEFAULT_PUBLISH_TIMEOUT = 5.0
 DEFAULT_LOG_FORMAT = "auto"
 DEFAULT_MAX_CONCURRENT_POLLS = 500
+MIN_REASSEMBLY_BUDGET = 1024 * 1024
 DEFAULT_CALL_TIMEOUT = 5.0  # the most call_timeout defaults to (see default_call_timeout)
 DEFAULT_CYCLE_FRACTION = 0.8  # cycle_timeout defaults to this share of poll_interval
 DEFAULT_BACKOFF_INITIAL = 1.0
@@ -134,6 +137,7 @@ TOP_KEYS = (
     "metrics_listen",
     "log_format",
     "max_concurrent_polls",
+    "reassembly_budget",
     "call_timeout",
     "cycle_timeout",
     "backoff_initial",
@@ -308,6 +312,7 @@ class PollerConfig:
     metrics_listen: str | None = None
     log_format: LogFormat = "auto"
     max_concurrent_polls: int = DEFAULT_MAX_CONCURRENT_POLLS
+    reassembly_budget: int = DEFAULT_REASSEMBLY_BUDGET  # bytes, all streams being reassembled together
     call_timeout: float = 0.0
     cycle_timeout: float = 0.0
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
@@ -613,6 +618,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     if log_format is not None and log_format not in LOG_FORMATS:
         c.error("log_format", f"{_show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
     max_polls = c.integer(top, "max_concurrent_polls", "", default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
+    budget = c.integer(top, "reassembly_budget", "", default=DEFAULT_REASSEMBLY_BUDGET, low=MIN_REASSEMBLY_BUDGET)
     call_timeout = c.duration(top, "call_timeout", "", default=None)
     cycle_timeout = c.duration(top, "cycle_timeout", "", default=None)
     if top.get("cycle_timeout") is None and poll_interval is not None:
@@ -660,6 +666,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         metrics_listen=metrics_listen,
         log_format=cast(LogFormat, log_format),
         max_concurrent_polls=cast(int, max_polls),
+        reassembly_budget=cast(int, budget),
         call_timeout=cast(float, call_timeout),
         cycle_timeout=cast(float, cycle_timeout),
         backoff_initial=cast(float, backoff_initial),
@@ -1031,6 +1038,7 @@ _EXAMPLE: dict[str, Any] = {
     "metrics_listen": "127.0.0.1:9464",
     "log_format": "auto",
     "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
+    "reassembly_budget": DEFAULT_REASSEMBLY_BUDGET,
     "backoff_initial": "1s",
     "backoff_max": "1m",
     "require_crl": False,

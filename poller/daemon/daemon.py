@@ -69,9 +69,12 @@ class PollerDaemon:
         self.metrics = metrics if metrics is not None else PollerMetrics()
         self.sink = sink or make_sink(settings, self.metrics)
         self._agents = dict(settings.agents_by_name)
-        # A handler never holds a cycle longer than this (the sink included).
-        timeout = min(DEFAULT_HANDLER_TIMEOUT, settings.cycle_timeout)
-        self.registry = registry or HandlerRegistry(timeout=timeout, strict_labels=self._strict_labels, metrics=self.metrics)
+        # A handler (the sink included) never holds a cycle longer than this. Not
+        # tied to cycle_timeout: a short poll interval must not make a sink that
+        # is merely slow for a moment (an fsync under load) count as failed.
+        self.registry = registry or HandlerRegistry(
+            timeout=DEFAULT_HANDLER_TIMEOUT, strict_labels=self._strict_labels, metrics=self.metrics
+        )
         self.registry.register(
             ">",
             self.sink,

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import structlog
 
+from poller.agent.budget import ReassemblyBudget
 from poller.daemon.config import AgentConfig, PollerConfig
 from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.status import StatusBoard
@@ -131,6 +132,9 @@ class Scheduler:
         self._stopping = asyncio.Event()
         self._sleeping: set[asyncio.Task[object]] = set()  # loops waiting for their next poll
         self.limiter = Limiter(settings.max_concurrent_polls)
+        # One bound for every stream being reassembled, a fair share per tenant,
+        # so one tenant's hostile agents cannot exhaust the poller (issue 10).
+        self.budget = ReassemblyBudget(settings.reassembly_budget, tenants=settings.tenants)
         self.cycles_completed = 0
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
@@ -150,7 +154,7 @@ class Scheduler:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
-        worker = AgentWorker(agent, self.settings, self.trust, self.metrics)
+        worker = AgentWorker(agent, self.settings, self.trust, self.metrics, budget=self.budget)
         self._workers[agent.name] = worker
         if loop:
             self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._loop(worker), name=f"agent {agent.name}")
@@ -294,6 +298,8 @@ class Scheduler:
         changed = [n for n in new if n in old and new[n] != old[n]]
         self.settings = settings
         self.limiter.resize(settings.max_concurrent_polls)
+        self.budget.total_bytes = settings.reassembly_budget
+        self.budget.set_tenants(settings.tenants)
         for worker in self._workers.values():
             worker.settings = settings
         for name in removed + changed:

@@ -17,6 +17,7 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
+from poller.agent.budget import ReassemblyBudget
 from poller.agent.client import AgentClient
 from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.results import PollResult
@@ -50,9 +51,16 @@ class _Down:
 
 class AgentWorker:
     def __init__(
-        self, agent: AgentConfig, settings: PollerConfig, trust: TrustStore, metrics: PollerMetrics | None = None
+        self,
+        agent: AgentConfig,
+        settings: PollerConfig,
+        trust: TrustStore,
+        metrics: PollerMetrics | None = None,
+        *,
+        budget: ReassemblyBudget | None = None,
     ) -> None:
         self.agent = agent
+        self.budget = budget  # the poller-wide stream reassembly budget (None: per-stream cap only)
         self.metrics = metrics if metrics is not None else default_metrics()
         self.settings = settings
         self.trust = trust
@@ -92,7 +100,9 @@ class AgentWorker:
             self._failed(err)
             return None
         ctx = self.connection.context
-        self.client = AgentClient(self.connection, poller_id=self.settings.poller_id, timeout=self.settings.call_timeout)
+        self.client = AgentClient(
+            self.connection, poller_id=self.settings.poller_id, timeout=self.settings.call_timeout, budget=self.budget
+        )
         if self.down is not None or self.failures:
             self.log.info("agent_recovered", component=ctx.component_id, after_failures=self.failures)
         self.failures = 0

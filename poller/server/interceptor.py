@@ -133,6 +133,66 @@ def prove_caller(
     return verify_agent_chain(certs, tenant=authority.slug, trust=snapshot, purpose="client")
 
 
+class ProofCache:
+    """Remembers what a client chain proved, so that the calls of one
+    connection do not each repeat the path validation.
+
+    An entry holds only while the trust snapshot and platform CA it was
+    decided under are still the ones in force (a reload, e.g. a new CRL,
+    makes a new snapshot, so the next call is proven afresh), and only until
+    the certificate's notAfter or its tenant CRL's nextUpdate, whichever is
+    first; a refusal is remembered for at most REFUSAL_TTL seconds.
+    """
+
+    REFUSAL_TTL = 30.0
+
+    def __init__(self, size: int = 4096, *, clock: Callable[[], float] | None = None) -> None:
+        self.size = size
+        self.proofs = 0  # chains actually verified (the rest came from memory)
+        self._clock = clock or (lambda: certinfo.utcnow().timestamp())
+        self._entries: dict[bytes, tuple[object, object, float, TenantContext | PlatformIdentity | IdentityRefused]] = {}
+
+    def prove(
+        self, auth: Mapping[str, Sequence[bytes]], snapshot: TrustSnapshot, platform: PlatformAuthority | None
+    ) -> TenantContext | PlatformIdentity:
+        key = b"".join(auth.get("x509_pem_cert") or ()) + b"|" + b"".join(auth.get("x509_pem_cert_chain") or ())
+        now = self._clock()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is snapshot and entry[1] is platform and now < entry[2]:
+            outcome = entry[3]
+        else:
+            self.proofs += 1
+            try:
+                outcome = prove_caller(auth, snapshot, platform)
+            except IdentityRefused as err:
+                outcome = err
+            self._remember(key, snapshot, platform, now, outcome)
+        if isinstance(outcome, IdentityRefused):  # a fresh error each time: a re-raised one would grow its traceback
+            raise IdentityRefused(outcome.reason, outcome.detail, peer=outcome.peer)
+        return outcome
+
+    def _remember(
+        self,
+        key: bytes,
+        snapshot: TrustSnapshot,
+        platform: PlatformAuthority | None,
+        now: float,
+        outcome: TenantContext | PlatformIdentity | IdentityRefused,
+    ) -> None:
+        if isinstance(outcome, IdentityRefused):
+            until = now + self.REFUSAL_TTL
+        else:
+            until = outcome.not_after.timestamp()
+            if isinstance(outcome, TenantContext):
+                authority = snapshot.tenants.get(outcome.tenant)
+                next_update = authority.crl_next_update if authority is not None else None
+                if next_update is not None:
+                    until = min(until, next_update.timestamp())
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]  # the oldest
+        self._entries[key] = (snapshot, platform, until, outcome)
+
+
 def _issuing_tenant(certs: list[x509.Certificate], snapshot: TrustSnapshot) -> TenantAuthority | None:
     """The tenant CA whose key issued the leaf: by the presented intermediate's SPKI, else by signature."""
     leaf = certs[0]
@@ -180,6 +240,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         self._platform_source = platform
         self._platform_for: TrustSnapshot | None = None
         self._platform: PlatformAuthority | None = platform if isinstance(platform, PlatformAuthority) else None
+        self._proofs = ProofCache()
 
     def policy_for(self, method: str) -> Policy:
         return self.policies.get(method, self.default_policy)
@@ -215,7 +276,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         peer = context.peer()
         snapshot = self.trust.snapshot
         try:
-            proven = prove_caller(context.auth_context() or {}, snapshot, self._platform_authority(snapshot))
+            proven = self._proofs.prove(context.auth_context() or {}, snapshot, self._platform_authority(snapshot))
         except IdentityRefused as err:
             self._audit_refused(method, peer, err.reason, err.detail, err.peer)
             raise

@@ -105,6 +105,11 @@ class AgentBehaviour:
     stall_after_chunks: int | None = None
     #: seconds between chunks (server side only).
     chunk_delay: float = 0.0
+    #: a hostile stream: this same bytes object as every chunk, never is_final,
+    #: `endless_limit` chunks (None: until the call is cancelled). Cheap for the
+    #: agent, however much the poller is asked to hold.
+    endless_chunk: bytes | None = None
+    endless_limit: int | None = None
 
     # -- faults ---------------------------------------------------------------
     delay: float = 0.0
@@ -522,6 +527,10 @@ class _AgentServicer(pb_grpc.AgentServiceServicer):
         b = agent.behaviour
         if b.auto_advance:
             b.advance_sequence()
+        if b.endless_chunk is not None:
+            async for chunk in _endless(b.endless_chunk, b.endless_limit, b.current_sequence, agent.timestamp()):
+                yield chunk
+            return
         pieces = split_document(_as_bytes(b.stream_document), b.stream_chunks)
         total = len(pieces)
         drop, stall, skip = b.drop_after_chunks, b.stall_after_chunks, b.skip_chunk_index
@@ -550,6 +559,13 @@ class _AgentServicer(pb_grpc.AgentServiceServicer):
             await context.abort(b.drop_code, f"mock agent dropped the stream after {sent} chunks")
         if stall is not None and sent >= stall:
             await agent.wait_or_stop(context, None)
+
+
+async def _endless(data: bytes, limit: int | None, sequence: str, stamp: int) -> AsyncIterator[pb.ResultsChunk]:
+    index = 0
+    while limit is None or index < limit:
+        yield pb.ResultsChunk(data=data, chunk_index=index, current_sequence=sequence, timestamp=stamp)
+        index += 1
 
 
 class _HealthServicer(health_pb2_grpc.HealthServicer):

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -40,26 +39,6 @@ _READY = "Server is ready"
 
 class NatsServerError(PollerError, RuntimeError):
     """The server binary is missing, or the server did not start or stop in time."""
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a child that gets SIGTERM when the process that started it dies,
-    so a test run killed by a timeout or SIGKILL leaves no nats-server behind.
-    (Tied to the starting thread: start the server from a thread that outlives it.)"""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, before fork
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def _set() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return _set
 
 
 def find_nats_server() -> Path:
@@ -162,7 +141,6 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # Ctrl-C in a terminal goes to our caller, which stops us
-            preexec_fn=_die_with_parent(),
         )
         self._proc = proc
         self._reader = threading.Thread(target=self._read_log, args=(proc, ready, seen), name="nats-server log", daemon=True)
