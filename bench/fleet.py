@@ -6,6 +6,14 @@ PollerConfig with one status check per agent (parse_config) drives
 poller.daemon.scheduler.Scheduler in-process into a counting sink.
 
     python -m bench.fleet [--agents 100,1000,5000] [--interval 30] [--cycles 3] [--servers 2] [--gc-freeze]
+    python -m bench.fleet --kill-mid-first 2000[,5000] [--cycles 3]
+
+--kill-mid-first N: memory under faults. A poller dials N agents and every
+agents_server process is killed (SIGKILL) once a third of the first wave has
+been polled; afterwards a healthy run of N agents gives the steady RSS.
+The first cycle finishes against dead agents and the cycles after it run
+with every agent gone; the peak RSS (sampled every 10 ms) is compared with
+the healthy steady RSS (goal: within 1.2x).
 
 The schedule is compressed: instead of waiting out the poll interval, cycles
 run back to back with scheduler.run_once() (every agent once, bounded by
@@ -92,11 +100,15 @@ GC = GcTimer()
 class CountingSink:
     """Counts results per outcome; keeps nothing else."""
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: int = 0) -> None:
         self.outcomes: collections.Counter[str] = collections.Counter()
+        self.threshold = threshold  # `reached` is set once this many results came in
+        self.reached = asyncio.Event()
 
     async def publish(self, result: Any) -> None:
         self.outcomes["ok" if result.available else (result.reason or "unavailable")] += 1
+        if self.threshold and sum(self.outcomes.values()) >= self.threshold:
+            self.reached.set()
 
     def take(self) -> collections.Counter[str]:
         out, self.outcomes = self.outcomes, collections.Counter()
@@ -448,6 +460,89 @@ def summary(runs: list[FleetRun], interval: float) -> None:
     print("(KiB/agent: growth of current RSS per added agent since the smallest N)")
 
 
+# --------------------------------------------------------------------------- faults
+
+
+class RssSampler:
+    """Peak RSS of this process, sampled by a thread every 10 ms."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, rss_mib())
+
+    def __enter__(self) -> RssSampler:
+        self.peak = rss_mib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def run_fault(
+    n: int, directory: Path, certs: Path, agents: list[dict[str, str]], servers_count: int, interval: float, cycles: int
+) -> tuple[float, float, float]:
+    """Agents killed mid first wave: (healthy steady RSS, peak RSS under the fault, RSS at the end), MiB."""
+    import signal
+
+    from poller.daemon.scheduler import Scheduler
+    from poller.trust.store import TrustStore
+
+    servers = AgentServers(directory, certs, agents[:n], servers_count)
+    servers.start()
+    settings = fleet_config(certs, agents, servers.addresses, n, interval)
+    sink = CountingSink(threshold=n // 3)
+    scheduler = Scheduler(settings, TrustStore(certs), sink.publish)
+    scheduler.start(loops=False)
+    print(f"\n--- {n} agents, every agents_server killed once a third of the first wave is polled", flush=True)
+    try:
+        with RssSampler() as sampler:
+            first = asyncio.get_running_loop().create_task(measure_cycle("first", scheduler, sink, servers))
+            await asyncio.wait([first, asyncio.ensure_future(sink.reached.wait())], return_when=asyncio.FIRST_COMPLETED)
+            polled = sum(sink.outcomes.values())
+            for proc in servers.procs:
+                proc.send_signal(signal.SIGKILL)
+            print(f"  killed the agents after {polled} of {n} results; RSS now {rss_mib():.0f} MiB", flush=True)
+            cycle = await first
+            _print_cycle(n, cycle, interval)
+            print(f"  RSS after the first cycle {rss_mib():.0f} MiB (peak so far {sampler.peak:.0f})", flush=True)
+            for k in range(1, cycles + 1):
+                cycle = await measure_cycle(f"dead {k}", scheduler, sink, servers)
+                _print_cycle(n, cycle, interval)
+                print(f"  RSS {rss_mib():.0f} MiB (peak so far {sampler.peak:.0f})", flush=True)
+        end_rss = rss_mib()
+    finally:
+        await scheduler.stop(grace=5)
+        servers.stop()
+    peak = sampler.peak
+    gc.collect()
+    # The healthy run comes second, so the fault run starts from a fresh
+    # process (the healthy figure carries whatever the fault run left behind).
+    healthy_servers = AgentServers(directory, certs, agents[:n], servers_count)
+    healthy_servers.start()
+    try:
+        healthy = await run_n(n, certs, agents, healthy_servers, interval, cycles)
+    finally:
+        healthy_servers.stop()
+    steady_rss = healthy.rss
+
+    print(
+        f"\nmemory under faults at {n} agents: healthy steady RSS {steady_rss:.0f} MiB; with the agents killed mid "
+        f"first wave peak {peak:.0f} MiB ({peak / steady_rss:.2f}x), at the end {end_rss:.0f} MiB "
+        f"(goal peak <= 1.2x steady: {'MET' if peak <= 1.2 * steady_rss else 'NOT MET'})",
+        flush=True,
+    )
+    return steady_rss, peak, end_rss
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -478,7 +573,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="what-if: gc.collect() + gc.freeze() after the first cycle (not what the daemon does today)",
     )
+    p.add_argument("--kill-mid-first", default="", help="memory under faults at these sizes (e.g. 2000,5000)")
     args = p.parse_args(argv)
+    if args.kill_mid_first:
+        _main_fault(sorted({int(x) for x in args.kill_mid_first.split(",") if x.strip()}), args)
+        return
     ns = sorted({int(x) for x in args.agents.split(",") if x.strip()})
     if not ns or ns[0] < 1:
         p.error("--agents needs positive sizes")
@@ -513,6 +612,16 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             if servers is not None:
                 servers.stop()
+
+
+def _main_fault(ns: list[int], args: argparse.Namespace) -> None:
+    raise_nofile()
+    header("bench.fleet --kill-mid-first: memory when the agents die during the first wave")
+    quiet_logging()
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-fault-") as tmp:
+        certs, agents = make_agents(Path(tmp), ns[-1])
+        for n in ns:
+            asyncio.run(run_fault(n, Path(tmp), certs, agents, args.servers, args.interval, args.cycles))
 
 
 if __name__ == "__main__":

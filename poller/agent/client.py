@@ -100,8 +100,10 @@ class AgentClient:
         self.poller_id = poller_id
         self.timeout = timeout
         self.budget = budget
-        self._stub = pb_grpc.AgentServiceStub(connection.channel)
-        self._health = health_pb2_grpc.HealthStub(connection.channel)
+        # client_channel refuses and stamps each call itself (no interceptor
+        # machinery); the same pinned connection as connection.channel.
+        self._stub = pb_grpc.AgentServiceStub(connection.client_channel)
+        self._health = health_pb2_grpc.HealthStub(connection.client_channel)
 
     @property
     def context(self) -> TenantContext:

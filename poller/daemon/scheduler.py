@@ -15,7 +15,6 @@ traceback, and the agent's loop keeps running.
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,8 @@ import structlog
 
 from poller.agent.budget import ReassemblyBudget
 from poller.daemon.config import AgentConfig, PollerConfig
+from poller.daemon.dialgate import DialGate
+from poller.daemon.limiter import Limiter
 from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.status import StatusBoard
 from poller.daemon.worker import AgentWorker
@@ -56,60 +57,6 @@ class PollGate(Protocol):
         ...
 
 
-class Limiter:
-    """At most `limit` holders at once, like a semaphore, but resizable while held.
-
-    >>> limiter = Limiter(2)
-    >>> limiter.resize(5); limiter.limit
-    5
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._in_use = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    @property
-    def in_use(self) -> int:
-        return self._in_use
-
-    def resize(self, limit: int) -> None:
-        """A larger limit lets waiters in at once; a smaller one takes effect as holders leave."""
-        self._limit = limit
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self._in_use < self._limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._in_use += 1  # handed over: counted before the waiter runs
-                waiter.set_result(None)
-
-    async def __aenter__(self) -> None:
-        if self._in_use < self._limit and not self._waiters:
-            self._in_use += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # the slot was handed over just as we were cancelled
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        self._in_use -= 1
-        self._wake()
-
-
 class Scheduler:
     def __init__(
         self,
@@ -135,6 +82,8 @@ class Scheduler:
         # One bound for every stream being reassembled, a fair share per tenant,
         # so one tenant's hostile agents cannot exhaust the poller (issue 10).
         self.budget = ReassemblyBudget(settings.reassembly_budget, tenants=settings.tenants)
+        # Dials at once, sized from how fast this machine proves agents (issue 10).
+        self.dial_gate = DialGate()
         self.cycles_completed = 0
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
@@ -154,7 +103,7 @@ class Scheduler:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
-        worker = AgentWorker(agent, self.settings, self.trust, self.metrics, budget=self.budget)
+        worker = AgentWorker(agent, self.settings, self.trust, self.metrics, budget=self.budget, dial_gate=self.dial_gate)
         self._workers[agent.name] = worker
         if loop:
             self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._loop(worker), name=f"agent {agent.name}")
@@ -243,8 +192,12 @@ class Scheduler:
                     async with asyncio.timeout(timeout):
                         results = await worker.cycle(checks)
                 except TimeoutError:
-                    results = worker.settle(checks, Reason.TIMEOUT)
-                    worker.log.warning("cycle_timeout", after=round(timeout, 3))
+                    if worker.waiting_to_dial:  # the poller's own dial queue, not the agent
+                        results = worker.settle(checks, Reason.PENDING)
+                        worker.log.info("agent_pending", reason=Reason.PENDING.value, dial_slots=self.dial_gate.limit)
+                    else:
+                        results = worker.settle(checks, Reason.TIMEOUT)
+                        worker.log.warning("cycle_timeout", after=round(timeout, 3))
                 except Exception:
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)

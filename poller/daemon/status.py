@@ -143,7 +143,7 @@ class StatusBoard:
             identity=identity,
             last_poll=time.time(),
             last_latency=latency,
-            consecutive_failures=0 if answered else previous.consecutive_failures + 1,
+            consecutive_failures=0 if answered else previous.consecutive_failures + (0 if state is AgentState.PENDING else 1),
             checks=checks,
         )
         self._records[worker.agent.name] = status
@@ -182,6 +182,8 @@ _Classified = tuple[AgentState, Reason | None, str | None, Mapping[str, str] | N
 def _classify(worker: AgentWorker, results: Sequence[PollResult]) -> _Classified:
     """State, reason, detail, refused certificate and identity, from the cycle and the worker."""
     down = worker.down
+    if down is None and results and all(r.reason is Reason.PENDING for r in results):
+        return AgentState.PENDING, Reason.PENDING, "waiting for a dial slot", None, None
     if down is not None:  # no connection: the last dial failed and it waits to retry
         state = AgentState.REFUSED if down.reason.is_refusal else AgentState.UNREACHABLE
         error = down.error

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2
 from poller.agent.budget import ReassemblyBudget
 from poller.agent.client import AgentClient
 from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
+from poller.daemon.dialgate import DialGate
 from poller.daemon.results import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity import certinfo
@@ -58,9 +59,12 @@ class AgentWorker:
         metrics: PollerMetrics | None = None,
         *,
         budget: ReassemblyBudget | None = None,
+        dial_gate: DialGate | None = None,
     ) -> None:
         self.agent = agent
         self.budget = budget  # the poller-wide stream reassembly budget (None: per-stream cap only)
+        self.dial_gate = dial_gate  # bounds the daemon's concurrent dials (None: unbounded)
+        self.waiting_to_dial = False  # waiting for a dial slot: the poller's delay, not the agent's
         self.metrics = metrics if metrics is not None else default_metrics()
         self.settings = settings
         self.trust = trust
@@ -87,15 +91,7 @@ class AgentWorker:
         if self.down is not None and now < self.down.retry_at:
             return None
         try:
-            self.connection = await dial_agent(
-                self.agent.address,
-                tenant=self.agent.tenant,
-                trust=self.trust,
-                component=self.agent.component_id,
-                partition=self.agent.partition,
-                timeout=self.settings.call_timeout,
-                metrics=self.metrics,
-            )
+            self.connection = await self._dial()
         except AgentFailure as err:
             self._failed(err)
             return None
@@ -112,6 +108,26 @@ class AgentWorker:
         self.metrics.cert_expiry_days.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
         # No log line here: the audit log's identity_accepted is the one line per acceptance.
         return self.client
+
+    async def _dial(self) -> AgentConnection:
+        gate = self.dial_gate
+        if gate is None:
+            return await self._dial_now()
+        self.waiting_to_dial = True  # stays set if the cycle ends while it waits
+        async with gate.admit():
+            self.waiting_to_dial = False
+            return await self._dial_now()
+
+    async def _dial_now(self) -> AgentConnection:
+        return await dial_agent(
+            self.agent.address,
+            tenant=self.agent.tenant,
+            trust=self.trust,
+            component=self.agent.component_id,
+            partition=self.agent.partition,
+            timeout=self.settings.call_timeout,
+            metrics=self.metrics,
+        )
 
     def _failed(self, err: AgentFailure) -> None:
         self.failures += 1
@@ -177,6 +193,7 @@ class AgentWorker:
         if checks is None:
             checks = self.due_checks(now)
         self._settled = {}
+        self.waiting_to_dial = False
         client = await self._connect()
         if client is None:
             assert self.down is not None

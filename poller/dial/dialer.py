@@ -38,7 +38,7 @@ import grpc
 from cryptography import x509
 
 from poller import audit
-from poller.dial.channel import PinnedChannel
+from poller.dial.channel import CheckedChannel, PinnedChannel
 from poller.dial.interceptor import tenant_interceptors
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
@@ -135,6 +135,9 @@ class AgentConnection:
         self._client = _client_of(proof.snapshot)
         self._channel = self._open(proof, self._client)
         self.channel: grpc.aio.Channel = PinnedChannel(self)
+        # AgentClient's path to the same connection: the same refusal and stamp
+        # per call, without the interceptor machinery (poller.dial.channel).
+        self.client_channel: grpc.aio.Channel = CheckedChannel(self)
         self._arm_deadline(proof.snapshot)
         if isinstance(trust, NotifyingTrustSource):
             trust.subscribe(self)

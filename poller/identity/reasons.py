@@ -94,6 +94,9 @@ class Reason(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     #: Material that must never be handed out: a private key outside the key file.
     FORBIDDEN_MATERIAL = "forbidden_material"
+    #: Issue 10: the poller had not yet dialed the agent when the cycle ended (its
+    #: dial waited for a slot of the daemon's dial gate): not a failure of the agent.
+    PENDING = "pending"
 
     def __str__(self) -> str:
         return self.value

@@ -219,6 +219,8 @@ class MockAgent:
         # Records for assertions.
         self.requests: list[tuple[str, Any]] = []
         self.peers: list[str | None] = []
+        #: the transport address of each call's connection ("ipv4:127.0.0.1:port").
+        self.connections: list[str] = []
         self.counts: collections.Counter[str] = collections.Counter()
         self.metadata: list[tuple[str, tuple[tuple[str, Any], ...]]] = []
         self.refused: list[tuple[str, str | None, str]] = []
@@ -393,6 +395,7 @@ class MockAgent:
     def reset_records(self) -> None:
         self.requests.clear()
         self.peers.clear()
+        self.connections.clear()
         self.counts.clear()
         self.metadata.clear()
         self.refused.clear()
@@ -409,6 +412,7 @@ class MockAgent:
         cn_values = auth.get("x509_common_name") or []
         cn = cn_values[0].decode("utf-8", "replace") if cn_values else None
         self.peers.append(cn)
+        self.connections.append(context.peer())
         if self.platform_clients_only:
             reason = self._platform_refusal(auth, cn)
             if reason is not None:
