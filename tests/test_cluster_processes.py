@@ -35,15 +35,15 @@ REPO = Path(__file__).resolve().parent.parent
 class Replica:
     """One `serviceradar-poller run` process; its JSON log lines are collected as they come."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, data: Path, changed: asyncio.Condition) -> None:
-        self.name, self.proc, self.data = name, proc, data
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, data: Path, log: Path, changed: asyncio.Condition) -> None:
+        self.name, self.proc, self.data, self.log = name, proc, data, log
         self.lines: list[dict[str, Any]] = []
         self._changed = changed
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
         assert self.proc.stderr is not None
-        log = (self.data.parent / f"{self.name}.log").open("ab")  # for a post-mortem
+        log = self.log.open("ab")  # for a post-mortem
         while raw := await self.proc.stderr.readline():
             log.write(raw)
             try:
@@ -116,7 +116,7 @@ class Cluster:
             stderr=asyncio.subprocess.PIPE,
             cwd=REPO,
         )
-        replica = self.replicas[name] = Replica(name, proc, data, self.changed)
+        replica = self.replicas[name] = Replica(name, proc, data, self.tmp / f"{name}.log", self.changed)
         return replica
 
     async def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 60) -> None:

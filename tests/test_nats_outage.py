@@ -33,9 +33,22 @@ class Recorder:
     async def publish(self, result: PollResult) -> None:
         msg_id = result_message(result).msg_id
         self.attempted.add(msg_id)
-        await self.inner.publish(result)  # returns once durable in the outbox
+        # The inner publish returns once the result is durable in the outbox. A
+        # daemon stopping mid-publish (or the registry's handler timeout) cancels
+        # us, not the write: let the write finish and record what became durable.
+        writing = asyncio.ensure_future(self.inner.publish(result))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            await asyncio.wait({writing})
+            if not writing.cancelled() and writing.exception() is None:
+                await self._record(result.tenant, msg_id)
+            raise
+        await self._record(result.tenant, msg_id)
+
+    async def _record(self, tenant: str, msg_id: str) -> None:
         async with self.changed:
-            self.ids.append((result.tenant, msg_id))
+            self.ids.append((tenant, msg_id))
             self.changed.notify_all()
 
     async def flush(self) -> None:

@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from poller.cluster.assign import _hash64
@@ -23,6 +24,7 @@ __all__ = ["Slot", "slot_at", "slot_offset", "slot_start"]
 _SCALE = float(1 << 64)
 
 
+@functools.lru_cache(maxsize=1 << 18)  # asked at every slot of every agent; the answer never changes
 def slot_offset(agent: str, interval: float) -> float:
     """Where in each interval agent's slots begin: in [0, interval), from its name."""
     return _hash64("slot:" + agent) / _SCALE * interval

@@ -77,6 +77,7 @@ class Scheduler:
         self._workers: dict[str, AgentWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
+        self._sleeping: set[asyncio.Task[object]] = set()  # loops waiting for their next poll
         self.limiter = Limiter(settings.max_concurrent_polls)
         # One bound for every stream being reassembled, a fair share per tenant,
         # so one tenant's hostile agents cannot exhaust the poller (issue 10).
@@ -152,15 +153,27 @@ class Scheduler:
                 next_at = started + interval * (1 + int((time.monotonic() - started) // interval))
 
     async def _wait_until(self, deadline: float) -> bool:
-        """Wait for deadline; True if the scheduler is stopping instead."""
+        """Wait for deadline; True if the scheduler is stopping instead.
+
+        A plain sleep, which stop() cancels: waiting on the stop event instead
+        would queue one waiter per agent on it, and each wake-up would scan
+        that queue (quadratic: at 100,000 agents the loop could not keep up).
+        """
         delay = deadline - time.monotonic()
-        if delay <= 0:
+        if delay <= 0 or self._stopping.is_set():
             return self._stopping.is_set()
+        task = asyncio.current_task()
+        assert task is not None
+        self._sleeping.add(task)
         try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if self._stopping.is_set():
+                return True
+            raise
+        finally:
+            self._sleeping.discard(task)
+        return self._stopping.is_set()
 
     async def run_cycle(self, worker: AgentWorker, *, deadline: float | None = None) -> list[PollResult]:
         """One bounded cycle of one agent; its results are published before it returns.
@@ -254,6 +267,8 @@ class Scheduler:
     async def stop(self, grace: float) -> None:
         """Stop scheduling; let in-flight cycles finish within grace, then cancel."""
         self._stopping.set()
+        for sleeper in list(self._sleeping):  # waiting for their next slot: end them now
+            sleeper.cancel()
         tasks = list(self._tasks.values())
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=grace)
