@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
+from spawn import spawn_cli
 
 from poller.cluster.node import ClusterNode
 from poller.cluster.records import lease_key
@@ -187,10 +187,7 @@ async def test_status_shows_members_counts_per_tenant_and_agents_no_member_serve
     assert sorted(u.agent for u in status.unowned) == sorted(x.name for x in AGENTS if x.tenant == "xyz-inc")
 
     # The command line: the same, as one JSON object; exit 4 when NATS does not answer.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "cluster",
         "status",
         "--nats",
@@ -206,10 +203,7 @@ async def test_status_shows_members_counts_per_tenant_and_agents_no_member_serve
     doc = json.loads(out)
     assert [m["poller_id"] for m in doc["members"]] == ["poller-acme"]
     assert doc["tenants"]["xyz-inc"]["unowned"] == 10
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "cluster",
         "status",
         "--bucket",

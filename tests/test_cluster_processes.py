@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from spawn import spawn_cli
 
 from poller.cluster.slots import slot_at
 from poller.testing import ForgePki, NatsServer
@@ -105,10 +106,7 @@ class Cluster:
         else:
             doc["shard"] = shard
         config.write_text(json.dumps(doc))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "poller",
+        proc = await spawn_cli(
             "run",
             "--config",
             str(config),
@@ -386,11 +384,7 @@ async def test_static_sharding_two_processes_cover_every_agent_once(fleet) -> No
                 }
             )
         )
-        procs.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "poller", "run", "--config", str(config), "--once", stderr=asyncio.subprocess.PIPE, cwd=REPO
-            )
-        )
+        procs.append(await spawn_cli("run", "--config", str(config), "--once", stderr=asyncio.subprocess.PIPE, cwd=REPO))
     polled: dict[str, list[str]] = defaultdict(list)
     for index, proc in enumerate(procs):
         _, err = await proc.communicate()

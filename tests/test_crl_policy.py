@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from crls import make_crl, tenant_crl, write_tenant_crl
 from events import captured
+from spawn import spawn_cli
 
 from poller.daemon.config import ConfigError, parse_config
 from poller.daemon.watch import reload_trust, report_trust_state
@@ -170,13 +171,11 @@ def test_removing_crl_pem_does_not_lift_revocations(pki):
 
 async def test_probe_says_whether_a_crl_is_loaded(pki, serve):
     import asyncio
-    import sys
 
     agent = await serve(pki.agent(ACME))
 
     async def probe() -> dict:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "poller", "probe", agent.address, "--certs", str(pki.directory), "--tenant", ACME,
+        proc = await spawn_cli("probe", agent.address, "--certs", str(pki.directory), "--tenant", ACME,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await proc.communicate()

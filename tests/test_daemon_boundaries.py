@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from spawn import spawn_cli
 
 from poller.daemon.config import parse_config
 from poller.daemon.scheduler import Limiter, Scheduler
@@ -230,10 +230,7 @@ async def run_once_process(pki, tmp_path: Path, agents: dict, **top) -> tuple[in
         **top,
     }
     config.write_text(json.dumps(doc))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "run",
         "--config",
         str(config),

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from pathlib import Path
+
+from spawn import spawn_cli
 
 ACME = "acme-corp"
 
@@ -61,10 +62,7 @@ def write_config(path: Path, pki, agents: dict[str, object], data_dir: Path) -> 
 
 
 async def start(config: Path) -> Daemon:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "run",
         "--config",
         str(config),
@@ -116,10 +114,7 @@ async def test_sighup_adds_and_removes_agents_and_sigterm_flushes(pki, serve, tm
 async def test_bad_config_exits_2_naming_the_path(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"poller_id": "p", "agents": {"e": {"address": "127.0.0.1:1"}}}))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "run",
         "--config",
         str(config),
@@ -135,10 +130,7 @@ async def test_run_once_polls_every_agent_and_exits_0(pki, serve, tmp_path):
     a = await serve(pki.agent(ACME, "agent-001"))
     config, data = tmp_path / "poller.json", tmp_path / "data"
     write_config(config, pki, {"a": a}, data)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "run",
         "--config",
         str(config),

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from pathlib import Path
+
+from spawn import spawn_cli
 
 from poller.daemon.results import PollResult
 from poller.daemon.sinks import FileSink
@@ -39,10 +40,7 @@ async def test_sigkill_loses_at_most_the_cycle_in_flight(pki, serve, tmp_path: P
             }
         )
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "run",
         "--config",
         str(config),

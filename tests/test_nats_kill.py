@@ -13,7 +13,8 @@ import asyncio
 import json
 import signal
 import sqlite3
-import sys
+
+from spawn import spawn_cli
 
 from poller.nats.accounts import creds_path
 from poller.nats.sink import JetStreamSettings, JetStreamSink
@@ -67,9 +68,7 @@ async def test_kill_9_during_an_outage_keeps_every_counted_result(
             }
         )
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "run", "--config", str(config), stderr=asyncio.subprocess.PIPE
-    )
+    proc = await spawn_cli("run", "--config", str(config), stderr=asyncio.subprocess.PIPE)
     seen: list[str] = []
     try:
         await next_event(proc, "nats_connected", seen)

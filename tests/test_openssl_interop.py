@@ -8,10 +8,10 @@ import asyncio
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from spawn import spawn_cli
 
 from poller.testing.mock_agent import MockAgent
 from poller.trust.store import TrustStore
@@ -112,10 +112,7 @@ def make_dir(root: Path, key_args: tuple[str, ...], ca_key_usage: bool) -> Path:
 
 
 async def probe(address: str, certs: Path, tenant: str) -> tuple[int, dict]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "probe",
         address,
         "--certs",

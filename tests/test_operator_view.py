@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from spawn import spawn_cli
 
 from poller.daemon.config import parse_config
 from poller.daemon.daemon import PollerDaemon
@@ -251,9 +251,7 @@ async def test_targets_page_filters_by_tenant(fleet):
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "status", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+    proc = await spawn_cli("status", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 
 import pytest
+from spawn import spawn_cli
 
 ACME = "acme-corp"
 PROBE_KEYS = {
@@ -32,10 +32,7 @@ PROBE_KEYS = {
 
 
 async def probe(*args: str) -> tuple[int, dict, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "poller",
+    proc = await spawn_cli(
         "probe",
         *args,
         stdout=asyncio.subprocess.PIPE,

@@ -13,10 +13,10 @@ fresh proof after the failed pinned handshake meets the impostor: `revoked`.
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import pytest
 from relay import TcpRelay
+from spawn import spawn_cli
 
 from poller.daemon.config import parse_config
 from poller.daemon.scheduler import Scheduler
@@ -58,9 +58,7 @@ async def test_dial_agent_through_the_relay_is_refused_and_the_impostor_gets_no_
 
 
 async def probe(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poller", "probe", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+    proc = await spawn_cli("probe", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
 
