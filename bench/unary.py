@@ -58,19 +58,8 @@ class _NoopInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
 def plain_channel(address: str, trust: Any, target_name: str, *, interceptors: list[Any] | None = None) -> grpc.aio.Channel:
     """The channel dial_agent would make (same credentials and options), without
-    the tenant interceptors."""
-    from poller.dial.dialer import _CHANNEL_OPTIONS
-
-    client = trust.client
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=trust.tenant(TENANT).pem, private_key=client.key_pem, certificate_chain=client.chain_pem
-    )
-    return grpc.aio.secure_channel(
-        address,
-        creds,
-        options=[*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", target_name)],
-        interceptors=interceptors,
-    )
+    the tenant interceptors, for an agent of TENANT."""
+    return plain_channel_for(address, trust, TENANT, target_name, interceptors)
 
 
 async def drive(call: Call, n: int, concurrency: int) -> float:
@@ -300,7 +289,8 @@ async def run_fleet(n: int, rounds: int, servers_count: int) -> dict[str, float]
 def plain_channel_for(
     address: str, trust: Any, tenant: str, target_name: str, interceptors: list[Any] | None = None
 ) -> grpc.aio.Channel:
-    """plain_channel for an agent of any tenant (trusting its tenant CA)."""
+    """The channel dial_agent would make for an agent of `tenant` (trusting its
+    tenant CA; same credentials and options), without the tenant interceptors."""
     from poller.dial.dialer import _CHANNEL_OPTIONS
 
     client = trust.client

@@ -21,11 +21,7 @@ def accepted(ctx: TenantContext, *, address: str, metrics: PollerMetrics) -> Non
         "identity_accepted",
         audit=True,
         address=address,
-        tenant=ctx.tenant,
-        component=ctx.component_id,
-        partition=ctx.partition_id,
-        serial=ctx.serial,
-        fingerprint=ctx.fingerprint_sha256,
+        **ctx.log_fields(),
         not_after=ctx.as_dict()["not_after"],
     )
 
@@ -57,12 +53,8 @@ def rotated(old: TenantContext, new: TenantContext, *, address: str, metrics: Po
         audit=True,
         rotated=True,
         address=address,
-        tenant=new.tenant,
-        component=new.component_id,
-        partition=new.partition_id,
+        **new.log_fields(),
         old_serial=old.serial,
-        serial=new.serial,
         old_fingerprint=old.fingerprint_sha256,
-        fingerprint=new.fingerprint_sha256,
         not_after=new.as_dict()["not_after"],
     )

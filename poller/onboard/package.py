@@ -102,12 +102,8 @@ def create_package(
     audit.info(
         "package_issued",
         audit=True,
-        tenant=ctx.tenant,
-        component=ctx.component_id,
-        partition=ctx.partition_id,
+        **ctx.log_fields(),
         component_type=ctx.component_type,
-        serial=ctx.serial,
-        fingerprint=ctx.fingerprint_sha256,
         not_after=ctx.as_dict()["not_after"],
     )
     return Package(data=data, verified=verified)

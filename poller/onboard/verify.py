@@ -119,11 +119,7 @@ def _audited(source: str, check: Callable[[], VerifiedPackage]) -> VerifiedPacka
         "package_verified",
         audit=True,
         package=source,
-        tenant=ctx.tenant,
-        component=ctx.component_id,
-        partition=ctx.partition_id,
-        serial=ctx.serial,
-        fingerprint=ctx.fingerprint_sha256,
+        **ctx.log_fields(),
     )
     return verified
 
