@@ -55,6 +55,7 @@ from bench.common import (
     Clock,
     header,
     max_rss_mib,
+    median,
     proc_cpu,
     proc_rss_mib,
     quiet_logging,
@@ -176,7 +177,7 @@ def make_agents(directory: Path, n: int) -> tuple[Path, list[dict[str, str]]]:
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(cert.key_pem)
-        agents.append({"tenant": tenant, "component": component, "chain": str(chain), "key": str(key)})
+        agents.append({"tenant": tenant, "component": component, "cn": cert.cn, "chain": str(chain), "key": str(key)})
     return pki.directory, agents
 
 
@@ -226,10 +227,12 @@ class AgentServers:
             stop(proc)
 
 
-def fleet_config(certs: Path, agents: list[dict[str, str]], addresses: list[str], n: int, interval: float) -> Any:
+def fleet_config(
+    certs: Path, agents: list[dict[str, str]], addresses: list[str], n: int, interval: float, sink_dir: str | None = None
+) -> Any:
     from poller.daemon.config import parse_config
 
-    doc = {
+    doc: dict[str, Any] = {
         "poller_id": "bench-poller",
         "partition": "bench",
         "poll_interval": f"{interval:g}s",
@@ -245,6 +248,8 @@ def fleet_config(certs: Path, agents: list[dict[str, str]], addresses: list[str]
             for i in range(n)
         },
     }
+    if sink_dir is not None:
+        doc["sink"] = {"type": "file", "dir": sink_dir}
     return parse_config(doc)
 
 
@@ -549,6 +554,152 @@ async def run_fault(
     return steady_rss, peak, end_rss
 
 
+# --------------------------------------------------------------------------- paced
+
+
+PACED_GOAL = 1.5  # daemon CPU per agent-cycle vs the bare client's
+
+
+def run_paced_side(variant: str, spec_path: Path, timeout: float) -> dict[str, Any]:
+    """bench.paced in a fresh process: one JSON line back."""
+    proc = spawn([PYTHON, "-m", "bench.paced", variant, str(spec_path)], stderr=None)
+    try:
+        return dict(json.loads(read_line(proc, timeout, f"bench.paced {variant}")))
+    finally:
+        stop(proc)
+
+
+def _per_cycle_us(seconds: float, polls: int) -> float:
+    return seconds / max(polls, 1) * 1e6
+
+
+def paced_report(results: list[dict[str, Any]]) -> None:
+    """Per side: the unprofiled window; then the ratio; then where the CPU goes."""
+    rows = []
+    for r in results:
+        w = r["window"]
+        others = sorted(((k, v) for k, v in w["threads"].items() if v >= 0.05), key=lambda kv: -kv[1])
+        rows.append(
+            [
+                r["variant"],
+                f"{r['first_wave']:.1f}",
+                f"{w['wall']:.1f}",
+                w["polls"],
+                f"{w['cpu']:.2f}",
+                f"{w['cpu'] / w['wall'] * 100:.0f}%",
+                f"{_per_cycle_us(w['cpu'], w['polls']):.0f}",
+                f"{_per_cycle_us(w['loop_cpu'], w['polls']):.0f}",
+                f"{_per_cycle_us(w['gc'], w['polls']):.0f}",
+                f"{r['rss_mib']:.0f}",
+                ", ".join(f"{k} {v:.1f}" for k, v in others[:4]),
+            ]
+        )
+    print(
+        table(
+            rows,
+            [
+                "side",
+                "first wave s",
+                "window s",
+                "polls",
+                "CPU s",
+                "of 1 core",
+                "CPU us/agent-cycle",
+                "loop thread us",
+                "GC us",
+                "RSS MiB",
+                "CPU s by thread (top 4)",
+            ],
+        )
+    )
+    by_side: dict[str, list[float]] = {}
+    for r in results:
+        by_side.setdefault(r["variant"], []).append(_per_cycle_us(r["window"]["cpu"], r["window"]["polls"]))
+    if "bare" in by_side and "daemon" in by_side:
+        bare, daemon = median(by_side["bare"]), median(by_side["daemon"])
+        ratio = daemon / bare
+        print(
+            f"\nsteady CPU per agent-cycle (2 RPCs): daemon {daemon:.0f} us vs paced bare client {bare:.0f} us = "
+            f"{ratio:.2f}x (goal <= {PACED_GOAL}: {'MET' if ratio <= PACED_GOAL else 'NOT MET'})"
+        )
+    profiled = [r for r in results if "profile" in r]
+    if not profiled:
+        return
+    # cProfile's per-function own time on the loop thread, scaled onto the unprofiled
+    # window's loop CPU (the profiler inflates Python-heavy work: shares, not totals).
+    labels: list[str] = []
+    for r in profiled:
+        labels += [k for k in sorted(r["profile"], key=lambda k: -r["profile"][k]) if k not in labels]
+    cols: list[dict[str, float]] = []
+    for r in profiled:
+        total = sum(r["profile"].values()) or 1.0
+        loop_us = _per_cycle_us(r["window"]["loop_cpu"], r["window"]["polls"])
+        col = {k: v / total * loop_us for k, v in r["profile"].items()}
+        col["(loop thread total)"] = loop_us
+        col["other threads (gRPC event engine, executors)"] = _per_cycle_us(
+            r["window"]["cpu"] - r["window"]["loop_cpu"], r["window"]["polls"]
+        )
+        col["GC (inside the rows above)"] = _per_cycle_us(r["window"]["gc"], r["window"]["polls"])
+        cols.append(col)
+    names = [f"{r['variant']} us" for r in profiled]
+    extra = ["(loop thread total)", "other threads (gRPC event engine, executors)", "GC (inside the rows above)"]
+    rows = [[label, *(f"{c.get(label, 0.0):.0f}" for c in cols)] for label in [*labels, *extra]]
+    print("\nWhere the CPU per agent-cycle goes (loop thread by cProfile category, scaled to the unprofiled window):")
+    print(table(rows, ["category", *names]))
+    for r in profiled:
+        if r["variant"] == "daemon":
+            print("\ndaemon, top functions by own CPU on the loop thread (profiled window, s):")
+            for name, secs in r["top"][:15]:
+                print(f"  {secs:8.3f}  {name}")
+
+
+def _main_paced(n: int, args: argparse.Namespace) -> None:
+    raise_nofile()
+    header("bench.fleet --paced: steady CPU of the daemon against a bare client at the same pacing")
+    window = args.window or 2 * args.interval
+    print(
+        f"{n} agents, interval {args.interval:g} s (each agent at its own slot), window {window:g} s after the "
+        f"first wave and {args.interval * 2.2:g} s; sides in fresh processes, alternating: {args.paced_order}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-paced-") as tmp:
+        certs, agents = make_agents(Path(tmp), n)
+        servers = AgentServers(Path(tmp), certs, agents, args.servers)
+        try:
+            servers.start()
+            spec = Path(tmp) / "paced.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "certs": str(certs),
+                        "interval": args.interval,
+                        "call_timeout": min(5.0, args.interval * 0.8 / 3),
+                        "window": window,
+                        "warmup_limit": 300,
+                        "profile": not args.no_profile,
+                        "agents": [{**a, "address": servers.addresses[i]} for i, a in enumerate(agents)],
+                    }
+                )
+            )
+            results = []
+            for side in args.paced_order.split(","):
+                s0 = servers.cpu()
+                result = run_paced_side(side, spec, timeout=300 + 4 * window + 3 * args.interval)
+                w = result["window"]
+                print(
+                    f"  {side}: first wave {result['first_wave']:.1f} s; window {w['wall']:.1f} s, {w['polls']} polls, "
+                    f"CPU {w['cpu']:.2f} s ({_per_cycle_us(w['cpu'], w['polls']):.0f} us per agent-cycle); "
+                    f"agents' CPU over the whole side {servers.cpu() - s0:.1f} s",
+                    flush=True,
+                )
+                results.append(result)
+        finally:
+            servers.stop()
+    if args.raw:
+        Path(args.raw).write_text(json.dumps(results, indent=1))
+    print()
+    paced_report(results)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -580,7 +731,15 @@ def main(argv: list[str] | None = None) -> None:
         help="what-if: gc.collect() + gc.freeze() after the first cycle (not what the daemon does today)",
     )
     p.add_argument("--kill-mid-first", default="", help="memory under faults at these sizes (e.g. 2000,5000)")
+    p.add_argument("--paced", type=int, default=0, metavar="N", help="steady CPU: daemon vs paced bare client, N agents")
+    p.add_argument("--window", type=float, default=0.0, help="--paced: measured window in seconds (default 2 intervals)")
+    p.add_argument("--paced-order", default="bare,daemon,bare,daemon", help="--paced: sides, in order")
+    p.add_argument("--no-profile", action="store_true", help="--paced: skip the profiled window")
+    p.add_argument("--raw", default="", help="--paced: also write every side's measurements (JSON) to this file")
     args = p.parse_args(argv)
+    if args.paced:
+        _main_paced(args.paced, args)
+        return
     if args.kill_mid_first:
         _main_fault(sorted({int(x) for x in args.kill_mid_first.split(",") if x.strip()}), args)
         return

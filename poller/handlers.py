@@ -53,6 +53,7 @@ from poller.identity.reasons import InvalidArgument, Reason, ResultRefused
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy
+from poller.timers import wait_done
 
 __all__ = [
     "CHANNEL_HEALTH",
@@ -211,6 +212,7 @@ class Registration:
     target: object = field(repr=False)
     tokens: tuple[str, ...] = field(repr=False, default=())
     threaded: bool = field(repr=False, default=False)
+    sink: SinkLike | None = field(repr=False, default=None)  # decided once: a runtime Protocol check is slow
 
     def admits(self, result: PollResult, channel: tuple[str, ...]) -> bool:
         """Pattern and scope (the registry's tenant binding); the policy comes after."""
@@ -316,6 +318,7 @@ class HandlerRegistry:
             target=handler,
             tokens=tokens,
             threaded=not _is_async(call),
+            sink=handler if isinstance(handler, SinkLike) else None,
         )
         self._registrations[name] = registration
         log.info(
@@ -448,8 +451,7 @@ class HandlerRegistry:
         task = asyncio.get_running_loop().create_task(
             _invoke(registration, result), name=f"handler {registration.name}", context=context
         )
-        done, _ = await asyncio.wait({task}, timeout=registration.timeout)
-        if not done:
+        if not await wait_done(task, registration.timeout):
             task.cancel()
             self._abandoned.add(task)  # not awaited: a handler that ignores cancellation cannot hold us
             task.add_done_callback(_forget(self._abandoned))
@@ -478,8 +480,8 @@ class HandlerRegistry:
     def _sinks(self) -> Iterable[tuple[Registration, SinkLike]]:
         seen: set[int] = set()
         for registration in self._registrations.values():
-            target = registration.target
-            if isinstance(target, SinkLike) and id(target) not in seen:
+            target = registration.sink
+            if target is not None and id(target) not in seen:
                 seen.add(id(target))
                 yield registration, target
 
@@ -487,7 +489,11 @@ class HandlerRegistry:
         """Flush every registered sink (the daemon calls it at the end of each
         agent's cycle). Each is bounded by its handler's timeout like a
         delivery: a hanging flush is logged and counted, never waited out."""
-        await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in self._sinks()))
+        sinks = list(self._sinks())
+        if len(sinks) == 1:  # the daemon's case: no gather per agent-cycle
+            await self._bounded(sinks[0][0], sinks[0][1].flush(), "flush")
+        else:
+            await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in sinks))
 
     async def close(self) -> None:
         """Flush and close every registered sink (bounded the same way); cancel
@@ -499,8 +505,7 @@ class HandlerRegistry:
 
     async def _bounded(self, registration: Registration, step: Awaitable[None], what: str) -> None:
         task = asyncio.ensure_future(step)
-        done, _ = await asyncio.wait({task}, timeout=registration.timeout)
-        if not done:
+        if not await wait_done(task, registration.timeout):
             task.cancel()
             self._abandoned.add(task)
             task.add_done_callback(_forget(self._abandoned))

@@ -93,3 +93,30 @@ async def test_flush_writes_and_fsyncs_only_what_changed(tmp_path: Path):
     assert sink.syncs == 2  # concurrent flushes share one fsync round
     assert len(path.read_text().splitlines()) == 3
     await sink.close()
+
+
+async def test_cycles_ending_together_share_one_fsync_round(tmp_path: Path):
+    """A round waits commit_delay before it syncs, so cycles ending meanwhile join
+    it (paced fleets end cycles one by one; without the wait each pays an fsync)."""
+    sink = FileSink(tmp_path)
+    result = PollResult(
+        tenant=ACME,
+        agent="a",
+        address="127.0.0.1:1",
+        poller_id="p",
+        partition="default",
+        kind="status",
+        service_name="s",
+        service_type="icmp",
+        available=True,
+        context=unverified_tenant_context(ACME),
+    )
+
+    async def cycle() -> None:
+        await sink.publish(result)
+        await sink.flush()
+
+    await asyncio.gather(cycle(), cycle(), cycle())
+    assert sink.syncs == 1  # with no commit delay the first cycle syncs alone: 2 rounds
+    assert len(sink.path_for(ACME).read_text().splitlines()) == 3
+    await sink.close()

@@ -33,6 +33,7 @@ from poller.identity.context import bound_tenant
 from poller.identity.reasons import Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
+from poller.timers import coarse_timeout
 from poller.trust.store import TrustStore
 
 log = get_logger("poller.scheduler")
@@ -191,7 +192,7 @@ class Scheduler:
                 started = time.monotonic()
                 checks = worker.due_checks(started)  # before the cycle moves results_due on
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with coarse_timeout(timeout):  # thousands of these: no loop timer each
                         results = await worker.cycle(checks)
                 except TimeoutError:
                     if worker.waiting_to_dial:  # the poller's own dial queue, not the agent

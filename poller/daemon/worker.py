@@ -204,7 +204,10 @@ class AgentWorker:
             return await self._call_failed(err, checks)
         if health.response.status != health_pb2.HealthCheckResponse.SERVING:
             return self.unavailable(checks, Reason.NOT_SERVING, health.context)
-        results = await asyncio.gather(*(self._run_check(client, i, c, now) for i, c in enumerate(checks)))
+        if len(checks) == 1:  # the common case: no gather (and its tasks) per agent-cycle
+            results = [await self._run_check(client, 0, checks[0], now)]
+        else:
+            results = await asyncio.gather(*(self._run_check(client, i, c, now) for i, c in enumerate(checks)))
         return [r for r in results if r is not None]
 
     async def _call_failed(self, err: AgentFailure, checks: list[CheckConfig]) -> list[PollResult]:
