@@ -371,9 +371,57 @@ def key_type_cost(iterations: int = 300) -> dict[str, float]:
     return {"rsa_ms_per_dial": figures["RSA-2048"] / 1000, "p256_ms_per_dial": figures["ECDSA P-256"] / 1000}
 
 
+def verify_off_loop(iterations: int = 2000) -> dict[str, float]:
+    """Would verification off the event loop pay? Only if it ran beside the
+    loop, i.e. if cryptography released the GIL while it checks signatures.
+    The same chains verified on one thread, then split over two: a speed-up
+    near 2x would mean a second core helps; near or below 1x, a thread only
+    adds hand-offs and GIL contention."""
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from poller.testing.forge import ForgePki
+    from poller.trust.store import TrustStore
+    from poller.trust.verify import parse_chain, verify_agent_chain
+
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
+        pki = ForgePki.create(Path(tmp), tenants=("acme-corp",))
+        agent = pki.agent("acme-corp", "agent-0001", "partition-1")
+        ders = [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(agent.chain_pem)]
+        snapshot = TrustStore(pki.directory).snapshot
+
+    def many(k: int) -> None:
+        for _ in range(k):
+            certs = parse_chain(ders)
+            verify_agent_chain(certs, tenant="acme-corp", trust=snapshot, component="agent-0001", partition="partition-1")
+
+    many(100)
+    t0 = time.perf_counter()
+    many(iterations)
+    alone = time.perf_counter() - t0
+    threads = [threading.Thread(target=many, args=(iterations // 2,)) for _ in range(2)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    two = time.perf_counter() - t0
+    print()
+    print(
+        f"Verification (parse_chain + verify_agent_chain, ECDSA P-256 CAs) of {iterations} chains: "
+        f"{alone / iterations * 1e6:.0f} us each on one thread, {two / iterations * 1e6:.0f} us each over two threads "
+        f"(speed-up {alone / two:.2f}x; near or below 1x: the GIL is held while verifying, so a worker thread "
+        "would not give the loop a second core, only hand-offs)"
+    )
+    return {"verify_us": alone / iterations * 1e6, "verify_two_threads_speedup": alone / two}
+
+
 async def run(iterations: int) -> dict[str, float]:
     quiet_logging()
     figures = key_type_cost()
+    figures.update(verify_off_loop())
     figures.update(await first_dials(iterations))
     figures.update(await reconnects(max(10, iterations // 2)))
     return figures

@@ -6,14 +6,20 @@ PollerConfig with one status check per agent (parse_config) drives
 poller.daemon.scheduler.Scheduler in-process into a counting sink.
 
     python -m bench.fleet [--agents 100,1000,5000] [--interval 30] [--cycles 3] [--servers 2] [--gc-freeze]
-    python -m bench.fleet --kill-mid-first 2000[,5000] [--cycles 3]
+    python -m bench.fleet --kill-mid-first 2000[,5000] [--cycles 3] [--fault kill|stop]
+    python -m bench.fleet --paced 5000 [--interval 30] [--window 60] [--raw FILE]
 
 --kill-mid-first N: memory under faults. A poller dials N agents and every
 agents_server process is killed (SIGKILL) once a third of the first wave has
 been polled; afterwards a healthy run of N agents gives the steady RSS.
 The first cycle finishes against dead agents and the cycles after it run
 with every agent gone; the peak RSS (sampled every 10 ms) is compared with
-the healthy steady RSS (goal: within 1.2x).
+the healthy steady RSS (goal: within 1.2x). --fault stop freezes the agents
+(SIGSTOP) instead: their ports stay open and accept TCP, but no handshake or
+call is ever answered, so every dial and call runs into its deadline.
+
+--paced N: steady CPU against a bare client at the same pacing (bench.paced,
+each side in a fresh process; see there).
 
 The schedule is compressed: instead of waiting out the poll interval, cycles
 run back to back with scheduler.run_once() (every agent once, bounded by
@@ -499,9 +505,17 @@ class RssSampler:
 
 
 async def run_fault(
-    n: int, directory: Path, certs: Path, agents: list[dict[str, str]], servers_count: int, interval: float, cycles: int
+    n: int,
+    directory: Path,
+    certs: Path,
+    agents: list[dict[str, str]],
+    servers_count: int,
+    interval: float,
+    cycles: int,
+    fault: str = "kill",
 ) -> tuple[float, float, float]:
-    """Agents killed mid first wave: (healthy steady RSS, peak RSS under the fault, RSS at the end), MiB."""
+    """Agents killed (or frozen: SIGSTOP) mid first wave: (healthy steady RSS,
+    peak RSS under the fault, RSS at the end), MiB."""
     import signal
 
     from poller.daemon.scheduler import Scheduler
@@ -513,15 +527,16 @@ async def run_fault(
     sink = CountingSink(threshold=n // 3)
     scheduler = Scheduler(settings, TrustStore(certs), sink.publish)
     scheduler.start(loops=False)
-    print(f"\n--- {n} agents, every agents_server killed once a third of the first wave is polled", flush=True)
+    what = "killed (SIGKILL)" if fault == "kill" else "frozen (SIGSTOP: ports open, nothing answers)"
+    print(f"\n--- {n} agents, every agents_server {what} once a third of the first wave is polled", flush=True)
     try:
         with RssSampler() as sampler:
             first = asyncio.get_running_loop().create_task(measure_cycle("first", scheduler, sink, servers))
             await asyncio.wait([first, asyncio.ensure_future(sink.reached.wait())], return_when=asyncio.FIRST_COMPLETED)
             polled = sum(sink.outcomes.values())
             for proc in servers.procs:
-                proc.send_signal(signal.SIGKILL)
-            print(f"  killed the agents after {polled} of {n} results; RSS now {rss_mib():.0f} MiB", flush=True)
+                proc.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+            print(f"  {what.split()[0]} the agents after {polled} of {n} results; RSS now {rss_mib():.0f} MiB", flush=True)
             cycle = await first
             _print_cycle(n, cycle, interval)
             print(f"  RSS after the first cycle {rss_mib():.0f} MiB (peak so far {sampler.peak:.0f})", flush=True)
@@ -532,6 +547,9 @@ async def run_fault(
         end_rss = rss_mib()
     finally:
         await scheduler.stop(grace=5)
+        for proc in servers.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a stopped process would not see SIGTERM
         servers.stop()
     peak = sampler.peak
     gc.collect()
@@ -546,7 +564,7 @@ async def run_fault(
     steady_rss = healthy.rss
 
     print(
-        f"\nmemory under faults at {n} agents: healthy steady RSS {steady_rss:.0f} MiB; with the agents killed mid "
+        f"\nmemory under faults at {n} agents: healthy steady RSS {steady_rss:.0f} MiB; with the agents {what.split()[0]} mid "
         f"first wave peak {peak:.0f} MiB ({peak / steady_rss:.2f}x), at the end {end_rss:.0f} MiB "
         f"(goal peak <= 1.2x steady: {'MET' if peak <= 1.2 * steady_rss else 'NOT MET'})",
         flush=True,
@@ -591,6 +609,7 @@ def paced_report(results: list[dict[str, Any]]) -> None:
                 f"{_per_cycle_us(w['loop_cpu'], w['polls']):.0f}",
                 f"{_per_cycle_us(w['gc'], w['polls']):.0f}",
                 f"{r['rss_mib']:.0f}",
+                f"{r['rss_mib'] * 1024 / r['agents']:.0f}",
                 ", ".join(f"{k} {v:.1f}" for k, v in others[:4]),
             ]
         )
@@ -608,6 +627,7 @@ def paced_report(results: list[dict[str, Any]]) -> None:
                 "loop thread us",
                 "GC us",
                 "RSS MiB",
+                "KiB/agent",
                 "CPU s by thread (top 4)",
             ],
         )
@@ -676,6 +696,7 @@ def _main_paced(n: int, args: argparse.Namespace) -> None:
                         "window": window,
                         "warmup_limit": 300,
                         "profile": not args.no_profile,
+                        "profile_out": args.raw or None,
                         "agents": [{**a, "address": servers.addresses[i]} for i, a in enumerate(agents)],
                     }
                 )
@@ -731,6 +752,7 @@ def main(argv: list[str] | None = None) -> None:
         help="what-if: gc.collect() + gc.freeze() after the first cycle (not what the daemon does today)",
     )
     p.add_argument("--kill-mid-first", default="", help="memory under faults at these sizes (e.g. 2000,5000)")
+    p.add_argument("--fault", choices=("kill", "stop"), default="kill", help="--kill-mid-first: SIGKILL or SIGSTOP")
     p.add_argument("--paced", type=int, default=0, metavar="N", help="steady CPU: daemon vs paced bare client, N agents")
     p.add_argument("--window", type=float, default=0.0, help="--paced: measured window in seconds (default 2 intervals)")
     p.add_argument("--paced-order", default="bare,daemon,bare,daemon", help="--paced: sides, in order")
@@ -786,7 +808,7 @@ def _main_fault(ns: list[int], args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-fleet-fault-") as tmp:
         certs, agents = make_agents(Path(tmp), ns[-1])
         for n in ns:
-            asyncio.run(run_fault(n, Path(tmp), certs, agents, args.servers, args.interval, args.cycles))
+            asyncio.run(run_fault(n, Path(tmp), certs, agents, args.servers, args.interval, args.cycles, args.fault))
 
 
 if __name__ == "__main__":

@@ -223,6 +223,8 @@ async def main_async(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
         profile = cProfile.Profile(time.thread_time)  # CPU of the loop thread, not wall
         out["profiled"] = await window(spec["window"], profile)
         stats = pstats.Stats(profile)
+        if spec.get("profile_out"):  # for pstats: callers, callees
+            stats.dump_stats(f"{spec['profile_out']}.{variant}")
         out["profile"] = categorise(stats)
         top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:60]  # type: ignore[attr-defined]
         out["top"] = [[f"{Path(f).name}:{line}:{name}", round(row[2], 4)] for (f, line, name), row in top]

@@ -11,6 +11,7 @@ Here deadlines are rounded up to a tick (50 ms) and share one loop timer per
 tick: arming one is a list append, cancelling one a flag. A deadline fires at
 most one tick late, never early.
 
+>>> import asyncio
 >>> async def main():
 ...     async with coarse_timeout(5.0):  # like asyncio.timeout(5.0)
 ...         await asyncio.sleep(0)

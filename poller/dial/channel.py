@@ -84,7 +84,9 @@ class _LateBound:
         if self._checked:
             ctx = self._holder.context  # raises the refusal (re-checking first when due)
             given = kwargs.get("metadata")
-            kwargs["metadata"] = (*given, *tenant_stamp(ctx)) if given else tenant_stamp(ctx)
+            # A Metadata object, not a tuple: grpc.aio converts a tuple after an
+            # isinstance(Sequence) ABC check on every call.
+            kwargs["metadata"] = grpc.aio.Metadata(*given, *tenant_stamp(ctx)) if given else grpc.aio.Metadata(*tenant_stamp(ctx))
         else:
             self._holder.raise_if_refused()  # a closed channel never gets a call
         channel = self._holder.current_channel
