@@ -80,7 +80,10 @@ CYCLE_GUARD = 300.0  # seconds: a cycle still running after this is abandoned (r
 
 
 class GcTimer:
-    """CPU time spent in the cyclic garbage collector (gc.callbacks)."""
+    """CPU time spent in the cyclic garbage collector (gc.callbacks), on the
+    thread that collects: process CPU would add the gRPC and handshake
+    threads' work during the collection (figures before 2026-11-29 05:00 UTC
+    in bench/README.md were measured that way and overstate the GC share)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -90,9 +93,9 @@ class GcTimer:
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._started = time.process_time()
+            self._started = time.thread_time()
         else:
-            self.seconds += time.process_time() - self._started
+            self.seconds += time.thread_time() - self._started
             self.collections[info["generation"]] += 1
 
     def take(self) -> tuple[float, list[int]]:

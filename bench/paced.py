@@ -92,9 +92,9 @@ class GcClock:
 
     def _cb(self, phase: str, _info: dict[str, int]) -> None:
         if phase == "start":
-            self._t = time.process_time()
+            self._t = time.thread_time()
         else:
-            self.seconds += time.process_time() - self._t
+            self.seconds += time.thread_time() - self._t
 
 
 def offset(name: str, n: int, interval: float) -> float:
