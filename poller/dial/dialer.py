@@ -47,7 +47,7 @@ from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
-from poller.trust.source import NotifyingTrustSource, TrustSource
+from poller.trust.source import TrustSource, notifies
 from poller.trust.store import TrustStoreError
 from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
 
@@ -142,8 +142,9 @@ class AgentConnection:
         # per call, without the interceptor machinery (poller.dial.channel).
         self.client_channel: grpc.aio.Channel = CheckedChannel(self)
         self._arm_deadline(proof.snapshot)
-        if isinstance(trust, NotifyingTrustSource):
-            trust.subscribe(self)
+        self._notifying = notifies(trust)
+        if self._notifying:
+            trust.subscribe(self)  # type: ignore[attr-defined]
 
     # -- what calls read -------------------------------------------------------
 
@@ -362,8 +363,8 @@ class AgentConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if isinstance(self._trust, NotifyingTrustSource):
-            self._trust.unsubscribe(self)
+        if self._notifying:
+            self._trust.unsubscribe(self)  # type: ignore[attr-defined]
         self._close_later(self._channel, grace=None)
 
     def _close_later(self, channel: grpc.aio.Channel, *, grace: float | None) -> None:
@@ -384,8 +385,8 @@ class AgentConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if isinstance(self._trust, NotifyingTrustSource):
-            self._trust.unsubscribe(self)
+        if self._notifying:
+            self._trust.unsubscribe(self)  # type: ignore[attr-defined]
         await self._channel.close(grace)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

@@ -73,10 +73,10 @@ def verify_agent_chain(
     now = now or certinfo.utcnow()
     certs = parse_chain(chain)
     leaf = certs[0]
-    peer = certinfo.summary(leaf)
 
     def refuse(reason: Reason, detail: str) -> IdentityRefused:
-        return IdentityRefused(reason, detail, peer=peer)
+        # The subject and issuer strings only for a refusal: an acceptance needs neither.
+        return IdentityRefused(reason, detail, peer=certinfo.summary(leaf))
 
     expected = trust.tenants.get(tenant)
     if expected is None:
@@ -103,8 +103,8 @@ def verify_agent_chain(
         partition_id=name.partition_id,
         component_type=component_type,
         spiffe_id=spiffe.uri if spiffe else None,
-        serial=peer["serial"],
-        fingerprint_sha256=peer["fingerprint"],
+        serial=certinfo.serial_hex(leaf),
+        fingerprint_sha256=certinfo.fingerprint_sha256(leaf),
         issuer_spki_sha256=expected.spki_sha256,
         not_after=certinfo.not_after(leaf),
         verified_at=now,
