@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import gc
 import json
 import os
 import pstats
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import die_with_parent, quiet_logging, raise_nofile, rss_mib
+from bench.fleet import GC  # time in the cyclic GC, on the collecting thread
 
 # Where the loop thread's time goes, by the file a function lives in (first match
 # wins). cProfile's own time per function ("tottime"), so every microsecond
@@ -82,19 +82,6 @@ def thread_cpu() -> dict[str, float]:
         fields = stat.rsplit(")", 1)[1].split()
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
-
-
-class GcClock:
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._t = 0.0
-        gc.callbacks.append(self._cb)
-
-    def _cb(self, phase: str, _info: dict[str, int]) -> None:
-        if phase == "start":
-            self._t = time.thread_time()
-        else:
-            self.seconds += time.thread_time() - self._t
 
 
 def offset(name: str, n: int, interval: float) -> float:
@@ -182,7 +169,6 @@ async def start_daemon(spec: dict[str, Any], stop: asyncio.Event) -> tuple[Calla
 
 async def main_async(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
     stop = asyncio.Event()
-    gc_clock = GcClock()
     n, interval = len(spec["agents"]), spec["interval"]
     started = time.monotonic()
     count, tasks = await (start_bare if variant == "bare" else start_daemon)(spec, stop)
@@ -195,7 +181,8 @@ async def main_async(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
 
     def window(seconds: float, profile: cProfile.Profile | None = None) -> Any:
         async def measure() -> dict[str, Any]:
-            p0, c0, t0, g0, th0 = count(), time.process_time(), time.thread_time(), gc_clock.seconds, thread_cpu()
+            p0, c0, t0, th0 = count(), time.process_time(), time.thread_time(), thread_cpu()
+            GC.take()
             w0 = time.monotonic()
             if profile is not None:
                 profile.enable()
@@ -210,7 +197,7 @@ async def main_async(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
                 "polls": count() - p0,
                 "cpu": time.process_time() - c0,
                 "loop_cpu": loop_cpu,
-                "gc": gc_clock.seconds - g0,
+                "gc": GC.take()[0],
                 "threads": {k: round(v - th0.get(k, 0.0), 3) for k, v in th1.items() if v - th0.get(k, 0.0) > 0},
             }
 

@@ -69,19 +69,7 @@ async def test_sigkill_loses_at_most_the_cycle_in_flight(pki, serve, tmp_path: P
 
 async def test_flush_writes_and_fsyncs_only_what_changed(tmp_path: Path):
     sink = FileSink(tmp_path)
-    ctx = unverified_tenant_context(ACME)
-    result = PollResult(
-        tenant=ACME,
-        agent="a",
-        address="127.0.0.1:1",
-        poller_id="p",
-        partition="default",
-        kind="status",
-        service_name="s",
-        service_type="icmp",
-        available=True,
-        context=ctx,
-    )
+    result = _status_result()
     await sink.publish(result)
     path = sink.path_for(ACME)
     await sink.flush()
@@ -99,7 +87,20 @@ async def test_cycles_ending_together_share_one_fsync_round(tmp_path: Path):
     """A round waits commit_delay before it syncs, so cycles ending meanwhile join
     it (paced fleets end cycles one by one; without the wait each pays an fsync)."""
     sink = FileSink(tmp_path)
-    result = PollResult(
+    result = _status_result()
+
+    async def cycle() -> None:
+        await sink.publish(result)
+        await sink.flush()
+
+    await asyncio.gather(cycle(), cycle(), cycle())
+    assert sink.syncs == 1  # with no commit delay the first cycle syncs alone: 2 rounds
+    assert len(sink.path_for(ACME).read_text().splitlines()) == 3
+    await sink.close()
+
+
+def _status_result() -> PollResult:
+    return PollResult(
         tenant=ACME,
         agent="a",
         address="127.0.0.1:1",
@@ -111,12 +112,3 @@ async def test_cycles_ending_together_share_one_fsync_round(tmp_path: Path):
         available=True,
         context=unverified_tenant_context(ACME),
     )
-
-    async def cycle() -> None:
-        await sink.publish(result)
-        await sink.flush()
-
-    await asyncio.gather(cycle(), cycle(), cycle())
-    assert sink.syncs == 1  # with no commit delay the first cycle syncs alone: 2 rounds
-    assert len(sink.path_for(ACME).read_text().splitlines()) == 3
-    await sink.close()
