@@ -202,10 +202,15 @@ def mock_agent_process(
         stop(proc)
 
 
+def stat_cpu(stat: str) -> float:
+    """CPU seconds (user + system) in the text of a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces and ')'
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) a live process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stat_cpu(Path(f"/proc/{pid}/stat").read_text())
 
 
 def rss_mib() -> float:

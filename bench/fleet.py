@@ -82,7 +82,7 @@ CYCLE_GUARD = 300.0  # seconds: a cycle still running after this is abandoned (r
 class GcTimer:
     """CPU time spent in the cyclic garbage collector (gc.callbacks), on the
     thread that collects: process CPU would add the gRPC and handshake
-    threads' work during the collection (figures before 2026-11-29 05:00 UTC
+    threads' work during the collection (figures before 2026-11-29 04:45 UTC
     in bench/README.md were measured that way and overstate the GC share)."""
 
     def __init__(self) -> None:

@@ -29,12 +29,11 @@ import pstats
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import die_with_parent, quiet_logging, raise_nofile, rss_mib
+from bench.common import die_with_parent, quiet_logging, raise_nofile, rss_mib, stat_cpu
 from bench.fleet import GC  # time in the cyclic GC, on the collecting thread
 
 # Where the loop thread's time goes, by the file a function lives in (first match
@@ -71,23 +70,15 @@ def categorise(stats: pstats.Stats) -> dict[str, float]:
 
 def thread_cpu() -> dict[str, float]:
     """CPU seconds per thread name (threads of the same name summed)."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-        except OSError:
+        except OSError:  # the thread ended meanwhile
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[name] = out.get(name, 0.0) + stat_cpu(stat)
     return out
-
-
-def offset(name: str, n: int, interval: float) -> float:
-    """The daemon's slot for an agent (Scheduler._offset)."""
-    spread = min(interval, max(1.0, n / 200))
-    return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
 
 
 # --------------------------------------------------------------------------- the two sides
@@ -98,6 +89,7 @@ async def start_bare(spec: dict[str, Any], stop: asyncio.Event) -> tuple[Callabl
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from bench.unary import plain_channel_for
+    from poller.daemon.scheduler import slot_offset
     from poller.proto import monitoring_pb2 as pb
     from poller.proto import monitoring_pb2_grpc as pb_grpc
     from poller.trust.store import TrustStore
@@ -110,7 +102,7 @@ async def start_bare(spec: dict[str, Any], stop: asyncio.Event) -> tuple[Callabl
         channel = plain_channel_for(agent["address"], trust, agent["tenant"], agent["cn"])
         health = health_pb2_grpc.HealthStub(channel)
         stub = pb_grpc.AgentServiceStub(channel)
-        next_at = time.monotonic() + offset(name, n, interval)
+        next_at = time.monotonic() + slot_offset(name, n, interval)  # the daemon's own slot
         try:
             while not stop.is_set():
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))

@@ -139,13 +139,9 @@ async def run(calls: int, concurrency: int, rounds: int, warmup: int) -> dict[st
     base_srv = median(srv["bare"])
     rows = []
     for name in variants:
-        paired = median([v / b for v, b in zip(rates[name], rates["bare"], strict=False)])
         rows.append(
             [
-                name,
-                f"{median(rates[name]):.0f}",
-                f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
-                f"{paired:.3f}",
+                *_rate_cells(name, rates),
                 f"{median(cpu[name]):.0f}",
                 f"{median(cpu[name]) - base_cpu:+.0f}",
                 f"{median(cpu[name]) / base_cpu:.2f}",
@@ -169,7 +165,7 @@ async def run(calls: int, concurrency: int, rounds: int, warmup: int) -> dict[st
             ],
         )
     )
-    ratio = median([v / b for v, b in zip(rates["client"], rates["bare"], strict=False)])
+    ratio = _paired(rates, "client")
     client_cpu, client_srv = median(cpu["client"]), median(srv["client"])
     # Both processes share the cores, so when both run flat out calls/s is
     # about cores / (client + server CPU per call); when the agents are remote
@@ -260,20 +256,16 @@ async def run_fleet(n: int, rounds: int, servers_count: int) -> dict[str, float]
             servers.stop()
     rows = []
     for name in variants:
-        paired = median([v / b for v, b in zip(rates[name], rates["bare"], strict=True)])
         rows.append(
             [
-                name,
-                f"{median(rates[name]):.0f}",
-                f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
-                f"{paired:.3f}",
+                *_rate_cells(name, rates),
                 f"{median(cpu[name]):.0f}",
                 f"{median(cpu[name]) / median(cpu['bare']):.2f}",
             ]
         )
     print(f"\nGetStatus to {n} agents, one channel each, {rounds} alternating rounds (medians):")
     print(table(rows, ["variant", "polls/s", "range", "vs bare (paired)", "poller CPU us/call", "CPU vs bare"]))
-    ratio = median([v / b for v, b in zip(rates["client"], rates["bare"], strict=True)])
+    ratio = _paired(rates, "client")
     print(
         f"\nratio client/bare polls/s at {n} agents (median of paired rounds) = {ratio:.3f}  "
         f"(goal >= {GOAL}: {'MET' if ratio >= GOAL else 'NOT MET'})"
@@ -284,6 +276,17 @@ async def run_fleet(n: int, rounds: int, servers_count: int) -> dict[str, float]
         f"polls/s also moves with whatever else runs)"
     )
     return {"ratio": ratio, "client": median(rates["client"]), "bare": median(rates["bare"]), "cpu_ratio": cpu_ratio}
+
+
+def _paired(rates: dict[str, list[float]], name: str) -> float:
+    """The variant's rate over bare's, round by round (drift hits both), median."""
+    return median([v / b for v, b in zip(rates[name], rates["bare"], strict=True)])
+
+
+def _rate_cells(name: str, rates: dict[str, list[float]]) -> list[str]:
+    """variant, median rate, range, paired ratio to bare: the first cells of a row."""
+    r = rates[name]
+    return [name, f"{median(r):.0f}", f"{min(r):.0f}-{max(r):.0f}", f"{_paired(rates, name):.3f}"]
 
 
 def plain_channel_for(

@@ -452,9 +452,7 @@ class HandlerRegistry:
             _invoke(registration, result), name=f"handler {registration.name}", context=context
         )
         if not await wait_done(task, registration.timeout):
-            task.cancel()
-            self._abandoned.add(task)  # not awaited: a handler that ignores cancellation cannot hold us
-            task.add_done_callback(_forget(self._abandoned))
+            self._abandon(task)
             return self._failed(registration, result, Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s")
         if task.cancelled():
             return self._failed(registration, result, Reason.HANDLER_FAILED, "cancelled")
@@ -462,6 +460,13 @@ class HandlerRegistry:
         if exc is not None:
             return self._failed(registration, result, Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}")
         return None
+
+    def _abandon(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a task past its timeout and leave it: not awaited, so a handler
+        that ignores cancellation cannot hold us (close() cancels it again)."""
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(_forget(self._abandoned))
 
     def _failed(self, registration: Registration, result: PollResult, reason: Reason, detail: str) -> Reason:
         self.metrics.handler_failures.labels(tenant=result.tenant, handler=registration.name, reason=reason.value).inc()
@@ -506,9 +511,7 @@ class HandlerRegistry:
     async def _bounded(self, registration: Registration, step: Awaitable[None], what: str) -> None:
         task = asyncio.ensure_future(step)
         if not await wait_done(task, registration.timeout):
-            task.cancel()
-            self._abandoned.add(task)
-            task.add_done_callback(_forget(self._abandoned))
+            self._abandon(task)
             reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
         elif not task.cancelled() and task.exception() is not None:
             exc = task.exception()

@@ -58,6 +58,17 @@ class PollGate(Protocol):
         ...
 
 
+def slot_offset(name: str, agents: int, interval: float) -> float:
+    """An agent's stable slot (same agent, same slot) inside the first stretch of time.
+
+    The stretch grows with the number of agents (about 200 first dials a
+    second) so a large fleet does not start with a handshake storm, while
+    a small one is polled at once; it never exceeds the poll interval.
+    """
+    spread = min(interval, max(1.0, agents / 200))
+    return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
+
+
 class Scheduler:
     def __init__(
         self,
@@ -120,14 +131,7 @@ class Scheduler:
         await self._workers.pop(name).close()
 
     def _offset(self, name: str) -> float:
-        """A stable slot (same agent, same slot) inside the first stretch of time.
-
-        The stretch grows with the number of agents (about 200 first dials a
-        second) so a large fleet does not start with a handshake storm, while
-        a small one is polled at once; it never exceeds the poll interval.
-        """
-        spread = min(self.settings.poll_interval, max(1.0, len(self.settings.polled_agents) / 200))
-        return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
+        return slot_offset(name, len(self.settings.polled_agents), self.settings.poll_interval)
 
     async def _loop(self, worker: AgentWorker) -> None:
         gate = self.gate

@@ -86,7 +86,7 @@ class _LateBound:
             given = kwargs.get("metadata")
             # A Metadata object, not a tuple: grpc.aio converts a tuple after an
             # isinstance(Sequence) ABC check on every call.
-            kwargs["metadata"] = grpc.aio.Metadata(*given, *tenant_stamp(ctx)) if given else grpc.aio.Metadata(*tenant_stamp(ctx))
+            kwargs["metadata"] = grpc.aio.Metadata(*(given or ()), *tenant_stamp(ctx))
         else:
             self._holder.raise_if_refused()  # a closed channel never gets a call
         channel = self._holder.current_channel

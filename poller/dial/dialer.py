@@ -47,7 +47,7 @@ from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
-from poller.trust.source import TrustSource, notifies
+from poller.trust.source import NotifyingTrustSource, TrustSource, notifies
 from poller.trust.store import TrustStoreError
 from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
 
@@ -142,9 +142,10 @@ class AgentConnection:
         # per call, without the interceptor machinery (poller.dial.channel).
         self.client_channel: grpc.aio.Channel = CheckedChannel(self)
         self._arm_deadline(proof.snapshot)
-        self._notifying = notifies(trust)
-        if self._notifying:
-            trust.subscribe(self)  # type: ignore[attr-defined]
+        # The source to unsubscribe from at close, if it tells listeners about changes.
+        self._notifier: NotifyingTrustSource | None = trust if notifies(trust) else None
+        if self._notifier is not None:
+            self._notifier.subscribe(self)
 
     # -- what calls read -------------------------------------------------------
 
@@ -363,8 +364,8 @@ class AgentConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._notifying:
-            self._trust.unsubscribe(self)  # type: ignore[attr-defined]
+        if self._notifier is not None:
+            self._notifier.unsubscribe(self)
         self._close_later(self._channel, grace=None)
 
     def _close_later(self, channel: grpc.aio.Channel, *, grace: float | None) -> None:
@@ -385,8 +386,8 @@ class AgentConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._notifying:
-            self._trust.unsubscribe(self)  # type: ignore[attr-defined]
+        if self._notifier is not None:
+            self._notifier.unsubscribe(self)
         await self._channel.close(grace)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

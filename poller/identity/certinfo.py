@@ -89,6 +89,17 @@ def spiffe_uris(cert: x509.Certificate) -> list[str]:
     return [u for u in uris(cert) if u.lower().startswith("spiffe:")]
 
 
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True if issuer's key signed cert and cert names issuer's subject as its issuer."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except Exception:  # wrong key, unsupported algorithm, malformed signature: not issued by it
+        return False
+    return True
+
+
 def is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)

@@ -48,13 +48,7 @@ class PlatformAuthority:
 
     def issued(self, cert: x509.Certificate) -> bool:
         """True if this CA's key signed cert (names and signature both match)."""
-        if cert.issuer != self.cert.subject:
-            return False
-        try:
-            cert.verify_directly_issued_by(self.cert)
-        except Exception:
-            return False
-        return True
+        return certinfo.issued_by(cert, self.cert)
 
 
 def load_platform_authority(layout: CertsLayout) -> PlatformAuthority | None:

@@ -63,13 +63,7 @@ class TenantAuthority:
 
     def issued(self, cert: x509.Certificate) -> bool:
         """True if this CA's key signed cert (names and signature both match)."""
-        if cert.issuer != self.cert.subject:
-            return False
-        try:
-            cert.verify_directly_issued_by(self.cert)
-        except Exception:
-            return False
-        return True
+        return certinfo.issued_by(cert, self.cert)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,21 +151,13 @@ def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: T
     other = trust.issuer_tenant(leaf)
     if other is not None:
         raise refuse(Reason.TENANT_MISMATCH, f"issued by {other.ca_cn}, not by {expected.ca_cn}")
-    if trust.root is not None and leaf.issuer == trust.root.subject and _signed_by(leaf, trust.root):
+    if trust.root is not None and certinfo.issued_by(leaf, trust.root):
         raise refuse(Reason.UNTRUSTED_CHAIN, f"issued by the platform root directly, not by {expected.ca_cn}")
-    if leaf.issuer == leaf.subject and _signed_by(leaf, leaf):
+    if certinfo.issued_by(leaf, leaf):
         raise refuse(Reason.UNTRUSTED_CHAIN, "self-signed certificate")
     if leaf.issuer == expected.cert.subject:
         raise refuse(Reason.UNTRUSTED_CHAIN, f"names {expected.ca_cn} as issuer, but that CA's key did not sign it")
     raise refuse(Reason.UNTRUSTED_CHAIN, f"not signed by {expected.ca_cn}")
-
-
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except Exception:
-        return False
-    return True
 
 
 def _check_cn(leaf: x509.Certificate, expected: TenantAuthority, refuse: _Refuse) -> EdgeName:
