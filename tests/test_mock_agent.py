@@ -12,13 +12,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from spawn import cli_argv
 
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
@@ -486,12 +486,8 @@ def test_split_document() -> None:
 # --------------------------------------------------------------------------
 
 
-def _python() -> str:
-    return sys.executable
-
-
 def _cli(*args: str) -> list[str]:
-    return [_python(), "-m", "poller", "mock-agent", *args]
+    return cli_argv("mock-agent", *args)
 
 
 def _env() -> dict[str, str]:

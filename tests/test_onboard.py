@@ -12,13 +12,13 @@ import gzip
 import io
 import json
 import subprocess
-import sys
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from spawn import cli_argv
 
 from poller.identity.reasons import IdentityRefused, PollerError, Reason
 from poller.onboard import (
@@ -37,10 +37,6 @@ from poller.trust.store import TrustSnapshot, TrustStore
 
 ACME, XYZ = "acme-corp", "xyz-inc"
 KEY = "certs/component-key.pem"
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "poller", *args]
 
 
 @pytest.fixture
@@ -431,7 +427,7 @@ def test_extract_refuses_a_non_empty_or_symlinked_target(made: bytes, snapshot: 
 def test_cli_onboard_then_verify(pki: ForgePki, tmp_path: Path) -> None:
     out = tmp_path / "agent.tar.gz"
     made = subprocess.run(
-        _cli(
+        cli_argv(
             "onboard", "--certs", str(pki.directory), "--tenant", ACME, "--component", "agent-001",
             "--partition", "partition-1", "--type", "checker", "--out", str(out),
         ),
@@ -444,7 +440,7 @@ def test_cli_onboard_then_verify(pki: ForgePki, tmp_path: Path) -> None:
 
     target = tmp_path / "install"
     ok = subprocess.run(
-        _cli("onboard", "verify", str(out), "--certs", str(pki.directory), "--extract", str(target)),
+        cli_argv("onboard", "verify", str(out), "--certs", str(pki.directory), "--extract", str(target)),
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
@@ -459,7 +455,7 @@ def test_cli_verify_refusal_is_exit_3_with_one_json_object(made: bytes, pki: For
     bad.write_bytes(repack(made, extra=(entry("../evil"),)))
     target = tmp_path / "install"
     result = subprocess.run(
-        _cli("onboard", "verify", str(bad), "--certs", str(pki.directory), "--extract", str(target)),
+        cli_argv("onboard", "verify", str(bad), "--certs", str(pki.directory), "--extract", str(target)),
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 3
@@ -487,7 +483,7 @@ def test_cli_verify_refusal_is_exit_3_with_one_json_object(made: bytes, pki: For
 )  # fmt: skip
 def test_cli_usage_and_unreadable_input_exit_2(pki: ForgePki, tmp_path: Path, args: tuple[str, ...]) -> None:
     argv = [a.format(tmp=tmp_path, certs=pki.directory) for a in args]
-    result = subprocess.run(_cli(*argv), capture_output=True, text=True, check=False)
+    result = subprocess.run(cli_argv(*argv), capture_output=True, text=True, check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stdout.splitlines()) == 1  # one JSON object, as probe prints
     verdict = json.loads(result.stdout)
@@ -501,7 +497,7 @@ def test_cli_refuses_to_overwrite(pki: ForgePki, tmp_path: Path) -> None:
     out = tmp_path / "x.tar.gz"
     out.write_bytes(b"keep me")
     argv = ["onboard", "--certs", str(pki.directory), "--tenant", ACME, "--component", "a", "--partition", "p"]
-    result = subprocess.run(_cli(*argv, "--type", "agent", "--out", str(out)), capture_output=True, text=True, check=False)
+    result = subprocess.run(cli_argv(*argv, "--type", "agent", "--out", str(out)), capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert out.read_bytes() == b"keep me"
 
@@ -510,7 +506,7 @@ def test_cli_refuses_to_overwrite(pki: ForgePki, tmp_path: Path) -> None:
 
 
 async def _run(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*_cli(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(*cli_argv(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -524,7 +520,7 @@ async def test_onboard_start_and_probe_end_to_end(pki: ForgePki, tmp_path: Path)
     )  # fmt: skip
     assert code == 0, err
     agent = await asyncio.create_subprocess_exec(
-        *_cli("mock-agent", "--package", str(out), "--certs", certs),
+        *cli_argv("mock-agent", "--package", str(out), "--certs", certs),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
