@@ -19,10 +19,10 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
-from poller.cli.main import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from poller.cli.main import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 from poller.cluster.node import connect_nats
 from poller.cluster.status import ClusterStatus, read_status
-from poller.daemon.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL, ConfigError, load_config
+from poller.daemon.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL
 from poller.logs import configure_logging
 
 _SHOWN = 50  # unowned agents listed by name in the table view (all of them in --json)
@@ -63,11 +63,8 @@ def _status(args: argparse.Namespace) -> int:
     configure_logging("auto", level=logging.ERROR)  # stdout is for the status only
     url, creds, bucket = args.nats, args.creds, args.bucket
     if args.config:
-        try:
-            settings = load_config(args.config)
-        except ConfigError as exc:
-            for issue in exc.issues:
-                print(f"error: {issue}", file=sys.stderr)
+        settings = load_config_or_report(args.config)
+        if settings is None:
             return EXIT_USAGE
         if settings.cluster is None:
             return _usage(f"{args.config} has no cluster section")

@@ -15,8 +15,8 @@ import asyncio
 import sys
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
-from poller.daemon.config import ConfigError, load_config, unsupported
+from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.daemon.config import unsupported
 from poller.daemon.daemon import PollerDaemon
 from poller.identity.reasons import PollerError, Reason
 from poller.logs import configure_logging, get_logger
@@ -47,11 +47,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_config(args.config)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"error: {issue}", file=sys.stderr)
+    settings = load_config_or_report(args.config)
+    if settings is None:
         return EXIT_USAGE
     if blocked := unsupported(settings):
         for issue in blocked:
