@@ -236,6 +236,7 @@ async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(
                 "127.0.0.1:0",
                 "--cluster-bucket",
                 BUCKET,
+                "--plaintext-dev",
             ]
         )
         == 0
@@ -246,7 +247,7 @@ async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(
         poller_id="poller-a",
         agents=AGENTS,
         poll_interval=INTERVAL,
-        cluster=ClusterConfig(nats=server.url, creds=out / "poller.creds", bucket=BUCKET),
+        cluster=ClusterConfig(nats=server.url, creds=out / "poller.nk", bucket=BUCKET),
     )
     node = ClusterNode(settings, clock=clock)
     node.start()
@@ -259,7 +260,7 @@ async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(
         # The attacker: acme-corp's own credentials, trying to take the lease.
         from poller.nats.creds import load_credentials
 
-        tenant = load_credentials(out / "tenant-acme-corp.creds")
+        tenant = load_credentials(out / "tenant-acme-corp.nk")
         nc = await nats.connect(server.url, **tenant.connect_options())
         with pytest.raises((nats.errors.Error, TimeoutError)):  # no way into the platform account's JetStream
             kv = await nc.jetstream(timeout=1).key_value(BUCKET)

@@ -47,7 +47,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
@@ -68,13 +67,14 @@ from poller.cluster.records import (
     member_key,
 )
 from poller.cluster.slots import Slot, slot_at
-from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig, redact_url
+from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
+from poller.nats.connect import NatsTarget, NatsUrlError, connect
 from poller.nats.creds import CredentialsError
 
-__all__ = ["ClusterError", "ClusterNode", "bucket_ttl", "connect_nats", "fleet_digest", "min_bucket_ttl"]
+__all__ = ["ClusterError", "ClusterNode", "bucket_ttl", "fleet_digest", "min_bucket_ttl"]
 
 log = get_logger("poller.cluster")
 
@@ -111,49 +111,6 @@ def fleet_digest(agents: Iterable[AgentConfig]) -> str:
     for name, tenant in sorted((a.name, a.tenant) for a in agents):
         h.update(f"{len(name)}:{name}:{tenant};".encode())
     return h.hexdigest()
-
-
-async def connect_nats(url: str, creds: str | None, *, name: str, **options: Any) -> NATS:
-    """A nats-py connection that reconnects forever and logs through structlog (not stdout)."""
-    clog = log.bind(nats=redact_url(url))
-
-    async def on_error(exc: Exception) -> None:
-        clog.warning("nats_error", error=str(exc) or exc.__class__.__name__)
-
-    async def on_disconnected() -> None:
-        clog.warning("nats_disconnected")
-
-    async def on_reconnected() -> None:
-        clog.info("nats_reconnected")
-
-    kwargs: dict[str, Any] = {
-        **_auth_options(creds),
-        "servers": [url],
-        "name": name,
-        "max_reconnect_attempts": -1,
-        "error_cb": on_error,
-        "disconnected_cb": on_disconnected,
-        "reconnected_cb": on_reconnected,
-        **options,
-    }
-    return await nats.connect(**kwargs)
-
-
-def _auth_options(creds: str | None) -> dict[str, Any]:
-    """nats.connect() options for a credentials file: one written by `nats-config`
-    (JSON, user and password: the NATS sink's format, so one file serves both), or
-    a NATS `.creds` file (user JWT and NKey seed). Raises CredentialsError."""
-    if creds is None:
-        return {}
-    from poller.nats.creds import load_credentials
-
-    try:
-        head = Path(creds).read_bytes()[:64].lstrip()
-    except OSError as exc:
-        raise CredentialsError(f"{creds}: cannot read: {exc.strerror or exc.__class__.__name__}") from None
-    if head.startswith(b"{"):
-        return load_credentials(Path(creds)).connect_options()
-    return {"user_credentials": creds}
 
 
 @dataclass
@@ -229,6 +186,7 @@ class ClusterNode:
         self.state = "starting"
         self._changed = asyncio.Condition()
         self.log = log.bind(poller_id=self.poller_id, bucket=self.config.bucket)
+        self.target = NatsTarget.of(self.config.nats, self.config.creds)
         self.set_agents(settings.agents)
 
     # ------------------------------------------------------------------ public
@@ -502,7 +460,7 @@ class ClusterNode:
                 if self._joined:
                     await step()
                 delay = self.heartbeat_every
-            except (ClusterError, CredentialsError) as exc:
+            except (ClusterError, CredentialsError, NatsUrlError) as exc:
                 self.log.error("cluster_refused", problem=exc.detail)
                 await self._signal("refused")
                 delay = min(30.0, max(delay * 2, 1.0))
@@ -513,11 +471,10 @@ class ClusterNode:
 
     async def _connect(self) -> None:
         if self._nc is None:
-            creds = str(self.config.creds) if self.config.creds is not None else None
-            self._nc = await connect_nats(
-                self.config.nats,
-                creds,
+            self._nc = await connect(
+                self.target,
                 name=f"serviceradar-poller {self.poller_id}",
+                logger=self.log,
                 connect_timeout=max(1.0, self.call_timeout),
                 reconnect_time_wait=min(2.0, self.heartbeat_every),
                 allow_reconnect=True,

@@ -15,6 +15,7 @@ client connection answered with INFO, never a sleep.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,16 @@ __all__ = ["NatsServer", "NatsServerError", "find_nats_server"]
 _BINARY = "nats-server"
 _LISTENING = re.compile(r"Listening for client connections on (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 _READY = "Server is ready"
+
+
+def _config_doc(path: Path) -> dict[str, object]:
+    """A JSON config's top level (nats-config writes JSON after '#' comment lines); {} otherwise."""
+    try:
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        doc = json.loads(text)
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 class NatsServerError(PollerError, RuntimeError):
@@ -91,6 +102,8 @@ class NatsServer:
             raise ValueError("give store_dir (JetStream store) or config (whose jetstream block names the store), not both")
         self.store_dir = Path(store_dir) if store_dir is not None else None
         self.config = Path(config) if config is not None else None
+        # A config with a tls block (nats-config's default) serves tls:// only.
+        self.scheme = "tls" if self.config is not None and "tls" in _config_doc(self.config) else "nats"
         self.host = "127.0.0.1"
         self.port = port
         self.binary = binary or find_nats_server()
@@ -103,7 +116,7 @@ class NatsServer:
     def url(self) -> str:
         if self.port is None:
             raise NatsServerError("the server has not been started yet: no port")
-        return f"nats://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
