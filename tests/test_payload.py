@@ -9,30 +9,11 @@ import json
 import pytest
 
 from poller.delivery.payload import payload_refusal, payload_tenant_claims
-from poller.delivery.result import PollResult
-from poller.identity.reasons import Reason
-from poller.testing import unverified_tenant_context
-
-
-def _result(payload: bytes, *, proven: bool = True) -> PollResult:
-    return PollResult(
-        tenant="acme-corp",
-        agent="edge-1",
-        address="10.0.0.5:50051",
-        poller_id="poller-1",
-        partition="default",
-        kind="status",
-        service_name="ping",
-        service_type="icmp",
-        available=proven,
-        context=unverified_tenant_context("acme-corp") if proven else None,
-        reason=None if proven else Reason.UNREACHABLE,
-        payload=payload,
-    )
+from poller.testing.results import sample_result
 
 
 def _refusal(payload: bytes, *, proven: bool = True) -> str | None:
-    result = _result(payload, proven=proven)
+    result = sample_result(proven=proven, payload=payload)
     return payload_refusal(result, result.payload_json())
 
 

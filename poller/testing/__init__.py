@@ -8,6 +8,7 @@ from poller.testing.identity import unverified_platform_identity, unverified_ten
 from poller.testing.memory_sink import MemorySink
 from poller.testing.mock_agent import AgentBehaviour, MockAgent, MockAgentError
 from poller.testing.nats_server import NatsServer, NatsServerError, find_nats_server
+from poller.testing.results import sample_result
 
 __all__ = [
     "AgentBehaviour",
@@ -19,6 +20,7 @@ __all__ = [
     "NatsServer",
     "NatsServerError",
     "find_nats_server",
+    "sample_result",
     "serviceradar_style_dir",
     "unverified_platform_identity",
     "unverified_tenant_context",
