@@ -20,13 +20,14 @@ from pathlib import Path
 import nats.errors
 import pytest
 
-from poller.daemon.results import PollResult
+from poller.delivery import PollResult
 from poller.nats.accounts import client_target, creds_path, plan_layout, write_layout
 from poller.nats.connect import NatsTarget, NatsTlsError, NatsUrlError, TlsFiles, connect, parse_servers
 from poller.nats.sink import JetStreamSettings, JetStreamSink
 from poller.nats.tlsfiles import issue_tls
 from poller.testing.forge import ForgePki
 from poller.testing.nats_server import NatsServer
+from poller.testing.results import sample_result
 
 ACME = "acme-corp"
 MARKER = "secret-result-marker-7f3a"
@@ -87,18 +88,7 @@ def layout(pki: ForgePki, tmp_path: Path, *, tls: bool) -> Path:
 
 
 def result() -> PollResult:
-    return PollResult(
-        tenant=ACME,
-        agent="a",
-        address="h:1",
-        poller_id="p",
-        partition="d",
-        kind="status",
-        service_name="ping",
-        service_type="icmp",
-        available=True,
-        payload=b'{"note": "' + MARKER.encode() + b'"}',
-    )
+    return sample_result(ACME, payload=b'{"note": "' + MARKER.encode() + b'"}')
 
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "plaintext-control"])

@@ -22,7 +22,7 @@ import nats.js.errors
 from poller.cli.main import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 from poller.cli.tail import add_tls_arguments
 from poller.cluster.status import ClusterStatus, read_status
-from poller.daemon.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL
+from poller.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL
 from poller.logs import configure_logging
 from poller.nats.connect import NatsTarget, NatsUrlError, connect, target_of
 from poller.nats.creds import CredentialsError
