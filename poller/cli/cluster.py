@@ -76,6 +76,9 @@ def _status(args: argparse.Namespace) -> int:
         url = url or settings.cluster.nats
         creds = creds or (str(settings.cluster.creds) if settings.cluster.creds else None)
         bucket = bucket or settings.cluster.bucket
+        tls = settings.cluster.tls
+        if tls is not None and not (args.tls_ca or args.tls_cert or args.tls_key):
+            args.tls_ca, args.tls_cert, args.tls_key = tls.ca_file, tls.cert_file, tls.key_file
     url, bucket = url or DEFAULT_NATS_URL, bucket or DEFAULT_CLUSTER_BUCKET
     if creds is not None and not Path(creds).is_file():
         return _usage(f"--creds {creds}: no such file")

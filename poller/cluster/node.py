@@ -71,8 +71,9 @@ from poller.config import AgentConfig, ClusterConfig, PollerConfig
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
-from poller.nats.connect import NatsTarget, NatsUrlError, connect
+from poller.nats.connect import NatsTarget, NatsUrlError, cluster_size, connect
 from poller.nats.creds import CredentialsError
+from poller.nats.streams import default_replicas
 
 __all__ = ["ClusterError", "ClusterNode", "bucket_ttl", "fleet_digest", "min_bucket_ttl"]
 
@@ -186,7 +187,7 @@ class ClusterNode:
         self.state = "starting"
         self._changed = asyncio.Condition()
         self.log = log.bind(poller_id=self.poller_id, bucket=self.config.bucket)
-        self.target = NatsTarget.of(self.config.nats, self.config.creds)
+        self.target = NatsTarget.of(self.config.nats, self.config.creds, self.config.tls)
         self.set_agents(settings.agents)
 
     # ------------------------------------------------------------------ public
@@ -483,6 +484,7 @@ class ClusterNode:
         try:
             kv = await js.key_value(self.config.bucket)
         except nats.js.errors.BucketNotFoundError:
+            replicas = self.config.replicas or default_replicas(await cluster_size(self.target))
             try:
                 kv = await js.create_key_value(
                     bucket=self.config.bucket,
@@ -490,16 +492,25 @@ class ClusterNode:
                     ttl=bucket_ttl(self.interval),
                     max_value_size=MAX_RECORD_BYTES,  # records are small; a huge one is refused by the server
                     description="serviceradar-poller cluster",
+                    replicas=replicas,
                 )
+                self.log.info("cluster_bucket_created", ttl=bucket_ttl(self.interval), replicas=replicas)
             except nats.js.errors.BadRequestError:  # another replica made it first, with other settings
                 kv = await js.key_value(self.config.bucket)
-            self.log.info("cluster_bucket_ready", ttl=bucket_ttl(self.interval))
         info = await js.stream_info(f"KV_{self.config.bucket}")
         ttl = float(info.config.max_age or 0)
         if 0 < ttl < min_bucket_ttl(self.interval):
             raise ClusterError(
                 f"bucket {self.config.bucket} has a TTL of {ttl:g}s, under {min_bucket_ttl(self.interval):g}s: "
                 "it could drop a lease before its end and let two replicas poll one agent"
+            )
+        have = info.config.num_replicas or 1
+        if self.config.replicas is not None and have != self.config.replicas:
+            self.log.warning(
+                "cluster_bucket_replicas_differ",
+                replicas=have,
+                configured=self.config.replicas,
+                why="the poller never changes an existing bucket's replicas; change them with `nats kv edit`",
             )
         self._kv = kv
 

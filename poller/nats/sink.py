@@ -39,7 +39,7 @@ from poller.config import PollerConfig
 from poller.delivery.result import PollResult
 from poller.identity.reasons import PollerError, ResultRefused
 from poller.logs import get_logger
-from poller.nats.connect import NatsTarget, TlsFiles, connect
+from poller.nats.connect import NatsTarget, TlsFiles, cluster_size, connect
 from poller.nats.creds import NatsCredentials
 from poller.nats.health import HealthTracker
 from poller.nats.messages import Message, heartbeat_message, result_message
@@ -112,6 +112,7 @@ class JetStreamSink:
         self._js: JetStreamContext | None = None
         self._admin: dict[str, JetStreamContext] = {}
         self._streams_ready: set[str] = set()
+        self._servers: int | None = None  # servers in the JetStream cluster, asked once
         self._blocked: dict[str, tuple[float, int]] = {}  # tenant -> (retry at, failures)
         self._wake = asyncio.Event()
         self._acked = asyncio.Condition()
@@ -248,6 +249,11 @@ class JetStreamSink:
         if self.outbox is not None and self.outbox.rows:
             log.info("nats_sink_resumed", pending=self.outbox.rows)
 
+    async def _cluster_size(self) -> int:
+        if self._servers is None:
+            self._servers = await cluster_size(self.target)
+        return self._servers
+
     def _admin_js(self, tenant: str) -> JetStreamContext:
         """The JetStream API that manages `tenant`'s stream (through the account import for the poller)."""
         js = self._admin.get(tenant)
@@ -260,7 +266,9 @@ class JetStreamSink:
     async def _ready(self, tenant: str) -> None:
         if tenant in self._streams_ready:
             return
-        await ensure_stream(self._admin_js(tenant), tenant, self.settings.limits)
+        await ensure_stream(
+            self._admin_js(tenant), tenant, self.settings.limits, replicas=self.settings.replicas, cluster_size=self._cluster_size
+        )
         self._streams_ready.add(tenant)
 
     # -- sending -------------------------------------------------------------
@@ -473,6 +481,8 @@ def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None 
         JetStreamSettings(
             url=sink.url or "nats://127.0.0.1:4222",
             creds=sink.creds,
+            tls=sink.tls,
+            replicas=sink.replicas,
             outbox=sink.outbox,
             outbox_max_rows=sink.outbox_max_rows,
             outbox_max_bytes=sink.outbox_max_bytes,
