@@ -55,7 +55,8 @@ class PollerMetrics:
     poller_polls_total, poller_identity_refusals_total,
     poller_identity_accepts_total, poller_call_latency_seconds,
     poller_connected_agents, poller_certificate_expiry_timestamp_seconds,
-    poller_agent_last_success_timestamp_seconds, poller_tenant_crl_loaded,
+    poller_agent_last_success_timestamp_seconds,
+    poller_agent_consecutive_failures, poller_tenant_crl_loaded,
     poller_tenant_crl_next_update_timestamp_seconds,
     poller_results_refused_total, poller_handler_failures_total,
     poller_label_mismatches_total, poller_cross_tenant_deliveries_total,
@@ -86,6 +87,12 @@ class PollerMetrics:
         self.agent_last_success = Gauge(
             "poller_agent_last_success_timestamp_seconds",
             "When the agent last gave a proven answer to every check of a cycle, Unix time",
+            ["tenant", "agent"],
+            registry=r,
+        )
+        self.agent_failures = Gauge(
+            "poller_agent_consecutive_failures",
+            "Cycles in a row whose outcome was not ok (refused, unreachable, timeout, ...); 0 after a proven answer",
             ["tenant", "agent"],
             registry=r,
         )

@@ -10,6 +10,8 @@ which `.ci/run` installs; where it is absent these tests are skipped.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -120,3 +122,60 @@ def test_every_poller_metric_has_the_one_prefix():
     foreign = {n for n in names if not n.startswith(("poller_", "process_", "python_"))}
     assert not foreign, foreign
     assert "poller_build_info" in names
+
+
+def alert_rules(text: str) -> list[dict[str, str]]:
+    """{alert, expr} of each rule in docs/alerts.yml (its two shapes of expr: one line, or a
+    `>-` block), read without a YAML library, which the project does not depend on."""
+    rules: list[dict[str, str]] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if m := re.match(r"\s*- alert: (\S+)$", line):
+            rules.append({"alert": m.group(1)})
+        elif (m := re.match(r"(\s*)expr: (.*)$", line)) and rules:
+            indent, expr = len(m.group(1)), m.group(2)
+            if expr == ">-":
+                block = itertools.takewhile(lambda l, n=indent: len(l) - len(l.lstrip()) > n, lines[i + 1 :])
+                expr = " ".join(l.strip() for l in block)
+            rules[-1]["expr"] = expr
+    return rules
+
+
+@needs_promtool
+def test_promtool_check_rules_accepts_the_alert_rules():
+    checked = promtool("check", "rules", str(ALERTS))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout
+
+
+@needs_promtool
+def test_promtool_test_rules_passes_the_alert_unit_tests():
+    tested = promtool("test", "rules", str(ALERT_TESTS))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_alert_rules_cover_the_operators_list_and_name_exported_metrics():
+    """Without promtool too: the rules name only metrics the poller exports (or
+    Prometheus's own `up`), and every case issue 20 lists has its alert."""
+    from test_grafana_dashboard import exported_names, metric_names
+
+    rules = alert_rules(ALERTS.read_text())
+    assert len(rules) >= 10
+    exported = exported_names() | {"up"}
+    for rule in rules:
+        unknown = metric_names(rule["expr"]) - exported
+        assert not unknown, f"{rule['alert']} names metrics the poller does not export: {sorted(unknown)}"
+    assert {
+        "PollerAgentRefused",
+        "PollerAgentUnreachable",
+        "PollerAgentCertificateExpiring",
+        "PollerCertificateExpiring",
+        "PollerOutboxGrowing",
+        "PollerOutboxDropping",
+        "PollerTenantCrlAbsent",
+        "PollerTenantCrlStale",
+        "PollerNatsDisconnected",
+        "PollerClusterReplicaMissing",
+    } <= {rule["alert"] for rule in rules}
+    tested = ALERT_TESTS.read_text()
+    assert all(f"alertname: {rule['alert']}" in tested for rule in rules)  # every rule has a unit test
