@@ -22,6 +22,7 @@ import ipaddress
 import signal
 from dataclasses import replace
 
+from poller import __version__
 from poller.cluster.node import ClusterNode
 from poller.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.http import OperatorServer
@@ -33,7 +34,7 @@ from poller.delivery.result import PollResult
 from poller.delivery.sink import Sink
 from poller.identity import certinfo
 from poller.logs import get_logger
-from poller.metrics import PollerMetrics
+from poller.metrics import PollerMetrics, add_process_metrics
 from poller.policy import platform_admin
 from poller.trust.platform import local_platform_identity
 from poller.trust.store import TrustStore
@@ -67,7 +68,10 @@ class PollerDaemon:
         self.settings = settings
         self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
-        self.metrics = metrics if metrics is not None else PollerMetrics()
+        if metrics is None:
+            metrics = PollerMetrics()
+            add_process_metrics(metrics.registry, version=__version__)
+        self.metrics = metrics
         self.sink = sink or make_sink(settings, self.metrics)
         self._agents = dict(settings.agents_by_name)
         # A handler (the sink included) never holds a cycle longer than this. Not
@@ -76,13 +80,15 @@ class PollerDaemon:
         self.registry = registry or HandlerRegistry(
             timeout=DEFAULT_HANDLER_TIMEOUT, strict_labels=self._strict_labels, metrics=self.metrics
         )
+        self._sink_name = f"{settings.sink.type}-sink" if sink is None else type(sink).__name__
         self.registry.register(
             ">",
             self.sink,
             policy=platform_admin(),
             platform=local_platform_identity(self.trust.client),
-            name=f"{settings.sink.type}-sink" if sink is None else type(sink).__name__,
+            name=self._sink_name,
         )
+        self._prime_metrics()
         # Dynamic cluster mode: the node decides which agents this replica polls, slot by slot.
         self.cluster = ClusterNode(settings, metrics=self.metrics) if settings.cluster is not None else None
         self.scheduler = Scheduler(
@@ -208,6 +214,7 @@ class PollerDaemon:
             new = _keep(new, self.settings)
         self.settings = new
         self._agents = dict(new.agents_by_name)
+        self._prime_metrics()
         if self.cluster is not None:
             self.cluster.set_agents(new.agents)
         changes = await self.scheduler.apply(new)
@@ -243,10 +250,15 @@ class PollerDaemon:
         if not _is_loopback(address[0]):
             log.warning("status_pages_exposed", address=host, why="/status and / list every tenant's agents")
 
+    def _prime_metrics(self) -> None:
+        """Every configured tenant's counters at 0 (dashboards show 0, not "No data")."""
+        self.metrics.prime(self.settings.tenants, handlers=[self._sink_name])
+
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
-        days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
-        self.metrics.cert_expiry_days.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        not_after = certinfo.not_after(cert)
+        days = (not_after - certinfo.utcnow()).total_seconds() / 86400
+        self.metrics.cert_expiry.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(not_after.timestamp())
         if days < 30:
             log.warning("poller_certificate_expiring", days_left=int(days))
 

@@ -23,7 +23,6 @@ from poller.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.dialgate import DialGate
 from poller.delivery.result import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
-from poller.identity import certinfo
 from poller.identity.context import TenantContext
 from poller.identity.reasons import AgentFailure, IdentityRefused, Reason
 from poller.logs import get_logger
@@ -106,8 +105,7 @@ class AgentWorker:
         self.failures = 0
         self.down = None
         self.metrics.connected_agents.labels(tenant=self.agent.tenant).inc()
-        days = (ctx.not_after - certinfo.utcnow()).total_seconds() / 86400
-        self.metrics.cert_expiry_days.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
+        self.metrics.cert_expiry.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(ctx.not_after.timestamp())
         # No log line here: the audit log's identity_accepted is the one line per acceptance.
         return self.client
 
