@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from taps import Tapped
 
 import poller
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.daemon import PollerDaemon, make_sink
-from poller.daemon.results import PollResult
-from poller.daemon.sinks import MemorySink, Sink
 from poller.metrics import PollerMetrics, add_process_metrics
+from poller.testing.memory_sink import MemorySink
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "docs" / "alerts.yml"
@@ -76,23 +76,6 @@ async def served_metrics(pki, serve, nats_server, tmp_path: Path) -> str:
     finally:
         daemon.request_stop()
         assert await task == 0
-
-
-class Tapped:
-    """A sink that hands every result to `sink`, then to `tap` (a MemorySink to wait on)."""
-
-    def __init__(self, sink: Sink, tap: MemorySink) -> None:
-        self.sink, self.tap = sink, tap
-
-    async def publish(self, result: PollResult) -> None:
-        await self.sink.publish(result)
-        await self.tap.publish(result)
-
-    async def flush(self) -> None:
-        await self.sink.flush()
-
-    async def close(self) -> None:
-        await self.sink.close()
 
 
 @needs_promtool

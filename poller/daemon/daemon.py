@@ -20,11 +20,13 @@ import asyncio
 import gc
 import ipaddress
 import signal
+import time
 from dataclasses import replace
 
 from poller import __version__
 from poller.cluster.node import ClusterNode
 from poller.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_check
 from poller.daemon.http import OperatorServer
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
@@ -99,6 +101,14 @@ class PollerDaemon:
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
         self._http: OperatorServer | None = None
         self.metrics_port: int | None = None
+        self.started_at: float | None = None
+        self.started = asyncio.Event()  # set once run() serves metrics_listen and polls
+        # /healthz and /readyz: named checks; a part the daemon starts (the gateway) adds its own.
+        self.health = HealthChecks()
+        self.health.add_live("loop", self._loop_alive)
+        self.health.add_ready("trust", trust_check(self.trust, lambda: self.settings.tenants))
+        given = CheckResult(True, f"{type(sink).__name__} (given by the caller)")
+        self.health.add_ready("sink", sink_check(self.sink, settings) if sink is None else lambda: given)
 
     async def publish(self, result: PollResult) -> Delivery:
         return await self.registry.deliver(result)
@@ -106,6 +116,13 @@ class PollerDaemon:
     def _strict_labels(self, result: PollResult) -> bool:
         agent = self._agents.get(result.agent)
         return True if agent is None else agent.strict_labels  # an unknown agent gets the strict rule
+
+    def _loop_alive(self) -> CheckResult:
+        # Answered on the daemon's loop: that it runs at all is the proof.
+        if self._stop.is_set():
+            return CheckResult(False, "stopping")
+        uptime = 0.0 if self.started_at is None else time.time() - self.started_at
+        return CheckResult(True, f"event loop answering, up {uptime:.0f}s")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -119,12 +136,14 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self.started_at = time.time()
         await self._start_http()
         self._log_config_warnings()
         self._record_own_certificate()
         if self.cluster is not None:
             self.cluster.start()
         self.scheduler.start()
+        self.started.set()
         log.info(
             "poller_started",
             poller_id=self.settings.poller_id,
@@ -242,11 +261,14 @@ class PollerDaemon:
             poller_id=self.settings.poller_id,
             refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
             registry=self.metrics.registry,
+            health=self.health,
         )
         await self._http.start()
         self.metrics_port = self._http.port
         host = address[0] or "0.0.0.0"
-        log.info("metrics_listening", address=f"{host}:{self.metrics_port}", paths=["/metrics", "/status", "/"])
+        log.info(
+            "metrics_listening", address=f"{host}:{self.metrics_port}", paths=["/metrics", "/status", "/", "/healthz", "/readyz"]
+        )
         if not _is_loopback(address[0]):
             log.warning("status_pages_exposed", address=host, why="/status and / list every tenant's agents")
 
