@@ -22,7 +22,7 @@ import logging
 import sys
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 from poller.config import LOG_FORMATS, LOG_LEVELS, unsupported
 from poller.config.overrides import (
     DEFAULT_CONFIG_PATH,

@@ -34,7 +34,7 @@ log = get_logger("poller.worker")
 STREAM_TYPES = frozenset({"sweep", "sync"})
 
 
-def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined,unused-ignore]
+def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with equal jitter: in [d/2, d] where d = min(cap, initial * 2^(n-1))."""
     delay = min(cap, initial * (2 ** max(0, failures - 1)))
     return rng.uniform(delay / 2, delay)
@@ -59,8 +59,10 @@ class AgentWorker:
         *,
         budget: ReassemblyBudget | None = None,
         dial_gate: DialGate | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.agent = agent
+        self.rng = rng if rng is not None else random.Random()  # the backoff's jitter; a seeded one in tests
         self.budget = budget  # the poller-wide stream reassembly budget (None: per-stream cap only)
         self.dial_gate = dial_gate  # bounds the daemon's concurrent dials (None: unbounded)
         self.waiting_to_dial = False  # waiting for a dial slot: the poller's delay, not the agent's
@@ -129,7 +131,7 @@ class AgentWorker:
 
     def _failed(self, err: AgentFailure) -> None:
         self.failures += 1
-        delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max)
+        delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max, rng=self.rng)
         reason = err.reason
         changed = self.down is None or self.down.reason != reason
         self.down = _Down(reason=reason, retry_at=time.monotonic() + delay, error=err)
