@@ -15,7 +15,7 @@ import sys
 
 from poller.cli.main import EXIT_OK, EXIT_USAGE
 from poller.cluster.assign import shard_counts
-from poller.daemon.config import (
+from poller.config import (
     ConfigError,
     PollerConfig,
     check_files,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from poller.daemon.config import PollerConfig
+    from poller.config import PollerConfig
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -27,7 +27,7 @@ EXIT_UNREACHABLE = 4
 def load_config_or_report(path: str | Path) -> PollerConfig | None:
     """The config at path, or None after printing each problem as `error: ...`
     on stderr (the caller then exits EXIT_USAGE)."""
-    from poller.daemon.config import ConfigError, load_config
+    from poller.config import ConfigError, load_config
 
     try:
         return load_config(path)

@@ -23,13 +23,14 @@ import signal
 from dataclasses import replace
 
 from poller.cluster.node import ClusterNode
-from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.http import OperatorServer
-from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import FileSink, Sink
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
-from poller.handlers import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
+from poller.delivery.file_sink import FileSink
+from poller.delivery.registry import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
+from poller.delivery.result import PollResult
+from poller.delivery.sink import Sink
 from poller.identity import certinfo
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics

@@ -23,12 +23,12 @@ from typing import Protocol
 import structlog
 
 from poller.agent.budget import ReassemblyBudget
-from poller.daemon.config import AgentConfig, PollerConfig
+from poller.config import AgentConfig, PollerConfig
 from poller.daemon.dialgate import DialGate
 from poller.daemon.limiter import Limiter
-from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.status import StatusBoard
 from poller.daemon.worker import AgentWorker
+from poller.delivery.result import PollResult, agent_outcome
 from poller.identity.context import bound_tenant
 from poller.identity.reasons import Reason
 from poller.logs import get_logger

@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2
 
 from poller.agent.budget import ReassemblyBudget
 from poller.agent.client import AgentClient
-from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
+from poller.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.dialgate import DialGate
-from poller.daemon.results import PollResult
+from poller.delivery.result import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity import certinfo
 from poller.identity.context import TenantContext

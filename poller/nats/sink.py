@@ -37,8 +37,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 from prometheus_client import CollectorRegistry
 
-from poller.daemon.config import PollerConfig
-from poller.daemon.results import PollResult
+from poller.config import PollerConfig
+from poller.delivery.result import PollResult
 from poller.identity.reasons import PollerError, ResultRefused
 from poller.logs import get_logger
 from poller.nats.creds import NatsCredentials, load_credentials
