@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
-from poller.daemon.durations import DurationError, parse_duration
+from poller.config.durations import DurationError, parse_duration
 from poller.identity.names import InvalidName
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.logs import configure_logging
