@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.config.durations import DurationError, parse_duration
 from poller.identity.names import InvalidName
 from poller.identity.reasons import IdentityRefused, Reason

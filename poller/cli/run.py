@@ -15,7 +15,7 @@ import asyncio
 import sys
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 from poller.config import unsupported
 from poller.daemon.daemon import PollerDaemon
 from poller.identity.reasons import PollerError, Reason
