@@ -19,7 +19,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
-from poller.cli.main import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.cli.common import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 from poller.cli.tail import add_tls_arguments
 from poller.cluster.status import ClusterStatus, read_status
 from poller.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_USAGE
 from poller.cluster.assign import shard_counts
 from poller.config import (
     ConfigError,

@@ -21,7 +21,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.identity.names import is_label
 
 if TYPE_CHECKING:

@@ -208,8 +208,13 @@ class Scheduler:
                 except Exception:
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
-                self.status.record(worker, results, time.monotonic() - started)
-        self._outcomes[worker.agent.name] = (worker.agent.tenant, agent_outcome(results))
+                record = self.status.record(worker, results, time.monotonic() - started)
+                labels = dict(tenant=worker.agent.tenant, agent=worker.agent.name)
+                self.metrics.agent_failures.labels(**labels).set(record.consecutive_failures)
+        overall = agent_outcome(results)
+        self._outcomes[worker.agent.name] = (worker.agent.tenant, overall)
+        if results and overall is Reason.OK:
+            self.metrics.agent_last_success.labels(**labels).set(time.time())
         for result in results:
             outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
             self.metrics.polls.labels(tenant=result.tenant, outcome=outcome).inc()
@@ -265,6 +270,12 @@ class Scheduler:
             worker.settings = settings
         for name in removed + changed:
             await self._stop_agent(name)
+        for name in removed:  # a removed agent's series are no longer news
+            for gauge in (self.metrics.agent_last_success, self.metrics.agent_failures):
+                try:
+                    gauge.remove(old[name].tenant, name)
+                except KeyError:
+                    pass
         for name in added + changed:
             self._start_agent(new[name])
         return {"added": added, "removed": removed, "changed": changed}

@@ -26,7 +26,7 @@ For each result, deliver():
    counted and logged with the tenant and its name, the others still run,
    and deliver() never waits longer than the largest timeout;
 5. refuses (`no_handler`) a result that no handler allows. Every refusal is
-   counted in results_refused_total{tenant,channel,reason} and logged.
+   counted in poller_results_refused_total{tenant,channel,reason} and logged.
 
 >>> registry = HandlerRegistry(timeout=2.0)  # doctest: +SKIP
 >>> registry.register("agents.status", on_status, tenant="acme-corp", policy=same_tenant("acme-corp"))  # doctest: +SKIP

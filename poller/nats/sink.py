@@ -477,6 +477,8 @@ def _subject_of(row: OutboxRow) -> str | None:
 def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None = None) -> JetStreamSink:
     """The daemon's NATS sink from its config (`sink: {"type": "nats", ...}`), its metrics in `registry`."""
     sink = settings.sink
+    metrics = DeliveryMetrics(registry)
+    metrics.prime(settings.tenants)
     return JetStreamSink(
         JetStreamSettings(
             url=sink.url or "nats://127.0.0.1:4222",
@@ -495,5 +497,5 @@ def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None 
             heartbeat_interval=settings.poll_interval,
             poller_id=settings.poller_id,
         ),
-        metrics=DeliveryMetrics(registry),
+        metrics=metrics,
     )
