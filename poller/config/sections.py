@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
 
+from poller.cluster.assign import MAX_CAPACITY
 from poller.config.durations import format_duration
 from poller.config.engine import (
     MISSING,
@@ -269,8 +270,11 @@ def _parse_cluster(
     if bucket is not None and not _BUCKET.fullmatch(bucket):
         c.error("cluster.bucket", f"{show(bucket)} is not a bucket name (letters, digits, '_' and '-')")
     capacity = obj.get("capacity", 1)
-    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not 0 < capacity < 1e9:
-        c.error("cluster.capacity", f"expected a positive number (this replica's relative share), got {kind(capacity)}")
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not 0 < capacity <= MAX_CAPACITY:
+        c.error(
+            "cluster.capacity",
+            f"expected a positive number up to {MAX_CAPACITY:g} (this replica's relative share), got {kind(capacity)}",
+        )
     tenants = _parse_cluster_tenants(c, obj.get("tenants"), agents)
     if len(c.errors) > errors_before or url is None or bucket is None:
         return None
