@@ -13,10 +13,12 @@ acme-corp
 """
 
 from poller.agent import AgentClient, AgentReply, IncompleteStream, StreamDocument
-from poller.daemon.config import ConfigError
-from poller.daemon.durations import DurationError
+from poller.config.durations import DurationError
+from poller.config.engine import ConfigError
+from poller.delivery.channels import channel_for
+from poller.delivery.registry import Delivery, HandlerRegistry
+from poller.delivery.result import PollResult
 from poller.dial import AgentConnection, dial_agent
-from poller.handlers import Delivery, HandlerRegistry, channel_for
 from poller.identity import (
     AgentUnreachable,
     IdentityRefused,
@@ -71,6 +73,7 @@ __all__ = [
     "PkiError",
     "PlatformIdentity",
     "Policy",
+    "PollResult",
     "PollerError",
     "PollerMetrics",
     "Reason",

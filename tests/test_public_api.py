@@ -29,6 +29,7 @@ PUBLIC = {
     "InvalidPayload",
     "PkiError",
     "PollerError",
+    "PollResult",
     "PollerMetrics",
     "Reason",
     "StreamDocument",

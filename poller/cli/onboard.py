@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.identity.names import InvalidName
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.logs import configure_logging

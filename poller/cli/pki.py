@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_USAGE
 from poller.identity.names import InvalidName, check_label
 
 _EPILOG = """\
