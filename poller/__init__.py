@@ -12,6 +12,7 @@
 acme-corp
 """
 
+from poller._version import __version__ as __version__
 from poller.agent import AgentClient, AgentReply, IncompleteStream, StreamDocument
 from poller.config.durations import DurationError
 from poller.config.engine import ConfigError
@@ -48,8 +49,6 @@ from poller.policy import (
     tenant_in,
 )
 from poller.trust import TrustStore, TrustStoreError, verify_agent_chain
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Access",

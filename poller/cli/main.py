@@ -20,7 +20,7 @@ __all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from poller import __version__
+    from poller._version import __version__
     from poller.cli import commands
 
     parser = argparse.ArgumentParser(

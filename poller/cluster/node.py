@@ -748,6 +748,6 @@ class ClusterNode:
 
 
 def _package_version() -> str:
-    from poller import __version__
+    from poller._version import __version__
 
     return __version__

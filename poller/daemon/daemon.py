@@ -23,7 +23,7 @@ import signal
 import time
 from dataclasses import replace
 
-from poller import __version__
+from poller._version import __version__
 from poller.cluster.node import ClusterNode
 from poller.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_check
