@@ -54,3 +54,15 @@ def write_tenant_crl(pki, slug: str, serials: Iterable[int] = (), **kw) -> bytes
     pem = tenant_crl(pki, slug, serials, **kw)
     pki.layout.tenant_crl(slug).write_bytes(pem)
     return pem
+
+
+def revocation_reason(trust, cert, tenant: str = "acme-corp"):
+    """The Reason verify_agent_chain refuses cert for under trust's snapshot, or None."""
+    from poller.identity.reasons import IdentityRefused
+    from poller.trust.verify import verify_agent_chain
+
+    try:
+        verify_agent_chain([cert.cert], tenant=tenant, trust=trust.snapshot)
+    except IdentityRefused as err:
+        return err.reason
+    return None

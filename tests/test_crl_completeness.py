@@ -11,7 +11,7 @@ tenant CA of a ForgePki; agents are real TLS servers on loopback.
 from __future__ import annotations
 
 import pytest
-from crls import tenant_crl, write_tenant_crl
+from crls import revocation_reason, tenant_crl, write_tenant_crl
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 from events import captured
@@ -21,7 +21,6 @@ from poller.dial.dialer import dial_agent
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.metrics import PollerMetrics
 from poller.trust.store import TrustStore, TrustStoreError
-from poller.trust.verify import verify_agent_chain
 
 ACME = "acme-corp"
 PRIVATE_OID = ObjectIdentifier("1.3.6.1.4.1.55555.1.1")
@@ -38,14 +37,6 @@ def idp(**kw) -> x509.IssuingDistributionPoint:
         only_contains_attribute_certs=False,
     )
     return x509.IssuingDistributionPoint(**{**fields, **kw})
-
-
-def reason_for(trust: TrustStore, cert) -> Reason | None:
-    try:
-        verify_agent_chain([cert.cert], tenant=ACME, trust=trust.snapshot)
-    except IdentityRefused as err:
-        return err.reason
-    return None
 
 
 def reload_logged(trust: TrustStore, log_events) -> list[dict]:
@@ -79,11 +70,11 @@ async def test_a_delta_crl_does_not_lift_the_revocations_of_the_complete_one(pki
         await dial_agent(agent.address, tenant=ACME, trust=trust, timeout=3)
     assert caught.value.reason is Reason.REVOKED
     # What the delta CRL revokes is applied all the same (signed by the tenant's CA).
-    assert reason_for(trust, other) is Reason.REVOKED
+    assert revocation_reason(trust, other) is Reason.REVOKED
     # Putting #10 back is no "rollback": it is the CRL in force.
     pki.layout.tenant_crl(ACME).write_bytes(complete)
     assert reload_logged(trust, log_events) == []
-    assert reason_for(trust, revoked) is reason_for(trust, other) is Reason.REVOKED
+    assert revocation_reason(trust, revoked) is revocation_reason(trust, other) is Reason.REVOKED
 
 
 def test_a_delta_crl_entry_removed_from_crl_does_not_unrevoke(pki, log_events):
@@ -94,7 +85,7 @@ def test_a_delta_crl_entry_removed_from_crl_does_not_unrevoke(pki, log_events):
     write_tenant_crl(pki, ACME, [revoked.cert.serial_number], number=11, extensions=[DELTA], entry_extensions=unrevoke)
     [line] = reload_logged(trust, log_events)
     assert "delta CRL" in line["problem"]
-    assert reason_for(trust, revoked) is Reason.REVOKED
+    assert revocation_reason(trust, revoked) is Reason.REVOKED
 
 
 @pytest.mark.parametrize("extension", SCOPE_LIMITING.values(), ids=SCOPE_LIMITING.keys())
@@ -106,8 +97,8 @@ def test_a_scope_limited_crl_or_unknown_critical_extension_is_refused(pki, log_e
     [line] = reload_logged(trust, log_events)
     assert "only a complete CRL replaces the one in force" in line["problem"], line["problem"]
     assert trust.tenant(ACME).crl.number == 10
-    assert reason_for(trust, revoked) is Reason.REVOKED  # the CRL in force stays
-    assert reason_for(trust, other) is Reason.REVOKED  # and the refused one's revocation is applied
+    assert revocation_reason(trust, revoked) is Reason.REVOKED  # the CRL in force stays
+    assert revocation_reason(trust, other) is Reason.REVOKED  # and the refused one's revocation is applied
 
 
 @pytest.mark.parametrize("extension", [DELTA, *SCOPE_LIMITING.values()], ids=["delta", *SCOPE_LIMITING])
@@ -143,4 +134,4 @@ def test_a_complete_crl_with_harmless_extensions_is_accepted(pki, extension):
     write_tenant_crl(pki, ACME, [revoked.cert.serial_number], number=4, extensions=[extension])
     trust = TrustStore(pki.directory)
     assert trust.tenant(ACME).crl.number == 4 and not trust.snapshot.refused
-    assert reason_for(trust, revoked) is Reason.REVOKED
+    assert revocation_reason(trust, revoked) is Reason.REVOKED

@@ -18,24 +18,15 @@ import stat
 from datetime import timedelta
 
 import pytest
-from crls import make_crl, tenant_crl, write_tenant_crl
+from crls import make_crl, revocation_reason, tenant_crl, write_tenant_crl
 
 from poller.identity.certinfo import utcnow
-from poller.identity.reasons import IdentityRefused, Reason
+from poller.identity.reasons import Reason
 from poller.pki.authority import create_tenant_ca, load_tenant_authority
 from poller.testing.forge import ForgePki
 from poller.trust.store import TrustStore, TrustStoreError
-from poller.trust.verify import verify_agent_chain
 
 ACME = "acme-corp"
-
-
-def reason_for(trust: TrustStore, cert) -> Reason | None:
-    try:
-        verify_agent_chain([cert.cert], tenant=ACME, trust=trust.snapshot)
-    except IdentityRefused as err:
-        return err.reason
-    return None
 
 
 # ---------------------------------------------------------------- item 11
@@ -55,7 +46,7 @@ def test_a_reload_without_ca_pem_does_not_forget_the_crl_in_force(pki):
     assert report.added == (ACME,)
     assert any("rollback" in p and "CRL number 3 is below the CRL in force's number 5" in p for p in report.problems)
     assert trust.tenant(ACME).crl.number == 5
-    assert reason_for(trust, revoked) is Reason.REVOKED
+    assert revocation_reason(trust, revoked) is Reason.REVOKED
 
 
 def test_a_restart_does_not_roll_back_with_a_state_file(pki, tmp_path):
@@ -71,12 +62,12 @@ def test_a_restart_does_not_roll_back_with_a_state_file(pki, tmp_path):
     restarted = TrustStore(pki.directory, crl_state=state)  # starts: the remembered CRL is in force
     assert restarted.tenant(ACME).crl.number == 5
     assert any("rollback" in p for p in restarted.snapshot.refused)
-    assert reason_for(restarted, revoked) is Reason.REVOKED
+    assert revocation_reason(restarted, revoked) is Reason.REVOKED
     # Without the state file a fresh store has nothing to compare with (the library default).
-    assert reason_for(TrustStore(pki.directory), revoked) is None
+    assert revocation_reason(TrustStore(pki.directory), revoked) is None
 
     pki.layout.tenant_crl(ACME).unlink()  # no crl.pem at all after a restart: still revoked
-    assert reason_for(TrustStore(pki.directory, crl_state=state), revoked) is Reason.REVOKED
+    assert revocation_reason(TrustStore(pki.directory, crl_state=state), revoked) is Reason.REVOKED
 
 
 def test_a_newer_crl_and_another_ca_key_are_remembered_separately(pki, tmp_path):
@@ -133,7 +124,7 @@ def test_a_backdated_numbered_crl_after_an_unnumbered_one_still_revokes(pki):
     assert "1 revoked serial(s) missing from the CRL in force were added" in problem
     crl = trust.tenant(ACME).crl
     assert crl.number is None and crl.next_update.date() == (now + timedelta(days=7)).date()  # the newer one's validity
-    assert reason_for(trust, revoked) is Reason.REVOKED
+    assert revocation_reason(trust, revoked) is Reason.REVOKED
     assert report.changed == (ACME,)  # live connections re-check and end
 
 
@@ -145,11 +136,11 @@ def test_revocations_of_an_older_crl_are_kept_past_newer_crls_and_restarts(pki, 
     write_tenant_crl(pki, ACME, [second.cert.serial_number], number=3)  # older, but revokes agent-002
     [problem] = trust.reload().problems
     assert "CRL number 3 is below the CRL in force's number 5" in problem
-    assert reason_for(trust, first) is reason_for(trust, second) is Reason.REVOKED
+    assert revocation_reason(trust, first) is revocation_reason(trust, second) is Reason.REVOKED
     write_tenant_crl(pki, ACME, [first.cert.serial_number], number=6)  # newer, without agent-002
     assert not trust.reload().problems and trust.tenant(ACME).crl.number == 6
-    assert reason_for(trust, second) is Reason.REVOKED  # a revocation signed by the CA is never ignored
-    assert reason_for(TrustStore(pki.directory, crl_state=state), second) is Reason.REVOKED
+    assert revocation_reason(trust, second) is Reason.REVOKED  # a revocation signed by the CA is never ignored
+    assert revocation_reason(TrustStore(pki.directory, crl_state=state), second) is Reason.REVOKED
 
 
 def test_an_older_crl_with_nothing_new_says_so(pki):
