@@ -409,10 +409,24 @@ class IssuedCertificate:
     not_after: datetime
 
 
-def _check_dns_name(name: str) -> str:
+def check_dns_name(name: str) -> str:
+    """name if it is a lowercase DNS name (labels of a-z, 0-9 and '-'); PkiError otherwise."""
     if not isinstance(name, str) or len(name) > 253 or not all(is_label(part) for part in name.split(".")):
         raise PkiError(f"DNS name {name!r} is not a lowercase DNS name (labels of a-z, 0-9 and '-')")
     return name
+
+
+def ip_addresses(ips: Iterable[IPLike]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The IP SANs, parsed, each once; PkiError for one that is not an address."""
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for ip in ips:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise PkiError(f"{ip!r} is not an IP address") from None
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
 def _dns_matches(name: str, base: str) -> bool:
@@ -513,16 +527,9 @@ def issue_component(
         raise PkiError(f"days must be at least 1 (got {days})")
     dns_names = [cn]
     for name in dns:
-        if _check_dns_name(name) not in dns_names:
+        if check_dns_name(name) not in dns_names:
             dns_names.append(name)
-    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for ip in ips:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            raise PkiError(f"{ip!r} is not an IP address") from None
-        if address not in addresses:
-            addresses.append(address)
+    addresses = ip_addresses(ips)
 
     ca = load_tenant_authority(layout, tenant)
     check_names_permitted(ca.cert, dns=dns_names, ips=addresses, uris=[spiffe])
