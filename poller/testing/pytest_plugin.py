@@ -27,6 +27,13 @@ Fixtures:
   (the generous default deadlines keep a loaded CI machine from turning a
   slow handshake into a timeout result); `await poller.wait_for_results(n,
   tenant=..., agent=...)` waits for them.
+- `push_agent`: `push_agent(gateway, tenant, component="agent-001",
+  partition="partition-1", *, impostor_from=None, cert=None,
+  server_name="poller-1.serviceradar", **behaviour)` makes a real mTLS
+  PushAgent (poller.testing.push_agent) for the gateway at `gateway`
+  ("host:port") with a certificate issued from tenant_pki (or `cert`);
+  behaviour: `agent_id=` / `partition=` (lies), `claim_tenant=`, `delay=`.
+  Closed after the test.
 - `nats_server`: a real nats-server (poller.testing.NatsServer, JetStream on)
   on 127.0.0.1 with its store in a temporary directory; `.url` to connect,
   `.stop()` / `.start()` to play an outage (same port, same store).
@@ -56,6 +63,7 @@ if TYPE_CHECKING:
     from poller.testing.forge import ForgedCert, ForgePki
     from poller.testing.mock_agent import MockAgent
     from poller.testing.nats_server import NatsServer
+    from poller.testing.push_agent import PushAgent
 
 try:
     import pytest_asyncio
@@ -148,6 +156,58 @@ async def mock_agent(tenant_pki: ForgePki) -> AsyncIterator[MockAgentFactory]:
         yield factory
     finally:
         await factory.stop_all()
+
+
+class PushAgentFactory:
+    """`factory(gateway, tenant, component, partition, ...)` -> a PushAgent (not yet connected)."""
+
+    def __init__(self, pki: ForgePki) -> None:
+        self.pki = pki
+        self.made: list[PushAgent] = []
+
+    def __call__(
+        self,
+        gateway: str,
+        tenant: str,
+        component: str = "agent-001",
+        partition: str = "partition-1",
+        *,
+        impostor_from: str | None = None,
+        cert: ForgedCert | None = None,
+        server_name: str | None = None,
+        **behaviour: Any,
+    ) -> PushAgent:
+        from poller.testing.push_agent import PushAgent
+
+        self.pki.add_tenant(tenant)
+        if cert is None:
+            if impostor_from is not None:
+                self.pki.add_tenant(impostor_from)
+                cert = self.pki.agent(tenant, component, partition, issuer_tenant=impostor_from, dns=[])
+            else:
+                cert = self.pki.agent(tenant, component, partition)
+        agent = PushAgent.for_cert(
+            gateway,
+            cert,
+            ca_pem=self.pki.root_pem,
+            server_name=server_name or f"poller-{self.pki.poller_id}.serviceradar",
+            **behaviour,
+        )
+        self.made.append(agent)
+        return agent
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(a.close() for a in self.made), return_exceptions=True)
+
+
+@_async_fixture
+async def push_agent(tenant_pki: ForgePki) -> AsyncIterator[PushAgentFactory]:
+    """A factory of real mTLS push agents issued from tenant_pki (see the module docstring)."""
+    factory = PushAgentFactory(tenant_pki)
+    try:
+        yield factory
+    finally:
+        await factory.close_all()
 
 
 class _Tee:
