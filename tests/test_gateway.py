@@ -6,6 +6,7 @@ results through a real HandlerRegistry into a real FileSink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -97,13 +98,21 @@ async def start(pki: ForgePki, tmp_path: Path, **options) -> Gateway:
     return Gateway(pki, trust, server, gateway, tmp_path / "data", metrics, [])
 
 
+@contextlib.asynccontextmanager
+async def started(pki: ForgePki, tmp_path: Path, **options) -> AsyncIterator[Gateway]:
+    g = await start(pki, tmp_path, **options)
+    try:
+        yield g
+    finally:
+        for agent in g.agents:
+            await agent.close()
+        await g.server.stop(None)
+
+
 @pytest.fixture
 async def gw(pki, tmp_path) -> AsyncIterator[Gateway]:
-    g = await start(pki, tmp_path)
-    yield g
-    for agent in g.agents:
-        await agent.close()
-    await g.server.stop(None)
+    async with started(pki, tmp_path) as g:
+        yield g
 
 
 async def refused(call) -> tuple[grpc.StatusCode, str | None]:
@@ -160,21 +169,17 @@ async def test_the_real_agents_loop_runs_a_port_check(gw, tmp_path):
     port = listener.sockets[0].getsockname()[1]
     await gw.server.stop(None)
     checks = (CheckConfig(service_type="tcp", service_name="svc", details=f"127.0.0.1:{port}"),)
-    g = await start(
-        gw.pki, tmp_path / "2", entries=[PushEntry("e", tenant=ACME, component="agent-001", checks=checks, interval=1)]
-    )
+    entry = PushEntry("e", tenant=ACME, component="agent-001", checks=checks, interval=1)
     try:
-        agent = g.agent(g.pki.agent(ACME, "agent-001"))
-        await agent.run(pushes=1)
-        [check] = agent.config.checks
-        assert (check.check_type, check.target, check.port) == ("port", f"127.0.0.1:{port}", port)
-        [row] = g.rows(ACME)
-        assert (row["service_name"], row["service_type"], row["available"]) == ("svc", "port", True)
+        async with started(gw.pki, tmp_path / "2", entries=[entry]) as g:
+            agent = g.agent(g.pki.agent(ACME, "agent-001"))
+            await agent.run(pushes=1)
+            [check] = agent.config.checks
+            assert (check.check_type, check.target, check.port) == ("port", f"127.0.0.1:{port}", port)
+            [row] = g.rows(ACME)
+            assert (row["service_name"], row["service_type"], row["available"]) == ("svc", "port", True)
     finally:
         listener.close()
-        for a in g.agents:
-            await a.close()
-        await g.server.stop(None)
 
 
 # -- who may push ----------------------------------------------------------------------
@@ -193,8 +198,7 @@ async def test_an_unlisted_identity_is_unknown_agent(gw, log_events):
 
 
 async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tmp_path):
-    g = await start(pki, tmp_path, entries=[], accept_unlisted=True)
-    try:
+    async with started(pki, tmp_path, entries=[], accept_unlisted=True) as g:
         agent = g.agent(pki.agent(ACME, "agent-042", "lab"))
         assert (await agent.hello()).accepted
         assert list((await agent.get_config()).checks) == []
@@ -204,10 +208,6 @@ async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tm
         # Still proven: an impostor from another tenant's CA is refused by the interceptor.
         impostor = g.agent(pki.agent(ACME, "agent-043", issuer_tenant=XYZ, dns=[]))
         assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
-    finally:
-        for a in g.agents:
-            await a.close()
-        await g.server.stop(None)
 
 
 async def test_the_proof_is_the_interceptors(gw, log_events):
@@ -299,8 +299,7 @@ async def test_a_payload_naming_another_tenant_is_refused_by_the_registry(gw):
 
 async def test_bounds_are_resource_exhausted_and_counted(pki, tmp_path):
     bounds = GatewayBounds(max_services=3, max_results_bytes=64 * 1024, push_rate=0.001, push_burst=4)
-    g = await start(pki, tmp_path, bounds=bounds)
-    try:
+    async with started(pki, tmp_path, bounds=bounds) as g:
         agent = g.agent(pki.agent(ACME, "agent-001"))
         exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
         assert await refused(agent.push([agent.status(f"s{i}") for i in range(4)])) == exhausted
@@ -313,15 +312,10 @@ async def test_bounds_are_resource_exhausted_and_counted(pki, tmp_path):
         assert (await other.push([other.status("x")])).received
         assert g.pushes(ACME, "resource_exhausted") == 4 and g.pushes(ACME, "ok") == 1
         assert [r["service_name"] for r in g.rows(ACME)] == ["fits", "huge"]
-    finally:
-        for a in g.agents:
-            await a.close()
-        await g.server.stop(None)
 
 
 async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
-    g = await start(pki, tmp_path, bounds=GatewayBounds(max_calls_per_tenant=1))
-    try:
+    async with started(pki, tmp_path, bounds=GatewayBounds(max_calls_per_tenant=1)) as g:
         holder = g.agent(pki.agent(ACME, "agent-001"))
         session = holder.control_stream()
         await session.opened()  # the stream holds acme-corp's one slot
@@ -331,10 +325,6 @@ async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
         assert (await other.push([other.status("x")])).received  # another tenant's share
         await session.close()
         assert (await session.ended())[0] == grpc.StatusCode.OK
-    finally:
-        for a in g.agents:
-            await a.close()
-        await g.server.stop(None)
 
 
 # -- StreamStatus ------------------------------------------------------------------------
@@ -362,8 +352,7 @@ async def test_a_broken_stream_is_incomplete_and_delivers_nothing(gw, order, fin
 
 async def test_an_endless_stream_is_stopped_by_its_tenants_share_of_the_budget(pki, tmp_path):
     budget = ReassemblyBudget(2 * 1024 * 1024, tenants=[ACME, XYZ])  # 1 MiB each
-    g = await start(pki, tmp_path, budget=budget, bounds=GatewayBounds(max_results_bytes=128 * 1024))
-    try:
+    async with started(pki, tmp_path, budget=budget, bounds=GatewayBounds(max_results_bytes=128 * 1024)) as g:
         agent = g.agent(pki.agent(ACME, "agent-001"))
         err = await agent.endless_stream(chunk_bytes=100 * 1024)
         assert refusal_of(err) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "incomplete_stream")
@@ -371,10 +360,6 @@ async def test_an_endless_stream_is_stopped_by_its_tenants_share_of_the_budget(p
         other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
         assert (await other.stream([other.huge_status(100 * 1024) for _ in range(5)], per_chunk=1)).received
         assert g.rows(ACME) == [] and len(g.rows(XYZ)) == 5
-    finally:
-        for a in g.agents:
-            await a.close()
-        await g.server.stop(None)
 
 
 async def test_a_stream_dropped_midway_gives_its_bytes_back(gw):
@@ -424,13 +409,10 @@ async def test_slow_pushes_and_slow_streams_are_taken(gw):
 
 async def test_the_push_agent_fixture(tenant_pki, push_agent, tmp_path):
     """The pytest plugin's push_agent: certificates from tenant_pki, behaviours as keywords."""
-    g = await start(tenant_pki, tmp_path)
-    try:
+    async with started(tenant_pki, tmp_path) as g:
         honest = push_agent(g.address, ACME)
         assert (await honest.hello()).accepted
         impostor = push_agent(g.address, ACME, impostor_from=XYZ)
         assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
         liar = push_agent(g.address, ACME, agent_id="agent-002")
         assert await refused(liar.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
-    finally:
-        await g.server.stop(None)

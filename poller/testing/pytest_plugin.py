@@ -99,6 +99,17 @@ class ServedAgent:
     agent: MockAgent
 
 
+def _agent_cert(pki: ForgePki, tenant: str, component: str, partition: str, impostor_from: str | None) -> ForgedCert:
+    """An agent certificate from tenant_pki; `impostor_from`: that tenant's CA mints it."""
+    pki.add_tenant(tenant)
+    if impostor_from is None:
+        return pki.agent(tenant, component, partition)
+    pki.add_tenant(impostor_from)
+    # No DNS SAN: the issuer's name constraints would refuse it before the
+    # tenant check does; the point is to be refused for being the wrong tenant.
+    return pki.agent(tenant, component, partition, issuer_tenant=impostor_from, dns=[])
+
+
 class MockAgentFactory:
     """`await factory(tenant, component, partition, ...)` -> a started MockAgent."""
 
@@ -122,15 +133,7 @@ class MockAgentFactory:
         behaviour = options.pop("behaviour", None) or AgentBehaviour()
         for key in [k for k in options if k in fields]:
             setattr(behaviour, key, options.pop(key))
-        self.pki.add_tenant(tenant)
-        if cert is None:
-            if impostor_from is not None:
-                self.pki.add_tenant(impostor_from)
-                # No DNS SAN: the issuer's name constraints would refuse it before the
-                # tenant check does; the point is to be refused for being the wrong tenant.
-                cert = self.pki.agent(tenant, component, partition, issuer_tenant=impostor_from, dns=[])
-            else:
-                cert = self.pki.agent(tenant, component, partition)
+        cert = cert or _agent_cert(self.pki, tenant, component, partition, impostor_from)
         options.setdefault("agent_id", component)
         agent = MockAgent(
             cert_chain_pem=cert.chain_pem, key_pem=cert.key_pem, client_ca_pem=self.pki.root_pem, behaviour=behaviour, **options
@@ -179,13 +182,7 @@ class PushAgentFactory:
     ) -> PushAgent:
         from poller.testing.push_agent import PushAgent
 
-        self.pki.add_tenant(tenant)
-        if cert is None:
-            if impostor_from is not None:
-                self.pki.add_tenant(impostor_from)
-                cert = self.pki.agent(tenant, component, partition, issuer_tenant=impostor_from, dns=[])
-            else:
-                cert = self.pki.agent(tenant, component, partition)
+        cert = cert or _agent_cert(self.pki, tenant, component, partition, impostor_from)
         agent = PushAgent.for_cert(
             gateway,
             cert,
