@@ -15,8 +15,8 @@ import asyncio
 import sys
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
-from poller.daemon.config import unsupported
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.config import unsupported
 from poller.daemon.daemon import PollerDaemon
 from poller.identity.reasons import PollerError, Reason
 from poller.logs import configure_logging, get_logger
