@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from poller.agent.budget import ReassemblyBudget
-from poller.daemon.config import CheckConfig
-from poller.daemon.sinks import FileSink
+from poller.config import CheckConfig
+from poller.delivery import FileSink, HandlerRegistry
 from poller.gateway import (
     AgentGateway,
     GatewayBounds,
@@ -28,7 +28,6 @@ from poller.gateway import (
     config_version,
     serve_gateway,
 )
-from poller.handlers import HandlerRegistry
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
 from poller.testing import ForgedCert, ForgePki
@@ -81,13 +80,13 @@ def entries() -> list[PushEntry]:
 async def start(pki: ForgePki, tmp_path: Path, **options) -> Gateway:
     trust = TrustStore(pki.directory, require_client=False)
     metrics = PollerMetrics()
-    sink = FileSink(tmp_path / "data", commit_delay=0)
+    sink = options.pop("sink", None) or FileSink(tmp_path / "data", commit_delay=0)
     registry = HandlerRegistry(timeout=5.0, metrics=metrics)
     registry.register(">", sink, policy=platform_admin(), platform=local_platform_identity(trust.client), name="file-sink")
     gateway = AgentGateway(
         pushes=PushRegistry(options.pop("entries", entries()), accept_unlisted=options.pop("accept_unlisted", False)),
         delivery=registry,
-        gateway_id="poller-1",
+        gateway_id=options.pop("gateway_id", "poller-1"),
         bounds=options.pop("bounds", None),
         budget=options.pop("budget", None),
         trust=trust,
@@ -416,3 +415,26 @@ async def test_the_push_agent_fixture(tenant_pki, push_agent, tmp_path):
         assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
         liar = push_agent(g.address, ACME, agent_id="agent-002")
         assert await refused(liar.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+
+
+async def test_two_replicas_give_the_same_push_the_same_msg_id(pki, tmp_path):
+    """The NATS Msg-Id of a pushed result is the agent's and its timestamp's, not the replica's,
+    so a push repeated to another replica after a reconnect is stored once."""
+    from poller.nats.messages import result_message
+    from poller.testing import MemorySink
+
+    sinks = (MemorySink(), MemorySink())
+    async with (
+        started(pki, tmp_path / "a", gateway_id="gw-a", sink=sinks[0]) as a,
+        started(pki, tmp_path / "b", gateway_id="gw-b", sink=sinks[1]) as b,
+    ):
+        cert = pki.agent(ACME, "agent-001")
+        for g in (a, b):
+            agent = g.agent(cert)
+            await agent.push([agent.status("ssh")], timestamp=1_765_000_000_123_456_789)
+        [first], [second] = (s.results for s in sinks)
+        assert (first.poller_id, second.poller_id) == ("gw-a", "gw-b") and first.pushed
+        assert result_message(first).msg_id == result_message(second).msg_id
+        later = g.agent(cert)
+        await later.push([later.status("ssh")], timestamp=1_765_000_030_000_000_000)
+        assert result_message(sinks[1].results[-1]).msg_id != result_message(second).msg_id

@@ -31,11 +31,11 @@ import grpc
 
 from poller.agent.budget import ReassemblyBudget
 from poller.agent.stream import IncompleteStream, StreamAssembler
-from poller.daemon.results import PollResult
+from poller.delivery.registry import Delivery
+from poller.delivery.result import PollResult
 from poller.gateway.bounds import GatewayBounds, TenantLimits
 from poller.gateway.liveness import PushTracker
 from poller.gateway.registry import PushEntry, PushRegistry
-from poller.handlers import Delivery
 from poller.identity.context import TenantContext, current_tenant
 from poller.identity.reasons import Reason
 from poller.logs import get_logger
@@ -372,6 +372,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             response_time_ns=max(0, status.response_time),
             agent_timestamp=max(0, timestamp),
             reported_agent_id=status.agent_id,
+            pushed=True,
         )
 
     async def _reassemble(
