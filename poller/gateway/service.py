@@ -37,7 +37,7 @@ from poller.gateway.bounds import GatewayBounds, TenantLimits
 from poller.gateway.liveness import PushTracker
 from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
-from poller.identity.reasons import Reason
+from poller.identity.reasons import PollerError, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
@@ -64,7 +64,9 @@ class Deliverer(Protocol):
     async def flush(self) -> None: ...
 
 
-class _Refusal(Exception):
+class _Refusal(PollerError):
+    """A request refused by a gateway handler (answered, never raised to grpc)."""
+
     def __init__(self, reason: Reason, code: grpc.StatusCode, detail: str, *, audited: bool = False) -> None:
         super().__init__(detail)
         self.reason, self.code, self.detail, self.audited = reason, code, detail, audited
