@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from poller.config import PollerConfig
+    from poller.config.overrides import Overrides
 
 __all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "load_config_or_report"]
 
@@ -25,13 +26,15 @@ EXIT_REFUSED = 3
 EXIT_UNREACHABLE = 4
 
 
-def load_config_or_report(path: str | Path) -> PollerConfig | None:
-    """The config at path, or None after printing each problem as `error: ...`
-    on stderr (the caller then exits EXIT_USAGE)."""
+def load_config_or_report(path: str | Path, overrides: Overrides | None = None) -> PollerConfig | None:
+    """The config at path (with `overrides` from flags and environment applied),
+    or None after printing each problem as `error: ...` on stderr (the caller
+    then exits EXIT_USAGE)."""
     from poller.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        config = load_config(path)
+        return overrides.apply(config) if overrides is not None else config
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)

@@ -107,6 +107,7 @@ _EXAMPLE: dict[str, Any] = {
     "sink": {"type": "file", "dir": "data"},
     "metrics_listen": "127.0.0.1:9464",
     "log_format": "auto",
+    "log_level": "info",
     "max_concurrent_polls": DEFAULT_MAX_CONCURRENT_POLLS,
     "reassembly_budget": DEFAULT_REASSEMBLY_BUDGET,
     "backoff_initial": "1s",

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_CYCLE_FRACTION",
     "DEFAULT_DUPLICATE_WINDOW",
     "DEFAULT_LOG_FORMAT",
+    "DEFAULT_LOG_LEVEL",
     "DEFAULT_MAX_CONCURRENT_POLLS",
     "DEFAULT_NATS_URL",
     "DEFAULT_OUTBOX",
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_SINK_DIR",
     "DEFAULT_STREAM_MAX_AGE",
     "LOG_FORMATS",
+    "LOG_LEVELS",
     "MIN_REASSEMBLY_BUDGET",
     "NATS_SCHEMES",
     "SINK_TYPES",
@@ -52,6 +54,7 @@ __all__ = [
     "CheckConfig",
     "ClusterConfig",
     "LogFormat",
+    "LogLevel",
     "PollerConfig",
     "ShardConfig",
     "SinkConfig",
@@ -82,12 +85,15 @@ DEFAULT_CLUSTER_BUCKET = "serviceradar-poller"
 CLUSTER_MODES = ("dynamic",)
 
 LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 SINK_TYPES = ("file", "nats")
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 LogFormat = Literal["auto", "json", "console"]
 SinkType = Literal["file", "nats"]
 DEFAULT_LOG_FORMAT: LogFormat = "auto"
+LogLevel = Literal["debug", "info", "warning", "error"]
+DEFAULT_LOG_LEVEL: LogLevel = "info"
 
 # Field metadata: NOT_A_KEY marks a field the JSON does not carry (the
 # agent's name is its key in `agents`; warnings and source are the loader's).
@@ -244,6 +250,7 @@ class PollerConfig:
     sink: SinkConfig = field(default_factory=SinkConfig)
     metrics_listen: str | None = None
     log_format: LogFormat = DEFAULT_LOG_FORMAT
+    log_level: LogLevel = DEFAULT_LOG_LEVEL
     max_concurrent_polls: int = DEFAULT_MAX_CONCURRENT_POLLS
     reassembly_budget: int = DEFAULT_REASSEMBLY_BUDGET  # bytes, all streams being reassembled together
     call_timeout: float = 0.0

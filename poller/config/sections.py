@@ -46,6 +46,7 @@ from poller.config.model import (
     DEFAULT_CLUSTER_BUCKET,
     DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
     DEFAULT_MAX_CONCURRENT_POLLS,
     DEFAULT_NATS_URL,
     DEFAULT_OUTBOX,
@@ -58,6 +59,7 @@ from poller.config.model import (
     DEFAULT_SINK_DIR,
     DEFAULT_STREAM_MAX_AGE,
     LOG_FORMATS,
+    LOG_LEVELS,
     MIN_REASSEMBLY_BUDGET,
     NATS_SCHEMES,
     SINK_TYPES,
@@ -65,6 +67,7 @@ from poller.config.model import (
     CheckConfig,
     ClusterConfig,
     LogFormat,
+    LogLevel,
     PollerConfig,
     ShardConfig,
     SinkConfig,
@@ -142,6 +145,9 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     log_format = c.string(top, "log_format", "", default=DEFAULT_LOG_FORMAT)
     if log_format is not None and log_format not in LOG_FORMATS:
         c.error("log_format", f"{show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
+    log_level = c.string(top, "log_level", "", default=DEFAULT_LOG_LEVEL)
+    if log_level is not None and log_level not in LOG_LEVELS:
+        c.error("log_level", f"{show(log_level)} is not one of {', '.join(LOG_LEVELS)}")
     max_polls = c.integer(top, "max_concurrent_polls", "", default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
     budget = c.integer(top, "reassembly_budget", "", default=DEFAULT_REASSEMBLY_BUDGET, low=MIN_REASSEMBLY_BUDGET)
     call_timeout = c.duration(top, "call_timeout", "", default=None)
@@ -190,6 +196,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         sink=cast(SinkConfig, sink),
         metrics_listen=metrics_listen,
         log_format=cast(LogFormat, log_format),
+        log_level=cast(LogLevel, log_level),
         max_concurrent_polls=cast(int, max_polls),
         reassembly_budget=cast(int, budget),
         call_timeout=cast(float, call_timeout),

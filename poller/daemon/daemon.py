@@ -26,6 +26,7 @@ from dataclasses import replace
 from poller._version import __version__
 from poller.cluster.node import ClusterNode
 from poller.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.config.overrides import Overrides
 from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_check
 from poller.daemon.http import OperatorServer
 from poller.daemon.scheduler import Scheduler
@@ -66,8 +67,11 @@ class PollerDaemon:
         trust: TrustStore | None = None,
         registry: HandlerRegistry | None = None,
         metrics: PollerMetrics | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.settings = settings
+        # Flags and environment (poller.config.overrides) win over the file at every reload too.
+        self.overrides = overrides
         self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
         if metrics is None:
@@ -153,7 +157,7 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
-        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
             helpers.append(loop.create_task(watcher.run()))
         try:
@@ -170,7 +174,7 @@ class PollerDaemon:
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
         self._log_config_warnings()
-        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:
@@ -220,6 +224,8 @@ class PollerDaemon:
             return False
         try:
             new = load_config(source)
+            if self.overrides is not None:
+                new = self.overrides.apply(new)
         except ConfigError as exc:
             log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
             return False
