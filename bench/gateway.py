@@ -117,14 +117,20 @@ def throughput(certs: Path, args: argparse.Namespace) -> dict[str, float]:
     rows = []
     for mode in ("bare", "gateway"):
         rows.append(
-            [mode, f"{median(rates[mode]):,.0f}", f"{min(rates[mode]):,.0f}-{max(rates[mode]):,.0f}", f"{median(cpus[mode]):,.0f}"]
+            [
+                mode,
+                f"{median(rates[mode]):,.0f}",
+                f"{min(rates[mode]):,.0f}-{max(rates[mode]):,.0f}",
+                f"{median(cpus[mode]):,.0f}",
+            ]
         )
     print(table(rows, ["server", "pushes/s", "range", "server CPU us/push"]))
     ratios = [g / b for g, b in zip(rates["gateway"], rates["bare"], strict=True)]
     ratio = median(ratios)
-    print(f"\ngateway/bare throughput: {ratio:.2f} (median of {len(ratios)} rounds; goal >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+    verdict = "met" if ratio >= 0.8 else "NOT met"
+    print(f"\ngateway/bare throughput: {ratio:.2f} (median of {len(ratios)} rounds; goal >= 0.8: {verdict})")
     extra = median(cpus["gateway"]) - median(cpus["bare"])
-    print(f"gateway CPU per push: {median(cpus['gateway']):,.0f} us, of which proof, admission, conversion and delivery {extra:,.0f} us")
+    print(f"gateway CPU per push: {median(cpus['gateway']):,.0f} us; proof, admission, conversion, delivery: {extra:,.0f} us")
     return {"ratio": ratio, "cpu_us": median(cpus["gateway"])}
 
 
@@ -161,7 +167,8 @@ def connected(certs: Path, args: argparse.Namespace, cpu_us: float | None) -> No
             cpu0, t0 = proc_cpu(proc.pid), time.perf_counter()
             time.sleep(args.hold)
             share = (proc_cpu(proc.pid) - cpu0) / (time.perf_counter() - t0)
-            print(f"held {args.hold:g} s at a {INTERVAL} s interval: gateway CPU {share:.3f} of one core, RSS {proc_rss_mib(proc.pid):,.0f} MiB")
+            rss = proc_rss_mib(proc.pid)
+            print(f"held {args.hold:g} s at a {INTERVAL} s interval: gateway CPU {share:.3f} of one core, RSS {rss:,.0f} MiB")
     finally:
         end(fleet)
         stop(proc)

@@ -63,13 +63,13 @@ class CountingSink:
 class BareGateway(pb_grpc.AgentGatewayServiceServicer):  # type: ignore[misc]
     """The same messages, answered without proof or delivery."""
 
-    async def Hello(self, request: pb.AgentHelloRequest, context: object) -> pb.AgentHelloResponse:  # noqa: N802
+    async def Hello(self, request: pb.AgentHelloRequest, context: object) -> pb.AgentHelloResponse:
         return pb.AgentHelloResponse(accepted=True, agent_id=request.agent_id, heartbeat_interval_sec=INTERVAL)
 
-    async def GetConfig(self, request: pb.AgentConfigRequest, context: object) -> pb.AgentConfigResponse:  # noqa: N802
+    async def GetConfig(self, request: pb.AgentConfigRequest, context: object) -> pb.AgentConfigResponse:
         return pb.AgentConfigResponse(config_version="bare", heartbeat_interval_sec=INTERVAL)
 
-    async def PushStatus(self, request: pb.GatewayStatusRequest, context: object) -> pb.GatewayStatusResponse:  # noqa: N802
+    async def PushStatus(self, request: pb.GatewayStatusRequest, context: object) -> pb.GatewayStatusResponse:
         return pb.GatewayStatusResponse(received=True)
 
 
@@ -173,7 +173,7 @@ async def clients(certs: Path, address: str, first: int, count: int) -> None:
         if line[0] == "go":
             deadline = time.monotonic() + float(line[1])
 
-            async def loop(agent: PushAgent, status: list[pb.GatewayServiceStatus]) -> int:
+            async def loop(agent: PushAgent, status: list[pb.GatewayServiceStatus], deadline: float = deadline) -> int:
                 n = 0
                 while time.monotonic() < deadline:
                     await agent.push(status)
