@@ -22,7 +22,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from poller.identity.names import SPIFFE_TRUST_DOMAIN, format_edge_cn, format_spiffe_id, format_tenant_ca_cn
+from poller.identity.names import (
+    SPIFFE_TRUST_DOMAIN,
+    CnForm,
+    format_deployment_cn,
+    format_deployment_spiffe_id,
+    format_edge_cn,
+    format_spiffe_id,
+    format_tenant_ca_cn,
+)
 
 CONFIG = "config.json"
 CERTS_DIR = "certs"
@@ -69,6 +77,8 @@ def agent_config(
     partition_id: str,
     component_type: str,
     listen_addr: str = DEFAULT_LISTEN_ADDR,
+    cn_form: CnForm = CnForm.TENANT,
+    tenant_ca: str | None = None,
 ) -> dict[str, Any]:
     """The package's config.json, in the shape ServiceRadar's Go agent reads.
 
@@ -81,13 +91,20 @@ def agent_config(
     tls {cert_file, key_file, ca_file, client_ca_file}); `component_type` is
     the newer agent's key. Go's encoding/json ignores keys a struct does not
     have, so the tenant identifiers ride along at the top level: tenant,
-    tenant_ca, component_id, cn, spiffe_id, nats_subject_prefix.
+    tenant_ca, component_id, cn, spiffe_id, nats_subject_prefix. For a tenant
+    bound to a deployment CA (`cn_form` DEPLOYMENT, `tenant_ca` that CA's CN)
+    cn and spiffe_id are in the deployment form and `cn_form` is added.
 
     >>> agent_config(tenant="acme-corp", component_id="agent-001",
     ...              partition_id="partition-1", component_type="agent")["spiffe_id"]
     'spiffe://serviceradar.local/agent/acme-corp/partition-1/agent-001'
     """
     cn = format_edge_cn(component_id, partition_id, tenant)
+    spiffe_id = format_spiffe_id(component_type, tenant, partition_id, component_id)
+    if cn_form is CnForm.DEPLOYMENT:  # a tenant bound to a deployment CA (poller.trust.binding)
+        cn = format_deployment_cn(component_id, partition_id)
+        spiffe_id = format_deployment_spiffe_id(component_type, partition_id, component_id)
+    extra = {"cn_form": cn_form.value} if cn_form is CnForm.DEPLOYMENT else {}
     return {
         "agent_id": component_id,
         "component_type": component_type,
@@ -111,11 +128,12 @@ def agent_config(
             },
         },
         "tenant": tenant,
-        "tenant_ca": format_tenant_ca_cn(tenant),
+        "tenant_ca": tenant_ca or format_tenant_ca_cn(tenant),
         "component_id": component_id,
         "cn": cn,
-        "spiffe_id": format_spiffe_id(component_type, tenant, partition_id, component_id),
+        "spiffe_id": spiffe_id,
         "nats_subject_prefix": nats_subject_prefix(tenant),
+        **extra,
     }
 
 

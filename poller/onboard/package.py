@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from poller.identity import certinfo
 from poller.identity.names import format_edge_cn
 from poller.logs import get_logger
 from poller.onboard.archive import read_archive_bytes, write_archive
@@ -34,7 +35,7 @@ from poller.onboard.members import (
     agent_config,
 )
 from poller.onboard.verify import VerifiedPackage, verify_files
-from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority
+from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority, tenant_cn_form
 from poller.pki.build import cert_pem, chain_pem
 from poller.pki.errors import PkiError
 from poller.pki.files import PRIVATE_MODE, atomic_write, read_certificate
@@ -84,6 +85,8 @@ def create_package(
         partition_id=partition_id,
         component_type=component_type,
         listen_addr=listen_addr,
+        cn_form=tenant_cn_form(layout, tenant),
+        tenant_ca=certinfo.subject_cn(ca.cert),
     )
     files = {
         CONFIG: (json.dumps(config, indent=2) + "\n").encode(),

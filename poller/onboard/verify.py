@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
 from poller.identity.context import TenantContext
-from poller.identity.names import InvalidName, check_label, parse_tenant_ca_cn
+from poller.identity.names import CnForm, InvalidName, check_label, parse_tenant_ca_cn
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.logs import get_logger
 from poller.onboard.archive import MemberFile, PackageRefused, read_archive, read_archive_bytes
@@ -52,6 +52,7 @@ from poller.onboard.members import (
     agent_config,
 )
 from poller.pki.build import PrivateKey, key_matches, load_key_pem
+from poller.trust.binding import BindingError, ca_problem, parse_binding
 from poller.trust.store import TenantAuthority, TrustSnapshot
 from poller.trust.verify import verify_agent_chain
 
@@ -144,7 +145,7 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
     _check_config_names(config, leaf)
     tenant = config["tenant"]
     if trust is None:
-        trust = _package_trust(tenant, tenant_ca, root)
+        trust = _package_trust(tenant, tenant_ca, root, config.get("cn_form"))
     elif tenant not in trust.tenants:
         raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"the certs directory has no CA for tenant {tenant!r}")
     # The leaf alone: the anchor is the tenant CA itself, so no intermediate is needed,
@@ -153,6 +154,7 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
         [leaf], tenant=tenant, trust=trust, component=config["component_id"], partition=config["partition"]
     )
     _check_spiffe(config, context)
+    _check_tenant_ca(config, trust.tenants[tenant].ca_cn)
     _check_authorities(trust.tenants[tenant], trust, tenant_ca, tenant_chain, root)
     _check_served(served, leaf, trust.tenants[tenant], trust)
     # Last, so that a repacked package shows what was changed in it before this.
@@ -242,7 +244,11 @@ def _check_config_names(config: dict[str, Any], leaf: x509.Certificate) -> None:
     server_name = (config.get("security") or {}).get("server_name") if isinstance(config.get("security"), dict) else None
     if server_name is not None and server_name != cn:
         raise IdentityRefused(Reason.IDENTITY_MISMATCH, f"{CONFIG} security.server_name {server_name!r} is not {cn!r}")
-    expected_ca = f"tenant-{config['tenant']}.ca.serviceradar"
+    if cert_tenant is not None:  # a deployment CA's name is checked once the CA is proven (_check_tenant_ca)
+        _check_tenant_ca(config, f"tenant-{config['tenant']}.ca.serviceradar")
+
+
+def _check_tenant_ca(config: dict[str, Any], expected_ca: str) -> None:
     if config.get("tenant_ca", expected_ca) != expected_ca:
         raise IdentityRefused(Reason.TENANT_MISMATCH, f"{CONFIG} tenant_ca {config.get('tenant_ca')!r} is not {expected_ca!r}")
 
@@ -253,6 +259,7 @@ def _check_spiffe(config: dict[str, Any], context: TenantContext) -> None:
         component_id=context.component_id,
         partition_id=context.partition_id,
         component_type=config["component_type"],
+        cn_form=context.cn_form,
     )["spiffe_id"]
     if config["spiffe_id"] != expected or context.spiffe_id != expected:
         raise IdentityRefused(
@@ -264,24 +271,35 @@ def _check_spiffe(config: dict[str, Any], context: TenantContext) -> None:
 # --- authorities ---------------------------------------------------------------------
 
 
-def _package_trust(tenant: str, tenant_ca: x509.Certificate, root: x509.Certificate) -> TrustSnapshot:
-    """A trust snapshot made of the package's own CA files (no outside proof)."""
+def _package_trust(tenant: str, tenant_ca: x509.Certificate, root: x509.Certificate, cn_form: object) -> TrustSnapshot:
+    """A trust snapshot made of the package's own CA files (no outside proof);
+    a package whose config.json says `cn_form` "deployment" binds its ca.pem
+    to its tenant, as tenant.json would (poller.trust.binding)."""
     try:
-        slug = parse_tenant_ca_cn(certinfo.subject_cn(tenant_ca) or "")
-    except InvalidName as exc:
-        raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"{TENANT_CA}: {exc}") from None
-    if slug != tenant:
-        raise IdentityRefused(Reason.TENANT_MISMATCH, f"{TENANT_CA} is tenant {slug!r}'s CA, not {tenant!r}'s")
-    authority = _authority(slug, tenant_ca)
-    return TrustSnapshot(root=root, tenants={slug: authority}, client=None, by_spki={authority.spki_sha256: authority})
+        form = parse_binding(json.dumps({"cn_form": cn_form or CnForm.TENANT.value}).encode(), where=CONFIG)
+    except BindingError as exc:
+        raise PackageRefused(Reason.BAD_PACKAGE, str(exc)) from None
+    if form is CnForm.TENANT:
+        try:
+            slug = parse_tenant_ca_cn(certinfo.subject_cn(tenant_ca) or "")
+        except InvalidName as exc:
+            raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"{TENANT_CA}: {exc}") from None
+        if slug != tenant:
+            raise IdentityRefused(Reason.TENANT_MISMATCH, f"{TENANT_CA} is tenant {slug!r}'s CA, not {tenant!r}'s")
+    problem = ca_problem(tenant, tenant_ca, form, TENANT_CA)  # a deployment CA: only another tenant's CA name fails
+    if problem is not None:
+        raise IdentityRefused(Reason.TENANT_MISMATCH, problem)
+    authority = _authority(tenant, tenant_ca, form)
+    return TrustSnapshot(root=root, tenants={tenant: authority}, client=None, by_spki={authority.spki_sha256: authority})
 
 
-def _authority(slug: str, cert: x509.Certificate) -> TenantAuthority:
+def _authority(slug: str, cert: x509.Certificate, form: CnForm) -> TenantAuthority:
     return TenantAuthority(
         slug=slug,
         cert=cert,
         pem=cert.public_bytes(serialization.Encoding.PEM),
         spki_sha256=certinfo.spki_sha256(cert),
+        cn_form=form,
     )
 
 

@@ -26,6 +26,8 @@ from poller.pki.authority import (
     TenantCa,
     check_names_permitted,
     create_tenant_ca,
+    deployment_ca_cn,
+    edge_names,
     init_pki,
     issue_component,
     load_root,
@@ -33,6 +35,7 @@ from poller.pki.authority import (
     poller_chain_path,
     poller_cn,
     poller_spiffe_id,
+    tenant_cn_form,
 )
 from poller.pki.build import build_certificate, new_key
 from poller.pki.crl import CrlInfo, Revocation, parse_serial, revocation_state_path, revoke, write_crl
@@ -62,7 +65,9 @@ __all__ = [
     "check_names_permitted",
     "create_dev_pki",
     "create_tenant_ca",
+    "deployment_ca_cn",
     "describe_certificate",
+    "edge_names",
     "init_pki",
     "issue_component",
     "load_root",
@@ -74,5 +79,6 @@ __all__ = [
     "poller_spiffe_id",
     "revocation_state_path",
     "revoke",
+    "tenant_cn_form",
     "write_crl",
 ]

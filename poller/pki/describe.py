@@ -16,7 +16,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from poller.identity import certinfo
-from poller.identity.names import InvalidName, parse_edge_cn, parse_spiffe_id, parse_tenant_ca_cn, spiffe_agrees_with
+from poller.identity.names import (
+    CnForm,
+    InvalidName,
+    parse_edge_cn,
+    parse_spiffe_id,
+    parse_tenant_ca_cn,
+    read_edge_cn,
+    spiffe_agrees_with,
+)
 from poller.identity.reasons import Reason
 from poller.pki.errors import NotACertificate
 from poller.pki.files import read_certificates
@@ -52,8 +60,37 @@ def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict
     try:
         slug = parse_tenant_ca_cn(cn)
     except InvalidName:
-        return {}
+        return _deployment_identity(cn, spiffe)
     return {"kind": "tenant_ca", "tenant": slug}
+
+
+def _deployment_identity(cn: str, spiffe: list[str]) -> dict[str, Any]:
+    """A deployment-form CN names no tenant: which one it proves depends on the
+    CA it chains to and that CA's binding, which a lone file cannot show."""
+    if cn.count(".") != 2:
+        return {}
+    try:
+        # "x" stands in for the tenant, which only the binding can supply.
+        name = read_edge_cn(cn, tenant="x", form=CnForm.DEPLOYMENT)
+    except InvalidName:
+        return {}
+    identity: dict[str, Any] = {
+        "kind": "edge_deployment",
+        "tenant": None,
+        "component_id": name.component_id,
+        "partition_id": name.partition_id,
+    }
+    if spiffe:
+        agrees = True
+        for uri in spiffe:
+            try:
+                parsed = parse_spiffe_id(uri, cn_form=CnForm.DEPLOYMENT)
+            except InvalidName:
+                agrees = False
+                continue
+            agrees = agrees and (parsed.partition_id, parsed.component_id) == (name.partition_id, name.component_id)
+        identity["spiffe_agrees"] = agrees
+    return identity
 
 
 def _key_description(cert: x509.Certificate) -> str:
@@ -89,8 +126,10 @@ def describe_certificate(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready description of the first certificate in a PEM (or DER) file.
 
     Keys: path, subject, subject_cn, identity ({} unless the CN is an edge CN
-    (kind "edge": tenant, component_id, partition_id, spiffe_agrees) or a
-    tenant CA CN (kind "tenant_ca": tenant)), spiffe_ids, dns_names,
+    (kind "edge": tenant, component_id, partition_id, spiffe_agrees), a
+    deployment-form edge CN (kind "edge_deployment": tenant None, since the
+    tenant is the binding's of the CA it chains to) or a tenant CA CN (kind
+    "tenant_ca": tenant)), spiffe_ids, dns_names,
     ip_addresses, issuer_cn, serial (lowercase hex), not_before / not_after
     (RFC 3339 UTC), validity ("valid", "expired" or "not_yet_valid", now),
     sha256_fingerprint (of the DER), spki_sha256, is_ca,
