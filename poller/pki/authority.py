@@ -446,16 +446,7 @@ def create_tenant_ca(
                 "use --force to regenerate the tenant CA"
             )
         _write_if_changed(chain_path, chain_pem([existing.cert, root.cert]))
-        return TenantCa(
-            slug=slug,
-            cn=_cn(existing.cert) or cn,
-            cert_path=cert_path,
-            key_path=key_path,
-            chain_path=chain_path,
-            serial=serial_hex(existing.cert),
-            fingerprint=_fingerprint(existing.cert),
-            created=False,
-        )
+        return _tenant_ca(layout, slug, existing.cert, created=False)
 
     had_crl = layout.tenant_crl(slug).exists()
     key = new_key()
@@ -463,15 +454,19 @@ def create_tenant_ca(
     write_issued(cert_path, key_path, chain_path, cert, key, root.cert)
     layout.tenant_binding(slug).unlink(missing_ok=True)  # a forced intermediate ends a deployment binding
     _reset_crl(layout, slug, had_crl)
+    return _tenant_ca(layout, slug, cert, created=True)
+
+
+def _tenant_ca(layout: CertsLayout, slug: str, cert: x509.Certificate, *, created: bool) -> TenantCa:
     return TenantCa(
         slug=slug,
-        cn=cn,
-        cert_path=cert_path,
-        key_path=key_path,
-        chain_path=chain_path,
+        cn=_cn(cert) or "",
+        cert_path=layout.tenant_ca(slug),
+        key_path=layout.tenant_key(slug),
+        chain_path=layout.tenant_chain(slug),
         serial=serial_hex(cert),
         fingerprint=_fingerprint(cert),
-        created=True,
+        created=created,
     )
 
 
@@ -501,16 +496,7 @@ def _create_deployment_ca(layout: CertsLayout, slug: str, *, force: bool, exist_
             )
         existing = load_authority(cert_path, key_path, f"tenant {slug!r} deployment CA")
         _write_if_changed(chain_path, chain_pem([existing.cert]))
-        return TenantCa(
-            slug=slug,
-            cn=_cn(existing.cert) or cn,
-            cert_path=cert_path,
-            key_path=key_path,
-            chain_path=chain_path,
-            serial=serial_hex(existing.cert),
-            fingerprint=_fingerprint(existing.cert),
-            created=False,
-        )
+        return _tenant_ca(layout, slug, existing.cert, created=False)
     had_crl = layout.tenant_crl(slug).exists()
     key = new_key()
     cert = build_certificate(subject_key=key, subject_cn=cn, is_ca=True, pathlen=0, days=days)
@@ -519,16 +505,7 @@ def _create_deployment_ca(layout: CertsLayout, slug: str, *, force: bool, exist_
     write_public(chain_path, chain_pem([cert]))
     write_public(binding, binding_pem)  # last: the binding names a CA that is already in place
     _reset_crl(layout, slug, had_crl)
-    return TenantCa(
-        slug=slug,
-        cn=cn,
-        cert_path=cert_path,
-        key_path=key_path,
-        chain_path=chain_path,
-        serial=serial_hex(cert),
-        fingerprint=_fingerprint(cert),
-        created=True,
-    )
+    return _tenant_ca(layout, slug, cert, created=True)
 
 
 # --- components ----------------------------------------------------------------

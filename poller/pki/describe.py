@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from poller.identity import certinfo
 from poller.identity.names import (
     CnForm,
     InvalidName,
-    parse_edge_cn,
     parse_spiffe_id,
     parse_tenant_ca_cn,
     read_edge_cn,
@@ -38,13 +38,17 @@ def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict
     if cn is None:
         return {}
     try:
-        name = parse_edge_cn(cn)
+        # A deployment-form CN names no tenant: which one it proves depends on the
+        # CA it chains to and that CA's binding, which a lone file cannot show;
+        # "x" stands in for it here and is never printed.
+        name = read_edge_cn(cn, tenant="x", form=CnForm.DEPLOYMENT)
     except InvalidName:
         pass
     else:
+        deployment = name.form is CnForm.DEPLOYMENT
         identity: dict[str, Any] = {
-            "kind": "edge",
-            "tenant": name.tenant,
+            "kind": "edge_deployment" if deployment else "edge",
+            "tenant": None if deployment else name.tenant,
             "component_id": name.component_id,
             "partition_id": name.partition_id,
         }
@@ -52,45 +56,19 @@ def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict
             agrees = True
             for uri in spiffe:
                 try:
-                    agrees = agrees and spiffe_agrees_with(parse_spiffe_id(uri), name)
+                    parsed = parse_spiffe_id(uri, cn_form=name.form)
                 except InvalidName:
                     agrees = False
+                    continue
+                named = replace(name, tenant=parsed.tenant) if deployment and parsed.tenant else name
+                agrees = agrees and spiffe_agrees_with(parsed, named)
             identity["spiffe_agrees"] = agrees
         return identity
     try:
         slug = parse_tenant_ca_cn(cn)
     except InvalidName:
-        return _deployment_identity(cn, spiffe)
+        return {}
     return {"kind": "tenant_ca", "tenant": slug}
-
-
-def _deployment_identity(cn: str, spiffe: list[str]) -> dict[str, Any]:
-    """A deployment-form CN names no tenant: which one it proves depends on the
-    CA it chains to and that CA's binding, which a lone file cannot show."""
-    if cn.count(".") != 2:
-        return {}
-    try:
-        # "x" stands in for the tenant, which only the binding can supply.
-        name = read_edge_cn(cn, tenant="x", form=CnForm.DEPLOYMENT)
-    except InvalidName:
-        return {}
-    identity: dict[str, Any] = {
-        "kind": "edge_deployment",
-        "tenant": None,
-        "component_id": name.component_id,
-        "partition_id": name.partition_id,
-    }
-    if spiffe:
-        agrees = True
-        for uri in spiffe:
-            try:
-                parsed = parse_spiffe_id(uri, cn_form=CnForm.DEPLOYMENT)
-            except InvalidName:
-                agrees = False
-                continue
-            agrees = agrees and (parsed.partition_id, parsed.component_id) == (name.partition_id, name.component_id)
-        identity["spiffe_agrees"] = agrees
-    return identity
 
 
 def _key_description(cert: x509.Certificate) -> str:
