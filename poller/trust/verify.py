@@ -42,6 +42,7 @@ from poller.identity.certinfo import CertificateError
 from poller.identity.context import _PROOF, TenantContext
 from poller.identity.names import (
     COMPONENT_TYPES,
+    CnForm,
     EdgeName,
     InvalidName,
     SpiffeId,
@@ -159,7 +160,9 @@ def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: T
         return
     other = trust.issuer_tenant(leaf)
     if other is not None:
-        raise refuse(Reason.TENANT_MISMATCH, f"issued by {other.ca_cn}, not by {expected.ca_cn}")
+        # A deployment CA's name may be anything (often the same for all of them): say whose it is.
+        issuer = other.ca_cn if other.cn_form is CnForm.TENANT else f"{other.ca_cn} (tenant {other.slug}'s deployment CA)"
+        raise refuse(Reason.TENANT_MISMATCH, f"issued by {issuer}, not by {expected.ca_cn}")
     if trust.root is not None and certinfo.issued_by(leaf, trust.root):
         raise refuse(
             Reason.UNTRUSTED_CHAIN,
