@@ -138,7 +138,9 @@ def test_a_four_label_cn_naming_another_tenant_is_tenant_mismatch(certs):
     assert refusal(TrustStore(certs, require_client=False), ACME, chain=(cert,)).reason is Reason.TENANT_MISMATCH
 
 
-@pytest.mark.parametrize("cn", ["agent-001.serviceradar", "a.b.c.d.serviceradar", "agent-001.default.example"])
+@pytest.mark.parametrize(
+    "cn", ["agent-001.serviceradar", "a.b.c.d.serviceradar", "agent-001.default.example", "tenant-acme-corp.ca.serviceradar"]
+)
 def test_other_shapes_are_invalid_cn(certs, cn):
     cert = re_sign(AGENT, subject_cn=cn, san=spiffe_san(dns="x.serviceradar"))
     assert refusal(TrustStore(certs, require_client=False), ACME, chain=(cert,)).reason is Reason.INVALID_CN
@@ -352,8 +354,7 @@ async def test_unbinding_ends_a_live_connection(upstream_agent):
         (home / "tenant.json").unlink()
         (home / "ca.pem").unlink()
         trust.reload()
-        err = await conn.wait_refused()
-        assert err.reason is Reason.UNTRUSTED_CHAIN
+        assert conn.refusal is not None and conn.refusal.reason is Reason.UNTRUSTED_CHAIN
     finally:
         await conn.close()
 
@@ -521,3 +522,56 @@ def run_cli(*args: object) -> tuple[int, str, str]:
 def run_cli_json(*args: object) -> tuple[int, dict, str]:
     code, out, err = run_cli(*args)
     return code, json.loads(out.splitlines()[-1]) if out.strip() else {}, err
+
+
+def test_pki_show_describes_a_deployment_form_certificate_without_a_tenant():
+    from upstream_certs import FIXTURES
+
+    from poller.pki import describe_certificate
+
+    identity = describe_certificate(FIXTURES / "components" / "agent-001-default.pem")["identity"]
+    assert identity == {
+        "kind": "edge_deployment",
+        "tenant": None,
+        "component_id": "agent-001",
+        "partition_id": "default",
+        "spiffe_agrees": True,
+    }
+
+
+def test_the_certs_watcher_sees_tenant_json(certs):
+    from poller.daemon.watch import watched_files
+    from poller.trust import CertsLayout
+
+    assert certs / "tenants" / ACME / "tenant.json" in set(watched_files(CertsLayout(certs)))
+
+
+def test_from_pem_refuses_a_binding_for_a_tenant_without_a_ca():
+    with pytest.raises(TrustStoreError, match="cn_form given for tenant 'xyz-inc'"):
+        TrustStore.from_pem(tenants={ACME: ROOT_PEM}, cn_forms={ACME: "deployment", XYZ: "deployment"})
+
+
+async def test_a_live_connection_is_re_proven_when_only_the_binding_changes(pki, trust, serve):
+    # An intermediate named for acme-corp (no name constraint), bound as its deployment CA, issues a 3-label CN.
+    ca = pki.agent(ACME, cn="tenant-acme-corp.ca.serviceradar", signed_by="root", is_ca=True, spiffe=None, dns=[])
+    home = pki.directory / "tenants" / ACME
+    (home / "ca.pem").write_bytes(ca.cert_pem)
+    (home / "tenant.json").write_text('{"cn_form": "deployment"}')
+    trust.reload()
+    bare = pki.agent(ACME, signed_by=ca, cn="agent-001.partition-1.serviceradar", spiffe=None)
+    agent = await serve(bare)
+    conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
+    try:
+        assert conn.context.cn_form is CnForm.DEPLOYMENT
+        (home / "tenant.json").unlink()  # same CA, classic again: a 3-label CN proves nothing now
+        trust.reload()  # tells the connection at once (a listener), no waiting needed
+        assert conn.refusal is not None and conn.refusal.reason is Reason.INVALID_CN
+    finally:
+        await conn.close()
+
+
+def test_the_root_may_also_sit_at_root_pem_when_it_is_bound(certs):
+    # Upstream's directory with its root copied into tenants/acme-corp/ next to tenant.json.
+    (certs / "root.pem").write_bytes(ROOT_PEM)
+    trust = TrustStore(certs, require_client=False)
+    assert prove(trust, ACME).tenant == ACME

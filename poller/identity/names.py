@@ -31,9 +31,10 @@ from poller.identity.reasons import PollerError
 SUFFIX = "serviceradar"
 SPIFFE_TRUST_DOMAIN = "serviceradar.local"
 COMPONENT_TYPES = frozenset({"agent", "checker", "gateway", "poller", "sync"})
-#: The middle label of a platform identity (`<name>.platform.serviceradar`);
-#: never a partition of a deployment-form CN, so the two cannot be confused.
-RESERVED_PARTITIONS = frozenset({"platform"})
+#: The middle labels of platform and CA names (`<name>.platform.serviceradar`,
+#: `tenant-<slug>.ca.serviceradar`): never a partition of a deployment-form CN,
+#: so neither can be read as an edge component.
+RESERVED_PARTITIONS = frozenset({"platform", "ca"})
 
 # fullmatch on a str pattern with explicit ASCII classes: no re.IGNORECASE, no
 # Unicode digits, and `$` cannot match before a trailing newline.
@@ -112,7 +113,7 @@ def format_deployment_cn(component_id: str, partition_id: str) -> str:
     """`agent-001`, `default` -> `agent-001.default.serviceradar` (validated)."""
     check_label(component_id, "component id")
     if check_label(partition_id, "partition id") in RESERVED_PARTITIONS:
-        raise InvalidName(f"partition id {partition_id!r} is reserved for platform names")
+        raise InvalidName(f"partition id {partition_id!r} is reserved for platform and CA names")
     return f"{component_id}.{partition_id}.{SUFFIX}"
 
 
@@ -132,7 +133,7 @@ def read_edge_cn(cn: str, *, tenant: str, form: CnForm) -> EdgeName:
     if suffix != SUFFIX:
         raise InvalidName(f"CN {cn!r} does not end in .{SUFFIX}")
     if partition in RESERVED_PARTITIONS:
-        raise InvalidName(f"CN {cn!r} is a platform name, not an edge component")
+        raise InvalidName(f"CN {cn!r} is a platform or CA name, not an edge component")
     return EdgeName(component_id=component, partition_id=partition, tenant=tenant, form=CnForm.DEPLOYMENT)
 
 

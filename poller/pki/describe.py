@@ -38,6 +38,10 @@ def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict
     if cn is None:
         return {}
     try:
+        return {"kind": "tenant_ca", "tenant": parse_tenant_ca_cn(cn)}
+    except InvalidName:
+        pass
+    try:
         # A deployment-form CN names no tenant: which one it proves depends on the
         # CA it chains to and that CA's binding, which a lone file cannot show;
         # "x" stands in for it here and is never printed.
@@ -64,11 +68,7 @@ def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict
                 agrees = agrees and spiffe_agrees_with(parsed, named)
             identity["spiffe_agrees"] = agrees
         return identity
-    try:
-        slug = parse_tenant_ca_cn(cn)
-    except InvalidName:
-        return {}
-    return {"kind": "tenant_ca", "tenant": slug}
+    return {}
 
 
 def _key_description(cert: x509.Certificate) -> str:
