@@ -239,7 +239,7 @@ class AgentServers:
 def fleet_config(
     certs: Path, agents: list[dict[str, str]], addresses: list[str], n: int, interval: float, sink_dir: str | None = None
 ) -> Any:
-    from poller.daemon.config import parse_config
+    from poller.config import parse_config
 
     doc: dict[str, Any] = {
         "poller_id": "bench-poller",

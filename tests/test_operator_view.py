@@ -167,7 +167,7 @@ async def test_metrics_are_served_beside_status(fleet):
     status, headers, body = await get(f"{fleet.base}/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     text = body.decode()
-    assert 'poller_certificate_expiry_days{kind="agent",name="acme-good",tenant="acme-corp"}' in text
+    assert 'poller_certificate_expiry_timestamp_seconds{kind="agent",name="acme-good",tenant="acme-corp"}' in text
     assert 'poller_identity_refusals_total{reason="invalid_cn",tenant="acme-corp"}' in text
 
 

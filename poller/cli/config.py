@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_USAGE
 from poller.cluster.assign import shard_counts
-from poller.daemon.config import (
+from poller.config import (
     ConfigError,
     PollerConfig,
     check_files,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_USAGE
 from poller.identity.names import InvalidName, check_label
 
 _EPILOG = """\
@@ -23,6 +23,7 @@ examples:
   serviceradar-poller pki tenant certs acme-corp
   serviceradar-poller pki tenant certs globex --deployment
   serviceradar-poller pki issue certs --tenant acme-corp --component agent-001 --partition partition-1
+  serviceradar-poller pki gateway certs --dns gw.example.net --ip 10.0.0.5
   serviceradar-poller pki revoke certs --tenant acme-corp certs/tenants/acme-corp/components/agent-001-partition-1.pem
   serviceradar-poller pki show certs/tenants/acme-corp/ca.pem
   serviceradar-poller pki dev certs
@@ -137,6 +138,19 @@ def _issue(args: argparse.Namespace) -> int:
     print(f"key          {issued.key_path}")
     print(f"chain        {issued.chain_path}")
     print(f"SPIFFE ID    {issued.spiffe_id}")
+    print(f"not after    {issued.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    return EXIT_OK
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from poller.pki.gateway import issue_gateway_cert
+
+    issued = issue_gateway_cert(
+        args.dir, dns=args.dns or (), ips=args.ip or (), issuer=args.issuer, days=args.days, name=args.name
+    )
+    print(f"gateway      {issued.cert_path}  CN={issued.cn}  serial={issued.serial}  issuer={issued.issuer}")
+    print(f"key          {issued.key_path}")
+    print(f"SANs         {' '.join(issued.sans)}")
     print(f"not after    {issued.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}")
     return EXIT_OK
 
@@ -293,6 +307,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--dns", action="append", metavar="NAME", help="an extra DNS SAN under TENANT.serviceradar (repeatable)")
     p.add_argument("--ip", action="append", metavar="IP", help="an IP address SAN (repeatable)")
     p.set_defaults(func=_run(_issue))
+
+    p = sub.add_parser(
+        "gateway",
+        help="issue the gateway's serving certificate (what push agents check)",
+        description=(
+            "Issue NAME.pem (the served chain: the leaf, then the platform CA when it issued it) and "
+            "NAME-key.pem (default NAME: gateway, the daemon's gateway.cert / gateway.key defaults): "
+            "EKU serverAuth only, the SANs given, CN the first of them, issued by the platform CA "
+            "(default) or the root. Push agents check it against root.pem for their server_name, "
+            "which must be one of the SANs. Re-issuing replaces the files."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory (must hold a root and platform CA)")
+    p.add_argument("--dns", action="append", metavar="NAME", help="a DNS SAN, e.g. gw.example.net (repeatable)")
+    p.add_argument("--ip", action="append", metavar="IP", help="an IP address SAN (repeatable)")
+    p.add_argument("--issuer", default="platform", choices=("platform", "root"), help="the issuing CA (default: platform)")
+    p.add_argument("--days", default=365, type=_positive, metavar="N", help="validity in days (default: 365)")
+    p.add_argument(
+        "--name", default="gateway", type=_label("certificate name"), metavar="NAME", help="file name stem (default: gateway)"
+    )
+    p.set_defaults(func=_run(_gateway))
 
     p = sub.add_parser(
         "revoke",

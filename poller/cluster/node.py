@@ -68,7 +68,7 @@ from poller.cluster.records import (
     member_key,
 )
 from poller.cluster.slots import Slot, slot_at
-from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig, redact_url
+from poller.config import AgentConfig, ClusterConfig, PollerConfig, redact_url
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
@@ -748,6 +748,6 @@ class ClusterNode:
 
 
 def _package_version() -> str:
-    from poller import __version__
+    from poller._version import __version__
 
     return __version__

@@ -20,19 +20,24 @@ import asyncio
 import gc
 import ipaddress
 import signal
+import time
 from dataclasses import replace
 
+from poller._version import __version__
 from poller.cluster.node import ClusterNode
-from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.config.overrides import Overrides
+from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_check
 from poller.daemon.http import OperatorServer
-from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import FileSink, Sink
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
-from poller.handlers import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
+from poller.delivery.file_sink import FileSink
+from poller.delivery.registry import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
+from poller.delivery.result import PollResult
+from poller.delivery.sink import Sink
 from poller.identity import certinfo
 from poller.logs import get_logger
-from poller.metrics import PollerMetrics
+from poller.metrics import PollerMetrics, add_process_metrics
 from poller.policy import platform_admin
 from poller.trust.platform import local_platform_identity
 from poller.trust.store import TrustStore
@@ -62,11 +67,17 @@ class PollerDaemon:
         trust: TrustStore | None = None,
         registry: HandlerRegistry | None = None,
         metrics: PollerMetrics | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.settings = settings
+        # Flags and environment (poller.config.overrides) win over the file at every reload too.
+        self.overrides = overrides
         self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
-        self.metrics = metrics if metrics is not None else PollerMetrics()
+        if metrics is None:
+            metrics = PollerMetrics()
+            add_process_metrics(metrics.registry, version=__version__)
+        self.metrics = metrics
         self.sink = sink or make_sink(settings, self.metrics)
         self._agents = dict(settings.agents_by_name)
         # A handler (the sink included) never holds a cycle longer than this. Not
@@ -75,13 +86,15 @@ class PollerDaemon:
         self.registry = registry or HandlerRegistry(
             timeout=DEFAULT_HANDLER_TIMEOUT, strict_labels=self._strict_labels, metrics=self.metrics
         )
+        self._sink_name = f"{settings.sink.type}-sink" if sink is None else type(sink).__name__
         self.registry.register(
             ">",
             self.sink,
             policy=platform_admin(),
             platform=local_platform_identity(self.trust.client),
-            name=f"{settings.sink.type}-sink" if sink is None else type(sink).__name__,
+            name=self._sink_name,
         )
+        self._prime_metrics()
         # Dynamic cluster mode: the node decides which agents this replica polls, slot by slot.
         self.cluster = ClusterNode(settings, metrics=self.metrics) if settings.cluster is not None else None
         self.scheduler = Scheduler(
@@ -92,6 +105,14 @@ class PollerDaemon:
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
         self._http: OperatorServer | None = None
         self.metrics_port: int | None = None
+        self.started_at: float | None = None
+        self.started = asyncio.Event()  # set once run() serves metrics_listen and polls
+        # /healthz and /readyz: named checks; a part the daemon starts (the gateway) adds its own.
+        self.health = HealthChecks()
+        self.health.add_live("loop", self._loop_alive)
+        self.health.add_ready("trust", trust_check(self.trust, lambda: self.settings.tenants))
+        given = CheckResult(True, f"{type(sink).__name__} (given by the caller)")
+        self.health.add_ready("sink", sink_check(self.sink, settings) if sink is None else lambda: given)
 
     async def publish(self, result: PollResult) -> Delivery:
         return await self.registry.deliver(result)
@@ -99,6 +120,13 @@ class PollerDaemon:
     def _strict_labels(self, result: PollResult) -> bool:
         agent = self._agents.get(result.agent)
         return True if agent is None else agent.strict_labels  # an unknown agent gets the strict rule
+
+    def _loop_alive(self) -> CheckResult:
+        # Answered on the daemon's loop: that it runs at all is the proof.
+        if self._stop.is_set():
+            return CheckResult(False, "stopping")
+        uptime = 0.0 if self.started_at is None else time.time() - self.started_at
+        return CheckResult(True, f"event loop answering, up {uptime:.0f}s")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -112,12 +140,14 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self.started_at = time.time()
         await self._start_http()
         self._log_config_warnings()
         self._record_own_certificate()
         if self.cluster is not None:
             self.cluster.start()
         self.scheduler.start()
+        self.started.set()
         log.info(
             "poller_started",
             poller_id=self.settings.poller_id,
@@ -194,6 +224,8 @@ class PollerDaemon:
             return False
         try:
             new = load_config(source)
+            if self.overrides is not None:
+                new = self.overrides.apply(new)
         except ConfigError as exc:
             log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
             return False
@@ -207,6 +239,7 @@ class PollerDaemon:
             new = _keep(new, self.settings)
         self.settings = new
         self._agents = dict(new.agents_by_name)
+        self._prime_metrics()
         if self.cluster is not None:
             self.cluster.set_agents(new.agents)
         changes = await self.scheduler.apply(new)
@@ -234,18 +267,26 @@ class PollerDaemon:
             poller_id=self.settings.poller_id,
             refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
             registry=self.metrics.registry,
+            health=self.health,
         )
         await self._http.start()
         self.metrics_port = self._http.port
         host = address[0] or "0.0.0.0"
-        log.info("metrics_listening", address=f"{host}:{self.metrics_port}", paths=["/metrics", "/status", "/"])
+        log.info(
+            "metrics_listening", address=f"{host}:{self.metrics_port}", paths=["/metrics", "/status", "/", "/healthz", "/readyz"]
+        )
         if not _is_loopback(address[0]):
             log.warning("status_pages_exposed", address=host, why="/status and / list every tenant's agents")
 
+    def _prime_metrics(self) -> None:
+        """Every configured tenant's counters at 0 (dashboards show 0, not "No data")."""
+        self.metrics.prime(self.settings.tenants, handlers=[self._sink_name])
+
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
-        days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
-        self.metrics.cert_expiry_days.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        not_after = certinfo.not_after(cert)
+        days = (not_after - certinfo.utcnow()).total_seconds() / 86400
+        self.metrics.cert_expiry.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(not_after.timestamp())
         if days < 30:
             log.warning("poller_certificate_expiring", days_left=int(days))
 

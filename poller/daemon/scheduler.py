@@ -23,12 +23,12 @@ from typing import Protocol
 import structlog
 
 from poller.agent.budget import ReassemblyBudget
-from poller.daemon.config import AgentConfig, PollerConfig
+from poller.config import AgentConfig, PollerConfig
 from poller.daemon.dialgate import DialGate
 from poller.daemon.limiter import Limiter
-from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.status import StatusBoard
 from poller.daemon.worker import AgentWorker
+from poller.delivery.result import PollResult, agent_outcome
 from poller.identity.context import bound_tenant
 from poller.identity.reasons import Reason
 from poller.logs import get_logger
@@ -208,8 +208,13 @@ class Scheduler:
                 except Exception:
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
-                self.status.record(worker, results, time.monotonic() - started)
-        self._outcomes[worker.agent.name] = (worker.agent.tenant, agent_outcome(results))
+                record = self.status.record(worker, results, time.monotonic() - started)
+                labels = dict(tenant=worker.agent.tenant, agent=worker.agent.name)
+                self.metrics.agent_failures.labels(**labels).set(record.consecutive_failures)
+        overall = agent_outcome(results)
+        self._outcomes[worker.agent.name] = (worker.agent.tenant, overall)
+        if results and overall is Reason.OK:
+            self.metrics.agent_last_success.labels(**labels).set(time.time())
         for result in results:
             outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
             self.metrics.polls.labels(tenant=result.tenant, outcome=outcome).inc()
@@ -265,6 +270,12 @@ class Scheduler:
             worker.settings = settings
         for name in removed + changed:
             await self._stop_agent(name)
+        for name in removed:  # a removed agent's series are no longer news
+            for gauge in (self.metrics.agent_last_success, self.metrics.agent_failures):
+                try:
+                    gauge.remove(old[name].tenant, name)
+                except KeyError:
+                    pass
         for name in added + changed:
             self._start_agent(new[name])
         return {"added": added, "removed": removed, "changed": changed}

@@ -22,9 +22,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from poller.daemon.config import AgentConfig
-from poller.daemon.results import PollResult, agent_outcome
+from poller.config import AgentConfig
 from poller.daemon.worker import AgentWorker
+from poller.delivery.result import PollResult, agent_outcome
 from poller.identity import certinfo
 from poller.identity.context import TenantContext, format_time
 from poller.identity.reasons import IdentityRefused, Reason

@@ -212,6 +212,17 @@ class AgentUnreachable(AgentFailure):
         return Reason.TIMEOUT if self.code == _DEADLINE_EXCEEDED else self.reason
 
 
+class IncompleteStream(AgentFailure):
+    """A stream that did not deliver a whole document (reason INCOMPLETE_STREAM).
+
+    >>> IncompleteStream("stream broke off after 3 chunks").reason
+    <Reason.INCOMPLETE_STREAM: 'incomplete_stream'>
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.INCOMPLETE_STREAM, detail)
+
+
 class InvalidPayload(AgentUnreachable):
     """The agent answered, but its bytes are not the message expected (no gRPC code)."""
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from poller.daemon.results import PollResult
-
 # The channel of a result is the handler registry's decision (one function for
 # both): the sink publishes on exactly the channel the registry checked.
-from poller.handlers import CHANNEL_HEALTH, CHANNEL_HEARTBEAT, CHANNEL_RESULTS, CHANNEL_STATUS, channel_for
+from poller.delivery.channels import CHANNEL_HEALTH, CHANNEL_HEARTBEAT, CHANNEL_RESULTS, CHANNEL_STATUS, channel_for
+from poller.delivery.result import PollResult
 from poller.nats.subjects import tenant_subject
 
 __all__ = [

@@ -19,9 +19,8 @@ the file and suggests `--force`.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from poller.identity.names import (
     format_tenant_ca_cn,
     is_label,
 )
+from poller.pki import crl
 from poller.pki.build import (
     CLIENT_AUTH,
     CLOCK_SKEW,
@@ -53,18 +53,24 @@ from poller.pki.build import (
     cert_pem,
     chain_pem,
     issued_by,
-    key_matches,
     key_pem,
     new_key,
     serial_hex,
     utcnow,
 )
+
+# The loaders moved to poller.pki.ca (crl needs them, and this module needs crl);
+# re-exported so that existing imports keep working.
+from poller.pki.ca import Authority as Authority
+from poller.pki.ca import StrPath as StrPath
+from poller.pki.ca import as_layout as as_layout
+from poller.pki.ca import load_authority as load_authority
+from poller.pki.ca import load_root as load_root
+from poller.pki.ca import load_tenant_authority as load_tenant_authority
 from poller.pki.errors import AuthorityExists, NameNotPermitted, PkiError
-from poller.pki.files import read_certificate, read_private_key, write_private, write_public
+from poller.pki.files import read_certificate, write_private, write_public
 from poller.trust.binding import BindingError, parse_binding
 from poller.trust.layout import CertsLayout
-
-StrPath = str | os.PathLike[str]
 
 ROOT_CN = "ServiceRadar Root CA"
 PLATFORM_CA_CN = "platform.ca.serviceradar"
@@ -75,11 +81,6 @@ POLLER_DAYS = 365
 #: Component types an edge (tenant) certificate may be issued for. `poller`
 #: is a platform service, not a tenant component.
 EDGE_COMPONENT_TYPES: tuple[str, ...] = ("agent", "checker", "gateway", "sync")
-
-
-def as_layout(certs_dir: StrPath | CertsLayout) -> CertsLayout:
-    """A CertsLayout for a directory path (a CertsLayout is returned as is)."""
-    return certs_dir if isinstance(certs_dir, CertsLayout) else CertsLayout(Path(certs_dir))
 
 
 def poller_cn(poller_id: str) -> str:
@@ -102,53 +103,6 @@ def poller_spiffe_id(poller_id: str) -> str:
 def poller_chain_path(layout: CertsLayout) -> Path:
     """`<dir>/poller-chain.pem`: the poller's leaf + platform CA."""
     return layout.service_cert("poller-chain")
-
-
-# --- loading ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Authority:
-    """A CA certificate and its private key, loaded from disk (key never printed)."""
-
-    cert: x509.Certificate
-    key: PrivateKey = field(repr=False)
-    cert_path: Path
-    key_path: Path
-
-
-def load_authority(cert_path: Path, key_path: Path, what: str) -> Authority:
-    """Load a CA pair; PkiError if either file is missing/unreadable or they do not match."""
-    if not cert_path.exists() and not key_path.exists():
-        raise PkiError(f"{what} not found ({cert_path})")
-    if not cert_path.exists():
-        raise PkiError(f"{what}: {key_path} exists but {cert_path} is missing")
-    if not key_path.exists():
-        raise PkiError(f"{what}: {cert_path} exists but its key {key_path} is missing")
-    cert = read_certificate(cert_path, what=f"{what} {cert_path}")
-    key = read_private_key(key_path, what=f"{what} key {key_path}")
-    if not key_matches(cert, key):
-        raise PkiError(f"{what}: {key_path} is not the private key of {cert_path}")
-    return Authority(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
-
-
-def load_root(certs_dir: StrPath | CertsLayout) -> Authority:
-    """The platform root CA and key of a certs directory."""
-    layout = as_layout(certs_dir)
-    if not layout.root_ca.exists() and not layout.root_key.exists():
-        raise PkiError(f"no root CA in {layout.root} (create one with `serviceradar-poller pki init {layout.root}`)")
-    return load_authority(layout.root_ca, layout.root_key, "root CA")
-
-
-def load_tenant_authority(certs_dir: StrPath | CertsLayout, slug: str) -> Authority:
-    """A tenant's intermediate CA and key; a clear PkiError when the tenant has none."""
-    layout = as_layout(certs_dir)
-    check_label(slug, "tenant slug")
-    if not layout.tenant_ca(slug).exists() and not layout.tenant_key(slug).exists():
-        raise PkiError(
-            f"tenant {slug!r} has no CA in {layout.root} (create it with `serviceradar-poller pki tenant {layout.root} {slug}`)"
-        )
-    return load_authority(layout.tenant_ca(slug), layout.tenant_key(slug), f"tenant {slug!r} CA")
 
 
 def tenant_cn_form(certs_dir: StrPath | CertsLayout, slug: str) -> CnForm:
@@ -472,11 +426,9 @@ def _tenant_ca(layout: CertsLayout, slug: str, cert: x509.Certificate, *, create
 
 def _reset_crl(layout: CertsLayout, slug: str, had_crl: bool) -> None:
     """A new CA key starts with no revocations (and a fresh CRL if there was one)."""
-    from poller.pki import crl as _crl  # late: crl imports this module
-
-    _crl.reset_revocations(layout, slug)
+    crl.reset_revocations(layout, slug)
     if had_crl:
-        _crl.write_crl(layout, slug)
+        crl.write_crl(layout, slug)
 
 
 def _create_deployment_ca(layout: CertsLayout, slug: str, *, force: bool, exist_ok: bool, days: int) -> TenantCa:
@@ -524,10 +476,24 @@ class IssuedCertificate:
     not_after: datetime
 
 
-def _check_dns_name(name: str) -> str:
+def check_dns_name(name: str) -> str:
+    """name if it is a lowercase DNS name (labels of a-z, 0-9 and '-'); PkiError otherwise."""
     if not isinstance(name, str) or len(name) > 253 or not all(is_label(part) for part in name.split(".")):
         raise PkiError(f"DNS name {name!r} is not a lowercase DNS name (labels of a-z, 0-9 and '-')")
     return name
+
+
+def ip_addresses(ips: Iterable[IPLike]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The IP SANs, parsed, each once; PkiError for one that is not an address."""
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for ip in ips:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise PkiError(f"{ip!r} is not an IP address") from None
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
 def _dns_matches(name: str, base: str) -> bool:
@@ -643,16 +609,9 @@ def issue_component(
         raise PkiError(f"days must be at least 1 (got {days})")
     dns_names = [cn]
     for name in dns:
-        if _check_dns_name(name) not in dns_names:
+        if check_dns_name(name) not in dns_names:
             dns_names.append(name)
-    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for ip in ips:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            raise PkiError(f"{ip!r} is not an IP address") from None
-        if address not in addresses:
-            addresses.append(address)
+    addresses = ip_addresses(ips)
 
     ca = load_tenant_authority(layout, tenant)
     check_names_permitted(ca.cert, dns=dns_names, ips=addresses, uris=[spiffe])

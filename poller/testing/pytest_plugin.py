@@ -51,9 +51,10 @@ import pytest
 
 if TYPE_CHECKING:
     from poller.daemon.daemon import PollerDaemon
-    from poller.daemon.results import PollResult
-    from poller.daemon.sinks import MemorySink, Sink
+    from poller.delivery.result import PollResult
+    from poller.delivery.sink import Sink
     from poller.testing.forge import ForgedCert, ForgePki
+    from poller.testing.memory_sink import MemorySink
     from poller.testing.mock_agent import MockAgent
     from poller.testing.nats_server import NatsServer
 
@@ -246,9 +247,9 @@ class PollerDaemonFactory:
         nats: NatsServer | None = None,
         **config: Any,
     ) -> PollerHarness:
-        from poller.daemon.config import parse_config
+        from poller.config import parse_config
         from poller.daemon.daemon import PollerDaemon
-        from poller.daemon.sinks import MemorySink
+        from poller.testing.memory_sink import MemorySink
         from poller.trust.store import TrustStore
 
         wanted = (
