@@ -39,7 +39,7 @@ from upstream_certs import (
 from poller.agent.client import AgentClient
 from poller.dial.dialer import dial_agent
 from poller.identity.names import CnForm, parse_spiffe_id
-from poller.identity.reasons import IdentityRefused, Reason
+from poller.identity.reasons import IdentityRefused, PollerError, Reason
 from poller.testing import ForgePki
 from poller.testing.mock_agent import MockAgent
 from poller.trust import TrustStore, TrustStoreError, verify_agent_chain
@@ -490,8 +490,9 @@ def test_onboard_and_onboard_verify_honour_the_binding(tmp_path):
     code, doc, err = run_cli_json("onboard", "verify", out, "--certs", pki.directory)
     assert code == 0, err
     assert (doc["tenant"], doc["component_id"], doc["partition_id"]) == (ACME, "agent-001", "default")
-    verified = verify_package(out)  # without a certs directory: the package's own CA, bound by its config.json
-    assert verified.config["cn"] == AGENT_CN and verified.config["cn_form"] == "deployment"
+    verified = verify_package(out)  # without a certs directory: the package's own CA, bound by its identity.json
+    assert verified.identity["cn"] == AGENT_CN and verified.identity["cn_form"] == "deployment"
+    assert verified.config["security"]["server_name"] == AGENT_CN
     assert verified.context.tenant == ACME
     # The same package against a directory where that CA is not bound to acme-corp but to xyz-inc.
     other = ForgePki.create(tmp_path / "other", tenants=(ACME,))
@@ -575,3 +576,30 @@ def test_the_root_may_also_sit_at_root_pem_when_it_is_bound(certs):
     (certs / "root.pem").write_bytes(ROOT_PEM)
     trust = TrustStore(certs, require_client=False)
     assert prove(trust, ACME).tenant == ACME
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"cn_form": "tenant"}, "tenant_mismatch"),  # then its tenant_ca is not the classic name
+        ({"cn_form": "tenant", "tenant_ca": "tenant-acme-corp.ca.serviceradar"}, "identity_mismatch"),
+        ({"cn_form": "bogus"}, "bad_package"),
+        ({"tenant_ca": "ServiceRadar Root CA"}, "tenant_mismatch"),
+        ({"tenant": XYZ, "nats_subject_prefix": XYZ}, "tenant_mismatch"),
+    ],
+    ids=["form-dropped", "form-and-ca-name-dropped", "bad-form", "other-ca-name", "other-tenant"],
+)
+def test_a_deployment_package_with_edited_identity_is_refused(tmp_path, changes, reason):
+    from test_onboard import with_identity
+
+    from poller.onboard import create_package, verify_package_bytes
+    from poller.pki import create_tenant_ca
+
+    pki = ForgePki.create(tmp_path / "certs", tenants=(XYZ,))
+    create_tenant_ca(pki.directory, ACME, deployment=True)
+    made = create_package(pki.directory, tenant=ACME, component_id="agent-001", partition_id="default")
+    trust = TrustStore(pki.directory).snapshot
+    assert verify_package_bytes(made.data, trust=trust).context.cn_form is CnForm.DEPLOYMENT
+    with pytest.raises(PollerError) as caught:
+        verify_package_bytes(with_identity(made.data, **changes), trust=trust)
+    assert caught.value.reason.value == reason, caught.value
