@@ -23,13 +23,19 @@ from poller.identity.names import CnForm
 
 @dataclass(frozen=True, slots=True)
 class CrlInForce:
-    """The CRL applied to one tenant's agents (its signature was verified)."""
+    """The CRL applied to one tenant's agents (its signature was verified).
+
+    `serials` are the revoked serials applied: the CRL's own and `learned`
+    ones, which CRLs signed by the same CA but refused (older, delta,
+    scope-limited) revoked; see poller.trust.crl. `der` is the CRL itself."""
 
     serials: frozenset[int]
     number: int | None
     this_update: datetime
     next_update: datetime | None
     fingerprint: str
+    learned: frozenset[int] = frozenset()
+    der: bytes = field(default=b"", repr=False, compare=False)
 
     def stale(self, now: datetime) -> bool:
         """True once nextUpdate has passed: the list may miss revocations."""
@@ -103,6 +109,7 @@ class TrustSnapshot:
     warnings: tuple[str, ...] = ()
     by_spki: Mapping[str, TenantAuthority] = field(default_factory=dict)
     require_crl: bool = False
+    refused: tuple[str, ...] = ()  # CRLs refused while building it (the CRL in force kept, revocations added)
 
     @property
     def snapshot(self) -> TrustSnapshot:
