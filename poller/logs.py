@@ -131,19 +131,35 @@ def render_console(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     order = [k for k in _CONSOLE_FIRST if k in fields]
     order += sorted(k for k in fields if k not in _CONSOLE_FIRST and k not in _CONSOLE_LAST)
     order += [k for k in _CONSOLE_LAST if k in fields]
-    pairs = " ".join(f"{key}={_console_value(fields[key])}" for key in order)
-    line = f"{stamp} {level:<5} {event:<20} {pairs}".rstrip()
+    pairs = " ".join(f"{printable(key)}={_console_value(fields[key])}" for key in order)
+    line = f"{stamp} {level:<5} {printable(event):<20} {pairs}".rstrip()
     if len(line) > CONSOLE_WIDTH:
         line = line[: CONSOLE_WIDTH - 1] + "…"
-    return f"{line}\n{trace}" if trace else line
+    if not trace:
+        return line
+    # A traceback may quote what an agent sent; only its line breaks stay.
+    return line + "\n" + "\n".join(printable(part) for part in str(trace).split("\n"))
+
+
+def printable(text: str) -> str:
+    """text with every non-printable character escaped as Python would (\\x1b,
+    \\n, \\u202e): labels an agent reports must not drive the operator's terminal.
+
+    >>> printable("edge-1\x1b[2J")
+    'edge-1\\\\x1b[2J'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _console_value(value: Any) -> str:
     if isinstance(value, str):
-        return value if value and not any(c.isspace() or c in "\"'=" for c in value) else json.dumps(value)
+        # json.dumps escapes control and non-ASCII characters itself (ensure_ascii).
+        return printable(value) if value and not any(c.isspace() or c in "\"'=" for c in value) else json.dumps(value)
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, separators=(",", ":"), default=str)
-    return str(value)
+    return printable(str(value))
 
 
 def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level: int = logging.INFO) -> None:

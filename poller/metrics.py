@@ -61,7 +61,8 @@ class PollerMetrics:
     poller_results_refused_total, poller_handler_failures_total,
     poller_label_mismatches_total, poller_cross_tenant_deliveries_total,
     poller_server_calls_total, poller_cluster_members,
-    poller_cluster_leases. The daemon adds the process collectors and
+    poller_cluster_leases, poller_gateway_pushes_total,
+    poller_gateway_connected_agents. The daemon adds the process collectors and
     poller_build_info to the registry it serves (`add_process_metrics`).
     """
 
@@ -130,6 +131,17 @@ class PollerMetrics:
         # The server-side tenant interceptor (poller.server): one count per decision.
         self.server_calls = Counter(
             "poller_server_calls_total", "Calls decided by the tenant interceptor", ["tenant", "outcome"], registry=r
+        )
+        # The agent gateway (poller.gateway): pushes by outcome (ok or the refusal's
+        # reason), and push agents connected (pushed within 2 intervals or holding a stream).
+        self.gateway_pushes = Counter(
+            "poller_gateway_pushes_total",
+            "Push calls (PushStatus, StreamStatus) by tenant and outcome",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.gateway_connected = Gauge(
+            "poller_gateway_connected_agents", "Push agents connected to the gateway", ["tenant"], registry=r
         )
         self._latency_children: dict[str, Any] = {}
 

@@ -158,6 +158,7 @@ LAYERS: dict[str, int] = {
     "poller.logs": 1,
     "poller.metrics": 1,
     "poller.timers": 1,
+    "poller.durable": 1,  # atomic file writes (trust's CRL state, the PKI tool)
     "poller.policy": 1,
     "poller.audit": 1,
     "poller.cluster.assign": 1,  # rendezvous hashing: stdlib only (config's shards use it)

@@ -26,6 +26,7 @@ from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAG
 from poller.daemon.status import EXPIRY_WARNING_DAYS, AgentState
 from poller.identity.names import is_label
 from poller.identity.reasons import PollerError
+from poller.logs import printable
 
 DEFAULT_URL = "http://127.0.0.1:9464"
 _ORDER = {state.value: i for i, state in enumerate(AgentState)}  # refused, unreachable, pending, proven
@@ -167,8 +168,7 @@ def _age(stamp: Any, now: datetime) -> str:
 
 def _clean(value: Any) -> str:
     """Printable text only: a certificate's strings must not drive the terminal (escape sequences)."""
-    text = "" if value is None else str(value)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return printable("" if value is None else str(value))
 
 
 def _usage(message: str) -> int:

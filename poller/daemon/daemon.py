@@ -72,7 +72,7 @@ class PollerDaemon:
         self.settings = settings
         # Flags and environment (poller.config.overrides) win over the file at every reload too.
         self.overrides = overrides
-        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
+        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl, crl_state=settings.crl_state)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
         if metrics is None:
             metrics = PollerMetrics()
@@ -157,7 +157,7 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
-        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
             helpers.append(loop.create_task(watcher.run()))
         try:
@@ -174,7 +174,7 @@ class PollerDaemon:
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
         self._log_config_warnings()
-        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         self._record_own_certificate()
         self.scheduler.start(loops=False)
         try:

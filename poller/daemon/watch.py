@@ -49,6 +49,7 @@ def watched_files(layout: CertsLayout, extra: Iterable[Path] = ()) -> Iterator[P
     for entry in tenants:
         yield layout.tenant_ca(entry.name)
         yield layout.tenant_crl(entry.name)
+        yield layout.tenant_binding(entry.name)
 
 
 def scan(paths: Iterable[Path]) -> Signature:
@@ -139,10 +140,19 @@ def reload_trust(trust: TrustStore, *, why: str, metrics: PollerMetrics) -> Relo
 
 
 def report_trust_state(
-    trust: TrustStore, warnings: Iterable[str], *, metrics: PollerMetrics, removed: Iterable[str] = ()
+    trust: TrustStore,
+    warnings: Iterable[str],
+    *,
+    metrics: PollerMetrics,
+    removed: Iterable[str] = (),
+    refused: Iterable[str] = (),
 ) -> None:
     """At start and after each reload: one warning per tenant without a CRL,
-    the other trust warnings, and the poller_tenant_crl_loaded and CRL nextUpdate gauges."""
+    the other trust warnings, and the poller_tenant_crl_loaded and CRL nextUpdate
+    gauges. `refused`: at start, the CRLs refused while the remembered CRL in
+    force stayed (a reload logs its own as trust_material_refused)."""
+    for problem in refused:
+        log.error("trust_material_refused", why="start", problem=problem)
     absent = {slug for slug, authority in trust.tenants.items() if not authority.crl_loaded}
     for slug in sorted(absent):
         log.warning(

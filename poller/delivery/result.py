@@ -56,6 +56,9 @@ class PollResult:
     # What the agent said about itself (the response's agent_id field). Kept
     # beside the proven identity, never in its place (invariant 3).
     reported_agent_id: str = ""
+    # Pushed by the agent through the gateway (poller.gateway), not polled: its
+    # NATS Msg-Id comes from the agent and its timestamp, not from this replica.
+    pushed: bool = False
 
     def __post_init__(self) -> None:
         # Invariant 6 of docs/design.md: a proven result belongs to its proven tenant, full stop.

@@ -88,6 +88,7 @@ _PUBLIC = {
     Reason.BAD_CERTIFICATE: "no usable client certificate",
     Reason.CRL_EXPIRED: "revocation cannot be checked: the issuing CA's CRL is out of date",
     Reason.POLICY_DENIED: "this identity may not call this method",
+    Reason.UNKNOWN_AGENT: "this identity is not a listed agent",
 }
 
 
@@ -507,10 +508,12 @@ class _IdentityWatch:
             self._notifier = None
 
 
-async def abort_refused(context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: Reason) -> NoReturn:
+async def abort_refused(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: Reason, text: str | None = None
+) -> NoReturn:
     """End a call as the interceptor ends a refused one: `code`, details
-    `<reason>: <fixed sentence>` and the reason as trailing metadata."""
-    text = f"{reason.value}: {_PUBLIC.get(reason, 'refused')}"
+    `<reason>: <fixed sentence>` (or `text`) and the reason as trailing metadata."""
+    text = text or f"{reason.value}: {_PUBLIC.get(reason, 'refused')}"
     await context.abort(code, text, trailing_metadata=((REASON_METADATA_KEY, reason.value),))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
