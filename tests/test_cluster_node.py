@@ -376,7 +376,8 @@ async def test_an_outage_gives_one_unreachable_line_and_one_expiry_summary(nodes
     for agent in held:
         clock.at(agent.name, k + 2)
         assert not await a.may_poll(agent)  # lapsed
-    await until(a, lambda n: any(e["event"] == "lease_expired" for e in log_events()), timeout=30)
+    seen = ("lease_expired", "cluster_unreachable")
+    await until(a, lambda n: all(any(e["event"] == name for e in log_events()) for name in seen), timeout=60)
     nats_server.start()
     await until(a, lambda n: any(e["event"] == "cluster_reachable" for e in log_events()), timeout=60)
     events = [e["event"] for e in log_events()]

@@ -543,6 +543,7 @@ class ClusterNode:
                 delay = min(30.0, max(delay * 2, 1.0))
             except _UNANSWERED as exc:
                 self._unreachable(exc)
+                await self._signal()  # waiters on the node's state see the outage
                 delay = min(self.heartbeat_every * 4, max(delay * 2, self.heartbeat_every))
             await self._expired_summary()
             await asyncio.sleep(delay)
