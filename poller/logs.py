@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -240,8 +241,17 @@ def _route_native_stderr() -> TextIO:
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    threading.Thread(target=_relay, args=(read_end, out), name="poller-native-stderr", daemon=True).start()
+    relay = threading.Thread(target=_relay, args=(read_end, out), name="poller-native-stderr", daemon=True)
+    relay.start()
     _routed.append(out)
+
+    def drain() -> None:
+        """At exit: give fd 2 back (the pipe then ends) and let the relay write what is left."""
+        sys.stderr.flush()
+        os.dup2(out.fileno(), 2)
+        relay.join(timeout=5)
+
+    atexit.register(drain)
     return out
 
 
