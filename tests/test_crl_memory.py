@@ -16,6 +16,7 @@ import json
 import shutil
 import stat
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from crls import make_crl, revocation_reason, tenant_crl, write_tenant_crl
@@ -27,6 +28,7 @@ from poller.testing.forge import ForgePki
 from poller.trust.store import TrustStore, TrustStoreError
 
 ACME = "acme-corp"
+PING = {"service_type": "icmp", "service_name": "ping"}
 
 
 # ---------------------------------------------------------------- item 11
@@ -159,3 +161,48 @@ def test_a_crl_without_a_number_after_a_numbered_one_says_why(pki):
     [problem] = trust.reload().problems
     assert "has no CRL number and the CRL in force has number 2" in problem
     assert trust.tenant(ACME).revoked_serials == {7, 9}
+
+
+# ---------------------------------------------------------------- the daemon's crl_state key
+
+
+def test_config_key_crl_state_defaults_beside_the_outbox_or_the_config(tmp_path):
+    from poller.config import parse_config
+
+    base = {"poller_id": "p"}
+    assert parse_config(base, base_dir=tmp_path).crl_state == tmp_path / "crl-state.json"
+    nats = {"type": "nats", "url": "nats://127.0.0.1:4222", "outbox": "/var/lib/p/outbox.db"}
+    assert parse_config({**base, "sink": nats}, base_dir=tmp_path).crl_state == Path("/var/lib/p/crl-state.json")
+    assert parse_config({**base, "crl_state": "s/x.json"}, base_dir=tmp_path).crl_state == tmp_path / "s" / "x.json"
+    memory_only = parse_config({**base, "crl_state": None}, base_dir=tmp_path)
+    assert memory_only.crl_state is None and "crl_state" in [w.path for w in memory_only.warnings]
+
+
+async def test_a_restarted_daemon_keeps_refusing_a_revoked_agent_after_a_rollback(pki, serve, tmp_path):
+    """run --once twice, an older CRL put back in between: the agent stays revoked."""
+    from poller.config import load_config
+    from poller.daemon.daemon import PollerDaemon
+    from poller.testing import MemorySink
+
+    cert = pki.agent(ACME)
+    agent = await serve(cert)
+    config = tmp_path / "poller.json"
+    config.write_text(
+        json.dumps(
+            {
+                "poller_id": "p",
+                "certs_dir": str(pki.directory),
+                "agents": {"edge": {"address": agent.address, "tenant": ACME, "checks": [PING]}},
+            }
+        )
+    )
+
+    async def once() -> set[str]:
+        daemon = PollerDaemon(load_config(config), sink=MemorySink())
+        assert daemon.trust.crl_state == tmp_path / "crl-state.json"
+        return {str(r.reason) for r in await daemon.run_once()}
+
+    write_tenant_crl(pki, ACME, [cert.cert.serial_number], number=5)
+    assert await once() == {"revoked"}
+    write_tenant_crl(pki, ACME, [], number=3)
+    assert await once() == {"revoked"}

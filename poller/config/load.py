@@ -117,6 +117,7 @@ _EXAMPLE: dict[str, Any] = {
     "backoff_initial": "1s",
     "backoff_max": "1m",
     "require_crl": False,
+    "crl_state": "crl-state.json",
     "agents": {
         "edge-1": {
             "address": "10.0.0.5:50051",

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_CERTS_DIR",
     "DEFAULT_CLUSTER_BUCKET",
+    "DEFAULT_CRL_STATE",
     "DEFAULT_CYCLE_FRACTION",
     "DEFAULT_DUPLICATE_WINDOW",
     "DEFAULT_GATEWAY_CERT",
@@ -80,6 +81,7 @@ DEFAULT_CERTS_DIR = "certs"
 DEFAULT_SINK_DIR = "data"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_OUTBOX = "outbox.db"
+DEFAULT_CRL_STATE = "crl-state.json"  # beside the outbox (NATS sink), else beside the config file
 DEFAULT_OUTBOX_MAX_ROWS = 100_000
 DEFAULT_OUTBOX_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_STREAM_MAX_AGE = 7 * 24 * 3600.0
@@ -305,6 +307,8 @@ class PollerConfig:
     cluster: ClusterConfig | None = None
     require_crl: bool = False  # refuse agents of tenants without a CRL (crl_expired)
     gateway: GatewayConfig | None = None  # serve push agents (poller.gateway)
+    # The newest CRL per tenant and CA key, kept across restarts (None: in memory only).
+    crl_state: Path | None = None
     warnings: tuple[ConfigIssue, ...] = field(default=(), metadata=NOT_A_KEY)
     source: Path | None = field(default=None, metadata=NOT_A_KEY)  # the file it was loaded from, if any
     # polled_agents, once computed: the sharding hashes the whole fleet, and the

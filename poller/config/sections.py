@@ -44,6 +44,7 @@ from poller.config.model import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_CERTS_DIR,
     DEFAULT_CLUSTER_BUCKET,
+    DEFAULT_CRL_STATE,
     DEFAULT_DUPLICATE_WINDOW,
     DEFAULT_GATEWAY_CERT,
     DEFAULT_GATEWAY_KEY,
@@ -183,6 +184,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         )
     shard = _parse_shard(c, top.get("shard"))
     require_crl = c.boolean(top, "require_crl", "", default=False)
+    crl_state = _parse_crl_state(c, top, sink, base_dir)
     agents = _parse_agents(c, top.get("agents", MISSING))
     gateway = _parse_gateway(c, top.get("gateway"), certs_dir, base_dir)
     if gateway is None and any(agent.push for agent in agents):
@@ -216,8 +218,23 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         cluster=cluster,
         require_crl=bool(require_crl),
         gateway=gateway,
+        crl_state=crl_state,
         warnings=tuple(c.warnings),
     )
+
+
+def _parse_crl_state(c: Checker, top: Mapping[str, Any], sink: SinkConfig | None, base_dir: Path | None) -> Path | None:
+    """`crl_state`: where the newest CRL per tenant and CA key is remembered.
+    Absent: crl-state.json beside the outbox (NATS sink), else beside the config
+    file; null: in memory only (a restart forgets them, with a warning)."""
+    if "crl_state" not in top:
+        if sink is not None and sink.outbox is not None:
+            return sink.outbox.parent / DEFAULT_CRL_STATE
+        return resolve(DEFAULT_CRL_STATE, base_dir)
+    if top["crl_state"] is None:
+        c.warn("crl_state", "null: CRLs are remembered in memory only, so a restart lets an older CRL back in")
+        return None
+    return c.path(top, "crl_state", "", default=None, base_dir=base_dir)
 
 
 def _parse_shard(c: Checker, value: object) -> ShardConfig | None:

@@ -73,7 +73,7 @@ class PollerDaemon:
         self.settings = settings
         # Flags and environment (poller.config.overrides) win over the file at every reload too.
         self.overrides = overrides
-        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
+        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl, crl_state=settings.crl_state)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
         if metrics is None:
             metrics = PollerMetrics()
