@@ -67,7 +67,9 @@ async def test_the_banner_commands_run_as_printed(tmp_path):
                 got, err = await tail.communicate()
                 assert tail.returncode == 0, err.decode()
                 lines = got.decode().splitlines()
-                assert len(lines) == 5 and all(f'"subject": "{tenant}.' in l or f'"subject":"{tenant}.' in l for l in lines), lines
+                assert len(lines) == 5 and all(f'"subject": "{tenant}.' in l or f'"subject":"{tenant}.' in l for l in lines), (
+                    lines
+                )
             shown = await asyncio.create_subprocess_exec(
                 *status, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=env
             )
