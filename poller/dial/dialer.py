@@ -29,9 +29,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -46,6 +46,7 @@ from poller.identity.context import TenantContext
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
+from poller.timers import Cancellable, Clock, WallClock
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
 from poller.trust.source import NotifyingTrustSource, TrustSource, notifies
 from poller.trust.store import TrustStoreError
@@ -114,8 +115,10 @@ class AgentConnection:
         timeout: float,
         options: Sequence[tuple[str, Any]] = (),
         metrics: PollerMetrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.address = address
+        self._clock = clock if clock is not None else WallClock()  # notAfter / nextUpdate are judged by it
         self.metrics = metrics if metrics is not None else default_metrics()
         self.tenant = tenant
         self.component = component
@@ -133,7 +136,7 @@ class AgentConnection:
         self._proofs = 0  # fresh proofs done; concurrent failures share one
         self._closing: set[asyncio.Task[None]] = set()
         self._ended = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Cancellable | None = None
         self._deadline = 0.0
         self._client = _client_of(proof.snapshot)
         self._channel = self._open(proof, self._client)
@@ -156,7 +159,7 @@ class AgentConnection:
         Cheap enough for every call: a refusal check, a clock comparison
         (notAfter, CRL nextUpdate) and an identity check of the trust snapshot
         (a source that cannot notify is re-checked here when it changed)."""
-        if self.refusal is None and (time.time() >= self._deadline or self._trust.snapshot is not self._checked):
+        if self.refusal is None and (self._clock.time() >= self._deadline or self._trust.snapshot is not self._checked):
             self.recheck()
         if self.refusal is not None:
             raise self.refusal
@@ -210,14 +213,15 @@ class AgentConnection:
             self._replace_channel(self._open(self._proof, client))
         self._arm_deadline(snapshot)
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.time(), UTC)
+
     def _check_locally(self, snapshot: TrustSnapshot) -> None:
-        now = certinfo.utcnow()
+        now = self._now()
         leaf = self._proof.chain[0]
         before = self._checked.tenants.get(self.tenant)
         after = snapshot.tenants.get(self.tenant)
-        same_anchor = (
-            after is not None and before is not None and after.cert == before.cert and snapshot.root == self._checked.root
-        )
+        same_anchor = after is not None and after.same_anchor(before) and snapshot.root == self._checked.root
         if not same_anchor:
             verify_agent_chain(
                 self._proof.chain,
@@ -249,8 +253,7 @@ class AgentConnection:
         self._deadline = deadline
         if self._timer is not None:
             self._timer.cancel()
-        delay = max(0.0, deadline - time.time())
-        self._timer = self._loop.call_later(min(delay, 86400.0 * 30), self._deadline_reached)
+        self._timer = self._clock.call_at(min(deadline, self._clock.time() + 86400.0 * 30), self._deadline_reached)
 
     def _deadline_reached(self) -> None:
         self._timer = None
@@ -283,6 +286,7 @@ class AgentConnection:
                     partition=self.partition,
                     timeout=self._timeout,
                     metrics=self.metrics,
+                    now=self._now(),
                 )
                 self._accept(proof, failure)
             except IdentityRefused as err:
@@ -409,6 +413,7 @@ async def dial_agent(
     timeout: float = DEFAULT_TIMEOUT,
     options: Sequence[tuple[str, Any]] = (),
     metrics: PollerMetrics | None = None,
+    clock: Clock | None = None,
 ) -> AgentConnection:
     """Prove the agent at address belongs to tenant and return a connection
     pinned to the certificate that proved it.
@@ -418,14 +423,24 @@ async def dial_agent(
     detail) when the agent does not prove the expected identity (also when
     gRPC's own connection meets another certificate than the proof did), and
     AgentUnreachable when no decision could be made. Decisions and calls are
-    counted in `metrics` (a private registry if None).
+    counted in `metrics` (a private registry if None). `clock` judges validity
+    dates, now and while connected (poller.timers.WallClock if None; tests pass
+    a poller.testing.ManualClock to move time instead of waiting for it).
 
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
     """
     metrics = metrics if metrics is not None else default_metrics()
+    clock = clock if clock is not None else WallClock()
     proof = await _prove(
-        address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout, metrics=metrics
+        address,
+        tenant=tenant,
+        trust=trust,
+        component=component,
+        partition=partition,
+        timeout=timeout,
+        metrics=metrics,
+        now=datetime.fromtimestamp(clock.time(), UTC),
     )
     conn = AgentConnection(
         address=address,
@@ -437,6 +452,7 @@ async def dial_agent(
         timeout=timeout,
         options=options,
         metrics=metrics,
+        clock=clock,
     )
     try:
         # gRPC's pinned handshake happens here, so a relay that routes it
@@ -469,6 +485,7 @@ async def _prove(
     partition: str | None,
     timeout: float,
     metrics: PollerMetrics,
+    now: datetime | None = None,
 ) -> Proof:
     """Collect the chain, verify it, check it can be pinned, audit the decision."""
     snapshot = trust.snapshot  # one snapshot for the credentials and the decision
@@ -476,7 +493,7 @@ async def _prove(
     try:
         chain = await fetch_peer_chain(address, collector_context(client), timeout=timeout)
         certs = parse_chain(chain)  # once, for both checks
-        ctx = verify_agent_chain(certs, tenant=tenant, trust=snapshot, component=component, partition=partition)
+        ctx = verify_agent_chain(certs, tenant=tenant, trust=snapshot, component=component, partition=partition, now=now)
         _check_pinnable(certs[0], ctx)
     except IdentityRefused as err:
         audit.refused(err, address=address, tenant=tenant, metrics=metrics)

@@ -3,6 +3,7 @@
 >>> from poller.testing import MockAgent, ForgePki  # doctest: +SKIP
 """
 
+from poller.testing.clock import ManualClock
 from poller.testing.forge import ForgedCert, ForgePki, serviceradar_style_dir
 from poller.testing.identity import unverified_platform_identity, unverified_tenant_context
 from poller.testing.memory_sink import MemorySink
@@ -14,6 +15,7 @@ __all__ = [
     "AgentBehaviour",
     "ForgePki",
     "ForgedCert",
+    "ManualClock",
     "MemorySink",
     "MockAgent",
     "MockAgentError",
