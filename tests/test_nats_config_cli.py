@@ -155,3 +155,32 @@ def test_tail_refuses_a_creds_file_others_can_read(nats_layout: Path, tmp_path: 
     assert main(["tail", "--nats", "nats://127.0.0.1:1", "--creds", str(creds), "--tenant", "acme-corp"]) == 2
     err = capsys.readouterr().err
     assert "readable by others" in err and load_credentials(nats_layout / "tenant-acme-corp.nk").seed not in err
+
+
+@pytest.mark.parametrize("resolver", ["memory", "full"])
+def test_operator_mode_writes_jwts_standard_creds_and_tenant_limits(pki: ForgePki, tmp_path: Path, resolver: str) -> None:
+    out = tmp_path / "nats"
+    argv = ["nats-config", "--certs", str(pki.directory), "--out", str(out), "--listen", "127.0.0.1:14240"]
+    assert main([*argv, "--operator", resolver]) == 0
+    nats_server_accepts(out / "nats-server.conf")
+    doc = config_doc(out / "nats-server.conf")
+    assert "accounts" not in doc and doc["operator"] and doc["system_account"].startswith("A")
+    assert (doc["resolver"] == "MEMORY") if resolver == "memory" else (doc["resolver"]["type"] == "full")
+    text = (out / "nats-server.conf").read_text()
+    for name in ("poller.creds", "tenant-acme-corp.creds", "tenant-xyz-inc.creds"):
+        creds = load_credentials(out / name)
+        assert creds.kind == "jwt" and mode(out / name) == 0o600 and creds.seed not in text
+    assert all(mode(p) == 0o600 for p in [out / "operator.nk", *(out / "accounts").iterdir()])
+    # The tenant's account JWT carries finite JetStream limits.
+    import base64
+
+    acme = load_credentials(out / "tenant-acme-corp.creds")
+    jwts = list(doc["resolver_preload"].values())
+    claims = [json.loads(base64.urlsafe_b64decode(j.split(".")[1] + "==")) for j in jwts]
+    (tenant,) = [c for c in claims if c["name"] == "tenant-acme-corp"]
+    limits = tenant["nats"]["limits"]
+    assert all(limits[k] > 0 for k in ("mem_storage", "disk_storage", "streams", "consumer"))
+    seed = acme.seed
+    assert main([*argv, "--operator", resolver]) == 0  # a re-run keeps every key
+    assert load_credentials(out / "tenant-acme-corp.creds").seed == seed
+    assert config_doc(out / "nats-server.conf")["system_account"] == doc["system_account"]

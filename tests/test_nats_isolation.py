@@ -3,8 +3,9 @@
 The poller publishes real agents' results; acme-corp's land only on
 acme-corp.* and xyz-inc's only on xyz-inc.*; the server itself refuses a
 tenant's credentials anything outside its prefix, and any publish of a result.
-Every case runs twice: over plaintext (the --plaintext-dev layout) and over
-TLS with client certificates (the default layout).
+Every case runs three times: over plaintext (the --plaintext-dev layout), over
+TLS with client certificates and NKey users (the default layout), and over TLS
+in operator mode (--operator: account and user JWTs, standard .creds files).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from poller.daemon.scheduler import Scheduler
 from poller.nats.accounts import client_target, creds_path, plan_layout, write_layout
 from poller.nats.connect import connect
 from poller.nats.keys import new_seed
+from poller.nats.operator import write_operator_layout
 from poller.nats.sink import JetStreamSettings, JetStreamSink
 from poller.testing.nats_server import NatsServer
 from poller.trust.store import TrustStore
@@ -53,18 +55,23 @@ class Refusals:
                 await self.changed.wait()
 
 
-@pytest.fixture(params=["plaintext", "tls"])
+@pytest.fixture(params=["plaintext", "tls", "operator"])
 def nats_layout(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """OUTDIR of `nats-config` for tenants acme-corp and xyz-inc: plaintext, or TLS from the test PKI."""
+    """OUTDIR of `nats-config` for tenants acme-corp and xyz-inc: plaintext, TLS from the test PKI
+    with NKey users, or TLS in operator mode (account and user JWTs, standard .creds files)."""
     from poller.nats.tlsfiles import issue_tls
 
     out = tmp_path / "nats"
     tls = None
-    if request.param == "tls":
+    if request.param in ("tls", "operator"):
         pki = request.getfixturevalue("pki")
         users = ["poller", f"tenant-{ACME}", f"tenant-{XYZ}"]
         tls = issue_tls(pki.directory, out, servers={"nats-1": ["127.0.0.1"]}, users=users)
-    write_layout(out, plan_layout([ACME, XYZ], listen=("127.0.0.1", 0), store_dir=tmp_path / "js", tls=tls))
+    layout = plan_layout([ACME, XYZ], listen=("127.0.0.1", 0), store_dir=tmp_path / "js", tls=tls)
+    if request.param == "operator":
+        write_operator_layout(out, layout)
+    else:
+        write_layout(out, layout)
     return out
 
 

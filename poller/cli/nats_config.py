@@ -9,6 +9,9 @@ all secrets mode 0600:
     OUTDIR/tls/                      ca.pem (verify the servers), the servers' certificates, and a
                                      client certificate per user (the servers require one: mTLS)
     OUTDIR/poller-nats.json          the poller's `url` list, `creds` and `tls` for its config
+With --operator: operator mode instead of accounts in the config: operator.nk,
+accounts/<account>.nk, and standard .creds files (poller.creds,
+tenant-<slug>.creds: user JWT + seed); JetStream limits in each tenant's account JWT.
 The servers hold only public keys; TLS certificates come from the certs
 directory's platform CA (else its root). --plaintext-dev writes no TLS, for a
 server on loopback only (the demo). Existing seeds in OUTDIR are kept, so
@@ -66,6 +69,14 @@ def register(sub: Any) -> None:
         help="the servers' hosts (one, or one per server): the names in their certificates and the poller's URLs",
     )
     p.add_argument("--route-port", type=int, default=DEFAULT_ROUTE_PORT, metavar="P", help="cluster route port (default 6222)")
+    p.add_argument(
+        "--operator",
+        nargs="?",
+        const="memory",
+        choices=("memory", "full"),
+        metavar="RESOLVER",
+        help="operator mode: operator/account/user JWTs and standard .creds files; resolver memory (default) or full",
+    )
     p.add_argument(
         "--plaintext-dev",
         action="store_true",
@@ -172,7 +183,12 @@ def run(args: argparse.Namespace) -> int:
             return _usage(f"cannot issue the servers' TLS certificates from {certs}: {exc} (or use --plaintext-dev on loopback)")
     out.mkdir(parents=True, exist_ok=True)
     layout = plan_layout(slugs, listen=(listen_host, port), store_dir=store, existing=existing, nodes=nodes, tls=tls)
-    written = write_layout(out, layout, cluster_bucket=bucket)
+    if args.operator is not None:
+        from poller.nats.operator import write_operator_layout
+
+        written = write_operator_layout(out, layout, resolver=args.operator, cluster_bucket=bucket)
+    else:
+        written = write_layout(out, layout, cluster_bucket=bucket)
     urls = layout.urls  # the hosts of the certificates, whatever address the servers bind
     snippet: dict[str, Any] = {"url": urls, "creds": str(creds_path(out, None).absolute())}
     if tls is not None:
@@ -192,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     if tls is not None:
         print(f"wrote {tls.directory}/ (ca.pem, server and client certificates)")
     print(f"wrote {out / SNIPPET} (the poller's url, creds and tls)")
-    kept = sum(1 for t in existing if t is None or t in slugs)
+    kept = sum(1 for t in existing if t is None or t in slugs) if args.operator is None else 0
     if kept:
         print(f"kept the NKeys of {kept} existing credentials file(s)")
     print(f"poller URLs: {','.join(urls)}")

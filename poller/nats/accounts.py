@@ -38,7 +38,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from poller.nats.connect import NatsTarget, TlsFiles
 from poller.nats.creds import NatsCredentials, nkey_seed_text
@@ -58,15 +58,16 @@ __all__ = [
     "creds_path",
     "kv_permissions",
     "plan_layout",
+    "poller_permissions",
     "server_config",
     "server_config_path",
     "tenant_account",
+    "tenant_permissions",
     "write_layout",
 ]
 
 PLATFORM_ACCOUNT = "platform"
 POLLER_USER = "poller"
-POLLER_CREDS = "poller.nk"
 SERVER_CONF = "nats-server.conf"
 CLUSTER_NAME = "serviceradar-nats"
 MAX_PAYLOAD = 8 * 1024 * 1024  # reassembled sweep results exceed NATS's 1 MiB default
@@ -77,9 +78,13 @@ def tenant_account(tenant: str) -> str:
     return stream_name(tenant)  # "tenant-<slug>": the slug is validated there
 
 
-def creds_path(out_dir: Path, tenant: str | None) -> Path:
-    """OUTDIR/poller.nk, or OUTDIR/tenant-<slug>.nk (the prefix keeps a tenant named "poller" apart)."""
-    return Path(out_dir) / (POLLER_CREDS if tenant is None else f"{tenant_account(tenant)}.nk")
+def creds_path(out_dir: Path, tenant: str | None, *, kind: Literal["nk", "creds", "any"] = "any") -> Path:
+    """OUTDIR/poller.nk, or OUTDIR/tenant-<slug>.nk (the prefix keeps a tenant named "poller" apart);
+    `.creds` in operator mode (user JWT + seed). kind "any": the `.creds` file if there is one."""
+    stem = Path(out_dir) / user_name(tenant)
+    if kind == "any":
+        kind = "creds" if stem.with_suffix(".creds").exists() else "nk"
+    return stem.with_suffix(f".{kind}")
 
 
 def user_name(tenant: str | None) -> str:
@@ -265,7 +270,7 @@ def plan_layout(
     )
 
 
-def _tenant_permissions(slug: str) -> dict[str, Any]:
+def tenant_permissions(slug: str) -> dict[str, Any]:
     stream = stream_name(slug)
     return {
         "publish": {
@@ -285,7 +290,7 @@ def _tenant_permissions(slug: str) -> dict[str, Any]:
     }
 
 
-def _poller_permissions(tenants: Iterable[str], cluster_bucket: str | None = None) -> dict[str, Any]:
+def poller_permissions(tenants: Iterable[str], cluster_bucket: str | None = None) -> dict[str, Any]:
     allow: list[str] = [*kv_permissions(cluster_bucket)] if cluster_bucket else []
     for slug in tenants:
         stream = stream_name(slug)
@@ -300,7 +305,7 @@ def accounts_config(layout: NatsLayout, *, cluster_bucket: str | None = None) ->
     accounts: dict[str, Any] = {
         PLATFORM_ACCOUNT: {
             "users": [
-                {"nkey": public_key(layout.poller_seed), "permissions": _poller_permissions(layout.tenants, cluster_bucket)}
+                {"nkey": public_key(layout.poller_seed), "permissions": poller_permissions(layout.tenants, cluster_bucket)}
             ],
             "imports": [
                 imp
@@ -317,7 +322,7 @@ def accounts_config(layout: NatsLayout, *, cluster_bucket: str | None = None) ->
     for slug in layout.tenants:
         accounts[tenant_account(slug)] = {
             "jetstream": layout.limits.to_config(),
-            "users": [{"nkey": public_key(layout.tenant_seeds[slug]), "permissions": _tenant_permissions(slug)}],
+            "users": [{"nkey": public_key(layout.tenant_seeds[slug]), "permissions": tenant_permissions(slug)}],
             "exports": [
                 {"service": stream_subjects(slug)[0], "accounts": [PLATFORM_ACCOUNT]},
                 {"service": "$JS.API.>", "accounts": [PLATFORM_ACCOUNT]},
@@ -341,7 +346,7 @@ def server_config(
     *,
     cluster_bucket: str | None = None,
     node: ServerNode | None = None,
-    accounts: dict[str, Any] | None = None,
+    operator: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One server's nats-server configuration as a JSON-shaped document (nats-server reads JSON).
 
@@ -368,7 +373,10 @@ def server_config(
         if layout.tls is not None:
             cluster["tls"] = _tls_block(layout.tls, node.name)
         conf["cluster"] = cluster
-    conf["accounts"] = accounts if accounts is not None else accounts_config(layout, cluster_bucket=cluster_bucket)
+    if operator is not None:  # operator mode: the accounts are JWTs (poller.nats.operator)
+        conf.update(operator)
+    else:
+        conf["accounts"] = accounts_config(layout, cluster_bucket=cluster_bucket)
     return conf
 
 
@@ -379,30 +387,48 @@ def server_config_path(out_dir: Path, layout: NatsLayout, node: ServerNode) -> P
     return Path(out_dir) / f"nats-server-{layout.nodes.index(node) + 1}.conf"
 
 
-def render_server_config(layout: NatsLayout, *, cluster_bucket: str | None = None, node: ServerNode | None = None) -> str:
+def render_server_config(
+    layout: NatsLayout,
+    *,
+    cluster_bucket: str | None = None,
+    node: ServerNode | None = None,
+    operator: dict[str, Any] | None = None,
+) -> str:
     header = (
         "# nats-server configuration written by `serviceradar-poller nats-config`.\n"
         "# One account per tenant (its stream lives there) and a platform account for the poller;\n"
         "# users are NKey public keys (no secret here); see docs/nats.md. Re-run nats-config to add tenants.\n"
     )
-    return header + json.dumps(server_config(layout, cluster_bucket=cluster_bucket, node=node), indent=2) + "\n"
+    conf = server_config(layout, cluster_bucket=cluster_bucket, node=node, operator=operator)
+    return header + json.dumps(conf, indent=2) + "\n"
 
 
-def write_layout(out_dir: Path, layout: NatsLayout, *, cluster_bucket: str | None = None) -> list[Path]:
-    """Write each server's config and every NKey seed file, all 0600; returns the paths
-    (the server configs first)."""
+def write_layout(
+    out_dir: Path,
+    layout: NatsLayout,
+    *,
+    cluster_bucket: str | None = None,
+    operator_blocks: Mapping[str, dict[str, Any]] | None = None,
+) -> list[Path]:
+    """Write each server's config and every user's NKey seed, all 0600; returns the paths (the
+    server configs first). With `operator_blocks` (server name -> its operator/resolver block,
+    poller.nats.operator.write_operator_layout) the accounts are JWTs and no seed file is written here."""
     out_dir = Path(out_dir)
     written: list[Path] = []
+    creds: list[Path] = []
+    blocks = operator_blocks or {}
     for node in layout.nodes:
         path = server_config_path(out_dir, layout, node)
-        write_private(path, render_server_config(layout, cluster_bucket=cluster_bucket, node=node).encode("utf-8"))
+        text = render_server_config(layout, cluster_bucket=cluster_bucket, node=node, operator=blocks.get(node.name))
+        write_private(path, text.encode("utf-8"))
         written.append(path)
-    for tenant, seed in [(None, layout.poller_seed), *layout.tenant_seeds.items()]:
-        path = creds_path(out_dir, tenant)
-        who = "the poller (account platform)" if tenant is None else f"tenant {tenant} (account {tenant_account(tenant)})"
-        write_private(path, nkey_seed_text(seed, comment=f"NKey seed of {who}, written by nats-config").encode("ascii"))
-        written.append(path)
-    return written
+    if operator_blocks is None:
+        for tenant, seed in [(None, layout.poller_seed), *layout.tenant_seeds.items()]:
+            path = creds_path(out_dir, tenant, kind="nk")
+            who = "the poller (account platform)" if tenant is None else f"tenant {tenant} (account {tenant_account(tenant)})"
+            write_private(path, nkey_seed_text(seed, comment=f"NKey seed of {who}, written by nats-config").encode("ascii"))
+            creds.append(path)
+    return written + creds
 
 
 def client_target(out_dir: Path, tenant: str | None, servers: str | Sequence[str]) -> NatsTarget:
