@@ -304,6 +304,15 @@ class ClusterNode:
         async with self._changed:
             self._changed.notify_all()
 
+    def live_members(self) -> list[Member]:
+        """The members judged live now (what the assignment is computed over); [] before joining."""
+        return self._live_members() if self._joined else []
+
+    @property
+    def bucket(self) -> KeyValue | None:
+        """The cluster's KV bucket once connected (for other records in it, e.g. push sightings)."""
+        return self._kv
+
     def owner(self, agent: str) -> str | None:
         """The replica that owns `agent` in this replica's current view (None: no member serves it)."""
         return self._owners.get(agent)

@@ -49,6 +49,7 @@ def watched_files(layout: CertsLayout, extra: Iterable[Path] = ()) -> Iterator[P
     for entry in tenants:
         yield layout.tenant_ca(entry.name)
         yield layout.tenant_crl(entry.name)
+        yield layout.tenant_binding(entry.name)
 
 
 def scan(paths: Iterable[Path]) -> Signature:

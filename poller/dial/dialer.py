@@ -227,9 +227,7 @@ class AgentConnection:
         leaf = self._proof.chain[0]
         before = self._checked.tenants.get(self.tenant)
         after = snapshot.tenants.get(self.tenant)
-        same_anchor = (
-            after is not None and before is not None and after.cert == before.cert and snapshot.root == self._checked.root
-        )
+        same_anchor = after is not None and after.same_anchor(before) and snapshot.root == self._checked.root
         if not same_anchor:
             verify_agent_chain(
                 self._proof.chain,

@@ -25,7 +25,15 @@ from __future__ import annotations
 from typing import Any
 
 from poller.address import split_host_port
-from poller.identity.names import SPIFFE_TRUST_DOMAIN, format_edge_cn, format_spiffe_id, format_tenant_ca_cn
+from poller.identity.names import (
+    SPIFFE_TRUST_DOMAIN,
+    CnForm,
+    format_deployment_cn,
+    format_deployment_spiffe_id,
+    format_edge_cn,
+    format_spiffe_id,
+    format_tenant_ca_cn,
+)
 
 CONFIG = "config.json"
 IDENTITY = "identity.json"
@@ -81,8 +89,14 @@ def package_identity(
     gateway_addr: str | None = None,
     server_name: str | None = None,
     push_interval: str = DEFAULT_PUSH_INTERVAL,
+    cn_form: CnForm = CnForm.TENANT,
+    tenant_ca: str | None = None,
 ) -> dict[str, Any]:
     """The package's identity.json: the tenant identifiers that are no key of the agent's config.
+
+    For a tenant bound to a deployment CA (`cn_form` DEPLOYMENT, poller.trust.binding)
+    cn and spiffe_id are in the deployment form, `tenant_ca` is that CA's CN and
+    identity.json says `"cn_form": "deployment"`.
 
     `mode` is "poll" (the agent listens on `listen_addr`; the poller dials it)
     or "push" (the agent dials `gateway_addr` every `push_interval` and checks
@@ -101,10 +115,14 @@ def package_identity(
         "component_id": component_id,
         "partition_id": partition_id,
         "component_type": component_type,
-        "cn": format_edge_cn(component_id, partition_id, tenant),
+        "cn": edge_cn(component_id, partition_id, tenant, cn_form),
         "spiffe_id": format_spiffe_id(component_type, tenant, partition_id, component_id),
         "nats_subject_prefix": nats_subject_prefix(tenant),
     }
+    if cn_form is CnForm.DEPLOYMENT:
+        identity["tenant_ca"] = tenant_ca or ""
+        identity["spiffe_id"] = format_deployment_spiffe_id(component_type, partition_id, component_id)
+        identity["cn_form"] = cn_form.value
     if gateway_addr is None:
         identity["listen_addr"] = listen_addr
     else:
@@ -112,6 +130,12 @@ def package_identity(
         identity["gateway_server_name"] = server_name if server_name is not None else gateway_host(gateway_addr)
         identity["push_interval"] = push_interval
     return identity
+
+
+def edge_cn(component_id: str, partition_id: str, tenant: str, cn_form: CnForm = CnForm.TENANT) -> str:
+    """The component's CN in its tenant's form (validated)."""
+    cn = format_edge_cn(component_id, partition_id, tenant)
+    return format_deployment_cn(component_id, partition_id) if cn_form is CnForm.DEPLOYMENT else cn
 
 
 def gateway_host(gateway_addr: str) -> str:
@@ -141,6 +165,7 @@ def agent_config(
     listen_addr: str = DEFAULT_LISTEN_ADDR,
     host_ip: str = HOST_IP_PLACEHOLDER,
     logging: dict[str, Any] | None = None,
+    cn_form: CnForm = CnForm.TENANT,
 ) -> dict[str, Any]:
     """A poll-mode package's config.json: only keys ServiceRadar's poll agent decodes.
 
@@ -165,7 +190,7 @@ def agent_config(
         "security": {
             "mode": "mtls",
             "cert_dir": INSTALL_CERT_DIR,
-            "server_name": format_edge_cn(component_id, partition_id, tenant),
+            "server_name": edge_cn(component_id, partition_id, tenant, cn_form),
             "role": component_type,
             "trust_domain": SPIFFE_TRUST_DOMAIN,
             "tls": {**_tls(), "client_ca_file": _base(ROOT_CA)},

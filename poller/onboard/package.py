@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poller.address import split_host_port
+from poller.identity import certinfo
 from poller.identity.names import format_edge_cn
 from poller.identity.reasons import InvalidArgument
 from poller.logs import get_logger
@@ -47,7 +48,7 @@ from poller.onboard.members import (
     push_agent_config,
 )
 from poller.onboard.verify import VerifiedPackage, verify_files
-from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority
+from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority, tenant_cn_form
 from poller.pki.build import cert_pem, chain_pem
 from poller.pki.errors import PkiError
 from poller.pki.files import PRIVATE_MODE, atomic_write, read_certificate
@@ -104,6 +105,7 @@ def create_package(
         days=days,
     )
     leaf = read_certificate(issued.cert_path)
+    cn_form = tenant_cn_form(layout, tenant)  # the form issue_component used
     if gateway_addr is None:
         config = agent_config(
             tenant=tenant,
@@ -111,6 +113,7 @@ def create_package(
             partition_id=partition_id,
             component_type=component_type,
             listen_addr=listen_addr,
+            cn_form=cn_form,
         )
     else:
         config = push_agent_config(
@@ -129,6 +132,8 @@ def create_package(
         gateway_addr=gateway_addr,
         server_name=server_name,
         push_interval=push_interval,
+        cn_form=cn_form,
+        tenant_ca=certinfo.subject_cn(ca.cert),
     )
     files = {
         CONFIG: (json.dumps(config, indent=2) + "\n").encode(),

@@ -49,7 +49,7 @@ from poller.address import show_value, split_host_port
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
 from poller.identity.context import TenantContext
-from poller.identity.names import InvalidName, check_label, parse_tenant_ca_cn
+from poller.identity.names import CnForm, InvalidName, check_label, parse_tenant_ca_cn
 from poller.identity.reasons import IdentityRefused, InvalidArgument, Reason
 from poller.logs import get_logger
 from poller.onboard.archive import MemberFile, PackageRefused, read_archive, read_archive_bytes
@@ -71,6 +71,7 @@ from poller.onboard.members import (
     push_agent_config,
 )
 from poller.pki.build import PrivateKey, key_matches, load_key_pem
+from poller.trust.binding import BindingError, ca_problem, parse_binding
 from poller.trust.store import TenantAuthority, TrustSnapshot
 from poller.trust.verify import verify_agent_chain
 
@@ -180,7 +181,7 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
     _check_config(config, identity)
     tenant = identity["tenant"]
     if trust is None:
-        trust = _package_trust(tenant, tenant_ca, root)
+        trust = _package_trust(tenant, tenant_ca, root, _cn_form(identity))
     elif tenant not in trust.tenants:
         raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"the certs directory has no CA for tenant {tenant!r}")
     # The leaf alone: the anchor is the tenant CA itself, so no intermediate is needed,
@@ -189,6 +190,7 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
         [leaf], tenant=tenant, trust=trust, component=identity["component_id"], partition=identity["partition_id"]
     )
     _check_spiffe(identity, context)
+    _check_binding(identity, context, trust.tenants[tenant])
     _check_authorities(trust.tenants[tenant], trust, tenant_ca, tenant_chain, root)
     _check_served(served, leaf, trust.tenants[tenant], trust)
     # Last, so that a repacked package shows what was changed in it before this.
@@ -264,7 +266,7 @@ def _identity(files: dict[str, MemberFile]) -> dict[str, Any]:
     if mode not in PACKAGE_MODES:
         raise PackageRefused(Reason.BAD_PACKAGE, f"{IDENTITY} mode {show_value(mode)} is not one of {', '.join(PACKAGE_MODES)}")
     keys = _PUSH_IDENTITY_KEYS if mode == "push" else _POLL_IDENTITY_KEYS
-    unknown = sorted(set(identity) - keys)
+    unknown = sorted(set(identity) - keys - {"cn_form"})  # cn_form: only for a deployment CA's package
     if unknown:
         raise PackageRefused(Reason.BAD_PACKAGE, f"{IDENTITY} has unknown key(s) {', '.join(unknown)}")
     missing = sorted(k for k in keys if not isinstance(identity.get(k), str) or not identity[k])
@@ -274,6 +276,7 @@ def _identity(files: dict[str, MemberFile]) -> dict[str, Any]:
         check_label(identity["tenant"], f"{IDENTITY} tenant")
     except InvalidName as exc:
         raise PackageRefused(Reason.BAD_PACKAGE, str(exc)) from None
+    _cn_form(identity)
     if identity["component_type"] not in PACKAGE_TYPES:
         raise PackageRefused(
             Reason.BAD_PACKAGE, f"{IDENTITY} component_type {identity['component_type']!r} is not one of {PACKAGE_TYPES}"
@@ -314,6 +317,7 @@ def _check_identity_names(identity: dict[str, Any], leaf: x509.Certificate) -> N
             Reason.TENANT_MISMATCH, f"{IDENTITY} says tenant {tenant!r} but the certificate is for {cert_tenant!r}"
         )
     expected = _expected_identity(identity)
+    # A deployment CA's name is not derived from the tenant: _check_binding compares it with the proven CA's.
     for key, reason in (("nats_subject_prefix", Reason.TENANT_MISMATCH), ("tenant_ca", Reason.TENANT_MISMATCH)):
         if identity[key] != expected[key]:
             raise IdentityRefused(reason, f"{IDENTITY} {key} {identity[key]!r} is not tenant {tenant!r}'s {expected[key]!r}")
@@ -330,9 +334,31 @@ def _expected_identity(identity: dict[str, Any]) -> dict[str, Any]:
             component_type=identity["component_type"],
             gateway_addr=identity.get("gateway_addr"),
             server_name=identity.get("gateway_server_name"),
+            cn_form=_cn_form(identity),
+            tenant_ca=identity["tenant_ca"],
         )
     except InvalidName as exc:
         raise IdentityRefused(Reason.IDENTITY_MISMATCH, f"{IDENTITY}: {exc}") from None
+
+
+def _cn_form(identity: dict[str, Any]) -> CnForm:
+    """identity.json's cn_form ("tenant" when absent), read as tenant.json's is."""
+    try:
+        return parse_binding(json.dumps({"cn_form": identity.get("cn_form", "tenant")}).encode(), where=IDENTITY)
+    except BindingError as exc:
+        raise PackageRefused(Reason.BAD_PACKAGE, str(exc)) from None
+
+
+def _check_binding(identity: dict[str, Any], context: TenantContext, authority: TenantAuthority) -> None:
+    """identity.json's CN form is the one the certificate was proven in, and its tenant_ca the proven CA's name."""
+    if context.cn_form is not _cn_form(identity):
+        raise IdentityRefused(
+            Reason.IDENTITY_MISMATCH, f"{IDENTITY} cn_form is {_cn_form(identity).value!r}; the certificate has the other form"
+        )
+    if identity["tenant_ca"] != authority.ca_cn:
+        raise IdentityRefused(
+            Reason.TENANT_MISMATCH, f"{IDENTITY} tenant_ca {identity['tenant_ca']!r} is not tenant's CA {authority.ca_cn!r}"
+        )
 
 
 def _check_spiffe(identity: dict[str, Any], context: TenantContext) -> None:
@@ -372,6 +398,7 @@ def _check_config(config: dict[str, Any], identity: dict[str, Any]) -> None:
             tenant=identity["tenant"],
             component_type=identity["component_type"],
             listen_addr=identity["listen_addr"],
+            cn_form=_cn_form(identity),
             **names,
         )
     _same(config, expected, "")
@@ -406,24 +433,31 @@ def _same(actual: Any, expected: Any, path: str) -> None:
 # --- authorities ---------------------------------------------------------------------
 
 
-def _package_trust(tenant: str, tenant_ca: x509.Certificate, root: x509.Certificate) -> TrustSnapshot:
-    """A trust snapshot made of the package's own CA files (no outside proof)."""
-    try:
-        slug = parse_tenant_ca_cn(certinfo.subject_cn(tenant_ca) or "")
-    except InvalidName as exc:
-        raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"{TENANT_CA}: {exc}") from None
-    if slug != tenant:
-        raise IdentityRefused(Reason.TENANT_MISMATCH, f"{TENANT_CA} is tenant {slug!r}'s CA, not {tenant!r}'s")
-    authority = _authority(slug, tenant_ca)
-    return TrustSnapshot(root=root, tenants={slug: authority}, client=None, by_spki={authority.spki_sha256: authority})
+def _package_trust(tenant: str, tenant_ca: x509.Certificate, root: x509.Certificate, form: CnForm) -> TrustSnapshot:
+    """A trust snapshot made of the package's own CA files (no outside proof); a
+    package whose identity.json says cn_form "deployment" binds its ca.pem to
+    its tenant, as tenant.json would (poller.trust.binding)."""
+    if form is CnForm.TENANT:
+        try:
+            slug = parse_tenant_ca_cn(certinfo.subject_cn(tenant_ca) or "")
+        except InvalidName as exc:
+            raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"{TENANT_CA}: {exc}") from None
+        if slug != tenant:
+            raise IdentityRefused(Reason.TENANT_MISMATCH, f"{TENANT_CA} is tenant {slug!r}'s CA, not {tenant!r}'s")
+    problem = ca_problem(tenant, tenant_ca, form, TENANT_CA)  # a deployment CA: only another tenant's CA name fails
+    if problem is not None:
+        raise IdentityRefused(Reason.TENANT_MISMATCH, problem)
+    authority = _authority(tenant, tenant_ca, form)
+    return TrustSnapshot(root=root, tenants={tenant: authority}, client=None, by_spki={authority.spki_sha256: authority})
 
 
-def _authority(slug: str, cert: x509.Certificate) -> TenantAuthority:
+def _authority(slug: str, cert: x509.Certificate, form: CnForm) -> TenantAuthority:
     return TenantAuthority(
         slug=slug,
         cert=cert,
         pem=cert.public_bytes(serialization.Encoding.PEM),
         spki_sha256=certinfo.spki_sha256(cert),
+        cn_form=form,
     )
 
 

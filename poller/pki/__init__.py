@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         TenantCa,
         check_names_permitted,
         create_tenant_ca,
+        deployment_ca_cn,
+        edge_names,
         init_pki,
         issue_component,
         load_root,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
         poller_chain_path,
         poller_cn,
         poller_spiffe_id,
+        tenant_cn_form,
     )
     from poller.pki.build import build_certificate, new_key
     from poller.pki.crl import CrlInfo, Revocation, parse_serial, revocation_state_path, revoke, write_crl
@@ -70,7 +73,9 @@ _LAZY = {
     "check_names_permitted": "authority",
     "create_dev_pki": "dev",
     "create_tenant_ca": "authority",
+    "deployment_ca_cn": "authority",
     "describe_certificate": "describe",
+    "edge_names": "authority",
     "init_pki": "authority",
     "issue_component": "authority",
     "load_root": "authority",
@@ -82,6 +87,7 @@ _LAZY = {
     "poller_spiffe_id": "authority",
     "revocation_state_path": "crl",
     "revoke": "crl",
+    "tenant_cn_form": "authority",
     "write_crl": "crl",
 }
 
@@ -115,7 +121,9 @@ __all__ = [
     "check_names_permitted",
     "create_dev_pki",
     "create_tenant_ca",
+    "deployment_ca_cn",
     "describe_certificate",
+    "edge_names",
     "init_pki",
     "issue_component",
     "load_root",
@@ -127,5 +135,6 @@ __all__ = [
     "poller_spiffe_id",
     "revocation_state_path",
     "revoke",
+    "tenant_cn_form",
     "write_crl",
 ]

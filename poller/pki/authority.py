@@ -33,7 +33,10 @@ from cryptography.x509.oid import NameOID
 from poller.identity.names import (
     SPIFFE_TRUST_DOMAIN,
     SUFFIX,
+    CnForm,
     check_label,
+    format_deployment_cn,
+    format_deployment_spiffe_id,
     format_edge_cn,
     format_spiffe_id,
     format_tenant_ca_cn,
@@ -66,6 +69,7 @@ from poller.pki.ca import load_root as load_root
 from poller.pki.ca import load_tenant_authority as load_tenant_authority
 from poller.pki.errors import AuthorityExists, NameNotPermitted, PkiError
 from poller.pki.files import read_certificate, write_private, write_public
+from poller.trust.binding import BindingError, parse_binding
 from poller.trust.layout import CertsLayout
 
 ROOT_CN = "ServiceRadar Root CA"
@@ -99,6 +103,25 @@ def poller_spiffe_id(poller_id: str) -> str:
 def poller_chain_path(layout: CertsLayout) -> Path:
     """`<dir>/poller-chain.pem`: the poller's leaf + platform CA."""
     return layout.service_cert("poller-chain")
+
+
+def tenant_cn_form(certs_dir: StrPath | CertsLayout, slug: str) -> CnForm:
+    """The tenant's binding from tenants/<slug>/tenant.json (TENANT when absent); PkiError when it is invalid."""
+    path = as_layout(certs_dir).tenant_binding(slug)
+    try:
+        return parse_binding(path.read_bytes(), where=str(path))
+    except FileNotFoundError:
+        return CnForm.TENANT
+    except BindingError as exc:
+        raise PkiError(str(exc)) from None
+    except OSError as exc:
+        raise PkiError(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
+def deployment_ca_cn(slug: str) -> str:
+    """The CN `pki tenant --deployment` gives a deployment CA: not a DNS name, so
+    it can never read as an edge, platform or tenant-CA name."""
+    return f"ServiceRadar Deployment CA {check_label(slug, 'tenant slug')}"
 
 
 def _cap(end: datetime, issuer: x509.Certificate) -> datetime:
@@ -328,6 +351,7 @@ def create_tenant_ca(
     force: bool = False,
     exist_ok: bool = True,
     days: int = CA_DAYS,
+    deployment: bool = False,
 ) -> TenantCa:
     """Create (or keep) the intermediate CA of tenant `slug`, signed by the root.
 
@@ -342,16 +366,30 @@ def create_tenant_ca(
     AuthorityExists is raised instead). A forced regeneration resets the
     tenant's revocation state: the old CA's certificates no longer chain anyway.
 
+    `deployment=True` makes a deployment CA instead (no root needed): a
+    self-signed root, CN `ServiceRadar Deployment CA <slug>`, pathlen 0, no
+    name constraints, with `ca-chain.pem` holding just it, and writes
+    `tenants/<slug>/tenant.json` `{"cn_form": "deployment"}`, which binds it
+    to the tenant (poller.trust.binding). Components it issues get CNs
+    without a tenant label, `<component>.<partition>.serviceradar`.
+
     >>> create_tenant_ca("certs", "acme-corp").chain_path  # doctest: +SKIP
     PosixPath('certs/tenants/acme-corp/ca-chain.pem')
     """
     layout = as_layout(certs_dir)
+    if deployment:
+        return _create_deployment_ca(layout, slug, force=force, exist_ok=exist_ok, days=days)
     cn = format_tenant_ca_cn(slug)
     if days < 1:
         raise PkiError(f"days must be at least 1 (got {days})")
     root = load_root(layout)
     cert_path, key_path, chain_path = layout.tenant_ca(slug), layout.tenant_key(slug), layout.tenant_chain(slug)
 
+    if _existing(cert_path, key_path) and not force and tenant_cn_form(layout, slug) is CnForm.DEPLOYMENT:
+        raise AuthorityExists(
+            f"tenant {slug!r} is bound to a deployment CA ({layout.tenant_binding(slug)}); "
+            "use --force to replace it with a tenant intermediate"
+        )
     if _existing(cert_path, key_path) and not force:
         if not exist_ok:
             raise AuthorityExists(f"tenant {slug!r} already has a CA ({cert_path}); use --force to regenerate it")
@@ -362,35 +400,64 @@ def create_tenant_ca(
                 "use --force to regenerate the tenant CA"
             )
         _write_if_changed(chain_path, chain_pem([existing.cert, root.cert]))
-        return TenantCa(
-            slug=slug,
-            cn=_cn(existing.cert) or cn,
-            cert_path=cert_path,
-            key_path=key_path,
-            chain_path=chain_path,
-            serial=serial_hex(existing.cert),
-            fingerprint=_fingerprint(existing.cert),
-            created=False,
-        )
+        return _tenant_ca(layout, slug, existing.cert, created=False)
 
     had_crl = layout.tenant_crl(slug).exists()
     key = new_key()
     cert = sign_child(root, key, days=days, subject_cn=cn, is_ca=True, pathlen=0, permitted_dns=[f"{slug}.{SUFFIX}"])
     write_issued(cert_path, key_path, chain_path, cert, key, root.cert)
+    layout.tenant_binding(slug).unlink(missing_ok=True)  # a forced intermediate ends a deployment binding
+    _reset_crl(layout, slug, had_crl)
+    return _tenant_ca(layout, slug, cert, created=True)
 
+
+def _tenant_ca(layout: CertsLayout, slug: str, cert: x509.Certificate, *, created: bool) -> TenantCa:
+    return TenantCa(
+        slug=slug,
+        cn=_cn(cert) or "",
+        cert_path=layout.tenant_ca(slug),
+        key_path=layout.tenant_key(slug),
+        chain_path=layout.tenant_chain(slug),
+        serial=serial_hex(cert),
+        fingerprint=_fingerprint(cert),
+        created=created,
+    )
+
+
+def _reset_crl(layout: CertsLayout, slug: str, had_crl: bool) -> None:
+    """A new CA key starts with no revocations (and a fresh CRL if there was one)."""
     crl.reset_revocations(layout, slug)
     if had_crl:
         crl.write_crl(layout, slug)
-    return TenantCa(
-        slug=slug,
-        cn=cn,
-        cert_path=cert_path,
-        key_path=key_path,
-        chain_path=chain_path,
-        serial=serial_hex(cert),
-        fingerprint=_fingerprint(cert),
-        created=True,
-    )
+
+
+def _create_deployment_ca(layout: CertsLayout, slug: str, *, force: bool, exist_ok: bool, days: int) -> TenantCa:
+    cn = deployment_ca_cn(slug)
+    if days < 1:
+        raise PkiError(f"days must be at least 1 (got {days})")
+    cert_path, key_path, chain_path = layout.tenant_ca(slug), layout.tenant_key(slug), layout.tenant_chain(slug)
+    binding = layout.tenant_binding(slug)
+    binding_pem = b'{"cn_form": "deployment"}\n'
+    if _existing(cert_path, key_path) and not force:
+        if not exist_ok:
+            raise AuthorityExists(f"tenant {slug!r} already has a CA ({cert_path}); use --force to regenerate it")
+        if tenant_cn_form(layout, slug) is not CnForm.DEPLOYMENT:
+            raise AuthorityExists(
+                f"tenant {slug!r} has a tenant intermediate ({cert_path}), not a deployment CA; "
+                "use --force to replace it with a deployment CA"
+            )
+        existing = load_authority(cert_path, key_path, f"tenant {slug!r} deployment CA")
+        _write_if_changed(chain_path, chain_pem([existing.cert]))
+        return _tenant_ca(layout, slug, existing.cert, created=False)
+    had_crl = layout.tenant_crl(slug).exists()
+    key = new_key()
+    cert = build_certificate(subject_key=key, subject_cn=cn, is_ca=True, pathlen=0, days=days)
+    write_private(key_path, key_pem(key))
+    write_public(cert_path, cert_pem(cert))
+    write_public(chain_path, chain_pem([cert]))
+    write_public(binding, binding_pem)  # last: the binding names a CA that is already in place
+    _reset_crl(layout, slug, had_crl)
+    return _tenant_ca(layout, slug, cert, created=True)
 
 
 # --- components ----------------------------------------------------------------
@@ -488,6 +555,17 @@ def check_names_permitted(
         )
 
 
+def edge_names(
+    certs_dir: StrPath | CertsLayout, tenant: str, component_id: str, partition_id: str, component_type: str
+) -> tuple[str, str]:
+    """(CN, SPIFFE ID) of a component of `tenant`, in the form of the tenant's binding (validated)."""
+    cn = format_edge_cn(component_id, partition_id, tenant)  # InvalidName before any file is read
+    if tenant_cn_form(certs_dir, tenant) is CnForm.DEPLOYMENT:
+        cn = format_deployment_cn(component_id, partition_id)
+        return cn, format_deployment_spiffe_id(component_type, partition_id, component_id)
+    return cn, format_spiffe_id(component_type, tenant, partition_id, component_id)
+
+
 def issue_component(
     certs_dir: StrPath | CertsLayout,
     *,
@@ -509,6 +587,11 @@ def issue_component(
     `tenants/<tenant>/components/<component>-<partition>.pem` (leaf), `-key.pem`,
     `-chain.pem` (leaf + tenant CA). Re-issuing replaces them (renewal).
 
+    For a tenant bound to a deployment CA (tenant.json `cn_form` "deployment")
+    the CN is `<component_id>.<partition_id>.serviceradar` and the URI
+    `spiffe://serviceradar.local/<type>/<partition>/<component>`, as
+    ServiceRadar's later generate-certs.sh writes them.
+
     Refused before anything is written: an unknown component type, a name that
     is not a label, extra DNS names outside the tenant CA's name constraints
     (`localhost` is not under `acme-corp.serviceradar`), a missing tenant CA.
@@ -521,8 +604,7 @@ def issue_component(
     layout = as_layout(certs_dir)
     if component_type not in EDGE_COMPONENT_TYPES:
         raise PkiError(f"component type {component_type!r} is not one of {', '.join(EDGE_COMPONENT_TYPES)}")
-    cn = format_edge_cn(component_id, partition_id, tenant)
-    spiffe = format_spiffe_id(component_type, tenant, partition_id, component_id)
+    cn, spiffe = edge_names(layout, tenant, component_id, partition_id, component_type)
     if days < 1:
         raise PkiError(f"days must be at least 1 (got {days})")
     dns_names = [cn]

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
-from poller.identity.names import InvalidName, parse_tenant_ca_cn
+from poller.identity.names import CnForm
+from poller.trust.binding import ca_problem, platform_bound_problems, same_key_problem
 from poller.trust.crl import CrlRefused, read_crl, refuse_older, supersede
 from poller.trust.crlstate import CrlMemory, CrlStateError
 from poller.trust.snapshot import ClientIdentity, TenantAuthority, TrustSnapshot
@@ -39,6 +40,9 @@ class TenantMaterial:
     crl_pem: bytes | None = None
     where: str = ""
     crl_where: str = ""
+    #: the tenant's binding (poller.trust.binding); binding_problem: why it was refused.
+    cn_form: CnForm = CnForm.TENANT
+    binding_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +103,14 @@ def build_snapshot(
 
     client = _client(material, previous, problems)
     by_spki: dict[str, TenantAuthority] = {}
+    conflicts: list[str] = []
     for authority in tenants.values():
         other = by_spki.setdefault(authority.spki_sha256, authority)
         if other is not authority:  # one key for two tenants would blur who issued what
-            problems.append(f"tenants {other.slug!r} and {authority.slug!r} have CAs with the same public key")
-    if previous is not None and len(by_spki) != len(tenants):
+            conflicts.append(same_key_problem(other, authority))
+    conflicts += platform_bound_problems(tenants.values(), material.platform_ca_pem)
+    problems.extend(conflicts)
+    if previous is not None and conflicts:
         # Rare enough not to untangle: refuse the whole reload, keep what is in force.
         return BuildOutcome(previous, tuple(problems))
     snapshot = TrustSnapshot(
@@ -146,19 +153,17 @@ def build_tenant(
     A CRL refused while a CRL in force stays is appended to `refused` instead
     (the authority then carries the CRL in force, with the refused CRL's revocations)."""
     where = material.where or f"tenant {slug} CA"
+    if material.binding_problem is not None:
+        problems.append(material.binding_problem)
+        return None
     try:
         cert = certinfo.load_pem_chain(material.ca_pem, what=where)[0]
     except CertificateError as exc:
         problems.append(str(exc))
         return None
-    cn = certinfo.subject_cn(cert) or ""
-    try:
-        named = parse_tenant_ca_cn(cn)
-    except InvalidName as exc:
-        problems.append(f"{where}: {exc}")
-        return None
-    if named != slug:
-        problems.append(f"{where}: CA is for tenant {named!r} but lives in tenants/{slug}/")
+    named = ca_problem(slug, cert, material.cn_form, where)
+    if named is not None:
+        problems.append(named)
         return None
     if not certinfo.is_ca(cert):
         problems.append(f"{where}: not a CA certificate (basicConstraints CA:FALSE or missing)")
@@ -205,6 +210,7 @@ def build_tenant(
         pem=cert.public_bytes(serialization.Encoding.PEM),
         spki_sha256=spki,
         crl=crl,
+        cn_form=material.cn_form,
     )
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from cryptography import x509
 
 from poller.identity import certinfo
+from poller.identity.names import CnForm
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +44,17 @@ class CrlInForce:
 
 @dataclass(frozen=True, slots=True)
 class TenantAuthority:
-    """One tenant's intermediate CA: the only anchor for that tenant's agents."""
+    """One tenant's CA: the only anchor for that tenant's agents. Its
+    `cn_form` is the tenant's binding (poller.trust.binding): TENANT for a
+    tenant intermediate, DEPLOYMENT for a CA explicitly bound as the tenant's
+    deployment CA (edge CNs without a tenant label)."""
 
     slug: str
     cert: x509.Certificate
     pem: bytes
     spki_sha256: str
     crl: CrlInForce | None = None
+    cn_form: CnForm = CnForm.TENANT
 
     @property
     def ca_cn(self) -> str:
@@ -70,6 +75,10 @@ class TenantAuthority:
     def issued(self, cert: x509.Certificate) -> bool:
         """True if this CA's key signed cert (names and signature both match)."""
         return certinfo.issued_by(cert, self.cert)
+
+    def same_anchor(self, other: TenantAuthority | None) -> bool:
+        """True if other is the same CA bound the same way (only its CRL may differ)."""
+        return other is not None and other.cert == self.cert and other.cn_form is self.cn_form
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ From bytes kept elsewhere (a control plane's database):
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
 from collections.abc import Mapping
@@ -30,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from poller.identity.names import CnForm
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
+from poller.trust.binding import BindingError, parse_binding
 from poller.trust.crlstate import CrlMemory, CrlStateError
 from poller.trust.layout import CertsLayout
 from poller.trust.material import TenantMaterial, TrustMaterial, build_snapshot
@@ -138,16 +141,19 @@ class TrustStore:
         platform_ca: bytes | None = None,
         require_crl: bool = False,
         crl_state: str | os.PathLike[str] | None = None,
+        cn_forms: Mapping[str, CnForm | str] | None = None,
     ) -> TrustStore:
         """A store over PEM bytes (e.g. from a database): tenants maps a slug to
         its intermediate CA, crls a slug to its CRL; client_cert is the poller's
         chain (leaf first). Change it later with update_pem(). crl_state: as for
-        TrustStore()."""
+        TrustStore(). cn_forms maps a slug to its binding, as tenant.json would
+        (`{"acme-corp": "deployment"}` binds acme-corp's CA to it as its
+        deployment CA; poller.trust.binding)."""
         store = cls.__new__(cls)
         store.layout = None
         store._client_cert = store._client_key = None
         store._require_client = client_cert is not None
-        store._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca)
+        store._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca, cn_forms)
         store._init_state(require_crl, crl_state)
         return store
 
@@ -221,12 +227,13 @@ class TrustStore:
         client_cert: bytes | None = None,
         client_key: bytes | None = None,
         platform_ca: bytes | None = None,
+        cn_forms: Mapping[str, CnForm | str] | None = None,
     ) -> ReloadReport:
         """Replace the material of a store made by from_pem() (same arguments);
         the same rules as reload() apply (rollbacks refused, broken pieces kept)."""
         if self._pem is None:
             raise TrustStoreError(["update_pem() is for stores made by from_pem(); a directory store reloads its files"])
-        self._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca)
+        self._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca, cn_forms)
         return self._reload(self._pem)
 
     def _reload(self, material: TrustMaterial) -> ReloadReport:
@@ -266,13 +273,23 @@ def _pem_material(
     client_cert: bytes | None,
     client_key: bytes | None,
     platform_ca: bytes | None,
+    cn_forms: Mapping[str, CnForm | str] | None = None,
 ) -> TrustMaterial:
     crls = crls or {}
-    unknown = sorted(set(crls) - set(tenants))
-    problems = tuple(f"CRL given for tenant {slug!r}, which has no CA" for slug in unknown)
+    cn_forms = cn_forms or {}
+    problems = tuple(f"CRL given for tenant {slug!r}, which has no CA" for slug in sorted(set(crls) - set(tenants)))
+    problems += tuple(f"cn_form given for tenant {slug!r}, which has no CA" for slug in sorted(set(cn_forms) - set(tenants)))
+    forms = {slug: _binding(json.dumps({"cn_form": form}).encode(), f"cn_forms[{slug!r}]") for slug, form in cn_forms.items()}
     return TrustMaterial(
         tenants={
-            slug: TenantMaterial(ca_pem=pem, crl_pem=crls.get(slug), where=f"tenant {slug} CA", crl_where=f"tenant {slug} CRL")
+            slug: TenantMaterial(
+                ca_pem=pem,
+                crl_pem=crls.get(slug),
+                where=f"tenant {slug} CA",
+                crl_where=f"tenant {slug} CRL",
+                cn_form=forms.get(slug, (CnForm.TENANT, None))[0],
+                binding_problem=forms.get(slug, (CnForm.TENANT, None))[1],
+            )
             for slug, pem in tenants.items()
         },
         root_pem=root,
@@ -282,6 +299,16 @@ def _pem_material(
         require_client=client_cert is not None or client_key is not None,
         problems=problems,
     )
+
+
+def _binding(data: bytes | None, where: object) -> tuple[CnForm, str | None]:
+    """A tenant.json's CN form (TENANT when absent) and why it was refused, if it was."""
+    if data is None:
+        return CnForm.TENANT, None
+    try:
+        return parse_binding(data, where=str(where)), None
+    except BindingError as exc:
+        return CnForm.TENANT, str(exc)
 
 
 def _read_directory(
@@ -316,8 +343,14 @@ def _read_directory(
                 warnings.append(f"tenants/{entry.name}: no ca.pem, tenant skipped")
                 continue
             crl_path = layout.tenant_crl(entry.name)
+            cn_form, binding_problem = _binding(read(layout.tenant_binding(entry.name)), layout.tenant_binding(entry.name))
             tenants[entry.name] = TenantMaterial(
-                ca_pem=ca_pem, crl_pem=read(crl_path), where=str(ca_path), crl_where=str(crl_path)
+                ca_pem=ca_pem,
+                crl_pem=read(crl_path),
+                where=str(ca_path),
+                crl_where=str(crl_path),
+                cn_form=cn_form,
+                binding_problem=binding_problem,
             )
     else:
         warnings.append(f"no tenant CAs under {layout.tenants_dir}")
