@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    configure_logging(settings.log_format, level=getattr(logging, settings.log_level.upper()))
+    configure_logging(settings.log_format, level=getattr(logging, settings.log_level.upper()), route_native=True)
     try:
         daemon = PollerDaemon(settings, overrides=overrides)
     except TrustStoreError as exc:
