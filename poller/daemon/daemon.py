@@ -275,7 +275,7 @@ class PollerDaemon:
         self._agents = dict(new.agents_by_name)
         self._prime_metrics()
         if self.cluster is not None:
-            self.cluster.set_agents(new.agents)
+            self.cluster.set_agents(new.dial_agents)
         changes = await self.scheduler.apply(new)
         if self.pushes is not None:
             self.pushes.apply(new)
