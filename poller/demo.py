@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from poller.cli.status import DEFAULT_URL as DEFAULT_STATUS_URL
 from poller.nats.accounts import creds_path, plan_layout, write_layout
 from poller.nats.creds import load_credentials
 from poller.pki.dev import IMPOSTOR_COMPONENT, IMPOSTOR_ISSUER, IMPOSTOR_PARTITION, IMPOSTOR_STEM, IMPOSTOR_VICTIM, create_dev_pki
@@ -72,22 +74,34 @@ def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str]) -> dic
     }
 
 
-def _banner(addresses: dict[str, str], config: Path, sink: dict[str, str], nats_dir: Path | None) -> None:
-    print("\nServiceRadar poller demo: four mock agents on loopback\n", flush=True)
+def command() -> str:
+    """How to run `serviceradar-poller` from any shell, as the banner prints it: the
+    script beside this Python (the venv's bin/, not on PATH unless activated), by
+    its full path, else `python -m poller`."""
+    script = Path(sys.executable).with_name("serviceradar-poller")
+    return shlex.quote(str(script)) if script.is_file() else f"{shlex.quote(sys.executable)} -m poller"
+
+
+def _banner(addresses: dict[str, str], config: Path, sink: dict[str, str], nats_dir: Path | None, status_url: str) -> str:
+    """The banner: the agents, where results go, and commands that run as printed, in any shell."""
+    lines = ["", "ServiceRadar poller demo: four mock agents on loopback", ""]
     for name, tenant, cert_tenant, _stem, _ in AGENTS:
         note = f"  (certificate minted by {cert_tenant}'s CA, claims {tenant})" if name == "impostor" else ""
-        print(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
-    print(f"\n  config:  {config}")
+        lines.append(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
+    lines += ["", f"  config:  {config}"]
     if nats_dir is None:
-        print(f"  results: {sink['dir']}/<tenant>/results.jsonl")
+        lines.append(f"  results: {sink['dir']}/<tenant>/results.jsonl")
     else:
-        print(f"  results: NATS JetStream at {sink['url']}, one stream per tenant (tenant-<slug>)")
-        print(f"  outbox:  {sink['outbox']}")
-        print("\n  Read a tenant's stream with its own credentials (they cannot read the other's):")
+        lines.append(f"  results: NATS JetStream at {sink['url']}, one stream per tenant (tenant-<slug>)")
+        lines.append(f"  outbox:  {sink['outbox']}")
+        lines += ["", "  Read a tenant's stream with its own credentials (they cannot read the other's):"]
         for tenant in sorted({t for _, t, _, _, _ in AGENTS}):
-            creds = creds_path(nats_dir, tenant)
-            print(f"    serviceradar-poller tail --nats {sink['url']} --creds {creds} --tenant {tenant} --from-start")
-    print("\n  Ctrl-C stops everything.\n", flush=True)
+            creds = shlex.quote(str(creds_path(nats_dir, tenant)))
+            lines.append(f"    {command()} tail --nats {sink['url']} --creds {creds} --tenant {tenant} --from-start --count 5")
+    url = "" if status_url == DEFAULT_STATUS_URL else f" --url {status_url}"
+    lines += ["", f"  targets page: {status_url}/", "  the agents' table:", f"    {command()} status{url}"]
+    lines += ["", "  Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
 
 
 def _start_nats(certs_tenants: list[str], nats_dir: Path, store: Path) -> NatsServer:
@@ -102,9 +116,13 @@ def _start_nats(certs_tenants: list[str], nats_dir: Path, store: Path) -> NatsSe
 
 
 def _status_port(preferred: int = 9464) -> int:
-    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port."""
+    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port.
+
+    The probe binds as the daemon will (SO_REUSEADDR, as asyncio's servers do), so
+    9464 left in TIME-WAIT by the last run counts as free."""
     for port in (preferred, 0):
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
@@ -113,14 +131,13 @@ def _status_port(preferred: int = 9464) -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-async def _live_status_table(config: Path, log: Path | None, every: float = 4.0) -> None:
-    """Every few seconds the table `serviceradar-poller status` prints: redrawn in
-    place of the log on a terminal (the log then goes to `log`), else under it."""
+async def _live_status_table(url: str, banner: str, log: Path | None, every: float = 4.0) -> None:
+    """Every few seconds the table `serviceradar-poller status` prints: on a terminal
+    the screen is redrawn as the banner with the table below it (the daemon's log
+    goes to `log`), so the banner's ports and commands stay in sight; else the
+    table is printed under the log."""
     from poller.cli.status import StatusUnavailable, fetch_status, format_table, status_url
 
-    url = f"http://{json.loads(config.read_text())['metrics_listen']}"
-    where = f"  targets page: {url}/   status: serviceradar-poller status --url {url}"
-    print(f"{where}\n", flush=True)
     while True:
         await asyncio.sleep(every)
         try:
@@ -129,8 +146,8 @@ async def _live_status_table(config: Path, log: Path | None, every: float = 4.0)
             continue  # the daemon is starting or stopping
         if log is None:
             print(f"\n{format_table(agents)}", flush=True)
-        else:  # clear the screen, then the table; the daemon's log is in the file
-            print(f"\x1b[H\x1b[2J{format_table(agents)}\n{where}\n  daemon log: {log}   Ctrl-C stops everything.", flush=True)
+        else:  # clear the screen, then the banner and the table below it; the daemon's log is in the file
+            print(f"\x1b[H\x1b[2J{banner}\n{format_table(agents)}\n\n  daemon log: {log}", flush=True)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -165,8 +182,11 @@ async def main(args: argparse.Namespace) -> int:
             await agent.start()
         addresses = {name: agent.address for name, agent in agents.items()}
         config = workdir / "poller.json"
-        config.write_text(json.dumps(_config(certs, sink, addresses), indent=2) + "\n")
-        _banner(addresses, config, sink, nats_dir)
+        settings = _config(certs, sink, addresses)
+        config.write_text(json.dumps(settings, indent=2) + "\n")
+        status_url = f"http://{settings['metrics_listen']}"
+        banner = _banner(addresses, config, sink, nats_dir, status_url)
+        print(banner, flush=True)
 
         # The daemon is its own process, exactly as in production. It ignores
         # nothing: Ctrl-C reaches it (same process group) and it stops cleanly.
@@ -181,7 +201,7 @@ async def main(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        table = asyncio.ensure_future(_live_status_table(config, log))
+        table = asyncio.ensure_future(_live_status_table(status_url, banner, log))
         waiter = asyncio.ensure_future(proc.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -587,3 +587,11 @@ def test_verify_package_reads_a_file(made: bytes, snapshot: TrustSnapshot, tmp_p
     assert verify_package(path, trust=snapshot).identity["tenant"] == ACME
     with pytest.raises(OSError):
         verify_package(tmp_path / "missing.tar.gz", trust=snapshot)
+
+
+def test_onboard_help_shows_the_action_as_optional():
+    shown = subprocess.run(cli_argv("onboard", "--help"), capture_output=True, text=True, check=False)
+    assert shown.returncode == 0
+    usage = shown.stdout.split("\n\n")[0]
+    assert "ACTION" not in usage and "onboard verify FILE.tar.gz --certs DIR" in usage
+    assert "optional: check a package instead of creating one" in shown.stdout

@@ -79,7 +79,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_create)
     _json_errors(p, "created")
 
-    actions = p.add_subparsers(dest="onboard_action", metavar="ACTION")
+    # The action is optional (without it, onboard creates a package): say so in the usage,
+    # which argparse would otherwise draw with a required-looking ACTION.
+    p.usage = (
+        "%(prog)s --certs DIR --tenant SLUG --component ID --partition ID --type T --out FILE.tar.gz [options]\n"
+        "       %(prog)s verify FILE.tar.gz --certs DIR [--extract DIR] [-v]"
+    )
+    actions = p.add_subparsers(dest="onboard_action", metavar="verify", help="optional: check a package instead of creating one")
     v = actions.add_parser(
         "verify",
         help="check that a package is complete, consistent and issued by the right tenant CA",

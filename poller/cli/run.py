@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
-from poller.config import LOG_FORMATS, LOG_LEVELS, unsupported
+from poller.config import LOG_FORMATS, LOG_LEVELS, ConfigError, unsupported
 from poller.config.overrides import (
     DEFAULT_CONFIG_PATH,
     ENV_CONFIG,
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    configure_logging(settings.log_format, level=getattr(logging, settings.log_level.upper()))
+    configure_logging(settings.log_format, level=getattr(logging, settings.log_level.upper()), route_native=True)
     try:
         daemon = PollerDaemon(settings, overrides=overrides)
     except TrustStoreError as exc:
@@ -97,12 +97,17 @@ def run(args: argparse.Namespace) -> int:
     except PollerError as exc:  # e.g. the NATS sink's credentials file is unusable
         print(f"error: sink: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return EXIT_USAGE
-    if args.once:
-        asyncio.run(daemon.run_once())
-        tally = daemon.scheduler.take_tally()
-        log.info("poll_summary", tenants=tally)
-        return once_summary(tally)
-    return asyncio.run(daemon.run())
+    try:
+        if args.once:
+            asyncio.run(daemon.run_once())
+            tally = daemon.scheduler.take_tally()
+            log.info("poll_summary", tenants=tally)
+            return once_summary(tally)
+        return asyncio.run(daemon.run())
+    except ConfigError as exc:  # what only starting can find: e.g. the gateway's certificate or port
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def once_summary(tally: dict[str, dict[str, int]]) -> int:

@@ -145,7 +145,7 @@ def _row(agent: dict[str, Any], now: datetime) -> tuple[str, ...]:
     ok = sum(1 for c in checks if c.get("outcome") == "ok")
     return (
         _clean(agent.get("tenant")),
-        _clean(agent.get("name")),
+        _clean(agent.get("name")) + (" (push)" if agent.get("mode") == "push" else ""),
         _clean(agent.get("state")),
         _clean(agent.get("reason") or "-"),
         cert,

@@ -93,6 +93,10 @@ def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:
         ca = layout.tenant_ca(tenant)
         if not ca.is_file():
             issues.append(ConfigIssue("certs_dir", f"{ca} is missing: agents of tenant {tenant} cannot be verified"))
+    if config.gateway is not None:
+        for name, path in (("gateway.cert", config.gateway.cert), ("gateway.key", config.gateway.key)):
+            if not path.is_file():
+                issues.append(ConfigIssue(name, f"{path} is missing: the gateway cannot serve push agents"))
     creds = config.sink.creds if config.sink.type == "nats" else None
     if creds is not None and not creds.is_file():
         issues.append(ConfigIssue("sink.creds", f"{creds} is missing (write it with `serviceradar-poller nats-config`)"))

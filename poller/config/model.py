@@ -33,6 +33,15 @@ __all__ = [
     "DEFAULT_CRL_STATE",
     "DEFAULT_CYCLE_FRACTION",
     "DEFAULT_DUPLICATE_WINDOW",
+    "DEFAULT_GATEWAY_CERT",
+    "DEFAULT_GATEWAY_KEY",
+    "DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT",
+    "DEFAULT_GATEWAY_MAX_RESULTS_BYTES",
+    "DEFAULT_GATEWAY_MAX_SERVICES",
+    "DEFAULT_GATEWAY_MAX_STATUS_BYTES",
+    "DEFAULT_GATEWAY_PUSH_BURST",
+    "DEFAULT_GATEWAY_PUSH_RATE",
+    "DEFAULT_GATEWAY_STREAM_TIMEOUT",
     "DEFAULT_LOG_FORMAT",
     "DEFAULT_LOG_LEVEL",
     "DEFAULT_MAX_CONCURRENT_POLLS",
@@ -54,6 +63,7 @@ __all__ = [
     "AgentConfig",
     "CheckConfig",
     "ClusterConfig",
+    "GatewayConfig",
     "LogFormat",
     "LogLevel",
     "PollerConfig",
@@ -84,6 +94,16 @@ DEFAULT_CYCLE_FRACTION = 0.8  # cycle_timeout defaults to this share of poll_int
 DEFAULT_BACKOFF_INITIAL = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_CLUSTER_BUCKET = "serviceradar-poller"
+# The agent gateway (poller.gateway): upstream's bounds, plus per-tenant ones.
+DEFAULT_GATEWAY_CERT = "gateway.pem"  # in certs_dir
+DEFAULT_GATEWAY_KEY = "gateway-key.pem"
+DEFAULT_GATEWAY_MAX_SERVICES = 5000
+DEFAULT_GATEWAY_MAX_STATUS_BYTES = 4096
+DEFAULT_GATEWAY_MAX_RESULTS_BYTES = 15 * 1024 * 1024
+DEFAULT_GATEWAY_PUSH_RATE = 100
+DEFAULT_GATEWAY_PUSH_BURST = 1000
+DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT = 10000
+DEFAULT_GATEWAY_STREAM_TIMEOUT = 300.0
 CLUSTER_MODES = ("dynamic",)
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -194,6 +214,11 @@ class AgentConfig:
     # differ from the certificate's component / partition, instead of only
     # counting and logging the disagreement.
     strict_labels: bool = False
+    # A push agent (poller.gateway): it dials the gateway; address is "" and
+    # component_id is its proven component (the `component` key, default the
+    # entry's name). `interval`: its push interval (None: poll_interval).
+    push: bool = False
+    interval: float | None = None
 
     @property
     def host(self) -> str:
@@ -210,6 +235,25 @@ class AgentConfig:
         if self.component_id is None or self.partition is None:
             return None
         return format_edge_cn(self.component_id, self.partition, self.tenant)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The agent gateway `serviceradar-poller run` serves to push agents
+    (poller.gateway): where, with which certificate, and its bounds. cert and
+    key default to `<certs_dir>/gateway.pem` and `gateway-key.pem`."""
+
+    listen: str
+    cert: Path
+    key: Path
+    accept_unlisted: bool = False
+    max_services: int = DEFAULT_GATEWAY_MAX_SERVICES
+    max_status_bytes: int = DEFAULT_GATEWAY_MAX_STATUS_BYTES
+    max_results_bytes: int = DEFAULT_GATEWAY_MAX_RESULTS_BYTES
+    push_rate: int = DEFAULT_GATEWAY_PUSH_RATE
+    push_burst: int = DEFAULT_GATEWAY_PUSH_BURST
+    max_calls_per_tenant: int = DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT
+    stream_timeout: float = DEFAULT_GATEWAY_STREAM_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +306,7 @@ class PollerConfig:
     shard: ShardConfig | None = None
     cluster: ClusterConfig | None = None
     require_crl: bool = False  # refuse agents of tenants without a CRL (crl_expired)
+    gateway: GatewayConfig | None = None  # serve push agents (poller.gateway)
     # The newest CRL per tenant and CA key, kept across restarts (None: in memory only).
     crl_state: Path | None = None
     warnings: tuple[ConfigIssue, ...] = field(default=(), metadata=NOT_A_KEY)
@@ -284,13 +329,30 @@ class PollerConfig:
         return MappingProxyType({agent.name: agent for agent in self.agents})
 
     @property
-    def polled_agents(self) -> tuple[AgentConfig, ...]:
-        """The agents this replica polls: all of them, or its shard's share (computed once)."""
-        if self.shard is None:
+    def dial_agents(self) -> tuple[AgentConfig, ...]:
+        """The agents the poller dials (every agent but the push agents)."""
+        if not any(agent.push for agent in self.agents):
             return self.agents
+        return tuple(agent for agent in self.agents if not agent.push)
+
+    @property
+    def push_agents(self) -> tuple[AgentConfig, ...]:
+        """The agents that dial the gateway and push (`"push": true`)."""
+        return tuple(agent for agent in self.agents if agent.push)
+
+    def push_interval(self, agent: AgentConfig) -> float:
+        """A push agent's interval: its own, else poll_interval."""
+        return agent.interval if agent.interval is not None else self.poll_interval
+
+    @property
+    def polled_agents(self) -> tuple[AgentConfig, ...]:
+        """The agents this replica polls: all dialed agents, or its shard's share (computed once)."""
+        dialed = self.dial_agents
+        if self.shard is None:
+            return dialed
         if not self._polled:
-            shards = shard_of((agent.name for agent in self.agents), self.shard.count)
-            self._polled.append(tuple(agent for agent in self.agents if shards[agent.name] == self.shard.index))
+            shards = shard_of((agent.name for agent in dialed), self.shard.count)
+            self._polled.append(tuple(agent for agent in dialed if shards[agent.name] == self.shard.index))
         return self._polled[0]
 
     @property

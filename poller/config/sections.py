@@ -46,6 +46,8 @@ from poller.config.model import (
     DEFAULT_CLUSTER_BUCKET,
     DEFAULT_CRL_STATE,
     DEFAULT_DUPLICATE_WINDOW,
+    DEFAULT_GATEWAY_CERT,
+    DEFAULT_GATEWAY_KEY,
     DEFAULT_LOG_FORMAT,
     DEFAULT_LOG_LEVEL,
     DEFAULT_MAX_CONCURRENT_POLLS,
@@ -67,6 +69,7 @@ from poller.config.model import (
     AgentConfig,
     CheckConfig,
     ClusterConfig,
+    GatewayConfig,
     LogFormat,
     LogLevel,
     PollerConfig,
@@ -82,6 +85,7 @@ __all__ = [
     "AGENT_KEYS",
     "CHECK_KEYS",
     "CLUSTER_KEYS",
+    "GATEWAY_KEYS",
     "GO_AGENT_KEYS",
     "GO_CHECK_KEYS",
     "GO_TOP_KEYS",
@@ -117,7 +121,9 @@ GO_CHECK_KEYS: Mapping[str, str] = MappingProxyType(
 )
 
 TOP_KEYS = json_keys(PollerConfig)
-AGENT_KEYS = json_keys(AgentConfig)
+# `component` is a push agent's name for component_id (both keys are accepted).
+AGENT_KEYS = (*json_keys(AgentConfig), "component")
+GATEWAY_KEYS = json_keys(GatewayConfig)
 CHECK_KEYS = json_keys(CheckConfig)
 CLUSTER_KEYS = json_keys(ClusterConfig)
 SHARD_KEYS = json_keys(ShardConfig)
@@ -180,6 +186,9 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     require_crl = c.boolean(top, "require_crl", "", default=False)
     crl_state = _parse_crl_state(c, top, sink, base_dir)
     agents = _parse_agents(c, top.get("agents", MISSING))
+    gateway = _parse_gateway(c, top.get("gateway"), certs_dir, base_dir)
+    if gateway is None and any(agent.push for agent in agents):
+        c.error("gateway", 'required: agents with "push": true dial the gateway, which needs a gateway section (listen)')
     cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
     if cluster is not None and shard is not None:
         c.error(
@@ -208,6 +217,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         shard=shard,
         cluster=cluster,
         require_crl=bool(require_crl),
+        gateway=gateway,
         crl_state=crl_state,
         warnings=tuple(c.warnings),
     )
@@ -427,11 +437,16 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
     obj = c.object(spec, path, AGENT_KEYS, GO_AGENT_KEYS)
     if obj is None:
         return None
+    push = c.boolean(obj, "push", path, default=False)
+    if push:
+        return _parse_push_agent(c, name, obj, path, errors_before)
+    if "interval" in obj:
+        c.error(key(path, "interval"), 'only for push agents ("push": true); a polled agent follows poll_interval')
     address = c.address(obj, "address", path, listen=False, required="required (host:port, e.g. 10.0.0.5:50051)")
     tenant = c.label(
         obj, "tenant", path, "tenant slug", required="required: every agent names its tenant (there is no default tenant)"
     )
-    component_id = c.label(obj, "component_id", path, "component id", default=None)
+    component_id = _component(c, obj, path, default=None)
     partition = c.label(obj, "partition", path, "partition id", default=None)
     strict_labels = c.boolean(obj, "strict_labels", path, default=False)
     checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"))
@@ -446,6 +461,69 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
         checks=checks,
         strict_labels=bool(strict_labels),
     )
+
+
+def _component(c: Checker, obj: Mapping[str, Any], path: str, *, default: str | None) -> str | None:
+    """component_id, also spelled `component`; both given must agree."""
+    component_id = c.label(obj, "component_id", path, "component id", default=None)
+    component = c.label(obj, "component", path, "component id", default=None)
+    if component_id is not None and component is not None and component_id != component:
+        c.error(key(path, "component"), f"{show(component)} disagrees with component_id {show(component_id)}; give one")
+    return component or component_id or default
+
+
+def _parse_push_agent(c: Checker, name: str, obj: Mapping[str, Any], path: str, errors_before: int) -> AgentConfig | None:
+    """An agent that dials the gateway: no address; component defaults to the entry's name."""
+    if "address" in obj:
+        c.error(key(path, "address"), 'a push agent ("push": true) dials the gateway; it has no address')
+    tenant = c.label(
+        obj, "tenant", path, "tenant slug", required="required: every agent names its tenant (there is no default tenant)"
+    )
+    component = _component(c, obj, path, default=None)
+    if component is None:
+        if is_label(name):
+            component = name
+        else:
+            c.error(key(path, "component"), f"required: the entry name {show(name)} is not a component id (a DNS label)")
+    partition = c.label(obj, "partition", path, "partition id", default=None)
+    strict_labels = c.boolean(obj, "strict_labels", path, default=False)
+    interval = c.duration(obj, "interval", path, default=None)
+    checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"))
+    if len(c.errors) > errors_before or tenant is None or component is None or checks is None:
+        return None
+    return AgentConfig(
+        name=name,
+        address="",
+        tenant=tenant,
+        component_id=component,
+        partition=partition,
+        checks=checks,
+        strict_labels=bool(strict_labels),
+        push=True,
+        interval=interval,
+    )
+
+
+def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: Path | None) -> GatewayConfig | None:
+    if value is None:
+        return None
+    obj = c.object(value, "gateway", GATEWAY_KEYS)
+    if obj is None:
+        return None
+    errors_before = len(c.errors)
+    listen = c.address(obj, "listen", "gateway", listen=True, required="required (host:port to serve push agents on)")
+    certs = certs_dir or Path(DEFAULT_CERTS_DIR)
+    cert = c.path(obj, "cert", "gateway", default=str(certs / DEFAULT_GATEWAY_CERT), base_dir=base_dir)
+    key_path = c.path(obj, "key", "gateway", default=str(certs / DEFAULT_GATEWAY_KEY), base_dir=base_dir)
+    accept_unlisted = c.boolean(obj, "accept_unlisted", "gateway", default=False)
+    numbers: dict[str, Any] = {}
+    defaults = GatewayConfig(listen="", cert=Path(), key=Path())
+    for name in ("max_services", "max_status_bytes", "max_results_bytes", "push_rate", "push_burst", "max_calls_per_tenant"):
+        numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1)
+    numbers["stream_timeout"] = c.duration(obj, "stream_timeout", "gateway", default=defaults.stream_timeout)
+    if len(c.errors) > errors_before or listen is None or cert is None or key_path is None:
+        return None
+    return GatewayConfig(listen=listen, cert=cert, key=key_path, accept_unlisted=bool(accept_unlisted), **numbers)
 
 
 def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:

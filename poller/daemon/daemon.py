@@ -25,10 +25,11 @@ from dataclasses import replace
 
 from poller._version import __version__
 from poller.cluster.node import ClusterNode
-from poller.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig, check_files, load_config
 from poller.config.overrides import Overrides
 from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_check
 from poller.daemon.http import OperatorServer
+from poller.daemon.pushes import PushSide
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
 from poller.delivery.file_sink import FileSink
@@ -105,6 +106,7 @@ class PollerDaemon:
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
         self._http: OperatorServer | None = None
         self.metrics_port: int | None = None
+        self.gateway_port: int | None = None
         self.started_at: float | None = None
         self.started = asyncio.Event()  # set once run() serves metrics_listen and polls
         # /healthz and /readyz: named checks; a part the daemon starts (the gateway) adds its own.
@@ -113,6 +115,18 @@ class PollerDaemon:
         self.health.add_ready("trust", trust_check(self.trust, lambda: self.settings.tenants))
         given = CheckResult(True, f"{type(sink).__name__} (given by the caller)")
         self.health.add_ready("sink", sink_check(self.sink, settings) if sink is None else lambda: given)
+        # Push agents dial in (poller.gateway): served when the config has a gateway section.
+        self.pushes: PushSide | None = None
+        if settings.gateway is not None:
+            self.pushes = PushSide(
+                settings,
+                self.trust,
+                self.registry,
+                self.scheduler.status,
+                self.scheduler.budget,
+                self.metrics,
+                self.scheduler.note_outcome,
+            )
 
     async def publish(self, result: PollResult) -> Delivery:
         return await self.registry.deliver(result)
@@ -146,6 +160,11 @@ class PollerDaemon:
         self._record_own_certificate()
         if self.cluster is not None:
             self.cluster.start()
+        try:
+            await self._start_gateway()
+        except BaseException:
+            await self.shutdown()
+            raise
         self.scheduler.start()
         self.started.set()
         log.info(
@@ -157,6 +176,8 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
+        if self.pushes is not None:
+            helpers.append(loop.create_task(self.pushes.watch()))
         report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
             helpers.append(loop.create_task(watcher.run()))
@@ -177,12 +198,22 @@ class PollerDaemon:
         report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         self._record_own_certificate()
         self.scheduler.start(loops=False)
+        if self.pushes is not None:
+            self.pushes.collected = []  # what run --once returns of the pushes
         try:
-            return await self.scheduler.run_once()
+            await self._start_gateway()
+            if self.pushes is None:
+                return await self.scheduler.run_once()
+            # Pushes come in while the polled agents are polled; each push agent gets one interval.
+            polled, pushed = await asyncio.gather(self.scheduler.run_once(), self.pushes.wait_once())
+            return [*polled, *pushed]
         finally:
             await self.shutdown()
 
     async def shutdown(self) -> None:
+        if self.pushes is not None:  # first: no push may arrive after the sink is closed
+            await self.pushes.stop(self.shutdown_grace)
+            self.health.remove("gateway")
         await self.scheduler.stop(self.shutdown_grace)
         if self.cluster is not None:  # after the last poll: hand the leases over at once
             await self.cluster.stop(self.shutdown_grace)
@@ -234,7 +265,8 @@ class PollerDaemon:
         self.trust.require_crl = new.require_crl
         if _keep(new, self.settings) != new:
             log.warning(
-                "reload_partial", why="sink, certs_dir, metrics_listen and cluster changes need a restart; kept the running ones"
+                "reload_partial",
+                why="sink, certs_dir, metrics_listen, cluster and gateway changes need a restart; kept the running ones",
             )
             new = _keep(new, self.settings)
         self.settings = new
@@ -243,6 +275,8 @@ class PollerDaemon:
         if self.cluster is not None:
             self.cluster.set_agents(new.agents)
         changes = await self.scheduler.apply(new)
+        if self.pushes is not None:
+            self.pushes.apply(new)
         log.info("reloaded", config=str(source), **changes)
         self._log_config_warnings()
         return True
@@ -263,7 +297,7 @@ class PollerDaemon:
         scheduler = self.scheduler
         self._http = OperatorServer(
             address,
-            statuses=lambda tenant: scheduler.status.snapshot(scheduler.settings.polled_agents, tenant),
+            statuses=lambda tenant: scheduler.status.snapshot(_shown(scheduler.settings), tenant),
             poller_id=self.settings.poller_id,
             refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
             registry=self.metrics.registry,
@@ -277,6 +311,14 @@ class PollerDaemon:
         )
         if not _is_loopback(address[0]):
             log.warning("status_pages_exposed", address=host, why="/status and / list every tenant's agents")
+
+    async def _start_gateway(self) -> None:
+        """Serve push agents (the config's gateway section); readiness says whether it listens."""
+        if self.pushes is None:
+            return
+        port = await self.pushes.start()
+        self.gateway_port = port
+        self.health.add_ready("gateway", lambda: CheckResult(True, f"serving push agents on port {port}"))
 
     def _prime_metrics(self) -> None:
         """Every configured tenant's counters at 0 (dashboards show 0, not "No data")."""
@@ -298,5 +340,12 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _shown(settings: PollerConfig) -> tuple[AgentConfig, ...]:
+    """The agents on the status board: those this replica polls, and the push agents."""
+    return (*settings.polled_agents, *settings.push_agents)
+
+
 def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
-    return replace(new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster)
+    return replace(
+        new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster, gateway=old.gateway
+    )

@@ -228,6 +228,10 @@ class Scheduler:
         self.cycles_completed += 1
         return results
 
+    def note_outcome(self, agent: str, tenant: str, outcome: Reason) -> None:
+        """An agent's outcome that was not a polled cycle (a push agent's push or silence)."""
+        self._outcomes[agent] = (tenant, outcome)
+
     def take_tally(self) -> dict[str, dict[str, int]]:
         """Agents per tenant and outcome (their latest cycle) since the last call,
         e.g. {"acme-corp": {"ok": 2, "refused": 1}}, for the summary line."""

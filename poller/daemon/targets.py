@@ -127,7 +127,7 @@ def _row(agent: dict[str, Any], now: datetime) -> str:
     state = str(agent["state"])
     identity = agent.get("identity")
     cells = [
-        f"{_e(agent['name'])}<br><small>{_e(agent['address'])}</small>",
+        f"{_e(agent['name'])}<br><small>{_where(agent)}</small>",
         f'<span class="state s-{_e(state)}">{_e(state)}</span>',
         _reason_cell(agent),
         (f"<code>{_e(identity['cn'])}</code><br><small>serial {_e(identity['serial'])}</small>" if identity else "-"),
@@ -139,6 +139,14 @@ def _row(agent: dict[str, Any], now: datetime) -> str:
     ]
     tds = "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells)
     return f'<tr class="row-{_e(state)}">{tds}</tr>'
+
+
+def _where(agent: dict[str, Any]) -> str:
+    """A polled agent's address; a push agent's mode and where it last pushed from."""
+    if agent.get("mode") == "push":
+        peer = agent.get("peer_address")
+        return "push" + (f" from {_e(peer)}" if peer else ", no push yet")
+    return _e(agent["address"])
 
 
 def _reason_cell(agent: dict[str, Any]) -> str:

@@ -55,8 +55,12 @@ class FileSink:
     def _open(self, tenant: str) -> IO[str]:
         path = self.path_for(tenant)
         created = not path.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self._files[tenant] = path.open("a", encoding="utf-8")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Tenant data: owner only, from the first byte (a file an older version made 0644 is tightened).
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        handle = self._files[tenant] = os.fdopen(fd, "a", encoding="utf-8")
         if created:  # the new directory entry must survive a crash too
             _fsync_dir(path.parent)
             _fsync_dir(path.parent.parent)

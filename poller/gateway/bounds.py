@@ -19,6 +19,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from poller.config.model import (
+    DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT,
+    DEFAULT_GATEWAY_MAX_RESULTS_BYTES,
+    DEFAULT_GATEWAY_MAX_SERVICES,
+    DEFAULT_GATEWAY_MAX_STATUS_BYTES,
+    DEFAULT_GATEWAY_PUSH_BURST,
+    DEFAULT_GATEWAY_PUSH_RATE,
+    DEFAULT_GATEWAY_STREAM_TIMEOUT,
+    GatewayConfig,
+)
 from poller.identity.reasons import InvalidArgument
 
 __all__ = ["GatewayBounds", "TenantLimits"]
@@ -30,13 +40,13 @@ MiB = 1024 * 1024
 class GatewayBounds:
     """Configurable limits (config keys of the `gateway` section, same names)."""
 
-    max_services: int = 5000  # GatewayServiceStatus per PushStatus, or per whole StreamStatus
-    max_status_bytes: int = 4096  # one status message (source "status")
-    max_results_bytes: int = 15 * MiB  # one results payload (source "results")
-    push_rate: float = 100.0  # PushStatus / StreamStatus calls per second, per tenant (sustained)
-    push_burst: int = 1000  # ... and at once
-    max_calls_per_tenant: int = 10000  # calls in flight per tenant (ControlStreams included)
-    stream_timeout: float = 300.0  # seconds a StreamStatus may take to reach is_final
+    max_services: int = DEFAULT_GATEWAY_MAX_SERVICES  # statuses per PushStatus, or per whole StreamStatus
+    max_status_bytes: int = DEFAULT_GATEWAY_MAX_STATUS_BYTES  # one status message (source "status")
+    max_results_bytes: int = DEFAULT_GATEWAY_MAX_RESULTS_BYTES  # one results payload (source "results")
+    push_rate: float = DEFAULT_GATEWAY_PUSH_RATE  # PushStatus / StreamStatus calls per second, per tenant
+    push_burst: int = DEFAULT_GATEWAY_PUSH_BURST  # ... and at once
+    max_calls_per_tenant: int = DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT  # in flight per tenant (ControlStreams too)
+    stream_timeout: float = DEFAULT_GATEWAY_STREAM_TIMEOUT  # seconds a StreamStatus may take to reach is_final
 
     def __post_init__(self) -> None:
         for name in ("max_services", "max_status_bytes", "max_results_bytes", "push_burst", "max_calls_per_tenant"):
@@ -44,6 +54,19 @@ class GatewayBounds:
                 raise InvalidArgument(f"gateway bound {name} must be positive")
         if self.push_rate <= 0 or self.stream_timeout <= 0:
             raise InvalidArgument("gateway bounds push_rate and stream_timeout must be positive")
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> GatewayBounds:
+        """The bounds of a config's gateway section (same names)."""
+        return cls(
+            max_services=config.max_services,
+            max_status_bytes=config.max_status_bytes,
+            max_results_bytes=config.max_results_bytes,
+            push_rate=float(config.push_rate),
+            push_burst=config.push_burst,
+            max_calls_per_tenant=config.max_calls_per_tenant,
+            stream_timeout=config.stream_timeout,
+        )
 
     @property
     def max_message_bytes(self) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from poller.gateway.registry import PushEntry
+from poller.identity.context import TenantContext
 from poller.identity.reasons import Reason
 
 __all__ = ["STALE_INTERVALS", "PushRecord", "PushTracker"]
@@ -41,6 +42,7 @@ class PushRecord:
     last_seen: float | None = None  # any call, accepted or not
     pushes: int = 0
     open_streams: int = 0
+    identity: TenantContext | None = None  # proven at the last accepted push
 
 
 class PushTracker:
@@ -61,13 +63,14 @@ class PushTracker:
         record = self._record(entry)
         record.peer, record.last_seen = peer, at
 
-    def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason) -> None:
-        """A push call ended with `outcome` (OK: its results were delivered)."""
+    def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason, identity: TenantContext | None = None) -> None:
+        """A push call ended with `outcome` (OK: its results were delivered, proven as `identity`)."""
         record = self._record(entry)
         record.peer, record.last_seen, record.last_outcome = peer, at, outcome
         if outcome is Reason.OK:
             record.last_push = at
             record.pushes += 1
+            record.identity = identity
 
     def stream_opened(self, entry: PushEntry, *, peer: str, at: float) -> None:
         record = self._record(entry)

@@ -271,7 +271,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         finally:
             self.limits.leave_call(ctx.tenant)
         if push:
-            self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.OK)
+            self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.OK, identity=ctx)
             self.metrics.gateway_pushes.labels(tenant=ctx.tenant, outcome=Reason.OK.value).inc()
         return answer
 

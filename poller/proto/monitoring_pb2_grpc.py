@@ -185,7 +185,7 @@ class AgentService:
 
 class AgentGatewayServiceStub:
     """---------------------------------------------------------------------------
-    The push side (PROTOCOL.md): agents dial the gateway and push.
+    The push side (docs/protocol.md): agents dial the gateway and push.
     One proto serves both generations of the Go agent: cac9ec1af (2026-01-11),
     whose requests carry the agent's own tenant fields, and upstream HEAD
     (1e940288b, 2026-05), which adds ControlStream and version/host fields and
@@ -230,7 +230,7 @@ class AgentGatewayServiceStub:
 
 class AgentGatewayServiceServicer:
     """---------------------------------------------------------------------------
-    The push side (PROTOCOL.md): agents dial the gateway and push.
+    The push side (docs/protocol.md): agents dial the gateway and push.
     One proto serves both generations of the Go agent: cac9ec1af (2026-01-11),
     whose requests carry the agent's own tenant fields, and upstream HEAD
     (1e940288b, 2026-05), which adds ControlStream and version/host fields and
@@ -308,7 +308,7 @@ def add_AgentGatewayServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AgentGatewayService:
     """---------------------------------------------------------------------------
-    The push side (PROTOCOL.md): agents dial the gateway and push.
+    The push side (docs/protocol.md): agents dial the gateway and push.
     One proto serves both generations of the Go agent: cac9ec1af (2026-01-11),
     whose requests carry the agent's own tenant fields, and upstream HEAD
     (1e940288b, 2026-05), which adds ControlStream and version/host fields and
