@@ -131,7 +131,7 @@ async def test_hello_config_and_a_push_filed_under_the_proven_tenant(gw):
     agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
     hello = await agent.hello()
     assert (hello.accepted, hello.agent_id, hello.gateway_id, hello.heartbeat_interval_sec) == (True, "agent-001", "poller-1", 15)
-    assert hello.config_outdated and not hello.tenant_id and not hello.tenant_slug
+    assert hello.config_outdated and (hello.tenant_id, hello.tenant_slug) == (ACME, ACME)  # the proven tenant
     config = await agent.get_config()
     [check] = config.checks
     assert (check.check_type, check.target, check.port, check.name, check.enabled) == ("port", "127.0.0.1:22", 22, "ssh", True)

@@ -149,6 +149,9 @@ class PushSide:
             raise ConfigError([ConfigIssue("gateway.listen", str(exc))]) from None
         self._started = time.time()
         self.listening.set()
+        for tenant in {agent.tenant for agent in self.settings.push_agents}:  # 0, not "No data"
+            self.metrics.gateway_pushes.labels(tenant=tenant, outcome=Reason.OK.value)
+            self.metrics.gateway_connected.labels(tenant=tenant).set(0)
         for agent in self.settings.push_agents:
             self.board.record_push(
                 agent, state=AgentState.PENDING, reason=Reason.PENDING, identity=None, last_push=None, peer_address=None

@@ -160,6 +160,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 server_time=int(time.time()),
                 heartbeat_interval_sec=_seconds(entry.interval),
                 config_outdated=request.config_version != entry.config_version,
+                # cac9ec1af agents echo these in their pushes (and skip their sync
+                # heartbeat without them): the proven tenant, never the agent's word.
+                tenant_id=call.ctx.tenant,
+                tenant_slug=call.ctx.tenant,
             )
 
         return await self._serve(context, "Hello", body)
