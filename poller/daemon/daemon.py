@@ -131,6 +131,7 @@ class PollerDaemon:
                 self.scheduler.budget,
                 self.metrics,
                 self.scheduler.note_outcome,
+                cluster=self.cluster,
             )
 
     async def publish(self, result: PollResult) -> Delivery:

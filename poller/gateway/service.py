@@ -50,6 +50,7 @@ log = get_logger("poller.gateway")
 audit_log = get_logger("poller.audit")
 
 SERVICE = "monitoring.AgentGatewayService"
+PUSH_METHODS = frozenset({f"/{SERVICE}/PushStatus", f"/{SERVICE}/StreamStatus"})
 _SOURCES = {"": "status", "status": "status", "results": "results"}
 _CONTROL = frozenset("\n\r\t\x00")
 T = TypeVar("T")
@@ -243,6 +244,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
 
         await self._serve(context, "ControlStream", body)
+
+    def count_unknown(self, tenant: str, method: str | None) -> None:
+        """The push policy refused an unlisted identity: a push refused `unknown_agent`."""
+        if method in PUSH_METHODS:
+            self.metrics.gateway_pushes.labels(tenant=tenant, outcome=Reason.UNKNOWN_AGENT.value).inc()
 
     # -- one call ---------------------------------------------------------------------
 
