@@ -22,7 +22,7 @@ import ipaddress
 import signal
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poller._version import __version__
 from poller.cluster.node import ClusterNode
@@ -44,6 +44,9 @@ from poller.metrics import PollerMetrics, add_process_metrics
 from poller.policy import platform_admin
 from poller.trust.platform import local_platform_identity
 from poller.trust.store import TrustStore
+
+if TYPE_CHECKING:
+    from poller.nats.sink import JetStreamSink
 
 log = get_logger("poller.daemon")
 
@@ -128,6 +131,7 @@ class PollerDaemon:
                 self.scheduler.budget,
                 self.metrics,
                 self.scheduler.note_outcome,
+                cluster=self.cluster,
             )
 
     async def publish(self, result: PollResult) -> Delivery:
@@ -329,12 +333,9 @@ class PollerDaemon:
         certificate, and the gateway's readiness (None when none is configured)."""
         connected: bool | None = None
         pending: int | None = None
-        if self.settings.sink.type == "nats":
-            from poller.nats.sink import JetStreamSink  # loaded already when the sink is one
-
-            if isinstance(self.sink, JetStreamSink):
-                connected = self.sink.connected
-                pending = self.sink.outbox.rows if self.sink.outbox is not None else 0
+        if (nats := self._nats_sink()) is not None:
+            connected = nats.connected
+            pending = nats.outbox.rows if nats.outbox is not None else 0
         cert = self.trust.client.cert
         not_after = certinfo.not_after(cert)
         gateway = self.health.check("gateway")
@@ -352,8 +353,19 @@ class PollerDaemon:
         }
 
     def _prime_metrics(self) -> None:
-        """Every configured tenant's counters at 0 (dashboards show 0, not "No data")."""
+        """Every configured tenant's counters at 0 (dashboards show 0, not "No data"), the
+        NATS sink's too; at start and after each reload (a reload may add tenants)."""
         self.metrics.prime(self.settings.tenants, handlers=[self._sink_name])
+        if (nats := self._nats_sink()) is not None:
+            nats.metrics.prime(self.settings.tenants)
+
+    def _nats_sink(self) -> JetStreamSink | None:
+        """The sink when it is the NATS sink this daemon made (None for a file or a caller's sink)."""
+        if self.settings.sink.type != "nats":
+            return None
+        from poller.nats.sink import JetStreamSink  # loaded already when the sink is one
+
+        return self.sink if isinstance(self.sink, JetStreamSink) else None
 
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
