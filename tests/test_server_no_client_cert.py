@@ -32,15 +32,15 @@ SHAPES = ("Whoami", "Watch", "Upload", "Chat")
 
 
 async def _requests():
-    yield example.encode({})
+    yield example.encode({})  # the example service takes Structs
 
 
 async def call_shape(channel: grpc.aio.Channel, name: str) -> None:
     """One call of the shape the method has, consumed to its end."""
     if name == "Whoami":
-        await channel.unary_unary(method(name))(example.encode({}), timeout=10)
+        await channel.unary_unary(method(name))(b"{}", timeout=10)
     elif name == "Watch":
-        async for _ in channel.unary_stream(method(name))(example.encode({}), timeout=10):
+        async for _ in channel.unary_stream(method(name))(b"{}", timeout=10):
             pass
     elif name == "Upload":
         await channel.stream_unary(method(name))(_requests(), timeout=10)
