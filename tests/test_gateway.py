@@ -94,7 +94,7 @@ async def start(pki: ForgePki, tmp_path: Path, **options) -> Gateway:
         metrics=metrics,
     )
     chain, key = pki.client_identity()
-    server = await serve_gateway(gateway, trust, "127.0.0.1:0", chain, key, **options)
+    server = await serve_gateway(gateway, trust, options.pop("listen", "127.0.0.1:0"), chain, key, **options)
     return Gateway(pki, trust, server, gateway, tmp_path / "data", metrics, [])
 
 
@@ -494,3 +494,9 @@ async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_
         assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
         assert g.gateway.budget.in_use() == 0 and g.rows(ACME) == []
         assert tracker.get(ACME, "edge-acme").open_streams == 0
+
+
+async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
+    async with started(pki, tmp_path, listen=":0") as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        assert (await agent.hello()).accepted  # reached on 127.0.0.1
