@@ -90,10 +90,11 @@ async def start(pki: ForgePki, tmp_path: Path, **options) -> Gateway:
         bounds=options.pop("bounds", None),
         budget=options.pop("budget", None),
         trust=trust,
+        tracker=options.pop("tracker", None),
         metrics=metrics,
     )
     chain, key = pki.client_identity()
-    server = await serve_gateway(gateway, trust, "127.0.0.1:0", chain, key, **options)
+    server = await serve_gateway(gateway, trust, options.pop("listen", "127.0.0.1:0"), chain, key, **options)
     return Gateway(pki, trust, server, gateway, tmp_path / "data", metrics, [])
 
 
@@ -131,7 +132,7 @@ async def test_hello_config_and_a_push_filed_under_the_proven_tenant(gw):
     agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
     hello = await agent.hello()
     assert (hello.accepted, hello.agent_id, hello.gateway_id, hello.heartbeat_interval_sec) == (True, "agent-001", "poller-1", 15)
-    assert hello.config_outdated and not hello.tenant_id and not hello.tenant_slug
+    assert hello.config_outdated and (hello.tenant_id, hello.tenant_slug) == (ACME, ACME)  # the proven tenant
     config = await agent.get_config()
     [check] = config.checks
     assert (check.check_type, check.target, check.port, check.name, check.enabled) == ("port", "127.0.0.1:22", 22, "ssh", True)
@@ -193,7 +194,7 @@ async def test_an_unlisted_identity_is_unknown_agent(gw, log_events):
     assert await refused(other.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
     refusals = [e for e in audited(log_events, "server_call_refused") if e["reason"] == "unknown_agent"]
     assert len(refusals) == 3 and refusals[0]["component"] == "agent-002"
-    assert gw.rows(ACME) == []
+    assert gw.rows(ACME) == [] and gw.pushes(ACME, "unknown_agent") == 1  # the push, not the Hellos
 
 
 async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tmp_path):
@@ -438,3 +439,64 @@ async def test_two_replicas_give_the_same_push_the_same_msg_id(pki, tmp_path):
         later = g.agent(cert)
         await later.push([later.status("ssh")], timestamp=1_765_000_030_000_000_000)
         assert result_message(sinks[1].results[-1]).msg_id != result_message(second).msg_id
+
+
+async def test_a_head_agent_is_served_as_well(gw):
+    """Upstream HEAD's agent: version/host fields, no tenant fields, a ControlStream held open."""
+    from poller.proto import monitoring_pb2 as pb
+
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    session = agent.control_stream()
+    await session.opened()
+    hello = await agent.stub.Hello(
+        pb.AgentHelloRequest(agent_id="agent-001", partition="partition-1", version="1.2.0", config_source="remote"), timeout=10
+    )
+    assert hello.accepted
+    status = pb.GatewayServiceStatus(service_name="ssh", available=True, message=b"{}", service_type="port", source="status")
+    request = pb.GatewayStatusRequest(
+        services=[status], agent_id="agent-001", timestamp=1, version="1.2.0", hostname="h", os="linux", arch="arm64"
+    )
+    assert (await agent.stub.PushStatus(request, timeout=10)).received
+    assert [r["service_name"] for r in gw.rows(ACME)] == ["ssh"]
+    await session.close()
+    assert (await session.ended())[0] == grpc.StatusCode.OK
+
+
+async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_back(pki, tmp_path):
+    from poller.gateway import PushTracker
+
+    class Seen(PushTracker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.opened = asyncio.Event()
+
+        def stream_opened(self, entry, *, peer, at):
+            super().stream_opened(entry, peer=peer, at=at)
+            self.opened.set()
+
+    tracker = Seen()
+    async with started(pki, tmp_path, tracker=tracker) as g:
+        cert = pki.agent(ACME, "agent-001")
+        agent = g.agent(cert)
+        [first] = agent.chunks([agent.status("s0")], per_chunk=1)
+        first.is_final = False
+
+        async def chunks():
+            yield first
+            await asyncio.Event().wait()  # holds the stream open, never final
+
+        call = asyncio.ensure_future(agent.stub.StreamStatus(chunks(), timeout=30))
+        await tracker.opened.wait()
+        pki.revoke(ACME, cert)
+        g.trust.reload()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+        assert g.gateway.budget.in_use() == 0 and g.rows(ACME) == []
+        assert tracker.get(ACME, "edge-acme").open_streams == 0
+
+
+async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
+    async with started(pki, tmp_path, listen=":0") as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        assert (await agent.hello()).accepted  # reached on 127.0.0.1

@@ -197,7 +197,7 @@ class ClusterNode:
         self._changed = asyncio.Condition()
         self.log = log.bind(poller_id=self.poller_id, bucket=self.config.bucket)
         self.target = NatsTarget.of(self.config.nats, self.config.creds, self.config.tls)
-        self.set_agents(settings.agents)
+        self.set_agents(settings.dial_agents)  # push agents dial in: no lease
 
     # ------------------------------------------------------------------ public
 
