@@ -11,6 +11,7 @@ per-interval poll_summary lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -226,29 +227,38 @@ def fast_dir(tmp_path: Path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path, fast_dir: Path):
-    """(Cluster, nats server) with mock agents running; every process is stopped after the test."""
-    pki = ForgePki.create(tmp_path / "certs", tenants=TENANTS)
-    nats_server = NatsServer(store_dir=fast_dir / "js").start()
+@contextlib.asynccontextmanager
+async def replicas_over(tmp_path: Path, fast_dir: Path, pki: ForgePki, nats: dict[str, Any]):
+    """make(n) -> Cluster with n mock agents, its replicas using `nats`; every process stopped at the end."""
     procs: list[asyncio.subprocess.Process] = []
     cluster: Cluster | None = None
+
+    async def make(n: int) -> Cluster:
+        nonlocal cluster
+        agents, started = await serve_agents(tmp_path, pki, n)
+        procs.extend(started)
+        cluster = Cluster(tmp_path, fast_dir, nats, agents, pki.directory)
+        return cluster
+
     try:
-
-        async def make(n: int) -> Cluster:
-            nonlocal cluster
-            agents, started = await serve_agents(tmp_path, pki, n)
-            procs.extend(started)
-            cluster = Cluster(tmp_path, fast_dir, {"nats": nats_server.url}, agents, pki.directory)
-            return cluster
-
-        yield make, nats_server
+        yield make
     finally:
         if cluster is not None:
             await cluster.stop_all()
         for proc in procs:
             proc.terminate()
             await proc.wait()
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, fast_dir: Path):
+    """(make, nats server) with mock agents running; every process is stopped after the test."""
+    pki = ForgePki.create(tmp_path / "certs", tenants=TENANTS)
+    nats_server = NatsServer(store_dir=fast_dir / "js").start()
+    try:
+        async with replicas_over(tmp_path, fast_dir, pki, {"nats": nats_server.url}) as make:
+            yield make, nats_server
+    finally:
         nats_server.stop()
 
 
@@ -403,7 +413,7 @@ async def test_static_sharding_two_processes_cover_every_agent_once(fleet) -> No
 
 @pytest.fixture
 async def nats_cluster_fleet(tmp_path: Path, fast_dir: Path):
-    """(Cluster, NatsCluster): replicas on a 3-server JetStream cluster (TLS, NKeys), mock agents running."""
+    """(make, NatsCluster): replicas on a 3-server JetStream cluster (TLS, NKeys), mock agents running."""
     from poller.nats.accounts import client_target
 
     pki = ForgePki.create(tmp_path / "certs", tenants=TENANTS)
@@ -416,24 +426,10 @@ async def nats_cluster_fleet(tmp_path: Path, fast_dir: Path):
         "tls": {"ca_file": str(poller.tls.ca_file), "cert_file": str(poller.tls.cert_file), "key_file": str(poller.tls.key_file)},
         "replicas": 3,
     }
-    procs: list[asyncio.subprocess.Process] = []
-    cluster: Cluster | None = None
     try:
-
-        async def make(n: int) -> Cluster:
-            nonlocal cluster
-            agents, started = await serve_agents(tmp_path, pki, n)
-            procs.extend(started)
-            cluster = Cluster(tmp_path, fast_dir, nats, agents, pki.directory)
-            return cluster
-
-        yield make, servers
+        async with replicas_over(tmp_path, fast_dir, pki, nats) as make:
+            yield make, servers
     finally:
-        if cluster is not None:
-            await cluster.stop_all()
-        for proc in procs:
-            proc.terminate()
-            await proc.wait()
         servers.stop()
 
 

@@ -88,13 +88,17 @@ async def read_ids(cluster: NatsCluster, tenant: str, expected: int) -> list[str
         await nc.close()
 
 
-async def test_the_sink_creates_r3_streams_on_a_three_server_cluster(cluster: NatsCluster, tmp_path: Path) -> None:
-    sink = sink_for(cluster, tmp_path)
+async def deliver_one(sink: JetStreamSink) -> None:
+    """One acme-corp result, acknowledged (its stream created or checked on the way)."""
     try:
         await sink.publish(sample_result(ACME))
         assert await sink.wait_drained(DEADLINE)
     finally:
         await sink.close()
+
+
+async def test_the_sink_creates_r3_streams_on_a_three_server_cluster(cluster: NatsCluster, tmp_path: Path) -> None:
+    await deliver_one(sink_for(cluster, tmp_path))
     info = await stream_state(cluster, ACME)
     assert info.config.num_replicas == 3
 
@@ -108,12 +112,7 @@ async def test_a_precreated_r3_stream_with_other_limits_stays_r3(cluster: NatsCl
     finally:
         await nc.close()
     limits = StreamLimits(max_age=7 * 86400, duplicate_window=7200)
-    sink = sink_for(cluster, tmp_path, limits=limits)
-    try:
-        await sink.publish(sample_result(ACME))
-        assert await sink.wait_drained(DEADLINE)
-    finally:
-        await sink.close()
+    await deliver_one(sink_for(cluster, tmp_path, limits=limits))
     info = await stream_state(cluster, ACME)
     assert info.config.num_replicas == 3  # was downgraded to 1 by the old ensure_stream
     assert (info.config.max_age, info.config.duplicate_window) == (7 * 86400, 7200)
