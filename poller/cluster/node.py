@@ -85,6 +85,7 @@ T = TypeVar("T")
 _UNANSWERED: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
 _EPSILON = 1e-6  # slot edges are computed by the same formula everywhere; this only absorbs float noise
 EXPIRED_SHOWN = 20  # agents named in one lease_expired line
+OUTAGE_QUIET = 10.0  # seconds of answers that end an outage: twice a JetStream leader election (4.6-5.8 s)
 # Records are data another process wrote: what a replica never writes is bounded, and said.
 CLOCK_SKEW = 2.0  # seconds of clock difference between hosts a lease end is allowed (NTP keeps far less)
 
@@ -488,7 +489,7 @@ class ClusterNode:
 
     def _unreachable(self, exc: BaseException) -> None:
         """NATS did not answer: one `cluster_unreachable` line per outage (an outage ends
-        only after a whole interval of answers, so a flapping link is one outage)."""
+        only after OUTAGE_QUIET seconds of answers, so a flapping link is one outage)."""
         now = time.monotonic()
         self._last_failure = now
         if self._outage is None:
@@ -503,8 +504,10 @@ class ClusterNode:
             )
 
     def _reached(self) -> None:
-        """NATS answered; after a whole interval without a failure an outage is over (logged once)."""
-        if self._outage is not None and time.monotonic() - self._last_failure >= self.interval:
+        """NATS answered; after OUTAGE_QUIET seconds (or an interval, if longer) without a failure
+        an outage is over (logged once): a failover's election and the client's move to
+        another server are one outage."""
+        if self._outage is not None and time.monotonic() - self._last_failure >= max(self.interval, OUTAGE_QUIET):
             self.log.info("cluster_reachable", outage=round(self._last_failure - self._outage, 3))
             self._outage = None
 
