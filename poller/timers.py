@@ -22,12 +22,44 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import types
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 TICK = 0.05  # seconds: how late a coarse deadline may fire
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Wall-clock time and a timer on it: the seam that lets tests move time
+    (poller.testing.ManualClock) instead of waiting for it."""
+
+    def time(self) -> float:
+        """Seconds since the epoch (time.time())."""
+        ...
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Cancellable:
+        """Run callback in the running event loop once time() reaches when."""
+        ...
+
+
+class WallClock:
+    """The real clock: time.time(), and the running loop's timers.
+
+    >>> WallClock().time() > 0
+    True
+    """
+
+    def time(self) -> float:
+        return time.time()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, when - time.time()), callback)
 
 
 class CoarseHandle:

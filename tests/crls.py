@@ -19,8 +19,13 @@ def make_crl(
     number: int | None = 1,
     this_update: datetime | None = None,
     next_update: datetime | None = None,
+    extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
+    entry_extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
 ) -> bytes:
+    """extensions / entry_extensions: (extension, critical) pairs added to the
+    CRL / to every revoked entry (delta indicators, distribution points, ...)."""
     now = utcnow()
+    entry_extensions = list(entry_extensions)
     this_update = this_update or now - timedelta(minutes=1)
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -30,10 +35,13 @@ def make_crl(
     )
     if number is not None:
         builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     for serial in serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build()
-        )
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update)
+        for extension, critical in entry_extensions:
+            entry = entry.add_extension(extension, critical=critical)
+        builder = builder.add_revoked_certificate(entry.build())
     return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
@@ -46,3 +54,15 @@ def write_tenant_crl(pki, slug: str, serials: Iterable[int] = (), **kw) -> bytes
     pem = tenant_crl(pki, slug, serials, **kw)
     pki.layout.tenant_crl(slug).write_bytes(pem)
     return pem
+
+
+def revocation_reason(trust, cert, tenant: str = "acme-corp"):
+    """The Reason verify_agent_chain refuses cert for under trust's snapshot, or None."""
+    from poller.identity.reasons import IdentityRefused
+    from poller.trust.verify import verify_agent_chain
+
+    try:
+        verify_agent_chain([cert.cert], tenant=tenant, trust=trust.snapshot)
+    except IdentityRefused as err:
+        return err.reason
+    return None

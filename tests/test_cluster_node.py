@@ -177,7 +177,10 @@ async def test_status_shows_members_counts_per_tenant_and_agents_no_member_serve
     for agent in AGENTS:
         clock.at(agent.name, k)
         assert await a.may_poll(agent) == (agent.tenant == "acme-corp")
-    await until(a, lambda n: n.beats > 2)  # a heartbeat carries the unowned list
+    # The heartbeat begun after the assignment carries the unowned list; heartbeats are
+    # sequential, so once the one after it has begun, that one's write has completed.
+    begun = a.beats
+    await until(a, lambda n: n.beats > begun + 1)
 
     nc = await nats.connect(nats_server.url)
     status = await read_status(nc.jetstream(), BUCKET)

@@ -769,8 +769,8 @@ def test_cli_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert text == example_config()
     data = json.loads(text)
     # The example spells out every key the parser knows (the real list, not a copy),
-    # except the timeouts derived from poll_interval and the optional shard and cluster sections.
-    assert set(data) == set(TOP_KEYS) - {"call_timeout", "cycle_timeout", "shard", "cluster"}
+    # except the timeouts derived from poll_interval and the optional shard, cluster and gateway sections.
+    assert set(data) == set(TOP_KEYS) - {"call_timeout", "cycle_timeout", "shard", "cluster", "gateway"}
     path = write(tmp_path, text)
     assert main(["config", "check", str(path), "--no-files"]) == 0
     out, err = capsys.readouterr()

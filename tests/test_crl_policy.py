@@ -1,7 +1,7 @@
 """CRL policy (issue 6), fail closed as OpenSSL's CRL checking and nginx's
 ssl_crl are: a stale CRL refuses its tenant's agents (crl_expired), a rolled
 back or badly signed CRL is refused and the newer one stays, a missing CRL is
-allowed with a warning and tenant_crl_loaded 0 unless require_crl is set.
+allowed with a warning and poller_tenant_crl_loaded 0 unless require_crl is set.
 
 Also "verify first, then read": a certificate from a rogue CA with the same
 name is untrusted_chain whatever its CN, dates or serial say.
@@ -70,8 +70,8 @@ async def test_missing_crl_warns_and_reads_zero_and_require_crl_refuses(log_even
         report_trust_state(trust, trust.snapshot.warnings, metrics=metrics)
     absent = [e for e in logs if e["event"] == "tenant_crl_absent"]
     assert [e["tenant"] for e in absent] == [ACME]  # one warning, for that tenant only
-    assert metrics.registry.get_sample_value("tenant_crl_loaded", {"tenant": ACME}) == 0
-    assert metrics.registry.get_sample_value("tenant_crl_loaded", {"tenant": XYZ}) == 1
+    assert metrics.registry.get_sample_value("poller_tenant_crl_loaded", {"tenant": ACME}) == 0
+    assert metrics.registry.get_sample_value("poller_tenant_crl_loaded", {"tenant": XYZ}) == 1
     # ... and again at each reload.
     with captured(log_events) as logs:
         reload_trust(trust, why="test", metrics=metrics)

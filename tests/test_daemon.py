@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+import poller
 from poller.daemon.config import parse_config
 from poller.daemon.results import PollResult
 from poller.daemon.scheduler import Scheduler
@@ -278,12 +280,24 @@ async def test_daemon_serves_metrics_and_stops_cleanly(pki, serve):
     assert samples[("poller_polls_total", (("outcome", "ok"), ("tenant", ACME)))] >= 1
     assert samples[("poller_identity_refusals_total", (("reason", "tenant_mismatch"), ("tenant", ACME)))] >= 1
     assert samples[("poller_identity_accepts_total", (("tenant", ACME),))] >= 1
-    assert ("poller_certificate_expiry_days", (("kind", "agent"), ("name", "good"), ("tenant", ACME))) in samples
-    assert any(name == "poller_certificate_expiry_days" and ("kind", "poller") in labels for name, labels in samples)
+    expiry = samples[("poller_certificate_expiry_timestamp_seconds", (("kind", "agent"), ("name", "good"), ("tenant", ACME)))]
+    assert expiry > time.time()  # a Unix time in the future, not a count of days
+    assert any(name == "poller_certificate_expiry_timestamp_seconds" and ("kind", "poller") in labels for name, labels in samples)
+    # The proven agent has a last success; the impostor never has one.
+    assert samples[("poller_agent_last_success_timestamp_seconds", (("agent", "good"), ("tenant", ACME)))] > 0
+    assert not any(n == "poller_agent_last_success_timestamp_seconds" and ("agent", "impostor") in ls for n, ls in samples)
+    # Counters exist at 0 before anything fails, so dashboards show 0, not "No data".
+    assert samples[("poller_identity_refusals_total", (("reason", "revoked"), ("tenant", ACME)))] == 0
+    assert samples[("poller_polls_total", (("outcome", "unreachable"), ("tenant", ACME)))] == 0
+    # The process collectors and the build info, in the daemon's own registry.
+    assert samples[("process_cpu_seconds_total", ())] >= 0
+    assert any(n == "poller_build_info" and dict(ls)["version"] == poller.__version__ for n, ls in samples)
+    assert any(n == "python_info" for n, _ in samples)
     assert any(name == "poller_call_latency_seconds_count" for name, _ in samples)
-    # The daemon's own registry: only this daemon's tenant, whatever earlier tests polled.
-    tenants = {dict(labels).get("tenant") for name, labels in samples if name.startswith("poller_")} - {None, ""}
-    assert tenants == {ACME}
+    # The daemon's own registry: only this daemon's tenant, whatever earlier tests polled
+    # (the CRL gauges name every tenant of the trust store, polled or not).
+    ours = [labels for name, labels in samples if name.startswith("poller_") and not name.startswith("poller_tenant_crl")]
+    assert {dict(labels).get("tenant") for labels in ours} - {None, ""} == {ACME}
     assert REGISTRY.get_sample_value("poller_polls_total", {"outcome": "ok", "tenant": ACME}) is None
     assert sink.closed
 

@@ -143,7 +143,12 @@ async def test_an_agent_that_stops_answering_is_named_once_with_the_cause(pki, s
         await summaries_with(daemon, "ok", 1)
         await agent.stop()
         down = await daemon.wait_for("agent_unreachable", agent="edge")
-        assert (down["tenant"], down["previous"], down["state"], down["cause"]) == (ACME, "proven", "unreachable", "connection refused")
+        assert (down["tenant"], down["previous"], down["state"], down["cause"]) == (
+            ACME,
+            "proven",
+            "unreachable",
+            "connection refused",
+        )
         assert down["detail"]
         entry = await status_of(daemon, "edge")
         assert entry["state"] == "unreachable" and "refused" in entry["detail"].lower()

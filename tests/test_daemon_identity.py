@@ -188,8 +188,8 @@ async def test_missing_crl_is_warned_at_start_and_read_as_zero(log_events, pki, 
     assert result.available  # allowed by default
     assert [e["tenant"] for e in logs if e["event"] == "tenant_crl_absent"] == [ACME]
     registry = daemon.metrics.registry
-    assert registry.get_sample_value("tenant_crl_loaded", {"tenant": ACME}) == 0
-    assert registry.get_sample_value("tenant_crl_loaded", {"tenant": XYZ}) == 1
+    assert registry.get_sample_value("poller_tenant_crl_loaded", {"tenant": ACME}) == 0
+    assert registry.get_sample_value("poller_tenant_crl_loaded", {"tenant": XYZ}) == 1
 
 
 async def test_a_broken_file_is_refused_with_a_log_line_and_polling_goes_on(log_events, pki, serve, tmp_path, fast_watch):

@@ -112,3 +112,22 @@ def _status_result() -> PollResult:
         available=True,
         context=unverified_tenant_context(ACME),
     )
+
+
+async def test_result_files_are_owner_only(tmp_path):
+    """Tenant data: the file 0600 and its directory 0700 from the first byte, and a
+    file an older version left 0644 tightened when the sink opens it."""
+    from poller.testing import sample_result
+
+    sink = FileSink(tmp_path / "data")
+    await sink.publish(sample_result())
+    await sink.flush()
+    [path] = (tmp_path / "data").glob("*/results.jsonl")
+    assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    await sink.close()
+    path.chmod(0o644)
+    again = FileSink(tmp_path / "data")
+    await again.publish(sample_result())
+    await again.flush()
+    await again.close()
+    assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text().splitlines()) == 2

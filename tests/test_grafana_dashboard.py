@@ -107,7 +107,7 @@ def test_dashboard_covers_the_operators_questions(dashboard):
         "poller_identity_refusals_total",  # refusals by reason
         "poller_call_latency_seconds_bucket",  # latency quantiles
         "poller_connected_agents",
-        "poller_certificate_expiry_days",
+        "poller_certificate_expiry_timestamp_seconds",
         "poller_outbox_pending",  # outbox depth (NATS sink)
     } <= used
     exprs = [expr for _, expr in expressions(dashboard)]
@@ -125,3 +125,35 @@ def test_dashboard_is_importable_grafana_json(dashboard):
     for panel in _panels(dashboard["panels"]):
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+_AGGREGATION = re.compile(r"\b(sum|min|max|avg|count|topk|bottomk|quantile|stddev|group)\s*(?:by\s*\(([^)]*)\))?\s*\(")
+
+
+def test_legends_name_only_labels_the_expression_keeps(dashboard):
+    """A legend's {{label}} must survive the query: `min(x)` drops every label, so
+    `{{name}}` on it renders blank (the poller-certificate panel did)."""
+    for panel in _panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+            aggregations = _AGGREGATION.findall(target.get("expr", ""))
+            if not wanted or not aggregations:
+                continue
+            # The outermost aggregation decides which labels remain.
+            kept = {label.strip() for label in aggregations[0][1].split(",")} if aggregations[0][1] else set()
+            assert wanted <= kept, f"{panel['title']}: legend {sorted(wanted)} but the query keeps only {sorted(kept)}"
+
+
+def test_every_counter_the_dashboard_reads_has_series_before_anything_fails(dashboard):
+    """A healthy system shows 0, not "No data": once the daemon primes its metrics for
+    its tenants (PollerMetrics.prime, DeliveryMetrics.prime), every counter a panel
+    reads already has a series for them."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    PollerMetrics(registry).prime(["acme-corp"], handlers=["nats-sink"])
+    DeliveryMetrics(registry).prime(["acme-corp"])
+    have = {s.name for family in registry.collect() for s in family.samples}
+    counters = {n for _, expr in expressions(dashboard) for n in metric_names(expr) if n.endswith("_total")}
+    # The latency histogram and the gauges get their series from the first poll and the first connection.
+    assert counters and not counters - have, sorted(counters - have)

@@ -58,7 +58,7 @@ def sample(metrics: PollerMetrics, name: str, **labels: str) -> float:
 
 
 def refused_count(metrics: PollerMetrics, tenant: str, channel: str, reason: str) -> float:
-    return sample(metrics, "results_refused_total", tenant=tenant, channel=channel, reason=reason)
+    return sample(metrics, "poller_results_refused_total", tenant=tenant, channel=channel, reason=reason)
 
 
 class Recorder:

@@ -19,6 +19,7 @@ from poller.agent.client import AgentClient
 from poller.dial.dialer import dial_agent
 from poller.identity.certinfo import utcnow
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
+from poller.testing.clock import ManualClock
 from poller.testing.forge import ForgePki
 from poller.trust.store import TrustStore
 
@@ -179,11 +180,31 @@ async def test_a_call_after_not_after_is_refused_even_if_the_timer_has_not_run(p
         await conn.close()
 
 
+async def test_the_connection_clock_ends_the_identity_at_not_after_not_before(pki, trust, serve):
+    """The same as above on a clock the test moves: no real waiting."""
+    clock = ManualClock()
+    cert = pki.agent(ACME, not_after=clock.utcnow() + timedelta(seconds=30))
+    agent = await serve(cert)
+    conn = await dial_agent(agent.address, tenant=ACME, trust=trust, clock=clock)
+    try:
+        assert (await ping(conn)).response.available
+        clock.advance(29.0)  # the last second of validity
+        assert conn.refusal is None and (await ping(conn)).response.available
+        clock.advance(2.0)
+        refusal = await conn.wait_refused()  # the notAfter timer, no call needed
+        assert refusal.reason is Reason.EXPIRED
+        assert clock.utcnow() >= cert.cert.not_valid_after_utc
+    finally:
+        await conn.close()
+
+
 async def test_stale_crl_while_connected_ends_the_identity_as_crl_expired(pki, serve):
+    clock = ManualClock()
     write_tenant_crl(pki, ACME, number=1, next_update=utcnow() + timedelta(seconds=3))
     trust = TrustStore(pki.directory)
     agent = await serve(pki.agent(ACME))
-    conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
+    conn = await dial_agent(agent.address, tenant=ACME, trust=trust, clock=clock)
+    clock.advance(4.0)  # past nextUpdate, without waiting for it
     try:
         assert (await conn.wait_refused()).reason is Reason.CRL_EXPIRED
     finally:

@@ -148,3 +148,31 @@ def test_console_lines_fit_120_columns_and_json_keeps_the_audit_detail(restore_l
     assert "fingerprint" not in line and "serial" not in line
     full = json.loads(as_json.getvalue())
     assert {key: full[key] for key in audit} == audit  # every field, uncut
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\x1b[2J\x1b]0;owned\x07",  # clear screen, set the terminal title
+        "edge\u202e1",  # right-to-left override
+        "a\rb",  # carriage return over the line
+        b"\x1b[31m".decode(),
+    ],
+    ids=["csi-osc", "bidi", "cr", "colour"],
+)
+def test_console_lines_escape_what_an_agent_reports(restore_logging, value) -> None:
+    """Issue 18 item 9: agent-reported labels reach the console log escaped, as `status` shows them."""
+    from poller.logs import get_logger
+
+    console = io.StringIO()
+    configure_logging("console", stream=console)
+    log = get_logger("poller.test")
+    log.warning("identity_refused", agent=value, detail=f"agent {value} said", extra={value: value}, other=ValueError(value))
+    try:
+        raise RuntimeError(value)
+    except RuntimeError:
+        log.exception(value, tenant="acme-corp")
+    text = console.getvalue()
+    assert all(c.isprintable() or c == "\n" for c in text), repr(text)
+    assert "\\x1b" in text or "\\u202e" in text or "\\r" in text
+    assert text.count("\n") >= 4  # the traceback keeps its own lines

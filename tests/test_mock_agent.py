@@ -612,3 +612,32 @@ def test_cli_bad_tenant_exit_2(tmp_path: Path) -> None:
         env=_env(),
     )
     assert result.returncode == 2 and result.stderr.startswith("error: ")
+
+
+def _call_by_reflection(address: str, anchor_pem: bytes, client: ForgedCert) -> tuple[list[str], dict]:
+    """What grpcurl does with no .proto: list the services, fetch AgentService's descriptor
+    over reflection, build the request from it and call GetStatus (sync gRPC, in a thread)."""
+    from google.protobuf import descriptor_pool, json_format, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    creds = grpc.ssl_channel_credentials(anchor_pem, client.key_pem, client.chain_pem)
+    with grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", AGENT_CN)]) as ch:
+        database = ProtoReflectionDescriptorDatabase(ch)
+        services = sorted(database.get_services())
+        pool = descriptor_pool.DescriptorPool(database)  # a pool of its own: nothing from poller.proto
+        method = pool.FindServiceByName("monitoring.AgentService").FindMethodByName("GetStatus")
+        request_class = message_factory.GetMessageClass(method.input_type)
+        reply_class = message_factory.GetMessageClass(method.output_type)
+        call = ch.unary_unary(
+            "/monitoring.AgentService/GetStatus",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=reply_class.FromString,
+        )
+        reply = call(request_class(service_name="nginx", service_type="process"), timeout=10)
+        return services, json_format.MessageToDict(reply, preserving_proto_field_name=True)
+
+
+async def test_reflection_serves_the_schema_so_grpcurl_needs_no_stubs(agent: MockAgent, pki: Pki) -> None:
+    services, reply = await asyncio.to_thread(_call_by_reflection, agent.address, pki.ca("acme-corp"), pki.poller)
+    assert services == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "monitoring.AgentService"]
+    assert reply["service_name"] == "nginx" and reply["available"] is True

@@ -101,6 +101,18 @@ def config_of(blob: bytes) -> dict:
     return json.loads(members(blob)["config.json"][1])
 
 
+def identity_of(blob: bytes) -> dict:
+    return json.loads(members(blob)["identity.json"][1])
+
+
+def with_identity(blob: bytes, **changes: object) -> bytes:
+    return repack(blob, replace={"identity.json": json.dumps(identity_of(blob) | changes).encode()})
+
+
+def with_config(blob: bytes, **changes: object) -> bytes:
+    return repack(blob, replace={"config.json": json.dumps(config_of(blob) | changes).encode()})
+
+
 # --- what a package holds ------------------------------------------------------------
 
 
@@ -120,11 +132,11 @@ def test_package_holds_exactly_the_tenant_material(pki: ForgePki, made: bytes) -
     assert files["certs/ca-chain.pem"][1] == pki.tenant_ca_pem(ACME) + pki.root_pem
 
 
-def test_config_is_the_go_agent_shape_with_tenant_identifiers(made: bytes) -> None:
-    config = config_of(made)
+def test_config_is_the_go_agent_shape_and_identity_holds_the_tenant(made: bytes) -> None:
+    config, identity = config_of(made), identity_of(made)
     cn = "agent-042.site-a.acme-corp.serviceradar"
-    assert config["agent_id"] == config["component_id"] == "agent-042"
-    assert config["partition"] == "site-a"
+    assert config["agent_id"] == identity["component_id"] == "agent-042"
+    assert config["partition"] == identity["partition_id"] == "site-a"
     assert config["listen_addr"] == ":50051"
     assert config["security"]["mode"] == "mtls"
     assert config["security"]["server_name"] == cn
@@ -135,9 +147,11 @@ def test_config_is_the_go_agent_shape_with_tenant_identifiers(made: bytes) -> No
         "ca_file": "root.pem",
         "client_ca_file": "root.pem",
     }
-    assert (config["tenant"], config["tenant_ca"], config["cn"]) == (ACME, "tenant-acme-corp.ca.serviceradar", cn)
-    assert config["spiffe_id"] == "spiffe://serviceradar.local/agent/acme-corp/site-a/agent-042"
-    assert config["nats_subject_prefix"] == ACME
+    assert (identity["tenant"], identity["tenant_ca"], identity["cn"]) == (ACME, "tenant-acme-corp.ca.serviceradar", cn)
+    assert identity["spiffe_id"] == "spiffe://serviceradar.local/agent/acme-corp/site-a/agent-042"
+    assert (identity["nats_subject_prefix"], identity["mode"]) == (ACME, "poll")
+    # Issue 16 item 8: none of the tenant identifiers in config.json (the agent refuses unknown keys).
+    assert not {"tenant", "tenant_ca", "component_id", "cn", "spiffe_id", "nats_subject_prefix"} & set(config)
 
 
 @pytest.mark.parametrize("kind", ["agent", "checker", "gateway"])
@@ -183,29 +197,37 @@ def test_swapped_key(made: bytes, snapshot: TrustSnapshot) -> None:
     assert err.reason is Reason.KEY_MISMATCH
 
 
-def test_edited_config_tenant(made: bytes, snapshot: TrustSnapshot) -> None:
-    config = config_of(made) | {"tenant": XYZ}
-    err = refused(repack(made, replace={"config.json": json.dumps(config).encode()}), snapshot)
+def test_edited_identity_tenant(made: bytes, snapshot: TrustSnapshot) -> None:
+    err = refused(with_identity(made, tenant=XYZ), snapshot)
     assert err.reason is Reason.TENANT_MISMATCH
     assert "xyz-inc" in err.detail
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "reason"),
+    ("member", "field", "value", "reason"),
     [
-        ("nats_subject_prefix", XYZ, Reason.TENANT_MISMATCH),
-        ("component_id", "agent-001", Reason.IDENTITY_MISMATCH),
-        ("partition", "site-b", Reason.IDENTITY_MISMATCH),
-        ("spiffe_id", "spiffe://serviceradar.local/gateway/acme-corp/site-a/agent-042", Reason.IDENTITY_MISMATCH),
-        ("component_type", "gateway", Reason.IDENTITY_MISMATCH),
-        ("tenant", "", Reason.BAD_PACKAGE),
+        ("identity.json", "nats_subject_prefix", XYZ, Reason.TENANT_MISMATCH),
+        ("identity.json", "tenant_ca", "tenant-xyz-inc.ca.serviceradar", Reason.TENANT_MISMATCH),
+        ("identity.json", "component_id", "agent-001", Reason.IDENTITY_MISMATCH),
+        ("identity.json", "cn", "agent-001.site-a.acme-corp.serviceradar", Reason.IDENTITY_MISMATCH),
+        ("identity.json", "spiffe_id", "spiffe://serviceradar.local/sync/acme-corp/site-a/agent-042", Reason.IDENTITY_MISMATCH),
+        ("identity.json", "component_type", "gateway", Reason.IDENTITY_MISMATCH),
+        ("identity.json", "tenant", "", Reason.BAD_PACKAGE),
+        ("identity.json", "mode", "push", Reason.BAD_PACKAGE),
+        ("identity.json", "extra", "x", Reason.BAD_PACKAGE),
+        ("config.json", "agent_id", "agent-001", Reason.IDENTITY_MISMATCH),
+        ("config.json", "partition", "site-b", Reason.IDENTITY_MISMATCH),
     ],
 )
-def test_edited_config_fields(made: bytes, snapshot: TrustSnapshot, field: str, value: str, reason: Reason) -> None:
-    config = config_of(made) | {field: value}
-    if field == "component_id":
-        config["agent_id"] = value
-    assert refused(repack(made, replace={"config.json": json.dumps(config).encode()}), snapshot).reason is reason
+def test_edited_identity_and_config_fields(
+    made: bytes, snapshot: TrustSnapshot, member: str, field: str, value: str, reason: Reason
+) -> None:
+    tampered = with_identity(made, **{field: value}) if member == "identity.json" else with_config(made, **{field: value})
+    assert refused(tampered, snapshot).reason is reason
+
+
+def test_identity_not_json(made: bytes, snapshot: TrustSnapshot) -> None:
+    assert refused(repack(made, replace={"identity.json": b"[]"}), snapshot).reason is Reason.BAD_PACKAGE
 
 
 def test_config_not_json(made: bytes, snapshot: TrustSnapshot) -> None:
@@ -286,8 +308,8 @@ def test_links_and_special_members(made: bytes, snapshot: TrustSnapshot, name: s
 
 
 def test_duplicate_member_cannot_override_the_first(made: bytes, snapshot: TrustSnapshot) -> None:
-    config = json.dumps(config_of(made) | {"tenant": XYZ}).encode()
-    assert refused(repack(made, extra=(entry("config.json", data=config),)), snapshot).reason is Reason.UNSAFE_MEMBER
+    identity = json.dumps(identity_of(made) | {"tenant": XYZ}).encode()
+    assert refused(repack(made, extra=(entry("identity.json", data=identity),)), snapshot).reason is Reason.UNSAFE_MEMBER
 
 
 def test_world_readable_key(made: bytes, snapshot: TrustSnapshot) -> None:
@@ -297,9 +319,10 @@ def test_world_readable_key(made: bytes, snapshot: TrustSnapshot) -> None:
 def test_repacked_with_default_modes_still_names_the_edit(made: bytes, snapshot: TrustSnapshot) -> None:
     # A tamperer who rebuilds the archive with tarfile's default 0644 everywhere:
     # the refusal names the edited tenant, not the key's mode.
-    config = json.dumps(config_of(made) | {"tenant": XYZ}).encode()
+    identity = json.dumps(identity_of(made) | {"tenant": XYZ}).encode()
     all_0644 = dict.fromkeys(MEMBERS, 0o644)
-    assert refused(repack(made, replace={"config.json": config}, modes=all_0644), snapshot).reason is Reason.TENANT_MISMATCH
+    tampered = repack(made, replace={"identity.json": identity}, modes=all_0644)
+    assert refused(tampered, snapshot).reason is Reason.TENANT_MISMATCH
 
 
 @pytest.mark.parametrize("name", sorted(MEMBERS))
@@ -561,6 +584,14 @@ def test_package_key_is_the_components_not_a_cas(pki: ForgePki, made: bytes) -> 
 def test_verify_package_reads_a_file(made: bytes, snapshot: TrustSnapshot, tmp_path: Path) -> None:
     path = tmp_path / "p.tar.gz"
     path.write_bytes(made)
-    assert verify_package(path, trust=snapshot).config["tenant"] == ACME
+    assert verify_package(path, trust=snapshot).identity["tenant"] == ACME
     with pytest.raises(OSError):
         verify_package(tmp_path / "missing.tar.gz", trust=snapshot)
+
+
+def test_onboard_help_shows_the_action_as_optional():
+    shown = subprocess.run(cli_argv("onboard", "--help"), capture_output=True, text=True, check=False)
+    assert shown.returncode == 0
+    usage = shown.stdout.split("\n\n")[0]
+    assert "ACTION" not in usage and "onboard verify FILE.tar.gz --certs DIR" in usage
+    assert "optional: check a package instead of creating one" in shown.stdout

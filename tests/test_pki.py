@@ -227,6 +227,7 @@ def test_key_files_are_0600_and_certs_0644_whatever_the_umask(tmp_path: Path, ma
 
 def test_a_private_key_is_never_readable_by_others_while_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The temporary file already has mode 0600 when the first byte is written."""
+    from poller import durable
     from poller.pki import files
 
     seen: list[int] = []
@@ -236,7 +237,7 @@ def test_a_private_key_is_never_readable_by_others_while_written(tmp_path: Path,
         seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
         return real_fdopen(fd, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(files.os, "fdopen", spy)
+    monkeypatch.setattr(durable.os, "fdopen", spy)
     files.write_private(tmp_path / "k.pem", b"secret")
     assert seen and all(m & 0o077 == 0 for m in seen)
     assert mode(tmp_path / "k.pem") == 0o600

@@ -1,4 +1,4 @@
-"""The generated code is current, and the wire interface matches PROTOCOL.md."""
+"""The generated code is current, and the wire interface matches docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -40,6 +40,19 @@ def test_service_paths():
     }
 
 
+def test_gateway_service_paths():
+    service = pb.DESCRIPTOR.services_by_name["AgentGatewayService"]
+    assert service.full_name == "monitoring.AgentGatewayService"
+    methods = {m.name: (m.input_type.name, m.output_type.name, m.client_streaming, m.server_streaming) for m in service.methods}
+    assert methods == {
+        "Hello": ("AgentHelloRequest", "AgentHelloResponse", False, False),
+        "GetConfig": ("AgentConfigRequest", "AgentConfigResponse", False, False),
+        "PushStatus": ("GatewayStatusRequest", "GatewayStatusResponse", False, False),
+        "StreamStatus": ("GatewayStatusChunk", "GatewayStatusResponse", True, False),
+        "ControlStream": ("ControlStreamRequest", "ControlStreamResponse", True, True),
+    }
+
+
 T = {"string": 9, "bool": 8, "bytes": 12, "int32": 5, "int64": 3, "message": 11, "enum": 14}
 
 WIRE = {
@@ -72,7 +85,115 @@ WIRE = {
         (7, "string"),
         (8, "string"),
     ],
+    # The push side (docs/protocol.md): cac9ec1af's fields, plus HEAD's additions. The
+    # tenant fields HEAD reserves (8/9, 11/12) stay parseable for cac9ec1af agents.
+    "AgentHelloRequest": [
+        *((n, "string") for n in range(1, 9)),  # 3: repeated string capabilities
+        (9, "message"),  # map<string, string> labels
+        (10, "string"),
+    ],
+    "AgentHelloResponse": [
+        (1, "bool"),
+        (2, "string"),
+        (3, "string"),
+        (4, "string"),
+        (5, "int64"),
+        (6, "int32"),
+        (7, "bool"),
+        (8, "string"),
+        (9, "string"),
+    ],
+    "AgentConfigRequest": [(1, "string"), (2, "string")],
+    "AgentConfigResponse": [(1, "bool"), (2, "string"), (3, "int64"), (4, "int32"), (5, "int32"), (6, "message"), (7, "bytes")],
+    "AgentCheckConfig": [
+        (1, "string"),
+        (2, "string"),
+        (3, "string"),
+        (4, "bool"),
+        (5, "int32"),
+        (6, "int32"),
+        (7, "string"),
+        (8, "int32"),
+        (9, "string"),
+        (10, "string"),
+        (11, "message"),
+    ],
+    "GatewayStatusRequest": [
+        (1, "message"),
+        (2, "string"),
+        (3, "string"),
+        (4, "int64"),
+        (5, "string"),
+        (6, "string"),
+        (7, "string"),
+        (8, "string"),
+        (9, "string"),
+        (10, "string"),
+        (11, "string"),
+        (12, "string"),
+        (13, "string"),
+        (14, "string"),
+    ],
+    "GatewayStatusResponse": [(1, "bool")],
+    "GatewayStatusChunk": [
+        (1, "message"),
+        (2, "string"),
+        (3, "string"),
+        (4, "int64"),
+        (5, "string"),
+        (6, "string"),
+        (7, "bool"),
+        (8, "int32"),
+        (9, "int32"),
+        (10, "string"),
+        (11, "string"),
+        (12, "string"),
+        (13, "string"),
+        (14, "string"),
+        (15, "string"),
+        (16, "string"),
+        (17, "string"),
+    ],
+    "GatewayServiceStatus": [
+        (1, "string"),
+        (2, "bool"),
+        (3, "bytes"),
+        (4, "string"),
+        (5, "int64"),
+        (6, "string"),
+        (7, "string"),
+        (8, "string"),
+        (9, "string"),
+        (10, "string"),
+        (11, "string"),
+        (12, "string"),
+    ],
+    "ControlStreamHello": [*((n, "string") for n in range(1, 9)), (9, "message"), (10, "string")],
+    "CommandRequest": [(1, "string"), (2, "string"), (3, "bytes"), (4, "int64"), (5, "int64")],
+    "CommandAck": [(1, "string"), (2, "string"), (3, "int64"), (4, "string")],
+    "CommandProgress": [(1, "string"), (2, "string"), (3, "int32"), (4, "string"), (5, "int64"), (6, "bytes")],
+    "CommandResult": [(1, "string"), (2, "string"), (3, "bool"), (4, "string"), (5, "bytes"), (6, "int64")],
+    "ConfigAck": [(1, "string"), (2, "int64")],
+    "ControlStreamRequest": [(1, "message"), (2, "message"), (3, "message"), (4, "message"), (5, "message")],
+    "ControlStreamResponse": [(1, "message"), (2, "message")],
 }
+
+
+def test_repeated_and_oneof_fields():
+    def repeated(message, number):
+        return pb.DESCRIPTOR.message_types_by_name[message].fields_by_number[number].is_repeated
+
+    assert repeated("AgentHelloRequest", 3) and repeated("AgentConfigResponse", 6)
+    assert repeated("GatewayStatusRequest", 1) and repeated("GatewayStatusChunk", 1)
+    assert pb.ControlStreamRequest.DESCRIPTOR.oneofs_by_name["payload"].fields[0].message_type.name == "ControlStreamHello"
+    assert pb.ControlStreamResponse.DESCRIPTOR.fields_by_number[2].message_type.name == "AgentConfigResponse"
+
+
+def test_head_config_fields_are_skipped_as_unknown():
+    """A HEAD gateway's sysmon/snmp/plugin config (8, 9, 11) parses: unknown fields are skipped."""
+    # field 8, length-delimited, 2 bytes (an empty nested message would do; give it a bool)
+    wire = pb.AgentConfigResponse(config_version="v1").SerializeToString() + bytes([8 << 3 | 2, 2, 8, 1])
+    assert pb.AgentConfigResponse.FromString(wire).config_version == "v1"
 
 
 @pytest.mark.parametrize("message", sorted(WIRE))

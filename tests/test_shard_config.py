@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,28 @@ def test_two_shards_split_the_agents_without_overlap() -> None:
     assert mine and theirs
     assert not mine & theirs
     assert mine | theirs == {a.name for a in first.agents}
+
+
+def test_the_shard_is_computed_once_per_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 14: the scheduler reads polled_agents once per agent, so
+    hashing the whole fleet on each read made start-up quadratic."""
+    import poller.config.model as model
+
+    calls: list[int] = []
+    real = model.shard_of
+
+    def counting(names: Any, count: int) -> Any:
+        calls.append(count)
+        return real(names, count)
+
+    monkeypatch.setattr(model, "shard_of", counting)
+    config = parse_config(_config({"index": 0, "count": 3}))
+    first = config.polled_agents
+    assert all(config.polled_agents is first for _ in range(100))
+    assert calls == [3]
+    other = replace(config, shard=ShardConfig(index=1, count=3))  # new settings: a new share
+    assert not {a.name for a in other.polled_agents} & {a.name for a in first}
+    assert calls == [3, 3]
 
 
 def test_without_shard_every_agent_is_polled() -> None:

@@ -29,8 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from types import TracebackType
 
-from poller.agent.stream import IncompleteStream
-from poller.identity.reasons import InvalidArgument
+from poller.identity.reasons import IncompleteStream, InvalidArgument
 
 __all__ = ["DEFAULT_REASSEMBLY_BUDGET", "ReassemblyBudget", "StreamLease"]
 

@@ -25,10 +25,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poller.agent.budget import ReassemblyBudget
-from poller.agent.stream import IncompleteStream, StreamAssembler
+from poller.agent.stream import StreamAssembler
 from poller.dial.dialer import AgentConnection
 from poller.identity.context import TenantContext, bound_tenant
-from poller.identity.reasons import AgentUnreachable, IdentityRefused, InvalidPayload
+from poller.identity.reasons import AgentUnreachable, IdentityRefused, IncompleteStream, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.tasks import task_cancelling

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from poller.identity.reasons import AgentFailure, Reason
+from poller.identity.reasons import IncompleteStream
 from poller.proto import monitoring_pb2 as pb
 
 if TYPE_CHECKING:
     from poller.agent.budget import StreamLease
 
+# IncompleteStream lives with the other AgentFailures; re-exported for existing imports.
+__all__ = ["DEFAULT_MAX_BYTES", "IncompleteStream", "StreamAssembler"]
+
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-
-
-class IncompleteStream(AgentFailure):
-    """A stream that did not deliver a whole document (reason INCOMPLETE_STREAM)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(Reason.INCOMPLETE_STREAM, detail)
 
 
 class StreamAssembler:

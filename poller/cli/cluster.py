@@ -19,10 +19,10 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
-from poller.cli.main import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.cli.common import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 from poller.cluster.node import connect_nats
 from poller.cluster.status import ClusterStatus, read_status
-from poller.daemon.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL
+from poller.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL
 from poller.logs import configure_logging
 
 _SHOWN = 50  # unowned agents listed by name in the table view (all of them in --json)

@@ -12,33 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from poller.daemon.config import PollerConfig
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_REFUSED = 3
-EXIT_UNREACHABLE = 4
-
-
-def load_config_or_report(path: str | Path) -> PollerConfig | None:
-    """The config at path, or None after printing each problem as `error: ...`
-    on stderr (the caller then exits EXIT_USAGE)."""
-    from poller.daemon.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"error: {issue}", file=sys.stderr)
-        return None
+# Re-exported: the statuses' home is poller.cli.common.
+__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "load_config_or_report", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from poller import __version__
+    from poller._version import __version__
     from poller.cli import commands
 
     parser = argparse.ArgumentParser(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from poller.address import split_host_port
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.identity.names import InvalidName, format_edge_cn
 from poller.identity.reasons import InvalidArgument
 from poller.trust.layout import CertsLayout

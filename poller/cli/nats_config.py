@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_USAGE
-from poller.daemon.config import split_host_port
+from poller.cli.common import EXIT_OK, EXIT_USAGE
+from poller.config import split_host_port
 from poller.identity.names import is_label
 from poller.trust.layout import CertsLayout
 

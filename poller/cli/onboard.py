@@ -1,11 +1,13 @@
 """`serviceradar-poller onboard`: make and verify onboarding packages.
 
     onboard --certs DIR --tenant SLUG --component ID --partition ID --type agent|checker|gateway --out FILE.tar.gz
+    onboard --certs DIR --tenant SLUG --component ID --partition ID --gateway HOST:PORT --out FILE.tar.gz
     onboard verify FILE.tar.gz --certs DIR [--extract DIR]
 
 Both print exactly one JSON object on stdout, as probe does: `created` /
 `valid` true with the component's proven identity, or false with `reason` and
-`detail`. Exit 0: package written / package valid; 3: package refused; 2: bad
+`detail`. With `--gateway` the package is for a push agent (config.json
+points at the gateway; `--type` is then agent). Exit 0: package written / package valid; 3: package refused; 2: bad
 usage, unreadable certs directory or package file (`reason` `usage`, the
 message also on stderr).
 """
@@ -19,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from poller.config.durations import DurationError, parse_duration
 from poller.identity.names import InvalidName
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.logs import configure_logging
@@ -32,7 +35,7 @@ from poller.onboard import (
     write_package,
     write_verified,
 )
-from poller.onboard.members import DEFAULT_LISTEN_ADDR
+from poller.onboard.members import DEFAULT_LISTEN_ADDR, DEFAULT_PUSH_INTERVAL
 from poller.pki.errors import PkiError
 from poller.trust.store import TrustStore, TrustStoreError
 
@@ -43,8 +46,9 @@ def register(sub: Any) -> None:
         help="make (or verify) a component's onboarding package",
         description=(
             "Issue a component certificate from the tenant's CA and write a tar.gz with the tenant CA "
-            "certificate and chain, the component's certificate and key (0600) and a config.json for "
-            "ServiceRadar's agent. `onboard verify FILE --certs DIR` checks a package. Prints one JSON "
+            "certificate and chain, the component's certificate and key (0600), a config.json that "
+            "ServiceRadar's agent loads as is (only its own keys; with --gateway, a push agent's) and an "
+            "identity.json with the tenant identifiers. `onboard verify FILE --certs DIR` checks a package. Prints one JSON "
             "object. Exit status: 0 ok, 3 package refused (reason in the JSON), 2 bad usage or unreadable input."
         ),
     )
@@ -55,12 +59,34 @@ def register(sub: Any) -> None:
     p.add_argument("--type", dest="component_type", choices=PACKAGE_TYPES, metavar="|".join(PACKAGE_TYPES))
     p.add_argument("--out", type=Path, metavar="FILE.tar.gz", help="where to write the package (mode 0600)")
     p.add_argument("--listen", default=DEFAULT_LISTEN_ADDR, metavar="ADDR", help="listen_addr in config.json (default :50051)")
+    p.add_argument(
+        "--gateway",
+        metavar="HOST:PORT",
+        help="make a push agent's package: the agent dials the gateway at HOST:PORT (gateway_addr in config.json)",
+    )
+    p.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="with --gateway: the name the agent checks in the gateway's certificate (default: HOST)",
+    )
+    p.add_argument(
+        "--push-interval",
+        default=DEFAULT_PUSH_INTERVAL,
+        metavar="DURATION",
+        help="with --gateway: push_interval in config.json (default 30s; the gateway's Hello answer overrides it)",
+    )
     p.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run_create)
     _json_errors(p, "created")
 
-    actions = p.add_subparsers(dest="onboard_action", metavar="ACTION")
+    # The action is optional (without it, onboard creates a package): say so in the usage,
+    # which argparse would otherwise draw with a required-looking ACTION.
+    p.usage = (
+        "%(prog)s --certs DIR --tenant SLUG --component ID --partition ID --type T --out FILE.tar.gz [options]\n"
+        "       %(prog)s verify FILE.tar.gz --certs DIR [--extract DIR] [-v]"
+    )
+    actions = p.add_subparsers(dest="onboard_action", metavar="verify", help="optional: check a package instead of creating one")
     v = actions.add_parser(
         "verify",
         help="check that a package is complete, consistent and issued by the right tenant CA",
@@ -100,10 +126,19 @@ def _json_errors(parser: argparse.ArgumentParser, verdict: str) -> None:
 def run_create(args: argparse.Namespace) -> int:
     configure_logging("auto")  # issuing a certificate is always audited (stderr)
     needed: list[tuple[str, object]] = [("--certs", args.certs), ("--tenant", args.tenant), ("--component", args.component)]
+    if args.gateway is not None and args.component_type is None:
+        args.component_type = "agent"  # only agents push
     needed += [("--partition", args.partition), ("--type", args.component_type), ("--out", args.out)]
     missing = [flag for flag, value in needed if value is None]
     if missing:
         return _usage(f"onboard needs {', '.join(missing)} (or `onboard verify FILE --certs DIR`)")
+    if args.gateway is None and (args.server_name is not None or args.push_interval != DEFAULT_PUSH_INTERVAL):
+        return _usage("--server-name and --push-interval need --gateway (they configure a push agent)")
+    try:
+        if parse_duration(args.push_interval) <= 0:
+            return _usage(f"--push-interval {args.push_interval!r} must be positive")
+    except DurationError as exc:
+        return _usage(f"--push-interval: {exc}")
     if args.out.exists() and not args.force:
         return _usage(f"{args.out} already exists (use --force to replace it)")
     if not args.certs.is_dir():
@@ -116,6 +151,9 @@ def run_create(args: argparse.Namespace) -> int:
             partition_id=args.partition,
             component_type=args.component_type,
             listen_addr=args.listen,
+            gateway_addr=args.gateway,
+            server_name=args.server_name,
+            push_interval=args.push_interval,
             days=args.days,
         )
         write_package(args.out, made, force=args.force)

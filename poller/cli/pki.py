@@ -14,14 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_USAGE
 from poller.identity.names import InvalidName, check_label
 
 _EPILOG = """\
 examples:
   serviceradar-poller pki init certs
   serviceradar-poller pki tenant certs acme-corp
+  serviceradar-poller pki tenant certs globex --deployment
   serviceradar-poller pki issue certs --tenant acme-corp --component agent-001 --partition partition-1
+  serviceradar-poller pki gateway certs --dns gw.example.net --ip 10.0.0.5
   serviceradar-poller pki revoke certs --tenant acme-corp certs/tenants/acme-corp/components/agent-001-partition-1.pem
   serviceradar-poller pki show certs/tenants/acme-corp/ca.pem
   serviceradar-poller pki dev certs
@@ -107,10 +109,13 @@ def _init(args: argparse.Namespace) -> int:
 def _tenant(args: argparse.Namespace) -> int:
     from poller.pki import create_tenant_ca
 
-    ca = create_tenant_ca(args.dir, args.slug, force=args.force)
-    print(f"tenant CA    {_status(ca.created)} {ca.cert_path}  CN={ca.cn}  serial={ca.serial}")
+    ca = create_tenant_ca(args.dir, args.slug, force=args.force, deployment=args.deployment)
+    kind = "deployment CA" if args.deployment else "tenant CA   "
+    print(f"{kind} {_status(ca.created)} {ca.cert_path}  CN={ca.cn}  serial={ca.serial}")
     print(f"             key {ca.key_path}  chain {ca.chain_path}")
     print(f"             sha256 {ca.fingerprint}")
+    if args.deployment:
+        print(f'             bound to tenant {ca.slug} by {ca.cert_path.with_name("tenant.json")} {{"cn_form": "deployment"}}')
     if not ca.created:
         print("the tenant CA already existed and was kept (use --force to regenerate it)")
     return EXIT_OK
@@ -133,6 +138,19 @@ def _issue(args: argparse.Namespace) -> int:
     print(f"key          {issued.key_path}")
     print(f"chain        {issued.chain_path}")
     print(f"SPIFFE ID    {issued.spiffe_id}")
+    print(f"not after    {issued.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    return EXIT_OK
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from poller.pki.gateway import issue_gateway_cert
+
+    issued = issue_gateway_cert(
+        args.dir, dns=args.dns or (), ips=args.ip or (), issuer=args.issuer, days=args.days, name=args.name
+    )
+    print(f"gateway      {issued.cert_path}  CN={issued.cn}  serial={issued.serial}  issuer={issued.issuer}")
+    print(f"key          {issued.key_path}")
+    print(f"SANs         {' '.join(issued.sans)}")
     print(f"not after    {issued.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}")
     return EXIT_OK
 
@@ -239,7 +257,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Create tenants/SLUG/ca.pem, ca-key.pem and ca-chain.pem: CN tenant-SLUG.ca.serviceradar, "
             "signed by the root, pathlen 0, with a name constraint permitting only SLUG.serviceradar. "
-            "An existing tenant CA is kept unless --force is given."
+            "With --deployment: a deployment CA instead, a self-signed root (no root CA needed) bound to the "
+            'tenant by tenants/SLUG/tenant.json {"cn_form": "deployment"}; the components it issues have CNs '
+            "<ID>.<PARTITION>.serviceradar without a tenant label, as in ServiceRadar's later one-deployment-"
+            "per-tenant releases. An existing tenant CA is kept unless --force is given."
         ),
     )
     p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory (must hold a root CA)")
@@ -248,6 +269,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--force",
         action="store_true",
         help="regenerate the tenant CA (certificates it issued stop verifying; revocations are reset)",
+    )
+    p.add_argument(
+        "--deployment",
+        action="store_true",
+        help="make a deployment CA (self-signed root) and bind it to the tenant with tenants/SLUG/tenant.json",
     )
     p.set_defaults(func=_run(_tenant))
 
@@ -258,7 +284,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Issue tenants/TENANT/components/ID-PARTITION.pem (+ -key.pem, -chain.pem) with CN "
             "<ID>.<PARTITION>.<TENANT>.serviceradar and SPIFFE ID "
             "spiffe://serviceradar.local/<TYPE>/<TENANT>/<PARTITION>/<ID>. Extra DNS names must lie "
-            "under TENANT.serviceradar (the tenant CA's name constraint). Re-issuing replaces the files."
+            "under TENANT.serviceradar (the tenant CA's name constraint). For a tenant bound to a deployment "
+            "CA (pki tenant --deployment) the CN is <ID>.<PARTITION>.serviceradar and the SPIFFE ID "
+            "spiffe://serviceradar.local/<TYPE>/<PARTITION>/<ID>. Re-issuing replaces the files."
         ),
     )
     p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory")
@@ -279,6 +307,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--dns", action="append", metavar="NAME", help="an extra DNS SAN under TENANT.serviceradar (repeatable)")
     p.add_argument("--ip", action="append", metavar="IP", help="an IP address SAN (repeatable)")
     p.set_defaults(func=_run(_issue))
+
+    p = sub.add_parser(
+        "gateway",
+        help="issue the gateway's serving certificate (what push agents check)",
+        description=(
+            "Issue NAME.pem (the served chain: the leaf, then the platform CA when it issued it) and "
+            "NAME-key.pem (default NAME: gateway, the daemon's gateway.cert / gateway.key defaults): "
+            "EKU serverAuth only, the SANs given, CN the first of them, issued by the platform CA "
+            "(default) or the root. Push agents check it against root.pem for their server_name, "
+            "which must be one of the SANs. Re-issuing replaces the files."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory (must hold a root and platform CA)")
+    p.add_argument("--dns", action="append", metavar="NAME", help="a DNS SAN, e.g. gw.example.net (repeatable)")
+    p.add_argument("--ip", action="append", metavar="IP", help="an IP address SAN (repeatable)")
+    p.add_argument("--issuer", default="platform", choices=("platform", "root"), help="the issuing CA (default: platform)")
+    p.add_argument("--days", default=365, type=_positive, metavar="N", help="validity in days (default: 365)")
+    p.add_argument(
+        "--name", default="gateway", type=_label("certificate name"), metavar="NAME", help="file name stem (default: gateway)"
+    )
+    p.set_defaults(func=_run(_gateway))
 
     p = sub.add_parser(
         "revoke",

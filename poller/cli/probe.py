@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from poller.address import split_host_port
 from poller.agent.client import AgentClient
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.dial.dialer import dial_agent
 from poller.identity.names import is_label
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason

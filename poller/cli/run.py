@@ -1,4 +1,10 @@
-"""`serviceradar-poller run --config FILE`: the long-running poller daemon.
+"""`serviceradar-poller run [--config FILE]`: the long-running poller daemon.
+
+The config is `--config`, else $SERVICERADAR_POLLER_CONFIG, else
+/etc/serviceradar/poller.json. `--poller-id`, `--log-level` and
+`--log-format` (or SERVICERADAR_POLLER_ID, SERVICERADAR_POLLER_LOG_LEVEL,
+SERVICERADAR_POLLER_LOG_FORMAT) win over the file's keys: flag > environment
+> file > default (poller.config.overrides).
 
 `run --once` polls every agent once and exits, for cron and CI. It prints one
 summary line per tenant on stdout (`summary tenant=acme-corp agents=3 ok=2
@@ -12,11 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
-from poller.daemon.config import unsupported
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.config import LOG_FORMATS, LOG_LEVELS, ConfigError, unsupported
+from poller.config.overrides import (
+    DEFAULT_CONFIG_PATH,
+    ENV_CONFIG,
+    ENV_LOG_FORMAT,
+    ENV_LOG_LEVEL,
+    ENV_POLLER_ID,
+    Overrides,
+    config_path,
+)
 from poller.daemon.daemon import PollerDaemon
 from poller.identity.reasons import PollerError, Reason
 from poller.logs import configure_logging, get_logger
@@ -35,20 +51,32 @@ def register(sub: Any) -> None:
             "cleanly (exit 0), SIGHUP reloads the config and the certs directory."
         ),
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="JSON config (see `config example`)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"JSON config (see `config example`); default ${ENV_CONFIG}, else {DEFAULT_CONFIG_PATH}",
+    )
+    p.add_argument("--poller-id", metavar="ID", help=f"this poller's id, over the config's poller_id (env {ENV_POLLER_ID})")
+    p.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS, help=f"over the config's log_level (default info; env {ENV_LOG_LEVEL})"
+    )
     p.add_argument(
         "--once",
         action="store_true",
         help="poll every agent once, print a summary line per tenant, then exit "
         "(0 all answered, 3 an identity refused, 4 an agent without a proven answer)",
     )
-    p.add_argument("--log-format", choices=("auto", "json", "console"), help="override the config's log_format")
+    p.add_argument("--log-format", choices=LOG_FORMATS, help=f"over the config's log_format (default auto; env {ENV_LOG_FORMAT})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_config_or_report(args.config)
+    path = config_path(args.config)
+    overrides = Overrides.gather(poller_id=args.poller_id, log_level=args.log_level, log_format=args.log_format)
+    settings = load_config_or_report(path, overrides)
     if settings is None:
+        if not args.config:
+            print(f"hint: the config was {path}; pass --config FILE or set {ENV_CONFIG}", file=sys.stderr)
         return EXIT_USAGE
     if blocked := unsupported(settings):
         for issue in blocked:
@@ -61,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    configure_logging(args.log_format or settings.log_format)
+    configure_logging(settings.log_format, level=getattr(logging, settings.log_level.upper()), route_native=True)
     try:
-        daemon = PollerDaemon(settings)
+        daemon = PollerDaemon(settings, overrides=overrides)
     except TrustStoreError as exc:
         for problem in exc.problems:
             print(f"error: certs: {problem}", file=sys.stderr)
@@ -71,12 +99,17 @@ def run(args: argparse.Namespace) -> int:
     except PollerError as exc:  # e.g. the NATS sink's credentials file is unusable
         print(f"error: sink: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return EXIT_USAGE
-    if args.once:
-        asyncio.run(daemon.run_once())
-        tally = daemon.scheduler.take_tally()
-        log.info("poll_summary", tenants=tally)
-        return once_summary(tally)
-    return asyncio.run(daemon.run())
+    try:
+        if args.once:
+            asyncio.run(daemon.run_once())
+            tally = daemon.scheduler.take_tally()
+            log.info("poll_summary", tenants=tally)
+            return once_summary(tally)
+        return asyncio.run(daemon.run())
+    except ConfigError as exc:  # what only starting can find: e.g. the gateway's certificate or port
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def once_summary(tally: dict[str, dict[str, int]]) -> int:

@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.daemon.status import EXPIRY_WARNING_DAYS, AgentState
 from poller.identity.names import is_label
 from poller.identity.reasons import PollerError
+from poller.logs import printable
 
 DEFAULT_URL = "http://127.0.0.1:9464"
 _ORDER = {state.value: i for i, state in enumerate(AgentState)}  # refused, unreachable, pending, proven
@@ -144,7 +145,7 @@ def _row(agent: dict[str, Any], now: datetime) -> tuple[str, ...]:
     ok = sum(1 for c in checks if c.get("outcome") == "ok")
     return (
         _clean(agent.get("tenant")),
-        _clean(agent.get("name")),
+        _clean(agent.get("name")) + (" (push)" if agent.get("mode") == "push" else ""),
         _clean(agent.get("state")),
         _clean(agent.get("reason") or "-"),
         cert,
@@ -167,8 +168,7 @@ def _age(stamp: Any, now: datetime) -> str:
 
 def _clean(value: Any) -> str:
     """Printable text only: a certificate's strings must not drive the terminal (escape sequences)."""
-    text = "" if value is None else str(value)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return printable("" if value is None else str(value))
 
 
 def _usage(message: str) -> int:

@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Any
 
-from poller.cli.main import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.identity.names import is_label
 
 _FILTER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}|\*")

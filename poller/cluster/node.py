@@ -68,7 +68,7 @@ from poller.cluster.records import (
     member_key,
 )
 from poller.cluster.slots import Slot, slot_at
-from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig, redact_url
+from poller.config import AgentConfig, ClusterConfig, PollerConfig, redact_url
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
@@ -229,7 +229,7 @@ class ClusterNode:
         self.state = "starting"
         self._changed = asyncio.Condition()
         self.log = log.bind(poller_id=self.poller_id, bucket=self.config.bucket)
-        self.set_agents(settings.agents)
+        self.set_agents(settings.dial_agents)  # push agents dial in: no lease
 
     # ------------------------------------------------------------------ public
 
@@ -303,6 +303,15 @@ class ClusterNode:
             self.state = state
         async with self._changed:
             self._changed.notify_all()
+
+    def live_members(self) -> list[Member]:
+        """The members judged live now (what the assignment is computed over); [] before joining."""
+        return self._live_members() if self._joined else []
+
+    @property
+    def bucket(self) -> KeyValue | None:
+        """The cluster's KV bucket once connected (for other records in it, e.g. push sightings)."""
+        return self._kv
 
     def owner(self, agent: str) -> str | None:
         """The replica that owns `agent` in this replica's current view (None: no member serves it)."""
@@ -748,6 +757,6 @@ class ClusterNode:
 
 
 def _package_version() -> str:
-    from poller import __version__
+    from poller._version import __version__
 
     return __version__

@@ -4,7 +4,7 @@ In dynamic cluster mode every replica places agent X's polls at the same
 instants, `k * interval + offset(X)` seconds since the epoch, so "interval k
 of agent X" means the same window on every replica (clocks kept by NTP). A
 lease covers whole slots; the replica that polls X in slot k is the one whose
-lease covered all of slot k (poller.cluster.leases). The offset spreads a
+lease covered all of slot k (the leases of poller.cluster.node). The offset spreads a
 fleet's polls evenly over the interval and is the same on every replica.
 
 >>> s = slot_at("edge-1", 1_000.0, 30.0)

@@ -20,22 +20,33 @@ import asyncio
 import gc
 import ipaddress
 import signal
+import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
+from poller._version import __version__
 from poller.cluster.node import ClusterNode
-from poller.daemon.config import ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig, check_files, load_config
+from poller.config.overrides import Overrides
+from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_check
 from poller.daemon.http import OperatorServer
-from poller.daemon.results import PollResult
+from poller.daemon.pushes import PushSide
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import FileSink, Sink
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
-from poller.handlers import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
+from poller.delivery.file_sink import FileSink
+from poller.delivery.registry import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
+from poller.delivery.result import PollResult
+from poller.delivery.sink import Sink
 from poller.identity import certinfo
+from poller.identity.context import format_time
 from poller.logs import get_logger
-from poller.metrics import PollerMetrics
+from poller.metrics import PollerMetrics, add_process_metrics
 from poller.policy import platform_admin
 from poller.trust.platform import local_platform_identity
 from poller.trust.store import TrustStore
+
+if TYPE_CHECKING:
+    from poller.nats.sink import JetStreamSink
 
 log = get_logger("poller.daemon")
 
@@ -62,11 +73,17 @@ class PollerDaemon:
         trust: TrustStore | None = None,
         registry: HandlerRegistry | None = None,
         metrics: PollerMetrics | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.settings = settings
-        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl)
+        # Flags and environment (poller.config.overrides) win over the file at every reload too.
+        self.overrides = overrides
+        self.trust = trust or TrustStore(settings.certs_dir, require_crl=settings.require_crl, crl_state=settings.crl_state)
         # The daemon's own registry, served on metrics_listen; never the process-global one.
-        self.metrics = metrics if metrics is not None else PollerMetrics()
+        if metrics is None:
+            metrics = PollerMetrics()
+            add_process_metrics(metrics.registry, version=__version__)
+        self.metrics = metrics
         self.sink = sink or make_sink(settings, self.metrics)
         self._agents = dict(settings.agents_by_name)
         # A handler (the sink included) never holds a cycle longer than this. Not
@@ -75,13 +92,15 @@ class PollerDaemon:
         self.registry = registry or HandlerRegistry(
             timeout=DEFAULT_HANDLER_TIMEOUT, strict_labels=self._strict_labels, metrics=self.metrics
         )
+        self._sink_name = f"{settings.sink.type}-sink" if sink is None else type(sink).__name__
         self.registry.register(
             ">",
             self.sink,
             policy=platform_admin(),
             platform=local_platform_identity(self.trust.client),
-            name=f"{settings.sink.type}-sink" if sink is None else type(sink).__name__,
+            name=self._sink_name,
         )
+        self._prime_metrics()
         # Dynamic cluster mode: the node decides which agents this replica polls, slot by slot.
         self.cluster = ClusterNode(settings, metrics=self.metrics) if settings.cluster is not None else None
         self.scheduler = Scheduler(
@@ -92,6 +111,28 @@ class PollerDaemon:
         self.shutdown_grace = min(5.0, settings.call_timeout + 1.0)
         self._http: OperatorServer | None = None
         self.metrics_port: int | None = None
+        self.gateway_port: int | None = None
+        self.started_at: float | None = None
+        self.started = asyncio.Event()  # set once run() serves metrics_listen and polls
+        # /healthz and /readyz: named checks; a part the daemon starts (the gateway) adds its own.
+        self.health = HealthChecks()
+        self.health.add_live("loop", self._loop_alive)
+        self.health.add_ready("trust", trust_check(self.trust, lambda: self.settings.tenants))
+        given = CheckResult(True, f"{type(sink).__name__} (given by the caller)")
+        self.health.add_ready("sink", sink_check(self.sink, settings) if sink is None else lambda: given)
+        # Push agents dial in (poller.gateway): served when the config has a gateway section.
+        self.pushes: PushSide | None = None
+        if settings.gateway is not None:
+            self.pushes = PushSide(
+                settings,
+                self.trust,
+                self.registry,
+                self.scheduler.status,
+                self.scheduler.budget,
+                self.metrics,
+                self.scheduler.note_outcome,
+                cluster=self.cluster,
+            )
 
     async def publish(self, result: PollResult) -> Delivery:
         return await self.registry.deliver(result)
@@ -99,6 +140,13 @@ class PollerDaemon:
     def _strict_labels(self, result: PollResult) -> bool:
         agent = self._agents.get(result.agent)
         return True if agent is None else agent.strict_labels  # an unknown agent gets the strict rule
+
+    def _loop_alive(self) -> CheckResult:
+        # Answered on the daemon's loop: that it runs at all is the proof.
+        if self._stop.is_set():
+            return CheckResult(False, "stopping")
+        uptime = 0.0 if self.started_at is None else time.time() - self.started_at
+        return CheckResult(True, f"event loop answering, up {uptime:.0f}s")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -112,12 +160,19 @@ class PollerDaemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self.started_at = time.time()
         await self._start_http()
         self._log_config_warnings()
         self._record_own_certificate()
         if self.cluster is not None:
             self.cluster.start()
+        try:
+            await self._start_gateway()
+        except BaseException:
+            await self.shutdown()
+            raise
         self.scheduler.start()
+        self.started.set()
         log.info(
             "poller_started",
             poller_id=self.settings.poller_id,
@@ -127,7 +182,9 @@ class PollerDaemon:
             certs_dir=str(self.settings.certs_dir),
         )
         helpers = [loop.create_task(self._reload_loop()), loop.create_task(self._summary_loop())]
-        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        if self.pushes is not None:
+            helpers.append(loop.create_task(self.pushes.watch()))
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
             helpers.append(loop.create_task(watcher.run()))
         try:
@@ -144,15 +201,25 @@ class PollerDaemon:
     async def run_once(self) -> list[PollResult]:
         """One cycle of every agent, then shut down (for `run --once`)."""
         self._log_config_warnings()
-        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics)
+        report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
         self._record_own_certificate()
         self.scheduler.start(loops=False)
+        if self.pushes is not None:
+            self.pushes.collected = []  # what run --once returns of the pushes
         try:
-            return await self.scheduler.run_once()
+            await self._start_gateway()
+            if self.pushes is None:
+                return await self.scheduler.run_once()
+            # Pushes come in while the polled agents are polled; each push agent gets one interval.
+            polled, pushed = await asyncio.gather(self.scheduler.run_once(), self.pushes.wait_once())
+            return [*polled, *pushed]
         finally:
             await self.shutdown()
 
     async def shutdown(self) -> None:
+        if self.pushes is not None:  # first: no push may arrive after the sink is closed
+            await self.pushes.stop(self.shutdown_grace)
+            self.health.remove("gateway")
         await self.scheduler.stop(self.shutdown_grace)
         if self.cluster is not None:  # after the last poll: hand the leases over at once
             await self.cluster.stop(self.shutdown_grace)
@@ -194,6 +261,8 @@ class PollerDaemon:
             return False
         try:
             new = load_config(source)
+            if self.overrides is not None:
+                new = self.overrides.apply(new)
         except ConfigError as exc:
             log.error("reload_refused", config=str(source), problems=[str(i) for i in exc.issues])
             return False
@@ -202,14 +271,18 @@ class PollerDaemon:
         self.trust.require_crl = new.require_crl
         if _keep(new, self.settings) != new:
             log.warning(
-                "reload_partial", why="sink, certs_dir, metrics_listen and cluster changes need a restart; kept the running ones"
+                "reload_partial",
+                why="sink, certs_dir, metrics_listen, cluster and gateway changes need a restart; kept the running ones",
             )
             new = _keep(new, self.settings)
         self.settings = new
         self._agents = dict(new.agents_by_name)
+        self._prime_metrics()
         if self.cluster is not None:
-            self.cluster.set_agents(new.agents)
+            self.cluster.set_agents(new.dial_agents)
         changes = await self.scheduler.apply(new)
+        if self.pushes is not None:
+            self.pushes.apply(new)
         log.info("reloaded", config=str(source), **changes)
         self._log_config_warnings()
         return True
@@ -230,22 +303,75 @@ class PollerDaemon:
         scheduler = self.scheduler
         self._http = OperatorServer(
             address,
-            statuses=lambda tenant: scheduler.status.snapshot(scheduler.settings.polled_agents, tenant),
+            statuses=lambda tenant: scheduler.status.snapshot(_shown(scheduler.settings), tenant),
             poller_id=self.settings.poller_id,
             refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
             registry=self.metrics.registry,
+            health=self.health,
+            about=self.about,
         )
         await self._http.start()
         self.metrics_port = self._http.port
         host = address[0] or "0.0.0.0"
-        log.info("metrics_listening", address=f"{host}:{self.metrics_port}", paths=["/metrics", "/status", "/"])
+        log.info(
+            "metrics_listening", address=f"{host}:{self.metrics_port}", paths=["/metrics", "/status", "/", "/healthz", "/readyz"]
+        )
         if not _is_loopback(address[0]):
             log.warning("status_pages_exposed", address=host, why="/status and / list every tenant's agents")
 
+    async def _start_gateway(self) -> None:
+        """Serve push agents (the config's gateway section); readiness says whether it listens."""
+        if self.pushes is None:
+            return
+        port = await self.pushes.start()
+        self.gateway_port = port
+        self.health.add_ready("gateway", lambda: CheckResult(True, f"serving push agents on port {port}"))
+
+    def about(self) -> dict[str, Any]:
+        """How this poller is doing, for the targets page: version, uptime, NATS
+        connected and outbox depth (NATS sink; None otherwise), its own client
+        certificate, and the gateway's readiness (None when none is configured)."""
+        connected: bool | None = None
+        pending: int | None = None
+        if (nats := self._nats_sink()) is not None:
+            connected = nats.connected
+            pending = nats.outbox.rows if nats.outbox is not None else 0
+        cert = self.trust.client.cert
+        not_after = certinfo.not_after(cert)
+        gateway = self.health.check("gateway")
+        return {
+            "version": __version__,
+            "uptime_seconds": None if self.started_at is None else time.time() - self.started_at,
+            "nats_connected": connected,
+            "outbox_pending": pending,
+            "certificate": {
+                "cn": certinfo.subject_cn(cert) or "",
+                "not_after": format_time(not_after),
+                "days_left": (not_after - certinfo.utcnow()).total_seconds() / 86400,
+            },
+            "gateway": None if gateway is None else {"ok": gateway.ok, "detail": gateway.detail},
+        }
+
+    def _prime_metrics(self) -> None:
+        """Every configured tenant's counters at 0 (dashboards show 0, not "No data"), the
+        NATS sink's too; at start and after each reload (a reload may add tenants)."""
+        self.metrics.prime(self.settings.tenants, handlers=[self._sink_name])
+        if (nats := self._nats_sink()) is not None:
+            nats.metrics.prime(self.settings.tenants)
+
+    def _nats_sink(self) -> JetStreamSink | None:
+        """The sink when it is the NATS sink this daemon made (None for a file or a caller's sink)."""
+        if self.settings.sink.type != "nats":
+            return None
+        from poller.nats.sink import JetStreamSink  # loaded already when the sink is one
+
+        return self.sink if isinstance(self.sink, JetStreamSink) else None
+
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert
-        days = (certinfo.not_after(cert) - certinfo.utcnow()).total_seconds() / 86400
-        self.metrics.cert_expiry_days.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(days)
+        not_after = certinfo.not_after(cert)
+        days = (not_after - certinfo.utcnow()).total_seconds() / 86400
+        self.metrics.cert_expiry.labels(kind="poller", tenant="", name=certinfo.subject_cn(cert) or "").set(not_after.timestamp())
         if days < 30:
             log.warning("poller_certificate_expiring", days_left=int(days))
 
@@ -257,5 +383,12 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _shown(settings: PollerConfig) -> tuple[AgentConfig, ...]:
+    """The agents on the status board: those this replica polls, and the push agents."""
+    return (*settings.polled_agents, *settings.push_agents)
+
+
 def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
-    return replace(new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster)
+    return replace(
+        new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster, gateway=old.gateway
+    )

@@ -1,4 +1,4 @@
-"""The daemon's one HTTP endpoint: /metrics, /status and the targets page /.
+"""The daemon's one HTTP endpoint: /metrics, /status, the targets page /, /healthz and /readyz.
 
 A small HTTP/1.1 server on the daemon's event loop (asyncio streams), so the
 status it shows is read where it is written, with no locks. It serves GET and
@@ -9,6 +9,9 @@ never stalls polling.
 
 /status and / list every tenant's agents: bind it where only the platform's
 operators can reach it (loopback by default in the example config).
+/healthz and /readyz answer JSON from the daemon's named checks
+(poller.daemon.health): 200 when every check passes, 503 with the reasons
+when one does not.
 
 >>> server = OperatorServer(("127.0.0.1", 9464), statuses=view, poller_id="p-1", registry=metrics.registry)  # doctest: +SKIP
 >>> await server.start(); server.port  # doctest: +SKIP
@@ -22,11 +25,13 @@ import gzip
 import json
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from poller.daemon.health import HealthChecks
 from poller.daemon.status import AgentStatus, to_json
 from poller.daemon.targets import render_targets_page
 from poller.identity.names import is_label
@@ -61,7 +66,7 @@ class BadRequest(PollerError):
 
 
 class OperatorServer:
-    """Serves /metrics (Prometheus), /status (JSON) and / (HTML) on one address."""
+    """Serves /metrics (Prometheus), /status (JSON), / (HTML), /healthz and /readyz (JSON) on one address."""
 
     def __init__(
         self,
@@ -72,8 +77,13 @@ class OperatorServer:
         registry: CollectorRegistry,
         refresh_seconds: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
+        health: HealthChecks | None = None,
+        about: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.host, self._port = address
+        self.health = health if health is not None else HealthChecks()
+        # The targets page's "this poller" panel (version, uptime, NATS, outbox, own certificate, gateway).
+        self._about = about
         self._statuses = statuses
         self.poller_id = poller_id
         self.refresh_seconds = refresh_seconds
@@ -138,18 +148,23 @@ class OperatorServer:
         if url.path == "/metrics":
             encoder, content_type = choose_encoder(headers.get("accept", ""))
             return HTTPStatus.OK, content_type, await asyncio.to_thread(encoder, self.registry)
+        if url.path in ("/healthz", "/readyz"):
+            report = self.health.live() if url.path == "/healthz" else self.health.ready()  # cheap, on the loop
+            status = HTTPStatus.OK if report["status"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
+            return status, "application/json", (json.dumps({"poller_id": self.poller_id, **report}) + "\n").encode()
         if url.path in ("/status", "/"):
             tenant = _tenant_filter(query)
             statuses = self._statuses(tenant)  # on the loop, where the records are written; immutable
             if url.path == "/status":
                 return HTTPStatus.OK, "application/json", await asyncio.to_thread(_json, statuses)
+            about = self._about() if self._about is not None else None  # on the loop, like the statuses
             page = await asyncio.to_thread(
                 lambda: render_targets_page(
-                    to_json(statuses), poller_id=self.poller_id, tenant=tenant, refresh_seconds=self.refresh_seconds
+                    to_json(statuses), poller_id=self.poller_id, tenant=tenant, refresh_seconds=self.refresh_seconds, about=about
                 )
             )
             return HTTPStatus.OK, "text/html; charset=utf-8", page.encode()
-        raise BadRequest(HTTPStatus.NOT_FOUND, f"{url.path} not found; try /, /status or /metrics")
+        raise BadRequest(HTTPStatus.NOT_FOUND, f"{url.path} not found; try /, /status, /metrics, /healthz or /readyz")
 
 
 def _tenant_filter(query: dict[str, list[str]]) -> str | None:

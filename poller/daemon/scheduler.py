@@ -26,12 +26,12 @@ from typing import Protocol
 import structlog
 
 from poller.agent.budget import ReassemblyBudget
-from poller.daemon.config import AgentConfig, PollerConfig
+from poller.config import AgentConfig, PollerConfig
 from poller.daemon.dialgate import DialGate
 from poller.daemon.limiter import Limiter
-from poller.daemon.results import PollResult, agent_outcome
 from poller.daemon.status import AgentState, AgentStatus, StatusBoard
 from poller.daemon.worker import AgentWorker, failure_cause
+from poller.delivery.result import PollResult, agent_outcome
 from poller.identity.context import bound_tenant
 from poller.identity.reasons import AgentUnreachable, Reason
 from poller.logs import get_logger
@@ -246,8 +246,14 @@ class Scheduler:
                     # A bug, or a cancellation nobody asked for: still one result per check.
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
                     worker.log.error("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value, exc_info=True)
-                self._log_change(worker, self.status.record(worker, results, time.monotonic() - started))
-        self._outcomes[worker.agent.name] = (worker.agent.tenant, agent_outcome(results))
+                record = self.status.record(worker, results, time.monotonic() - started)
+                self._log_change(worker, record)
+                labels = dict(tenant=worker.agent.tenant, agent=worker.agent.name)
+                self.metrics.agent_failures.labels(**labels).set(record.consecutive_failures)
+        overall = agent_outcome(results)
+        self._outcomes[worker.agent.name] = (worker.agent.tenant, overall)
+        if results and overall is Reason.OK:
+            self.metrics.agent_last_success.labels(**labels).set(time.time())
         for result in results:
             outcome = Reason.OK if result.available else (result.reason or Reason.UNAVAILABLE)
             self.metrics.polls.labels(tenant=result.tenant, outcome=outcome).inc()
@@ -283,6 +289,10 @@ class Scheduler:
         cause = failure_cause(failure) or ("identity refused" if status.state is AgentState.REFUSED else None)
         event = "agent_refused" if status.state is AgentState.REFUSED else "agent_unreachable"
         worker.log.warning(event, **fields, reason=status.reason, cause=cause, detail=status.detail, retry_in=worker.retry_in)
+
+    def note_outcome(self, agent: str, tenant: str, outcome: Reason) -> None:
+        """An agent's outcome that was not a polled cycle (a push agent's push or silence)."""
+        self._outcomes[agent] = (tenant, outcome)
 
     def take_tally(self) -> dict[str, dict[str, int]]:
         """Agents per tenant and outcome (their latest cycle) since the last call,
@@ -326,6 +336,12 @@ class Scheduler:
             worker.settings = settings
         for name in removed + changed:
             await self._stop_agent(name)
+        for name in removed:  # a removed agent's series are no longer news
+            for gauge in (self.metrics.agent_last_success, self.metrics.agent_failures):
+                try:
+                    gauge.remove(old[name].tenant, name)
+                except KeyError:
+                    pass
         for name in added + changed:
             self._start_agent(new[name])
         return {"added": added, "removed": removed, "changed": changed}

@@ -22,9 +22,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from poller.daemon.config import AgentConfig
-from poller.daemon.results import PollResult, agent_outcome
+from poller.config import AgentConfig
 from poller.daemon.worker import AgentWorker
+from poller.delivery.result import PollResult, agent_outcome
 from poller.identity import certinfo
 from poller.identity.context import TenantContext, format_time
 from poller.identity.reasons import IdentityRefused, Reason
@@ -88,6 +88,9 @@ class AgentStatus:
     last_latency: float | None = None
     consecutive_failures: int = 0
     checks: Mapping[tuple[str, str], CheckStatus] = field(default_factory=dict)  # never mutated once made
+    # A push agent (poller.gateway): when its last push was taken, and from where.
+    last_push: float | None = None
+    peer_address: str | None = None
 
     def to_json(self, now: datetime | None = None) -> dict[str, Any]:
         """The `GET /status` object of this agent (times RFC 3339 UTC, latency in seconds)."""
@@ -99,9 +102,11 @@ class AgentStatus:
                 "not_after": _not_after(self.identity.not_after),
                 "days_left": days_left(self.identity.not_after, now),
             }
-        return {
+        push = self.agent.push
+        doc = {
             "name": self.agent.name,
-            "address": self.agent.address,
+            "address": (self.peer_address or "") if push else self.agent.address,
+            "mode": "push" if push else "poll",
             "tenant": self.agent.tenant,
             "state": self.state.value,
             "reason": self.reason.value if self.reason is not None else None,
@@ -113,6 +118,10 @@ class AgentStatus:
             "consecutive_failures": self.consecutive_failures,
             "checks": [c.to_json() for _, c in sorted(self.checks.items())],
         }
+        if push:
+            doc["last_push"] = _rfc3339(self.last_push) if self.last_push is not None else None
+            doc["peer_address"] = self.peer_address
+        return doc
 
 
 class StatusBoard:
@@ -148,6 +157,47 @@ class StatusBoard:
         )
         self._records[worker.agent.name] = status
         return status
+
+    def record_push(
+        self,
+        agent: AgentConfig,
+        *,
+        state: AgentState,
+        reason: Reason | None,
+        identity: TenantContext | None,
+        last_push: float | None,
+        peer_address: str | None,
+        results: Sequence[PollResult] = (),
+        detail: str | None = None,
+    ) -> AgentStatus:
+        """A push agent's new record: its state (from the gateway's liveness) and the
+        checks its last push, or its silence, gave."""
+        previous = self._records.get(agent.name)
+        if previous is None or previous.agent != agent:
+            previous = AgentStatus(agent)
+        checks = dict(previous.checks)
+        for r in results:
+            checks[(r.service_type, r.service_name)] = CheckStatus(
+                r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at
+            )
+        answered = state is AgentState.PROVEN and agent_outcome(list(results)) is Reason.OK
+        status = AgentStatus(
+            agent=agent,
+            state=state,
+            reason=reason,
+            detail=detail,
+            identity=identity,
+            last_poll=last_push,
+            consecutive_failures=0 if answered else previous.consecutive_failures + (0 if state is AgentState.PENDING else 1),
+            checks=checks,
+            last_push=last_push,
+            peer_address=peer_address,
+        )
+        self._records[agent.name] = status
+        return status
+
+    def get(self, name: str) -> AgentStatus | None:
+        return self._records.get(name)
 
     def snapshot(self, agents: Iterable[AgentConfig], tenant: str | None = None) -> list[AgentStatus]:
         """The records of the configured agents (of one tenant if given), by tenant then name.

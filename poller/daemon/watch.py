@@ -21,6 +21,8 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
+from prometheus_client import Gauge
+
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics
 from poller.trust.layout import CertsLayout
@@ -47,6 +49,7 @@ def watched_files(layout: CertsLayout, extra: Iterable[Path] = ()) -> Iterator[P
     for entry in tenants:
         yield layout.tenant_ca(entry.name)
         yield layout.tenant_crl(entry.name)
+        yield layout.tenant_binding(entry.name)
 
 
 def scan(paths: Iterable[Path]) -> Signature:
@@ -137,10 +140,19 @@ def reload_trust(trust: TrustStore, *, why: str, metrics: PollerMetrics) -> Relo
 
 
 def report_trust_state(
-    trust: TrustStore, warnings: Iterable[str], *, metrics: PollerMetrics, removed: Iterable[str] = ()
+    trust: TrustStore,
+    warnings: Iterable[str],
+    *,
+    metrics: PollerMetrics,
+    removed: Iterable[str] = (),
+    refused: Iterable[str] = (),
 ) -> None:
     """At start and after each reload: one warning per tenant without a CRL,
-    the other trust warnings, and the tenant_crl_loaded gauge."""
+    the other trust warnings, and the poller_tenant_crl_loaded and CRL nextUpdate
+    gauges. `refused`: at start, the CRLs refused while the remembered CRL in
+    force stayed (a reload logs its own as trust_material_refused)."""
+    for problem in refused:
+        log.error("trust_material_refused", why="start", problem=problem)
     absent = {slug for slug, authority in trust.tenants.items() if not authority.crl_loaded}
     for slug in sorted(absent):
         log.warning(
@@ -154,8 +166,18 @@ def report_trust_state(
             log.warning("trust_warning", detail=warning)
     for slug, authority in trust.tenants.items():
         metrics.tenant_crl_loaded.labels(tenant=slug).set(1 if authority.crl_loaded else 0)
+        next_update = authority.crl_next_update
+        if next_update is not None:
+            metrics.tenant_crl_next_update.labels(tenant=slug).set(next_update.timestamp())
+        else:
+            _forget(metrics.tenant_crl_next_update, slug)
     for slug in removed:
-        try:
-            metrics.tenant_crl_loaded.remove(slug)
-        except KeyError:
-            pass
+        _forget(metrics.tenant_crl_loaded, slug)
+        _forget(metrics.tenant_crl_next_update, slug)
+
+
+def _forget(gauge: Gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass

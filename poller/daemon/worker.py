@@ -19,11 +19,10 @@ from grpc_health.v1 import health_pb2
 
 from poller.agent.budget import ReassemblyBudget
 from poller.agent.client import AgentClient
-from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig
+from poller.config import AgentConfig, CheckConfig, PollerConfig
 from poller.daemon.dialgate import DialGate
-from poller.daemon.results import PollResult
+from poller.delivery.result import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
-from poller.identity import certinfo
 from poller.identity.context import TenantContext
 from poller.identity.reasons import AgentFailure, IdentityRefused, InvalidPayload, Reason
 from poller.logs import get_logger
@@ -35,7 +34,7 @@ log = get_logger("poller.worker")
 STREAM_TYPES = frozenset({"sweep", "sync"})
 
 
-def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined,unused-ignore]
+def backoff_delay(failures: int, *, initial: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with equal jitter: in [d/2, d] where d = min(cap, initial * 2^(n-1))."""
     delay = min(cap, initial * (2 ** max(0, failures - 1)))
     return rng.uniform(delay / 2, delay)
@@ -60,8 +59,10 @@ class AgentWorker:
         *,
         budget: ReassemblyBudget | None = None,
         dial_gate: DialGate | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.agent = agent
+        self.rng = rng if rng is not None else random.Random()  # the backoff's jitter; a seeded one in tests
         self.budget = budget  # the poller-wide stream reassembly budget (None: per-stream cap only)
         self.dial_gate = dial_gate  # bounds the daemon's concurrent dials (None: unbounded)
         self.waiting_to_dial = False  # waiting for a dial slot: the poller's delay, not the agent's
@@ -106,8 +107,7 @@ class AgentWorker:
         self.failures = 0
         self.down = None
         self.metrics.connected_agents.labels(tenant=self.agent.tenant).inc()
-        days = (ctx.not_after - certinfo.utcnow()).total_seconds() / 86400
-        self.metrics.cert_expiry_days.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(days)
+        self.metrics.cert_expiry.labels(kind="agent", tenant=ctx.tenant, name=self.agent.name).set(ctx.not_after.timestamp())
         # No log line here: the audit log's identity_accepted is the one line per acceptance.
         return self.client
 
@@ -133,7 +133,7 @@ class AgentWorker:
 
     def _failed(self, err: AgentFailure) -> None:
         self.failures += 1
-        delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max)
+        delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max, rng=self.rng)
         self.down = _Down(reason=err.reason, retry_at=time.monotonic() + delay, error=err)
         self.last_failure = err
         # The scheduler logs the change of state once; the audit log has each decision.

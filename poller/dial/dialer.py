@@ -29,17 +29,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from cryptography import x509
 
 from poller import audit
-from poller.dial.channel import CheckedChannel, PinnedChannel
-from poller.dial.interceptor import tenant_interceptors
+from poller.dial.channel import PinnedChannel
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
@@ -47,6 +46,7 @@ from poller.identity.reasons import AgentFailure, AgentUnreachable, IdentityRefu
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.tasks import task_cancelling
+from poller.timers import Cancellable, Clock, WallClock
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
 from poller.trust.source import NotifyingTrustSource, TrustSource, notifies
 from poller.trust.store import TrustStoreError
@@ -97,10 +97,10 @@ class AgentConnection:
     """A channel pinned to one agent's proven certificate, and that identity.
 
     Made by dial_agent(). `channel` stays the same object for the
-    connection's life (stubs made on it keep working across a rotation); its
-    interceptors stamp every call with `context` and refuse calls once the
-    identity was refused. `metrics` is where its identity decisions and
-    calls are counted.
+    connection's life (stubs made on it keep working across a rotation); it
+    stamps every call with `context` and refuses calls once the identity was
+    refused (poller.dial.channel). `metrics` is where its identity decisions
+    and calls are counted.
     """
 
     def __init__(
@@ -115,8 +115,10 @@ class AgentConnection:
         timeout: float,
         options: Sequence[tuple[str, Any]] = (),
         metrics: PollerMetrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.address = address
+        self._clock = clock if clock is not None else WallClock()  # notAfter / nextUpdate are judged by it
         self.metrics = metrics if metrics is not None else default_metrics()
         self.tenant = tenant
         self.component = component
@@ -135,14 +137,13 @@ class AgentConnection:
         self._closing: set[asyncio.Task[None]] = set()
         self._closed_why: str | None = None  # why the poller last closed a channel of this connection
         self._ended = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Cancellable | None = None
         self._deadline = 0.0
         self._client = _client_of(proof.snapshot)
         self._channel = self._open(proof, self._client)
+        self._current = PinnedChannel(self, self._channel)
         self.channel: grpc.aio.Channel = PinnedChannel(self)
-        # AgentClient's path to the same connection: the same refusal and stamp
-        # per call, without the interceptor machinery (poller.dial.channel).
-        self.client_channel: grpc.aio.Channel = CheckedChannel(self)
+        self.client_channel: grpc.aio.Channel = self.channel  # AgentClient's name for the one path
         self._arm_deadline(proof.snapshot)
         # The source to unsubscribe from at close, if it tells listeners about changes.
         self._notifier: NotifyingTrustSource | None = trust if notifies(trust) else None
@@ -158,7 +159,7 @@ class AgentConnection:
         Cheap enough for every call: a refusal check, a clock comparison
         (notAfter, CRL nextUpdate) and an identity check of the trust snapshot
         (a source that cannot notify is re-checked here when it changed)."""
-        if self.refusal is None and (time.time() >= self._deadline or self._trust.snapshot is not self._checked):
+        if self.refusal is None and (self._clock.time() >= self._deadline or self._trust.snapshot is not self._checked):
             self.recheck()
         if self.refusal is not None:
             raise self.refusal
@@ -171,6 +172,14 @@ class AgentConnection:
 
     @property
     def current_channel(self) -> grpc.aio.Channel:
+        """The channel of the moment, checked and stamped like `channel`; a new
+        object after a rotation (`channel` is the same object throughout)."""
+        return self._current
+
+    @property
+    def unchecked_channel(self) -> grpc.aio.Channel:
+        """The grpc.aio channel underneath, pinned but NOT checked or stamped:
+        the PinnedChannels call through it. Make calls on `channel`."""
         return self._channel
 
     async def wait_refused(self) -> IdentityRefused:
@@ -228,14 +237,15 @@ class AgentConnection:
             self._replace_channel(self._open(self._proof, client))
         self._arm_deadline(snapshot)
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.time(), UTC)
+
     def _check_locally(self, snapshot: TrustSnapshot) -> None:
-        now = certinfo.utcnow()
+        now = self._now()
         leaf = self._proof.chain[0]
         before = self._checked.tenants.get(self.tenant)
         after = snapshot.tenants.get(self.tenant)
-        same_anchor = (
-            after is not None and before is not None and after.cert == before.cert and snapshot.root == self._checked.root
-        )
+        same_anchor = after is not None and after.same_anchor(before) and snapshot.root == self._checked.root
         if not same_anchor:
             verify_agent_chain(
                 self._proof.chain,
@@ -267,8 +277,7 @@ class AgentConnection:
         self._deadline = deadline
         if self._timer is not None:
             self._timer.cancel()
-        delay = max(0.0, deadline - time.time())
-        self._timer = self._loop.call_later(min(delay, 86400.0 * 30), self._deadline_reached)
+        self._timer = self._clock.call_at(min(deadline, self._clock.time() + 86400.0 * 30), self._deadline_reached)
 
     def _deadline_reached(self) -> None:
         self._timer = None
@@ -301,6 +310,7 @@ class AgentConnection:
                     partition=self.partition,
                     timeout=self._timeout,
                     metrics=self.metrics,
+                    now=self._now(),
                 )
                 self._accept(proof, failure)
             except IdentityRefused as err:
@@ -349,11 +359,11 @@ class AgentConnection:
             self.address,
             credentials,
             options=[*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", proof.context.cn), *self._options],
-            interceptors=tenant_interceptors(self),
-        )
+        )  # no interceptors: the PinnedChannels check and stamp every call (poller.dial.channel)
 
     def _replace_channel(self, new: grpc.aio.Channel) -> None:
         old, self._channel = self._channel, new
+        self._current = PinnedChannel(self, new)
         self._closed_why = "a certificate rotation replaced its channel; the next call uses the new one"
         self._close_later(old, grace=1.0)  # in-flight calls may finish on the old one
 
@@ -429,6 +439,7 @@ async def dial_agent(
     timeout: float = DEFAULT_TIMEOUT,
     options: Sequence[tuple[str, Any]] = (),
     metrics: PollerMetrics | None = None,
+    clock: Clock | None = None,
 ) -> AgentConnection:
     """Prove the agent at address belongs to tenant and return a connection
     pinned to the certificate that proved it.
@@ -438,14 +449,24 @@ async def dial_agent(
     detail) when the agent does not prove the expected identity (also when
     gRPC's own connection meets another certificate than the proof did), and
     AgentUnreachable when no decision could be made. Decisions and calls are
-    counted in `metrics` (a private registry if None).
+    counted in `metrics` (a private registry if None). `clock` judges validity
+    dates, now and while connected (poller.timers.WallClock if None; tests pass
+    a poller.testing.ManualClock to move time instead of waiting for it).
 
     >>> async with await dial_agent("127.0.0.1:50051", tenant="acme-corp", trust=store) as conn:  # doctest: +SKIP
     ...     print(conn.context.component_id)
     """
     metrics = metrics if metrics is not None else default_metrics()
+    clock = clock if clock is not None else WallClock()
     proof = await _prove(
-        address, tenant=tenant, trust=trust, component=component, partition=partition, timeout=timeout, metrics=metrics
+        address,
+        tenant=tenant,
+        trust=trust,
+        component=component,
+        partition=partition,
+        timeout=timeout,
+        metrics=metrics,
+        now=datetime.fromtimestamp(clock.time(), UTC),
     )
     conn = AgentConnection(
         address=address,
@@ -457,6 +478,7 @@ async def dial_agent(
         timeout=timeout,
         options=options,
         metrics=metrics,
+        clock=clock,
     )
     try:
         # gRPC's pinned handshake happens here, so a relay that routes it
@@ -492,6 +514,7 @@ async def _prove(
     partition: str | None,
     timeout: float,
     metrics: PollerMetrics,
+    now: datetime | None = None,
 ) -> Proof:
     """Collect the chain, verify it, check it can be pinned, audit the decision."""
     snapshot = trust.snapshot  # one snapshot for the credentials and the decision
@@ -499,7 +522,7 @@ async def _prove(
     try:
         chain = await fetch_peer_chain(address, collector_context(client), timeout=timeout)
         certs = parse_chain(chain)  # once, for both checks
-        ctx = verify_agent_chain(certs, tenant=tenant, trust=snapshot, component=component, partition=partition)
+        ctx = verify_agent_chain(certs, tenant=tenant, trust=snapshot, component=component, partition=partition, now=now)
         _check_pinnable(certs[0], ctx)
     except IdentityRefused as err:
         audit.refused(err, address=address, tenant=tenant, metrics=metrics)

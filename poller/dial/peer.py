@@ -140,4 +140,5 @@ def _unverified_chain(sslsock: ssl.SSLSocket | ssl.SSLObject) -> list[bytes]:
     if getter is None:  # pragma: no cover - every supported Python has one
         raise AgentUnreachable("this Python cannot read a peer certificate chain")
     chain = getter() or []
-    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+    # A Certificate object gives PEM by default; the public converter makes it DER.
+    return [c if isinstance(c, bytes) else ssl.PEM_cert_to_DER_cert(c.public_bytes()) for c in chain]

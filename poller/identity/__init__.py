@@ -2,9 +2,12 @@
 
 from poller.identity.context import TenantContext, bound_tenant, current_tenant
 from poller.identity.names import (
+    CnForm,
     EdgeName,
     InvalidName,
     SpiffeId,
+    format_deployment_cn,
+    format_deployment_spiffe_id,
     format_edge_cn,
     format_spiffe_id,
     format_tenant_ca_cn,
@@ -12,6 +15,7 @@ from poller.identity.names import (
     parse_edge_cn,
     parse_spiffe_id,
     parse_tenant_ca_cn,
+    read_edge_cn,
 )
 from poller.identity.reasons import (
     AgentFailure,
@@ -26,6 +30,7 @@ from poller.identity.reasons import (
 __all__ = [
     "AgentFailure",
     "AgentUnreachable",
+    "CnForm",
     "EdgeName",
     "IdentityRefused",
     "InvalidArgument",
@@ -37,6 +42,8 @@ __all__ = [
     "TenantContext",
     "bound_tenant",
     "current_tenant",
+    "format_deployment_cn",
+    "format_deployment_spiffe_id",
     "format_edge_cn",
     "format_spiffe_id",
     "format_tenant_ca_cn",
@@ -44,4 +51,5 @@ __all__ = [
     "parse_edge_cn",
     "parse_spiffe_id",
     "parse_tenant_ca_cn",
+    "read_edge_cn",
 ]

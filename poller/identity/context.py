@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from poller.identity.names import SUFFIX
+from poller.identity.names import SUFFIX, CnForm
 
 # Held only by modules that verify (and by the named test helper): a
 # TenantContext built without it raises, so a tenant cannot be made up from
@@ -54,6 +54,9 @@ class TenantContext:
     issuer_spki_sha256: str
     not_after: datetime
     verified_at: datetime
+    #: DEPLOYMENT when the CN carried no tenant and the tenant came from the
+    #: issuing CA's binding (poller.trust.binding).
+    cn_form: CnForm = CnForm.TENANT
     _proof: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,7 +65,10 @@ class TenantContext:
 
     @property
     def cn(self) -> str:
-        return f"{self.component_id}.{self.partition_id}.{self.tenant}.{SUFFIX}"  # parts were validated when proven
+        # The parts were validated when proven.
+        if self.cn_form is CnForm.DEPLOYMENT:
+            return f"{self.component_id}.{self.partition_id}.{SUFFIX}"
+        return f"{self.component_id}.{self.partition_id}.{self.tenant}.{SUFFIX}"
 
     def as_dict(self) -> dict[str, Any]:
         """The identity fields as JSON-ready values (the probe contract's keys)."""

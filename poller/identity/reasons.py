@@ -97,6 +97,12 @@ class Reason(StrEnum):
     #: Issue 10: the poller had not yet dialed the agent when the cycle ended (its
     #: dial waited for a slot of the daemon's dial gate): not a failure of the agent.
     PENDING = "pending"
+    #: The gateway (poller.gateway): a proven agent that is not listed as a push agent
+    #: (and gateway.accept_unlisted is off).
+    UNKNOWN_AGENT = "unknown_agent"
+    #: The gateway: a request over a bound (services per request, message size,
+    #: push rate, connections per tenant); answered RESOURCE_EXHAUSTED.
+    RESOURCE_EXHAUSTED = "resource_exhausted"
 
     def __str__(self) -> str:
         return self.value
@@ -210,6 +216,17 @@ class AgentUnreachable(AgentFailure):
     @property
     def outcome(self) -> Reason:
         return Reason.TIMEOUT if self.code == _DEADLINE_EXCEEDED else self.reason
+
+
+class IncompleteStream(AgentFailure):
+    """A stream that did not deliver a whole document (reason INCOMPLETE_STREAM).
+
+    >>> IncompleteStream("stream broke off after 3 chunks").reason
+    <Reason.INCOMPLETE_STREAM: 'incomplete_stream'>
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.INCOMPLETE_STREAM, detail)
 
 
 class InvalidPayload(AgentUnreachable):

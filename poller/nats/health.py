@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from poller.daemon.results import PollResult
+from poller.delivery.result import PollResult
 from poller.identity.reasons import Reason
 from poller.nats.messages import CHANNEL_HEALTH, Message, encode
 from poller.nats.subjects import tenant_subject

@@ -2,7 +2,8 @@
 
 The payload of a result is the same JSON as a line of the file sink
 (`PollResult.to_json()`), so a consumer can read either. The Msg-Id is derived
-from the result itself (poller, agent, check, sequence, poll time), so a
+from the result itself (poller, agent, check, sequence, poll time; for a pushed
+result the agent's proven name and its own timestamp, not the replica), so a
 retried publish of the same result carries the same id and JetStream stores it
 once; the outbox keeps the id with the row, so a replay after a restart does too.
 
@@ -18,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from poller.daemon.results import PollResult
-
 # The channel of a result is the handler registry's decision (one function for
 # both): the sink publishes on exactly the channel the registry checked.
-from poller.handlers import CHANNEL_HEALTH, CHANNEL_HEARTBEAT, CHANNEL_RESULTS, CHANNEL_STATUS, channel_for
+from poller.delivery.channels import CHANNEL_HEALTH, CHANNEL_HEARTBEAT, CHANNEL_RESULTS, CHANNEL_STATUS, channel_for
+from poller.delivery.result import PollResult
 from poller.nats.subjects import tenant_subject
 
 __all__ = [
@@ -68,10 +68,16 @@ def _stamp(at: float) -> str:
 def result_message(result: PollResult) -> Message:
     """The message of a result; raises SubjectError (tenant) or ResultRefused (invalid_channel)
     if it cannot make a subject."""
-    parts = [result.poller_id, result.agent, result.kind, result.service_type, result.service_name]
-    if result.current_sequence:
-        parts.append(f"seq={result.current_sequence}")
-    parts.append(_stamp(result.polled_at))
+    if result.pushed and result.context is not None and result.agent_timestamp:
+        # Pushed: whichever gateway replica took it (an agent may push again to
+        # another after a reconnect), the agent and its own timestamp name it.
+        parts = ["push", result.context.cn, result.kind, result.service_type, result.service_name]
+        parts.append(f"at={result.agent_timestamp}")
+    else:
+        parts = [result.poller_id, result.agent, result.kind, result.service_type, result.service_name]
+        if result.current_sequence:
+            parts.append(f"seq={result.current_sequence}")
+        parts.append(_stamp(result.polled_at))
     return Message(
         tenant=result.tenant,
         subject=tenant_subject(result.tenant, channel_for(result)),

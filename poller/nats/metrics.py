@@ -11,9 +11,15 @@ reason codes (bounded).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["DeliveryMetrics"]
+__all__ = ["PUBLISH_FAILURES", "UNDELIVERABLE", "DeliveryMetrics"]
+
+#: The reasons the sink counts (poller.nats.sink), made at 0 by DeliveryMetrics.prime.
+PUBLISH_FAILURES = ("not_acknowledged", "stream_mismatch", "stream_unavailable")
+UNDELIVERABLE = ("invalid_subject", "too_large", "invalid_channel", "payload_mismatch")
 
 
 class DeliveryMetrics:
@@ -55,3 +61,19 @@ class DeliveryMetrics:
             ["tenant", "reason"],
             registry=r,
         )
+
+    def prime(self, tenants: Iterable[str]) -> None:
+        """Every counter's series for `tenants` at 0, so dashboards show 0 before the first failure.
+
+        >>> m = DeliveryMetrics(CollectorRegistry())
+        >>> m.prime(["acme-corp"])
+        >>> m.registry.get_sample_value("poller_outbox_dropped_total", {"tenant": "acme-corp"})
+        0.0
+        """
+        for tenant in tenants:
+            for counter in (self.outbox_dropped, self.published, self.duplicates, self.replayed_beyond_window):
+                counter.labels(tenant=tenant)
+            for reason in PUBLISH_FAILURES:
+                self.publish_failures.labels(tenant=tenant, reason=reason)
+            for reason in UNDELIVERABLE:
+                self.undeliverable.labels(tenant=tenant, reason=reason)

@@ -37,8 +37,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 from prometheus_client import CollectorRegistry
 
-from poller.daemon.config import PollerConfig
-from poller.daemon.results import PollResult
+from poller.config import PollerConfig
+from poller.delivery.result import PollResult
 from poller.identity.reasons import PollerError, ResultRefused
 from poller.logs import get_logger
 from poller.nats.creds import NatsCredentials, load_credentials
@@ -481,6 +481,7 @@ def _safe_url(url: str) -> str:
 def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None = None) -> JetStreamSink:
     """The daemon's NATS sink from its config (`sink: {"type": "nats", ...}`), its metrics in `registry`."""
     sink = settings.sink
+    metrics = DeliveryMetrics(registry)
     return JetStreamSink(
         JetStreamSettings(
             url=sink.url or "nats://127.0.0.1:4222",
@@ -497,5 +498,5 @@ def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None 
             heartbeat_interval=settings.poll_interval,
             poller_id=settings.poller_id,
         ),
-        metrics=DeliveryMetrics(registry),
+        metrics=metrics,
     )

@@ -1,7 +1,8 @@
 """NATS subjects of a tenant: `<tenant-slug>.<channel>` and back (pure functions).
 
 The tenant is always the first token and is a tenant slug (one lowercase DNS
-label); the channel is one or more tokens of letters, digits, '_' and '-'.
+label); the channel is one or more tokens of letters, digits, '_' and '-' (the one
+token rule of poller.delivery.channels).
 Wildcards (`*`, `>`), empty tokens, whitespace and anything else are refused,
 and an empty tenant is an error: there is never an unprefixed subject.
 
@@ -13,8 +14,7 @@ and an empty tenant is an error: there is never an unprefixed subject.
 
 from __future__ import annotations
 
-import re
-
+from poller.delivery.channels import is_token
 from poller.identity.context import TenantContext
 from poller.identity.names import is_label
 from poller.identity.reasons import PollerError, Reason
@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 STREAM_PREFIX = "tenant-"
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class SubjectError(PollerError, ValueError):
@@ -62,7 +61,7 @@ def _slug(tenant: TenantContext | str) -> str:
 
 def check_token(token: str) -> str:
     """Return token if it is one channel token (no '.', no wildcard), else raise SubjectError."""
-    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+    if not is_token(token):
         raise SubjectError(f"{token!r} is not one subject token (letters, digits, '_' or '-')")
     return token
 
@@ -72,7 +71,7 @@ def check_channel(channel: str) -> str:
     if not isinstance(channel, str) or channel == "":
         raise SubjectError("empty channel")
     for token in channel.split("."):
-        if not _TOKEN.fullmatch(token):
+        if not is_token(token):
             raise SubjectError(f"channel {channel!r}: token {token!r} is not letters, digits, '_' or '-' (no wildcards)")
     return channel
 

@@ -1,5 +1,9 @@
 """Make an onboarding package: a new component certificate from the tenant's CA,
-the tenant's CA certificate and chain, and the agent's config.json, in one tar.gz.
+the tenant's CA certificate and chain, the agent's config.json (only the
+agent's own keys) and identity.json (the tenant identifiers), in one tar.gz.
+
+A poll-mode package configures an agent that listens for the poller; with
+`gateway_addr` it is a push package: the agent dials the gateway there.
 
 The component is issued with poller.pki.issue_component (so its certificate is
 also recorded in the certs directory, where `pki revoke` finds it by serial).
@@ -10,6 +14,8 @@ other tenant's material: its members are built from the one tenant's files.
 >>> made = create_package("certs", tenant="acme-corp", component_id="agent-001",
 ...                       partition_id="partition-1", component_type="agent")   # doctest: +SKIP
 >>> write_package(Path("agent-001.tar.gz"), made)                              # doctest: +SKIP
+>>> pushed = create_package("certs", tenant="acme-corp", component_id="agent-002",
+...                         partition_id="partition-1", gateway_addr="gw.example.net:50052")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from poller.address import split_host_port
+from poller.identity import certinfo
 from poller.identity.names import format_edge_cn
+from poller.identity.reasons import InvalidArgument
 from poller.logs import get_logger
 from poller.onboard.archive import read_archive_bytes, write_archive
 from poller.onboard.members import (
@@ -27,17 +36,23 @@ from poller.onboard.members import (
     COMPONENT_KEY,
     CONFIG,
     DEFAULT_LISTEN_ADDR,
+    DEFAULT_PUSH_INTERVAL,
+    IDENTITY,
     PACKAGE_TYPES,
     ROOT_CA,
     TENANT_CA,
     TENANT_CHAIN,
     agent_config,
+    gateway_host,
+    package_identity,
+    push_agent_config,
 )
 from poller.onboard.verify import VerifiedPackage, verify_files
-from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority
+from poller.pki.authority import StrPath, as_layout, issue_component, load_tenant_authority, tenant_cn_form
 from poller.pki.build import cert_pem, chain_pem
 from poller.pki.errors import PkiError
 from poller.pki.files import PRIVATE_MODE, atomic_write, read_certificate
+from poller.pki.gateway import gateway_sans
 from poller.trust.store import TrustStore
 
 audit = get_logger("poller.audit")
@@ -59,14 +74,26 @@ def create_package(
     partition_id: str,
     component_type: str = "agent",
     listen_addr: str = DEFAULT_LISTEN_ADDR,
+    gateway_addr: str | None = None,
+    server_name: str | None = None,
+    push_interval: str = DEFAULT_PUSH_INTERVAL,
     days: int = 365,
 ) -> Package:
     """Issue the component's certificate and build its package (nothing written but
-    the certs directory's component files). PkiError for anything the PKI refuses."""
+    the certs directory's component files). PkiError for anything the PKI refuses.
+
+    With `gateway_addr` (HOST:PORT) the package is for a push agent: its
+    config.json points at the gateway, whose certificate the agent checks for
+    `server_name` (default: HOST). When the certs directory holds the gateway's
+    serving certificate (`gateway.pem`, from `pki gateway`), server_name must
+    be one of its SANs, or the agent could never connect.
+    """
     if component_type not in PACKAGE_TYPES:
         raise PkiError(f"component type {component_type!r} is not one of {', '.join(PACKAGE_TYPES)}")
     format_edge_cn(component_id, partition_id, tenant)  # InvalidName before anything is issued
     layout = as_layout(certs_dir)
+    if gateway_addr is not None:
+        server_name = _check_gateway(layout.service_cert("gateway"), gateway_addr, server_name, component_type)
     ca = load_tenant_authority(layout, tenant)  # refuses a missing tenant before issuing
     root = read_certificate(layout.root_ca, what="root CA")
     issued = issue_component(
@@ -78,15 +105,39 @@ def create_package(
         days=days,
     )
     leaf = read_certificate(issued.cert_path)
-    config = agent_config(
+    cn_form = tenant_cn_form(layout, tenant)  # the form issue_component used
+    if gateway_addr is None:
+        config = agent_config(
+            tenant=tenant,
+            component_id=component_id,
+            partition_id=partition_id,
+            component_type=component_type,
+            listen_addr=listen_addr,
+            cn_form=cn_form,
+        )
+    else:
+        config = push_agent_config(
+            component_id=component_id,
+            partition_id=partition_id,
+            gateway_addr=gateway_addr,
+            server_name=server_name,
+            push_interval=push_interval,
+        )
+    identity = package_identity(
         tenant=tenant,
         component_id=component_id,
         partition_id=partition_id,
         component_type=component_type,
         listen_addr=listen_addr,
+        gateway_addr=gateway_addr,
+        server_name=server_name,
+        push_interval=push_interval,
+        cn_form=cn_form,
+        tenant_ca=certinfo.subject_cn(ca.cert),
     )
     files = {
         CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
+        IDENTITY: (json.dumps(identity, indent=2) + "\n").encode(),
         TENANT_CA: cert_pem(ca.cert),
         TENANT_CHAIN: chain_pem([ca.cert, root]),
         ROOT_CA: cert_pem(root),
@@ -107,6 +158,25 @@ def create_package(
         not_after=ctx.as_dict()["not_after"],
     )
     return Package(data=data, verified=verified)
+
+
+def _check_gateway(served: Path, gateway_addr: str, server_name: str | None, component_type: str) -> str:
+    """The push package's server_name, after checking what can be checked before issuing."""
+    if component_type != "agent":
+        raise PkiError(f"only an agent pushes to a gateway, not a {component_type}")
+    try:
+        split_host_port(gateway_addr)
+    except InvalidArgument as exc:
+        raise PkiError(f"gateway address: {exc}") from None
+    name = server_name if server_name is not None else gateway_host(gateway_addr)
+    if served.exists():
+        sans = gateway_sans(served)
+        if f"DNS:{name}" not in sans and f"IP:{name}" not in sans:
+            raise PkiError(
+                f"the agent would check the gateway's certificate for {name!r}, but {served} has only "
+                f"{', '.join(sans) or 'no SANs'} (give --server-name, or re-issue with `pki gateway --dns/--ip`)"
+            )
+    return name
 
 
 def write_package(path: Path, package: Package, *, force: bool = False) -> None:

@@ -19,9 +19,8 @@ the file and suggests `--force`.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,16 @@ from cryptography.x509.oid import NameOID
 from poller.identity.names import (
     SPIFFE_TRUST_DOMAIN,
     SUFFIX,
+    CnForm,
     check_label,
+    format_deployment_cn,
+    format_deployment_spiffe_id,
     format_edge_cn,
     format_spiffe_id,
     format_tenant_ca_cn,
     is_label,
 )
+from poller.pki import crl
 from poller.pki.build import (
     CLIENT_AUTH,
     CLOCK_SKEW,
@@ -50,17 +53,24 @@ from poller.pki.build import (
     cert_pem,
     chain_pem,
     issued_by,
-    key_matches,
     key_pem,
     new_key,
     serial_hex,
     utcnow,
 )
-from poller.pki.errors import AuthorityExists, NameNotPermitted, PkiError
-from poller.pki.files import read_certificate, read_private_key, write_private, write_public
-from poller.trust.layout import CertsLayout
 
-StrPath = str | os.PathLike[str]
+# The loaders moved to poller.pki.ca (crl needs them, and this module needs crl);
+# re-exported so that existing imports keep working.
+from poller.pki.ca import Authority as Authority
+from poller.pki.ca import StrPath as StrPath
+from poller.pki.ca import as_layout as as_layout
+from poller.pki.ca import load_authority as load_authority
+from poller.pki.ca import load_root as load_root
+from poller.pki.ca import load_tenant_authority as load_tenant_authority
+from poller.pki.errors import AuthorityExists, NameNotPermitted, PkiError
+from poller.pki.files import read_certificate, write_private, write_public
+from poller.trust.binding import BindingError, parse_binding
+from poller.trust.layout import CertsLayout
 
 ROOT_CN = "ServiceRadar Root CA"
 PLATFORM_CA_CN = "platform.ca.serviceradar"
@@ -71,11 +81,6 @@ POLLER_DAYS = 365
 #: Component types an edge (tenant) certificate may be issued for. `poller`
 #: is a platform service, not a tenant component.
 EDGE_COMPONENT_TYPES: tuple[str, ...] = ("agent", "checker", "gateway", "sync")
-
-
-def as_layout(certs_dir: StrPath | CertsLayout) -> CertsLayout:
-    """A CertsLayout for a directory path (a CertsLayout is returned as is)."""
-    return certs_dir if isinstance(certs_dir, CertsLayout) else CertsLayout(Path(certs_dir))
 
 
 def poller_cn(poller_id: str) -> str:
@@ -100,51 +105,23 @@ def poller_chain_path(layout: CertsLayout) -> Path:
     return layout.service_cert("poller-chain")
 
 
-# --- loading ------------------------------------------------------------------
+def tenant_cn_form(certs_dir: StrPath | CertsLayout, slug: str) -> CnForm:
+    """The tenant's binding from tenants/<slug>/tenant.json (TENANT when absent); PkiError when it is invalid."""
+    path = as_layout(certs_dir).tenant_binding(slug)
+    try:
+        return parse_binding(path.read_bytes(), where=str(path))
+    except FileNotFoundError:
+        return CnForm.TENANT
+    except BindingError as exc:
+        raise PkiError(str(exc)) from None
+    except OSError as exc:
+        raise PkiError(f"{path}: unreadable ({exc.strerror or exc})") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Authority:
-    """A CA certificate and its private key, loaded from disk (key never printed)."""
-
-    cert: x509.Certificate
-    key: PrivateKey = field(repr=False)
-    cert_path: Path
-    key_path: Path
-
-
-def load_authority(cert_path: Path, key_path: Path, what: str) -> Authority:
-    """Load a CA pair; PkiError if either file is missing/unreadable or they do not match."""
-    if not cert_path.exists() and not key_path.exists():
-        raise PkiError(f"{what} not found ({cert_path})")
-    if not cert_path.exists():
-        raise PkiError(f"{what}: {key_path} exists but {cert_path} is missing")
-    if not key_path.exists():
-        raise PkiError(f"{what}: {cert_path} exists but its key {key_path} is missing")
-    cert = read_certificate(cert_path, what=f"{what} {cert_path}")
-    key = read_private_key(key_path, what=f"{what} key {key_path}")
-    if not key_matches(cert, key):
-        raise PkiError(f"{what}: {key_path} is not the private key of {cert_path}")
-    return Authority(cert=cert, key=key, cert_path=cert_path, key_path=key_path)
-
-
-def load_root(certs_dir: StrPath | CertsLayout) -> Authority:
-    """The platform root CA and key of a certs directory."""
-    layout = as_layout(certs_dir)
-    if not layout.root_ca.exists() and not layout.root_key.exists():
-        raise PkiError(f"no root CA in {layout.root} (create one with `serviceradar-poller pki init {layout.root}`)")
-    return load_authority(layout.root_ca, layout.root_key, "root CA")
-
-
-def load_tenant_authority(certs_dir: StrPath | CertsLayout, slug: str) -> Authority:
-    """A tenant's intermediate CA and key; a clear PkiError when the tenant has none."""
-    layout = as_layout(certs_dir)
-    check_label(slug, "tenant slug")
-    if not layout.tenant_ca(slug).exists() and not layout.tenant_key(slug).exists():
-        raise PkiError(
-            f"tenant {slug!r} has no CA in {layout.root} (create it with `serviceradar-poller pki tenant {layout.root} {slug}`)"
-        )
-    return load_authority(layout.tenant_ca(slug), layout.tenant_key(slug), f"tenant {slug!r} CA")
+def deployment_ca_cn(slug: str) -> str:
+    """The CN `pki tenant --deployment` gives a deployment CA: not a DNS name, so
+    it can never read as an edge, platform or tenant-CA name."""
+    return f"ServiceRadar Deployment CA {check_label(slug, 'tenant slug')}"
 
 
 def _cap(end: datetime, issuer: x509.Certificate) -> datetime:
@@ -374,6 +351,7 @@ def create_tenant_ca(
     force: bool = False,
     exist_ok: bool = True,
     days: int = CA_DAYS,
+    deployment: bool = False,
 ) -> TenantCa:
     """Create (or keep) the intermediate CA of tenant `slug`, signed by the root.
 
@@ -388,16 +366,30 @@ def create_tenant_ca(
     AuthorityExists is raised instead). A forced regeneration resets the
     tenant's revocation state: the old CA's certificates no longer chain anyway.
 
+    `deployment=True` makes a deployment CA instead (no root needed): a
+    self-signed root, CN `ServiceRadar Deployment CA <slug>`, pathlen 0, no
+    name constraints, with `ca-chain.pem` holding just it, and writes
+    `tenants/<slug>/tenant.json` `{"cn_form": "deployment"}`, which binds it
+    to the tenant (poller.trust.binding). Components it issues get CNs
+    without a tenant label, `<component>.<partition>.serviceradar`.
+
     >>> create_tenant_ca("certs", "acme-corp").chain_path  # doctest: +SKIP
     PosixPath('certs/tenants/acme-corp/ca-chain.pem')
     """
     layout = as_layout(certs_dir)
+    if deployment:
+        return _create_deployment_ca(layout, slug, force=force, exist_ok=exist_ok, days=days)
     cn = format_tenant_ca_cn(slug)
     if days < 1:
         raise PkiError(f"days must be at least 1 (got {days})")
     root = load_root(layout)
     cert_path, key_path, chain_path = layout.tenant_ca(slug), layout.tenant_key(slug), layout.tenant_chain(slug)
 
+    if _existing(cert_path, key_path) and not force and tenant_cn_form(layout, slug) is CnForm.DEPLOYMENT:
+        raise AuthorityExists(
+            f"tenant {slug!r} is bound to a deployment CA ({layout.tenant_binding(slug)}); "
+            "use --force to replace it with a tenant intermediate"
+        )
     if _existing(cert_path, key_path) and not force:
         if not exist_ok:
             raise AuthorityExists(f"tenant {slug!r} already has a CA ({cert_path}); use --force to regenerate it")
@@ -408,37 +400,64 @@ def create_tenant_ca(
                 "use --force to regenerate the tenant CA"
             )
         _write_if_changed(chain_path, chain_pem([existing.cert, root.cert]))
-        return TenantCa(
-            slug=slug,
-            cn=_cn(existing.cert) or cn,
-            cert_path=cert_path,
-            key_path=key_path,
-            chain_path=chain_path,
-            serial=serial_hex(existing.cert),
-            fingerprint=_fingerprint(existing.cert),
-            created=False,
-        )
+        return _tenant_ca(layout, slug, existing.cert, created=False)
 
     had_crl = layout.tenant_crl(slug).exists()
     key = new_key()
     cert = sign_child(root, key, days=days, subject_cn=cn, is_ca=True, pathlen=0, permitted_dns=[f"{slug}.{SUFFIX}"])
     write_issued(cert_path, key_path, chain_path, cert, key, root.cert)
+    layout.tenant_binding(slug).unlink(missing_ok=True)  # a forced intermediate ends a deployment binding
+    _reset_crl(layout, slug, had_crl)
+    return _tenant_ca(layout, slug, cert, created=True)
 
-    from poller.pki import crl as _crl  # late: crl imports this module
 
-    _crl.reset_revocations(layout, slug)
-    if had_crl:
-        _crl.write_crl(layout, slug)
+def _tenant_ca(layout: CertsLayout, slug: str, cert: x509.Certificate, *, created: bool) -> TenantCa:
     return TenantCa(
         slug=slug,
-        cn=cn,
-        cert_path=cert_path,
-        key_path=key_path,
-        chain_path=chain_path,
+        cn=_cn(cert) or "",
+        cert_path=layout.tenant_ca(slug),
+        key_path=layout.tenant_key(slug),
+        chain_path=layout.tenant_chain(slug),
         serial=serial_hex(cert),
         fingerprint=_fingerprint(cert),
-        created=True,
+        created=created,
     )
+
+
+def _reset_crl(layout: CertsLayout, slug: str, had_crl: bool) -> None:
+    """A new CA key starts with no revocations (and a fresh CRL if there was one)."""
+    crl.reset_revocations(layout, slug)
+    if had_crl:
+        crl.write_crl(layout, slug)
+
+
+def _create_deployment_ca(layout: CertsLayout, slug: str, *, force: bool, exist_ok: bool, days: int) -> TenantCa:
+    cn = deployment_ca_cn(slug)
+    if days < 1:
+        raise PkiError(f"days must be at least 1 (got {days})")
+    cert_path, key_path, chain_path = layout.tenant_ca(slug), layout.tenant_key(slug), layout.tenant_chain(slug)
+    binding = layout.tenant_binding(slug)
+    binding_pem = b'{"cn_form": "deployment"}\n'
+    if _existing(cert_path, key_path) and not force:
+        if not exist_ok:
+            raise AuthorityExists(f"tenant {slug!r} already has a CA ({cert_path}); use --force to regenerate it")
+        if tenant_cn_form(layout, slug) is not CnForm.DEPLOYMENT:
+            raise AuthorityExists(
+                f"tenant {slug!r} has a tenant intermediate ({cert_path}), not a deployment CA; "
+                "use --force to replace it with a deployment CA"
+            )
+        existing = load_authority(cert_path, key_path, f"tenant {slug!r} deployment CA")
+        _write_if_changed(chain_path, chain_pem([existing.cert]))
+        return _tenant_ca(layout, slug, existing.cert, created=False)
+    had_crl = layout.tenant_crl(slug).exists()
+    key = new_key()
+    cert = build_certificate(subject_key=key, subject_cn=cn, is_ca=True, pathlen=0, days=days)
+    write_private(key_path, key_pem(key))
+    write_public(cert_path, cert_pem(cert))
+    write_public(chain_path, chain_pem([cert]))
+    write_public(binding, binding_pem)  # last: the binding names a CA that is already in place
+    _reset_crl(layout, slug, had_crl)
+    return _tenant_ca(layout, slug, cert, created=True)
 
 
 # --- components ----------------------------------------------------------------
@@ -457,10 +476,24 @@ class IssuedCertificate:
     not_after: datetime
 
 
-def _check_dns_name(name: str) -> str:
+def check_dns_name(name: str) -> str:
+    """name if it is a lowercase DNS name (labels of a-z, 0-9 and '-'); PkiError otherwise."""
     if not isinstance(name, str) or len(name) > 253 or not all(is_label(part) for part in name.split(".")):
         raise PkiError(f"DNS name {name!r} is not a lowercase DNS name (labels of a-z, 0-9 and '-')")
     return name
+
+
+def ip_addresses(ips: Iterable[IPLike]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The IP SANs, parsed, each once; PkiError for one that is not an address."""
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for ip in ips:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise PkiError(f"{ip!r} is not an IP address") from None
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
 def _dns_matches(name: str, base: str) -> bool:
@@ -522,6 +555,17 @@ def check_names_permitted(
         )
 
 
+def edge_names(
+    certs_dir: StrPath | CertsLayout, tenant: str, component_id: str, partition_id: str, component_type: str
+) -> tuple[str, str]:
+    """(CN, SPIFFE ID) of a component of `tenant`, in the form of the tenant's binding (validated)."""
+    cn = format_edge_cn(component_id, partition_id, tenant)  # InvalidName before any file is read
+    if tenant_cn_form(certs_dir, tenant) is CnForm.DEPLOYMENT:
+        cn = format_deployment_cn(component_id, partition_id)
+        return cn, format_deployment_spiffe_id(component_type, partition_id, component_id)
+    return cn, format_spiffe_id(component_type, tenant, partition_id, component_id)
+
+
 def issue_component(
     certs_dir: StrPath | CertsLayout,
     *,
@@ -543,6 +587,11 @@ def issue_component(
     `tenants/<tenant>/components/<component>-<partition>.pem` (leaf), `-key.pem`,
     `-chain.pem` (leaf + tenant CA). Re-issuing replaces them (renewal).
 
+    For a tenant bound to a deployment CA (tenant.json `cn_form` "deployment")
+    the CN is `<component_id>.<partition_id>.serviceradar` and the URI
+    `spiffe://serviceradar.local/<type>/<partition>/<component>`, as
+    ServiceRadar's later generate-certs.sh writes them.
+
     Refused before anything is written: an unknown component type, a name that
     is not a label, extra DNS names outside the tenant CA's name constraints
     (`localhost` is not under `acme-corp.serviceradar`), a missing tenant CA.
@@ -555,22 +604,14 @@ def issue_component(
     layout = as_layout(certs_dir)
     if component_type not in EDGE_COMPONENT_TYPES:
         raise PkiError(f"component type {component_type!r} is not one of {', '.join(EDGE_COMPONENT_TYPES)}")
-    cn = format_edge_cn(component_id, partition_id, tenant)
-    spiffe = format_spiffe_id(component_type, tenant, partition_id, component_id)
+    cn, spiffe = edge_names(layout, tenant, component_id, partition_id, component_type)
     if days < 1:
         raise PkiError(f"days must be at least 1 (got {days})")
     dns_names = [cn]
     for name in dns:
-        if _check_dns_name(name) not in dns_names:
+        if check_dns_name(name) not in dns_names:
             dns_names.append(name)
-    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for ip in ips:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            raise PkiError(f"{ip!r} is not an IP address") from None
-        if address not in addresses:
-            addresses.append(address)
+    addresses = ip_addresses(ips)
 
     ca = load_tenant_authority(layout, tenant)
     check_names_permitted(ca.cert, dns=dns_names, ips=addresses, uris=[spiffe])

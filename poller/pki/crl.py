@@ -23,8 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from poller.identity.names import check_label
-from poller.pki.authority import StrPath, as_layout, load_tenant_authority
 from poller.pki.build import issued_by, serial_hex, utcnow
+from poller.pki.ca import StrPath, as_layout, load_tenant_authority
 from poller.pki.errors import PkiError
 from poller.pki.files import read_certificate, write_public
 from poller.trust.layout import CertsLayout

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from poller.identity import certinfo
-from poller.identity.names import InvalidName, parse_edge_cn, parse_spiffe_id, parse_tenant_ca_cn, spiffe_agrees_with
+from poller.identity.names import (
+    CnForm,
+    InvalidName,
+    parse_spiffe_id,
+    parse_tenant_ca_cn,
+    read_edge_cn,
+    spiffe_agrees_with,
+)
 from poller.identity.reasons import Reason
 from poller.pki.errors import NotACertificate
 from poller.pki.files import read_certificates
@@ -30,13 +38,21 @@ def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict
     if cn is None:
         return {}
     try:
-        name = parse_edge_cn(cn)
+        return {"kind": "tenant_ca", "tenant": parse_tenant_ca_cn(cn)}
+    except InvalidName:
+        pass
+    try:
+        # A deployment-form CN names no tenant: which one it proves depends on the
+        # CA it chains to and that CA's binding, which a lone file cannot show;
+        # "x" stands in for it here and is never printed.
+        name = read_edge_cn(cn, tenant="x", form=CnForm.DEPLOYMENT)
     except InvalidName:
         pass
     else:
+        deployment = name.form is CnForm.DEPLOYMENT
         identity: dict[str, Any] = {
-            "kind": "edge",
-            "tenant": name.tenant,
+            "kind": "edge_deployment" if deployment else "edge",
+            "tenant": None if deployment else name.tenant,
             "component_id": name.component_id,
             "partition_id": name.partition_id,
         }
@@ -44,16 +60,15 @@ def _identity(cert: x509.Certificate, cn: str | None, spiffe: list[str]) -> dict
             agrees = True
             for uri in spiffe:
                 try:
-                    agrees = agrees and spiffe_agrees_with(parse_spiffe_id(uri), name)
+                    parsed = parse_spiffe_id(uri, cn_form=name.form)
                 except InvalidName:
                     agrees = False
+                    continue
+                named = replace(name, tenant=parsed.tenant) if deployment and parsed.tenant else name
+                agrees = agrees and spiffe_agrees_with(parsed, named)
             identity["spiffe_agrees"] = agrees
         return identity
-    try:
-        slug = parse_tenant_ca_cn(cn)
-    except InvalidName:
-        return {}
-    return {"kind": "tenant_ca", "tenant": slug}
+    return {}
 
 
 def _key_description(cert: x509.Certificate) -> str:
@@ -89,8 +104,10 @@ def describe_certificate(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready description of the first certificate in a PEM (or DER) file.
 
     Keys: path, subject, subject_cn, identity ({} unless the CN is an edge CN
-    (kind "edge": tenant, component_id, partition_id, spiffe_agrees) or a
-    tenant CA CN (kind "tenant_ca": tenant)), spiffe_ids, dns_names,
+    (kind "edge": tenant, component_id, partition_id, spiffe_agrees), a
+    deployment-form edge CN (kind "edge_deployment": tenant None, since the
+    tenant is the binding's of the CA it chains to) or a tenant CA CN (kind
+    "tenant_ca": tenant)), spiffe_ids, dns_names,
     ip_addresses, issuer_cn, serial (lowercase hex), not_before / not_after
     (RFC 3339 UTC), validity ("valid", "expired" or "not_yet_valid", now),
     sha256_fingerprint (of the DER), spki_sha256, is_ca,

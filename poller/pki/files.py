@@ -10,42 +10,16 @@ a private key is never, even briefly, readable by anyone else.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
 
+from poller.durable import atomic_write as atomic_write  # its home before poller.durable
 from poller.pki.build import PrivateKey, load_key_pem
 from poller.pki.errors import NotACertificate, PkiError
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
-
-
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write data to path atomically with the given permission bits."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)  # mkstemp made it 0600; never wider than asked
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # durability of the rename; not all file systems allow it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -181,3 +181,274 @@ class AgentService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AgentGatewayServiceStub:
+    """---------------------------------------------------------------------------
+    The push side (docs/protocol.md): agents dial the gateway and push.
+    One proto serves both generations of the Go agent: cac9ec1af (2026-01-11),
+    whose requests carry the agent's own tenant fields, and upstream HEAD
+    (1e940288b, 2026-05), which adds ControlStream and version/host fields and
+    reserves the tenant numbers. We keep the tenant fields as fields (a HEAD
+    agent simply never sends them) so that a lying claim can be detected; they
+    never decide anything.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Hello = channel.unary_unary(
+                '/monitoring.AgentGatewayService/Hello',
+                request_serializer=poller_dot_proto_dot_monitoring__pb2.AgentHelloRequest.SerializeToString,
+                response_deserializer=poller_dot_proto_dot_monitoring__pb2.AgentHelloResponse.FromString,
+                _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/monitoring.AgentGatewayService/GetConfig',
+                request_serializer=poller_dot_proto_dot_monitoring__pb2.AgentConfigRequest.SerializeToString,
+                response_deserializer=poller_dot_proto_dot_monitoring__pb2.AgentConfigResponse.FromString,
+                _registered_method=True)
+        self.PushStatus = channel.unary_unary(
+                '/monitoring.AgentGatewayService/PushStatus',
+                request_serializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusRequest.SerializeToString,
+                response_deserializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusResponse.FromString,
+                _registered_method=True)
+        self.StreamStatus = channel.stream_unary(
+                '/monitoring.AgentGatewayService/StreamStatus',
+                request_serializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusChunk.SerializeToString,
+                response_deserializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusResponse.FromString,
+                _registered_method=True)
+        self.ControlStream = channel.stream_stream(
+                '/monitoring.AgentGatewayService/ControlStream',
+                request_serializer=poller_dot_proto_dot_monitoring__pb2.ControlStreamRequest.SerializeToString,
+                response_deserializer=poller_dot_proto_dot_monitoring__pb2.ControlStreamResponse.FromString,
+                _registered_method=True)
+
+
+class AgentGatewayServiceServicer:
+    """---------------------------------------------------------------------------
+    The push side (docs/protocol.md): agents dial the gateway and push.
+    One proto serves both generations of the Go agent: cac9ec1af (2026-01-11),
+    whose requests carry the agent's own tenant fields, and upstream HEAD
+    (1e940288b, 2026-05), which adds ControlStream and version/host fields and
+    reserves the tenant numbers. We keep the tenant fields as fields (a HEAD
+    agent simply never sends them) so that a lying claim can be detected; they
+    never decide anything.
+
+    """
+
+    def Hello(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamStatus(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ControlStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentGatewayServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Hello': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hello,
+                    request_deserializer=poller_dot_proto_dot_monitoring__pb2.AgentHelloRequest.FromString,
+                    response_serializer=poller_dot_proto_dot_monitoring__pb2.AgentHelloResponse.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=poller_dot_proto_dot_monitoring__pb2.AgentConfigRequest.FromString,
+                    response_serializer=poller_dot_proto_dot_monitoring__pb2.AgentConfigResponse.SerializeToString,
+            ),
+            'PushStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushStatus,
+                    request_deserializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusRequest.FromString,
+                    response_serializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusResponse.SerializeToString,
+            ),
+            'StreamStatus': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamStatus,
+                    request_deserializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusChunk.FromString,
+                    response_serializer=poller_dot_proto_dot_monitoring__pb2.GatewayStatusResponse.SerializeToString,
+            ),
+            'ControlStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ControlStream,
+                    request_deserializer=poller_dot_proto_dot_monitoring__pb2.ControlStreamRequest.FromString,
+                    response_serializer=poller_dot_proto_dot_monitoring__pb2.ControlStreamResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'monitoring.AgentGatewayService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('monitoring.AgentGatewayService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AgentGatewayService:
+    """---------------------------------------------------------------------------
+    The push side (docs/protocol.md): agents dial the gateway and push.
+    One proto serves both generations of the Go agent: cac9ec1af (2026-01-11),
+    whose requests carry the agent's own tenant fields, and upstream HEAD
+    (1e940288b, 2026-05), which adds ControlStream and version/host fields and
+    reserves the tenant numbers. We keep the tenant fields as fields (a HEAD
+    agent simply never sends them) so that a lying claim can be detected; they
+    never decide anything.
+
+    """
+
+    @staticmethod
+    def Hello(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monitoring.AgentGatewayService/Hello',
+            poller_dot_proto_dot_monitoring__pb2.AgentHelloRequest.SerializeToString,
+            poller_dot_proto_dot_monitoring__pb2.AgentHelloResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monitoring.AgentGatewayService/GetConfig',
+            poller_dot_proto_dot_monitoring__pb2.AgentConfigRequest.SerializeToString,
+            poller_dot_proto_dot_monitoring__pb2.AgentConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monitoring.AgentGatewayService/PushStatus',
+            poller_dot_proto_dot_monitoring__pb2.GatewayStatusRequest.SerializeToString,
+            poller_dot_proto_dot_monitoring__pb2.GatewayStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamStatus(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/monitoring.AgentGatewayService/StreamStatus',
+            poller_dot_proto_dot_monitoring__pb2.GatewayStatusChunk.SerializeToString,
+            poller_dot_proto_dot_monitoring__pb2.GatewayStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/monitoring.AgentGatewayService/ControlStream',
+            poller_dot_proto_dot_monitoring__pb2.ControlStreamRequest.SerializeToString,
+            poller_dot_proto_dot_monitoring__pb2.ControlStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -66,7 +66,13 @@ def server_credentials(
 ) -> grpc.ServerCredentials:
     """mTLS server credentials: this server's chain and key (PEM bytes or file paths),
     clients verified against the trust source's CAs (a TrustStore or a certs directory).
-    `platform`: the platform CA to admit admins with, for a store without a directory."""
+    `platform`: the platform CA to admit admins with, for a store without a directory.
+
+    Keep require_client_auth=True. grpcio has no "request but do not require":
+    False means the server does not ask for a certificate at all, so no caller
+    presents one and TenantServerInterceptor refuses every call
+    (UNAUTHENTICATED bad_certificate, audited). With True a caller without a
+    certificate fails the TLS handshake (it sees UNAVAILABLE; no call, no audit)."""
     store = trust if isinstance(trust, TrustStore) else TrustStore(trust, require_client=False)
     return grpc.ssl_server_credentials(
         [(_pem(private_key, "private key"), _pem(certificate_chain, "certificate chain"))],

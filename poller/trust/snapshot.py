@@ -18,17 +18,24 @@ from datetime import datetime
 from cryptography import x509
 
 from poller.identity import certinfo
+from poller.identity.names import CnForm
 
 
 @dataclass(frozen=True, slots=True)
 class CrlInForce:
-    """The CRL applied to one tenant's agents (its signature was verified)."""
+    """The CRL applied to one tenant's agents (its signature was verified).
+
+    `serials` are the revoked serials applied: the CRL's own and `learned`
+    ones, which CRLs signed by the same CA but refused (older, delta,
+    scope-limited) revoked; see poller.trust.crl. `der` is the CRL itself."""
 
     serials: frozenset[int]
     number: int | None
     this_update: datetime
     next_update: datetime | None
     fingerprint: str
+    learned: frozenset[int] = frozenset()
+    der: bytes = field(default=b"", repr=False, compare=False)
 
     def stale(self, now: datetime) -> bool:
         """True once nextUpdate has passed: the list may miss revocations."""
@@ -37,13 +44,17 @@ class CrlInForce:
 
 @dataclass(frozen=True, slots=True)
 class TenantAuthority:
-    """One tenant's intermediate CA: the only anchor for that tenant's agents."""
+    """One tenant's CA: the only anchor for that tenant's agents. Its
+    `cn_form` is the tenant's binding (poller.trust.binding): TENANT for a
+    tenant intermediate, DEPLOYMENT for a CA explicitly bound as the tenant's
+    deployment CA (edge CNs without a tenant label)."""
 
     slug: str
     cert: x509.Certificate
     pem: bytes
     spki_sha256: str
     crl: CrlInForce | None = None
+    cn_form: CnForm = CnForm.TENANT
 
     @property
     def ca_cn(self) -> str:
@@ -64,6 +75,10 @@ class TenantAuthority:
     def issued(self, cert: x509.Certificate) -> bool:
         """True if this CA's key signed cert (names and signature both match)."""
         return certinfo.issued_by(cert, self.cert)
+
+    def same_anchor(self, other: TenantAuthority | None) -> bool:
+        """True if other is the same CA bound the same way (only its CRL may differ)."""
+        return other is not None and other.cert == self.cert and other.cn_form is self.cn_form
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,7 @@ class TrustSnapshot:
     warnings: tuple[str, ...] = ()
     by_spki: Mapping[str, TenantAuthority] = field(default_factory=dict)
     require_crl: bool = False
+    refused: tuple[str, ...] = ()  # CRLs refused while building it (the CRL in force kept, revocations added)
 
     @property
     def snapshot(self) -> TrustSnapshot:

@@ -23,6 +23,7 @@ From bytes kept elsewhere (a control plane's database):
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
 from collections.abc import Mapping
@@ -30,8 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from poller.identity.names import CnForm
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
+from poller.trust.binding import BindingError, parse_binding
+from poller.trust.crlstate import CrlMemory, CrlStateError
 from poller.trust.layout import CertsLayout
 from poller.trust.material import TenantMaterial, TrustMaterial, build_snapshot
 from poller.trust.snapshot import ClientIdentity, CrlInForce, TenantAuthority, TrustSnapshot
@@ -86,6 +90,9 @@ class TrustStore:
     client_cert / client_key default to <dir>/poller.pem and poller-key.pem.
     require_client=False allows a store for verification only (no dialing).
     require_crl=True refuses agents of tenants that have no CRL (crl_expired).
+    crl_state: a file that remembers the newest CRL per tenant and CA key across
+    restarts (poller.trust.crlstate); without it they are remembered for the
+    store's lifetime, across reloads, in memory only.
     """
 
     def __init__(
@@ -96,21 +103,27 @@ class TrustStore:
         client_key: str | os.PathLike[str] | None = None,
         require_client: bool = True,
         require_crl: bool = False,
+        crl_state: str | os.PathLike[str] | None = None,
     ) -> None:
         self.layout: CertsLayout | None = CertsLayout(Path(certs_dir))
         self._client_cert: Path | None = Path(client_cert) if client_cert else self.layout.service_cert("poller")
         self._client_key: Path | None = Path(client_key) if client_key else self.layout.service_key("poller")
         self._require_client = require_client
         self._pem: TrustMaterial | None = None
-        self._init_state(require_crl)
+        self._init_state(require_crl, crl_state)
 
-    def _init_state(self, require_crl: bool) -> None:
+    def _init_state(self, require_crl: bool, crl_state: str | os.PathLike[str] | None) -> None:
         self._require_crl = require_crl
         self._listeners: weakref.WeakSet[TrustListener] = weakref.WeakSet()
-        outcome = build_snapshot(self._material(), previous=None, require_crl=require_crl)
+        try:
+            self._crls = CrlMemory(Path(crl_state) if crl_state is not None else None)
+        except CrlStateError as exc:
+            raise TrustStoreError([str(exc)]) from None
+        outcome = build_snapshot(self._material(), previous=None, require_crl=require_crl, memory=self._crls)
         if outcome.problems:
             raise TrustStoreError(list(outcome.problems))
         self._snapshot = outcome.snapshot
+        self._crls.remember(self._snapshot.tenants.values())
 
     @classmethod
     def load(cls, certs_dir: str | os.PathLike[str], **kwargs: object) -> TrustStore:
@@ -127,16 +140,21 @@ class TrustStore:
         client_key: bytes | None = None,
         platform_ca: bytes | None = None,
         require_crl: bool = False,
+        crl_state: str | os.PathLike[str] | None = None,
+        cn_forms: Mapping[str, CnForm | str] | None = None,
     ) -> TrustStore:
         """A store over PEM bytes (e.g. from a database): tenants maps a slug to
         its intermediate CA, crls a slug to its CRL; client_cert is the poller's
-        chain (leaf first). Change it later with update_pem()."""
+        chain (leaf first). Change it later with update_pem(). crl_state: as for
+        TrustStore(). cn_forms maps a slug to its binding, as tenant.json would
+        (`{"acme-corp": "deployment"}` binds acme-corp's CA to it as its
+        deployment CA; poller.trust.binding)."""
         store = cls.__new__(cls)
         store.layout = None
         store._client_cert = store._client_key = None
         store._require_client = client_cert is not None
-        store._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca)
-        store._init_state(require_crl)
+        store._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca, cn_forms)
+        store._init_state(require_crl, crl_state)
         return store
 
     # -- what dialers read ----------------------------------------------------
@@ -168,6 +186,11 @@ class TrustStore:
         if self._snapshot.client is None:
             raise TrustStoreError([f"no client identity loaded from {self._client_cert or 'the PEM material'}"])
         return self._snapshot.client
+
+    @property
+    def crl_state(self) -> Path | None:
+        """The file remembering the newest CRL per tenant and CA key (None: memory only)."""
+        return self._crls.path
 
     @property
     def require_crl(self) -> bool:
@@ -204,27 +227,29 @@ class TrustStore:
         client_cert: bytes | None = None,
         client_key: bytes | None = None,
         platform_ca: bytes | None = None,
+        cn_forms: Mapping[str, CnForm | str] | None = None,
     ) -> ReloadReport:
         """Replace the material of a store made by from_pem() (same arguments);
         the same rules as reload() apply (rollbacks refused, broken pieces kept)."""
         if self._pem is None:
             raise TrustStoreError(["update_pem() is for stores made by from_pem(); a directory store reloads its files"])
-        self._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca)
+        self._pem = _pem_material(tenants, crls, root, client_cert, client_key, platform_ca, cn_forms)
         return self._reload(self._pem)
 
     def _reload(self, material: TrustMaterial) -> ReloadReport:
         old = self._snapshot
-        outcome = build_snapshot(material, previous=old, require_crl=self._require_crl)
+        outcome = build_snapshot(material, previous=old, require_crl=self._require_crl, memory=self._crls)
         new = outcome.snapshot
         report = ReloadReport(
             warnings=new.warnings,
-            problems=outcome.problems,
+            problems=outcome.problems + (new.refused if new is not old else ()),
             added=tuple(s for s in new.tenants if s not in old.tenants),
             removed=tuple(s for s in old.tenants if s not in new.tenants),
             changed=tuple(s for s in new.tenants if s in old.tenants and new.tenants[s] != old.tenants[s]),
             client_changed=old.client != new.client,
         )
         self._snapshot = new
+        self._crls.remember(new.tenants.values())
         for listener in list(self._listeners):
             try:
                 listener.trust_changed(new)
@@ -248,13 +273,23 @@ def _pem_material(
     client_cert: bytes | None,
     client_key: bytes | None,
     platform_ca: bytes | None,
+    cn_forms: Mapping[str, CnForm | str] | None = None,
 ) -> TrustMaterial:
     crls = crls or {}
-    unknown = sorted(set(crls) - set(tenants))
-    problems = tuple(f"CRL given for tenant {slug!r}, which has no CA" for slug in unknown)
+    cn_forms = cn_forms or {}
+    problems = tuple(f"CRL given for tenant {slug!r}, which has no CA" for slug in sorted(set(crls) - set(tenants)))
+    problems += tuple(f"cn_form given for tenant {slug!r}, which has no CA" for slug in sorted(set(cn_forms) - set(tenants)))
+    forms = {slug: _binding(json.dumps({"cn_form": form}).encode(), f"cn_forms[{slug!r}]") for slug, form in cn_forms.items()}
     return TrustMaterial(
         tenants={
-            slug: TenantMaterial(ca_pem=pem, crl_pem=crls.get(slug), where=f"tenant {slug} CA", crl_where=f"tenant {slug} CRL")
+            slug: TenantMaterial(
+                ca_pem=pem,
+                crl_pem=crls.get(slug),
+                where=f"tenant {slug} CA",
+                crl_where=f"tenant {slug} CRL",
+                cn_form=forms.get(slug, (CnForm.TENANT, None))[0],
+                binding_problem=forms.get(slug, (CnForm.TENANT, None))[1],
+            )
             for slug, pem in tenants.items()
         },
         root_pem=root,
@@ -264,6 +299,16 @@ def _pem_material(
         require_client=client_cert is not None or client_key is not None,
         problems=problems,
     )
+
+
+def _binding(data: bytes | None, where: object) -> tuple[CnForm, str | None]:
+    """A tenant.json's CN form (TENANT when absent) and why it was refused, if it was."""
+    if data is None:
+        return CnForm.TENANT, None
+    try:
+        return parse_binding(data, where=str(where)), None
+    except BindingError as exc:
+        return CnForm.TENANT, str(exc)
 
 
 def _read_directory(
@@ -298,8 +343,14 @@ def _read_directory(
                 warnings.append(f"tenants/{entry.name}: no ca.pem, tenant skipped")
                 continue
             crl_path = layout.tenant_crl(entry.name)
+            cn_form, binding_problem = _binding(read(layout.tenant_binding(entry.name)), layout.tenant_binding(entry.name))
             tenants[entry.name] = TenantMaterial(
-                ca_pem=ca_pem, crl_pem=read(crl_path), where=str(ca_path), crl_where=str(crl_path)
+                ca_pem=ca_pem,
+                crl_pem=read(crl_path),
+                where=str(ca_path),
+                crl_where=str(crl_path),
+                cn_form=cn_form,
+                binding_problem=binding_problem,
             )
     else:
         warnings.append(f"no tenant CAs under {layout.tenants_dir}")

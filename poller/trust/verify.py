@@ -5,9 +5,17 @@ accepted. It works like go-spiffe's authorizers: a sequence of small checks,
 each of which either passes or refuses with one reason code; only a chain that
 passes all of them yields a TenantContext.
 
-The anchor is the expected tenant's intermediate CA, never the platform root
-(invariant 2 of docs/design.md): with the root as anchor, tenant B's CA could mint a
-certificate that says "acme-corp" and pass.
+The anchor is the CA bound to the expected tenant, never a CA bound to another
+tenant or to none (invariant 2 of docs/design.md): a tenant intermediate, or
+the deployment CA that tenant.json explicitly binds to the tenant
+(poller.trust.binding). With the platform root as anchor, tenant B's CA could
+mint a certificate that says "acme-corp" and pass.
+
+The CN is read in the form of the tenant's binding: a tenant intermediate's
+CNs name the tenant (4 labels), which must be the expected one; a deployment
+CA's CNs may omit it (3 labels: the tenant is the binding's) or name it, and
+one naming another tenant is tenant_mismatch. A 3-segment SPIFFE ID is read in
+the form that goes with the CN's (poller.identity.names.parse_spiffe_id).
 
 Verify first, then read: the leaf's signature is checked against the expected
 tenant CA before its CN, SAN or dates are looked at, so a certificate from a
@@ -34,11 +42,12 @@ from poller.identity.certinfo import CertificateError
 from poller.identity.context import _PROOF, TenantContext
 from poller.identity.names import (
     COMPONENT_TYPES,
+    CnForm,
     EdgeName,
     InvalidName,
     SpiffeId,
-    parse_edge_cn,
     parse_spiffe_id,
+    read_edge_cn,
     spiffe_agrees_with,
 )
 from poller.identity.reasons import IdentityRefused, Reason
@@ -108,6 +117,7 @@ def verify_agent_chain(
         issuer_spki_sha256=expected.spki_sha256,
         not_after=certinfo.not_after(leaf),
         verified_at=now,
+        cn_form=name.form,
         _proof=_PROOF,
     )
 
@@ -150,9 +160,15 @@ def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: T
         return
     other = trust.issuer_tenant(leaf)
     if other is not None:
-        raise refuse(Reason.TENANT_MISMATCH, f"issued by {other.ca_cn}, not by {expected.ca_cn}")
+        # A deployment CA's name may be anything (often the same for all of them): say whose it is.
+        issuer = other.ca_cn if other.cn_form is CnForm.TENANT else f"{other.ca_cn} (tenant {other.slug}'s deployment CA)"
+        raise refuse(Reason.TENANT_MISMATCH, f"issued by {issuer}, not by {expected.ca_cn}")
     if trust.root is not None and certinfo.issued_by(leaf, trust.root):
-        raise refuse(Reason.UNTRUSTED_CHAIN, f"issued by the platform root directly, not by {expected.ca_cn}")
+        raise refuse(
+            Reason.UNTRUSTED_CHAIN,
+            f"issued by the platform root directly, not by {expected.ca_cn} (a root is an anchor only "
+            f"where it is bound to the tenant as its deployment CA)",
+        )
     if certinfo.issued_by(leaf, leaf):
         raise refuse(Reason.UNTRUSTED_CHAIN, "self-signed certificate")
     if leaf.issuer == expected.cert.subject:
@@ -165,7 +181,8 @@ def _check_cn(leaf: x509.Certificate, expected: TenantAuthority, refuse: _Refuse
     if len(names) != 1:
         raise refuse(Reason.INVALID_CN, f"subject has {len(names)} CNs, expected exactly 1")
     try:
-        name = parse_edge_cn(names[0])
+        # A deployment CN's tenant is the binding's; a 4-label CN names its own.
+        name = read_edge_cn(names[0], tenant=expected.slug, form=expected.cn_form)
     except InvalidName as exc:
         raise refuse(Reason.INVALID_CN, str(exc)) from None
     if name.tenant != expected.slug:
@@ -181,7 +198,7 @@ def _check_spiffe(leaf: x509.Certificate, name: EdgeName, refuse: _Refuse) -> Sp
     if len(found) > 1:
         raise refuse(Reason.IDENTITY_MISMATCH, f"{len(found)} SPIFFE IDs in the SAN, expected at most 1")
     try:
-        spiffe = parse_spiffe_id(found[0])
+        spiffe = parse_spiffe_id(found[0], cn_form=name.form)
     except InvalidName as exc:
         raise refuse(Reason.IDENTITY_MISMATCH, f"SPIFFE SAN is not a ServiceRadar ID: {exc}") from None
     if not spiffe_agrees_with(spiffe, name):

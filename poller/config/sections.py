@@ -1,0 +1,548 @@
+"""The daemon configuration's sections: which key is which, and the rules between them.
+
+JSON in the shape of ServiceRadar's Go poller config.  An existing Go poller
+config migrates by adding `tenant` to every agent.  Keys the Go poller uses
+and this poller does not (core_address, listen_addr, security, logging, ...)
+are accepted and reported as warnings; any other unknown key is an error.
+Validation collects every problem before it fails:
+
+>>> try:
+...     parse_config({"poller_id": "p", "agents": {"a": {"address": "h:1"}}})
+... except ConfigError as exc:
+...     print(exc)
+agents.a.tenant: required: every agent names its tenant (there is no default tenant)
+
+Durations are float seconds throughout.  The key lists are the model's
+dataclass fields (poller.config.model); the defaults are its constants.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from poller.config.durations import format_duration
+from poller.config.engine import (
+    MISSING,
+    TOP,
+    Checker,
+    ConfigError,
+    did_you_mean,
+    index,
+    key,
+    kind,
+    resolve,
+    show,
+)
+from poller.config.model import (
+    CLUSTER_MODES,
+    DEFAULT_BACKOFF_INITIAL,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_CERTS_DIR,
+    DEFAULT_CLUSTER_BUCKET,
+    DEFAULT_CRL_STATE,
+    DEFAULT_DUPLICATE_WINDOW,
+    DEFAULT_GATEWAY_CERT,
+    DEFAULT_GATEWAY_KEY,
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_CONCURRENT_POLLS,
+    DEFAULT_NATS_URL,
+    DEFAULT_OUTBOX,
+    DEFAULT_OUTBOX_MAX_BYTES,
+    DEFAULT_OUTBOX_MAX_ROWS,
+    DEFAULT_PARTITION,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_PUBLISH_TIMEOUT,
+    DEFAULT_REASSEMBLY_BUDGET,
+    DEFAULT_SINK_DIR,
+    DEFAULT_STREAM_MAX_AGE,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MIN_REASSEMBLY_BUDGET,
+    NATS_SCHEMES,
+    SINK_TYPES,
+    AgentConfig,
+    CheckConfig,
+    ClusterConfig,
+    GatewayConfig,
+    LogFormat,
+    LogLevel,
+    PollerConfig,
+    ShardConfig,
+    SinkConfig,
+    default_call_timeout,
+    default_cycle_timeout,
+    json_keys,
+)
+from poller.identity.names import is_label
+
+__all__ = [
+    "AGENT_KEYS",
+    "CHECK_KEYS",
+    "CLUSTER_KEYS",
+    "GATEWAY_KEYS",
+    "GO_AGENT_KEYS",
+    "GO_CHECK_KEYS",
+    "GO_TOP_KEYS",
+    "SHARD_KEYS",
+    "SINK_KEYS",
+    "TOP_KEYS",
+    "parse_config",
+    "redact_url",
+]
+
+_TRUST_NOTE = "ignored: trust comes from certs_dir (root.pem, tenants/<slug>/ca.pem), not from a security block"
+_GO_NOTE = "ignored: a Go poller key this poller does not use"
+
+# Keys the Go poller's config carries that have no meaning here.  Accepted so
+# that an existing config migrates by adding `tenant`, reported as warnings.
+GO_TOP_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "core_address": "ignored: results go to the sink, not to a core service",
+        "listen_addr": "ignored: this poller serves no gRPC API (see metrics_listen)",
+        "service_name": _GO_NOTE,
+        "service_type": _GO_NOTE,
+        "source_ip": _GO_NOTE,
+        "kv_address": "ignored: replicas share agents through NATS JetStream KV (the cluster section)",
+        "logging": "ignored: use log_format",
+        "security": _TRUST_NOTE,
+    }
+)
+GO_AGENT_KEYS: Mapping[str, str] = MappingProxyType({"security": _TRUST_NOTE})
+GO_CHECK_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "config_interval": "ignored: GetConfig polling is not supported",
+    }
+)
+
+TOP_KEYS = json_keys(PollerConfig)
+# `component` is a push agent's name for component_id (both keys are accepted).
+AGENT_KEYS = (*json_keys(AgentConfig), "component")
+GATEWAY_KEYS = json_keys(GatewayConfig)
+CHECK_KEYS = json_keys(CheckConfig)
+CLUSTER_KEYS = json_keys(ClusterConfig)
+SHARD_KEYS = json_keys(ShardConfig)
+SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({t: json_keys(SinkConfig, only=t) for t in SINK_TYPES})
+_BUCKET = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
+    """Validate a decoded JSON document and build the config.
+
+    Relative certs_dir / sink paths are joined to base_dir (the config file's
+    directory) when it is given, else left relative.  Raises ConfigError with
+    every problem found.
+    """
+    c = Checker()
+    top = c.object(data, TOP, TOP_KEYS, GO_TOP_KEYS)
+    if top is None:
+        raise ConfigError(c.errors, c.warnings)
+
+    poller_id = c.string(top, "poller_id", "", required="required (a non-empty string naming this poller)")
+    partition = c.label(top, "partition", "", "partition id", default=DEFAULT_PARTITION)
+    poll_interval = c.duration(top, "poll_interval", "", default=DEFAULT_POLL_INTERVAL)
+    certs_dir = c.path(top, "certs_dir", "", default=DEFAULT_CERTS_DIR, base_dir=base_dir)
+    sink = _parse_sink(c, top.get("sink", MISSING), base_dir)
+    metrics_listen = c.address(top, "metrics_listen", "", listen=True, default=None)
+    log_format = c.string(top, "log_format", "", default=DEFAULT_LOG_FORMAT)
+    if log_format is not None and log_format not in LOG_FORMATS:
+        c.error("log_format", f"{show(log_format)} is not one of {', '.join(LOG_FORMATS)}")
+    log_level = c.string(top, "log_level", "", default=DEFAULT_LOG_LEVEL)
+    if log_level is not None and log_level not in LOG_LEVELS:
+        c.error("log_level", f"{show(log_level)} is not one of {', '.join(LOG_LEVELS)}")
+    max_polls = c.integer(top, "max_concurrent_polls", "", default=DEFAULT_MAX_CONCURRENT_POLLS, low=1)
+    budget = c.integer(top, "reassembly_budget", "", default=DEFAULT_REASSEMBLY_BUDGET, low=MIN_REASSEMBLY_BUDGET)
+    call_timeout = c.duration(top, "call_timeout", "", default=None)
+    cycle_timeout = c.duration(top, "cycle_timeout", "", default=None)
+    if top.get("cycle_timeout") is None and poll_interval is not None:
+        cycle_timeout = default_cycle_timeout(poll_interval)
+    elif cycle_timeout is not None and poll_interval is not None and cycle_timeout >= poll_interval:
+        c.error(
+            "cycle_timeout",
+            f"{format_duration(cycle_timeout)} must be below poll_interval "
+            f"({format_duration(poll_interval)}), or cycles would overlap",
+        )
+        cycle_timeout = None
+    if top.get("call_timeout") is None and cycle_timeout is not None:
+        call_timeout = default_call_timeout(cycle_timeout)
+    if call_timeout is not None and cycle_timeout is not None and call_timeout > cycle_timeout:
+        c.warn(
+            "call_timeout",
+            f"{format_duration(call_timeout)} is longer than cycle_timeout "
+            f"({format_duration(cycle_timeout)}); the cycle deadline will cut calls short",
+        )
+    backoff_initial = c.duration(top, "backoff_initial", "", default=DEFAULT_BACKOFF_INITIAL)
+    backoff_max = c.duration(top, "backoff_max", "", default=DEFAULT_BACKOFF_MAX)
+    if backoff_initial is not None and backoff_max is not None and backoff_max < backoff_initial:
+        c.error(
+            "backoff_max", f"{format_duration(backoff_max)} must be at least backoff_initial ({format_duration(backoff_initial)})"
+        )
+    shard = _parse_shard(c, top.get("shard"))
+    require_crl = c.boolean(top, "require_crl", "", default=False)
+    crl_state = _parse_crl_state(c, top, sink, base_dir)
+    agents = _parse_agents(c, top.get("agents", MISSING))
+    gateway = _parse_gateway(c, top.get("gateway"), certs_dir, base_dir)
+    if gateway is None and any(agent.push for agent in agents):
+        c.error("gateway", 'required: agents with "push": true dial the gateway, which needs a gateway section (listen)')
+    cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
+    if cluster is not None and shard is not None:
+        c.error(
+            "cluster",
+            "cannot be combined with shard: static sharding and dynamic membership are two ways to split the agents; keep one",
+        )
+
+    if c.errors:
+        raise ConfigError(c.errors, c.warnings)
+    return PollerConfig(
+        poller_id=cast(str, poller_id),
+        agents=agents,
+        partition=cast(str, partition),
+        poll_interval=cast(float, poll_interval),
+        certs_dir=cast(Path, certs_dir),
+        sink=cast(SinkConfig, sink),
+        metrics_listen=metrics_listen,
+        log_format=cast(LogFormat, log_format),
+        log_level=cast(LogLevel, log_level),
+        max_concurrent_polls=cast(int, max_polls),
+        reassembly_budget=cast(int, budget),
+        call_timeout=cast(float, call_timeout),
+        cycle_timeout=cast(float, cycle_timeout),
+        backoff_initial=cast(float, backoff_initial),
+        backoff_max=cast(float, backoff_max),
+        shard=shard,
+        cluster=cluster,
+        require_crl=bool(require_crl),
+        gateway=gateway,
+        crl_state=crl_state,
+        warnings=tuple(c.warnings),
+    )
+
+
+def _parse_crl_state(c: Checker, top: Mapping[str, Any], sink: SinkConfig | None, base_dir: Path | None) -> Path | None:
+    """`crl_state`: where the newest CRL per tenant and CA key is remembered.
+    Absent: crl-state.json beside the outbox (NATS sink), else beside the config
+    file; null: in memory only (a restart forgets them, with a warning)."""
+    if "crl_state" not in top:
+        if sink is not None and sink.outbox is not None:
+            return sink.outbox.parent / DEFAULT_CRL_STATE
+        return resolve(DEFAULT_CRL_STATE, base_dir)
+    if top["crl_state"] is None:
+        c.warn("crl_state", "null: CRLs are remembered in memory only, so a restart lets an older CRL back in")
+        return None
+    return c.path(top, "crl_state", "", default=None, base_dir=base_dir)
+
+
+def _parse_shard(c: Checker, value: object) -> ShardConfig | None:
+    """`shard: {"index": i, "count": n}`, 0 <= i < n; absent or null: poll every agent."""
+    if value is None:
+        return None
+    obj = c.object(value, "shard", SHARD_KEYS)
+    if obj is None:
+        return None
+    for name in SHARD_KEYS:
+        if name not in obj:
+            c.error(key("shard", name), "required (an integer)")
+    if "index" not in obj or "count" not in obj:
+        return None
+    count = c.integer(obj, "count", "shard", default=1, low=1)
+    index = c.integer(obj, "index", "shard", default=0, low=0)
+    if count is None or index is None:
+        return None
+    if index >= count:
+        c.error("shard.index", f"{index} is not below shard.count ({count}); shards are numbered 0 to {count - 1}")
+        return None
+    return ShardConfig(index=index, count=count)
+
+
+def _parse_cluster(
+    c: Checker, value: object, sink: SinkConfig | None, agents: tuple[AgentConfig, ...], base_dir: Path | None
+) -> ClusterConfig | None:
+    """`cluster: {"mode": "dynamic", "nats": URL, ...}`; absent or null: no dynamic membership.
+
+    The NATS URL (and creds) default to the NATS sink's, so one connection
+    setting serves both.
+    """
+    if value is None:
+        return None
+    obj = c.object(value, "cluster", CLUSTER_KEYS)
+    if obj is None:
+        return None
+    errors_before = len(c.errors)
+    mode = c.string(obj, "mode", "cluster", required='required: "dynamic" (static sharding is the `shard` key)')
+    if mode is not None and mode not in CLUSTER_MODES:
+        hint = " (static sharding is the top-level `shard` key)" if mode == "static" else ""
+        c.error("cluster.mode", f"{show(mode)} is not a cluster mode (one of: {', '.join(CLUSTER_MODES)}){hint}")
+    sink_url = sink.url if sink is not None and sink.type == "nats" else None
+    url = c.string(
+        obj,
+        "nats",
+        "cluster",
+        default=sink_url if sink_url is not None else MISSING,
+        required="required (a NATS URL, e.g. nats://nats:4222), unless the sink is NATS",
+    )
+    if url is not None and (problem := _nats_url_problem(url)):
+        c.error("cluster.nats", problem)
+    sink_creds = sink.creds if sink is not None and sink.type == "nats" else None
+    creds = c.path(obj, "creds", "cluster", default=None, base_dir=base_dir) if obj.get("creds") is not None else sink_creds
+    bucket = c.string(obj, "bucket", "cluster", default=DEFAULT_CLUSTER_BUCKET)
+    if bucket is not None and not _BUCKET.fullmatch(bucket):
+        c.error("cluster.bucket", f"{show(bucket)} is not a bucket name (letters, digits, '_' and '-')")
+    capacity = obj.get("capacity", 1)
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not 0 < capacity < 1e9:
+        c.error("cluster.capacity", f"expected a positive number (this replica's relative share), got {kind(capacity)}")
+    tenants = _parse_cluster_tenants(c, obj.get("tenants"), agents)
+    if len(c.errors) > errors_before or url is None or bucket is None:
+        return None
+    return ClusterConfig(nats=url, creds=creds, bucket=bucket, capacity=float(capacity), tenants=tenants)
+
+
+def _parse_cluster_tenants(c: Checker, value: object, agents: tuple[AgentConfig, ...]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        c.error("cluster.tenants", f"expected a non-empty array of tenant slugs, got {kind(value)}")
+        return None
+    known = tuple(sorted({agent.tenant for agent in agents}))
+    tenants: list[str] = []
+    for i, tenant in enumerate(value):
+        where = index("cluster.tenants", i)
+        if not isinstance(tenant, str) or not is_label(tenant):
+            c.error(where, f"{show(tenant)} is not a valid tenant slug")
+        elif tenant in tenants:
+            c.error(where, f"{show(tenant)} is listed twice")
+        else:
+            tenants.append(tenant)
+            if tenant not in known:
+                c.warn(where, f"no agent names tenant {show(tenant)}" + did_you_mean(tenant, known))
+    return tuple(tenants)
+
+
+def _parse_sink(c: Checker, value: object, base_dir: Path | None) -> SinkConfig | None:
+    if value is MISSING:
+        return SinkConfig(type="file", dir=resolve(DEFAULT_SINK_DIR, base_dir))
+    if not isinstance(value, Mapping):
+        c.error("sink", f"expected an object, got {kind(value)}")
+        return None
+    sink_type = c.string(value, "type", "sink", default="file")
+    if sink_type is None:
+        return None
+    if sink_type not in SINK_TYPES:
+        c.error("sink.type", f"{show(sink_type)} is not a sink type (one of: {', '.join(SINK_TYPES)})")
+        return None
+    keys = SINK_KEYS[sink_type]
+    others = {k for t, ks in SINK_KEYS.items() if t != sink_type for k in ks} - set(keys)
+    c.duplicates(value, "sink")
+    for name in value:
+        if name in keys:
+            continue
+        if name in others:
+            c.error(key("sink", name), f'not a key of a "{sink_type}" sink ({sink_type} sinks take: {", ".join(keys)})')
+        else:
+            c.error(key("sink", str(name)), "unknown key" + did_you_mean(str(name), keys))
+    if sink_type == "file":
+        directory = c.path(value, "dir", "sink", default=DEFAULT_SINK_DIR, base_dir=base_dir)
+        return SinkConfig(type="file", dir=directory) if directory is not None else None
+    return _parse_nats_sink(c, value, base_dir)
+
+
+def _parse_nats_sink(c: Checker, value: Mapping[str, Any], base_dir: Path | None) -> SinkConfig | None:
+    errors_before = len(c.errors)
+    url = c.string(value, "url", "sink", default=DEFAULT_NATS_URL)
+    if url is not None:
+        problem = _nats_url_problem(url)
+        if problem:
+            c.error("sink.url", problem)
+            url = None
+    creds = c.path(value, "creds", "sink", default=None, base_dir=base_dir)
+    outbox = c.path(value, "outbox", "sink", default=DEFAULT_OUTBOX, base_dir=base_dir)
+    max_rows = c.integer(value, "outbox_max_rows", "sink", default=DEFAULT_OUTBOX_MAX_ROWS, low=1)
+    max_outbox_bytes = c.integer(value, "outbox_max_bytes", "sink", default=DEFAULT_OUTBOX_MAX_BYTES, low=1024)
+    max_age = c.duration(value, "max_age", "sink", default=DEFAULT_STREAM_MAX_AGE)
+    max_bytes = c.integer(value, "max_bytes", "sink", default=None, low=1024)
+    window = c.duration(value, "duplicate_window", "sink", default=DEFAULT_DUPLICATE_WINDOW)
+    publish_timeout = c.duration(value, "publish_timeout", "sink", default=DEFAULT_PUBLISH_TIMEOUT)
+    if max_age is not None and window is not None and window > max_age:
+        c.error(
+            "sink.duplicate_window",
+            f"{format_duration(window)} is longer than the stream's max_age ({format_duration(max_age)}); "
+            "JetStream refuses such a stream",
+        )
+    if len(c.errors) > errors_before:
+        return None
+    return SinkConfig(
+        type="nats",
+        dir=None,
+        url=url,
+        creds=creds,
+        outbox=outbox,
+        outbox_max_rows=cast(int, max_rows),
+        outbox_max_bytes=cast(int, max_outbox_bytes),
+        max_age=cast(float, max_age),
+        max_bytes=max_bytes,
+        duplicate_window=cast(float, window),
+        publish_timeout=cast(float, publish_timeout),
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL without its user:password@ part (a NATS URL may carry one)."""
+    return re.sub(r"(?<=//)[^/@]*@", "***@", url)
+
+
+def _nats_url_problem(url: str) -> str | None:
+    shown = show(redact_url(url))
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{shown} is not a URL (expected e.g. {DEFAULT_NATS_URL})"
+    if parts.scheme not in NATS_SCHEMES:
+        return f"{shown}: scheme must be one of {', '.join(NATS_SCHEMES)} (e.g. {DEFAULT_NATS_URL})"
+    if not parts.hostname:
+        return f"{shown} has no host (expected e.g. {DEFAULT_NATS_URL})"
+    if port == 0:
+        return f"{shown}: port 0 is not a port to connect to"
+    return None
+
+
+def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:
+    if value is MISSING:
+        c.warn("agents", "no agents configured: the poller has nothing to poll")
+        return ()
+    if not isinstance(value, Mapping):
+        c.error("agents", f"expected an object mapping agent names to agents, got {kind(value)}")
+        return ()
+    agents_obj = value
+    c.duplicates(agents_obj, "agents", "duplicate agent name (JSON keeps only the last one)")
+    if not agents_obj:
+        c.warn("agents", "no agents configured: the poller has nothing to poll")
+    agents: list[AgentConfig] = []
+    for name, spec in agents_obj.items():
+        if not isinstance(name, str) or not name.strip():
+            c.error(key("agents", str(name)), "an agent name must be a non-empty string")
+            continue
+        agent = _parse_agent(c, name, spec, key("agents", name))
+        if agent is not None:
+            agents.append(agent)
+    return tuple(agents)
+
+
+def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig | None:
+    """A polled agent (address), or a push agent (`"push": true`: it dials the
+    gateway, has no address, and its component defaults to the entry's name)."""
+    errors_before = len(c.errors)
+    obj = c.object(spec, path, AGENT_KEYS, GO_AGENT_KEYS)
+    if obj is None:
+        return None
+    push = bool(c.boolean(obj, "push", path, default=False))
+    address: str | None = ""
+    interval = None
+    if push:
+        if "address" in obj:
+            c.error(key(path, "address"), 'a push agent ("push": true) dials the gateway; it has no address')
+        interval = c.duration(obj, "interval", path, default=None)
+    else:
+        if "interval" in obj:
+            c.error(key(path, "interval"), 'only for push agents ("push": true); a polled agent follows poll_interval')
+        address = c.address(obj, "address", path, listen=False, required="required (host:port, e.g. 10.0.0.5:50051)")
+    tenant = c.label(
+        obj, "tenant", path, "tenant slug", required="required: every agent names its tenant (there is no default tenant)"
+    )
+    component_id = _component(c, obj, path)
+    if push and component_id is None:
+        if is_label(name):
+            component_id = name
+        else:
+            c.error(key(path, "component"), f"required: the entry name {show(name)} is not a component id (a DNS label)")
+    partition = c.label(obj, "partition", path, "partition id", default=None)
+    strict_labels = c.boolean(obj, "strict_labels", path, default=False)
+    checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"))
+    if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
+        return None
+    return AgentConfig(
+        name=name,
+        address=address,
+        tenant=tenant,
+        component_id=component_id,
+        partition=partition,
+        checks=checks,
+        strict_labels=bool(strict_labels),
+        push=push,
+        interval=interval,
+    )
+
+
+def _component(c: Checker, obj: Mapping[str, Any], path: str) -> str | None:
+    """component_id, also spelled `component`; both given must agree."""
+    component_id = c.label(obj, "component_id", path, "component id", default=None)
+    component = c.label(obj, "component", path, "component id", default=None)
+    if component_id is not None and component is not None and component_id != component:
+        c.error(key(path, "component"), f"{show(component)} disagrees with component_id {show(component_id)}; give one")
+    return component or component_id
+
+
+def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: Path | None) -> GatewayConfig | None:
+    if value is None:
+        return None
+    obj = c.object(value, "gateway", GATEWAY_KEYS)
+    if obj is None:
+        return None
+    errors_before = len(c.errors)
+    listen = c.address(obj, "listen", "gateway", listen=True, required="required (host:port to serve push agents on)")
+    certs = certs_dir or Path(DEFAULT_CERTS_DIR)
+    cert = c.path(obj, "cert", "gateway", default=str(certs / DEFAULT_GATEWAY_CERT), base_dir=base_dir)
+    key_path = c.path(obj, "key", "gateway", default=str(certs / DEFAULT_GATEWAY_KEY), base_dir=base_dir)
+    accept_unlisted = c.boolean(obj, "accept_unlisted", "gateway", default=False)
+    numbers: dict[str, Any] = {}
+    defaults = GatewayConfig(listen="", cert=Path(), key=Path())
+    for name in ("max_services", "max_status_bytes", "max_results_bytes", "push_rate", "push_burst", "max_calls_per_tenant"):
+        numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1)
+    numbers["stream_timeout"] = c.duration(obj, "stream_timeout", "gateway", default=defaults.stream_timeout)
+    if len(c.errors) > errors_before or listen is None or cert is None or key_path is None:
+        return None
+    return GatewayConfig(listen=listen, cert=cert, key=key_path, accept_unlisted=bool(accept_unlisted), **numbers)
+
+
+def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
+    if value is MISSING or value is None:
+        c.warn(path, "no checks configured for this agent")
+        return ()
+    if not isinstance(value, list):
+        c.error(path, f"expected an array of checks, got {kind(value)}")
+        return None
+    checks: list[CheckConfig] = []
+    seen: dict[tuple[str, str], int] = {}
+    errors_before = len(c.errors)
+    for i, spec in enumerate(value):
+        where = index(path, i)
+        check_errors = len(c.errors)
+        obj = c.object(spec, where, CHECK_KEYS, GO_CHECK_KEYS)
+        if obj is None:
+            continue
+        service_type = c.string(obj, "service_type", where)
+        service_name = c.string(obj, "service_name", where)
+        details = c.string(obj, "details", where, default="", allow_empty=True)
+        port = c.integer(obj, "port", where, default=0, low=0, high=65535)
+        interval = c.duration(obj, "results_interval", where, default=None)
+        if len(c.errors) > check_errors:
+            continue
+        pair = (cast(str, service_type), cast(str, service_name))
+        if pair in seen:
+            c.warn(where, f"same service_type and service_name as {index(path, seen[pair])}")
+        else:
+            seen[pair] = i
+        checks.append(
+            CheckConfig(
+                service_type=pair[0],
+                service_name=pair[1],
+                details=cast(str, details),
+                port=cast(int, port),
+                results_interval=interval,
+            )
+        )
+    return tuple(checks) if len(c.errors) == errors_before else None

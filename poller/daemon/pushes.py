@@ -1,0 +1,374 @@
+"""The daemon's push side: the agent gateway it serves, and every push agent's
+place on the status board, in the metrics and in the results.
+
+A push agent (`"push": true` in `agents`) is `pending` until its first push,
+`proven` while it pushes, and `unreachable` (reason `timeout`) once its last
+push is older than 2 of its intervals: then a log line names tenant and agent
+and, every interval it stays silent, one `timeout` result per check is
+published (so a NATS sink emits the same health events as for a polled
+agent: unreachable, then recovered with its next push). A push whose request
+was refused (identity_mismatch, payload_mismatch, ...) makes it `refused`
+with that reason until it pushes correctly again. With a `cluster` section
+the replicas share push liveness (poller.gateway.replicas): an agent that
+pushes to another replica, or that another replica answers for, is `pending`
+here with the detail "answered by gateway replica <id>", never unreachable.
+
+>>> side = PushSide(settings, trust, registry, board, budget, metrics, note_outcome)  # doctest: +SKIP
+>>> await side.start()  # serves settings.gateway.listen  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+from poller.agent.budget import ReassemblyBudget
+from poller.cluster.node import ClusterNode
+from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig
+from poller.daemon.status import AgentState, StatusBoard
+from poller.delivery.registry import Delivery, HandlerRegistry
+from poller.delivery.result import PollResult, agent_outcome
+from poller.gateway import (
+    STALE_INTERVALS,
+    AgentGateway,
+    GatewayBounds,
+    GatewayServer,
+    PushEntry,
+    PushRegistry,
+    PushTracker,
+    serve_gateway,
+)
+from poller.gateway.replicas import SharedPushLiveness
+from poller.identity.context import TenantContext
+from poller.identity.reasons import InvalidArgument, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics
+from poller.trust.store import TrustStore
+
+__all__ = ["PushSide", "push_entries"]
+
+log = get_logger("poller.daemon.pushes")
+
+NoteOutcome = Callable[[str, str, Reason], None]  # (agent, tenant, outcome): the cycle tally
+_REFUSED = frozenset({Reason.IDENTITY_MISMATCH, Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH})
+
+
+def push_entries(settings: PollerConfig) -> list[PushEntry]:
+    """The config's push agents as the gateway's push entries."""
+    return [
+        PushEntry(
+            agent.name,
+            tenant=agent.tenant,
+            component=agent.component_id or agent.name,
+            partition=agent.partition,
+            checks=agent.checks,
+            interval=settings.push_interval(agent),
+            config_timestamp=int(time.time()),
+        )
+        for agent in settings.push_agents
+    ]
+
+
+class _BoardTracker(PushTracker):
+    """The gateway's tracker, telling the daemon of every finished push call."""
+
+    def __init__(self, on_push: Callable[[PushEntry, Reason], None]) -> None:
+        super().__init__()
+        self._on_push = on_push
+
+    def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason, identity: TenantContext | None = None) -> None:
+        super().pushed(entry, peer=peer, at=at, outcome=outcome, identity=identity)
+        self._on_push(entry, outcome)
+
+
+class PushSide:
+    """The gateway of a daemon whose config has a `gateway` section."""
+
+    def __init__(
+        self,
+        settings: PollerConfig,
+        trust: TrustStore,
+        registry: HandlerRegistry,
+        board: StatusBoard,
+        budget: ReassemblyBudget,
+        metrics: PollerMetrics,
+        note_outcome: NoteOutcome,
+        *,
+        cluster: ClusterNode | None = None,
+    ) -> None:
+        assert settings.gateway is not None
+        self.settings = settings
+        self.trust = trust
+        self.registry = registry
+        self.board = board
+        self.metrics = metrics
+        self.note_outcome = note_outcome
+        self.tracker = _BoardTracker(self._pushed)
+        self.pushes = PushRegistry(
+            push_entries(settings), accept_unlisted=settings.gateway.accept_unlisted, default_interval=settings.poll_interval
+        )
+        self.gateway = AgentGateway(
+            pushes=self.pushes,
+            delivery=self,
+            gateway_id=settings.poller_id,
+            partition=settings.partition,
+            bounds=GatewayBounds.from_config(settings.gateway),
+            budget=budget,
+            trust=trust,
+            tracker=self.tracker,
+            metrics=metrics,
+        )
+        self.server: GatewayServer | None = None
+        self._results: dict[tuple[str, str], list[PollResult]] = {}  # of the push call being delivered
+        self._silent_until: dict[str, float] = {}  # agent -> when its next timeout results are due
+        self._pushed_event = asyncio.Event()
+        self._started = time.time()
+        self.listening = asyncio.Event()  # set once the gateway serves
+        self.collected: list[PollResult] | None = None  # run --once: the pushed results, when a list
+        # Several replicas behind one address: who answers for an agent that is not connected here
+        # (poller.gateway.replicas), once the cluster's bucket is open.
+        self.cluster = cluster
+        self.shared: SharedPushLiveness | None = None
+        self._elsewhere: dict[str, str | None] = {}  # agent -> the replica that answers for it
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Serve the gateway (mTLS, client certificate required); the bound port."""
+        gateway = self.settings.gateway
+        assert gateway is not None
+        try:
+            chain, key = gateway.cert.read_bytes(), gateway.key.read_bytes()
+        except OSError as exc:
+            where = "gateway.cert" if exc.filename == str(gateway.cert) else "gateway.key"
+            raise ConfigError([ConfigIssue(where, f"cannot read {exc.filename}: {exc.strerror}")]) from None
+        try:
+            self.server = await serve_gateway(self.gateway, self.trust, gateway.listen, chain, key)
+        except InvalidArgument as exc:
+            raise ConfigError([ConfigIssue("gateway.listen", str(exc))]) from None
+        self._started = time.time()
+        self.listening.set()
+        for tenant in {agent.tenant for agent in self.settings.push_agents}:  # 0, not "No data"
+            self.metrics.gateway_pushes.labels(tenant=tenant, outcome=Reason.OK.value)
+            self.metrics.gateway_connected.labels(tenant=tenant).set(0)
+        for agent in self.settings.push_agents:
+            self.board.record_push(
+                agent, state=AgentState.PENDING, reason=Reason.PENDING, identity=None, last_push=None, peer_address=None
+            )
+        log.info(
+            "gateway_listening",
+            address=gateway.listen.rsplit(":", 1)[0] + f":{self.server.port}",
+            push_agents=len(self.settings.push_agents),
+            accept_unlisted=gateway.accept_unlisted,
+        )
+        return self.server.port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self.shared is not None:
+            await self.shared.stop()
+            self.shared = None
+        if self.server is not None:
+            await self.server.stop(grace)
+            self.server = None
+
+    def apply(self, settings: PollerConfig) -> None:
+        """A reloaded config: the push entries (the listen address and bounds need a restart)."""
+        self.settings = settings
+        entries = push_entries(settings)
+        self.pushes.set_entries(entries)
+        if settings.gateway is not None:
+            self.pushes.accept_unlisted = settings.gateway.accept_unlisted
+        self.pushes.default_interval = settings.poll_interval
+        self.tracker.forget(entries)
+        if self.shared is not None:
+            self.shared.set_entries(entries)
+
+    # -- the gateway's deliverer: results reach the registry, and the board sees them ------
+
+    async def deliver(self, result: PollResult) -> Delivery:
+        self._results.setdefault((result.tenant, result.agent), []).append(result)
+        return await self.registry.deliver(result)
+
+    async def flush(self) -> None:
+        await self.registry.flush()
+
+    def _pushed(self, entry: PushEntry, outcome: Reason) -> None:
+        results = self._results.pop((entry.tenant, entry.name), [])
+        if self.collected is not None and outcome is Reason.OK:
+            self.collected.extend(results)
+        agent = self._agent(entry)
+        if agent is None:  # admitted by accept_unlisted: not on the board
+            return
+        record = self.tracker.get(entry.tenant, entry.name)
+        assert record is not None
+        if outcome is Reason.OK:
+            previous = self.board.get(agent.name)
+            if previous is not None and previous.state is AgentState.UNREACHABLE:
+                log.info("push_agent_recovered", tenant=agent.tenant, agent=agent.name, peer=record.peer)
+            self._silent_until.pop(agent.name, None)
+            state, reason = AgentState.PROVEN, None
+            self.note_outcome(agent.name, agent.tenant, agent_outcome(results))
+        elif outcome in _REFUSED:
+            state, reason = AgentState.REFUSED, outcome
+            self.note_outcome(agent.name, agent.tenant, Reason.REFUSED)
+        else:  # over a bound, an incomplete stream: the agent is there, its push was not taken
+            state, reason = (AgentState.PROVEN if record.last_push is not None else AgentState.PENDING), outcome
+        self.board.record_push(
+            agent,
+            state=state,
+            reason=reason,
+            identity=record.identity,
+            last_push=record.last_push,
+            peer_address=record.peer or None,
+            results=results,
+        )
+        self._pushed_event.set()
+
+    def _agent(self, entry: PushEntry) -> AgentConfig | None:
+        agent = self.settings.agents_by_name.get(entry.name)
+        return agent if agent is not None and agent.push and agent.tenant == entry.tenant else None
+
+    # -- silence ------------------------------------------------------------------------
+
+    def entries(self) -> tuple[PushEntry, ...]:
+        return tuple(e for e in self.pushes.entries if e.listed)
+
+    async def watch(self, tick: float = 1.0) -> None:
+        """Until cancelled: find push agents gone silent, and count connected ones."""
+        while True:
+            await asyncio.sleep(tick)
+            await self.check_silence(time.time())
+
+    async def check_silence(self, now: float) -> None:
+        """Agents whose last push is older than 2 intervals: unreachable (timeout),
+        with timeout results once per interval of silence; the connected gauge."""
+        for tenant, count in self.tracker.connected(self.entries(), now=now).items():
+            self.metrics.gateway_connected.labels(tenant=tenant).set(count)
+        self._share()
+        for entry in self.entries():
+            if self._state(entry, now) != "unreachable":
+                continue
+            due = self._silent_until.get(entry.name, 0.0)
+            if now >= due:
+                self._silent_until[entry.name] = now + entry.interval
+                await self.silent(entry, now, first=due == 0.0)
+
+    def _share(self) -> None:
+        """Start sharing push liveness once the cluster's bucket is open (dynamic cluster mode)."""
+        if self.shared is None and self.cluster is not None and self.cluster.bucket is not None:
+            self.shared = SharedPushLiveness(
+                self.cluster.bucket,
+                self.tracker,
+                poller_id=self.settings.poller_id,
+                members=self.cluster.live_members,
+                # a sighting reaches the others well within an agent's 2-interval window
+                tick=min([1.0, *(e.interval / 4 for e in self.pushes.entries)]),
+            )
+            self.shared.set_entries(self.pushes.entries)
+            self.shared.start()
+
+    def _state(self, entry: PushEntry, now: float) -> str:
+        """This replica's answer for entry: its own tracker's, or with replicas the shared view,
+        where an agent another replica answers for is on the board as pending there."""
+        if self.shared is None:
+            return self.tracker.state_of(entry, now=now)
+        view = self.shared.view(entry, now=now)
+        agent = self._agent(entry)
+        if view.state != "elsewhere" or agent is None:
+            self._elsewhere.pop(entry.name, None)
+            return view.state
+        if entry.name not in self._elsewhere or self._elsewhere[entry.name] != view.via:
+            self._elsewhere[entry.name] = view.via
+            self._silent_until.pop(entry.name, None)
+            record = self.tracker.get(entry.tenant, entry.name)
+            self.board.record_push(
+                agent,
+                state=AgentState.PENDING,
+                reason=None,
+                identity=None,
+                last_push=record.last_push if record is not None else None,
+                peer_address=None,
+                detail=f"answered by gateway replica {view.via}",
+            )
+        return view.state
+
+    async def silent(self, entry: PushEntry, now: float, *, first: bool) -> list[PollResult]:
+        """Publish the timeout results of a silent agent and put it on the board as unreachable."""
+        agent = self._agent(entry)
+        if agent is None:
+            return []
+        record = self.tracker.get(entry.tenant, entry.name)
+        last = record.last_push if record is not None else None
+        if first:
+            log.warning(
+                "push_agent_unreachable",
+                tenant=agent.tenant,
+                agent=agent.name,
+                reason=Reason.TIMEOUT.value,
+                last_push=round(last, 3) if last is not None else None,
+                interval=entry.interval,
+                why=f"no push for more than {STALE_INTERVALS} intervals" if last is not None else "no push",
+            )
+        results = self.timeout_results(agent, now)
+        for result in results:
+            await self.registry.deliver(result)
+        await self.registry.flush()
+        self.board.record_push(
+            agent,
+            state=AgentState.UNREACHABLE,
+            reason=Reason.TIMEOUT,
+            identity=None,
+            last_push=last,
+            peer_address=(record.peer or None) if record is not None else None,
+            results=results,
+        )
+        self.note_outcome(agent.name, agent.tenant, Reason.TIMEOUT)
+        return results
+
+    def timeout_results(self, agent: AgentConfig, now: float) -> list[PollResult]:
+        """One unproven `timeout` result per check (one for the agent when it has none)."""
+        checks: Iterable[tuple[str, str]] = [(c.service_name, c.service_type) for c in agent.checks] or [("push", "push")]
+        return [
+            PollResult(
+                tenant=agent.tenant,
+                agent=agent.name,
+                address="",
+                poller_id=self.settings.poller_id,
+                partition=self.settings.partition,
+                kind="status",
+                service_name=name,
+                service_type=service_type,
+                available=False,
+                reason=Reason.TIMEOUT,
+                polled_at=now,
+            )
+            for name, service_type in checks
+        ]
+
+    # -- run --once ----------------------------------------------------------------------
+
+    async def wait_once(self) -> list[PollResult]:
+        """Wait up to one interval (the longest push agent's) for every push agent's
+        first push; those that did not push at all are unreachable (timeout results)."""
+        entries = self.entries()
+        if not entries:
+            return list(self.collected or ())
+        deadline = time.monotonic() + max(e.interval for e in entries)
+        while True:
+            # An agent whose push call was refused has its outcome already (refused).
+            waiting = [e for e in entries if (r := self.tracker.get(e.tenant, e.name)) is None or r.last_outcome is None]
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                break
+            self._pushed_event.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._pushed_event.wait()
+            except TimeoutError:
+                pass
+        now = time.time()
+        out: list[PollResult] = list(self.collected or ())
+        for entry in waiting:
+            out.extend(await self.silent(entry, now, first=True))
+        return out

@@ -1,0 +1,422 @@
+"""The handler registry: who may act on a result, decided by policy, deny by default.
+
+Handlers (and sinks, which are handlers) are registered for a channel pattern
+with a policy and a scope:
+
+- `tenant="acme-corp"`: bound to one tenant. The registry, not the handler,
+  guarantees it only ever receives that tenant's proven results.
+- `platform=<PlatformIdentity>`: may receive any tenant's results (and the
+  unproven ones: unreachable, refused). Every delivery to a non-local
+  platform identity (an administrator) is audited with the identity and the
+  tenant touched; the poller's own sinks use its local identity.
+
+For each result, deliver():
+
+1. maps it to its channel (`agents.status`, `agents.results.<service_type>`,
+   `events.poller.health`, `pollers.heartbeat`; poller.delivery.channels);
+2. refuses it (`payload_mismatch`, audited) when its payload names a tenant
+   (`tenant`, `tenant_id`, `tenant_slug` anywhere in its JSON) other than the
+   proven one, or carries a payload without any proof (poller.delivery.payload);
+3. compares the agent's own labels (`agent_id`, `partition`) with the proof:
+   a disagreement is counted and logged, and refused (`label_mismatch`) only
+   when strict labels are asked for that result's agent;
+4. runs every handler whose pattern, scope and policy allow the result, each
+   in its own task with current_tenant() bound to the result's proven
+   context, each bounded by its timeout: a raising or hanging handler is
+   counted and logged with the tenant and its name, the others still run,
+   and deliver() never waits longer than the largest timeout;
+5. refuses (`no_handler`) a result that no handler allows. Every refusal is
+   counted in poller_results_refused_total{tenant,channel,reason} and logged.
+
+>>> registry = HandlerRegistry(timeout=2.0)  # doctest: +SKIP
+>>> registry.register("agents.status", on_status, tenant="acme-corp", policy=same_tenant("acme-corp"))  # doctest: +SKIP
+>>> registry.register(">", FileSink(Path("data")), platform=local_identity, policy=platform_admin())  # doctest: +SKIP
+>>> await registry.deliver(result)  # doctest: +SKIP
+Delivery(channel='agents.status', refused=None, delivered=('on_status', 'FileSink'), failed={})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from poller.delivery.channels import channel_for, check_pattern, matches
+from poller.delivery.payload import payload_refusal
+from poller.delivery.result import PollResult
+from poller.delivery.sink import Sink
+from poller.identity.context import _current
+from poller.identity.names import check_label
+from poller.identity.platform import PlatformIdentity
+from poller.identity.reasons import InvalidArgument, Reason, ResultRefused
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
+from poller.policy import Access, Policy
+from poller.timers import wait_done
+
+__all__ = ["DEFAULT_HANDLER_TIMEOUT", "Delivery", "Handler", "HandlerRegistry", "Registration"]
+
+log = get_logger("poller.handlers")
+audit_log = get_logger("poller.audit")
+
+DEFAULT_HANDLER_TIMEOUT = 5.0
+_MAX_REMEMBERED = 10_000  # label disagreements remembered so each is logged once
+
+
+# --------------------------------------------------------------------------- registry
+
+
+Handler = Callable[[PollResult], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One registered handler: where it listens, who it acts as, what its policy allows."""
+
+    name: str
+    pattern: str
+    policy: Policy
+    tenant: str | None
+    platform: PlatformIdentity | None
+    timeout: float
+    call: Handler = field(repr=False)
+    target: object = field(repr=False)
+    tokens: tuple[str, ...] = field(repr=False, default=())
+    threaded: bool = field(repr=False, default=False)
+    sink: Sink | None = field(repr=False, default=None)  # decided once: a runtime Protocol check is slow
+
+    def admits(self, result: PollResult, channel: tuple[str, ...]) -> bool:
+        """Pattern and scope (the registry's tenant binding); the policy comes after."""
+        if not matches(self.tokens, channel):
+            return False
+        if self.tenant is not None:
+            return result.context is not None and result.context.tenant == self.tenant
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of one result: refused with a reason, or the handlers it reached."""
+
+    channel: str | None
+    refused: Reason | None = None
+    delivered: tuple[str, ...] = ()
+    failed: Mapping[str, Reason] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.refused is None and not self.failed
+
+
+class HandlerRegistry:
+    """Handlers by channel with policies; deny by default. See the module doc.
+
+    `timeout`: the default per-handler timeout in seconds. `strict_labels`:
+    True, or a function of the result, saying when a reported agent_id or
+    partition that disagrees with the proof refuses the result. `metrics`:
+    where the counters go (the daemon passes the registry it serves).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_HANDLER_TIMEOUT,
+        strict_labels: bool | Callable[[PollResult], bool] = False,
+        metrics: PollerMetrics | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise InvalidArgument("timeout must be positive")
+        self.timeout = timeout
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self._strict = strict_labels
+        self._registrations: dict[str, Registration] = {}
+        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._mismatches_seen: set[tuple[str, str, str, str]] = set()
+
+    @property
+    def registrations(self) -> tuple[Registration, ...]:
+        return tuple(self._registrations.values())
+
+    def register(
+        self,
+        channel: str,
+        handler: Handler | Sink,
+        *,
+        policy: Policy,
+        tenant: str | None = None,
+        platform: PlatformIdentity | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Registration:
+        """Register handler (an async function of a PollResult, or a sink) for a channel pattern.
+
+        Exactly one scope: `tenant` (bound to that tenant) or `platform` (a
+        proven platform identity; cross-tenant, audited unless local). A plain
+        (non-async) function runs in a worker thread so it cannot block polling.
+        """
+        if not isinstance(policy, Policy):
+            raise TypeError("policy must be a poller.policy Policy (same_tenant, tenant_in, ... all_of, any_of)")
+        if (tenant is None) == (platform is None):
+            raise InvalidArgument("give exactly one scope: tenant=<slug> (bound to it) or platform=<PlatformIdentity>")
+        if tenant is not None:
+            check_label(tenant, "tenant slug")
+        if platform is not None and not isinstance(platform, PlatformIdentity):
+            raise TypeError("platform must be a proven PlatformIdentity")
+        tokens = check_pattern(channel)
+        if isinstance(handler, Sink):
+            call: Handler = handler.publish
+            default_name = type(handler).__name__
+        elif callable(handler):
+            call = handler
+            default_name = getattr(handler, "__qualname__", type(handler).__name__)
+        else:
+            raise TypeError(f"{handler!r} is neither a callable nor a sink")
+        name = name or default_name
+        if name in self._registrations:
+            raise InvalidArgument(f"a handler named {name!r} is already registered")
+        limit = self.timeout if timeout is None else timeout
+        if limit <= 0:
+            raise InvalidArgument("timeout must be positive")
+        registration = Registration(
+            name=name,
+            pattern=channel,
+            policy=policy,
+            tenant=tenant,
+            platform=platform,
+            timeout=limit,
+            call=call,
+            target=handler,
+            tokens=tokens,
+            threaded=not _is_async(call),
+            sink=handler if isinstance(handler, Sink) else None,
+        )
+        self._registrations[name] = registration
+        log.info(
+            "handler_registered",
+            handler=name,
+            channel=channel,
+            tenant=tenant,
+            platform=platform and platform.cn,
+            policy=repr(policy),
+        )
+        return registration
+
+    def unregister(self, name: str) -> None:
+        self._registrations.pop(name, None)
+
+    # -- delivery ------------------------------------------------------------------
+
+    async def deliver(self, result: PollResult) -> Delivery:
+        """Deliver one result to every handler that may have it; see the module doc."""
+        try:
+            channel = channel_for(result)
+        except ResultRefused as err:
+            return self._refuse(result, None, err.reason, err.detail)
+        document = result.payload_json()
+        refusal = payload_refusal(result, document)
+        if refusal is not None:
+            return self._refuse(result, channel, Reason.PAYLOAD_MISMATCH, refusal, audited=True)
+        refusal = self._check_labels(result, document)
+        if refusal is not None:
+            return self._refuse(result, channel, Reason.LABEL_MISMATCH, refusal, audited=True)
+
+        tokens = tuple(channel.split("."))
+        chosen: list[Registration] = []
+        for registration in self._registrations.values():
+            if not registration.admits(result, tokens):
+                continue
+            access = Access(identity=result.context, platform=registration.platform, result=result, tenant=result.tenant)
+            if _allows(registration, access):
+                chosen.append(registration)
+        if not chosen:
+            return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
+
+        if len(chosen) == 1:  # the common case (the daemon's sink): no gather task
+            outcomes: list[Reason | None] = [await self._run(chosen[0], result, channel)]
+        else:
+            outcomes = list(await asyncio.gather(*(self._run(r, result, channel) for r in chosen)))
+        failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
+        delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
+        return Delivery(channel=channel, delivered=delivered, failed=failed)
+
+    def _check_labels(self, result: PollResult, document: Any) -> str | None:
+        ctx = result.context
+        if ctx is None:
+            return None
+        proven = {"agent_id": ctx.component_id, "partition": ctx.partition_id}
+        problems = []
+        for label, value in result.reported_labels(document).items():
+            if value == proven[label]:
+                continue
+            self.metrics.label_mismatches.labels(tenant=ctx.tenant, label=label).inc()
+            problems.append(f"reported {label} {value[:64]!r}, proven {proven[label]!r}")
+            key = (result.agent, label, value, proven[label])
+            if key not in self._mismatches_seen:  # one line per new disagreement, not one per poll
+                if len(self._mismatches_seen) >= _MAX_REMEMBERED:  # an agent inventing labels cannot grow it forever
+                    self._mismatches_seen.clear()
+                self._mismatches_seen.add(key)
+                log.warning(
+                    "label_mismatch",
+                    tenant=ctx.tenant,
+                    agent=result.agent,
+                    label=label,
+                    reported=value[:64],
+                    proven=proven[label],
+                    component=ctx.component_id,
+                )
+        if problems and self._strict_for(result):
+            return "; ".join(problems)
+        return None
+
+    def _strict_for(self, result: PollResult) -> bool:
+        return self._strict(result) if callable(self._strict) else bool(self._strict)
+
+    def _refuse(self, result: PollResult, channel: str | None, reason: Reason, detail: str, *, audited: bool = False) -> Delivery:
+        self.metrics.results_refused.labels(tenant=result.tenant, channel=channel or "", reason=reason.value).inc()
+        fields = {
+            "tenant": result.tenant,
+            "agent": result.agent,
+            "channel": channel,
+            "reason": reason.value,
+            "detail": detail,
+            "kind": result.kind,
+            "service": result.service_name,
+        }
+        if result.context is not None:
+            fields.update(
+                component=result.context.component_id, serial=result.context.serial, fingerprint=result.context.fingerprint_sha256
+            )
+        if audited:
+            audit_log.warning("result_refused", audit=True, **fields)
+        else:
+            log.warning("result_refused", **fields)
+        return Delivery(channel=channel, refused=reason, detail=detail)
+
+    async def _run(self, registration: Registration, result: PollResult, channel: str) -> Reason | None:
+        """Run one handler in its own task and context; never wait past its timeout."""
+        context = contextvars.copy_context()
+        context.run(_current.set, result.context)  # None for an unproven result: current_tenant() raises
+        if registration.platform is not None and not registration.platform.local:
+            self.metrics.cross_tenant_deliveries.labels(tenant=result.tenant).inc()
+            audit_log.info(
+                "cross_tenant_delivery",
+                audit=True,
+                tenant=result.tenant,
+                channel=channel,
+                handler=registration.name,
+                agent=result.agent,
+                **registration.platform.log_fields(),
+            )
+        task = asyncio.get_running_loop().create_task(
+            _invoke(registration, result), name=f"handler {registration.name}", context=context
+        )
+        if not await wait_done(task, registration.timeout):
+            self._abandon(task)
+            return self._failed(registration, result, Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s")
+        if task.cancelled():
+            return self._failed(registration, result, Reason.HANDLER_FAILED, "cancelled")
+        exc = task.exception()
+        if exc is not None:
+            return self._failed(registration, result, Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}")
+        return None
+
+    def _abandon(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a task past its timeout and leave it: not awaited, so a handler
+        that ignores cancellation cannot hold us (close() cancels it again)."""
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(_forget(self._abandoned))
+
+    def _failed(self, registration: Registration, result: PollResult, reason: Reason, detail: str) -> Reason:
+        self.metrics.handler_failures.labels(tenant=result.tenant, handler=registration.name, reason=reason.value).inc()
+        log.error(
+            "handler_failed",
+            tenant=result.tenant,
+            handler=registration.name,
+            agent=result.agent,
+            reason=reason.value,
+            detail=detail,
+        )
+        return reason
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _sinks(self) -> Iterable[tuple[Registration, Sink]]:
+        seen: set[int] = set()
+        for registration in self._registrations.values():
+            target = registration.sink
+            if target is not None and id(target) not in seen:
+                seen.add(id(target))
+                yield registration, target
+
+    async def flush(self) -> None:
+        """Flush every registered sink (the daemon calls it at the end of each
+        agent's cycle). Each is bounded by its handler's timeout like a
+        delivery: a hanging flush is logged and counted, never waited out."""
+        sinks = list(self._sinks())
+        if len(sinks) == 1:  # the daemon's case: no gather per agent-cycle
+            await self._bounded(sinks[0][0], sinks[0][1].flush(), "flush")
+        else:
+            await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in sinks))
+
+    async def close(self) -> None:
+        """Flush and close every registered sink (bounded the same way); cancel
+        handlers still running past their timeout."""
+        await self.flush()
+        await asyncio.gather(*(self._bounded(r, sink.close(), "close") for r, sink in self._sinks()))
+        for task in list(self._abandoned):
+            task.cancel()
+
+    async def _bounded(self, registration: Registration, step: Awaitable[None], what: str) -> None:
+        task = asyncio.ensure_future(step)
+        if not await wait_done(task, registration.timeout):
+            self._abandon(task)
+            reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
+        elif not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            reason, detail = Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            return
+        self.metrics.handler_failures.labels(tenant="", handler=registration.name, reason=reason.value).inc()
+        log.error(f"sink_{what}_failed", handler=registration.name, reason=reason.value, detail=detail)
+
+
+def _allows(registration: Registration, access: Access) -> bool:
+    """The registration's policy decision; a policy that raises denies (fail closed)."""
+    try:
+        return registration.policy.evaluate(access).allowed
+    except Exception as exc:
+        log.error(
+            "policy_failed",
+            handler=registration.name,
+            tenant=access.tenant_touched,
+            policy=repr(registration.policy),
+            detail=f"{type(exc).__name__}: {str(exc)[:200]}",
+        )
+        return False
+
+
+async def _invoke(registration: Registration, result: PollResult) -> None:
+    if registration.threaded:
+        outcome = await asyncio.to_thread(registration.call, result)  # copies the bound context
+    else:
+        outcome = registration.call(result)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+def _is_async(call: object) -> bool:
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(getattr(call, "__call__", None))  # noqa: B004
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log "never retrieved"
+
+    return done

@@ -1,0 +1,129 @@
+"""From the config's checks to the AgentCheckConfig a push agent runs.
+
+The table of the mapping is in poller.gateway's module docstring (and
+docs/gateway.md). `config_version` is a hash of the converted checks, so it
+changes exactly when the checks change (their order does not count).
+
+>>> checks = agent_checks([Check("port", "ssh", "127.0.0.1", 22)], interval=30)  # doctest: +SKIP
+>>> checks[0].check_type, checks[0].target, checks[0].port  # doctest: +SKIP
+('port', '127.0.0.1:22', 22)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from poller.address import split_host_port
+from poller.proto import monitoring_pb2 as pb
+
+__all__ = ["CHECK_TYPES", "CheckSpec", "agent_checks", "check_type_for", "config_version"]
+
+#: service_type in the config -> the push agent's checker type. Anything else is
+#: passed as it is (the agent answers "no checker found" for a type it lacks).
+CHECK_TYPES = {
+    "port": "port",
+    "tcp": "port",  # the Go agent has no "tcp" checker ("no checker found: tcp")
+    "icmp": "icmp",
+    "ping": "icmp",
+    "http": "http",
+    "https": "https",
+    "grpc": "grpc",
+    "process": "process",
+    "snmp": "snmp",
+}
+
+#: Types whose target is "host:port" (the config's port is joined to a bare host).
+_HOST_PORT = frozenset({"port", "grpc"})
+
+DEFAULT_CHECK_TIMEOUT = 10  # seconds, as the Go agent's default
+
+
+class CheckSpec(Protocol):
+    """A check as the config holds it (poller's CheckConfig has these fields)."""
+
+    @property
+    def service_type(self) -> str: ...
+
+    @property
+    def service_name(self) -> str: ...
+
+    @property
+    def details(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def results_interval(self) -> float | None: ...
+
+
+def check_type_for(service_type: str) -> str:
+    """The push agent's checker type for a config service_type."""
+    return CHECK_TYPES.get(service_type, service_type)
+
+
+def _target(check_type: str, details: str, port: int) -> tuple[str, int]:
+    if check_type not in _HOST_PORT:
+        return details, port
+    try:
+        _, given = split_host_port(details)
+        return details, given  # the agent keeps a target's own port
+    except ValueError:
+        pass
+    host = details or "localhost"  # the agent's own default target
+    if not port:
+        return host, 0
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"{host}:{port}", port
+
+
+def agent_checks(checks: Iterable[CheckSpec], *, interval: float) -> list[pb.AgentCheckConfig]:
+    """The checks as GetConfig answers them. `interval`: the push interval
+    (a check's own results_interval, when set, is its interval_sec)."""
+    converted = []
+    for check in checks:
+        check_type = check_type_for(check.service_type)
+        target, port = _target(check_type, check.details, check.port)
+        own = check.results_interval
+        converted.append(
+            pb.AgentCheckConfig(
+                check_id=f"{check.service_type}/{check.service_name}",
+                check_type=check_type,
+                name=check.service_name,
+                enabled=True,
+                interval_sec=max(1, round(own if own else interval)),
+                timeout_sec=DEFAULT_CHECK_TIMEOUT,
+                target=target,
+                port=port,
+            )
+        )
+    return converted
+
+
+def config_version(checks: Sequence[pb.AgentCheckConfig]) -> str:
+    """A stable hash of the checks (sorted by check_id): equal exactly when the checks are."""
+    docs = sorted(
+        (
+            {
+                "id": c.check_id,
+                "type": c.check_type,
+                "name": c.name,
+                "enabled": c.enabled,
+                "interval": c.interval_sec,
+                "timeout": c.timeout_sec,
+                "target": c.target,
+                "port": c.port,
+                "path": c.path,
+                "method": c.method,
+                "settings": dict(sorted(c.settings.items())),
+            }
+            for c in checks
+        ),
+        key=lambda d: str(d["id"]),
+    )
+    digest = hashlib.sha256(json.dumps(docs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"sha256:{digest[:32]}"

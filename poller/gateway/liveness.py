@@ -1,0 +1,112 @@
+"""What the gateway knows of each push agent: its last push, its peer, its open streams.
+
+The gateway records; the daemon reads (status board, health events,
+metrics). A push agent is `pending` until its first push and `unreachable`
+(reason `timeout`) once its last push is older than `STALE_INTERVALS` push
+intervals; `connected` counts agents that pushed within that window or hold a
+stream (a ControlStream, a StreamStatus) open now.
+
+>>> tracker = PushTracker()
+>>> tracker.pushed(entry, peer="10.0.0.5:41000", at=1000.0, outcome=Reason.OK)  # doctest: +SKIP
+>>> tracker.state_of(entry, now=1010.0)  # doctest: +SKIP
+'ok'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from poller.gateway.registry import PushEntry
+from poller.identity.context import TenantContext
+from poller.identity.reasons import Reason
+
+__all__ = ["STALE_INTERVALS", "PushRecord", "PushTracker"]
+
+#: A push agent is unreachable once its last push is older than this many intervals.
+STALE_INTERVALS = 2
+
+PushState = Literal["pending", "ok", "unreachable"]
+
+
+@dataclass(slots=True)
+class PushRecord:
+    """One push agent as this gateway saw it."""
+
+    tenant: str
+    name: str
+    peer: str = ""
+    last_push: float | None = None  # when a push was last accepted (this host's clock)
+    last_outcome: Reason | None = None  # of the last push call, accepted or refused
+    last_seen: float | None = None  # any call, accepted or not
+    pushes: int = 0
+    open_streams: int = 0
+    identity: TenantContext | None = None  # proven at the last accepted push
+
+
+class PushTracker:
+    """Per push agent (tenant, entry name): what it last did. One event loop."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str], PushRecord] = {}
+
+    def _record(self, entry: PushEntry) -> PushRecord:
+        key = (entry.tenant, entry.name)
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = PushRecord(tenant=entry.tenant, name=entry.name)
+        return record
+
+    def seen(self, entry: PushEntry, *, peer: str, at: float) -> None:
+        """Any call of the agent (Hello, GetConfig, a refused push, ...)."""
+        record = self._record(entry)
+        record.peer, record.last_seen = peer, at
+
+    def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason, identity: TenantContext | None = None) -> None:
+        """A push call ended with `outcome` (OK: its results were delivered, proven as `identity`)."""
+        record = self._record(entry)
+        record.peer, record.last_seen, record.last_outcome = peer, at, outcome
+        if outcome is Reason.OK:
+            record.last_push = at
+            record.pushes += 1
+            record.identity = identity
+
+    def stream_opened(self, entry: PushEntry, *, peer: str, at: float) -> None:
+        record = self._record(entry)
+        record.peer, record.last_seen = peer, at
+        record.open_streams += 1
+
+    def stream_closed(self, entry: PushEntry) -> None:
+        record = self._record(entry)
+        record.open_streams = max(0, record.open_streams - 1)
+
+    def get(self, tenant: str, name: str) -> PushRecord | None:
+        return self._records.get((tenant, name))
+
+    def records(self) -> tuple[PushRecord, ...]:
+        return tuple(self._records.values())
+
+    def state_of(self, entry: PushEntry, *, now: float) -> PushState:
+        """pending (never pushed), ok, or unreachable (last push older than 2 intervals)."""
+        record = self._records.get((entry.tenant, entry.name))
+        if record is None or record.last_push is None:
+            return "pending"
+        if now - record.last_push > STALE_INTERVALS * entry.interval:
+            return "unreachable"
+        return "ok"
+
+    def connected(self, entries: Iterable[PushEntry], *, now: float) -> dict[str, int]:
+        """Per tenant: the agents that pushed within 2 intervals or hold a stream open."""
+        counts: dict[str, int] = {}
+        for entry in entries:
+            record = self._records.get((entry.tenant, entry.name))
+            live = record is not None and (record.open_streams > 0 or self.state_of(entry, now=now) == "ok")
+            counts[entry.tenant] = counts.get(entry.tenant, 0) + (1 if live else 0)
+        return counts
+
+    def forget(self, keep: Iterable[PushEntry]) -> None:
+        """Drop the records of agents no longer listed (after a reload)."""
+        wanted = {(e.tenant, e.name) for e in keep}
+        for key in [k for k in self._records if k not in wanted]:
+            del self._records[key]

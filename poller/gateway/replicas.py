@@ -1,0 +1,289 @@
+"""Push agents behind several gateway replicas: who answers for each, through the cluster bucket.
+
+Behind a load balancer an agent's pushes reach any replica, and a reconnect
+may land on another one. Each replica knows only the pushes it took
+(poller.gateway.PushTracker), so alone it would call an agent unreachable
+that merely pushes elsewhere. So every replica also writes, in the cluster's
+JetStream KV bucket, a sighting of each agent that pushed to it::
+
+    push.<tenant>.<agent>     PushSighting: poller_id, instance, peer, pushes (JSON)
+
+(written when the agent pushes here, at most once per half push interval,
+and at once when it arrives from another replica), and watches every
+replica's sightings, stamping each change with its own clock: no other
+host's clock plays a part. Then, for each push agent, `view()` says what this
+replica reports:
+
+- `ok`: it pushed here within 2 intervals (and no other replica has seen a
+  push since);
+- `elsewhere`: another replica saw it push within 2 intervals (`via` names
+  it). Not unreachable, no health event, not connected here;
+- when no replica has seen a push for 2 intervals, exactly one replica
+  answers for it: the rendezvous owner of the agent among the live members
+  (poller.cluster.assign, the same on every replica). It reports `pending`
+  (never pushed anywhere) or `unreachable` (reason `timeout`); the others
+  show `elsewhere` with `via` = that owner.
+
+Without a bucket (one replica) the tracker's own state is the answer.
+Results need nothing of this: a pushed result's Msg-Id is derived from the
+agent and its own timestamp (poller.nats.messages), so a push retried
+against another replica is stored once.
+
+>>> liveness = SharedPushLiveness(kv, tracker, poller_id="poller-1", members=node.live_members)  # doctest: +SKIP
+>>> liveness.start()                                   # doctest: +SKIP
+>>> liveness.view(entry).state                         # doctest: +SKIP
+'elsewhere'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import nats.errors
+from nats.js.kv import KeyValue
+
+from poller.cluster.assign import Member, owner
+from poller.cluster.records import RecordError, decode_token, encode_token
+from poller.gateway.liveness import STALE_INTERVALS, PushTracker
+from poller.gateway.registry import PushEntry
+from poller.logs import get_logger
+
+__all__ = ["PUSH_PREFIX", "PushSighting", "PushView", "SharedPushLiveness", "parse_push_key", "push_key"]
+
+log = get_logger("poller.cluster")
+
+PUSH_PREFIX = "push."
+_MAX_SIGHTING_BYTES = 4096
+PushViewState = Literal["pending", "ok", "unreachable", "elsewhere"]
+
+
+def push_key(tenant: str, agent: str) -> str:
+    """`push.<tenant>.<agent token>` (tokens as poller.cluster.records encodes them).
+
+    >>> push_key("acme-corp", "edge.1")
+    'push.acme-corp.=656467652e31'
+    """
+    return f"{PUSH_PREFIX}{tenant}.{encode_token(agent)}"
+
+
+def parse_push_key(key: str) -> tuple[str, str]:
+    """(tenant, agent) of a push key; RecordError if it is not one."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] + "." != PUSH_PREFIX or not parts[1]:
+        raise RecordError(f"{key[:60]!r} is not a push key")
+    return parts[1], decode_token(parts[2])
+
+
+@dataclass(frozen=True, slots=True)
+class PushSighting:
+    """A replica (`poller_id`, in its process `instance`) took pushes of the agent; `pushes`
+    counts them there (it grows with every push, so each sighting is a change)."""
+
+    poller_id: str
+    instance: str
+    peer: str
+    pushes: int
+
+    def dump(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> PushSighting:
+        """Checked field by field: a value another process wrote is data, never trusted."""
+        if len(raw) > _MAX_SIGHTING_BYTES:
+            raise RecordError("push sighting is too large")
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise RecordError("push sighting is not JSON") from None
+        if not isinstance(doc, dict):
+            raise RecordError("push sighting is not a JSON object")
+        texts = [doc.get(k) for k in ("poller_id", "instance", "peer")]
+        if not all(isinstance(t, str) for t in texts) or not texts[0] or not texts[1]:
+            raise RecordError("push sighting: poller_id, instance and peer must be strings")
+        pushes = doc.get("pushes")
+        if isinstance(pushes, bool) or not isinstance(pushes, int) or pushes < 0:
+            raise RecordError("push sighting: pushes is not a count")
+        return cls(str(texts[0]), str(texts[1]), str(texts[2]), pushes)
+
+
+@dataclass(frozen=True, slots=True)
+class PushView:
+    """What this replica reports for one push agent.
+
+    `reporter`: this replica answers for it (its state, its health events,
+    its log lines); `via`: the replica it pushes to, or that answers for it.
+    """
+
+    state: PushViewState
+    reporter: bool
+    via: str | None = None
+
+
+@dataclass(slots=True)
+class _Seen:
+    sighting: PushSighting
+    at: float  # this host's wall clock when the change was seen (the tracker's clock)
+
+
+class SharedPushLiveness:
+    """This replica's part in shared push liveness (see the module doc). One event loop."""
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        tracker: PushTracker,
+        *,
+        poller_id: str,
+        members: Callable[[], Sequence[Member]],
+        instance: str | None = None,
+        tick: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kv = kv
+        self.tracker = tracker
+        self.poller_id = poller_id
+        self.instance = instance or secrets.token_hex(8)
+        self.members = members
+        self.tick = tick
+        self._clock = clock
+        self._entries: dict[tuple[str, str], PushEntry] = {}
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        self._written: dict[tuple[str, str], tuple[int, float]] = {}  # pushes written, when
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Condition()
+        self.log = log.bind(poller_id=poller_id)
+
+    def set_entries(self, entries: Iterable[PushEntry]) -> None:
+        """The push agents (on start and on reload)."""
+        self._entries = {(e.tenant, e.name): e for e in entries}
+
+    def start(self) -> None:
+        """Watch every replica's sightings and write ours, in the background (until stop())."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._forever(self._watch), name="push liveness watch"),
+                loop.create_task(self._forever(self._publish_loop), name="push liveness publish"),
+            ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_for(self, predicate: Callable[[SharedPushLiveness], bool]) -> None:
+        """Until predicate(self) holds; re-checked at every sighting seen (for tests and tools)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    def sighting(self, entry: PushEntry) -> PushSighting | None:
+        """The latest sighting of entry in the bucket (by any replica, this one included), if any."""
+        seen = self._seen.get((entry.tenant, entry.name))
+        return seen.sighting if seen is not None else None
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def view(self, entry: PushEntry, *, now: float | None = None) -> PushView:
+        """What this replica reports for entry now (the module doc's rules)."""
+        now = self._clock() if now is None else now
+        key = (entry.tenant, entry.name)
+        local = self.tracker.state_of(entry, now=now)
+        record = self.tracker.get(entry.tenant, entry.name)
+        seen = self._seen.get(key)
+        window = STALE_INTERVALS * entry.interval
+        other = seen if seen is not None and seen.sighting.instance != self.instance else None
+        other_fresh = other is not None and now - other.at <= window
+        if local == "ok":
+            last_here = record.last_push if record is not None else None
+            if other is not None and other_fresh and last_here is not None and other.at > last_here:
+                return PushView("elsewhere", False, other.sighting.poller_id)  # it moved on since
+            return PushView("ok", True)
+        if other is not None and other_fresh:
+            return PushView("elsewhere", False, other.sighting.poller_id)
+        members = list(self.members())
+        answering = owner(f"push/{entry.tenant}/{entry.name}", members, entry.tenant) if members else self.poller_id
+        if answering is not None and answering != self.poller_id:
+            return PushView("elsewhere", False, answering)
+        never = seen is None and (record is None or record.last_push is None)
+        return PushView("pending" if never else "unreachable", True)
+
+    # -- the bucket ----------------------------------------------------------------------
+
+    async def publish(self) -> int:
+        """Write a sighting for every agent that pushed here since our last one (at most once per
+        half interval each, at once when another replica's sighting is the latest); returns how many."""
+        now = self._clock()
+        written = 0
+        for key, entry in list(self._entries.items()):
+            record = self.tracker.get(*key)
+            if record is None or record.last_push is None or record.pushes == 0:
+                continue
+            count, when = self._written.get(key, (0, 0.0))
+            if record.pushes == count:
+                continue
+            seen = self._seen.get(key)
+            moved_here = seen is None or seen.sighting.instance != self.instance
+            if not moved_here and now - when < entry.interval / 2:
+                continue
+            sighting = PushSighting(self.poller_id, self.instance, record.peer, record.pushes)
+            await self.kv.put(push_key(*key), sighting.dump())
+            self._written[key] = (record.pushes, now)
+            written += 1
+        return written
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self.publish()
+            await asyncio.sleep(self.tick)
+
+    async def _watch(self) -> None:
+        watcher = await self.kv.watch(PUSH_PREFIX + ">")
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=max(5.0, self.tick * 10))  # type: ignore[no-untyped-call]
+                except nats.errors.TimeoutError:
+                    continue  # quiet fleet; the watch stays
+                if entry is not None:
+                    await self._observe(entry.key, entry.operation, entry.value)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _observe(self, key: str, operation: str | None, raw: bytes | None) -> None:
+        try:
+            name = parse_push_key(key)
+            if operation in ("DEL", "PURGE"):
+                self._seen.pop(name, None)
+            else:
+                self._seen[name] = _Seen(PushSighting.parse(raw or b""), self._clock())
+        except RecordError as exc:
+            self.log.warning("push_sighting_unreadable", key=key[:80], problem=str(exc))
+            return
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _forever(self, step: Callable[[], object]) -> None:
+        """Run step again after a NATS failure (logged), with a short pause; never end the daemon."""
+        warned = -float("inf")
+        while True:
+            try:
+                await step()  # type: ignore[misc]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS down, bucket gone: the tracker's own view still stands
+                if time.monotonic() - warned >= 60.0:  # once a minute in an outage, not once per tick
+                    warned = time.monotonic()
+                    self.log.warning("push_liveness_unavailable", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(self.tick)

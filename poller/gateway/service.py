@@ -1,0 +1,455 @@
+"""AgentGateway: the AgentGatewayService servicer (Hello, GetConfig, PushStatus,
+StreamStatus, ControlStream), behind TenantServerInterceptor.
+
+By the time a handler runs the interceptor has proven the caller (the same
+proof as for any server call) and the push registry's policy has admitted
+it. Each handler then holds the request to that proof:
+
+- `agent_id` must be the proven component and `partition`, when set, the
+  proven partition (else `identity_mismatch`, audited), in the request and in
+  every status it carries;
+- `tenant_slug` (any value but the proven tenant) and `tenant_id` (a value
+  naming another tenant the gateway knows) are `payload_mismatch`, audited;
+  otherwise these fields, which report the agent's own idea of its tenant,
+  are ignored;
+- `gateway_id` is ours (the daemon's poller_id), never the agent's.
+
+Each status becomes a PollResult with the proven TenantContext, delivered
+through the HandlerRegistry exactly as a polled result (same channels, payload
+and label checks, sinks), then the sinks are flushed: `received` is answered
+only once the results are as durable as a polled cycle's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import grpc
+
+from poller.agent.budget import ReassemblyBudget
+from poller.agent.stream import IncompleteStream, StreamAssembler
+from poller.delivery.registry import Delivery
+from poller.delivery.result import PollResult
+from poller.gateway.bounds import GatewayBounds, TenantLimits
+from poller.gateway.liveness import PushTracker
+from poller.gateway.registry import PushEntry, PushRegistry
+from poller.identity.context import TenantContext, current_tenant
+from poller.identity.reasons import PollerError, Reason
+from poller.logs import get_logger
+from poller.metrics import PollerMetrics, default_metrics
+from poller.proto import monitoring_pb2 as pb
+from poller.proto import monitoring_pb2_grpc as pb_grpc
+from poller.server.interceptor import SnapshotSource, abort_refused
+
+__all__ = ["AgentGateway", "Deliverer"]
+
+log = get_logger("poller.gateway")
+audit_log = get_logger("poller.audit")
+
+SERVICE = "monitoring.AgentGatewayService"
+PUSH_METHODS = frozenset({f"/{SERVICE}/PushStatus", f"/{SERVICE}/StreamStatus"})
+_SOURCES = {"": "status", "status": "status", "results": "results"}
+_CONTROL = frozenset("\n\r\t\x00")
+T = TypeVar("T")
+CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
+
+
+class Deliverer(Protocol):
+    """Where results go: a poller.handlers.HandlerRegistry (deliver + flush)."""
+
+    async def deliver(self, result: PollResult) -> Delivery: ...
+
+    async def flush(self) -> None: ...
+
+
+class _Refusal(PollerError):
+    """A request refused by a gateway handler (answered, never raised to grpc)."""
+
+    def __init__(self, reason: Reason, code: grpc.StatusCode, detail: str, *, audited: bool = False) -> None:
+        super().__init__(detail)
+        self.reason, self.code, self.detail, self.audited = reason, code, detail, audited
+
+
+def _mismatch(detail: str) -> _Refusal:
+    return _Refusal(Reason.IDENTITY_MISMATCH, grpc.StatusCode.PERMISSION_DENIED, detail, audited=True)
+
+
+def _exhausted(detail: str) -> _Refusal:
+    return _Refusal(Reason.RESOURCE_EXHAUSTED, grpc.StatusCode.RESOURCE_EXHAUSTED, detail)
+
+
+def _invalid(detail: str) -> _Refusal:
+    return _Refusal(Reason.INVALID_PAYLOAD, grpc.StatusCode.INVALID_ARGUMENT, detail)
+
+
+class _Call:
+    """One gateway call: the proven caller, its push entry, its peer."""
+
+    __slots__ = ("ctx", "entry", "method", "peer", "started")
+
+    def __init__(self, ctx: TenantContext, entry: PushEntry, method: str, peer: str) -> None:
+        self.ctx, self.entry, self.method, self.peer = ctx, entry, method, peer
+        self.started = time.time()
+
+
+def peer_address(peer: str) -> str:
+    """grpc's "ipv4:10.0.0.5:41000" / "ipv6:[::1]:41000" as "10.0.0.5:41000"."""
+    for prefix in ("ipv4:", "ipv6:"):
+        if peer.startswith(prefix):
+            return peer[len(prefix) :]
+    return peer
+
+
+class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
+    """The servicer; serve it with poller.gateway.serve_gateway (mTLS, the interceptor).
+
+    pushes: who may push and their checks; delivery: the HandlerRegistry the
+    results go through; gateway_id: answered as gateway_id and stamped as the
+    results' poller_id; partition: the results' partition (the daemon's);
+    budget: the StreamStatus reassembly budget (per-tenant share; the
+    daemon's, shared with polled streams); trust: the trust source, to know
+    which tenants exist (a tenant_id naming one of them is a lie);
+    tracker: where each agent's pushes are recorded.
+    """
+
+    def __init__(
+        self,
+        *,
+        pushes: PushRegistry,
+        delivery: Deliverer,
+        gateway_id: str,
+        partition: str = "default",
+        bounds: GatewayBounds | None = None,
+        budget: ReassemblyBudget | None = None,
+        trust: SnapshotSource | None = None,
+        tracker: PushTracker | None = None,
+        metrics: PollerMetrics | None = None,
+    ) -> None:
+        self.pushes = pushes
+        self.delivery = delivery
+        self.gateway_id = gateway_id
+        self.partition = partition
+        self.bounds = bounds or GatewayBounds()
+        self.limits = TenantLimits(self.bounds)
+        self.budget = budget or ReassemblyBudget()
+        self.trust = trust
+        self.tracker = tracker or PushTracker()
+        self.metrics = metrics if metrics is not None else default_metrics()
+
+    # -- the five methods ---------------------------------------------------------------
+
+    async def Hello(self, request: pb.AgentHelloRequest, context: grpc.aio.ServicerContext) -> pb.AgentHelloResponse:
+        async def body(call: _Call) -> pb.AgentHelloResponse:
+            self._check_identity(call, request.agent_id, request.partition)
+            entry = call.entry
+            log.info(
+                "push_agent_hello",
+                tenant=call.ctx.tenant,
+                agent=entry.name,
+                peer=call.peer,
+                version=request.version[:64],
+                config_version=request.config_version[:80],
+            )
+            return pb.AgentHelloResponse(
+                accepted=True,
+                agent_id=call.ctx.component_id,
+                message="accepted",
+                gateway_id=self.gateway_id,
+                server_time=int(time.time()),
+                heartbeat_interval_sec=_seconds(entry.interval),
+                config_outdated=request.config_version != entry.config_version,
+                # cac9ec1af agents echo these in their pushes (and skip their sync
+                # heartbeat without them): the proven tenant, never the agent's word.
+                tenant_id=call.ctx.tenant,
+                tenant_slug=call.ctx.tenant,
+            )
+
+        return await self._serve(context, "Hello", body)
+
+    async def GetConfig(self, request: pb.AgentConfigRequest, context: grpc.aio.ServicerContext) -> pb.AgentConfigResponse:
+        async def body(call: _Call) -> pb.AgentConfigResponse:
+            self._check_identity(call, request.agent_id, "")
+            entry = call.entry
+            if request.config_version == entry.config_version:
+                return pb.AgentConfigResponse(not_modified=True, config_version=entry.config_version)
+            return pb.AgentConfigResponse(
+                config_version=entry.config_version,
+                config_timestamp=entry.config_timestamp,
+                heartbeat_interval_sec=_seconds(entry.interval),
+                config_poll_interval_sec=CONFIG_POLL_INTERVAL,
+                checks=entry.agent_checks,
+            )
+
+        return await self._serve(context, "GetConfig", body)
+
+    async def PushStatus(self, request: pb.GatewayStatusRequest, context: grpc.aio.ServicerContext) -> pb.GatewayStatusResponse:
+        async def body(call: _Call) -> pb.GatewayStatusResponse:
+            self._check_identity(call, request.agent_id, request.partition)
+            self._check_tenant_claims(call, request.tenant_id, request.tenant_slug)
+            self._take_push(call)
+            if len(request.services) > self.bounds.max_services:
+                raise _exhausted(f"{len(request.services)} services in one request (at most {self.bounds.max_services})")
+            results = [self._result(call, status, request.timestamp) for status in request.services]
+            await self._deliver(call, results)
+            return pb.GatewayStatusResponse(received=True)
+
+        return await self._serve(context, "PushStatus", body, push=True)
+
+    async def StreamStatus(
+        self, request_iterator: AsyncIterator[pb.GatewayStatusChunk], context: grpc.aio.ServicerContext
+    ) -> pb.GatewayStatusResponse:
+        async def body(call: _Call) -> pb.GatewayStatusResponse:
+            self._take_push(call)
+            self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
+            try:
+                async with asyncio.timeout(self.bounds.stream_timeout):
+                    statuses, timestamp = await self._reassemble(call, request_iterator)
+            except TimeoutError:
+                raise _Refusal(
+                    Reason.INCOMPLETE_STREAM,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no final chunk within {self.bounds.stream_timeout:g} s",
+                ) from None
+            finally:
+                self.tracker.stream_closed(call.entry)
+            results = [self._result(call, status, timestamp) for status in statuses]
+            await self._deliver(call, results)
+            return pb.GatewayStatusResponse(received=True)
+
+        return await self._serve(context, "StreamStatus", body, push=True)
+
+    async def ControlStream(
+        self, request_iterator: AsyncIterator[pb.ControlStreamRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Accepted and held open while the identity holds (the interceptor ends
+        it when it stops holding); no commands are sent yet."""
+
+        async def body(call: _Call) -> None:
+            self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
+            opened = False
+            try:
+                async for message in request_iterator:
+                    if message.WhichOneof("payload") == "hello":
+                        self._check_identity(call, message.hello.agent_id, message.hello.partition)
+                        log.info("push_agent_control_stream", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
+                    if not opened:  # the agent learns the stream is held (headers) once its first message passed
+                        await context.send_initial_metadata(())
+                        opened = True
+                    self.tracker.seen(call.entry, peer=call.peer, at=time.time())
+            finally:
+                self.tracker.stream_closed(call.entry)
+            log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
+
+        await self._serve(context, "ControlStream", body)
+
+    def count_unknown(self, tenant: str, method: str | None) -> None:
+        """The push policy refused an unlisted identity: a push refused `unknown_agent`."""
+        if method in PUSH_METHODS:
+            self.metrics.gateway_pushes.labels(tenant=tenant, outcome=Reason.UNKNOWN_AGENT.value).inc()
+
+    # -- one call ---------------------------------------------------------------------
+
+    async def _serve(
+        self, context: grpc.aio.ServicerContext, method: str, body: Callable[[_Call], Awaitable[T]], *, push: bool = False
+    ) -> T:
+        ctx = current_tenant()  # bound by the interceptor, which proved the caller
+        peer = peer_address(context.peer())
+        entry = self.pushes.entry_for(ctx)
+        if entry is None:  # the policy admitted it, but a reload has removed it since
+            await self._abort(context, method, ctx, None, peer, _unknown(ctx), push=push)
+        call = _Call(ctx, entry, method, peer)
+        self.tracker.seen(entry, peer=peer, at=call.started)
+        if not self.limits.enter_call(ctx.tenant):
+            await self._abort(
+                context,
+                method,
+                ctx,
+                entry,
+                peer,
+                _exhausted(f"tenant {ctx.tenant} has {self.bounds.max_calls_per_tenant} calls in flight"),
+                push=push,
+            )
+        try:
+            answer = await body(call)
+        except _Refusal as refusal:
+            if push:
+                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason)
+            await self._abort(context, method, ctx, entry, peer, refusal, push=push)
+        finally:
+            self.limits.leave_call(ctx.tenant)
+        if push:
+            self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.OK, identity=ctx)
+            self.metrics.gateway_pushes.labels(tenant=ctx.tenant, outcome=Reason.OK.value).inc()
+        return answer
+
+    async def _abort(
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        ctx: TenantContext,
+        entry: PushEntry | None,
+        peer: str,
+        refusal: _Refusal,
+        *,
+        push: bool,
+    ) -> NoReturn:
+        fields: dict[str, Any] = {
+            "method": f"/{SERVICE}/{method}",
+            "peer": peer,
+            "agent": entry.name if entry is not None else None,
+            "reason": refusal.reason.value,
+            "detail": refusal.detail,
+            **ctx.log_fields(),
+        }
+        if refusal.audited:
+            audit_log.warning("gateway_request_refused", audit=True, **fields)
+        else:
+            log.warning("gateway_request_refused", **fields)
+        if push:
+            self.metrics.gateway_pushes.labels(tenant=ctx.tenant, outcome=refusal.reason.value).inc()
+        await abort_refused(context, refusal.code, refusal.reason, f"{refusal.reason.value}: {refusal.detail}")
+
+    # -- what a request must agree with ---------------------------------------------------
+
+    def _check_identity(self, call: _Call, agent_id: str, partition: str) -> None:
+        ctx = call.ctx
+        if agent_id != ctx.component_id:
+            raise _mismatch(f"agent_id {agent_id[:64]!r} is not the proven component {ctx.component_id!r}")
+        if partition and partition != ctx.partition_id:
+            raise _mismatch(f"partition {partition[:64]!r} is not the proven partition {ctx.partition_id!r}")
+
+    def _known_tenants(self) -> set[str]:
+        known = {e.tenant for e in self.pushes.entries}
+        if self.trust is not None:
+            known.update(self.trust.snapshot.tenants)
+        return known
+
+    def _check_tenant_claims(self, call: _Call, tenant_id: str, tenant_slug: str) -> None:
+        proven = call.ctx.tenant
+        if tenant_slug and tenant_slug != proven:
+            raise _Refusal(
+                Reason.PAYLOAD_MISMATCH,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"tenant_slug {tenant_slug[:64]!r} is not the proven tenant {proven!r}",
+                audited=True,
+            )
+        if tenant_id and tenant_id != proven and tenant_id in self._known_tenants():
+            raise _Refusal(
+                Reason.PAYLOAD_MISMATCH,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"tenant_id {tenant_id[:64]!r} names another tenant than the proven {proven!r}",
+                audited=True,
+            )
+
+    def _take_push(self, call: _Call) -> None:
+        if not self.limits.take_push(call.ctx.tenant):
+            raise _exhausted(
+                f"tenant {call.ctx.tenant} is over its push rate ({self.bounds.push_rate:g}/s, burst {self.bounds.push_burst})"
+            )
+
+    def _result(self, call: _Call, status: pb.GatewayServiceStatus, timestamp: int) -> PollResult:
+        ctx = call.ctx
+        name, service_type = status.service_name, status.service_type
+        if not name or len(name) > 255 or _CONTROL & set(name):
+            raise _invalid(f"service_name {name[:64]!r} is empty, longer than 255 or holds control characters")
+        if len(service_type) > 64 or _CONTROL & set(service_type):
+            raise _invalid(f"service_type {service_type[:64]!r} is invalid")
+        kind = _SOURCES.get(status.source)
+        if kind is None:
+            raise _invalid(f"source {status.source[:64]!r} is neither 'status' nor 'results'")
+        limit = self.bounds.max_results_bytes if kind == "results" else self.bounds.max_status_bytes
+        if len(status.message) > limit:
+            raise _exhausted(f"{kind} message of {name[:64]!r} is {len(status.message)} bytes (at most {limit})")
+        if status.agent_id:
+            self._check_identity(call, status.agent_id, status.partition)
+        elif status.partition:
+            self._check_identity(call, ctx.component_id, status.partition)
+        self._check_tenant_claims(call, status.tenant_id, status.tenant_slug)
+        return PollResult(
+            tenant=ctx.tenant,
+            agent=call.entry.name,
+            address=call.peer,
+            poller_id=self.gateway_id,
+            partition=self.partition,
+            kind=kind,
+            service_name=name,
+            service_type=service_type,
+            available=status.available,
+            context=ctx,
+            reason=None if status.available else Reason.UNAVAILABLE,
+            payload=status.message,
+            response_time_ns=max(0, status.response_time),
+            agent_timestamp=max(0, timestamp),
+            reported_agent_id=status.agent_id,
+            pushed=True,
+        )
+
+    async def _reassemble(
+        self, call: _Call, chunks: AsyncIterator[pb.GatewayStatusChunk]
+    ) -> tuple[list[pb.GatewayServiceStatus], int]:
+        """Chunks in order (0, 1, ... is_final; the StreamAssembler's rules), each
+        held to the proof, their bytes held against the tenant's share of the budget."""
+        order = StreamAssembler(max_bytes=0)  # ordering only: the bytes are leased below
+        statuses: list[pb.GatewayServiceStatus] = []
+        timestamp = 0
+        with self.budget.lease(call.ctx.tenant) as lease:
+            async for chunk in chunks:
+                self._check_identity(call, chunk.agent_id, chunk.partition)
+                self._check_tenant_claims(call, chunk.tenant_id, chunk.tenant_slug)
+                try:
+                    order.add(
+                        pb.ResultsChunk(chunk_index=chunk.chunk_index, total_chunks=chunk.total_chunks, is_final=chunk.is_final)
+                    )
+                except IncompleteStream as err:
+                    raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.INVALID_ARGUMENT, err.detail) from None
+                if len(statuses) + len(chunk.services) > self.bounds.max_services:
+                    raise _exhausted(f"more than {self.bounds.max_services} services in one stream")
+                try:
+                    lease.grow(chunk.ByteSize())
+                except IncompleteStream as err:
+                    raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.RESOURCE_EXHAUSTED, err.detail) from None
+                statuses.extend(chunk.services)
+                timestamp = chunk.timestamp or timestamp
+                if order.final:
+                    break
+            if not order.final:
+                raise _Refusal(
+                    Reason.INCOMPLETE_STREAM,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"stream ended after {order.chunks} chunks without is_final",
+                )
+            return statuses, timestamp
+
+    async def _deliver(self, call: _Call, results: list[PollResult]) -> None:
+        deliveries = [await self.delivery.deliver(result) for result in results]
+        await self.delivery.flush()  # as durable as a polled cycle before `received`
+        refused = [d for d in deliveries if d.refused is not None]
+        failed = [d for d in deliveries if d.failed]
+        if refused:
+            first = refused[0]
+            assert first.refused is not None
+            code = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if first.refused in (Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH)
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            raise _Refusal(first.refused, code, f"{len(refused)} of {len(results)} results refused: {first.detail}", audited=True)
+        if failed:
+            reason = next(iter(failed[0].failed.values()))
+            raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"{len(failed)} of {len(results)} results not delivered")
+
+
+def _unknown(ctx: TenantContext) -> _Refusal:
+    return _Refusal(
+        Reason.UNKNOWN_AGENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"no push agent {ctx.component_id} is listed for tenant {ctx.tenant}",
+        audited=True,
+    )
+
+
+def _seconds(interval: float) -> int:
+    return max(1, round(interval))

@@ -1,0 +1,502 @@
+"""The agent gateway (issue 16): real mTLS on loopback, the real grpc.aio server
+behind TenantServerInterceptor, the project's own push agent as the client,
+results through a real HandlerRegistry into a real FileSink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from poller.agent.budget import ReassemblyBudget
+from poller.config import CheckConfig
+from poller.delivery import FileSink, HandlerRegistry
+from poller.gateway import (
+    AgentGateway,
+    GatewayBounds,
+    GatewayServer,
+    PushEntry,
+    PushRegistry,
+    agent_checks,
+    config_version,
+    serve_gateway,
+)
+from poller.metrics import PollerMetrics
+from poller.policy import platform_admin
+from poller.testing import ForgedCert, ForgePki
+from poller.testing.push_agent import PushAgent, refusal_of
+from poller.trust import TrustStore
+from poller.trust.platform import local_platform_identity
+
+ACME, XYZ = "acme-corp", "xyz-inc"
+SERVER_NAME = "poller-1.serviceradar"  # the gateway serves with the PKI's poller certificate in these tests
+
+
+@dataclass
+class Gateway:
+    pki: ForgePki
+    trust: TrustStore
+    server: GatewayServer
+    gateway: AgentGateway
+    data: Path
+    metrics: PollerMetrics
+    agents: list[PushAgent]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def agent(self, cert: ForgedCert, **options) -> PushAgent:
+        agent = PushAgent.for_cert(self.address, cert, ca_pem=self.pki.root_pem, server_name=SERVER_NAME, **options)
+        self.agents.append(agent)
+        return agent
+
+    def rows(self, tenant: str) -> list[dict]:
+        path = self.data / tenant / "results.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def pushes(self, tenant: str, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value("poller_gateway_pushes_total", {"tenant": tenant, "outcome": outcome})
+        return value or 0.0
+
+
+CHECKS = (CheckConfig(service_type="port", service_name="ssh", details="127.0.0.1", port=22),)
+
+
+def entries() -> list[PushEntry]:
+    return [
+        PushEntry("edge-acme", tenant=ACME, component="agent-001", checks=CHECKS, interval=15.0),
+        PushEntry("edge-xyz", tenant=XYZ, component="agent-007", partition="site-b", interval=30.0),
+    ]
+
+
+async def start(pki: ForgePki, tmp_path: Path, **options) -> Gateway:
+    trust = TrustStore(pki.directory, require_client=False)
+    metrics = PollerMetrics()
+    sink = options.pop("sink", None) or FileSink(tmp_path / "data", commit_delay=0)
+    registry = HandlerRegistry(timeout=5.0, metrics=metrics)
+    registry.register(">", sink, policy=platform_admin(), platform=local_platform_identity(trust.client), name="file-sink")
+    gateway = AgentGateway(
+        pushes=PushRegistry(options.pop("entries", entries()), accept_unlisted=options.pop("accept_unlisted", False)),
+        delivery=registry,
+        gateway_id=options.pop("gateway_id", "poller-1"),
+        bounds=options.pop("bounds", None),
+        budget=options.pop("budget", None),
+        trust=trust,
+        tracker=options.pop("tracker", None),
+        metrics=metrics,
+    )
+    chain, key = pki.client_identity()
+    server = await serve_gateway(gateway, trust, options.pop("listen", "127.0.0.1:0"), chain, key, **options)
+    return Gateway(pki, trust, server, gateway, tmp_path / "data", metrics, [])
+
+
+@contextlib.asynccontextmanager
+async def started(pki: ForgePki, tmp_path: Path, **options) -> AsyncIterator[Gateway]:
+    g = await start(pki, tmp_path, **options)
+    try:
+        yield g
+    finally:
+        for agent in g.agents:
+            await agent.close()
+        await g.server.stop(None)
+
+
+@pytest.fixture
+async def gw(pki, tmp_path) -> AsyncIterator[Gateway]:
+    async with started(pki, tmp_path) as g:
+        yield g
+
+
+async def refused(call) -> tuple[grpc.StatusCode, str | None]:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return refusal_of(info.value)
+
+
+def audited(log_events, event: str) -> list[dict]:
+    return [e for e in log_events() if e["event"] == event and e.get("audit") is True]
+
+
+# -- the honest path ---------------------------------------------------------------------
+
+
+async def test_hello_config_and_a_push_filed_under_the_proven_tenant(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    hello = await agent.hello()
+    assert (hello.accepted, hello.agent_id, hello.gateway_id, hello.heartbeat_interval_sec) == (True, "agent-001", "poller-1", 15)
+    assert hello.config_outdated and (hello.tenant_id, hello.tenant_slug) == (ACME, ACME)  # the proven tenant
+    config = await agent.get_config()
+    [check] = config.checks
+    assert (check.check_type, check.target, check.port, check.name, check.enabled) == ("port", "127.0.0.1:22", 22, "ssh", True)
+    assert config.config_version == config_version(agent_checks(CHECKS, interval=15.0)) and config.heartbeat_interval_sec == 15
+    assert (await agent.get_config(config_version=config.config_version)).not_modified
+    assert not (await agent.hello(config_version=config.config_version)).config_outdated
+
+    assert (await agent.push([agent.status("ssh", message=b'{"open":true}')])).received
+    [row] = gw.rows(ACME)
+    assert row["identity"]["tenant"] == ACME and row["identity"]["component_id"] == "agent-001"
+    assert (row["tenant"], row["agent"], row["kind"], row["poller_id"], row["data"]) == (
+        ACME,
+        "edge-acme",
+        "status",
+        "poller-1",
+        {"open": True},
+    )
+    assert row["address"].startswith("127.0.0.1:") and row["agent_timestamp"] > 0
+    assert gw.rows(XYZ) == [] and gw.pushes(ACME, "ok") == 1
+    record = gw.gateway.tracker.get(ACME, "edge-acme")
+    assert record is not None and record.pushes == 1 and record.peer == row["address"]
+
+
+async def test_a_results_source_is_a_results_result(gw):
+    agent = gw.agent(gw.pki.agent(XYZ, "agent-007", "site-b"))
+    await agent.push([agent.status("sweep", service_type="sweep", source="results", message=b'{"hosts":[]}')])
+    [row] = gw.rows(XYZ)
+    assert (row["kind"], row["service_type"], row["partition"]) == ("results", "sweep", "default")
+    assert gw.rows(ACME) == []
+
+
+async def test_the_real_agents_loop_runs_a_port_check(gw, tmp_path):
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    await gw.server.stop(None)
+    checks = (CheckConfig(service_type="tcp", service_name="svc", details=f"127.0.0.1:{port}"),)
+    entry = PushEntry("e", tenant=ACME, component="agent-001", checks=checks, interval=1)
+    try:
+        async with started(gw.pki, tmp_path / "2", entries=[entry]) as g:
+            agent = g.agent(g.pki.agent(ACME, "agent-001"))
+            await agent.run(pushes=1)
+            [check] = agent.config.checks
+            assert (check.check_type, check.target, check.port) == ("port", f"127.0.0.1:{port}", port)
+            [row] = g.rows(ACME)
+            assert (row["service_name"], row["service_type"], row["available"]) == ("svc", "port", True)
+    finally:
+        listener.close()
+
+
+# -- who may push ----------------------------------------------------------------------
+
+
+async def test_an_unlisted_identity_is_unknown_agent(gw, log_events):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-002"))
+    assert await refused(agent.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
+    assert await refused(agent.push([agent.status("x")])) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
+    # The listed partition counts too: agent-007 of xyz-inc is listed for site-b only.
+    other = gw.agent(gw.pki.agent(XYZ, "agent-007", "site-c"))
+    assert await refused(other.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
+    refusals = [e for e in audited(log_events, "server_call_refused") if e["reason"] == "unknown_agent"]
+    assert len(refusals) == 3 and refusals[0]["component"] == "agent-002"
+    assert gw.rows(ACME) == [] and gw.pushes(ACME, "unknown_agent") == 1  # the push, not the Hellos
+
+
+async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tmp_path):
+    async with started(pki, tmp_path, entries=[], accept_unlisted=True) as g:
+        agent = g.agent(pki.agent(ACME, "agent-042", "lab"))
+        assert (await agent.hello()).accepted
+        assert list((await agent.get_config()).checks) == []
+        await agent.push([agent.status("x")])
+        [row] = g.rows(ACME)
+        assert row["identity"]["component_id"] == "agent-042"
+        # Still proven: an impostor from another tenant's CA is refused by the interceptor.
+        impostor = g.agent(pki.agent(ACME, "agent-043", issuer_tenant=XYZ, dns=[]))
+        assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
+
+
+async def test_the_proof_is_the_interceptors(gw, log_events):
+    impostor = gw.agent(gw.pki.agent(ACME, "agent-001", issuer_tenant=XYZ, dns=[]))
+    assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
+    revoked_cert = gw.pki.agent(ACME, "agent-001")
+    gw.pki.revoke(ACME, revoked_cert)
+    gw.trust.reload()
+    revoked = gw.agent(revoked_cert)
+    assert await refused(revoked.push([revoked.status("x")])) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+    admin_cn = "ops-admin.platform.serviceradar"
+    admin = gw.agent(gw.pki.agent(ACME, signed_by="platform", cn=admin_cn, spiffe=None, dns=[admin_cn]), agent_id="ops-admin")
+    assert await refused(admin.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "untrusted_chain")
+    assert gw.rows(ACME) == []
+    assert {e["reason"] for e in audited(log_events, "server_call_refused")} == {"tenant_mismatch", "revoked", "untrusted_chain"}
+
+
+async def test_no_client_certificate_no_call(gw):
+    channel = grpc.aio.secure_channel(
+        gw.address,
+        grpc.ssl_channel_credentials(root_certificates=gw.pki.root_pem),
+        options=[("grpc.ssl_target_name_override", SERVER_NAME)],
+    )
+    try:
+        from poller.proto import monitoring_pb2 as pb
+        from poller.proto import monitoring_pb2_grpc as pb_grpc
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.AgentGatewayServiceStub(channel).Hello(pb.AgentHelloRequest(agent_id="agent-001"), timeout=10)
+        assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"agent_id": "agent-002"},  # another component of the same tenant
+        {"agent_id": ""},
+        {"partition": "partition-9"},
+    ],
+)
+async def test_a_request_that_lies_about_who_sends_it_is_identity_mismatch(gw, log_events, lie):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"), **lie)
+    assert await refused(agent.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+    assert await refused(agent.push([agent.status("x")])) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+    assert await refused(agent.stream([agent.status("x")])) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+    if "agent_id" in lie:
+        assert await refused(agent.get_config()) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+    events = [e for e in audited(log_events, "gateway_request_refused") if e["reason"] == "identity_mismatch"]
+    assert events and all(e["tenant"] == ACME and e["component"] == "agent-001" for e in events)
+    assert gw.rows(ACME) == [] and gw.pushes(ACME, "identity_mismatch") == 2
+
+
+async def test_a_status_that_names_another_agent_is_identity_mismatch(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    liar = agent.status("x")
+    liar.agent_id = "agent-002"
+    assert await refused(agent.push([agent.status("ok"), liar])) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+    assert gw.rows(ACME) == []  # nothing of a refused request is delivered
+
+
+async def test_a_claim_of_another_tenant_is_payload_mismatch_and_decides_nothing(gw, log_events):
+    liar = gw.agent(gw.pki.agent(ACME, "agent-001"), claim_tenant=XYZ)
+    assert await refused(liar.push([liar.status("x")])) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+    assert await refused(liar.stream([liar.status("x")])) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+    assert gw.rows(XYZ) == [] and gw.rows(ACME) == []
+    [event, *_] = [e for e in audited(log_events, "gateway_request_refused") if e["reason"] == "payload_mismatch"]
+    assert event["tenant"] == ACME
+    # Its own tenant, or an opaque tenant_id (a cac9ec1af agent's UUID), decides nothing either way.
+    honest = gw.agent(gw.pki.agent(ACME, "agent-001"), claim_tenant=ACME)
+    assert (await honest.push([honest.status("x")])).received
+    opaque = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    status = opaque.status("y")
+    status.tenant_id = "0b5a3c9e-0000-4000-8000-000000000001"
+    assert (await opaque.push([status])).received
+    assert [r["tenant"] for r in gw.rows(ACME)] == [ACME, ACME] and gw.rows(XYZ) == []
+
+
+async def test_a_payload_naming_another_tenant_is_refused_by_the_registry(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    code, reason = await refused(agent.push([agent.status("x", message=b'{"tenant":"xyz-inc"}')]))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+    assert gw.rows(ACME) == [] and gw.rows(XYZ) == []
+
+
+# -- bounds ------------------------------------------------------------------------------
+
+
+async def test_bounds_are_resource_exhausted_and_counted(pki, tmp_path):
+    bounds = GatewayBounds(max_services=3, max_results_bytes=64 * 1024, push_rate=0.001, push_burst=4)
+    async with started(pki, tmp_path, bounds=bounds) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert await refused(agent.push([agent.status(f"s{i}") for i in range(4)])) == exhausted
+        assert await refused(agent.push([agent.status("big", message=b"x" * 4097)])) == exhausted
+        assert await refused(agent.push([agent.huge_status(64 * 1024 + 1)])) == exhausted
+        assert (await agent.push([agent.status("fits", message=b"x" * 4096), agent.huge_status(64 * 1024)])).received
+        # The burst (4) is spent: the rate refuses the next push of this tenant, not another tenant's.
+        assert await refused(agent.push([agent.status("late")])) == exhausted
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        assert (await other.push([other.status("x")])).received
+        assert g.pushes(ACME, "resource_exhausted") == 4 and g.pushes(ACME, "ok") == 1
+        assert [r["service_name"] for r in g.rows(ACME)] == ["fits", "huge"]
+
+
+async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
+    async with started(pki, tmp_path, bounds=GatewayBounds(max_calls_per_tenant=1)) as g:
+        holder = g.agent(pki.agent(ACME, "agent-001"))
+        session = holder.control_stream()
+        await session.opened()  # the stream holds acme-corp's one slot
+        code_reason = await refused(holder.push([holder.status("x")]))
+        assert code_reason == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        assert (await other.push([other.status("x")])).received  # another tenant's share
+        await session.close()
+        assert (await session.ended())[0] == grpc.StatusCode.OK
+
+
+# -- StreamStatus ------------------------------------------------------------------------
+
+
+async def test_a_stream_in_order_is_delivered_whole(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    statuses = [agent.status(f"s{i}") for i in range(250)]
+    assert (await agent.stream(statuses, per_chunk=100)).received
+    assert [r["service_name"] for r in gw.rows(ACME)] == [f"s{i}" for i in range(250)]
+    assert gw.gateway.budget.in_use() == 0
+
+
+@pytest.mark.parametrize(
+    "order, final",
+    [([1, 0, 2], True), ([0, 2], True), ([0, 1, 1, 2], True), ([0, 1, 2], False)],
+    ids=["out-of-order", "missing", "repeated", "no-final"],
+)
+async def test_a_broken_stream_is_incomplete_and_delivers_nothing(gw, order, final):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    code, reason = await refused(agent.stream([agent.status(f"s{i}") for i in range(3)], per_chunk=1, order=order, final=final))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "incomplete_stream")
+    assert gw.rows(ACME) == [] and gw.gateway.budget.in_use() == 0
+
+
+async def test_an_endless_stream_is_stopped_by_its_tenants_share_of_the_budget(pki, tmp_path):
+    budget = ReassemblyBudget(2 * 1024 * 1024, tenants=[ACME, XYZ])  # 1 MiB each
+    async with started(pki, tmp_path, budget=budget, bounds=GatewayBounds(max_results_bytes=128 * 1024)) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        err = await agent.endless_stream(chunk_bytes=100 * 1024)
+        assert refusal_of(err) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "incomplete_stream")
+        assert budget.in_use() == 0 and budget.peak <= 1024 * 1024
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        assert (await other.stream([other.huge_status(100 * 1024) for _ in range(5)], per_chunk=1)).received
+        assert g.rows(ACME) == [] and len(g.rows(XYZ)) == 5
+
+
+async def test_a_stream_dropped_midway_gives_its_bytes_back(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    await agent.abandon_stream(chunks=2)
+    again = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    assert (await again.push([again.status("after")])).received  # the gateway carries on
+    record = gw.gateway.tracker.get(ACME, "edge-acme")
+    assert record is not None and record.open_streams == 0 and gw.gateway.budget.in_use() == 0
+
+
+# -- ControlStream -----------------------------------------------------------------------
+
+
+async def test_a_control_stream_is_held_open_then_cut_off_when_revoked(gw, log_events):
+    cert = gw.pki.agent(ACME, "agent-001")
+    agent = gw.agent(cert)
+    session = agent.control_stream()
+    await session.opened()
+    assert (await agent.push([agent.status("x")])).received  # pushing while the stream is open
+    record = gw.gateway.tracker.get(ACME, "edge-acme")
+    assert record is not None and record.open_streams == 1 and not session.call.done()
+    gw.pki.revoke(ACME, cert)
+    gw.trust.reload()
+    assert await session.ended() == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+    assert record.open_streams == 0
+    [ended] = audited(log_events, "server_call_ended")
+    assert ended["method"] == "/monitoring.AgentGatewayService/ControlStream" and ended["component"] == "agent-001"
+
+
+async def test_a_control_stream_hello_that_lies_is_identity_mismatch(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    session = agent.control_stream(hello_agent_id="agent-002")
+    assert await session.ended() == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+
+
+async def test_slow_pushes_and_slow_streams_are_taken(gw):
+    slow = gw.agent(gw.pki.agent(ACME, "agent-001"), delay=0.2)
+    fast = gw.agent(gw.pki.agent(XYZ, "agent-007", "site-b"))
+    slow_stream = asyncio.ensure_future(slow.stream([slow.status(f"s{i}") for i in range(3)], per_chunk=1))
+    assert (await fast.push([fast.status("fast")])).received
+    assert (await slow.push([slow.status("slow")])).received
+    assert (await slow_stream).received
+    assert sorted(r["service_name"] for r in gw.rows(ACME)) == ["s0", "s1", "s2", "slow"]
+    assert [r["service_name"] for r in gw.rows(XYZ)] == ["fast"]
+
+
+async def test_the_push_agent_fixture(tenant_pki, push_agent, tmp_path):
+    """The pytest plugin's push_agent: certificates from tenant_pki, behaviours as keywords."""
+    async with started(tenant_pki, tmp_path) as g:
+        honest = push_agent(g.address, ACME)
+        assert (await honest.hello()).accepted
+        impostor = push_agent(g.address, ACME, impostor_from=XYZ)
+        assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
+        liar = push_agent(g.address, ACME, agent_id="agent-002")
+        assert await refused(liar.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+
+
+async def test_two_replicas_give_the_same_push_the_same_msg_id(pki, tmp_path):
+    """The NATS Msg-Id of a pushed result is the agent's and its timestamp's, not the replica's,
+    so a push repeated to another replica after a reconnect is stored once."""
+    from poller.nats.messages import result_message
+    from poller.testing import MemorySink
+
+    sinks = (MemorySink(), MemorySink())
+    async with (
+        started(pki, tmp_path / "a", gateway_id="gw-a", sink=sinks[0]) as a,
+        started(pki, tmp_path / "b", gateway_id="gw-b", sink=sinks[1]) as b,
+    ):
+        cert = pki.agent(ACME, "agent-001")
+        for g in (a, b):
+            agent = g.agent(cert)
+            await agent.push([agent.status("ssh")], timestamp=1_765_000_000_123_456_789)
+        [first], [second] = (s.results for s in sinks)
+        assert (first.poller_id, second.poller_id) == ("gw-a", "gw-b") and first.pushed
+        assert result_message(first).msg_id == result_message(second).msg_id
+        later = g.agent(cert)
+        await later.push([later.status("ssh")], timestamp=1_765_000_030_000_000_000)
+        assert result_message(sinks[1].results[-1]).msg_id != result_message(second).msg_id
+
+
+async def test_a_head_agent_is_served_as_well(gw):
+    """Upstream HEAD's agent: version/host fields, no tenant fields, a ControlStream held open."""
+    from poller.proto import monitoring_pb2 as pb
+
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    session = agent.control_stream()
+    await session.opened()
+    hello = await agent.stub.Hello(
+        pb.AgentHelloRequest(agent_id="agent-001", partition="partition-1", version="1.2.0", config_source="remote"), timeout=10
+    )
+    assert hello.accepted
+    status = pb.GatewayServiceStatus(service_name="ssh", available=True, message=b"{}", service_type="port", source="status")
+    request = pb.GatewayStatusRequest(
+        services=[status], agent_id="agent-001", timestamp=1, version="1.2.0", hostname="h", os="linux", arch="arm64"
+    )
+    assert (await agent.stub.PushStatus(request, timeout=10)).received
+    assert [r["service_name"] for r in gw.rows(ACME)] == ["ssh"]
+    await session.close()
+    assert (await session.ended())[0] == grpc.StatusCode.OK
+
+
+async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_back(pki, tmp_path):
+    from poller.gateway import PushTracker
+
+    class Seen(PushTracker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.opened = asyncio.Event()
+
+        def stream_opened(self, entry, *, peer, at):
+            super().stream_opened(entry, peer=peer, at=at)
+            self.opened.set()
+
+    tracker = Seen()
+    async with started(pki, tmp_path, tracker=tracker) as g:
+        cert = pki.agent(ACME, "agent-001")
+        agent = g.agent(cert)
+        [first] = agent.chunks([agent.status("s0")], per_chunk=1)
+        first.is_final = False
+
+        async def chunks():
+            yield first
+            await asyncio.Event().wait()  # holds the stream open, never final
+
+        call = asyncio.ensure_future(agent.stub.StreamStatus(chunks(), timeout=30))
+        await tracker.opened.wait()
+        pki.revoke(ACME, cert)
+        g.trust.reload()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+        assert g.gateway.budget.in_use() == 0 and g.rows(ACME) == []
+        assert tracker.get(ACME, "edge-acme").open_streams == 0
+
+
+async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
+    async with started(pki, tmp_path, listen=":0") as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        assert (await agent.hello()).accepted  # reached on 127.0.0.1

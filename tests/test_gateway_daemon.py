@@ -1,0 +1,255 @@
+"""The daemon serves the gateway (issue 16 items 5-6): the `gateway` config
+section, push agents on the status board (pending, proven, unreachable with a
+log line, recovered), their metrics, `run --once` waiting one interval. Real
+mTLS on loopback with the project's push agent, a real HTTP /status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import grpc
+import pytest
+
+from poller.config import ConfigError, parse_config
+from poller.daemon.daemon import PollerDaemon
+from poller.nats.health import HealthTracker
+from poller.pki.authority import poller_chain_path
+from poller.testing import ForgePki, MemorySink
+from poller.testing.push_agent import PushAgent, refusal_of
+
+ACME, XYZ = "acme-corp", "xyz-inc"
+SERVER_NAME = "poller-1.serviceradar"
+
+
+def config(pki: ForgePki, agents: dict, **top) -> dict:
+    return {
+        "poller_id": "poller-1",
+        "certs_dir": str(pki.directory),
+        "poll_interval": "30s",
+        "gateway": {
+            "listen": "127.0.0.1:0",
+            "cert": str(poller_chain_path(pki.layout)),
+            "key": str(pki.layout.service_key("poller")),
+        },
+        "agents": agents,
+        **top,
+    }
+
+
+def push_entry(tenant: str, **extra) -> dict:
+    return {"push": True, "tenant": tenant, **extra}
+
+
+CHECK = {"service_type": "port", "service_name": "ssh", "details": "127.0.0.1", "port": 22}
+
+
+def agent_for(daemon: PollerDaemon, pki: ForgePki, *args, **options) -> PushAgent:
+    assert daemon.gateway_port is not None
+    cert = pki.agent(*args)
+    return PushAgent.for_cert(f"127.0.0.1:{daemon.gateway_port}", cert, ca_pem=pki.root_pem, server_name=SERVER_NAME, **options)
+
+
+async def status_of(daemon: PollerDaemon) -> dict[str, dict]:
+    url = f"http://127.0.0.1:{daemon.metrics_port}/status"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    doc = json.loads(body)
+    agents = doc["agents"] if isinstance(doc, dict) else doc
+    return {a["name"]: a for a in agents}
+
+
+async def page_of(daemon: PollerDaemon) -> str:
+    url = f"http://127.0.0.1:{daemon.metrics_port}/"
+    return (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())).decode()
+
+
+def sample(daemon: PollerDaemon, name: str, **labels) -> float | None:
+    return daemon.metrics.registry.get_sample_value(name, labels)
+
+
+# -- config --------------------------------------------------------------------------
+
+
+def test_the_gateway_section_and_push_agents(pki):
+    settings = parse_config(
+        config(
+            pki,
+            {
+                "edge-1": push_entry(ACME, checks=[CHECK]),
+                "edge-2": push_entry(XYZ, component="agent-007", partition="site-b", interval="10s"),
+                "polled": {"address": "10.0.0.5:50051", "tenant": ACME},
+            },
+        )
+        | {"gateway": {"listen": "0.0.0.0:50052"}}
+    )
+    assert settings.gateway is not None and settings.gateway.listen == "0.0.0.0:50052"
+    assert settings.gateway.cert == pki.directory / "gateway.pem" and settings.gateway.key == pki.directory / "gateway-key.pem"
+    assert (settings.gateway.max_services, settings.gateway.max_status_bytes, settings.gateway.max_results_bytes) == (
+        5000,
+        4096,
+        15 * 1024 * 1024,
+    )
+    push = {a.name: a for a in settings.push_agents}
+    assert push["edge-1"].component_id == "edge-1" and push["edge-1"].push and push["edge-1"].partition is None
+    assert (push["edge-2"].component_id, push["edge-2"].partition, settings.push_interval(push["edge-2"])) == (
+        "agent-007",
+        "site-b",
+        10.0,
+    )
+    assert settings.push_interval(push["edge-1"]) == 30.0
+    assert [a.name for a in settings.polled_agents] == ["polled"]
+    assert settings.tenants == (ACME, XYZ)
+
+
+@pytest.mark.parametrize(
+    "agents, gateway, problem",
+    [
+        ({"e": push_entry(ACME)}, None, "gateway: required"),
+        ({"e": push_entry(ACME, address="10.0.0.5:1")}, {"listen": "127.0.0.1:0"}, "agents.e.address"),
+        ({"Edge 1": push_entry(ACME)}, {"listen": "127.0.0.1:0"}, 'agents["Edge 1"].component'),
+        ({"e": {"address": "h:1", "tenant": ACME, "interval": "5s"}}, {"listen": "127.0.0.1:0"}, "agents.e.interval"),
+        ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "max_services": 0}, "gateway.max_services"),
+        ({"e": push_entry(ACME)}, {"cert": "x.pem"}, "gateway.listen"),
+        ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "acept_unlisted": True}, "gateway.acept_unlisted"),
+    ],
+)
+def test_bad_push_config_is_named(pki, agents, gateway, problem):
+    doc = config(pki, agents)
+    if gateway is None:
+        del doc["gateway"]
+    else:
+        doc["gateway"] = gateway
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert any(str(issue).startswith(problem) for issue in info.value.issues), [str(i) for i in info.value.issues]
+
+
+# -- the running daemon --------------------------------------------------------------
+
+
+async def test_push_agents_on_the_board_pending_proven_unreachable_recovered(pki, log_events):
+    doc = config(
+        pki,
+        {"edge-1": push_entry(ACME, component="agent-001", interval="1s", checks=[CHECK]), "edge-2": push_entry(XYZ)},
+        metrics_listen="127.0.0.1:0",
+    )
+    sink = MemorySink()
+    daemon = PollerDaemon(parse_config(doc), sink=sink)
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    agent = None
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            board = await status_of(daemon)
+            assert board["edge-1"]["mode"] == "push" and board["edge-1"]["state"] == "pending"
+            assert board["edge-1"]["last_push"] is None and board["edge-2"]["state"] == "pending"
+            assert sample(daemon, "poller_gateway_pushes_total", tenant=XYZ, outcome="ok") == 0
+            assert sample(daemon, "poller_gateway_connected_agents", tenant=XYZ) == 0
+
+            agent = agent_for(daemon, pki, ACME, "agent-001")
+            hello = await agent.hello()
+            assert hello.heartbeat_interval_sec == 1 and hello.gateway_id == "poller-1"
+            [check] = (await agent.get_config()).checks
+            assert (check.check_type, check.target) == ("port", "127.0.0.1:22")
+            await agent.push([agent.status("ssh")])
+            board = await status_of(daemon)
+            edge = board["edge-1"]
+            assert (edge["state"], edge["mode"]) == ("proven", "push")
+            assert edge["last_push"] and edge["peer_address"].startswith("127.0.0.1:") and edge["address"] == edge["peer_address"]
+            assert edge["identity"]["cn"] == "agent-001.partition-1.acme-corp.serviceradar"
+            assert [c["outcome"] for c in edge["checks"]] == ["ok"]
+            assert "push from 127.0.0.1:" in await page_of(daemon)
+            from poller.cli.status import fetch_status, format_table
+
+            table = format_table(await asyncio.to_thread(fetch_status, f"http://127.0.0.1:{daemon.metrics_port}/status"))
+            assert "edge-1 (push)" in table and "proven" in table
+            assert sample(daemon, "poller_gateway_pushes_total", tenant=ACME, outcome="ok") == 1
+
+            # Silent for more than 2 intervals: unreachable, timeout, a result and a log line.
+            await sink.wait_for(lambda rs: any(r.reason is not None and r.reason.value == "timeout" for r in rs))
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("unreachable", "timeout")
+            [line] = [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+            assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-1", "timeout")
+            assert sample(daemon, "poller_gateway_connected_agents", tenant=ACME) == 0
+
+            await agent.push([agent.status("ssh")])
+            board = await status_of(daemon)
+            assert board["edge-1"]["state"] == "proven" and board["edge-1"]["reason"] is None
+    finally:
+        if agent is not None:
+            await agent.close()
+        daemon.request_stop()
+        assert await task == 0
+    # The health events a NATS sink derives from these results: accepted, unreachable, recovered.
+    tracker = HealthTracker()
+    events = [json.loads(m.payload)["event"] for r in sink.results if r.agent == "edge-1" for m in tracker.observe(r)]
+    assert events == ["accepted", "unreachable", "recovered"]
+    proven = [r for r in sink.results if r.proven]
+    assert {r.tenant for r in proven} == {ACME} and all(r.context.tenant == ACME for r in proven)
+    assert not any(r.tenant == XYZ for r in sink.results)  # edge-2 never pushed: pending, no result
+
+
+async def test_refusals_reach_the_board_and_the_metrics(pki):
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001")}, metrics_listen="127.0.0.1:0")
+    daemon = PollerDaemon(parse_config(doc), sink=MemorySink())
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    agents = []
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            liar = agent_for(daemon, pki, ACME, "agent-001", claim_tenant=XYZ)
+            unknown = agent_for(daemon, pki, ACME, "agent-009")
+            agents += [liar, unknown]
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await liar.push([liar.status("x")])
+            assert refusal_of(info.value) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await unknown.hello()
+            assert refusal_of(info.value) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "payload_mismatch")
+            assert sample(daemon, "poller_gateway_pushes_total", tenant=ACME, outcome="payload_mismatch") == 1
+            assert "agent-009" not in json.dumps(board)
+    finally:
+        for a in agents:
+            await a.close()
+        daemon.request_stop()
+        assert await task == 0
+
+
+async def test_run_once_waits_one_interval_for_pushes(pki):
+    doc = config(
+        pki,
+        {
+            "edge-1": push_entry(ACME, component="agent-001", interval="2s", checks=[CHECK]),
+            "quiet": push_entry(ACME, component="agent-002", interval="1s"),
+        },
+    )
+    sink = MemorySink()
+    daemon = PollerDaemon(parse_config(doc), sink=sink)
+    once = asyncio.ensure_future(daemon.run_once())
+    assert daemon.pushes is not None
+    async with asyncio.timeout(60):
+        await daemon.pushes.listening.wait()
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        try:
+            await agent.push([agent.status("ssh")])
+        finally:
+            await agent.close()
+        results = await once
+    assert daemon.scheduler.take_tally() == {ACME: {"ok": 1, "timeout": 1}}
+    by_agent = {r.agent: r for r in results}
+    assert by_agent["edge-1"].proven and by_agent["edge-1"].service_name == "ssh"
+    assert (by_agent["quiet"].reason.value, by_agent["quiet"].proven) == ("timeout", False)
+
+
+async def test_a_missing_gateway_certificate_is_a_named_error(pki, tmp_path):
+    doc = config(pki, {"edge-1": push_entry(ACME)})
+    doc["gateway"]["cert"] = str(tmp_path / "nope.pem")
+    daemon = PollerDaemon(parse_config(doc), sink=MemorySink())
+    with pytest.raises(ConfigError) as info:
+        await daemon.run(install_signals=False)
+    assert str(info.value.issues[0]).startswith("gateway.cert")

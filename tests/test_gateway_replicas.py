@@ -1,0 +1,292 @@
+"""Two gateway replicas behind one address (issue 16 item 7), against a real nats-server.
+
+Two real gateways (serve_gateway, mTLS, the project's push agent as client),
+each a real ClusterNode in the same JetStream KV bucket and a
+SharedPushLiveness over it, each delivering through a real JetStreamSink
+into the tenant's stream (nats-config's account layout). One push agent
+moves from one replica to the other. Nothing of NATS is mocked; every wait is
+on a sighting arriving, bounded by a timeout; time beyond now is looked at by
+asking `view(now=...)`, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from poller.cluster.node import ClusterNode
+from poller.config import CheckConfig, ClusterConfig, PollerConfig
+from poller.delivery import HandlerRegistry
+from poller.gateway import AgentGateway, GatewayServer, PushEntry, PushRegistry, serve_gateway
+from poller.gateway.replicas import PushSighting, SharedPushLiveness, push_key
+from poller.metrics import PollerMetrics
+from poller.nats.accounts import creds_path, plan_layout, write_layout
+from poller.nats.sink import JetStreamSettings, JetStreamSink
+from poller.policy import platform_admin
+from poller.testing import ForgePki, NatsServer
+from poller.testing.push_agent import PushAgent
+from poller.trust import TrustStore
+from poller.trust.platform import local_platform_identity
+
+ACME = "acme-corp"
+BUCKET = "push-replicas"
+SERVER_NAME = "poller-1.serviceradar"  # both replicas serve with the PKI's poller certificate here
+ENTRY = PushEntry(
+    "edge-1", tenant=ACME, component="agent-001", checks=(CheckConfig("port", "ssh", "127.0.0.1", 22),), interval=0.5
+)
+WINDOW = 2 * ENTRY.interval
+
+
+@dataclass
+class Replica:
+    name: str
+    node: ClusterNode
+    sink: JetStreamSink
+    gateway: AgentGateway
+    server: GatewayServer
+    liveness: SharedPushLiveness
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def view(self, **kw: float):  # type: ignore[no-untyped-def]
+        return self.liveness.view(ENTRY, **kw)
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> AsyncIterator[tuple[NatsServer, Path]]:
+    layout = tmp_path / "nats"
+    write_layout(
+        layout, plan_layout([ACME, "xyz-inc"], listen=("127.0.0.1", 0), store_dir=tmp_path / "js"), cluster_bucket=BUCKET
+    )
+    server = NatsServer(config=layout / "nats-server.conf").start()
+    try:
+        yield server, layout
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def replicas(pki: ForgePki, tmp_path: Path, server: NatsServer, layout: Path) -> AsyncIterator[list[Replica]]:
+    trust = TrustStore(pki.directory, require_client=False)
+    chain, key = pki.client_identity()
+    creds = creds_path(layout, None)
+    made: list[Replica] = []
+    try:
+        for name in ("gw-a", "gw-b"):
+            settings = PollerConfig(
+                poller_id=name, agents=(), poll_interval=1.0, cluster=ClusterConfig(nats=server.url, creds=creds, bucket=BUCKET)
+            )
+            node = ClusterNode(settings)
+            node.start()
+            sink = JetStreamSink(
+                JetStreamSettings(
+                    url=server.url, creds=creds, outbox=tmp_path / f"{name}.db", heartbeat_interval=None, poller_id=name
+                )
+            )
+            await sink.start()
+            metrics = PollerMetrics()
+            registry = HandlerRegistry(timeout=5.0, metrics=metrics)
+            registry.register(">", sink, policy=platform_admin(), platform=local_platform_identity(trust.client), name="nats")
+            gateway = AgentGateway(pushes=PushRegistry([ENTRY]), delivery=registry, gateway_id=name, trust=trust, metrics=metrics)
+            served = await serve_gateway(gateway, trust, "127.0.0.1:0", chain, key)
+            await node.ready.wait()
+            assert node.bucket is not None
+            liveness = SharedPushLiveness(node.bucket, gateway.tracker, poller_id=name, members=node.live_members, tick=0.05)
+            liveness.set_entries([ENTRY])
+            liveness.start()
+            made.append(Replica(name, node, sink, gateway, served, liveness))
+        for replica in made:
+            async with asyncio.timeout(20):
+                await replica.node.wait_for(lambda n: len(n.live_members()) == 2)
+        yield made
+    finally:
+        for replica in made:
+            await replica.liveness.stop()
+            await replica.server.stop(None)
+            await replica.sink.close()
+            await replica.node.stop(timeout=2)
+
+
+def agent_for(pki: ForgePki, address: str) -> PushAgent:
+    return PushAgent.for_cert(address, pki.agent(ACME, "agent-001", "partition-1"), ca_pem=pki.root_pem, server_name=SERVER_NAME)
+
+
+async def push_and_wait_seen(agent: PushAgent, pushed_to: Replica, watchers: list[Replica], timestamp: int | None = None) -> None:
+    """One push to `pushed_to`; then until every watcher has seen pushed_to's sighting with that push counted."""
+    statuses = [agent.status("ssh")]
+    assert (await agent.push(statuses, timestamp=timestamp)).received
+    count = pushed_to.gateway.tracker.get(ACME, ENTRY.name).pushes  # type: ignore[union-attr]
+    for watcher in watchers:
+        async with asyncio.timeout(20):
+            await watcher.liveness.wait_for(lambda lv: _counted(lv.sighting(ENTRY), pushed_to.name, count))
+
+
+def _counted(sighting: PushSighting | None, poller_id: str, count: int) -> bool:
+    return sighting is not None and sighting.poller_id == poller_id and sighting.pushes >= count
+
+
+async def test_an_agent_that_moves_is_never_unreachable_and_its_results_are_stored_once(
+    pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path], stream_result_ids
+) -> None:
+    server, layout = nats
+    async with replicas(pki, tmp_path, server, layout) as (a, b):
+        # Nobody has seen it: exactly one replica answers for it, as pending (the same owner on both).
+        views = [a.view(), b.view()]
+        assert sorted(v.state for v in views) == ["elsewhere", "pending"]
+        reporter = next(r for r, v in zip((a, b), views, strict=True) if v.reporter)
+        assert next(v for v in views if not v.reporter).via == reporter.name
+
+        first = agent_for(pki, a.address)
+        await first.hello()
+        await push_and_wait_seen(first, a, [a, b])
+        assert (a.view().state, a.view().reporter) == ("ok", True)
+        assert (b.view().state, b.view().via, b.view().reporter) == ("elsewhere", "gw-a", False)
+
+        # A retried push (same agent timestamp) that reaches the other replica after a reconnect.
+        stamp = time.time_ns()
+        await push_and_wait_seen(first, a, [b], timestamp=stamp)
+        await first.close()
+        moved = agent_for(pki, b.address)  # the load balancer sends the reconnect to gw-b
+        await moved.hello()
+        await push_and_wait_seen(moved, b, [a, b], timestamp=stamp)
+        assert (b.view().state, a.view().state, a.view().via) == ("ok", "elsewhere", "gw-b")
+
+        # It keeps pushing to gw-b until gw-a's own tracker would call it unreachable; gw-a never does.
+        async with asyncio.timeout(30):
+            while a.gateway.tracker.state_of(ENTRY, now=time.time()) != "unreachable":
+                await push_and_wait_seen(moved, b, [a])
+                view = a.view()
+                assert (view.state, view.via, view.reporter) == ("elsewhere", "gw-b", False)
+        assert b.view().state == "ok"
+
+        # It stops. Two intervals on, exactly one replica reports it unreachable; the other points at it.
+        await moved.close()
+        later = time.time() + 3 * WINDOW
+        views = [a.view(now=later), b.view(now=later)]
+        assert sorted(v.state for v in views) == ["elsewhere", "unreachable"]
+        answering = [r.name for r, v in zip((a, b), views, strict=True) if v.reporter]
+        assert len(answering) == 1
+        assert next(v for v in views if not v.reporter).via == answering[0]
+
+    # Every push once in the tenant's stream, the retried one included (Msg-Id from agent and timestamp).
+    ids = await stream_result_ids(server.url, layout, ACME)
+    assert len(ids) == len(set(ids))
+    assert sum(f"at={stamp}" in i for i in ids) == 1
+    pushes = a.gateway.tracker.get(ACME, ENTRY.name).pushes + b.gateway.tracker.get(ACME, ENTRY.name).pushes  # type: ignore[union-attr]
+    assert len(ids) == pushes - 1  # one status per push; the retry is the one stored once
+
+
+def test_sightings_from_the_bucket_are_checked() -> None:
+    from poller.cluster.records import RecordError
+
+    good = PushSighting("gw-a", "ab12", "10.0.0.5:41000", 3)
+    assert PushSighting.parse(good.dump()) == good
+    for raw in (
+        b"[]",
+        b"{",
+        b'{"poller_id":"","instance":"x","peer":"","pushes":1}',
+        b'{"poller_id":"a","instance":"x","peer":"","pushes":-1}',
+    ):
+        with pytest.raises(RecordError):
+            PushSighting.parse(raw)
+    assert push_key(ACME, "edge 1") == "push.acme-corp.=6564676520" + "31"
+
+
+# --- the daemon: two `run` replicas with a gateway and a cluster section --------------------------------
+
+
+async def test_two_daemons_one_agent_moving_between_them(pki: ForgePki, tmp_path: Path) -> None:
+    from poller.config import parse_config
+    from poller.daemon.daemon import PollerDaemon
+    from poller.pki.authority import poller_chain_path
+    from poller.testing import MemorySink
+
+    server = NatsServer(store_dir=tmp_path / "js").start()
+    daemons: list[tuple[PollerDaemon, MemorySink, asyncio.Future[int]]] = []
+    agent: PushAgent | None = None
+    try:
+        for name in ("gw-a", "gw-b"):
+            doc = {
+                "poller_id": name,
+                "certs_dir": str(pki.directory),
+                "poll_interval": "1s",
+                "cluster": {"mode": "dynamic", "nats": server.url, "bucket": BUCKET},
+                "gateway": {
+                    "listen": "127.0.0.1:0",
+                    "cert": str(poller_chain_path(pki.layout)),
+                    "key": str(pki.layout.service_key("poller")),
+                },
+                "agents": {"edge-1": {"push": True, "tenant": ACME, "component": "agent-001", "interval": "0.5s"}},
+            }
+            sink = MemorySink()
+            daemon = PollerDaemon(parse_config(doc), sink=sink)
+            daemons.append((daemon, sink, asyncio.ensure_future(daemon.run(install_signals=False))))
+        (a, a_sink, _), (b, b_sink, _) = daemons
+        async with asyncio.timeout(60):
+            for daemon, _, _ in daemons:
+                await daemon.started.wait()
+                assert daemon.cluster is not None
+                await daemon.cluster.wait_for(lambda n: len(n.live_members()) == 2)
+            assert a.pushes is not None and b.pushes is not None
+            for side in (a.pushes, b.pushes):  # the watch would, within its tick: the bucket is open now
+                await side.check_silence(time.time())
+                assert side.shared is not None
+            entry = a.pushes.entries()[0]
+
+            def timeouts(sink: MemorySink) -> list[object]:
+                return [r for r in sink.results if r.reason is not None and r.reason.value == "timeout"]
+
+            agent = PushAgent.for_cert(
+                f"127.0.0.1:{a.gateway_port}",
+                pki.agent(ACME, "agent-001", "partition-1"),
+                ca_pem=pki.root_pem,
+                server_name=SERVER_NAME,
+            )
+            await agent.push([agent.status("ssh")])
+            await agent.close()
+            agent = PushAgent.for_cert(
+                f"127.0.0.1:{b.gateway_port}",
+                pki.agent(ACME, "agent-001", "partition-1"),
+                ca_pem=pki.root_pem,
+                server_name=SERVER_NAME,
+            )
+            # It pushes to gw-b until gw-a's own tracker would call it unreachable: gw-a reports nothing of it.
+            while a.pushes.tracker.state_of(entry, now=time.time()) != "unreachable":
+                await agent.push([agent.status("ssh")])
+                record = b.pushes.tracker.get(ACME, "edge-1")
+                count = record.pushes if record is not None else 0
+                assert a.pushes.shared is not None  # gw-a has seen this very push of gw-b's
+                await a.pushes.shared.wait_for(lambda lv, n=count: _counted(lv.sighting(entry), "gw-b", n))
+            await a.pushes.check_silence(time.time())
+            assert timeouts(a_sink) == [] and timeouts(b_sink) == []
+            assert a.pushes.shared.view(entry).state == "elsewhere"
+            on_a = a.pushes.board.get("edge-1")
+            assert on_a is not None and on_a.state.value == "pending"  # gw-a's board: answered by gw-b, not unreachable
+            # It stops: exactly one replica publishes its timeout results (twice, an interval apart); the other none.
+            await agent.close()
+            agent = None
+            waits = [asyncio.ensure_future(s.wait_for(lambda rs: len(timeouts_in(rs)) >= 2)) for s in (a_sink, b_sink)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            counts = sorted(len(timeouts(s)) for s in (a_sink, b_sink))
+            assert counts[0] == 0 and counts[1] >= 2
+    finally:
+        if agent is not None:
+            await agent.close()
+        for daemon, _, task in daemons:
+            daemon.request_stop()
+            assert await task == 0
+        server.stop()
+
+
+def timeouts_in(results: list) -> list:  # type: ignore[type-arg]
+    return [r for r in results if r.reason is not None and r.reason.value == "timeout"]
