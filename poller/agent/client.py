@@ -31,7 +31,7 @@ from poller.identity.context import TenantContext, bound_tenant
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, IncompleteStream, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
-from poller.tasks import task_cancelling
+from poller.timers import task_cancelling
 
 T = TypeVar("T")
 

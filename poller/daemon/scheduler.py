@@ -36,8 +36,7 @@ from poller.identity.context import bound_tenant
 from poller.identity.reasons import AgentUnreachable, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
-from poller.tasks import task_cancelling
-from poller.timers import coarse_timeout
+from poller.timers import coarse_timeout, task_cancelling
 from poller.trust.store import TrustStore
 
 log = get_logger("poller.scheduler")

@@ -45,8 +45,7 @@ from poller.identity.context import TenantContext
 from poller.identity.reasons import AgentFailure, AgentUnreachable, IdentityRefused, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
-from poller.tasks import task_cancelling
-from poller.timers import Cancellable, Clock, WallClock
+from poller.timers import Cancellable, Clock, WallClock, task_cancelling
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
 from poller.trust.source import NotifyingTrustSource, TrustSource, notifies
 from poller.trust.store import TrustStoreError
@@ -198,7 +197,7 @@ class AgentConnection:
         The stored refusal when the identity ended (revocation, CA removed, CRL
         expired), else AgentUnreachable (code CANCELLED) saying which close cut it.
         The caller re-raises a real cancellation of its task instead
-        (poller.tasks.task_cancelling).
+        (poller.timers.task_cancelling).
 
         >>> raise conn.cut("GetStatus") from None  # doctest: +SKIP
         """
