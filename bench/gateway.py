@@ -24,6 +24,10 @@ Printed: the gateway's RSS before and after, RSS per connected agent, the
 projection to 10,000 agents (goal: within 1 GiB), and the CPU a 30 s push
 interval would cost at 10,000 agents (from the CPU per push). `--hold S`
 also keeps them connected S seconds and measures that CPU. Nothing is asserted.
+
+Environment knobs for looking closer: BENCH_GATEWAY_PROFILE=FILE writes a
+cProfile of the gateway server process to FILE; BENCH_GATEWAY_NO_ACCEPT_AUDIT=1
+drops the audit line every accepted call writes (what that line costs).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ connected, pushing every 30 s; EOF ends it.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -98,6 +99,10 @@ async def serve(mode: str, certs: Path, agents: int) -> None:
         await stop.wait()
         await server.stop(None)
         return
+    if os.environ.get("BENCH_GATEWAY_NO_ACCEPT_AUDIT"):  # what the per-call acceptance line costs
+        import logging
+
+        logging.getLogger("poller.audit").setLevel(logging.WARNING)
     trust = TrustStore(certs, require_client=False)
     metrics = PollerMetrics()
     registry = HandlerRegistry(timeout=5.0, metrics=metrics)
@@ -202,6 +207,14 @@ def main() -> None:
     quiet_logging()
     role = sys.argv[1]
     if role == "server":
+        profile = os.environ.get("BENCH_GATEWAY_PROFILE") if sys.argv[2] == "gateway" else None  # cProfile to that file
+        if profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                asyncio.run(serve(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])))
+            prof.dump_stats(profile)
+            return
         asyncio.run(serve(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])))
     else:
         asyncio.run(clients(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))

@@ -1,5 +1,5 @@
-"""Unary GetStatus throughput: AgentClient (tenant interceptors, channel from
-dial_agent) against a bare AgentServiceStub on a plain mTLS channel with the
+"""Unary GetStatus throughput: AgentClient (the pinned channel from
+dial_agent, checked and stamped per call) against a bare AgentServiceStub on a plain mTLS channel with the
 same credentials and options, same mock agent (served by a separate process).
 
     python -m bench.unary [--calls 5000] [--concurrency 32] [--rounds 5]
@@ -16,8 +16,8 @@ Variants, run alternately (round-robin) so drift hits all of them alike:
                interceptor adds (what the metadata alone costs)
   noop-icpt    the same bare channel plus one do-nothing unary interceptor
                (what grpc.aio's interceptor machinery alone costs)
-  pinned-stub  AgentServiceStub on the channel dial_agent made (the tenant
-               interceptors, without AgentClient's own work)
+  pinned-stub  AgentServiceStub on the channel dial_agent made (its per-call
+               check and stamp, without AgentClient's own work)
   client       AgentClient.get_status (what the daemon does)
 """
 

@@ -1,10 +1,11 @@
 """A control-plane service that edge components and admins connect to over mTLS,
 guarded by poller.server.TenantServerInterceptor.
 
-Every method answers with the proven caller as JSON, so what the interceptor
-bound is visible from the client side. The service uses generic handlers with
-JSON bytes (no .proto needed) and shows the four call shapes and method-level
-policies:
+Every method answers with the proven caller (a `google.protobuf.Struct`, JSON
+in grpcurl), so what the interceptor bound is visible from the client side.
+`examples/tenant_service.proto` describes the service; it is registered with
+generic handlers (no generated code) and shows the four call shapes and
+method-level policies:
 
     /example.TenantService/Whoami      unary-unary    any proven tenant identity
     /example.TenantService/Watch       unary-stream   any proven tenant identity
@@ -19,20 +20,27 @@ Run it against a certs directory (e.g. `make certs`):
     python examples/tenant_service.py --certs certs --listen 127.0.0.1:50061
 
 It serves with the certs directory's poller.pem (leaf + platform CA) unless
---cert/--key say otherwise, and logs JSON audit lines to stderr.
+--cert/--key say otherwise, and logs JSON audit lines to stderr. With grpcurl
+and an agent's certificate from the same certs directory:
+
+    grpcurl -proto examples/tenant_service.proto -cacert certs/root.pem \
+        -cert certs/tenants/acme-corp/components/agent-001-partition-1-chain.pem \
+        -key certs/tenants/acme-corp/components/agent-001-partition-1-key.pem -servername poller-1.serviceradar \
+        -d '{}' 127.0.0.1:50061 example.TenantService/Whoami
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
 
 from poller import any_of, component_type_in, current_tenant, platform_admin, same_tenant
 from poller.logs import configure_logging
@@ -63,7 +71,13 @@ def whoami() -> dict[str, Any]:
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True).encode()
+    """A reply on the wire: the document as a google.protobuf.Struct (tenant_service.proto)."""
+    return json_format.ParseDict(doc, Struct()).SerializeToString()
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """A request or reply from the wire (a Struct) as a dict; numbers come back as floats."""
+    return json_format.MessageToDict(Struct.FromString(data))
 
 
 async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -89,11 +103,11 @@ async def upload(requests: AsyncIterator[bytes], context: grpc.aio.ServicerConte
 
 async def chat(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     async for request in requests:
-        yield encode({**whoami(), "echo": request.decode(errors="replace")})
+        yield encode({**whoami(), "echo": decode(request).get("text", "")})
 
 
 def handlers() -> grpc.GenericRpcHandler:
-    same = {"request_deserializer": None, "response_serializer": None}
+    same = {"request_deserializer": None, "response_serializer": None}  # bytes in and out: encode()/decode()
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {

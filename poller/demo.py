@@ -7,9 +7,13 @@ WORKDIR/nats), four mock agents on loopback (two of acme-corp, one of xyz-inc,
 and an impostor: a certificate minted by xyz-inc's CA that claims to be an
 acme-corp agent), writes a daemon config for them and runs
 `serviceradar-poller run` with a 2 s poll interval, publishing to NATS. The
-daemon's log shows who was accepted for which tenant and that the impostor was
-refused, and why; the banner says how to `tail` each tenant's stream with that
-tenant's own credentials. Ctrl-C stops everything, nats-server included.
+daemon also serves the agent gateway (docs/gateway.md): one push agent per
+tenant (poller.testing.PushAgent, the project's own, speaking ServiceRadar's
+AgentGatewayService) dials in and pushes every 2 s, and a push impostor (the
+same cross-tenant certificate) is refused. The daemon's log shows who was
+accepted for which tenant and that the impostors were refused, and why; the
+banner says how to `tail` each tenant's stream with that tenant's own
+credentials. Ctrl-C stops everything, nats-server included.
 
     python -m poller.demo [--certs certs] [--workdir demo] [--seconds N] [--file-sink]
 """
@@ -28,14 +32,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+import grpc
+
 from poller.cli.status import DEFAULT_URL as DEFAULT_STATUS_URL
 from poller.nats.accounts import creds_path, plan_layout, write_layout
 from poller.nats.creds import load_credentials
 from poller.pki.dev import IMPOSTOR_COMPONENT, IMPOSTOR_ISSUER, IMPOSTOR_PARTITION, IMPOSTOR_STEM, IMPOSTOR_VICTIM, create_dev_pki
 from poller.testing.mock_agent import MockAgent
 from poller.testing.nats_server import NatsServer
+from poller.testing.push_agent import PushAgent
 from poller.trust.layout import CertsLayout
 
+# Push agents (they dial the gateway): (config name, tenant, component, partition).
+PUSH_AGENTS = (
+    ("acme-push-1", "acme-corp", "push-001", "partition-1"),
+    ("xyz-push-1", "xyz-inc", "push-007", "site-b"),
+)
+PUSH_INTERVAL = 2
 # (config name, tenant the poller expects, tenant dir of the certificate, component, partition)
 AGENTS = (
     ("acme-edge-1", "acme-corp", "acme-corp", "agent-001", "partition-1"),
@@ -54,8 +67,51 @@ def _agent(layout: CertsLayout, cert_tenant: str, stem: str, partition: str) -> 
     )
 
 
-def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str]) -> dict[str, object]:
+def _push_certs(layout: CertsLayout) -> None:
+    """The gateway's serving certificate and the push agents' certificates, once (kept afterwards)."""
+    from poller.pki import issue_component
+    from poller.pki.gateway import issue_gateway_cert
+
+    if not layout.service_cert("gateway").exists():
+        issue_gateway_cert(layout, dns=["localhost"], ips=["127.0.0.1"])
+    for _, tenant, component, partition in PUSH_AGENTS:
+        if not layout.component_cert(tenant, component, partition).exists():
+            issue_component(layout, tenant=tenant, component_id=component, partition_id=partition)
+
+
+def _push_agent(layout: CertsLayout, gateway: str, cert_tenant: str, stem: str, component: str, partition: str) -> PushAgent:
+    return PushAgent(
+        gateway,
+        cert_chain_pem=layout.component_chain(cert_tenant, stem, partition).read_bytes(),
+        key_pem=layout.component_key(cert_tenant, stem, partition).read_bytes(),
+        ca_pem=layout.root_ca.read_bytes(),  # what the real agent's ca_file is: the gateway chains to the root
+        server_name="127.0.0.1",
+        agent_id=component,
+        partition=partition,
+    )
+
+
+async def _keep_pushing(agent: PushAgent) -> None:
+    """The real agent's loop (Hello, GetConfig, PushStatus every interval), again after a failure:
+    the daemon may not listen yet, and the impostor is refused every time (see the daemon's log)."""
+    while True:
+        try:
+            await agent.run(pushes=1 << 30)
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(PUSH_INTERVAL * 2)
+
+
+def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str], gateway: str, status_port: int) -> dict[str, object]:
     agents: dict[str, object] = {}
+    for name, tenant, component, partition in PUSH_AGENTS:
+        agents[name] = {
+            "push": True,
+            "tenant": tenant,
+            "component": component,
+            "partition": partition,
+            "interval": f"{PUSH_INTERVAL}s",
+            "checks": [{"service_type": "port", "service_name": "status-page", "details": f"127.0.0.1:{status_port}"}],
+        }
     for name, tenant, _, _, _ in AGENTS:
         checks: list[dict[str, object]] = [{"service_type": "icmp", "service_name": "ping", "details": "127.0.0.1"}]
         if name == "acme-edge-1":
@@ -69,7 +125,8 @@ def _config(certs: Path, sink: dict[str, str], addresses: dict[str, str]) -> dic
         "certs_dir": str(certs),
         "sink": sink,
         "log_format": "console",
-        "metrics_listen": f"127.0.0.1:{_status_port()}",
+        "metrics_listen": f"127.0.0.1:{status_port}",
+        "gateway": {"listen": gateway},
         "agents": agents,
     }
 
@@ -82,12 +139,21 @@ def command() -> str:
     return shlex.quote(str(script)) if script.is_file() else f"{shlex.quote(sys.executable)} -m poller"
 
 
-def _banner(addresses: dict[str, str], config: Path, sink: dict[str, str], nats_dir: Path | None, status_url: str) -> str:
+def _banner(
+    addresses: dict[str, str], config: Path, sink: dict[str, str], nats_dir: Path | None, status_url: str, gateway: str
+) -> str:
     """The banner: the agents, where results go, and commands that run as printed, in any shell."""
     lines = ["", "ServiceRadar poller demo: four mock agents on loopback", ""]
     for name, tenant, cert_tenant, _stem, _ in AGENTS:
         note = f"  (certificate minted by {cert_tenant}'s CA, claims {tenant})" if name == "impostor" else ""
         lines.append(f"  {name:<12} {addresses[name]:<17} expected tenant {tenant}{note}")
+    lines += ["", f"  and push agents dialing the gateway at {gateway}, every {PUSH_INTERVAL} s:"]
+    for name, tenant, _, _ in PUSH_AGENTS:
+        lines.append(f"  {name:<12} {'(dials in)':<17} tenant {tenant}")
+    lines.append(
+        f"  {'push-impostor':<12} {'(dials in)':<17} the impostor's certificate again (minted by {IMPOSTOR_ISSUER}'s CA, "
+        f"claims {IMPOSTOR_VICTIM}): refused"
+    )
     lines += ["", f"  config:  {config}"]
     if nats_dir is None:
         lines.append(f"  results: {sink['dir']}/<tenant>/results.jsonl")
@@ -116,7 +182,8 @@ def _start_nats(certs_tenants: list[str], nats_dir: Path, store: Path) -> NatsSe
 
 
 def _status_port(preferred: int = 9464) -> int:
-    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port.
+    """9464 (where `serviceradar-poller status` looks by default) if free, else any free port
+    (also the gateway's port: 50052 if free).
 
     The probe binds as the daemon will (SO_REUSEADDR, as asyncio's servers do), so
     9464 left in TIME-WAIT by the last run counts as free."""
@@ -161,6 +228,13 @@ async def main(args: argparse.Namespace) -> int:
     )
 
     agents = {name: _agent(layout, cert_tenant, stem, part) for name, _, cert_tenant, stem, part in AGENTS}
+    _push_certs(layout)
+    gateway = f"127.0.0.1:{_status_port(50052)}"
+    pushers = [_push_agent(layout, gateway, tenant, component, component, part) for _, tenant, component, part in PUSH_AGENTS]
+    pushers.append(
+        _push_agent(layout, gateway, IMPOSTOR_ISSUER, IMPOSTOR_STEM, IMPOSTOR_COMPONENT, IMPOSTOR_PARTITION)  # refused
+    )
+    pushing: list[asyncio.Task[None]] = []
     nats: NatsServer | None = None
     store = Path(tempfile.mkdtemp(prefix="serviceradar-nats-"))  # JetStream store: gone after the demo
     try:
@@ -182,10 +256,10 @@ async def main(args: argparse.Namespace) -> int:
             await agent.start()
         addresses = {name: agent.address for name, agent in agents.items()}
         config = workdir / "poller.json"
-        settings = _config(certs, sink, addresses)
+        settings = _config(certs, sink, addresses, gateway, _status_port())
         config.write_text(json.dumps(settings, indent=2) + "\n")
         status_url = f"http://{settings['metrics_listen']}"
-        banner = _banner(addresses, config, sink, nats_dir, status_url)
+        banner = _banner(addresses, config, sink, nats_dir, status_url, gateway)
         print(banner, flush=True)
 
         # The daemon is its own process, exactly as in production. It ignores
@@ -197,6 +271,7 @@ async def main(args: argparse.Namespace) -> int:
         )
         if log_fd is not None:
             os.close(log_fd)  # the daemon has its own copy
+        pushing = [asyncio.ensure_future(_keep_pushing(agent)) for agent in pushers]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -214,6 +289,10 @@ async def main(args: argparse.Namespace) -> int:
         print(f"\npoller exited with status {code}; results were in {where}", flush=True)
         return code
     finally:
+        for task in pushing:
+            task.cancel()
+        for pusher in pushers:
+            await pusher.close()
         for agent in agents.values():
             await agent.stop()
         if nats is not None:

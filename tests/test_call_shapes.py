@@ -113,7 +113,7 @@ async def test_every_call_shape_is_stamped_and_refused_once_the_identity_ends(pk
 
 @pytest.mark.parametrize("shape", SHAPES)
 async def test_the_raw_pinned_channel_refuses_every_shape_too(pki, echo, shape):
-    """Interceptors sit on the pinned channel itself, not only on the facade."""
+    """The check sits on the channel of the moment too, not only on the facade."""
     recorder, address, _ = echo
     trust = TrustStore(pki.directory)
     conn = await dial_agent(address, tenant=ACME, trust=trust)

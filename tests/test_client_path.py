@@ -1,6 +1,6 @@
-"""AgentClient's direct call path (issue 10): the tenant check and stamp are on
-every call without grpc.aio's interceptor machinery, over the same pinned
-connection as the interceptor-guarded channel handed to library users, and
+"""The one call path (issues 10 and 17): the tenant check and stamp are on
+every call without grpc.aio's interceptor machinery, for AgentClient and for
+the channel handed to library users alike, over one pinned connection, and
 both refuse a call once the identity is refused.
 
 Real TLS on loopback against real grpc.aio mock agents; the identity is
@@ -15,7 +15,6 @@ import shutil
 import pytest
 
 from poller.agent.client import AgentClient
-from poller.dial.channel import without_interceptors
 from poller.dial.dialer import dial_agent
 from poller.dial.interceptor import AGENT_METADATA_KEY, TENANT_METADATA_KEY
 from poller.identity.reasons import IdentityRefused, Reason
@@ -48,18 +47,16 @@ async def test_both_paths_stamp_the_proven_identity_over_one_connection(pki, ser
     assert len(set(agent.connections)) == 1  # the direct path opened no second connection
 
 
-async def test_the_direct_path_leaves_out_only_the_interceptors(pki, serve):
+async def test_every_caller_takes_the_one_checked_path(pki, serve):
+    """One pin-enforcement path (issue 17): the channel underneath has no
+    interceptors, so the stamp every call carries is the PinnedChannel's."""
     agent = await serve(pki.agent(ACME))
     async with await dial_agent(agent.address, tenant=ACME, trust=TrustStore(pki.directory)) as conn:
-        raw = conn.current_channel.unary_unary(
-            "/monitoring.AgentService/GetStatus",
-            pb.StatusRequest.SerializeToString,
-            pb.StatusResponse.FromString,
-        )
-        assert raw._interceptors  # the library user's channel keeps its interceptors
-        direct = without_interceptors(raw)
-        assert not direct._interceptors and direct._channel is raw._channel  # same channel, same connection
-        assert raw._interceptors  # the original is untouched
+        assert conn.client_channel is conn.channel  # AgentClient's path is the library user's
+        request = pb.StatusRequest(service_name="ping")
+        await pb_grpc.AgentServiceStub(conn.unchecked_channel).GetStatus(request, timeout=5)
+        await pb_grpc.AgentServiceStub(conn.current_channel).GetStatus(request, timeout=5)
+    assert stamps(agent) == [{}, {TENANT_METADATA_KEY: ACME, AGENT_METADATA_KEY: agent.cn}]
 
 
 @pytest.mark.parametrize("path", ["client", "library-channel"])

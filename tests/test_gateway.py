@@ -131,7 +131,7 @@ async def test_hello_config_and_a_push_filed_under_the_proven_tenant(gw):
     agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
     hello = await agent.hello()
     assert (hello.accepted, hello.agent_id, hello.gateway_id, hello.heartbeat_interval_sec) == (True, "agent-001", "poller-1", 15)
-    assert hello.config_outdated and not hello.tenant_id and not hello.tenant_slug
+    assert hello.config_outdated and (hello.tenant_id, hello.tenant_slug) == (ACME, ACME)  # the proven tenant
     config = await agent.get_config()
     [check] = config.checks
     assert (check.check_type, check.target, check.port, check.name, check.enabled) == ("port", "127.0.0.1:22", 22, "ssh", True)
@@ -193,7 +193,7 @@ async def test_an_unlisted_identity_is_unknown_agent(gw, log_events):
     assert await refused(other.hello()) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
     refusals = [e for e in audited(log_events, "server_call_refused") if e["reason"] == "unknown_agent"]
     assert len(refusals) == 3 and refusals[0]["component"] == "agent-002"
-    assert gw.rows(ACME) == []
+    assert gw.rows(ACME) == [] and gw.pushes(ACME, "unknown_agent") == 1  # the push, not the Hellos
 
 
 async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tmp_path):
@@ -438,3 +438,24 @@ async def test_two_replicas_give_the_same_push_the_same_msg_id(pki, tmp_path):
         later = g.agent(cert)
         await later.push([later.status("ssh")], timestamp=1_765_000_030_000_000_000)
         assert result_message(sinks[1].results[-1]).msg_id != result_message(second).msg_id
+
+
+async def test_a_head_agent_is_served_as_well(gw):
+    """Upstream HEAD's agent: version/host fields, no tenant fields, a ControlStream held open."""
+    from poller.proto import monitoring_pb2 as pb
+
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    session = agent.control_stream()
+    await session.opened()
+    hello = await agent.stub.Hello(
+        pb.AgentHelloRequest(agent_id="agent-001", partition="partition-1", version="1.2.0", config_source="remote"), timeout=10
+    )
+    assert hello.accepted
+    status = pb.GatewayServiceStatus(service_name="ssh", available=True, message=b"{}", service_type="port", source="status")
+    request = pb.GatewayStatusRequest(
+        services=[status], agent_id="agent-001", timestamp=1, version="1.2.0", hostname="h", os="linux", arch="arm64"
+    )
+    assert (await agent.stub.PushStatus(request, timeout=10)).received
+    assert [r["service_name"] for r in gw.rows(ACME)] == ["ssh"]
+    await session.close()
+    assert (await session.ended())[0] == grpc.StatusCode.OK

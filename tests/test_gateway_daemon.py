@@ -145,6 +145,8 @@ async def test_push_agents_on_the_board_pending_proven_unreachable_recovered(pki
             board = await status_of(daemon)
             assert board["edge-1"]["mode"] == "push" and board["edge-1"]["state"] == "pending"
             assert board["edge-1"]["last_push"] is None and board["edge-2"]["state"] == "pending"
+            assert sample(daemon, "poller_gateway_pushes_total", tenant=XYZ, outcome="ok") == 0
+            assert sample(daemon, "poller_gateway_connected_agents", tenant=XYZ) == 0
 
             agent = agent_for(daemon, pki, ACME, "agent-001")
             hello = await agent.hello()

@@ -198,3 +198,95 @@ def test_sightings_from_the_bucket_are_checked() -> None:
         with pytest.raises(RecordError):
             PushSighting.parse(raw)
     assert push_key(ACME, "edge 1") == "push.acme-corp.=6564676520" + "31"
+
+
+# --- the daemon: two `run` replicas with a gateway and a cluster section --------------------------------
+
+
+async def test_two_daemons_one_agent_moving_between_them(pki: ForgePki, tmp_path: Path) -> None:
+    from poller.config import parse_config
+    from poller.daemon.daemon import PollerDaemon
+    from poller.pki.authority import poller_chain_path
+    from poller.testing import MemorySink
+
+    server = NatsServer(store_dir=tmp_path / "js").start()
+    daemons: list[tuple[PollerDaemon, MemorySink, asyncio.Future[int]]] = []
+    agent: PushAgent | None = None
+    try:
+        for name in ("gw-a", "gw-b"):
+            doc = {
+                "poller_id": name,
+                "certs_dir": str(pki.directory),
+                "poll_interval": "1s",
+                "cluster": {"mode": "dynamic", "nats": server.url, "bucket": BUCKET},
+                "gateway": {
+                    "listen": "127.0.0.1:0",
+                    "cert": str(poller_chain_path(pki.layout)),
+                    "key": str(pki.layout.service_key("poller")),
+                },
+                "agents": {"edge-1": {"push": True, "tenant": ACME, "component": "agent-001", "interval": "0.5s"}},
+            }
+            sink = MemorySink()
+            daemon = PollerDaemon(parse_config(doc), sink=sink)
+            daemons.append((daemon, sink, asyncio.ensure_future(daemon.run(install_signals=False))))
+        (a, a_sink, _), (b, b_sink, _) = daemons
+        async with asyncio.timeout(60):
+            for daemon, _, _ in daemons:
+                await daemon.started.wait()
+                assert daemon.cluster is not None
+                await daemon.cluster.wait_for(lambda n: len(n.live_members()) == 2)
+            assert a.pushes is not None and b.pushes is not None
+            for side in (a.pushes, b.pushes):  # the watch would, within its tick: the bucket is open now
+                await side.check_silence(time.time())
+                assert side.shared is not None
+            entry = a.pushes.entries()[0]
+
+            def timeouts(sink: MemorySink) -> list[object]:
+                return [r for r in sink.results if r.reason is not None and r.reason.value == "timeout"]
+
+            agent = PushAgent.for_cert(
+                f"127.0.0.1:{a.gateway_port}",
+                pki.agent(ACME, "agent-001", "partition-1"),
+                ca_pem=pki.root_pem,
+                server_name=SERVER_NAME,
+            )
+            await agent.push([agent.status("ssh")])
+            await agent.close()
+            agent = PushAgent.for_cert(
+                f"127.0.0.1:{b.gateway_port}",
+                pki.agent(ACME, "agent-001", "partition-1"),
+                ca_pem=pki.root_pem,
+                server_name=SERVER_NAME,
+            )
+            # It pushes to gw-b until gw-a's own tracker would call it unreachable: gw-a reports nothing of it.
+            while a.pushes.tracker.state_of(entry, now=time.time()) != "unreachable":
+                await agent.push([agent.status("ssh")])
+                record = b.pushes.tracker.get(ACME, "edge-1")
+                count = record.pushes if record is not None else 0
+                assert a.pushes.shared is not None  # gw-a has seen this very push of gw-b's
+                await a.pushes.shared.wait_for(lambda lv, n=count: _counted(lv.sighting(entry), "gw-b", n))
+            await a.pushes.check_silence(time.time())
+            assert timeouts(a_sink) == [] and timeouts(b_sink) == []
+            assert a.pushes.shared.view(entry).state == "elsewhere"
+            on_a = a.pushes.board.get("edge-1")
+            assert on_a is not None and on_a.state.value == "pending"  # gw-a's board: answered by gw-b, not unreachable
+            # It stops: exactly one replica publishes its timeout results (twice, an interval apart); the other none.
+            await agent.close()
+            agent = None
+            waits = [asyncio.ensure_future(s.wait_for(lambda rs: len(timeouts_in(rs)) >= 2)) for s in (a_sink, b_sink)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            counts = sorted(len(timeouts(s)) for s in (a_sink, b_sink))
+            assert counts[0] == 0 and counts[1] >= 2
+    finally:
+        if agent is not None:
+            await agent.close()
+        for daemon, _, task in daemons:
+            daemon.request_stop()
+            assert await task == 0
+        server.stop()
+
+
+def timeouts_in(results: list) -> list:  # type: ignore[type-arg]
+    return [r for r in results if r.reason is not None and r.reason.value == "timeout"]

@@ -142,3 +142,18 @@ def test_legends_name_only_labels_the_expression_keeps(dashboard):
             # The outermost aggregation decides which labels remain.
             kept = {label.strip() for label in aggregations[0][1].split(",")} if aggregations[0][1] else set()
             assert wanted <= kept, f"{panel['title']}: legend {sorted(wanted)} but the query keeps only {sorted(kept)}"
+
+
+def test_every_counter_the_dashboard_reads_has_series_before_anything_fails(dashboard):
+    """A healthy system shows 0, not "No data": once the daemon primes its metrics for
+    its tenants (PollerMetrics.prime, DeliveryMetrics.prime), every counter a panel
+    reads already has a series for them."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    PollerMetrics(registry).prime(["acme-corp"], handlers=["nats-sink"])
+    DeliveryMetrics(registry).prime(["acme-corp"])
+    have = {s.name for family in registry.collect() for s in family.samples}
+    counters = {n for _, expr in expressions(dashboard) for n in metric_names(expr) if n.endswith("_total")}
+    # The latency histogram and the gauges get their series from the first poll and the first connection.
+    assert counters and not counters - have, sorted(counters - have)

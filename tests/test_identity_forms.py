@@ -603,3 +603,38 @@ def test_a_deployment_package_with_edited_identity_is_refused(tmp_path, changes,
     with pytest.raises(PollerError) as caught:
         verify_package_bytes(with_identity(made.data, **changes), trust=trust)
     assert caught.value.reason.value == reason, caught.value
+
+
+# --- through the gateway: upstream's agent-001 pushing -----------------------------------
+
+
+@pytest.mark.parametrize("bound_to", [ACME, XYZ])
+async def test_gateway_files_upstreams_push_agent_only_under_the_bound_tenant(tmp_path, bound_to):
+    from test_gateway import SERVER_NAME, started
+
+    from poller.gateway import PushEntry
+    from poller.testing.push_agent import PushAgent, refusal_of
+
+    pki = ForgePki.create(tmp_path / "certs", tenants=(XYZ,) if bound_to == ACME else (ACME,))
+    bind(pki.directory, bound_to)
+    entries = [PushEntry("edge-acme", tenant=ACME, component="agent-001", partition="default")]
+    async with started(pki, tmp_path, entries=entries) as gw:
+        chain, key = agent_001()
+        agent = PushAgent(
+            gw.address, cert_chain_pem=chain, key_pem=key, ca_pem=pki.root_pem, server_name=SERVER_NAME, agent_id="agent-001"
+        )
+        gw.agents.append(agent)
+        if bound_to == ACME:
+            assert (await agent.hello()).accepted
+            assert (await agent.push([agent.status("ssh", message=b'{"open":true}')])).received
+            [row] = gw.rows(ACME)
+            assert (row["identity"]["tenant"], row["identity"]["component_id"], row["partition"]) == (
+                ACME,
+                "agent-001",
+                "default",
+            )
+        else:  # proven as xyz-inc's agent-001, which is not listed: never filed under acme-corp
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await agent.hello()
+            assert refusal_of(caught.value) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
+        assert gw.rows(ACME if bound_to == XYZ else XYZ) == []

@@ -220,7 +220,7 @@ async def test_targets_page_is_valid_html_grouped_by_tenant_with_problems_first(
     assert not [t for t, a in page.tags if t in ("script", "link", "img", "iframe")]
     assert any(t == "meta" and a.get("http-equiv") == "refresh" for t, a in page.tags)
     sections = [a["id"] for t, a in page.tags if t == "section"]
-    assert sections == ["attention", f"tenant-{ACME}", f"tenant-{GLOBEX}", f"tenant-{XYZ}"]
+    assert sections == ["this-poller", "attention", f"tenant-{ACME}", f"tenant-{GLOBEX}", f"tenant-{XYZ}"]
     # First, across tenants: refused, then unreachable, then the certificate about to expire.
     attention = [a["class"] for t, a in page.tags if t == "tr" and a.get("class", "").startswith("attention-")]
     assert attention == ["attention-refused", "attention-refused", "attention-unreachable", "attention-proven"]
@@ -230,8 +230,23 @@ async def test_targets_page_is_valid_html_grouped_by_tenant_with_problems_first(
     assert rows == ["row-refused", "row-refused", "row-proven", "row-unreachable", "row-proven", "row-proven"]
     text = " ".join(page.text)
     assert "1 proven" in text and "2 refused" in text and "tenant_mismatch" in text and "unreachable" in text
+    # The counts read apart as text too (they ran together: "2 refused1 proven").
+    assert "2 refused, 1 proven" in "".join(page.text) and "1 unreachable, 1 proven" in "".join(page.text)
     assert [a for t, a in page.tags if t == "td" and a.get("class") == "expiring"]  # acme-good: 5 days left
     assert re.search(r"certificate expires in [45]\.\d days", text)
+
+
+async def test_targets_page_says_how_this_poller_is_doing(fleet):
+    import poller
+
+    _, _, body = await get(f"{fleet.base}/")
+    page = parse_page(body)
+    text = "".join(page.text)
+    panel = text.split("This poller", 1)[1].split("Needs attention", 1)[0]
+    assert f"Version{poller.__version__}" in panel
+    assert re.search(r"Uptime\d+ (s|min)", panel)
+    assert "NATSnot used (file sink)" in panel and "Gatewaynot configured" in panel
+    assert re.search(r"Own certificate.*expires \d{4}-\d\d-\d\dT.*\(\d+\.\d days\)", panel)
 
 
 async def test_targets_page_shows_certificate_markup_as_text(fleet):
@@ -246,7 +261,7 @@ async def test_targets_page_shows_certificate_markup_as_text(fleet):
 async def test_targets_page_filters_by_tenant(fleet):
     _, _, body = await get(f"{fleet.base}/?tenant={XYZ}")
     page = parse_page(body)
-    assert [a["id"] for t, a in page.tags if t == "section"] == [f"tenant-{XYZ}"]  # nothing needs attention there
+    assert [a["id"] for t, a in page.tags if t == "section"] == ["this-poller", f"tenant-{XYZ}"]  # nothing needs attention there
     assert (await get(f"{fleet.base}/?tenant=%3Cx%3E"))[0] == 400
 
 

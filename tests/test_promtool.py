@@ -162,3 +162,33 @@ def test_alert_rules_cover_the_operators_list_and_name_exported_metrics():
     } <= {rule["alert"] for rule in rules}
     tested = ALERT_TESTS.read_text()
     assert all(f"alertname: {rule['alert']}" in tested for rule in rules)  # every rule has a unit test
+
+
+async def test_the_nats_sinks_counters_start_at_0_and_a_reload_adds_new_tenants(pki, tmp_path):
+    """No promtool needed. The daemon's own NATS sink (nothing listens at its URL: it is never started here)."""
+    import json
+    import socket
+
+    from poller.config import load_config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{s.getsockname()[1]}"
+
+    def write(tenants: list[str]) -> None:
+        agents = {f"{t}-edge": {"address": "127.0.0.1:1", "tenant": t, "checks": CHECK} for t in tenants}
+        doc = {"poller_id": "p", "certs_dir": str(pki.directory), "crl_state": None, "agents": agents}
+        config.write_text(json.dumps({**doc, "sink": {"type": "nats", "url": url, "outbox": str(tmp_path / "o.db")}}))
+
+    config = tmp_path / "poller.json"
+    write([ACME])
+    daemon = PollerDaemon(load_config(config))
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("poller_outbox_dropped_total", {"tenant": ACME}) == 0
+    assert sample("poller_nats_publish_failures_total", {"tenant": ACME, "reason": "not_acknowledged"}) == 0
+    assert sample("poller_outbox_dropped_total", {"tenant": XYZ}) is None
+    write([ACME, XYZ])
+    assert await daemon.reload()
+    assert sample("poller_outbox_dropped_total", {"tenant": XYZ}) == 0
+    assert sample("poller_identity_refusals_total", {"tenant": XYZ, "reason": "revoked"}) == 0
+    await daemon.shutdown()

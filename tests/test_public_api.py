@@ -153,6 +153,7 @@ LAYERS: dict[str, int] = {
     "poller.identity": 0,
     "poller.proto": 0,
     "poller._version": 0,
+    "poller._lazy": 0,
     # 1: small shared services and pure algorithms
     "poller.address": 1,
     "poller.logs": 1,

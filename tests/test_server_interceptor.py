@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -58,8 +57,8 @@ class Service:
         return channel
 
     async def call(self, who: ForgedCert, name: str, *, metadata=None) -> dict:
-        answer = await self.channel(who).unary_unary(method(name))(b"{}", metadata=metadata, timeout=10)
-        return json.loads(answer)
+        answer = await self.channel(who).unary_unary(method(name))(example.encode({}), metadata=metadata, timeout=10)
+        return example.decode(answer)
 
     async def close(self) -> None:
         for channel in self._channels:
@@ -117,16 +116,16 @@ async def test_each_tenant_is_proven_and_bound_for_the_handler(pki, service, log
 async def test_the_four_call_shapes(pki, service, log_events):
     acme = pki.agent(ACME, "agent-001")
     channel = service.channel(acme)
-    streamed = [json.loads(m) async for m in channel.unary_stream(method("Watch"))(b"{}")]
+    streamed = [example.decode(m) async for m in channel.unary_stream(method("Watch"))(example.encode({}))]
     assert [(m["tenant"], m["i"]) for m in streamed] == [(ACME, 0), (ACME, 1), (ACME, 2)]
 
     async def requests():
-        for text in (b"a", b"b"):
-            yield text
+        for text in ("a", "b"):
+            yield example.encode({"text": text})
 
-    uploaded = json.loads(await channel.stream_unary(method("Upload"))(requests()))
+    uploaded = example.decode(await channel.stream_unary(method("Upload"))(requests()))
     assert (uploaded["tenant"], uploaded["received"]) == (ACME, 2)
-    chatted = [json.loads(m) async for m in channel.stream_stream(method("Chat"))(requests())]
+    chatted = [example.decode(m) async for m in channel.stream_stream(method("Chat"))(requests())]
     assert [(m["tenant"], m["echo"]) for m in chatted] == [(ACME, "a"), (ACME, "b")]
 
     # The refusal comes before the handler reads a request. A client still
@@ -139,7 +138,7 @@ async def test_the_four_call_shapes(pki, service, log_events):
 
     impostor = service.channel(impostor_cert(pki))
     for call in (
-        impostor.unary_stream(method("Watch"))(b"{}"),
+        impostor.unary_stream(method("Watch"))(example.encode({})),
         impostor.stream_unary(method("Upload"))(nothing()),
         impostor.stream_stream(method("Chat"))(nothing()),
     ):
@@ -167,7 +166,7 @@ def impostor_cert(pki: ForgePki) -> ForgedCert:
 
 async def test_impostor_minted_by_another_tenants_ca_is_unauthenticated(pki, service, log_events):
     impostor = impostor_cert(pki)
-    err = await refused(service.channel(impostor).unary_unary(method("Whoami"))(b"{}"))
+    err = await refused(service.channel(impostor).unary_unary(method("Whoami"))(example.encode({})))
     logs = log_events()
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     assert err.details().startswith("tenant_mismatch")
@@ -177,7 +176,7 @@ async def test_impostor_minted_by_another_tenants_ca_is_unauthenticated(pki, ser
     assert "xyz-inc" not in err.details()  # the caller learns the reason, not our CA names
     # With a DNS SAN, the name-constrained CA's certificate does not even pass TLS.
     with_san = pki.agent(ACME, "agent-001", issuer_tenant=XYZ)
-    err = await refused(service.channel(with_san).unary_unary(method("Whoami"))(b"{}"))
+    err = await refused(service.channel(with_san).unary_unary(method("Whoami"))(example.encode({})))
     assert err.code() == grpc.StatusCode.UNAVAILABLE
 
 
@@ -186,7 +185,7 @@ async def test_revoked_certificate_is_unauthenticated_after_the_crl_is_loaded(pk
     assert (await service.call(acme, "Whoami"))["component"] == "agent-003"
     pki.revoke(ACME, acme)
     trust_store.reload()  # the CRL applies to the next call, no restart
-    err = await refused(service.channel(acme).unary_unary(method("Whoami"))(b"{}"))
+    err = await refused(service.channel(acme).unary_unary(method("Whoami"))(example.encode({})))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "revoked"
 
 
@@ -202,12 +201,12 @@ async def test_a_client_only_certificate_is_a_client_identity(pki, service):
 async def test_method_policies_permission_denied(pki, service):
     acme_agent, xyz_gateway, acme_gateway = pki.agent(ACME), gateway_cert(pki, XYZ), gateway_cert(pki, ACME)
     assert (await service.call(xyz_gateway, "Register"))["type"] == "gateway"
-    err = await refused(service.channel(acme_agent).unary_unary(method("Register"))(b"{}"))
+    err = await refused(service.channel(acme_agent).unary_unary(method("Register"))(example.encode({})))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and await reason_of(err) == "policy_denied"
     assert (await service.call(acme_gateway, "AcmeReport"))["tenant"] == ACME
-    err = await refused(service.channel(xyz_gateway).unary_unary(method("AcmeReport"))(b"{}"))
+    err = await refused(service.channel(xyz_gateway).unary_unary(method("AcmeReport"))(example.encode({})))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
-    err = await refused(service.channel(acme_agent).unary_unary(method("Stats"))(b"{}"))
+    err = await refused(service.channel(acme_agent).unary_unary(method("Stats"))(example.encode({})))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and err.details().startswith("policy_denied")
 
 
@@ -224,7 +223,7 @@ async def test_platform_admin_is_allowed_across_tenants_only_where_a_policy_says
         ("ops-admin.platform.serviceradar", ACME, True),
     ]
     # Methods without platform_admin() in their policy refuse an admin.
-    err = await refused(service.channel(admin).unary_unary(method("Whoami"))(b"{}"))
+    err = await refused(service.channel(admin).unary_unary(method("Whoami"))(example.encode({})))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -232,11 +231,11 @@ async def test_platform_names_only_from_the_platform_ca(pki, service):
     # A tenant CA minting a platform name (a URI SAN and no DNS SAN, so the CA's
     # DNS name constraints do not stop it in TLS): not an identity at all.
     fake_admin = pki.agent(ACME, cn="ops-admin.platform.serviceradar", dns=[])
-    err = await refused(service.channel(fake_admin).unary_unary(method("Stats"))(b"{}"))
+    err = await refused(service.channel(fake_admin).unary_unary(method("Stats"))(example.encode({})))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "invalid_cn"
     # The platform CA issuing an edge name is not an admin either.
     edge_by_platform = pki.agent(ACME, signed_by="platform")
-    err = await refused(service.channel(edge_by_platform).unary_unary(method("Stats"))(b"{}"))
+    err = await refused(service.channel(edge_by_platform).unary_unary(method("Stats"))(example.encode({})))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "invalid_cn"
 
 
@@ -248,7 +247,7 @@ async def test_no_client_certificate_is_unauthenticated(trust_store):
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            err = await refused(channel.unary_unary(method("Whoami"))(b"{}"))
+            err = await refused(channel.unary_unary(method("Whoami"))(example.encode({})))
     finally:
         await server.stop(None)
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "bad_certificate"
@@ -305,11 +304,11 @@ async def test_generate_certs_style_directory_impostor_with_dns_san_is_caught_by
         creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key_bytes, certificate_chain=chain)
         options = [("grpc.ssl_target_name_override", "poller.serviceradar")]
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options=options) as channel:
-            return await channel.unary_unary(method("Whoami"))(b"{}", timeout=10)
+            return await channel.unary_unary(method("Whoami"))(example.encode({}), timeout=10)
 
     try:
         honest = layout.component_files(ACME, "agent-001", "default")
-        answer = json.loads(await whoami(honest.chain.read_bytes(), honest.key.read_bytes()))
+        answer = example.decode(await whoami(honest.chain.read_bytes(), honest.key.read_bytes()))
         assert (answer["tenant"], answer["component"]) == (ACME, "agent-001")
         err = await refused(whoami(chain_pem([forged, xyz.cert]), key_pem(key)))
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == "tenant_mismatch"
@@ -332,7 +331,7 @@ async def test_trust_from_pem_data_with_an_explicit_platform_ca(pki):
     try:
         assert (await svc.call(pki.agent(XYZ, "agent-007", "site-b"), "Whoami"))["tenant"] == XYZ
         assert (await svc.call(admin_cert(pki), "Stats"))["admin"] == "ops-admin.platform.serviceradar"
-        err = await refused(svc.channel(impostor_cert(pki)).unary_unary(method("Whoami"))(b"{}"))
+        err = await refused(svc.channel(impostor_cert(pki)).unary_unary(method("Whoami"))(example.encode({})))
         assert await reason_of(err) == "tenant_mismatch"
     finally:
         await svc.close()

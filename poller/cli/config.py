@@ -84,7 +84,7 @@ def _print_shards(config: PollerConfig) -> None:
     """How the agents split over the shards, and which share this replica polls."""
     shard = config.shard
     assert shard is not None
-    counts = shard_counts((agent.name for agent in config.agents), shard.count)
+    counts = shard_counts((agent.name for agent in config.dial_agents), shard.count)  # push agents dial in
     for index in range(shard.count):
         mine = "  <- this replica" if index == shard.index else ""
         print(f"shard {index}/{shard.count}: {plural(counts[index], 'agent')}{mine}")

@@ -229,7 +229,7 @@ class ClusterNode:
         self.state = "starting"
         self._changed = asyncio.Condition()
         self.log = log.bind(poller_id=self.poller_id, bucket=self.config.bucket)
-        self.set_agents(settings.agents)
+        self.set_agents(settings.dial_agents)  # push agents dial in: no lease
 
     # ------------------------------------------------------------------ public
 

@@ -433,20 +433,32 @@ def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:
 
 
 def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig | None:
+    """A polled agent (address), or a push agent (`"push": true`: it dials the
+    gateway, has no address, and its component defaults to the entry's name)."""
     errors_before = len(c.errors)
     obj = c.object(spec, path, AGENT_KEYS, GO_AGENT_KEYS)
     if obj is None:
         return None
-    push = c.boolean(obj, "push", path, default=False)
+    push = bool(c.boolean(obj, "push", path, default=False))
+    address: str | None = ""
+    interval = None
     if push:
-        return _parse_push_agent(c, name, obj, path, errors_before)
-    if "interval" in obj:
-        c.error(key(path, "interval"), 'only for push agents ("push": true); a polled agent follows poll_interval')
-    address = c.address(obj, "address", path, listen=False, required="required (host:port, e.g. 10.0.0.5:50051)")
+        if "address" in obj:
+            c.error(key(path, "address"), 'a push agent ("push": true) dials the gateway; it has no address')
+        interval = c.duration(obj, "interval", path, default=None)
+    else:
+        if "interval" in obj:
+            c.error(key(path, "interval"), 'only for push agents ("push": true); a polled agent follows poll_interval')
+        address = c.address(obj, "address", path, listen=False, required="required (host:port, e.g. 10.0.0.5:50051)")
     tenant = c.label(
         obj, "tenant", path, "tenant slug", required="required: every agent names its tenant (there is no default tenant)"
     )
-    component_id = _component(c, obj, path, default=None)
+    component_id = _component(c, obj, path)
+    if push and component_id is None:
+        if is_label(name):
+            component_id = name
+        else:
+            c.error(key(path, "component"), f"required: the entry name {show(name)} is not a component id (a DNS label)")
     partition = c.label(obj, "partition", path, "partition id", default=None)
     strict_labels = c.boolean(obj, "strict_labels", path, default=False)
     checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"))
@@ -460,48 +472,18 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
         partition=partition,
         checks=checks,
         strict_labels=bool(strict_labels),
+        push=push,
+        interval=interval,
     )
 
 
-def _component(c: Checker, obj: Mapping[str, Any], path: str, *, default: str | None) -> str | None:
+def _component(c: Checker, obj: Mapping[str, Any], path: str) -> str | None:
     """component_id, also spelled `component`; both given must agree."""
     component_id = c.label(obj, "component_id", path, "component id", default=None)
     component = c.label(obj, "component", path, "component id", default=None)
     if component_id is not None and component is not None and component_id != component:
         c.error(key(path, "component"), f"{show(component)} disagrees with component_id {show(component_id)}; give one")
-    return component or component_id or default
-
-
-def _parse_push_agent(c: Checker, name: str, obj: Mapping[str, Any], path: str, errors_before: int) -> AgentConfig | None:
-    """An agent that dials the gateway: no address; component defaults to the entry's name."""
-    if "address" in obj:
-        c.error(key(path, "address"), 'a push agent ("push": true) dials the gateway; it has no address')
-    tenant = c.label(
-        obj, "tenant", path, "tenant slug", required="required: every agent names its tenant (there is no default tenant)"
-    )
-    component = _component(c, obj, path, default=None)
-    if component is None:
-        if is_label(name):
-            component = name
-        else:
-            c.error(key(path, "component"), f"required: the entry name {show(name)} is not a component id (a DNS label)")
-    partition = c.label(obj, "partition", path, "partition id", default=None)
-    strict_labels = c.boolean(obj, "strict_labels", path, default=False)
-    interval = c.duration(obj, "interval", path, default=None)
-    checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"))
-    if len(c.errors) > errors_before or tenant is None or component is None or checks is None:
-        return None
-    return AgentConfig(
-        name=name,
-        address="",
-        tenant=tenant,
-        component_id=component,
-        partition=partition,
-        checks=checks,
-        strict_labels=bool(strict_labels),
-        push=True,
-        interval=interval,
-    )
+    return component or component_id
 
 
 def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: Path | None) -> GatewayConfig | None:

@@ -22,6 +22,7 @@ import ipaddress
 import signal
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from poller._version import __version__
 from poller.cluster.node import ClusterNode
@@ -37,11 +38,15 @@ from poller.delivery.registry import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerR
 from poller.delivery.result import PollResult
 from poller.delivery.sink import Sink
 from poller.identity import certinfo
+from poller.identity.context import format_time
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, add_process_metrics
 from poller.policy import platform_admin
 from poller.trust.platform import local_platform_identity
 from poller.trust.store import TrustStore
+
+if TYPE_CHECKING:
+    from poller.nats.sink import JetStreamSink
 
 log = get_logger("poller.daemon")
 
@@ -126,6 +131,7 @@ class PollerDaemon:
                 self.scheduler.budget,
                 self.metrics,
                 self.scheduler.note_outcome,
+                cluster=self.cluster,
             )
 
     async def publish(self, result: PollResult) -> Delivery:
@@ -273,7 +279,7 @@ class PollerDaemon:
         self._agents = dict(new.agents_by_name)
         self._prime_metrics()
         if self.cluster is not None:
-            self.cluster.set_agents(new.agents)
+            self.cluster.set_agents(new.dial_agents)
         changes = await self.scheduler.apply(new)
         if self.pushes is not None:
             self.pushes.apply(new)
@@ -302,6 +308,7 @@ class PollerDaemon:
             refresh_seconds=min(30.0, max(5.0, self.settings.poll_interval)),
             registry=self.metrics.registry,
             health=self.health,
+            about=self.about,
         )
         await self._http.start()
         self.metrics_port = self._http.port
@@ -320,9 +327,45 @@ class PollerDaemon:
         self.gateway_port = port
         self.health.add_ready("gateway", lambda: CheckResult(True, f"serving push agents on port {port}"))
 
+    def about(self) -> dict[str, Any]:
+        """How this poller is doing, for the targets page: version, uptime, NATS
+        connected and outbox depth (NATS sink; None otherwise), its own client
+        certificate, and the gateway's readiness (None when none is configured)."""
+        connected: bool | None = None
+        pending: int | None = None
+        if (nats := self._nats_sink()) is not None:
+            connected = nats.connected
+            pending = nats.outbox.rows if nats.outbox is not None else 0
+        cert = self.trust.client.cert
+        not_after = certinfo.not_after(cert)
+        gateway = self.health.check("gateway")
+        return {
+            "version": __version__,
+            "uptime_seconds": None if self.started_at is None else time.time() - self.started_at,
+            "nats_connected": connected,
+            "outbox_pending": pending,
+            "certificate": {
+                "cn": certinfo.subject_cn(cert) or "",
+                "not_after": format_time(not_after),
+                "days_left": (not_after - certinfo.utcnow()).total_seconds() / 86400,
+            },
+            "gateway": None if gateway is None else {"ok": gateway.ok, "detail": gateway.detail},
+        }
+
     def _prime_metrics(self) -> None:
-        """Every configured tenant's counters at 0 (dashboards show 0, not "No data")."""
+        """Every configured tenant's counters at 0 (dashboards show 0, not "No data"), the
+        NATS sink's too; at start and after each reload (a reload may add tenants)."""
         self.metrics.prime(self.settings.tenants, handlers=[self._sink_name])
+        if (nats := self._nats_sink()) is not None:
+            nats.metrics.prime(self.settings.tenants)
+
+    def _nats_sink(self) -> JetStreamSink | None:
+        """The sink when it is the NATS sink this daemon made (None for a file or a caller's sink)."""
+        if self.settings.sink.type != "nats":
+            return None
+        from poller.nats.sink import JetStreamSink  # loaded already when the sink is one
+
+        return self.sink if isinstance(self.sink, JetStreamSink) else None
 
     def _record_own_certificate(self) -> None:
         cert = self.trust.client.cert

@@ -61,6 +61,11 @@ class HealthChecks:
         self._live.pop(name, None)
         self._ready.pop(name, None)
 
+    def check(self, name: str) -> CheckResult | None:
+        """One readiness check's answer now (None when no check has that name)."""
+        check = self._ready.get(name)
+        return None if check is None else _run(check)
+
     def live(self) -> dict[str, Any]:
         """The /healthz report: {"status": "ok"|"unavailable", "checks": {...}, "reasons": [...]}."""
         return _report(self._live)
@@ -70,13 +75,17 @@ class HealthChecks:
         return _report(self._ready)
 
 
+def _run(check: Check) -> CheckResult:
+    try:
+        return check()
+    except Exception as exc:  # a broken check must not read as healthy
+        return CheckResult(False, f"the check raised {type(exc).__name__}: {str(exc)[:200]}")
+
+
 def _report(checks: dict[str, Check]) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     for name, check in sorted(checks.items()):
-        try:
-            result = check()
-        except Exception as exc:  # a broken check must not read as healthy
-            result = CheckResult(False, f"the check raised {type(exc).__name__}: {str(exc)[:200]}")
+        result = _run(check)
         results[name] = {"ok": result.ok, "detail": result.detail}
     reasons = [f"{name}: {r['detail']}" for name, r in results.items() if not r["ok"]]
     if not results:

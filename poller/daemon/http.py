@@ -25,6 +25,7 @@ import gzip
 import json
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -77,9 +78,12 @@ class OperatorServer:
         refresh_seconds: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
         health: HealthChecks | None = None,
+        about: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.host, self._port = address
         self.health = health if health is not None else HealthChecks()
+        # The targets page's "this poller" panel (version, uptime, NATS, outbox, own certificate, gateway).
+        self._about = about
         self._statuses = statuses
         self.poller_id = poller_id
         self.refresh_seconds = refresh_seconds
@@ -153,9 +157,10 @@ class OperatorServer:
             statuses = self._statuses(tenant)  # on the loop, where the records are written; immutable
             if url.path == "/status":
                 return HTTPStatus.OK, "application/json", await asyncio.to_thread(_json, statuses)
+            about = self._about() if self._about is not None else None  # on the loop, like the statuses
             page = await asyncio.to_thread(
                 lambda: render_targets_page(
-                    to_json(statuses), poller_id=self.poller_id, tenant=tenant, refresh_seconds=self.refresh_seconds
+                    to_json(statuses), poller_id=self.poller_id, tenant=tenant, refresh_seconds=self.refresh_seconds, about=about
                 )
             )
             return HTTPStatus.OK, "text/html; charset=utf-8", page.encode()

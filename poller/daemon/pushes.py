@@ -8,7 +8,10 @@ and, every interval it stays silent, one `timeout` result per check is
 published (so a NATS sink emits the same health events as for a polled
 agent: unreachable, then recovered with its next push). A push whose request
 was refused (identity_mismatch, payload_mismatch, ...) makes it `refused`
-with that reason until it pushes correctly again.
+with that reason until it pushes correctly again. With a `cluster` section
+the replicas share push liveness (poller.gateway.replicas): an agent that
+pushes to another replica, or that another replica answers for, is `pending`
+here with the detail "answered by gateway replica <id>", never unreachable.
 
 >>> side = PushSide(settings, trust, registry, board, budget, metrics, note_outcome)  # doctest: +SKIP
 >>> await side.start()  # serves settings.gateway.listen  # doctest: +SKIP
@@ -21,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from poller.agent.budget import ReassemblyBudget
+from poller.cluster.node import ClusterNode
 from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig
 from poller.daemon.status import AgentState, StatusBoard
 from poller.delivery.registry import Delivery, HandlerRegistry
@@ -35,6 +39,7 @@ from poller.gateway import (
     PushTracker,
     serve_gateway,
 )
+from poller.gateway.replicas import SharedPushLiveness
 from poller.identity.context import TenantContext
 from poller.identity.reasons import InvalidArgument, Reason
 from poller.logs import get_logger
@@ -89,6 +94,8 @@ class PushSide:
         budget: ReassemblyBudget,
         metrics: PollerMetrics,
         note_outcome: NoteOutcome,
+        *,
+        cluster: ClusterNode | None = None,
     ) -> None:
         assert settings.gateway is not None
         self.settings = settings
@@ -119,6 +126,11 @@ class PushSide:
         self._started = time.time()
         self.listening = asyncio.Event()  # set once the gateway serves
         self.collected: list[PollResult] | None = None  # run --once: the pushed results, when a list
+        # Several replicas behind one address: who answers for an agent that is not connected here
+        # (poller.gateway.replicas), once the cluster's bucket is open.
+        self.cluster = cluster
+        self.shared: SharedPushLiveness | None = None
+        self._elsewhere: dict[str, str | None] = {}  # agent -> the replica that answers for it
 
     # -- serving -------------------------------------------------------------------------
 
@@ -137,6 +149,9 @@ class PushSide:
             raise ConfigError([ConfigIssue("gateway.listen", str(exc))]) from None
         self._started = time.time()
         self.listening.set()
+        for tenant in {agent.tenant for agent in self.settings.push_agents}:  # 0, not "No data"
+            self.metrics.gateway_pushes.labels(tenant=tenant, outcome=Reason.OK.value)
+            self.metrics.gateway_connected.labels(tenant=tenant).set(0)
         for agent in self.settings.push_agents:
             self.board.record_push(
                 agent, state=AgentState.PENDING, reason=Reason.PENDING, identity=None, last_push=None, peer_address=None
@@ -150,6 +165,9 @@ class PushSide:
         return self.server.port
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self.shared is not None:
+            await self.shared.stop()
+            self.shared = None
         if self.server is not None:
             await self.server.stop(grace)
             self.server = None
@@ -163,6 +181,8 @@ class PushSide:
             self.pushes.accept_unlisted = settings.gateway.accept_unlisted
         self.pushes.default_interval = settings.poll_interval
         self.tracker.forget(entries)
+        if self.shared is not None:
+            self.shared.set_entries(entries)
 
     # -- the gateway's deliverer: results reach the registry, and the board sees them ------
 
@@ -225,13 +245,53 @@ class PushSide:
         with timeout results once per interval of silence; the connected gauge."""
         for tenant, count in self.tracker.connected(self.entries(), now=now).items():
             self.metrics.gateway_connected.labels(tenant=tenant).set(count)
+        self._share()
         for entry in self.entries():
-            if self.tracker.state_of(entry, now=now) != "unreachable":
+            if self._state(entry, now) != "unreachable":
                 continue
             due = self._silent_until.get(entry.name, 0.0)
             if now >= due:
                 self._silent_until[entry.name] = now + entry.interval
                 await self.silent(entry, now, first=due == 0.0)
+
+    def _share(self) -> None:
+        """Start sharing push liveness once the cluster's bucket is open (dynamic cluster mode)."""
+        if self.shared is None and self.cluster is not None and self.cluster.bucket is not None:
+            self.shared = SharedPushLiveness(
+                self.cluster.bucket,
+                self.tracker,
+                poller_id=self.settings.poller_id,
+                members=self.cluster.live_members,
+                # a sighting reaches the others well within an agent's 2-interval window
+                tick=min([1.0, *(e.interval / 4 for e in self.pushes.entries)]),
+            )
+            self.shared.set_entries(self.pushes.entries)
+            self.shared.start()
+
+    def _state(self, entry: PushEntry, now: float) -> str:
+        """This replica's answer for entry: its own tracker's, or with replicas the shared view,
+        where an agent another replica answers for is on the board as pending there."""
+        if self.shared is None:
+            return self.tracker.state_of(entry, now=now)
+        view = self.shared.view(entry, now=now)
+        agent = self._agent(entry)
+        if view.state != "elsewhere" or agent is None:
+            self._elsewhere.pop(entry.name, None)
+            return view.state
+        if entry.name not in self._elsewhere or self._elsewhere[entry.name] != view.via:
+            self._elsewhere[entry.name] = view.via
+            self._silent_until.pop(entry.name, None)
+            record = self.tracker.get(entry.tenant, entry.name)
+            self.board.record_push(
+                agent,
+                state=AgentState.PENDING,
+                reason=None,
+                identity=None,
+                last_push=record.last_push if record is not None else None,
+                peer_address=None,
+                detail=f"answered by gateway replica {view.via}",
+            )
+        return view.state
 
     async def silent(self, entry: PushEntry, now: float, *, first: bool) -> list[PollResult]:
         """Publish the timeout results of a silent agent and put it on the board as unreachable."""

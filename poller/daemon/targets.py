@@ -31,7 +31,8 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafa
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.15em;margin:1.4em 0 .4em}
 .meta{color:#555;margin:0 0 1em}.counts span{margin-right:.8em}
 table{border-collapse:collapse;width:100%;background:#fff}
-th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
+th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+table.about{width:auto;margin-bottom:1em}table.about th{font-weight:normal;color:#555;background:#f7f7f7}
 th{background:#f0f0f0}small{color:#666}code{font-size:.9em;word-break:break-all}
 .state{font-weight:600;border-radius:3px;padding:0 .4em;color:#fff;white-space:nowrap}
 .s-proven{background:#2e7d32}.s-refused{background:#c62828}.s-unreachable{background:#ef6c00}.s-pending{background:#757575}
@@ -48,8 +49,10 @@ def render_targets_page(
     tenant: str | None = None,
     refresh_seconds: float = 10.0,
     now: datetime | None = None,
+    about: dict[str, Any] | None = None,
 ) -> str:
-    """The whole page as a string (agents are `GET /status` objects)."""
+    """The whole page as a string (agents are `GET /status` objects; `about` is
+    PollerDaemon.about(): the "this poller" panel, left out when None)."""
     now = now or certinfo.utcnow()
     refresh = max(2, round(refresh_seconds))
     by_tenant: dict[str, list[dict[str, Any]]] = {}
@@ -70,6 +73,8 @@ def render_targets_page(
         + (' · <a href="/">all tenants</a>' if tenant else "")
         + "</p>",
     ]
+    if about is not None:
+        parts.append(_about(about))
     if not agents:
         parts.append("<p>No agents" + (f" of tenant {_e(tenant)}" if tenant else " configured") + ".</p>")
     parts.append(_attention(agents))
@@ -88,6 +93,50 @@ def render_targets_page(
         parts.append("</tbody></table></section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _about(about: dict[str, Any]) -> str:
+    """This poller: version, uptime, NATS connected, outbox depth, own certificate, gateway."""
+    uptime = about.get("uptime_seconds")
+    nats = about.get("nats_connected")
+    pending = about.get("outbox_pending")
+    cert = about.get("certificate") or {}
+    gateway = about.get("gateway")
+    days = cert.get("days_left")
+    expiry_css = "" if days is None or days >= EXPIRY_WARNING_DAYS else (' class="expired"' if days < 0 else ' class="expiring"')
+    rows = [
+        ("Version", _e(about.get("version", "?"))),
+        ("Uptime", "not started" if uptime is None else _duration(float(uptime))),
+        ("NATS", "not used (file sink)" if nats is None else ("connected" if nats else '<b class="bad">not connected</b>')),
+        ("Outbox", "-" if pending is None else f"{int(pending)} waiting for a JetStream ack"),
+        (
+            "Own certificate",
+            f"<code>{_e(cert.get('cn', ''))}</code><br><small>expires {_e(cert.get('not_after', '?'))}"
+            + ("" if days is None else f" ({float(days):.1f} days)")
+            + "</small>",
+        ),
+        (
+            "Gateway",
+            "not configured"
+            if gateway is None
+            else (_e(gateway["detail"]) if gateway["ok"] else f'<b class="bad">{_e(gateway["detail"])}</b>'),
+        ),
+    ]
+    cells = "".join(
+        f"<tr><th>{name}</th><td{expiry_css if name == 'Own certificate' else ''}>{value}</td></tr>" for name, value in rows
+    )
+    return f'<section id="this-poller"><h2>This poller</h2><table class="about"><tbody>{cells}</tbody></table></section>'
+
+
+def _duration(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def _attention(agents: Sequence[dict[str, Any]]) -> str:
@@ -187,7 +236,7 @@ def _checks(checks: Sequence[dict[str, Any]]) -> str:
 def _counts(agents: Sequence[dict[str, Any]]) -> str:
     counts = Counter(str(a["state"]) for a in agents)
     shown = [f"<span>{counts[s.value]} {s.value}</span>" for s in AgentState if counts[s.value]]
-    return "".join(shown) or "<span>none</span>"
+    return ", ".join(shown) or "<span>none</span>"  # read as text too: "1 refused, 3 proven"
 
 
 def _age(stamp: str | None, now: datetime) -> str:

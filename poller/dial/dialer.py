@@ -38,8 +38,7 @@ import grpc
 from cryptography import x509
 
 from poller import audit
-from poller.dial.channel import CheckedChannel, PinnedChannel
-from poller.dial.interceptor import tenant_interceptors
+from poller.dial.channel import PinnedChannel
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
@@ -97,10 +96,10 @@ class AgentConnection:
     """A channel pinned to one agent's proven certificate, and that identity.
 
     Made by dial_agent(). `channel` stays the same object for the
-    connection's life (stubs made on it keep working across a rotation); its
-    interceptors stamp every call with `context` and refuse calls once the
-    identity was refused. `metrics` is where its identity decisions and
-    calls are counted.
+    connection's life (stubs made on it keep working across a rotation); it
+    stamps every call with `context` and refuses calls once the identity was
+    refused (poller.dial.channel). `metrics` is where its identity decisions
+    and calls are counted.
     """
 
     def __init__(
@@ -140,10 +139,9 @@ class AgentConnection:
         self._deadline = 0.0
         self._client = _client_of(proof.snapshot)
         self._channel = self._open(proof, self._client)
+        self._current = PinnedChannel(self, self._channel)
         self.channel: grpc.aio.Channel = PinnedChannel(self)
-        # AgentClient's path to the same connection: the same refusal and stamp
-        # per call, without the interceptor machinery (poller.dial.channel).
-        self.client_channel: grpc.aio.Channel = CheckedChannel(self)
+        self.client_channel: grpc.aio.Channel = self.channel  # AgentClient's name for the one path
         self._arm_deadline(proof.snapshot)
         # The source to unsubscribe from at close, if it tells listeners about changes.
         self._notifier: NotifyingTrustSource | None = trust if notifies(trust) else None
@@ -172,6 +170,14 @@ class AgentConnection:
 
     @property
     def current_channel(self) -> grpc.aio.Channel:
+        """The channel of the moment, checked and stamped like `channel`; a new
+        object after a rotation (`channel` is the same object throughout)."""
+        return self._current
+
+    @property
+    def unchecked_channel(self) -> grpc.aio.Channel:
+        """The grpc.aio channel underneath, pinned but NOT checked or stamped:
+        the PinnedChannels call through it. Make calls on `channel`."""
         return self._channel
 
     async def wait_refused(self) -> IdentityRefused:
@@ -335,11 +341,11 @@ class AgentConnection:
             self.address,
             credentials,
             options=[*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", proof.context.cn), *self._options],
-            interceptors=tenant_interceptors(self),
-        )
+        )  # no interceptors: the PinnedChannels check and stamp every call (poller.dial.channel)
 
     def _replace_channel(self, new: grpc.aio.Channel) -> None:
         old, self._channel = self._channel, new
+        self._current = PinnedChannel(self, new)
         self._close_later(old, grace=1.0)  # in-flight calls may finish on the old one
 
     async def connect(self) -> str | None:

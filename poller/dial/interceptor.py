@@ -1,10 +1,12 @@
-"""Client interceptors that hold every call of a pinned channel to its identity.
+"""Client interceptors that hold every call of a channel to a proven identity.
 
-All four call shapes (unary-unary, unary-stream, stream-unary, stream-stream)
-go through the same body. Each call is refused (IdentityRefused, before anything is sent) when the
-channel has no proven TenantContext or its identity was refused since; else
-it is stamped with the proven tenant and agent name as request metadata and
-runs with current_tenant() bound to the context.
+For channels a caller makes itself; a pinned AgentConnection needs none, its
+PinnedChannel does the same per call (poller.dial.channel). All four call
+shapes (unary-unary, unary-stream, stream-unary, stream-stream) go through
+the same body. Each call is refused (IdentityRefused, before anything is
+sent) when the channel has no proven TenantContext or its identity was
+refused since; else it is stamped with the proven tenant and agent name as
+request metadata and runs with current_tenant() bound to the context.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from poller.identity.reasons import IdentityRefused, Reason
 
 TENANT_METADATA_KEY = "x-serviceradar-tenant"
 AGENT_METADATA_KEY = "x-serviceradar-agent"
+
+
+def tenant_metadata(ctx: TenantContext, given: Any = None) -> grpc.aio.Metadata:
+    """A call's metadata plus the proven tenant and agent (what every proven call carries).
+
+    A Metadata object, not a tuple: grpc.aio converts a tuple after an
+    isinstance(Sequence) ABC check on every call.
+    """
+    return grpc.aio.Metadata(*(given or ()), (TENANT_METADATA_KEY, ctx.tenant), (AGENT_METADATA_KEY, ctx.cn))
 
 
 class ProvenIdentitySource(Protocol):
@@ -35,8 +46,7 @@ async def _call_as_tenant(
     if source is None:
         raise IdentityRefused(Reason.UNTRUSTED_CHAIN, "call on a channel without a proven TenantContext")
     ctx = source.context  # raises the stored refusal, if any
-    stamp = (TENANT_METADATA_KEY, ctx.tenant), (AGENT_METADATA_KEY, ctx.cn)
-    metadata = grpc.aio.Metadata(*details.metadata, *stamp) if details.metadata else grpc.aio.Metadata(*stamp)
+    metadata = tenant_metadata(ctx, details.metadata)
     token = _current.set(ctx)
     try:
         return await continuation(details._replace(metadata=metadata), request)

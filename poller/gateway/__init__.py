@@ -53,8 +53,10 @@ Who may push, what each request must agree with
   `x-serviceradar-reason` and at the start of the status details.
 
 Hello answers accepted, agent_id (the proven component), gateway_id,
-server_time, heartbeat_interval_sec (the entry's interval) and
-config_outdated (the agent's config_version is not the current one).
+server_time, heartbeat_interval_sec (the entry's interval), config_outdated
+(the agent's config_version is not the current one), and tenant_id /
+tenant_slug = the proven tenant's slug (cac9ec1af agents echo them; HEAD
+agents skip these reserved numbers).
 GetConfig answers the checks below with config_version (a hash of the
 checks: it changes exactly when they change), or not_modified when the agent
 already has that version.

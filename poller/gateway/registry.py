@@ -14,7 +14,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -114,22 +114,26 @@ class PushRegistry:
             )
         return entry
 
-    def policy(self) -> PushPolicy:
+    def policy(self, on_unknown: Callable[[str, str | None], None] | None = None) -> PushPolicy:
         """The interceptor policy: a proven tenant identity that an entry admits."""
-        return PushPolicy(self)
+        return PushPolicy(self, on_unknown)
 
 
 class PushPolicy(Policy):
-    """Allows a proven tenant identity the registry admits; else `unknown_agent`."""
+    """Allows a proven tenant identity the registry admits; else `unknown_agent`.
+    `on_unknown(tenant, method)` is told of each such refusal (the gateway counts it)."""
 
-    def __init__(self, registry: PushRegistry) -> None:
+    def __init__(self, registry: PushRegistry, on_unknown: Callable[[str, str | None], None] | None = None) -> None:
         self.registry = registry
+        self.on_unknown = on_unknown
 
     def evaluate(self, access: Access) -> Decision:
         ctx = access.identity
         if ctx is None:
             return Decision(False, Reason.POLICY_DENIED, "push agents are tenant identities")
         if self.registry.entry_for(ctx) is None:
+            if self.on_unknown is not None:
+                self.on_unknown(ctx.tenant, access.method)
             return Decision(
                 False,
                 Reason.UNKNOWN_AGENT,

@@ -53,7 +53,7 @@ async def serve_gateway(
     """
     interceptor = TenantServerInterceptor(
         trust,
-        default_policy=gateway.pushes.policy(),
+        default_policy=gateway.pushes.policy(gateway.count_unknown),
         platform=False,
         metrics=gateway.metrics,
         recheck_interval=recheck_interval,

@@ -50,6 +50,7 @@ log = get_logger("poller.gateway")
 audit_log = get_logger("poller.audit")
 
 SERVICE = "monitoring.AgentGatewayService"
+PUSH_METHODS = frozenset({f"/{SERVICE}/PushStatus", f"/{SERVICE}/StreamStatus"})
 _SOURCES = {"": "status", "status": "status", "results": "results"}
 _CONTROL = frozenset("\n\r\t\x00")
 T = TypeVar("T")
@@ -160,6 +161,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 server_time=int(time.time()),
                 heartbeat_interval_sec=_seconds(entry.interval),
                 config_outdated=request.config_version != entry.config_version,
+                # cac9ec1af agents echo these in their pushes (and skip their sync
+                # heartbeat without them): the proven tenant, never the agent's word.
+                tenant_id=call.ctx.tenant,
+                tenant_slug=call.ctx.tenant,
             )
 
         return await self._serve(context, "Hello", body)
@@ -239,6 +244,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
 
         await self._serve(context, "ControlStream", body)
+
+    def count_unknown(self, tenant: str, method: str | None) -> None:
+        """The push policy refused an unlisted identity: a push refused `unknown_agent`."""
+        if method in PUSH_METHODS:
+            self.metrics.gateway_pushes.labels(tenant=tenant, outcome=Reason.UNKNOWN_AGENT.value).inc()
 
     # -- one call ---------------------------------------------------------------------
 

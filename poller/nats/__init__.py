@@ -10,9 +10,9 @@ The subject helpers load with the package; the sink, outbox and credentials
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from poller._lazy import lazy_names
 from poller.nats.subjects import SubjectError, split_subject, stream_name, tenant_from_subject, tenant_subject
 
 if TYPE_CHECKING:
@@ -40,11 +40,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'poller.nats' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"poller.nats.{module}"), name)
+__getattr__ = lazy_names("poller.nats", _LAZY)
 
 
 __all__ = [

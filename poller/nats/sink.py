@@ -482,7 +482,6 @@ def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None 
     """The daemon's NATS sink from its config (`sink: {"type": "nats", ...}`), its metrics in `registry`."""
     sink = settings.sink
     metrics = DeliveryMetrics(registry)
-    metrics.prime(settings.tenants)
     return JetStreamSink(
         JetStreamSettings(
             url=sink.url or "nats://127.0.0.1:4222",

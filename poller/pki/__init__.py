@@ -18,8 +18,9 @@ Low-level primitives (used by poller.testing.forge) are in poller.pki.build.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from poller._lazy import lazy_names
 
 if TYPE_CHECKING:
     from poller.pki.authority import (
@@ -92,11 +93,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'poller.pki' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"poller.pki.{module}"), name)
+__getattr__ = lazy_names("poller.pki", _LAZY)
 
 
 __all__ = [
