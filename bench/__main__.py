@@ -27,6 +27,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("bench.nats", [], ["--results", "2000", "--rounds", "2"]),
     ("bench.plugin", [], ["--tests", "20", "--runs", "1"]),
     ("bench.status", [], ["--agents", "1000", "--repeat", "2"]),
+    ("bench.gateway", [], ["--rounds", "1", "--seconds", "2", "--idle", "200", "--idle-procs", "2"]),
 ]
 
 

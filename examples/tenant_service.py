@@ -20,10 +20,12 @@ Run it against a certs directory (e.g. `make certs`):
     python examples/tenant_service.py --certs certs --listen 127.0.0.1:50061
 
 It serves with the certs directory's poller.pem (leaf + platform CA) unless
---cert/--key say otherwise, and logs JSON audit lines to stderr. With grpcurl
-and an agent's certificate from the same certs directory:
+--cert/--key say otherwise, and logs JSON audit lines to stderr. It serves
+gRPC reflection too, so grpcurl needs neither stubs nor the .proto (`-proto
+examples/tenant_service.proto` works as well); with an agent's certificate
+from the same certs directory:
 
-    grpcurl -proto examples/tenant_service.proto -cacert certs/root.pem \
+    grpcurl -cacert certs/root.pem \
         -cert certs/tenants/acme-corp/components/agent-001-partition-1-chain.pem \
         -key certs/tenants/acme-corp/components/agent-001-partition-1-key.pem -servername poller-1.serviceradar \
         -d '{}' 127.0.0.1:50061 example.TenantService/Whoami
@@ -39,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, struct_pb2
 from google.protobuf.struct_pb2 import Struct
+from grpc_reflection.v1alpha import reflection
 
 from poller import any_of, component_type_in, current_tenant, platform_admin, same_tenant
 from poller.logs import configure_logging
@@ -106,20 +109,49 @@ async def chat(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         yield encode({**whoami(), "echo": decode(request).get("text", "")})
 
 
+# Each method: its function and call shape (client streaming, server streaming), as in tenant_service.proto.
+METHODS: dict[str, tuple[Any, bool, bool]] = {
+    "Whoami": (unary, False, False),
+    "Watch": (watch, False, True),
+    "Upload": (upload, True, False),
+    "Chat": (chat, True, True),
+    "Register": (unary, False, False),
+    "AcmeReport": (unary, False, False),
+    "Stats": (unary, False, False),
+}
+_HANDLER_OF_SHAPE = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
 def handlers() -> grpc.GenericRpcHandler:
     same = {"request_deserializer": None, "response_serializer": None}  # bytes in and out: encode()/decode()
     return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Whoami": grpc.unary_unary_rpc_method_handler(unary, **same),
-            "Watch": grpc.unary_stream_rpc_method_handler(watch, **same),
-            "Upload": grpc.stream_unary_rpc_method_handler(upload, **same),
-            "Chat": grpc.stream_stream_rpc_method_handler(chat, **same),
-            "Register": grpc.unary_unary_rpc_method_handler(unary, **same),
-            "AcmeReport": grpc.unary_unary_rpc_method_handler(unary, **same),
-            "Stats": grpc.unary_unary_rpc_method_handler(unary, **same),
-        },
+        SERVICE, {name: _HANDLER_OF_SHAPE[(cs, ss)](fn, **same) for name, (fn, cs, ss) in METHODS.items()}
     )
+
+
+def descriptors() -> descriptor_pool.DescriptorPool:
+    """tenant_service.proto as descriptors, built here (no protoc at run time), for server reflection."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tenant_service.proto", package="example", syntax="proto3", dependency=["google/protobuf/struct.proto"]
+    )
+    service = file.service.add(name=SERVICE.split(".")[1])
+    for name, (_, client_streaming, server_streaming) in METHODS.items():
+        service.method.add(
+            name=name,
+            input_type=".google.protobuf.Struct",
+            output_type=".google.protobuf.Struct",
+            client_streaming=client_streaming,
+            server_streaming=server_streaming,
+        )
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file)
+    return pool
 
 
 async def start_service(
@@ -128,6 +160,8 @@ async def start_service(
     """Start the example service; returns the server and the bound port."""
     server = grpc.aio.server(interceptors=[TenantServerInterceptor(trust, policies=POLICIES)])
     server.add_generic_rpc_handlers((handlers(),))
+    # Server reflection: `grpcurl ... list` and calls without even the .proto (a proven identity still needed).
+    reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server, pool=descriptors())
     port = server.add_secure_port(listen, server_credentials(trust, chain_pem, key_pem))
     await server.start()
     return server, port

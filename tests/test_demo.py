@@ -97,3 +97,30 @@ def test_the_status_port_is_free_again_while_the_last_run_is_in_time_wait():
     client.close()
     server.close()
     assert _status_port(preferred=port) == port
+
+
+async def test_push_agents_push_and_the_push_impostor_is_refused(tmp_path):
+    # Issue 16 item 9: the demo's push agents (one per tenant) are proven on the table, and the push
+    # impostor (xyz-inc's certificate claiming acme-corp) is refused by the gateway, in the daemon's log.
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "poller.demo", "--certs", str(tmp_path / "certs"), "--workdir", str(tmp_path / "demo"),
+        "--seconds", "300", "--file-sink",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    out: list[str] = []
+
+    def seen(lines: list[str]) -> bool:
+        proven = {name for name in ("acme-push-1", "xyz-push-1") for l in lines if name in l and " proven " in l}
+        refused = any("server_call_refused" in l and "tenant_mismatch" in l for l in lines)
+        return proven == {"acme-push-1", "xyz-push-1"} and refused
+
+    try:
+        async with asyncio.timeout(90):
+            await _read_until(demo.stdout, out, seen)
+        assert not any("push-impostor" in l and " proven " in l for l in out)
+        assert not [l for l in out if "acme-push-1" in l and "xyz-inc" in l and " proven " in l]  # each under its own tenant
+    finally:
+        if demo.returncode is None:
+            demo.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(demo.wait(), 60) == 0

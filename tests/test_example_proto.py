@@ -70,3 +70,39 @@ async def test_generated_stubs_call_the_running_example(stubs, pki, service):  #
     with pytest.raises(grpc.aio.AioRpcError) as refused:  # an agent is not a platform admin
         await stub.Stats(Struct(), timeout=10)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def _reflect(port: int, pki, who) -> tuple[list[str], dict[str, tuple[bool, bool]], dict]:
+    """What grpcurl does with neither stubs nor the .proto: list, describe, call Whoami (sync gRPC, in a thread)."""
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    creds = grpc.ssl_channel_credentials(pki.root_pem, who.key_pem, who.chain_pem)
+    options = [("grpc.ssl_target_name_override", "poller-1.serviceradar")]
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = sorted(database.get_services())
+        service = descriptor_pool.DescriptorPool(database).FindServiceByName("example.TenantService")
+        shapes = {m.name: (m.client_streaming, m.server_streaming) for m in service.methods}
+        whoami = service.FindMethodByName("Whoami")
+        reply_class = message_factory.GetMessageClass(whoami.output_type)
+        call = channel.unary_unary(
+            "/example.TenantService/Whoami",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=reply_class.FromString,
+        )
+        reply = call(message_factory.GetMessageClass(whoami.input_type)(), timeout=10)
+        return services, shapes, json_format.MessageToDict(reply)
+
+
+async def test_the_example_serves_reflection_that_matches_the_proto(stubs, pki, service):  # noqa: F811
+    import asyncio
+
+    messages, _ = stubs
+    compiled = {
+        m.name: (m.client_streaming, m.server_streaming) for m in messages.DESCRIPTOR.services_by_name["TenantService"].methods
+    }
+    services, shapes, reply = await asyncio.to_thread(_reflect, service.port, pki, pki.agent(ACME, "agent-001"))
+    assert services == ["example.TenantService", "grpc.reflection.v1alpha.ServerReflection"]
+    assert shapes == compiled  # the descriptors the example builds are the .proto's
+    assert reply["tenant"] == ACME

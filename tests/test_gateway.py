@@ -90,10 +90,11 @@ async def start(pki: ForgePki, tmp_path: Path, **options) -> Gateway:
         bounds=options.pop("bounds", None),
         budget=options.pop("budget", None),
         trust=trust,
+        tracker=options.pop("tracker", None),
         metrics=metrics,
     )
     chain, key = pki.client_identity()
-    server = await serve_gateway(gateway, trust, "127.0.0.1:0", chain, key, **options)
+    server = await serve_gateway(gateway, trust, options.pop("listen", "127.0.0.1:0"), chain, key, **options)
     return Gateway(pki, trust, server, gateway, tmp_path / "data", metrics, [])
 
 
@@ -459,3 +460,43 @@ async def test_a_head_agent_is_served_as_well(gw):
     assert [r["service_name"] for r in gw.rows(ACME)] == ["ssh"]
     await session.close()
     assert (await session.ended())[0] == grpc.StatusCode.OK
+
+
+async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_back(pki, tmp_path):
+    from poller.gateway import PushTracker
+
+    class Seen(PushTracker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.opened = asyncio.Event()
+
+        def stream_opened(self, entry, *, peer, at):
+            super().stream_opened(entry, peer=peer, at=at)
+            self.opened.set()
+
+    tracker = Seen()
+    async with started(pki, tmp_path, tracker=tracker) as g:
+        cert = pki.agent(ACME, "agent-001")
+        agent = g.agent(cert)
+        [first] = agent.chunks([agent.status("s0")], per_chunk=1)
+        first.is_final = False
+
+        async def chunks():
+            yield first
+            await asyncio.Event().wait()  # holds the stream open, never final
+
+        call = asyncio.ensure_future(agent.stub.StreamStatus(chunks(), timeout=30))
+        await tracker.opened.wait()
+        pki.revoke(ACME, cert)
+        g.trust.reload()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+        assert g.gateway.budget.in_use() == 0 and g.rows(ACME) == []
+        assert tracker.get(ACME, "edge-acme").open_streams == 0
+
+
+async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
+    async with started(pki, tmp_path, listen=":0") as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        assert (await agent.hello()).accepted  # reached on 127.0.0.1

@@ -161,6 +161,10 @@ async def test_push_agents_on_the_board_pending_proven_unreachable_recovered(pki
             assert edge["identity"]["cn"] == "agent-001.partition-1.acme-corp.serviceradar"
             assert [c["outcome"] for c in edge["checks"]] == ["ok"]
             assert "push from 127.0.0.1:" in await page_of(daemon)
+            from poller.cli.status import fetch_status, format_table
+
+            table = format_table(await asyncio.to_thread(fetch_status, f"http://127.0.0.1:{daemon.metrics_port}/status"))
+            assert "edge-1 (push)" in table and "proven" in table
             assert sample(daemon, "poller_gateway_pushes_total", tenant=ACME, outcome="ok") == 1
 
             # Silent for more than 2 intervals: unreachable, timeout, a result and a log line.

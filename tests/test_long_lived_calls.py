@@ -30,9 +30,10 @@ class Chat:
         while (item := await self.outbox.get()) is not None:
             yield item
 
-    async def say(self, text: str) -> bytes:
-        await self.outbox.put(text.encode())
-        return await self.call.read()
+    async def say(self, text: str) -> str:
+        """Send a line; the echo the service answered (the example's Struct replies)."""
+        await self.outbox.put(example.encode({"text": text}))
+        return str(example.decode(await self.call.read())["echo"])
 
     async def ended(self) -> tuple[grpc.StatusCode, str | None]:
         """Wait for the call's end (no message is sent meanwhile): its code and reason."""
@@ -66,14 +67,14 @@ async def test_a_stream_open_before_a_revocation_ends_when_the_crl_arrives(pki, 
     agent = pki.agent(ACME, "agent-003")
     other = pki.agent(ACME, "agent-004")
     chat, bystander = Chat(service.channel(agent)), Chat(service.channel(other))
-    assert b"hello" in await chat.say("hello")
-    assert b"hi" in await bystander.say("hi")
+    assert await chat.say("hello") == "hello"
+    assert await bystander.say("hi") == "hi"
     pki.revoke(ACME, agent)
     trust.reload()  # notifies: the open call is re-proven at once
     code, reason = await chat.ended()
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
     # The other identity's stream of the same tenant is untouched.
-    assert b"still" in await bystander.say("still")
+    assert await bystander.say("still") == "still"
     await bystander.outbox.put(None)
     assert await bystander.ended() == (grpc.StatusCode.OK, None)
     ended = [e for e in log_events() if e["event"] == "server_call_ended"]
@@ -84,7 +85,7 @@ async def test_a_stream_open_before_a_revocation_ends_when_the_crl_arrives(pki, 
 async def test_a_stream_ends_when_its_tenant_ca_is_removed(pki, served):
     service, trust = served
     chat = Chat(service.channel(pki.agent(ACME, "agent-005")))
-    assert b"x" in await chat.say("x")
+    assert await chat.say("x") == "x"
     shutil.rmtree(pki.directory / "tenants" / ACME)
     trust.reload()
     code, reason = await chat.ended()
@@ -95,7 +96,7 @@ async def test_a_stream_ends_when_the_certificate_reaches_not_after(pki, served)
     service, _ = served
     soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
     chat = Chat(service.channel(pki.agent(ACME, "agent-006", not_after=soon)))
-    assert b"x" in await chat.say("x")  # valid now; nothing is sent after this
+    assert await chat.say("x") == "x"  # valid now; nothing is sent after this
     code, reason = await chat.ended()  # the deadline timer, no trust change
     assert code == grpc.StatusCode.UNAUTHENTICATED and reason == "expired"
     assert datetime.now(UTC) > soon
@@ -121,7 +122,7 @@ async def test_a_source_that_cannot_notify_is_rechecked_every_interval(pki):
     try:
         agent = pki.agent(ACME, "agent-007")
         chat = Chat(service.channel(agent))
-        assert b"x" in await chat.say("x")
+        assert await chat.say("x") == "x"
         pki.revoke(ACME, agent)
         store.reload()
         holder.snapshot = store.snapshot  # no notification: found at the next re-check

@@ -1,4 +1,4 @@
-"""The generated code is current, and the wire interface matches PROTOCOL.md."""
+"""The generated code is current, and the wire interface matches docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ WIRE = {
         (7, "string"),
         (8, "string"),
     ],
-    # The push side (PROTOCOL.md): cac9ec1af's fields, plus HEAD's additions. The
+    # The push side (docs/protocol.md): cac9ec1af's fields, plus HEAD's additions. The
     # tenant fields HEAD reserves (8/9, 11/12) stay parseable for cac9ec1af agents.
     "AgentHelloRequest": [
         *((n, "string") for n in range(1, 9)),  # 3: repeated string capabilities

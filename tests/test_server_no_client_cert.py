@@ -32,7 +32,7 @@ SHAPES = ("Whoami", "Watch", "Upload", "Chat")
 
 
 async def _requests():
-    yield b"{}"
+    yield example.encode({})  # the example service takes Structs
 
 
 async def call_shape(channel: grpc.aio.Channel, name: str) -> None:

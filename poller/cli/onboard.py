@@ -46,8 +46,9 @@ def register(sub: Any) -> None:
         help="make (or verify) a component's onboarding package",
         description=(
             "Issue a component certificate from the tenant's CA and write a tar.gz with the tenant CA "
-            "certificate and chain, the component's certificate and key (0600) and a config.json for "
-            "ServiceRadar's agent. `onboard verify FILE --certs DIR` checks a package. Prints one JSON "
+            "certificate and chain, the component's certificate and key (0600), a config.json that "
+            "ServiceRadar's agent loads as is (only its own keys; with --gateway, a push agent's) and an "
+            "identity.json with the tenant identifiers. `onboard verify FILE --certs DIR` checks a package. Prints one JSON "
             "object. Exit status: 0 ok, 3 package refused (reason in the JSON), 2 bad usage or unreadable input."
         ),
     )

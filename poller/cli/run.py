@@ -57,7 +57,9 @@ def register(sub: Any) -> None:
         help=f"JSON config (see `config example`); default ${ENV_CONFIG}, else {DEFAULT_CONFIG_PATH}",
     )
     p.add_argument("--poller-id", metavar="ID", help=f"this poller's id, over the config's poller_id (env {ENV_POLLER_ID})")
-    p.add_argument("--log-level", choices=LOG_LEVELS, help=f"over the config's log_level (default info; env {ENV_LOG_LEVEL})")
+    p.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS, help=f"over the config's log_level (default info; env {ENV_LOG_LEVEL})"
+    )
     p.add_argument(
         "--once",
         action="store_true",

@@ -1,7 +1,7 @@
 """The agent gateway: ServiceRadar's push agents dial in, are proven, and push.
 
 Since upstream cac9ec1af the Go agent dials an agent gateway over mTLS and
-calls `AgentGatewayService` (PROTOCOL.md, push side): Hello, GetConfig, then
+calls `AgentGatewayService` (docs/protocol.md, push side): Hello, GetConfig, then
 PushStatus every push interval (StreamStatus for large payloads; HEAD agents
 also hold a ControlStream open). This package serves it with the same proof
 as every server call (poller.server.TenantServerInterceptor: issuing tenant

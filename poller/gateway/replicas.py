@@ -276,11 +276,14 @@ class SharedPushLiveness:
 
     async def _forever(self, step: Callable[[], object]) -> None:
         """Run step again after a NATS failure (logged), with a short pause; never end the daemon."""
+        warned = -float("inf")
         while True:
             try:
                 await step()  # type: ignore[misc]
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS down, bucket gone: the tracker's own view still stands
-                self.log.warning("push_liveness_unavailable", error=str(exc) or type(exc).__name__)
+                if time.monotonic() - warned >= 60.0:  # once a minute in an outage, not once per tick
+                    warned = time.monotonic()
+                    self.log.warning("push_liveness_unavailable", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(self.tick)

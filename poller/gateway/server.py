@@ -64,8 +64,9 @@ async def serve_gateway(
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 4 * 1024 * 1024)],
     )
     pb_grpc.add_AgentGatewayServiceServicer_to_server(gateway, server)
+    bind = f"[::]{listen}" if listen.startswith(":") else listen  # ":50052": every interface, as the config allows
     try:
-        port = server.add_secure_port(listen, server_credentials(trust, certificate_chain, private_key, platform=None))
+        port = server.add_secure_port(bind, server_credentials(trust, certificate_chain, private_key, platform=None))
     except RuntimeError as exc:  # grpc's "Failed to bind"
         raise InvalidArgument(f"gateway cannot listen on {listen}: {exc}") from None
     await server.start()

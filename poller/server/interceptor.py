@@ -68,7 +68,7 @@ from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
 from poller.trust.source import notifies
 from poller.trust.store import TenantAuthority, TrustSnapshot
-from poller.trust.verify import parse_chain, verify_agent_chain
+from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
 
 log = get_logger("poller.server")
 audit_log = get_logger("poller.audit")
@@ -409,9 +409,10 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             return await outcome if inspect.isawaitable(outcome) else outcome
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            decided_under = self.trust.snapshot  # at most as new as the one decide() reads
             caller = await self._enter(context, method)
             handler = asyncio.ensure_future(run(request, context))
-            watch = _IdentityWatch(self, context, caller, handler)
+            watch = _IdentityWatch(self, context, caller, handler, decided_under)
             try:
                 try:
                     return await asyncio.shield(handler)
@@ -439,11 +440,14 @@ class _IdentityWatch:
         context: grpc.aio.ServicerContext,
         caller: Caller,
         handler: asyncio.Future[Any],
+        checked: TrustSnapshot,
     ) -> None:
         self._interceptor = interceptor
         self._context = context
         self._caller = caller
         self._handler = handler
+        self._checked = checked  # the trust the identity last held against
+        self._leaf = _leaf_of(context) if caller.identity is not None else None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self.refusal: IdentityRefused | None = None
@@ -451,6 +455,8 @@ class _IdentityWatch:
         self._notifier = source if notifies(source) else None
         if self._notifier is not None:
             self._notifier.subscribe(self)
+        if source.snapshot is not checked:  # swapped while the call was decided: no notice came
+            self._loop.call_soon(self.recheck)
         self._arm()
 
     def trust_changed(self, snapshot: TrustSnapshot) -> None:
@@ -460,8 +466,9 @@ class _IdentityWatch:
     def recheck(self) -> None:
         if self.refusal is not None or self._handler.done():
             return
+        snapshot = self._interceptor.trust.snapshot
         try:
-            self._interceptor.still_holds(self._context, self._caller)
+            self._check(snapshot)
         except IdentityRefused as err:
             self.refusal = err
             self._interceptor._audit_refused(
@@ -476,7 +483,33 @@ class _IdentityWatch:
             self._cancel_timer()
             self._handler.cancel()
             return
+        self._checked = snapshot
         self._arm()
+
+    def _check(self, snapshot: TrustSnapshot) -> None:
+        """The identity against `snapshot` and the clock. When the caller's tenant CA
+        and the root are those it was proven under, only the clock and the CRL can
+        have changed (a CRL reload, the common case, checks thousands of streams
+        cheaply); otherwise it is proven again in full."""
+        identity, leaf = self._caller.identity, self._leaf
+        before = self._checked.tenants.get(identity.tenant) if identity is not None else None
+        after = snapshot.tenants.get(identity.tenant) if identity is not None else None
+        if (
+            identity is None
+            or leaf is None
+            or before is None
+            or after is None
+            or after.cert != before.cert
+            or snapshot.root != self._checked.root
+        ):
+            self._interceptor.still_holds(self._context, self._caller)
+            return
+        now = certinfo.utcnow()
+        if now > identity.not_after:
+            raise IdentityRefused(
+                Reason.EXPIRED, f"expired at {identity.not_after:%Y-%m-%dT%H:%M:%SZ} during the call", peer=certinfo.summary(leaf)
+            )
+        check_revocation(leaf, after, snapshot, now)
 
     def _deadline(self) -> float:
         proven = self._caller.identity or self._caller.platform
@@ -506,6 +539,14 @@ class _IdentityWatch:
         if self._notifier is not None:
             self._notifier.unsubscribe(self)
             self._notifier = None
+
+
+def _leaf_of(context: grpc.aio.ServicerContext) -> x509.Certificate | None:
+    pem = b"".join((context.auth_context() or {}).get("x509_pem_cert") or ())
+    try:
+        return x509.load_pem_x509_certificates(pem)[0] if pem else None
+    except ValueError:
+        return None
 
 
 async def abort_refused(
