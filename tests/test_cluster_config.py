@@ -95,3 +95,32 @@ def test_config_check_shows_the_cluster_and_run_once_refuses_it(tmp_path: Path, 
     assert "cluster: dynamic" in out and "acme-corp" in out and "pw" not in out
     assert main(["run", "--config", str(path), "--once"]) == 2
     assert "run --once" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("interval", "warned"), [("2s", True), ("10s", False)])
+def test_dynamic_mode_under_ten_seconds_is_warned_of(interval: str, warned: bool) -> None:
+    config = parse_config(_config({"mode": "dynamic", "nats": "nats://n:4222"}, poll_interval=interval))
+    assert any(w.path == "poll_interval" and "leader election" in w.message for w in config.warnings) is warned
+
+
+@pytest.mark.parametrize(
+    ("cluster", "path"),
+    [
+        ({"mode": "dynamic", "nats": "nats://a:4222,,nats://b:4222"}, "cluster.nats"),
+        ({"mode": "dynamic", "nats": ["tls://a:4222", "nats://b:4222"]}, "cluster.nats"),
+        ({"mode": "dynamic", "nats": "nats://a:4222", "tls": {"ca_file": "ca.pem"}}, "cluster.tls"),
+        ({"mode": "dynamic", "nats": "tls://a:4222", "tls": {"cert_file": "c.pem"}}, "cluster.tls"),
+        ({"mode": "dynamic", "nats": "tls://a:4222", "replicas": 7}, "cluster.replicas"),
+        ({"mode": "dynamic", "nats": "tls://a:4222", "capacity": 1000}, "cluster.capacity"),
+    ],
+)
+def test_bad_urls_tls_replicas_and_capacity_are_config_errors(cluster: dict[str, Any], path: str) -> None:
+    assert any(p == path for p, _ in _issues(_config(cluster))), _issues(_config(cluster))
+
+
+def test_url_lists_tls_and_replicas_are_read_and_the_cluster_takes_the_sinks() -> None:
+    sink = {"type": "nats", "url": ["tls://a:4222", "tls://b:4222"], "tls": {"ca_file": "/ca.pem"}, "replicas": 3}
+    config = parse_config(_config({"mode": "dynamic"}, sink=sink))
+    assert config.sink.url == "tls://a:4222,tls://b:4222" and config.sink.replicas == 3
+    assert config.cluster is not None and config.cluster.nats == config.sink.url and config.cluster.tls == config.sink.tls
+    assert config.sink.tls is not None and str(config.sink.tls.ca_file) == "/ca.pem"

@@ -9,6 +9,7 @@ and every wait is on the node's own change signal, bounded by a timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -239,6 +240,7 @@ async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(
                 "127.0.0.1:0",
                 "--cluster-bucket",
                 BUCKET,
+                "--plaintext-dev",
             ]
         )
         == 0
@@ -249,7 +251,7 @@ async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(
         poller_id="poller-a",
         agents=AGENTS,
         poll_interval=INTERVAL,
-        cluster=ClusterConfig(nats=server.url, creds=out / "poller.creds", bucket=BUCKET),
+        cluster=ClusterConfig(nats=server.url, creds=out / "poller.nk", bucket=BUCKET),
     )
     node = ClusterNode(settings, clock=clock)
     node.start()
@@ -262,7 +264,7 @@ async def test_one_nats_config_credentials_file_serves_the_sink_and_the_cluster(
         # The attacker: acme-corp's own credentials, trying to take the lease.
         from poller.nats.creds import load_credentials
 
-        tenant = load_credentials(out / "tenant-acme-corp.creds")
+        tenant = load_credentials(out / "tenant-acme-corp.nk")
         nc = await nats.connect(server.url, **tenant.connect_options())
         with pytest.raises((nats.errors.Error, TimeoutError)):  # no way into the platform account's JetStream
             kv = await nc.jetstream(timeout=1).key_value(BUCKET)
@@ -293,3 +295,92 @@ async def test_a_replica_that_stops_cleanly_hands_its_agents_over_in_the_next_sl
         assert not await b.may_poll(agent)  # a polled this slot
         clock.at(agent.name, k + 1)
         assert await b.may_poll(agent), agent.name
+
+
+async def test_a_lease_a_year_ahead_held_by_no_member_is_bounded_and_said(nodes, nats_server, log_events) -> None:
+    """Issue 18 item 15: a record another process wrote is not taken at its word."""
+    from poller.cluster.node import CLOCK_SKEW
+    from poller.cluster.records import LeaseRecord
+
+    clock = Clock()
+    a = nodes("poller-a", clock)
+    await until(a, lambda n: n.members == ["poller-a"])
+    agent = AGENTS[5]
+    nc = await nats.connect(nats_server.url)
+    kv = await nc.jetstream().key_value(BUCKET)
+    await kv.put(lease_key(agent.tenant, agent.name), LeaseRecord("ghost", "x", clock.now + 365 * 86400).dump())
+    await nc.close()
+    k = int(clock.now // INTERVAL) + 5
+    clock.at(agent.name, k)
+    assert not await a.may_poll(agent)  # held, for now
+    events = {e["event"]: e for e in log_events() if e.get("agent") == agent.name}
+    assert events["lease_held_by_non_member"]["level"] == "warning" and events["lease_held_by_non_member"]["holder"] == "ghost"
+    assert events["lease_until_ignored"]["level"] == "warning"
+    # No replica writes a lease ending more than two intervals (plus skew) after it was stored.
+    later = k + int((2 * INTERVAL + CLOCK_SKEW) / INTERVAL) + 2
+    clock.at(agent.name, later)
+    assert await a.may_poll(agent)  # without the bound: never again for a year
+
+
+async def test_a_member_claiming_a_huge_capacity_is_capped(nats_server, log_events) -> None:
+    """Issue 18 item 15: a fake member with capacity 1e8 took every agent."""
+    from poller.cluster.assign import MAX_CAPACITY
+    from poller.cluster.node import fleet_digest
+    from poller.cluster.records import MemberRecord, member_key
+
+    fleet = tuple(AgentConfig(f"agent-{i:04d}", f"127.0.0.1:{6000 + i % 1000}", "acme-corp") for i in range(2000))
+    settings = PollerConfig(
+        poller_id="poller-a", agents=fleet, poll_interval=INTERVAL, cluster=ClusterConfig(nats=nats_server.url, bucket=BUCKET)
+    )
+    node = ClusterNode(settings, clock=Clock())
+    node.start()
+    nc = await nats.connect(nats_server.url)
+    stop = asyncio.Event()
+
+    async def fake_member() -> None:  # an attacker with the poller's credentials, heartbeating
+        kv = await nc.jetstream().key_value(BUCKET)
+        beat = 0
+        while not stop.is_set():
+            beat += 1
+            record = MemberRecord("fake", "f", 1e8, "x", INTERVAL, fleet_digest(fleet), beat=beat)
+            await kv.put(member_key("fake"), record.dump())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(INTERVAL / 10):
+                    await stop.wait()
+
+    await until(node, lambda n: n.state == "member")
+    faker = asyncio.ensure_future(fake_member())
+    try:
+        await until(node, lambda n: n.members == ["fake", "poller-a"], timeout=30)
+        mine = sum(1 for a in fleet if node.owner(a.name) == "poller-a")
+        assert mine >= len(fleet) / (MAX_CAPACITY + 1) / 3  # about 20 of 2000; uncapped: none
+        (capped,) = [e for e in log_events() if e["event"] == "cluster_member_capacity_capped"]
+        assert capped["member"] == "fake" and capped["level"] == "warning"
+    finally:
+        stop.set()
+        await faker
+        await nc.close()
+        await node.stop(timeout=2)
+
+
+async def test_an_outage_gives_one_unreachable_line_and_one_expiry_summary(nodes, nats_server, log_events) -> None:
+    clock = Clock()
+    a = nodes("poller-a", clock)
+    await until(a, lambda n: n.members == ["poller-a"])
+    k = int(clock.now // INTERVAL) + 5
+    held = [agent for agent in AGENTS if a.owner(agent.name) == "poller-a"][:6]
+    for agent in held:
+        clock.at(agent.name, k)
+        assert await a.may_poll(agent)
+    nats_server.stop()
+    for agent in held:
+        clock.at(agent.name, k + 2)
+        assert not await a.may_poll(agent)  # lapsed
+    seen = ("lease_expired", "cluster_unreachable")
+    await until(a, lambda n: all(any(e["event"] == name for e in log_events()) for name in seen), timeout=60)
+    nats_server.start()
+    await until(a, lambda n: any(e["event"] == "cluster_reachable" for e in log_events()), timeout=60)
+    events = [e["event"] for e in log_events()]
+    assert events.count("cluster_unreachable") == 1
+    (summary,) = [e for e in log_events() if e["event"] == "lease_expired"]
+    assert summary["count"] == len(held) and summary["level"] == "warning"

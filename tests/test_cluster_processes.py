@@ -11,6 +11,7 @@ per-interval poll_summary lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -27,6 +28,7 @@ from spawn import spawn_cli
 
 from poller.cluster.slots import slot_at
 from poller.testing import ForgePki, NatsServer
+from poller.testing.nats_server import NatsCluster
 
 TENANTS = ("acme-corp", "xyz-inc")
 INTERVAL = 1.0
@@ -82,8 +84,9 @@ class Replica:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, fast: Path, nats_url: str, agents: dict[str, dict[str, Any]], certs: Path) -> None:
-        self.tmp, self.fast, self.nats_url, self.agents, self.certs = tmp, fast, nats_url, agents, certs
+    def __init__(self, tmp: Path, fast: Path, nats: dict[str, Any], agents: dict[str, dict[str, Any]], certs: Path) -> None:
+        """`nats`: the cluster section's connection keys (nats, and creds/tls for a secured layout)."""
+        self.tmp, self.fast, self.nats, self.agents, self.certs = tmp, fast, nats, agents, certs
         self.replicas: dict[str, Replica] = {}
         self.changed = asyncio.Condition()
         self._read_to: dict[Path, int] = {}
@@ -102,7 +105,7 @@ class Cluster:
             "agents": self.agents,
         }
         if shard is None:
-            doc["cluster"] = {"mode": "dynamic", "nats": self.nats_url, "bucket": "cluster-test", **(cluster or {})}
+            doc["cluster"] = {"mode": "dynamic", **self.nats, "bucket": "cluster-test", **(cluster or {})}
         else:
             doc["shard"] = shard
         config.write_text(json.dumps(doc))
@@ -224,29 +227,38 @@ def fast_dir(tmp_path: Path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path, fast_dir: Path):
-    """(Cluster, nats server) with mock agents running; every process is stopped after the test."""
-    pki = ForgePki.create(tmp_path / "certs", tenants=TENANTS)
-    nats_server = NatsServer(store_dir=fast_dir / "js").start()
+@contextlib.asynccontextmanager
+async def replicas_over(tmp_path: Path, fast_dir: Path, pki: ForgePki, nats: dict[str, Any]):
+    """make(n) -> Cluster with n mock agents, its replicas using `nats`; every process stopped at the end."""
     procs: list[asyncio.subprocess.Process] = []
     cluster: Cluster | None = None
+
+    async def make(n: int) -> Cluster:
+        nonlocal cluster
+        agents, started = await serve_agents(tmp_path, pki, n)
+        procs.extend(started)
+        cluster = Cluster(tmp_path, fast_dir, nats, agents, pki.directory)
+        return cluster
+
     try:
-
-        async def make(n: int) -> Cluster:
-            nonlocal cluster
-            agents, started = await serve_agents(tmp_path, pki, n)
-            procs.extend(started)
-            cluster = Cluster(tmp_path, fast_dir, nats_server.url, agents, pki.directory)
-            return cluster
-
-        yield make, nats_server
+        yield make
     finally:
         if cluster is not None:
             await cluster.stop_all()
         for proc in procs:
             proc.terminate()
             await proc.wait()
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, fast_dir: Path):
+    """(make, nats server) with mock agents running; every process is stopped after the test."""
+    pki = ForgePki.create(tmp_path / "certs", tenants=TENANTS)
+    nats_server = NatsServer(store_dir=fast_dir / "js").start()
+    try:
+        async with replicas_over(tmp_path, fast_dir, pki, {"nats": nats_server.url}) as make:
+            yield make, nats_server
+    finally:
         nats_server.stop()
 
 
@@ -397,3 +409,76 @@ async def test_static_sharding_two_processes_cover_every_agent_once(fleet) -> No
     assert sorted(polled) == sorted(cluster.agents)  # every agent covered ...
     assert all(len(pollers) == 1 for pollers in polled.values())  # ... by exactly one shard
     assert {p for pollers in polled.values() for p in pollers} == {"shard-0", "shard-1"}
+
+
+@pytest.fixture
+async def nats_cluster_fleet(tmp_path: Path, fast_dir: Path):
+    """(make, NatsCluster): replicas on a 3-server JetStream cluster (TLS, NKeys), mock agents running."""
+    from poller.nats.accounts import client_target
+
+    pki = ForgePki.create(tmp_path / "certs", tenants=TENANTS)
+    servers = NatsCluster(fast_dir / "nats", tenants=TENANTS, certs=pki.directory, cluster_bucket="cluster-test").start()
+    poller = client_target(servers.directory, None, servers.urls)
+    assert poller.tls is not None
+    nats = {
+        "nats": servers.urls,
+        "creds": str(poller.creds),
+        "tls": {"ca_file": str(poller.tls.ca_file), "cert_file": str(poller.tls.cert_file), "key_file": str(poller.tls.key_file)},
+        "replicas": 3,
+    }
+    try:
+        async with replicas_over(tmp_path, fast_dir, pki, nats) as make:
+            yield make, servers
+    finally:
+        servers.stop()
+
+
+async def bucket_leader(servers: NatsCluster) -> str:
+    from poller.nats.accounts import client_target
+    from poller.nats.connect import connect
+
+    nc = await connect(client_target(servers.directory, None, servers.urls), name="test")
+    try:
+        info = await nc.jetstream(timeout=10).stream_info("KV_cluster-test")
+    finally:
+        await nc.close()
+    assert info.config.num_replicas == 3 and info.cluster is not None and info.cluster.leader
+    return info.cluster.leader
+
+
+async def test_kill_9_of_the_bucket_leader_never_polls_an_agent_twice_in_a_slot(nats_cluster_fleet) -> None:
+    """Three replicas on a 3-server NATS cluster, bucket R3. kill -9 of the bucket's leader:
+    no agent is polled twice in a slot, no live replica is counted dead, polling resumes
+    for every agent with two servers of three, and the bucket is still R3."""
+    make, servers = nats_cluster_fleet
+    cluster = await make(60)
+    agents = sorted(cluster.agents)
+    names = ["poller-a", "poller-b", "poller-c"]
+    for name in names:
+        await cluster.start(name)
+    await cluster.settle(names)
+    settled = time.time()
+    leader = await bucket_leader(servers)
+    seen_before = {name: len(replica.lines) for name, replica in cluster.replicas.items()}
+    servers.server(leader).stop(kill=True)
+    killed_at = time.time()
+
+    def everyone_polled_again() -> bool:
+        return all(any(at > killed_at + 10 * INTERVAL for _, _, at in seen) for seen in cluster.polls().values())
+
+    await cluster.intervals(12, by="poller-a")  # the election (about 5 s) and its aftermath
+    await cluster.wait("polling resumed", lambda: len(cluster.polls()) == len(agents) and everyone_polled_again(), timeout=90)
+    assert await bucket_leader(servers) != leader
+    # No false death: every assignment a replica made after the kill was over all three.
+    for name, replica in cluster.replicas.items():
+        after = [line["members"] for line in replica.lines[seen_before[name] :] if line.get("event") == "cluster_assignment"]
+        assert all(sorted(m) == names for m in after), (name, after)
+    unreachable = [
+        sum(1 for line in r.lines[seen_before[n] :] if line.get("event") == "cluster_unreachable")
+        for n, r in cluster.replicas.items()
+    ]
+    assert all(n <= 1 for n in unreachable), unreachable  # one line per outage, not one per failed call
+    await cluster.stop_all()
+    polls = await asyncio.to_thread(cluster.polls)
+    twice = doubles(polls, settled)
+    assert not twice, f"{len(twice)} slots with an agent polled twice, e.g. {twice[:10]}"

@@ -3,6 +3,9 @@
 The poller publishes real agents' results; acme-corp's land only on
 acme-corp.* and xyz-inc's only on xyz-inc.*; the server itself refuses a
 tenant's credentials anything outside its prefix, and any publish of a result.
+Every case runs three times: over plaintext (the --plaintext-dev layout), over
+TLS with client certificates and NKey users (the default layout), and over TLS
+in operator mode (--operator: account and user JWTs, standard .creds files).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from nats.js.api import DeliverPolicy
 
 from poller.daemon.config import parse_config
 from poller.daemon.scheduler import Scheduler
-from poller.nats.accounts import creds_path
-from poller.nats.creds import load_credentials
+from poller.nats.accounts import client_target, creds_path, plan_layout, write_layout
+from poller.nats.connect import connect
+from poller.nats.keys import new_seed
+from poller.nats.operator import write_operator_layout
 from poller.nats.sink import JetStreamSettings, JetStreamSink
 from poller.testing.nats_server import NatsServer
 from poller.trust.store import TrustStore
@@ -50,10 +55,40 @@ class Refusals:
                 await self.changed.wait()
 
 
+@pytest.fixture(params=["plaintext", "tls", "operator"])
+def nats_layout(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """OUTDIR of `nats-config` for tenants acme-corp and xyz-inc: plaintext, TLS from the test PKI
+    with NKey users, or TLS in operator mode (account and user JWTs, standard .creds files)."""
+    from poller.nats.tlsfiles import issue_tls
+
+    out = tmp_path / "nats"
+    tls = None
+    if request.param in ("tls", "operator"):
+        pki = request.getfixturevalue("pki")
+        users = ["poller", f"tenant-{ACME}", f"tenant-{XYZ}"]
+        tls = issue_tls(pki.directory, out, servers={"nats-1": ["127.0.0.1"]}, users=users)
+    layout = plan_layout([ACME, XYZ], listen=("127.0.0.1", 0), store_dir=tmp_path / "js", tls=tls)
+    if request.param == "operator":
+        write_operator_layout(out, layout)
+    else:
+        write_layout(out, layout)
+    return out
+
+
+def tls_args(layout: Path, tenant: str | None) -> list[str]:
+    """tail's --tls-* arguments for a user of the layout (none for a plaintext one)."""
+    tls = client_target(layout, tenant, "tls://127.0.0.1:1").tls if (layout / "tls").is_dir() else None
+    if tls is None:
+        return []
+    return ["--tls-ca", str(tls.ca_file), "--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file)]
+
+
 async def connect_as(server: NatsServer, layout: Path, tenant: str | None, refusals: Refusals | None = None) -> Any:
-    creds = load_credentials(creds_path(layout, tenant))
-    return await nats.connect(
-        server.url, error_cb=(refusals or Refusals()).on_error, allow_reconnect=False, **creds.connect_options()
+    return await connect(
+        client_target(layout, tenant, server.url),
+        name="isolation test",
+        on_error=(refusals or Refusals()).on_error,
+        allow_reconnect=False,
     )
 
 
@@ -81,10 +116,12 @@ async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, acc
             },
         }
     )
+    poller = client_target(nats_layout, None, accounts_nats.url)
     sink = JetStreamSink(
         JetStreamSettings(
             url=accounts_nats.url,
-            creds=creds_path(nats_layout, None),
+            creds=poller.creds,
+            tls=poller.tls,
             outbox=tmp_path / "outbox.db",
             heartbeat_interval=None,
             poller_id="poller-test",
@@ -138,8 +175,9 @@ async def poller_published(accounts_nats: NatsServer, nats_layout: Path, tmp_pat
     """Both tenants' streams exist and hold one result each (published by the poller's sink)."""
     from poller.daemon.results import PollResult
 
+    poller = client_target(nats_layout, None, accounts_nats.url)
     sink = JetStreamSink(
-        JetStreamSettings(url=accounts_nats.url, creds=creds_path(nats_layout, None), outbox=None, heartbeat_interval=None)
+        JetStreamSettings(url=accounts_nats.url, creds=poller.creds, tls=poller.tls, outbox=None, heartbeat_interval=None)
     )
     try:
         for tenant in (ACME, XYZ):
@@ -212,8 +250,9 @@ def tail(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_tail_reads_its_tenant_and_is_refused_elsewhere(poller_published, nats_layout) -> None:
     url, acme = poller_published.url, str(creds_path(nats_layout, ACME))
+    as_acme = tls_args(nats_layout, ACME)
     ok = await asyncio.to_thread(
-        tail, "--nats", url, "--creds", acme, "--tenant", ACME, "--from-start", "--count", "1", "--timeout", "20"
+        tail, "--nats", url, "--creds", acme, *as_acme, "--tenant", ACME, "--from-start", "--count", "1", "--timeout", "20"
     )
     assert ok.returncode == 0, ok.stderr
     (line,) = ok.stdout.splitlines()
@@ -221,33 +260,48 @@ async def test_tail_reads_its_tenant_and_is_refused_elsewhere(poller_published, 
     assert doc["subject"] == "acme-corp.agents.status" and doc["payload"]["tenant"] == ACME
     assert doc["msg_id"].startswith("p/a/status/icmp/ping/")
 
-    refused = await asyncio.to_thread(tail, "--nats", url, "--creds", acme, "--tenant", XYZ, "--from-start", "--timeout", "20")
+    refused = await asyncio.to_thread(
+        tail, "--nats", url, "--creds", acme, *as_acme, "--tenant", XYZ, "--from-start", "--timeout", "20"
+    )
     assert refused.returncode == 3, refused.stderr
     assert refused.stdout == ""
 
     poller_creds = str(creds_path(nats_layout, None))
-    as_poller = await asyncio.to_thread(tail, "--nats", url, "--creds", poller_creds, "--tenant", ACME, "--timeout", "20")
+    as_poller = await asyncio.to_thread(
+        tail, "--nats", url, "--creds", poller_creds, *tls_args(nats_layout, None), "--tenant", ACME, "--timeout", "20"
+    )
     assert as_poller.returncode == 3, as_poller.stderr
 
 
 async def test_tail_times_out_with_zero_and_reports_an_unreachable_server(poller_published, nats_layout, unused_tcp_port) -> None:
-    acme = str(creds_path(nats_layout, ACME))
-    quiet = await asyncio.to_thread(tail, "--nats", poller_published.url, "--creds", acme, "--tenant", ACME, "--timeout", "1")
+    acme, as_acme = str(creds_path(nats_layout, ACME)), tls_args(nats_layout, ACME)
+    quiet = await asyncio.to_thread(
+        tail, "--nats", poller_published.url, "--creds", acme, *as_acme, "--tenant", ACME, "--timeout", "1"
+    )
     assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
+    scheme = poller_published.url.split(":")[0]
     down = await asyncio.to_thread(
-        tail, "--nats", f"nats://127.0.0.1:{unused_tcp_port}", "--creds", acme, "--tenant", ACME, "--timeout", "5"
+        tail, "--nats", f"{scheme}://127.0.0.1:{unused_tcp_port}", "--creds", acme, *as_acme, "--tenant", ACME, "--timeout", "5"
     )
     assert down.returncode == 4, down.stderr
 
 
-async def test_tail_with_a_wrong_password_is_refused(poller_published, nats_layout, tmp_path) -> None:
-    creds = json.loads(creds_path(nats_layout, ACME).read_text())
-    creds["password"] = "not-the-password"
-    forged = tmp_path / "forged.creds"
-    forged.write_text(json.dumps(creds))
+async def test_tail_with_an_unknown_nkey_is_refused(poller_published, nats_layout, tmp_path) -> None:
+    seed = new_seed("user")  # a valid NKey the server does not know
+    forged = tmp_path / "forged.nk"
+    forged.write_text(seed + "\n")
     forged.chmod(0o600)
     result = await asyncio.to_thread(
-        tail, "--nats", poller_published.url, "--creds", str(forged), "--tenant", ACME, "--timeout", "5"
+        tail,
+        "--nats",
+        poller_published.url,
+        "--creds",
+        str(forged),
+        *tls_args(nats_layout, ACME),
+        "--tenant",
+        ACME,
+        "--timeout",
+        "5",
     )
     assert result.returncode == 3, result.stderr
-    assert "not-the-password" not in result.stderr
+    assert seed not in result.stderr

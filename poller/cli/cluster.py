@@ -20,10 +20,12 @@ import nats.errors
 import nats.js.errors
 
 from poller.cli.common import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
-from poller.cluster.node import connect_nats
+from poller.cli.tail import add_tls_arguments
 from poller.cluster.status import ClusterStatus, read_status
 from poller.config import DEFAULT_CLUSTER_BUCKET, DEFAULT_NATS_URL
 from poller.logs import configure_logging
+from poller.nats.connect import NatsTarget, NatsUrlError, connect, target_of
+from poller.nats.creds import CredentialsError
 
 _SHOWN = 50  # unowned agents listed by name in the table view (all of them in --json)
 
@@ -45,9 +47,12 @@ def register(sub: Any) -> None:
             "or no such bucket."
         ),
     )
-    status.add_argument("--nats", metavar="URL", help=f"NATS server (default: the config's, else {DEFAULT_NATS_URL})")
+    status.add_argument(
+        "--nats", metavar="URL", help=f"NATS server URL(s), comma-separated (default: the config's, else {DEFAULT_NATS_URL})"
+    )
     status.add_argument("--creds", metavar="FILE", help="NATS credentials file (default: the config's)")
     status.add_argument("--bucket", metavar="NAME", help=f"KV bucket (default: the config's, else {DEFAULT_CLUSTER_BUCKET})")
+    add_tls_arguments(status)
     status.add_argument("--config", metavar="FILE", help="take the NATS URL, creds and bucket from this poller config")
     status.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="connect and read deadline (default 10)")
     status.add_argument("--json", action="store_true", help="print one JSON object")
@@ -71,11 +76,21 @@ def _status(args: argparse.Namespace) -> int:
         url = url or settings.cluster.nats
         creds = creds or (str(settings.cluster.creds) if settings.cluster.creds else None)
         bucket = bucket or settings.cluster.bucket
+        tls = settings.cluster.tls
+        if tls is not None and not (args.tls_ca or args.tls_cert or args.tls_key):
+            args.tls_ca, args.tls_cert, args.tls_key = tls.ca_file, tls.cert_file, tls.key_file
     url, bucket = url or DEFAULT_NATS_URL, bucket or DEFAULT_CLUSTER_BUCKET
     if creds is not None and not Path(creds).is_file():
         return _usage(f"--creds {creds}: no such file")
     try:
-        status = asyncio.run(_read(url, creds, bucket, args.timeout))
+        target = target_of(url, creds, args.tls_ca, args.tls_cert, args.tls_key)
+        target.credentials()
+    except (NatsUrlError, CredentialsError) as exc:
+        return _usage(exc.detail)
+    try:
+        status = asyncio.run(_read(target, bucket, args.timeout))
+    except NatsUrlError as exc:  # the URL's scheme and the server disagree about TLS
+        return _usage(exc.detail)
     except nats.js.errors.NotFoundError:
         return _usage(f"no bucket named {bucket} on this NATS server (is cluster.bucket set to another name?)")
     except (nats.errors.Error, OSError, TimeoutError) as exc:
@@ -88,10 +103,14 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _read(url: str, creds: str | None, bucket: str, timeout: float) -> ClusterStatus:
+async def _read(target: NatsTarget, bucket: str, timeout: float) -> ClusterStatus:
     async with asyncio.timeout(timeout):
-        nc = await connect_nats(
-            url, creds, name="serviceradar-poller cluster status", max_reconnect_attempts=0, connect_timeout=timeout
+        nc = await connect(
+            target,
+            name="serviceradar-poller cluster status",
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            connect_timeout=max(1, int(timeout)),
         )
     try:
         return await read_status(nc.jetstream(timeout=timeout), bucket, timeout=timeout)

@@ -19,10 +19,13 @@ import contextlib
 import json
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from poller.identity.names import is_label
+
+if TYPE_CHECKING:
+    from poller.nats.connect import NatsTarget
 
 _FILTER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}|\*")
 
@@ -34,14 +37,22 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--nats", required=True, metavar="URL", help="NATS server URL, e.g. nats://127.0.0.1:4222")
-    p.add_argument("--creds", required=True, metavar="FILE", help="credentials file from nats-config")
+    p.add_argument("--nats", required=True, metavar="URL", help="NATS server URL(s), comma-separated, e.g. tls://nats:4222")
+    p.add_argument("--creds", required=True, metavar="FILE", help="credentials: NKey seed (.nk), .creds, or nats-config JSON")
+    add_tls_arguments(p)
     p.add_argument("--tenant", required=True, metavar="SLUG", help="the tenant whose subjects to read")
     p.add_argument("--channel", default=">", metavar="C", help="channel under the tenant, e.g. agents.status (default: all)")
     p.add_argument("--from-start", action="store_true", help="read the tenant's stream from its first message")
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N messages")
     p.add_argument("--timeout", type=float, metavar="S", help="exit 0 after S seconds")
     p.set_defaults(func=run)
+
+
+def add_tls_arguments(p: Any) -> None:
+    """--tls-ca / --tls-cert / --tls-key (tail and cluster status)."""
+    p.add_argument("--tls-ca", metavar="FILE", help="CA that verifies the NATS servers (tls:// URLs)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate (chain) for mTLS")
+    p.add_argument("--tls-key", metavar="FILE", help="its private key")
 
 
 def _usage(message: str) -> int:
@@ -57,7 +68,8 @@ def _filter_ok(channel: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from poller.nats.creds import CredentialsError, load_credentials
+    from poller.nats.connect import NatsUrlError, target_of
+    from poller.nats.creds import CredentialsError
 
     if not is_label(args.tenant):
         return _usage(f"--tenant: {args.tenant!r} is not a tenant slug")
@@ -68,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout <= 0:
         return _usage("--timeout must be positive")
     try:
-        creds = load_credentials(args.creds)
-    except CredentialsError as exc:
+        target = target_of(args.nats, args.creds, args.tls_ca, args.tls_cert, args.tls_key)
+        target.credentials()
+    except (NatsUrlError, CredentialsError) as exc:
         return _usage(exc.detail)
-    return asyncio.run(_tail(args, creds.connect_options()))
+    return asyncio.run(_tail(args, target))
 
 
 class _Tail:
@@ -106,28 +119,31 @@ class _Tail:
             self.done.set()
 
 
-async def _tail(args: argparse.Namespace, auth: dict[str, Any]) -> int:
-    import nats
+async def _tail(args: argparse.Namespace, target: NatsTarget) -> int:
     import nats.errors
     from nats.js.api import DeliverPolicy
     from nats.js.errors import NotFoundError
+
+    from poller.nats.connect import NatsUrlError, connect
 
     state = _Tail(args.count)
     step = min(5.0, args.timeout) if args.timeout else 5.0
     try:
         async with asyncio.timeout(step + 1):
-            nc = await nats.connect(
-                args.nats,
+            nc = await connect(
+                target,
                 allow_reconnect=False,
                 # nats-py retries a failed first connect forever unless attempts are bounded (> 0)
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0,
                 connect_timeout=max(1, int(step)),
-                error_cb=state.on_error,
-                closed_cb=state.on_closed,
+                on_error=state.on_error,
+                on_closed=state.on_closed,
                 name="serviceradar-poller tail",
-                **auth,
             )
+    except NatsUrlError as exc:  # the URL's scheme and the server disagree about TLS
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return EXIT_USAGE
     except nats.errors.AuthorizationError:
         print("error: the NATS server refused these credentials", file=sys.stderr)
         return EXIT_REFUSED
@@ -135,7 +151,7 @@ async def _tail(args: argparse.Namespace, auth: dict[str, Any]) -> int:
         if state.refused:
             print(f"error: refused by the NATS server: {state.refused}", file=sys.stderr)
             return EXIT_REFUSED
-        print(f"error: NATS at {args.nats} is unreachable: {exc or exc.__class__.__name__}", file=sys.stderr)
+        print(f"error: NATS at {target.shown} is unreachable: {exc or exc.__class__.__name__}", file=sys.stderr)
         return EXIT_UNREACHABLE
     subject = f"{args.tenant}.{args.channel}"
 

@@ -24,7 +24,20 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_BALANCE", "Member", "assign", "owner", "ranking", "shard_counts", "shard_members", "shard_of"]
+__all__ = [
+    "DEFAULT_BALANCE",
+    "MAX_CAPACITY",
+    "Member",
+    "assign",
+    "owner",
+    "ranking",
+    "shard_counts",
+    "shard_members",
+    "shard_of",
+]
+
+#: The largest weight a member may have (a config key `cluster.capacity`; a record claiming more is capped).
+MAX_CAPACITY = 100.0
 
 _SCALE = float(1 << 64)
 

@@ -47,7 +47,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
@@ -56,7 +55,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from poller.cluster.assign import Member, assign
+from poller.cluster.assign import MAX_CAPACITY, Member, assign
 from poller.cluster.records import (
     MAX_RECORD_BYTES,
     MEMBER_PREFIX,
@@ -68,13 +67,15 @@ from poller.cluster.records import (
     member_key,
 )
 from poller.cluster.slots import Slot, slot_at
-from poller.config import AgentConfig, ClusterConfig, PollerConfig, redact_url
+from poller.config import AgentConfig, ClusterConfig, PollerConfig
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
+from poller.nats.connect import NatsTarget, NatsUrlError, cluster_size, connect
 from poller.nats.creds import CredentialsError
+from poller.nats.streams import default_replicas
 
-__all__ = ["ClusterError", "ClusterNode", "bucket_ttl", "connect_nats", "fleet_digest", "min_bucket_ttl"]
+__all__ = ["ClusterError", "ClusterNode", "bucket_ttl", "fleet_digest", "min_bucket_ttl"]
 
 log = get_logger("poller.cluster")
 
@@ -83,6 +84,9 @@ T = TypeVar("T")
 # Errors that mean "NATS did not answer": the state of a write is unknown.
 _UNANSWERED: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
 _EPSILON = 1e-6  # slot edges are computed by the same formula everywhere; this only absorbs float noise
+EXPIRED_SHOWN = 20  # agents named in one lease_expired line
+# Records are data another process wrote: what a replica never writes is bounded, and said.
+CLOCK_SKEW = 2.0  # seconds of clock difference between hosts a lease end is allowed (NTP keeps far less)
 
 
 class ClusterError(PollerError):
@@ -113,49 +117,6 @@ def fleet_digest(agents: Iterable[AgentConfig]) -> str:
     return h.hexdigest()
 
 
-async def connect_nats(url: str, creds: str | None, *, name: str, **options: Any) -> NATS:
-    """A nats-py connection that reconnects forever and logs through structlog (not stdout)."""
-    clog = log.bind(nats=redact_url(url))
-
-    async def on_error(exc: Exception) -> None:
-        clog.warning("nats_error", error=str(exc) or exc.__class__.__name__)
-
-    async def on_disconnected() -> None:
-        clog.warning("nats_disconnected")
-
-    async def on_reconnected() -> None:
-        clog.info("nats_reconnected")
-
-    kwargs: dict[str, Any] = {
-        **_auth_options(creds),
-        "servers": [url],
-        "name": name,
-        "max_reconnect_attempts": -1,
-        "error_cb": on_error,
-        "disconnected_cb": on_disconnected,
-        "reconnected_cb": on_reconnected,
-        **options,
-    }
-    return await nats.connect(**kwargs)
-
-
-def _auth_options(creds: str | None) -> dict[str, Any]:
-    """nats.connect() options for a credentials file: one written by `nats-config`
-    (JSON, user and password: the NATS sink's format, so one file serves both), or
-    a NATS `.creds` file (user JWT and NKey seed). Raises CredentialsError."""
-    if creds is None:
-        return {}
-    from poller.nats.creds import load_credentials
-
-    try:
-        head = Path(creds).read_bytes()[:64].lstrip()
-    except OSError as exc:
-        raise CredentialsError(f"{creds}: cannot read: {exc.strerror or exc.__class__.__name__}") from None
-    if head.startswith(b"{"):
-        return load_credentials(Path(creds)).connect_options()
-    return {"user_credentials": creds}
-
-
 @dataclass
 class _Lease:
     """What this replica knows of one agent's lease."""
@@ -169,6 +130,8 @@ class _Lease:
     last_slot: int | None = None  # the last slot this replica polled
     polled_end: float = 0.0  # the end of that slot
     state: str = ""  # the last reason logged, so each change is logged once
+    seen_revision: int = 0  # the stored revision last read, and when it was first read (wall clock)
+    seen_at: float = 0.0
 
 
 @dataclass
@@ -220,7 +183,11 @@ class ClusterNode:
         self._member_revision = 0
         self.beats = 0  # heartbeats written
         self._joined = False
-        self._reachable = True
+        self._outage: float | None = None  # since when NATS has not answered (monotonic), None: answering
+        self._last_failure = 0.0
+        self._expired: list[AgentConfig] = []  # leases that lapsed since the last summary line
+        self._resumed_at = 0.0  # when our own heartbeat came through again after a gap
+        self._capped: set[str] = set()  # members whose capacity was capped (logged once each)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._setup = asyncio.Lock()  # one connect and one join, whichever loop gets there first
@@ -229,6 +196,7 @@ class ClusterNode:
         self.state = "starting"
         self._changed = asyncio.Condition()
         self.log = log.bind(poller_id=self.poller_id, bucket=self.config.bucket)
+        self.target = NatsTarget.of(self.config.nats, self.config.creds, self.config.tls)
         self.set_agents(settings.dial_agents)  # push agents dial in: no lease
 
     # ------------------------------------------------------------------ public
@@ -345,7 +313,9 @@ class ClusterNode:
                     lease.renewal = asyncio.get_running_loop().create_task(self._renew(lease, agent, slot.end + self.interval))
                 else:
                     lease.held = False
-                    self._note(lease, agent, "lease_expired", "warning", why="NATS did not confirm the renewal in time")
+                    if lease.state != "lease_expired":
+                        lease.state = "lease_expired"
+                        self._expired.append(agent)  # summed up in one line by _run
             elif owner == self.poller_id:
                 allowed = await self._acquire(lease, agent, slot)
             else:
@@ -392,7 +362,7 @@ class ClusterNode:
                 continue
             if lease.held:
                 lease.revision, lease.until = revision, until
-            self._reachable = True
+            self._reached()
             return
 
     async def _reread_own(self, lease: _Lease, agent: AgentConfig) -> bool:
@@ -434,10 +404,22 @@ class ClusterNode:
                     self._note(lease, agent, "lease_unreadable", "error", problem=str(exc))
                     return False
                 ours = (current.owner, current.instance) == (self.poller_id, self.instance)
-                if ours and current.until + _EPSILON >= slot.end:
-                    revision, until = entry.revision or 0, current.until  # our own write whose ack was lost
-                elif current.until > slot.start + _EPSILON:
-                    self._note(lease, agent, "lease_held_elsewhere", "debug", holder=current.owner, until=current.until)
+                ends = self._lease_end(lease, current, entry.revision or 0, agent)
+                if ours and ends + _EPSILON >= slot.end:
+                    revision, until = entry.revision or 0, ends  # our own write whose ack was lost
+                elif ends > slot.start + _EPSILON:
+                    if current.owner not in self.members:
+                        self._note(
+                            lease,
+                            agent,
+                            "lease_held_by_non_member",
+                            "warning",
+                            holder=current.owner,
+                            until=round(ends, 3),
+                            why="a poller_id that is not a live member holds this agent's lease; polled again after it ends",
+                        )
+                    else:
+                        self._note(lease, agent, "lease_held_elsewhere", "debug", holder=current.owner, until=ends)
                     return False
                 else:
                     revision = await self._call(lambda: kv.update(lease.key, record, last=entry.revision))
@@ -447,10 +429,30 @@ class ClusterNode:
         except _UNANSWERED as exc:
             self._unreachable(exc)
             return False
-        self._reachable = True
+        self._reached()
         lease.held, lease.revision, lease.until = True, revision, until
         self._note(lease, agent, "lease_acquired", "debug")
         return True
+
+    def _lease_end(self, lease: _Lease, record: LeaseRecord, revision: int, agent: AgentConfig) -> float:
+        """The end of a stored lease, bounded: a replica writes at most the end of the slot after
+        the current one, so no lease ends later than 2 intervals (plus clock skew) after this
+        replica first saw that revision of it. A later `until` is ignored beyond that bound, and said."""
+        if lease.seen_revision != revision:
+            lease.seen_revision, lease.seen_at = revision, self._clock()
+        bound = lease.seen_at + 2 * self.interval + CLOCK_SKEW
+        if record.until <= bound:
+            return record.until
+        self.log.warning(
+            "lease_until_ignored",
+            agent=agent.name,
+            tenant=agent.tenant,
+            holder=record.owner,
+            until=round(record.until, 3),
+            bounded_to=round(bound, 3),
+            why="no replica writes a lease ending more than 2 intervals after it was stored",
+        )
+        return bound
 
     async def _release(self, lease: _Lease, agent: AgentConfig) -> None:
         """Give the lease up, keeping the end of the last slot polled so the
@@ -485,8 +487,12 @@ class ClusterNode:
                 await self._release(lease, agent)
 
     def _unreachable(self, exc: BaseException) -> None:
-        if self._reachable:
-            self._reachable = False
+        """NATS did not answer: one `cluster_unreachable` line per outage (an outage ends
+        only after a whole interval of answers, so a flapping link is one outage)."""
+        now = time.monotonic()
+        self._last_failure = now
+        if self._outage is None:
+            self._outage = now
             ends = max((lease.until for lease in self._leases.values() if lease.held), default=0.0)
             self.log.warning(
                 "cluster_unreachable",
@@ -495,6 +501,26 @@ class ClusterNode:
                 polling_until=round(ends, 3) if ends else None,
                 why="held agents are polled until their leases end, then not at all until NATS answers",
             )
+
+    def _reached(self) -> None:
+        """NATS answered; after a whole interval without a failure an outage is over (logged once)."""
+        if self._outage is not None and time.monotonic() - self._last_failure >= self.interval:
+            self.log.info("cluster_reachable", outage=round(self._last_failure - self._outage, 3))
+            self._outage = None
+
+    async def _expired_summary(self) -> None:
+        """One `lease_expired` line for every lease that lapsed since the last one (not one per agent)."""
+        expired, self._expired = self._expired, []
+        if expired:
+            by_tenant = Counter(agent.tenant for agent in expired)
+            self.log.warning(
+                "lease_expired",
+                count=len(expired),
+                tenants=dict(sorted(by_tenant.items())),
+                agents=sorted(agent.name for agent in expired)[:EXPIRED_SHOWN],
+                why="NATS did not confirm the renewal in time",
+            )
+            await self._signal()
 
     # ------------------------------------------------------------------ membership
 
@@ -511,22 +537,23 @@ class ClusterNode:
                 if self._joined:
                     await step()
                 delay = self.heartbeat_every
-            except (ClusterError, CredentialsError) as exc:
+            except (ClusterError, CredentialsError, NatsUrlError) as exc:
                 self.log.error("cluster_refused", problem=exc.detail)
                 await self._signal("refused")
                 delay = min(30.0, max(delay * 2, 1.0))
             except _UNANSWERED as exc:
                 self._unreachable(exc)
+                await self._signal()  # waiters on the node's state see the outage
                 delay = min(self.heartbeat_every * 4, max(delay * 2, self.heartbeat_every))
+            await self._expired_summary()
             await asyncio.sleep(delay)
 
     async def _connect(self) -> None:
         if self._nc is None:
-            creds = str(self.config.creds) if self.config.creds is not None else None
-            self._nc = await connect_nats(
-                self.config.nats,
-                creds,
+            self._nc = await connect(
+                self.target,
                 name=f"serviceradar-poller {self.poller_id}",
+                logger=self.log,
                 connect_timeout=max(1.0, self.call_timeout),
                 reconnect_time_wait=min(2.0, self.heartbeat_every),
                 allow_reconnect=True,
@@ -535,6 +562,7 @@ class ClusterNode:
         try:
             kv = await js.key_value(self.config.bucket)
         except nats.js.errors.BucketNotFoundError:
+            replicas = self.config.replicas or default_replicas(await cluster_size(self.target))
             try:
                 kv = await js.create_key_value(
                     bucket=self.config.bucket,
@@ -542,16 +570,25 @@ class ClusterNode:
                     ttl=bucket_ttl(self.interval),
                     max_value_size=MAX_RECORD_BYTES,  # records are small; a huge one is refused by the server
                     description="serviceradar-poller cluster",
+                    replicas=replicas,
                 )
+                self.log.info("cluster_bucket_created", ttl=bucket_ttl(self.interval), replicas=replicas)
             except nats.js.errors.BadRequestError:  # another replica made it first, with other settings
                 kv = await js.key_value(self.config.bucket)
-            self.log.info("cluster_bucket_ready", ttl=bucket_ttl(self.interval))
         info = await js.stream_info(f"KV_{self.config.bucket}")
         ttl = float(info.config.max_age or 0)
         if 0 < ttl < min_bucket_ttl(self.interval):
             raise ClusterError(
                 f"bucket {self.config.bucket} has a TTL of {ttl:g}s, under {min_bucket_ttl(self.interval):g}s: "
                 "it could drop a lease before its end and let two replicas poll one agent"
+            )
+        have = info.config.num_replicas or 1
+        if self.config.replicas is not None and have != self.config.replicas:
+            self.log.warning(
+                "cluster_bucket_replicas_differ",
+                replicas=have,
+                configured=self.config.replicas,
+                why="the poller never changes an existing bucket's replicas; change them with `nats kv edit`",
             )
         self._kv = kv
 
@@ -613,7 +650,7 @@ class ClusterNode:
     async def _joined_now(self) -> None:
         self._joined_at = time.monotonic()
         self._joined = True
-        self._reachable = True
+        self._reached()
         self._live_key = None
         self.log.info("cluster_joined", instance=self.instance, capacity=self.config.capacity, tenants=self.config.tenants)
         await self._signal("member")
@@ -628,7 +665,7 @@ class ClusterNode:
             self.metrics.cluster_leases.labels(tenant=tenant).set(held.get(tenant, 0))
         try:
             self._member_revision = await self._call(lambda: kv.update(key, record, last=self._member_revision))
-            self._reachable = True
+            self._reached()
             await self._signal()
         except nats.js.errors.KeyWrongLastSequenceError:
             try:
@@ -684,6 +721,10 @@ class ClusterNode:
         now = time.monotonic()
         self._members[key] = _Seen(record, revision, now)
         if record is not None and record.instance == self.instance:
+            if self._own_seen_at and now - self._own_seen_at >= self.member_timeout:
+                # Our own heartbeat was held up too (a leader election, an outage): the
+                # others' were too, so they get a full member_timeout from now to show theirs.
+                self._resumed_at = now
             self._own_seen_at = now
 
     def _live_members(self) -> list[Member]:
@@ -699,14 +740,29 @@ class ClusterNode:
             mine = key == member_key(self.poller_id)
             if mine and (record.instance != self.instance or not self._joined):
                 continue
-            if not mine and now - seen.since >= self.member_timeout:
+            if not mine and now - max(seen.since, self._resumed_at) >= self.member_timeout:
                 continue
             tenants = frozenset(record.tenants) if record.tenants is not None else None
-            members.append(Member(record.poller_id, record.capacity, tenants))
+            members.append(Member(record.poller_id, self._capacity(record), tenants))
         if self._joined and not any(m.name == self.poller_id for m in members):
             tenants = frozenset(self.config.tenants) if self.config.tenants is not None else None
             members.append(Member(self.poller_id, self.config.capacity, tenants))
         return members
+
+    def _capacity(self, record: MemberRecord) -> float:
+        """A member's weight, capped at MAX_CAPACITY (a record claiming more is bounded, and said once)."""
+        if record.capacity <= MAX_CAPACITY:
+            return record.capacity
+        if record.poller_id not in self._capped:
+            self._capped.add(record.poller_id)
+            self.log.warning(
+                "cluster_member_capacity_capped",
+                member=record.poller_id,
+                capacity=record.capacity,
+                capped_to=MAX_CAPACITY,
+                why="a member's capacity above the largest a config allows is not believed",
+            )
+        return MAX_CAPACITY
 
     async def _reassign(self) -> None:
         if time.monotonic() - self._joined_at < 2 * self.heartbeat_every:

@@ -35,7 +35,6 @@ __all__ = [
     "RecordError",
     "decode_token",
     "encode_token",
-    "kv_permissions",
     "lease_key",
     "member_key",
     "parse_lease_key",
@@ -71,25 +70,6 @@ def decode_token(token: str) -> str:
         except UnicodeDecodeError:
             pass
     raise RecordError(f"{token[:40]!r} is not a key token a replica writes")
-
-
-def kv_permissions(bucket: str) -> list[str]:
-    """The subjects a replica publishes to use the cluster bucket (for a NATS user's
-    `publish.allow`; it also needs to subscribe to `_INBOX.>`): its keys, the
-    bucket's stream API, direct gets, and the member watch's consumers."""
-    stream = f"KV_{bucket}"
-    return [
-        f"$KV.{bucket}.>",
-        "$JS.API.INFO",
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.STREAM.CREATE.{stream}",
-        f"$JS.API.STREAM.MSG.GET.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}.>",
-        f"$JS.API.CONSUMER.*.{stream}",
-        f"$JS.API.CONSUMER.*.{stream}.>",
-        f"$JS.FC.{stream}.>",
-    ]
 
 
 def member_key(poller_id: str) -> str:

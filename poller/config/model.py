@@ -22,6 +22,7 @@ from poller.agent.budget import DEFAULT_REASSEMBLY_BUDGET
 from poller.cluster.assign import shard_of
 from poller.config.engine import ConfigIssue
 from poller.identity.names import format_edge_cn
+from poller.nats.urls import TlsFiles
 
 __all__ = [
     "CLUSTER_MODES",
@@ -166,9 +167,12 @@ class SinkConfig:
     """Where results go.
 
     type "file": `dir` is set (absolute when loaded from a file); the nats fields keep their defaults.
-    type "nats": `url` is set, `outbox` is the SQLite outbox file, dir None; `creds` is a
-    credentials file from `nats-config` (None: no authentication); max_age / max_bytes
-    (None: unlimited) / duplicate_window are the tenant streams' limits.
+    type "nats": `url` is set (one URL, or several joined by commas: the client's server
+    list), `outbox` is the SQLite outbox file, dir None; `creds` is an NKey seed, `.creds`
+    or nats-config JSON file (None: no authentication); `tls` the CA and client
+    certificate for tls:// URLs; max_age / max_bytes (None: unlimited) / duplicate_window
+    are the tenant streams' limits; `replicas` of each stream the sink creates (None: 3 on
+    a JetStream cluster of at least 3 servers, else 1).
     """
 
     type: SinkType = "file"
@@ -182,6 +186,8 @@ class SinkConfig:
     max_bytes: int | None = field(default=None, metadata=_NATS)
     duplicate_window: float = field(default=DEFAULT_DUPLICATE_WINDOW, metadata=_NATS)
     publish_timeout: float = field(default=DEFAULT_PUBLISH_TIMEOUT, metadata=_NATS)
+    tls: TlsFiles | None = field(default=None, metadata=_NATS)
+    replicas: int | None = field(default=None, metadata=_NATS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +275,10 @@ class ShardConfig:
 class ClusterConfig:
     """Dynamic membership: replicas share the agents through leases in a
     JetStream KV bucket (poller.cluster). `capacity` weighs this replica's
-    share; `tenants`, when set, restricts it to those tenants' agents."""
+    share; `tenants`, when set, restricts it to those tenants' agents. `nats`
+    (URLs joined by commas), `creds` and `tls` default to the NATS sink's;
+    `replicas` of the bucket it creates (None: 3 on a JetStream cluster of at
+    least 3 servers, else 1)."""
 
     nats: str
     creds: Path | None = None
@@ -277,6 +286,8 @@ class ClusterConfig:
     capacity: float = 1.0
     tenants: tuple[str, ...] | None = None
     mode: Literal["dynamic"] = "dynamic"
+    tls: TlsFiles | None = None
+    replicas: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
-from urllib.parse import urlsplit
 
+from poller.cluster.assign import MAX_CAPACITY
 from poller.config.durations import format_duration
 from poller.config.engine import (
     MISSING,
@@ -64,7 +64,6 @@ from poller.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
     MIN_REASSEMBLY_BUDGET,
-    NATS_SCHEMES,
     SINK_TYPES,
     AgentConfig,
     CheckConfig,
@@ -80,6 +79,7 @@ from poller.config.model import (
     json_keys,
 )
 from poller.identity.names import is_label
+from poller.nats.urls import NatsUrlError, TlsFiles, parse_servers, redact_url
 
 __all__ = [
     "AGENT_KEYS",
@@ -129,6 +129,10 @@ CLUSTER_KEYS = json_keys(ClusterConfig)
 SHARD_KEYS = json_keys(ShardConfig)
 SINK_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({t: json_keys(SinkConfig, only=t) for t in SINK_TYPES})
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
+TLS_KEYS = ("ca_file", "cert_file", "key_file")
+# A JetStream leader election took 4.6-5.8 s (3 servers, kill -9 of the bucket leader); lease slack is
+# one interval, so an interval of 10 s rides one out without losing a slot.
+MIN_DYNAMIC_INTERVAL = 10.0
 
 
 def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
@@ -194,6 +198,13 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
         c.error(
             "cluster",
             "cannot be combined with shard: static sharding and dynamic membership are two ways to split the agents; keep one",
+        )
+    if cluster is not None and poll_interval is not None and poll_interval < MIN_DYNAMIC_INTERVAL:
+        c.warn(
+            "poll_interval",
+            f"{format_duration(poll_interval)} is under {format_duration(MIN_DYNAMIC_INTERVAL)}: in dynamic mode a JetStream "
+            "leader election of the cluster bucket (about 5 s) costs slots; no agent is ever polled twice, but some are "
+            "not polled until it is over (docs/deployment.md)",
         )
 
     if c.errors:
@@ -277,28 +288,36 @@ def _parse_cluster(
     if mode is not None and mode not in CLUSTER_MODES:
         hint = " (static sharding is the top-level `shard` key)" if mode == "static" else ""
         c.error("cluster.mode", f"{show(mode)} is not a cluster mode (one of: {', '.join(CLUSTER_MODES)}){hint}")
-    sink_url = sink.url if sink is not None and sink.type == "nats" else None
-    url = c.string(
-        obj,
-        "nats",
-        "cluster",
-        default=sink_url if sink_url is not None else MISSING,
-        required="required (a NATS URL, e.g. nats://nats:4222), unless the sink is NATS",
+    nats_sink = sink if sink is not None and sink.type == "nats" else None
+    if "nats" in obj or nats_sink is None:
+        url = _nats_urls(
+            c, obj, "nats", "cluster", required="required (a NATS URL, e.g. tls://nats:4222), unless the sink is NATS"
+        )
+    else:
+        url = nats_sink.url
+    creds = (
+        c.path(obj, "creds", "cluster", default=None, base_dir=base_dir)
+        if obj.get("creds") is not None
+        else (nats_sink.creds if nats_sink else None)
     )
-    if url is not None and (problem := _nats_url_problem(url)):
-        c.error("cluster.nats", problem)
-    sink_creds = sink.creds if sink is not None and sink.type == "nats" else None
-    creds = c.path(obj, "creds", "cluster", default=None, base_dir=base_dir) if obj.get("creds") is not None else sink_creds
+    tls = _tls(c, obj, "cluster", base_dir) if "tls" in obj else (nats_sink.tls if nats_sink else None)
+    replicas = c.integer(obj, "replicas", "cluster", default=None, low=1, high=5)
+    _check_tls_scheme(c, "cluster", url, tls)
     bucket = c.string(obj, "bucket", "cluster", default=DEFAULT_CLUSTER_BUCKET)
     if bucket is not None and not _BUCKET.fullmatch(bucket):
         c.error("cluster.bucket", f"{show(bucket)} is not a bucket name (letters, digits, '_' and '-')")
     capacity = obj.get("capacity", 1)
-    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not 0 < capacity < 1e9:
-        c.error("cluster.capacity", f"expected a positive number (this replica's relative share), got {kind(capacity)}")
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not 0 < capacity <= MAX_CAPACITY:
+        c.error(
+            "cluster.capacity",
+            f"expected a positive number up to {MAX_CAPACITY:g} (this replica's relative share), got {kind(capacity)}",
+        )
     tenants = _parse_cluster_tenants(c, obj.get("tenants"), agents)
     if len(c.errors) > errors_before or url is None or bucket is None:
         return None
-    return ClusterConfig(nats=url, creds=creds, bucket=bucket, capacity=float(capacity), tenants=tenants)
+    return ClusterConfig(
+        nats=url, creds=creds, bucket=bucket, capacity=float(capacity), tenants=tenants, tls=tls, replicas=replicas
+    )
 
 
 def _parse_cluster_tenants(c: Checker, value: object, agents: tuple[AgentConfig, ...]) -> tuple[str, ...] | None:
@@ -352,13 +371,11 @@ def _parse_sink(c: Checker, value: object, base_dir: Path | None) -> SinkConfig 
 
 def _parse_nats_sink(c: Checker, value: Mapping[str, Any], base_dir: Path | None) -> SinkConfig | None:
     errors_before = len(c.errors)
-    url = c.string(value, "url", "sink", default=DEFAULT_NATS_URL)
-    if url is not None:
-        problem = _nats_url_problem(url)
-        if problem:
-            c.error("sink.url", problem)
-            url = None
+    url = _nats_urls(c, value, "url", "sink", default=DEFAULT_NATS_URL)
     creds = c.path(value, "creds", "sink", default=None, base_dir=base_dir)
+    tls = _tls(c, value, "sink", base_dir)
+    replicas = c.integer(value, "replicas", "sink", default=None, low=1, high=5)
+    _check_tls_scheme(c, "sink", url, tls)
     outbox = c.path(value, "outbox", "sink", default=DEFAULT_OUTBOX, base_dir=base_dir)
     max_rows = c.integer(value, "outbox_max_rows", "sink", default=DEFAULT_OUTBOX_MAX_ROWS, low=1)
     max_outbox_bytes = c.integer(value, "outbox_max_bytes", "sink", default=DEFAULT_OUTBOX_MAX_BYTES, low=1024)
@@ -386,28 +403,52 @@ def _parse_nats_sink(c: Checker, value: Mapping[str, Any], base_dir: Path | None
         max_bytes=max_bytes,
         duplicate_window=cast(float, window),
         publish_timeout=cast(float, publish_timeout),
+        tls=tls,
+        replicas=replicas,
     )
 
 
-def redact_url(url: str) -> str:
-    """The URL without its user:password@ part (a NATS URL may carry one)."""
-    return re.sub(r"(?<=//)[^/@]*@", "***@", url)
-
-
-def _nats_url_problem(url: str) -> str | None:
-    shown = show(redact_url(url))
+def _nats_urls(
+    c: Checker, obj: Mapping[str, Any], name: str, path: str, *, default: Any = MISSING, required: str | None = None
+) -> str | None:
+    """A NATS URL, a comma-separated string or an array of URLs, as one comma-joined string."""
+    where = key(path, name)
+    value = obj.get(name, MISSING)
+    if value is MISSING:
+        if default is MISSING:
+            c.error(where, required or "required")
+            return None
+        value = default
+    if not isinstance(value, (str, list)):
+        c.error(where, f"expected a URL or an array of URLs, got {kind(value)}")
+        return None
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return f"{shown} is not a URL (expected e.g. {DEFAULT_NATS_URL})"
-    if parts.scheme not in NATS_SCHEMES:
-        return f"{shown}: scheme must be one of {', '.join(NATS_SCHEMES)} (e.g. {DEFAULT_NATS_URL})"
-    if not parts.hostname:
-        return f"{shown} has no host (expected e.g. {DEFAULT_NATS_URL})"
-    if port == 0:
-        return f"{shown}: port 0 is not a port to connect to"
-    return None
+        return ",".join(parse_servers(value))
+    except NatsUrlError as exc:
+        c.error(where, exc.detail)
+        return None
+
+
+def _tls(c: Checker, obj: Mapping[str, Any], path: str, base_dir: Path | None) -> TlsFiles | None:
+    """`tls: {"ca_file", "cert_file", "key_file"}` (all optional; a client certificate needs both)."""
+    value = obj.get("tls")
+    if value is None:
+        return None
+    where = key(path, "tls")
+    section = c.object(value, where, TLS_KEYS)
+    if section is None:
+        return None
+    files = {name: c.path(section, name, where, default=None, base_dir=base_dir) for name in TLS_KEYS}
+    try:
+        return TlsFiles(files["ca_file"], files["cert_file"], files["key_file"])
+    except NatsUrlError as exc:
+        c.error(where, exc.detail)
+        return None
+
+
+def _check_tls_scheme(c: Checker, path: str, url: str | None, tls: TlsFiles | None) -> None:
+    if url is not None and tls is not None and not all(u.startswith("tls://") for u in url.split(",")):
+        c.error(key(path, "tls"), "TLS files are given but the URLs are nats://: write them as tls://")
 
 
 def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:

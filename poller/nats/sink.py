@@ -25,12 +25,10 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -41,7 +39,8 @@ from poller.config import PollerConfig
 from poller.delivery.result import PollResult
 from poller.identity.reasons import PollerError, ResultRefused
 from poller.logs import get_logger
-from poller.nats.creds import NatsCredentials, load_credentials
+from poller.nats.connect import NatsTarget, TlsFiles, cluster_size, connect
+from poller.nats.creds import NatsCredentials
 from poller.nats.health import HealthTracker
 from poller.nats.messages import Message, heartbeat_message, result_message
 from poller.nats.metrics import DeliveryMetrics
@@ -70,12 +69,17 @@ class DeliveryError(PollerError):
 class JetStreamSettings:
     """How the sink reaches NATS and how much it keeps while it cannot.
 
-    creds: a credentials file from `nats-config` (None: connect without auth,
-    JetStream API at `$JS.API`). outbox: the SQLite file (None: no outbox).
+    url: one server URL, a comma-separated string or a list (the client's server pool).
+    creds: an NKey seed, `.creds` or nats-config JSON file (None: connect without auth,
+    JetStream API at `$JS.API`). tls: CA and client certificate for tls:// URLs.
+    outbox: the SQLite file (None: no outbox). replicas: of each stream the sink
+    creates (None: 3 on a JetStream cluster of at least 3 servers, else 1).
     """
 
-    url: str = "nats://127.0.0.1:4222"
+    url: str | Sequence[str] = "nats://127.0.0.1:4222"
     creds: Path | None = None
+    tls: TlsFiles | None = None
+    replicas: int | None = None
     outbox: Path | None = None
     outbox_max_rows: int = DEFAULT_MAX_ROWS
     outbox_max_bytes: int = DEFAULT_MAX_BYTES
@@ -98,7 +102,9 @@ class JetStreamSink:
         self.metrics = metrics if metrics is not None else DeliveryMetrics()
         # Tenants served (heartbeats go to each) and the agents seen per tenant.
         self.served: dict[str, set[str]] = {tenant: set() for tenant in tenants}
-        self.creds: NatsCredentials | None = load_credentials(settings.creds) if settings.creds is not None else None
+        # Bad URLs, TLS files or credentials are refused here, before anything is polled.
+        self.target = NatsTarget.of(settings.url, settings.creds, settings.tls)
+        self.creds: NatsCredentials | None = self.target.credentials()
         self.health = HealthTracker()
         self.outbox: Outbox | None = None
         self.nc: NatsClient | None = None
@@ -106,6 +112,7 @@ class JetStreamSink:
         self._js: JetStreamContext | None = None
         self._admin: dict[str, JetStreamContext] = {}
         self._streams_ready: set[str] = set()
+        self._servers: int | None = None  # servers in the JetStream cluster, asked once
         self._blocked: dict[str, tuple[float, int]] = {}  # tenant -> (retry at, failures)
         self._wake = asyncio.Event()
         self._acked = asyncio.Condition()
@@ -114,7 +121,6 @@ class JetStreamSink:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._start_lock = asyncio.Lock()
-        self._last_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -206,53 +212,47 @@ class JetStreamSink:
     # -- connection ----------------------------------------------------------
 
     async def _connect(self) -> None:
-        """Connect (nats-py retries until the server answers, and reconnects after that);
+        """Connect (nats-py retries until a server answers, and reconnects after that);
         an unexpected failure is logged and retried, never left to end the task silently."""
-        options: dict[str, Any] = dict(self.creds.connect_options()) if self.creds is not None else {}
         delay = self.settings.retry_initial
         while self.nc is None:
             try:
-                self.nc = await nats.connect(
-                    self.settings.url,
+                self.nc = await connect(
+                    self.target,
                     name=f"serviceradar-poller {self.settings.poller_id}",
+                    on_disconnected=self._on_disconnected,
+                    on_reconnected=self._on_reconnected,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,  # also retries the first connect: the outbox holds results meanwhile
                     reconnect_time_wait=1,
                     connect_timeout=2,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    **options,
                 )
-            except Exception as exc:  # e.g. a URL nats-py cannot use
-                log.error("nats_connect_failed", url=_safe_url(self.settings.url), error=repr(exc), retry_in=delay)
+            except Exception as exc:  # e.g. a TLS mismatch: said once per retry, with backoff
+                log.error("nats_connect_failed", servers=self.target.shown, error=str(exc) or repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(self.settings.retry_max, delay * 2)
         self._js = self.nc.jetstream(timeout=self.settings.publish_timeout)
         self._connected.set()
         self.metrics.connected.set(1)
-        log.info("nats_connected", url=_safe_url(self.settings.url), account=self.creds.account if self.creds else None)
-
-    async def _on_error(self, err: Exception) -> None:
-        text = str(err) or err.__class__.__name__
-        if text != self._last_error:  # one line per kind of trouble, not one per retry
-            self._last_error = text
-            event = "nats_refused" if "permission" in text.lower() or "authorization" in text.lower() else "nats_error"
-            log.warning(event, url=_safe_url(self.settings.url), error=text)
 
     async def _on_disconnected(self) -> None:
         if self._connected.is_set() and not self._closing.is_set():
             self._connected.clear()
             self.metrics.connected.set(0)
-            log.warning("nats_disconnected", url=_safe_url(self.settings.url), pending=self.outbox.rows if self.outbox else None)
+            log.warning("nats_sink_waiting", pending=self.outbox.rows if self.outbox else None)
 
     async def _on_reconnected(self) -> None:
         self._connected.set()
-        self._last_error = None
         self._blocked.clear()  # retry every tenant now rather than at its backoff
         self._wake.set()
         self.metrics.connected.set(1)
-        log.info("nats_reconnected", url=_safe_url(self.settings.url), pending=self.outbox.rows if self.outbox else None)
+        if self.outbox is not None and self.outbox.rows:
+            log.info("nats_sink_resumed", pending=self.outbox.rows)
+
+    async def _cluster_size(self) -> int:
+        if self._servers is None:
+            self._servers = await cluster_size(self.target)
+        return self._servers
 
     def _admin_js(self, tenant: str) -> JetStreamContext:
         """The JetStream API that manages `tenant`'s stream (through the account import for the poller)."""
@@ -266,7 +266,9 @@ class JetStreamSink:
     async def _ready(self, tenant: str) -> None:
         if tenant in self._streams_ready:
             return
-        await ensure_stream(self._admin_js(tenant), tenant, self.settings.limits)
+        await ensure_stream(
+            self._admin_js(tenant), tenant, self.settings.limits, replicas=self.settings.replicas, cluster_size=self._cluster_size
+        )
         self._streams_ready.add(tenant)
 
     # -- sending -------------------------------------------------------------
@@ -472,12 +474,6 @@ def _subject_of(row: OutboxRow) -> str | None:
     return subject
 
 
-def _safe_url(url: str) -> str:
-    """The URL without any user:password@ part."""
-    head, sep, tail = url.partition("://")
-    return f"{head}{sep}{tail.rsplit('@', 1)[-1]}" if sep else url
-
-
 def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None = None) -> JetStreamSink:
     """The daemon's NATS sink from its config (`sink: {"type": "nats", ...}`), its metrics in `registry`."""
     sink = settings.sink
@@ -486,6 +482,8 @@ def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None 
         JetStreamSettings(
             url=sink.url or "nats://127.0.0.1:4222",
             creds=sink.creds,
+            tls=sink.tls,
+            replicas=sink.replicas,
             outbox=sink.outbox,
             outbox_max_rows=sink.outbox_max_rows,
             outbox_max_bytes=sink.outbox_max_bytes,

@@ -15,6 +15,7 @@ client connection answered with INFO, never a sleep.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -24,17 +25,29 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
 from poller.identity.reasons import PollerError
 
-__all__ = ["NatsServer", "NatsServerError", "find_nats_server"]
+__all__ = ["NatsCluster", "NatsServer", "NatsServerError", "find_nats_server"]
 
 _BINARY = "nats-server"
 _LISTENING = re.compile(r"Listening for client connections on (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 _READY = "Server is ready"
+
+
+def _config_doc(path: Path) -> dict[str, object]:
+    """A JSON config's top level (nats-config writes JSON after '#' comment lines); {} otherwise."""
+    try:
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        doc = json.loads(text)
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 class NatsServerError(PollerError, RuntimeError):
@@ -94,6 +107,8 @@ class NatsServer:
             raise ValueError("give store_dir (JetStream store) or config (whose jetstream block names the store), not both")
         self.store_dir = Path(store_dir) if store_dir is not None else None
         self.config = Path(config) if config is not None else None
+        # A config with a tls block (nats-config's default) serves tls:// only.
+        self.scheme = "tls" if self.config is not None and "tls" in _config_doc(self.config) else "nats"
         self.host = "127.0.0.1"
         self.port = port
         self.binary = binary or find_nats_server()
@@ -101,12 +116,14 @@ class NatsServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=200)
+        self._lines = 0  # lines logged so far (the deque keeps the last 200)
+        self._logged = threading.Condition()
 
     @property
     def url(self) -> str:
         if self.port is None:
             raise NatsServerError("the server has not been started yet: no port")
-        return f"nats://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -119,6 +136,20 @@ class NatsServer:
     def log_tail(self) -> str:
         """The server's last log lines (for failure messages)."""
         return "\n".join(self._log)
+
+    def wait_log(self, fragment: str, timeout: float = 30.0) -> str:
+        """The first line among the last 200 the server logged that contains `fragment`, waiting
+        for it up to `timeout` seconds (then NatsServerError)."""
+        deadline = time.monotonic() + timeout
+        with self._logged:
+            while True:
+                for line in self._log:
+                    if fragment in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NatsServerError(f"nats-server did not log {fragment!r} within {timeout}s:\n{self.log_tail()}")
+                self._logged.wait(left)
 
     def command(self) -> list[str]:
         cmd = [str(self.binary)]
@@ -183,7 +214,10 @@ class NatsServer:
         with proc.stderr:
             for raw in proc.stderr:  # drains until the process exits, so the pipe never fills
                 line = raw.decode("utf-8", "replace").rstrip()
-                self._log.append(line)
+                with self._logged:
+                    self._log.append(line)
+                    self._lines += 1
+                    self._logged.notify_all()
                 if match := _LISTENING.search(line):
                     seen["port"] = int(match["port"])
                 if _READY in line:
@@ -212,3 +246,116 @@ class NatsServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free right now (a cluster's routes must be named before its servers start)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class NatsCluster:
+    """A real N-server JetStream cluster on loopback with nats-config's layout (accounts,
+    NKeys, and TLS with client certificates when `certs` is given), for tests and benchmarks.
+
+    Each server is a NatsServer: `servers[i].stop(kill=True)` plays a crash, `.start()`
+    brings it back on the same ports with the same store. `urls` is the poller's list.
+
+    >>> with NatsCluster(tmp / "nats", tenants=["acme-corp"], certs=pki_dir) as cluster:  # doctest: +SKIP
+    ...     cluster.servers[0].stop(kill=True)
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tenants: Sequence[str],
+        size: int = 3,
+        certs: Path | None = None,
+        cluster_bucket: str | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        from poller.nats.accounts import plan_layout, plan_nodes, write_layout
+
+        self.directory = Path(directory)
+        ports = _free_ports(2 * size)
+        nodes = [
+            replace(node, listen=("127.0.0.1", ports[i]), route_port=ports[size + i])
+            for i, node in enumerate(
+                plan_nodes(size, hosts=["127.0.0.1"], port=1, route_port=1, store_dir=self.directory / "jetstream")
+            )
+        ]
+        tls = None
+        if certs is not None:
+            from poller.nats.accounts import user_name
+            from poller.nats.tlsfiles import issue_tls
+
+            users = [user_name(t) for t in [None, *tenants]]
+            tls = issue_tls(certs, self.directory, servers={n.name: ["127.0.0.1"] for n in nodes}, users=users)
+        self.layout = plan_layout(tenants, listen=nodes[0].listen, store_dir=nodes[0].store_dir, nodes=nodes, tls=tls)
+        configs = write_layout(self.directory, self.layout, cluster_bucket=cluster_bucket)[:size]
+        self.servers = [
+            NatsServer(config=conf, port=node.listen[1], start_timeout=start_timeout)
+            for conf, node in zip(configs, nodes, strict=True)
+        ]
+        self.start_timeout = start_timeout
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    def server(self, name: str) -> NatsServer:
+        """The server named `name` (nats-1 ...: what JetStream reports as a leader)."""
+        names = [node.name for node in self.layout.nodes]
+        return self.servers[names.index(name)]
+
+    def start(self) -> NatsCluster:
+        """Start every server (in parallel: a JetStream cluster needs a quorum to become ready)."""
+        errors: list[BaseException] = []
+
+        def start_one(server: NatsServer) -> None:
+            try:
+                server.start()
+            except BaseException as exc:  # reported below, after the others had their chance
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start_one, args=(s,), daemon=True) for s in self.servers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(self.start_timeout + 5)
+        if errors:
+            self.stop()
+            raise errors[0]
+        self.wait_jetstream()
+        return self
+
+    def wait_jetstream(self) -> None:
+        """Until one of the running servers logs that the cluster elected a JetStream metadata leader."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            for server in [s for s in self.servers if s.running]:
+                try:
+                    server.wait_log("metadata leader", timeout=0.5)
+                    return
+                except NatsServerError:
+                    continue
+        raise NatsServerError("the NATS cluster elected no JetStream metadata leader")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
