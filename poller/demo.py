@@ -39,7 +39,7 @@ from poller.nats.accounts import creds_path, plan_layout, write_layout
 from poller.nats.creds import load_credentials
 from poller.pki.dev import IMPOSTOR_COMPONENT, IMPOSTOR_ISSUER, IMPOSTOR_PARTITION, IMPOSTOR_STEM, IMPOSTOR_VICTIM, create_dev_pki
 from poller.testing.mock_agent import MockAgent
-from poller.testing.nats_server import NatsServer
+from poller.testing.nats_server import NatsServer, NatsServerError
 from poller.testing.push_agent import PushAgent
 from poller.trust.layout import CertsLayout
 
@@ -308,7 +308,11 @@ def cli() -> int:
     parser.add_argument("--workdir", default="demo", help="where the config and results go (default: demo)")
     parser.add_argument("--seconds", type=float, default=None, help="stop by itself after this long")
     parser.add_argument("--file-sink", action="store_true", help="write results to WORKDIR/data instead of NATS")
-    return asyncio.run(main(parser.parse_args()))
+    try:
+        return asyncio.run(main(parser.parse_args()))
+    except NatsServerError as exc:  # not installed, or it would not start: one line, as for any unusable setup
+        print(f"error: {str(exc).splitlines()[0]} (or run the demo with --file-sink)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

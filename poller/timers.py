@@ -177,3 +177,21 @@ async def wait_done(task: asyncio.Future[Any], timeout: float) -> bool:
         handle.cancel()
         task.remove_done_callback(wake)
     return task.done()
+
+
+def task_cancelling() -> bool:
+    """True when the running task has a cancellation requested (its own, or a timeout's).
+
+    grpc.aio raises asyncio.CancelledError in a call whose channel was closed,
+    though nobody cancelled the task awaiting it; a task that is itself being
+    cancelled has a cancel request counted (Task.cancelling()). Code that maps
+    a cut call to an error re-raises a real cancellation, so that shutdown and
+    timeouts still work.
+
+    >>> async def main():
+    ...     return task_cancelling()
+    >>> asyncio.run(main())
+    False
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -897,9 +897,12 @@ def test_config_check_accepts_a_nats_sink_and_refuses_service_types_that_are_not
 
 
 def test_config_check_warns_about_a_missing_nats_creds_file(tmp_path, capsys):
+    from poller.testing.forge import ForgePki
+
+    certs = ForgePki.create(tmp_path / "certs", tenants=("acme-corp",)).directory  # usable, as run needs it
     path = tmp_path / "nats.json"
     path.write_text(
-        json.dumps({"poller_id": "p", "certs_dir": str(tmp_path), "sink": {"type": "nats", "creds": "nats/poller.creds"}})
+        json.dumps({"poller_id": "p", "certs_dir": str(certs), "sink": {"type": "nats", "creds": "nats/poller.creds"}})
     )
     assert main(["config", "check", str(path)]) == 0
     err = capsys.readouterr().err

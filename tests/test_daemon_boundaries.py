@@ -301,3 +301,68 @@ async def test_run_once_survives_a_sink_failing_for_one_agent(pki, serve, log_ev
     [failure] = [e for e in log_events() if e["event"] == "agent_cycle_failed"]
     assert (failure["agent"], failure["tenant"]) == ("a", ACME)
     assert scheduler.take_tally() == {ACME: {"ok": 2}}  # both agents answered; the sink is not theirs to blame
+
+
+class _FaultyGate:
+    """A PollGate (the cluster's seam) that fails once in the given way, then lets one poll through."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+        self.failed = False
+        self.slots = 0
+
+    def _fail(self, where: str) -> None:
+        if self.fault.startswith(where) and not self.failed:
+            self.failed = True
+            if self.fault.endswith("cancel"):
+                raise asyncio.CancelledError()  # as grpc.aio raises in a call whose channel closed
+            raise RuntimeError("a bug in the gate")
+
+    def next_slot(self, agent: str) -> float:
+        import time
+
+        self.slots += 1
+        self._fail("next_slot")
+        return time.monotonic() + (0.0 if self.slots <= 2 else 3600.0)  # the loop before and after its restart
+
+    def slot_deadline(self, agent: str) -> float:
+        import time
+
+        return time.monotonic() + 5.0
+
+    async def may_poll(self, agent) -> bool:
+        self._fail("may_poll")
+        return True
+
+
+@pytest.mark.parametrize("fault", ["next_slot-error", "may_poll-cancel"])
+async def test_an_agent_loop_that_ends_is_logged_with_its_traceback_and_restarted(pki, serve, log_events, caplog, fault):
+    agent = await serve(pki.agent(ACME, "agent-001"))
+    settings = settings_for(pki, {"a": entry(agent)}, poll_interval="1s")
+    sink = MemorySink()
+    gate = _FaultyGate(fault)
+    scheduler = Scheduler(settings, TrustStore(pki.directory), sink.publish, gate=gate)
+    scheduler.start()
+    try:
+        async with asyncio.timeout(30):
+            [result] = await sink.wait_for(lambda results: len(results) >= 1)
+    finally:
+        await scheduler.stop(grace=1)
+    assert gate.failed and result.available and result.agent == "a"
+    [failed] = [e for e in log_events() if e["event"] == "agent_loop_failed"]
+    assert (failed["agent"], failed["tenant"], failed["level"]) == ("a", ACME, "error")
+    [record] = [r for r in caplog.records if "agent_loop_failed" in r.getMessage()]
+    assert record.exc_info is not None  # the traceback
+    assert [e["agent"] for e in log_events() if e["event"] == "agent_loop_restarted"] == ["a"]
+
+
+async def test_stopping_the_scheduler_still_cancels_a_hung_cycle(pki, serve):
+    agent = await serve(pki.agent(ACME, "agent-001"))
+    agent.behaviour.hang = True
+    settings = settings_for(pki, {"a": entry(agent)}, poll_interval="10s", call_timeout="5s")
+    scheduler = Scheduler(settings, TrustStore(pki.directory), MemorySink().publish)
+    scheduler.start()
+    async with asyncio.timeout(30):
+        await agent.wait_for_calls("GetStatus")
+        await scheduler.stop(grace=0.1)  # the supervisor does not restart a loop the scheduler cancels
+    assert all(task.done() for task in scheduler._tasks.values()) and not scheduler._tasks

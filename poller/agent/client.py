@@ -14,6 +14,7 @@ gRPC code when a call failed).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
@@ -30,6 +31,7 @@ from poller.identity.context import TenantContext, bound_tenant
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, IncompleteStream, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
+from poller.timers import task_cancelling
 
 T = TypeVar("T")
 
@@ -163,6 +165,10 @@ class AgentClient:
                 yield chunk
         except grpc.aio.AioRpcError as err:
             raise await self._translate("StreamResults", err) from None
+        except asyncio.CancelledError:
+            if task_cancelling():
+                raise
+            raise self.connection.cut("StreamResults") from None
         finally:
             call.cancel()
 
@@ -239,19 +245,26 @@ class AgentClient:
         pinned = self.connection.serial
         started = time.perf_counter()
         try:
-            response = await method(request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.aio.AioRpcError as err:
-            failure = await self._translate(name, err)
-            if not isinstance(failure, AgentUnreachable) or self.connection.serial == pinned:
-                raise failure from None
-            # The pinned handshake failed because the agent rotated its certificate,
-            # and the fresh proof re-pinned the channel: the call never reached the
-            # agent, so it goes once more, over the new pin.
-            ctx = self.context
             try:
                 response = await method(request, timeout=self.timeout if timeout is None else timeout)
-            except grpc.aio.AioRpcError as again:
-                raise await self._translate(name, again) from None
+            except grpc.aio.AioRpcError as err:
+                failure = await self._translate(name, err)
+                if not isinstance(failure, AgentUnreachable) or self.connection.serial == pinned:
+                    raise failure from None
+                # The pinned handshake failed because the agent rotated its certificate,
+                # and the fresh proof re-pinned the channel: the call never reached the
+                # agent, so it goes once more, over the new pin.
+                ctx = self.context
+                try:
+                    response = await method(request, timeout=self.timeout if timeout is None else timeout)
+                except grpc.aio.AioRpcError as again:
+                    raise await self._translate(name, again) from None
+        except asyncio.CancelledError:
+            # grpc.aio cancels the calls of a channel the poller closes (refusal,
+            # rotation): a failure of this call, not a cancellation of the task.
+            if task_cancelling():
+                raise
+            raise self.connection.cut(name) from None
         if response is None:
             raise _invalid_payload(name, type(request).__name__.replace("Request", "Response"))
         latency = time.perf_counter() - started

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = sub.add_parser(
         "check",
         help="validate a config file (exit 0 if valid, 2 if not)",
-        description="Validate FILE and list every problem found. Also looks for the certificates it will need (warnings only).",
+        description="Validate FILE and list every problem found. Also loads the certs directory as `run` would "
+        "(exit 2 when it is unusable, e.g. without poller.pem; a directory that is not there is a warning).",
     )
     check.add_argument("file", metavar="FILE", help="the JSON config file")
     check.add_argument("--no-files", action="store_true", help="do not look for certs_dir and the tenant CAs on disk")
@@ -64,6 +65,12 @@ def _check(args: argparse.Namespace) -> int:
     warnings = list(config.warnings)
     if not args.no_files:
         warnings.extend(check_files(config))
+        if problems := _certs_problems(config):
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            for problem in problems:
+                print(f"error: certs: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     tenants = ", ".join(config.tenants) or "(none)"
@@ -78,6 +85,22 @@ def _check(args: argparse.Namespace) -> int:
             f"capacity {cluster.capacity:g}, tenants: {tenants}"
         )
     return EXIT_OK
+
+
+def _certs_problems(config: PollerConfig) -> list[str]:
+    """Why `run` could not load the certs directory (as it loads it: root, tenant
+    CAs, CRLs, the poller's own certificate and key); nothing when it could. A
+    directory that is not there is only a warning (check_files): the daemon may
+    run on another machine."""
+    if not config.certs_dir.is_dir():
+        return []
+    from poller.trust.store import TrustStore, TrustStoreError
+
+    try:
+        TrustStore(config.certs_dir, require_crl=config.require_crl)
+    except TrustStoreError as exc:
+        return list(exc.problems)
+    return []
 
 
 def _print_shards(config: PollerConfig) -> None:

@@ -310,7 +310,14 @@ class PollerDaemon:
             health=self.health,
             about=self.about,
         )
-        await self._http.start()
+        try:
+            await self._http.start()
+        except OSError as exc:  # e.g. the port is taken: an unusable configuration, said in one line
+            self._http = None
+            host, port = address
+            raise ConfigError(
+                [ConfigIssue("metrics_listen", f"cannot listen on {host or '0.0.0.0'}:{port}: {exc.strerror or exc}")]
+            ) from None
         self.metrics_port = self._http.port
         host = address[0] or "0.0.0.0"
         log.info(

@@ -9,7 +9,10 @@ take, so a hung agent never delays the others or its own next cycle.
 No failure ends in silence: a cycle cut short by its deadline, or by an
 unexpected error, still yields one result per due check (timeout or
 internal_error for those that did not finish), an error is logged with its
-traceback, and the agent's loop keeps running.
+traceback, and the agent's loop keeps running. Each loop is supervised: one
+that ever ends while the scheduler runs (an error, or a cancellation nobody
+asked for, as grpc.aio raises in calls whose channel closes) is logged with
+its traceback, naming tenant and agent, and started again.
 """
 
 from __future__ import annotations
@@ -26,14 +29,14 @@ from poller.agent.budget import ReassemblyBudget
 from poller.config import AgentConfig, PollerConfig
 from poller.daemon.dialgate import DialGate
 from poller.daemon.limiter import Limiter
-from poller.daemon.status import StatusBoard
-from poller.daemon.worker import AgentWorker
+from poller.daemon.status import AgentState, AgentStatus, StatusBoard
+from poller.daemon.worker import AgentWorker, failure_cause
 from poller.delivery.result import PollResult, agent_outcome
 from poller.identity.context import bound_tenant
-from poller.identity.reasons import Reason
+from poller.identity.reasons import AgentUnreachable, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
-from poller.timers import coarse_timeout
+from poller.timers import coarse_timeout, task_cancelling
 from poller.trust.store import TrustStore
 
 log = get_logger("poller.scheduler")
@@ -103,6 +106,7 @@ class Scheduler:
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
         self._outcomes: dict[str, tuple[str, Reason]] = {}
         self.status = StatusBoard()  # what /status and the targets page show
+        self._states: dict[str, tuple[AgentState, Reason | None]] = {}  # last logged, per agent
 
     @property
     def agent_names(self) -> list[str]:
@@ -120,7 +124,7 @@ class Scheduler:
         worker = AgentWorker(agent, self.settings, self.trust, self.metrics, budget=self.budget, dial_gate=self.dial_gate)
         self._workers[agent.name] = worker
         if loop:
-            self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._loop(worker), name=f"agent {agent.name}")
+            self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._supervise(worker), name=f"agent {agent.name}")
         log.debug("agent_started", agent=agent.name, tenant=agent.tenant, address=agent.address)
 
     async def _stop_agent(self, name: str) -> None:
@@ -128,10 +132,37 @@ class Scheduler:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        self._states.pop(name, None)
         await self._workers.pop(name).close()
 
     def _offset(self, name: str) -> float:
         return slot_offset(name, len(self.settings.polled_agents), self.settings.poll_interval)
+
+    async def _supervise(self, worker: AgentWorker) -> None:
+        """Run the agent's loop for as long as the scheduler runs.
+
+        A loop that ends otherwise is a bug or a stray cancellation: it is
+        logged with its traceback (the worker's logger names tenant and agent)
+        and started again, at once if it had run a poll interval, else after one
+        (a loop that fails at once must not spin).
+        """
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await self._loop(worker)
+            except asyncio.CancelledError:
+                if task_cancelling() or self._stopping.is_set():
+                    raise  # stopped or removed: the one way a loop may end
+                worker.log.error("agent_loop_failed", reason=Reason.INTERNAL_ERROR.value, exc_info=True)
+            except Exception:
+                worker.log.exception("agent_loop_failed", reason=Reason.INTERNAL_ERROR.value)
+            else:
+                if self._stopping.is_set():
+                    return
+                worker.log.error("agent_loop_failed", reason=Reason.INTERNAL_ERROR.value, why="the loop returned")
+            if await self._wait_until(started + self.settings.poll_interval):
+                return
+            worker.log.info("agent_loop_restarted")
 
     async def _loop(self, worker: AgentWorker) -> None:
         gate = self.gate
@@ -205,10 +236,17 @@ class Scheduler:
                     else:
                         results = worker.settle(checks, Reason.TIMEOUT)
                         worker.log.warning("cycle_timeout", after=round(timeout, 3))
-                except Exception:
+                        worker.last_failure = AgentUnreachable(
+                            f"the cycle deadline ({timeout:.3g}s) passed before the agent answered", code="DEADLINE_EXCEEDED"
+                        )
+                except (Exception, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and task_cancelling():
+                        raise  # the scheduler stops or the agent was removed
+                    # A bug, or a cancellation nobody asked for: still one result per check.
                     results = worker.settle(checks, Reason.INTERNAL_ERROR)
-                    worker.log.exception("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value)
+                    worker.log.error("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value, exc_info=True)
                 record = self.status.record(worker, results, time.monotonic() - started)
+                self._log_change(worker, record)
                 labels = dict(tenant=worker.agent.tenant, agent=worker.agent.name)
                 self.metrics.agent_failures.labels(**labels).set(record.consecutive_failures)
         overall = agent_outcome(results)
@@ -227,6 +265,29 @@ class Scheduler:
             await self._cycle_done()
         self.cycles_completed += 1
         return results
+
+    def _log_change(self, worker: AgentWorker, status: AgentStatus) -> None:
+        """One line when an agent's state (or its reason) changes, naming tenant,
+        agent and the cause; nothing while it stays as it was.
+
+        The first proof of an agent needs none: the audit log's identity_accepted is that line.
+        """
+        name = worker.agent.name
+        now = (status.state, status.reason)
+        before = self._states.get(name)
+        if before == now:
+            return
+        self._states[name] = now
+        if status.state is AgentState.PENDING or (before is None and status.state is AgentState.PROVEN):
+            return
+        fields = {"state": status.state.value, "previous": before[0].value if before is not None else None}
+        if status.state is AgentState.PROVEN:
+            worker.log.info("agent_recovered", **fields)
+            return
+        failure = worker.last_failure or (worker.down.error if worker.down is not None else None)
+        cause = failure_cause(failure) or ("identity refused" if status.state is AgentState.REFUSED else None)
+        event = "agent_refused" if status.state is AgentState.REFUSED else "agent_unreachable"
+        worker.log.warning(event, **fields, reason=status.reason, cause=cause, detail=status.detail, retry_in=worker.retry_in)
 
     def note_outcome(self, agent: str, tenant: str, outcome: Reason) -> None:
         """An agent's outcome that was not a polled cycle (a push agent's push or silence)."""

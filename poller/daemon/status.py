@@ -244,11 +244,14 @@ def _classify(worker: AgentWorker, results: Sequence[PollResult]) -> _Classified
     if any(r.proven for r in results) or (not results and identity is not None):
         return AgentState.PROVEN, None, None, None, identity
     # Connected earlier, but nothing came back over the proven channel this cycle.
+    failure = worker.last_failure
+    detail = failure.detail if failure is not None else None
     reasons = [r.reason for r in results if r.reason is not None]
     refusal = next((r for r in reasons if r.is_refusal), None)
     if refusal is not None:
-        return AgentState.REFUSED, refusal, None, None, None
-    return AgentState.UNREACHABLE, reasons[0] if reasons else Reason.UNREACHABLE, None, None, identity
+        peer = dict(failure.peer) if isinstance(failure, IdentityRefused) and failure.peer else None
+        return AgentState.REFUSED, refusal, detail, peer, None
+    return AgentState.UNREACHABLE, reasons[0] if reasons else Reason.UNREACHABLE, detail, None, identity
 
 
 def days_left(not_after: datetime, now: datetime | None = None) -> float:

@@ -24,7 +24,7 @@ from poller.daemon.dialgate import DialGate
 from poller.delivery.result import PollResult
 from poller.dial.dialer import AgentConnection, dial_agent
 from poller.identity.context import TenantContext
-from poller.identity.reasons import AgentFailure, IdentityRefused, Reason
+from poller.identity.reasons import AgentFailure, IdentityRefused, InvalidPayload, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
 from poller.trust.store import TrustStore
@@ -78,6 +78,9 @@ class AgentWorker:
         # Results of the current cycle's checks as each one finishes (None: no new
         # data), by position in the cycle's checks, so a cycle cut short keeps them.
         self._settled: dict[int, PollResult | None] = {}
+        # What cut the current cycle short, when something did (for /status's detail
+        # and the state-change log line); cleared at the start of every cycle.
+        self.last_failure: AgentFailure | None = None
         self.log = log.bind(agent=agent.name, tenant=agent.tenant, address=agent.address)
 
     # -- connection ----------------------------------------------------------
@@ -100,8 +103,7 @@ class AgentWorker:
         self.client = AgentClient(
             self.connection, poller_id=self.settings.poller_id, timeout=self.settings.call_timeout, budget=self.budget
         )
-        if self.down is not None or self.failures:
-            self.log.info("agent_recovered", component=ctx.component_id, after_failures=self.failures)
+        # No log line here: the scheduler logs each change of state (agent_recovered).
         self.failures = 0
         self.down = None
         self.metrics.connected_agents.labels(tenant=self.agent.tenant).inc()
@@ -132,15 +134,15 @@ class AgentWorker:
     def _failed(self, err: AgentFailure) -> None:
         self.failures += 1
         delay = backoff_delay(self.failures, initial=self.settings.backoff_initial, cap=self.settings.backoff_max, rng=self.rng)
-        reason = err.reason
-        changed = self.down is None or self.down.reason != reason
-        self.down = _Down(reason=reason, retry_at=time.monotonic() + delay, error=err)
-        event = "agent_refused" if isinstance(err, IdentityRefused) else "agent_unreachable"
-        # One line per change of state, not one per cycle; the audit log has each decision.
-        if changed:
-            self.log.warning(event, reason=reason, detail=err.detail, retry_in=round(delay, 1))
-        else:
-            self.log.debug(event, reason=reason, retry_in=round(delay, 1), failures=self.failures)
+        self.down = _Down(reason=err.reason, retry_at=time.monotonic() + delay, error=err)
+        self.last_failure = err
+        # The scheduler logs the change of state once; the audit log has each decision.
+        self.log.debug("agent_dial_failed", reason=err.reason, retry_in=round(delay, 1), failures=self.failures)
+
+    @property
+    def retry_in(self) -> float | None:
+        """Seconds until the next dial while the agent is down (None when connected)."""
+        return None if self.down is None else max(0.0, round(self.down.retry_at - time.monotonic(), 1))
 
     async def _drop(self) -> None:
         if self.connection is not None:
@@ -194,6 +196,7 @@ class AgentWorker:
             checks = self.due_checks(now)
         self._settled = {}
         self.waiting_to_dial = False
+        self.last_failure = None
         client = await self._connect()
         if client is None:
             assert self.down is not None
@@ -211,6 +214,7 @@ class AgentWorker:
         return [r for r in results if r is not None]
 
     async def _call_failed(self, err: AgentFailure, checks: list[CheckConfig]) -> list[PollResult]:
+        self.last_failure = err
         if isinstance(err, IdentityRefused):
             await self._drop()
             self._failed(err)
@@ -231,6 +235,7 @@ class AgentWorker:
                 return await self._stream(client, check)
             return await self._results(client, check)
         except AgentFailure as err:
+            self.last_failure = err
             if err.reason is Reason.INCOMPLETE_STREAM:
                 self.log.warning("stream_incomplete", check=check.service_name, detail=err.detail)
             if isinstance(err, IdentityRefused):
@@ -292,6 +297,36 @@ class AgentWorker:
             current_sequence=doc.current_sequence,
             agent_timestamp=doc.timestamp,
         )
+
+
+def failure_cause(err: AgentFailure | None) -> str | None:
+    """What kind of failure err is, for an operator: "identity refused",
+    "timeout", "connection refused", "TLS failure", "call cut" (the poller
+    closed the channel under a call), "invalid answer", or "connection failed".
+
+    gRPC says what failed only in its details text, so that is read here.
+
+    >>> from poller.identity.reasons import AgentUnreachable
+    >>> failure_cause(AgentUnreachable("cannot connect to 10.0.0.5:50051: Connection refused"))
+    'connection refused'
+    """
+    if err is None:
+        return None
+    if isinstance(err, IdentityRefused):
+        return "identity refused"
+    if isinstance(err, InvalidPayload) or err.reason is Reason.INCOMPLETE_STREAM:
+        return "invalid answer"
+    code = getattr(err, "code", None)
+    detail = err.detail.lower()
+    if code == "DEADLINE_EXCEEDED" or "timed out" in detail or "deadline" in detail:
+        return "timeout"
+    if code == "CANCELLED":
+        return "call cut"
+    if "connection refused" in detail:
+        return "connection refused"
+    if any(word in detail for word in ("tls", "ssl", "handshake", "certificate")):
+        return "TLS failure"
+    return "connection failed"
 
 
 def _key(check: CheckConfig) -> tuple[str, str]:

@@ -49,7 +49,7 @@ class FileSink:
         handle = self._files.get(result.tenant)
         if handle is None:
             handle = self._open(result.tenant)
-        handle.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+        handle.write(json.dumps(result.to_json(), separators=(",", ":"), allow_nan=False) + "\n")
         self._dirty.add(result.tenant)
 
     def _open(self, tenant: str) -> IO[str]:

@@ -1,9 +1,19 @@
-"""The payload tenant-claim filter: an agent's JSON may not name another tenant.
+"""What an agent's payload is, and the tenant-claim filter: it may not name another tenant.
+
+A payload is JSON only as strict UTF-8 JSON (RFC 8259 §8.1: no UTF-16/32,
+no BOM, no invalid UTF-8), without NaN or ±Infinity (also none from a number
+too large for a double), nested at most MAX_DEPTH deep; anything else is not
+JSON, and a result carries it as `data_b64` (decode_payload returns NOT_JSON).
 
 A proven result's payload is refused (`payload_mismatch`) when any tenant key
-anywhere in its JSON (`tenant`, `tenant_id`, `tenant_slug`, compared without
-case, `_` and `-`) names a tenant other than the proven one; an unproven
-result may carry no payload at all.
+anywhere in its JSON names a tenant other than the proven one. Keys are
+compared as a consumer that normalises them would read them: NFKC, case
+folded, without `_` and `-`, so `tenantId`, `Tenant-Slug`, `TENANT_ID` and
+`tenant` in fullwidth letters all count. The check runs on the parsed document; a
+payload that is not strict JSON but that a lenient parser would read as JSON
+(UTF-16 or UTF-32, which `json.loads(bytes)` detects, NaN) is checked as that
+parser would read it, so no encoding carries a claim past the filter. An
+unproven result may carry no payload at all.
 
 >>> sorted(payload_tenant_claims({"hosts": [{"tenant_id": "xyz-inc"}], "tenant": "acme-corp"}))
 ['acme-corp', 'xyz-inc']
@@ -11,12 +21,74 @@ result may carry no payload at all.
 
 from __future__ import annotations
 
+import json
+import math
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from poller.delivery.result import PollResult
 
-__all__ = ["TENANT_KEYS", "payload_refusal", "payload_tenant_claims"]
+__all__ = ["MAX_DEPTH", "NOT_JSON", "TENANT_KEYS", "decode_payload", "payload_refusal", "payload_tenant_claims"]
+
+#: Deeper documents are not JSON here: re-encoding them must never exhaust the
+#: recursion limit on the way to a sink (the C parser stops near 1,000 anyway).
+MAX_DEPTH = 512
+
+
+class _NotJson:
+    def __repr__(self) -> str:
+        return "NOT_JSON"
+
+
+#: What decode_payload returns for a payload that is not (strict) JSON.
+NOT_JSON: Any = _NotJson()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf, which no JSON can carry
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def decode_payload(payload: bytes) -> Any:
+    """The payload's JSON document, or NOT_JSON (see the module doc).
+
+    >>> decode_payload(b'{"up": true}'), decode_payload('{"up": true}'.encode("utf-16")), decode_payload(b"[NaN]")
+    ({'up': True}, NOT_JSON, NOT_JSON)
+    """
+    try:
+        document = json.loads(payload.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return NOT_JSON
+    if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH and _deeper_than(document, MAX_DEPTH):
+        return NOT_JSON
+    return document
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    stack = [(document, 1)] if isinstance(document, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _as_a_lenient_parser_reads_it(payload: bytes) -> Any:
+    """What json.loads(bytes) makes of a payload (UTF-16/32 detected, NaN allowed), or NOT_JSON."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
 
 #: JSON keys whose value names a tenant; one that is not the proven tenant is a
 #: lie. Keys are compared without case, `_` and `-`, so `tenantId`,
@@ -26,14 +98,18 @@ _TENANT_KEYS_NORMALISED = frozenset(k.replace("_", "") for k in TENANT_KEYS)
 
 
 def _may_name_a_tenant(payload: bytes) -> bool:
-    """Cheap pre-check on the raw JSON: a tenant key has "tenant" in it, in any
-    case, unless it is spelled with \\u escapes (then the full walk decides)."""
-    return b"tenant" in payload.lower() or b"\\u" in payload
+    """Cheap pre-check on raw UTF-8 JSON: a tenant key has "tenant" in it, in any
+    case, unless it is spelled with \\u escapes or non-ASCII letters (fullwidth,
+    ligatures: then the full walk decides)."""
+    return b"tenant" in payload.lower() or b"\\u" in payload or not payload.isascii()
 
 
 def _is_tenant_key(key: object) -> bool:
-    # ASCII only, so that the byte pre-check above and this test agree.
-    return isinstance(key, str) and key.isascii() and key.lower().replace("_", "").replace("-", "") in _TENANT_KEYS_NORMALISED
+    if not isinstance(key, str):
+        return False
+    if not key.isascii():  # as a consumer that normalises keys reads it
+        key = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", key).casefold())
+    return key.lower().replace("_", "").replace("-", "") in _TENANT_KEYS_NORMALISED
 
 
 def payload_tenant_claims(document: Any) -> set[str]:
@@ -67,9 +143,16 @@ def payload_refusal(result: PollResult, document: Any) -> str | None:
     if result.context is None:
         # An unproven result is made by the poller and carries no agent data.
         return "a payload without a proven identity" if result.payload else None
-    if document is None or not _may_name_a_tenant(result.payload):
+    if not result.payload:
+        return None
+    how = ""
+    if document is None and result.payload.strip() != b"null":  # not strict JSON: as a lenient parser reads it
+        document, how = _as_a_lenient_parser_reads_it(result.payload), " (read as a lenient JSON parser would)"
+        if document is NOT_JSON:
+            return None
+    elif not _may_name_a_tenant(result.payload):
         return None
     lies = sorted(c for c in payload_tenant_claims(document) if c != result.context.tenant)
     if lies:
-        return f"payload names tenant {lies[0][:64]!r}, the proven tenant is {result.context.tenant!r}"
+        return f"payload{how} names tenant {lies[0][:64]!r}, the proven tenant is {result.context.tenant!r}"
     return None

@@ -10,11 +10,11 @@ tenant's stream never learns about another tenant's CAs or agents.
 from __future__ import annotations
 
 import base64
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from poller.delivery.payload import NOT_JSON, decode_payload
 from poller.identity.context import TenantContext
 from poller.identity.reasons import InvalidArgument, Reason
 
@@ -70,13 +70,12 @@ class PollResult:
         return self.context is not None
 
     def payload_json(self) -> Any:
-        """The payload decoded as JSON, or None when it is empty or not JSON."""
+        """The payload decoded as JSON, or None when it is empty or not JSON
+        (strict UTF-8 JSON only; see poller.delivery.payload.decode_payload)."""
         if not self.payload:
             return None
-        try:
-            return json.loads(self.payload)
-        except (UnicodeDecodeError, ValueError):
-            return None
+        document = decode_payload(self.payload)
+        return None if document is NOT_JSON else document
 
     def reported_labels(self, document: Any = _UNSET) -> dict[str, str]:
         """agent_id / partition as the agent reported them (response field, then its JSON).

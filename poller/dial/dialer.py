@@ -42,10 +42,10 @@ from poller.dial.channel import PinnedChannel
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
-from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
+from poller.identity.reasons import AgentFailure, AgentUnreachable, IdentityRefused, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics, default_metrics
-from poller.timers import Cancellable, Clock, WallClock
+from poller.timers import Cancellable, Clock, WallClock, task_cancelling
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
 from poller.trust.source import NotifyingTrustSource, TrustSource, notifies
 from poller.trust.store import TrustStoreError
@@ -134,6 +134,7 @@ class AgentConnection:
         self._reprove_lock = asyncio.Lock()
         self._proofs = 0  # fresh proofs done; concurrent failures share one
         self._closing: set[asyncio.Task[None]] = set()
+        self._closed_why: str | None = None  # why the poller last closed a channel of this connection
         self._ended = asyncio.Event()
         self._timer: Cancellable | None = None
         self._deadline = 0.0
@@ -188,6 +189,22 @@ class AgentConnection:
 
     def raise_if_refused(self) -> None:
         self.context  # noqa: B018 - raises the refusal, re-checking first when due
+
+    def cut(self, call: str) -> AgentFailure:
+        """What a call on this connection that grpc.aio ended with CancelledError
+        (its task not cancelled) failed with: the poller closed the call's channel.
+
+        The stored refusal when the identity ended (revocation, CA removed, CRL
+        expired), else AgentUnreachable (code CANCELLED) saying which close cut it.
+        The caller re-raises a real cancellation of its task instead
+        (poller.timers.task_cancelling).
+
+        >>> raise conn.cut("GetStatus") from None  # doctest: +SKIP
+        """
+        if self.refusal is not None:
+            return self.refusal
+        why = self._closed_why or "gRPC cancelled it"
+        return AgentUnreachable(f"{call}: cut while in flight: {why}", code="CANCELLED")
 
     @property
     def log(self) -> Any:
@@ -346,6 +363,7 @@ class AgentConnection:
     def _replace_channel(self, new: grpc.aio.Channel) -> None:
         old, self._channel = self._channel, new
         self._current = PinnedChannel(self, new)
+        self._closed_why = "a certificate rotation replaced its channel; the next call uses the new one"
         self._close_later(old, grace=1.0)  # in-flight calls may finish on the old one
 
     async def connect(self) -> str | None:
@@ -393,6 +411,7 @@ class AgentConnection:
             self._loop.call_soon_threadsafe(fn)
 
     async def close(self, grace: float | None = None) -> None:
+        self._closed_why = "the connection was closed"
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -464,6 +483,7 @@ async def dial_agent(
         # gRPC's pinned handshake happens here, so a relay that routes it
         # elsewhere is refused by dial_agent itself, before any call.
         for _ in range(2):  # a second round only after a rotation in between
+            channel = conn.current_channel
             try:
                 failure = await conn.connect()
             except TimeoutError:
@@ -472,6 +492,8 @@ async def dial_agent(
                 ) from None
             if failure is None:
                 return conn
+            if conn.refusal is None and conn.current_channel is not channel:
+                continue  # the poller's certificate rotated meanwhile: connect over the new channel
             serial = conn.serial
             await conn.reprove(failure)
             if conn.serial == serial:
@@ -525,6 +547,10 @@ async def _failure_detail(channel: grpc.aio.Channel) -> str | None:
         if err.code() is grpc.StatusCode.UNAVAILABLE:
             return err.details() or "UNAVAILABLE"
         return None  # an answer from the pinned peer: the channel did connect
+    except asyncio.CancelledError:
+        if task_cancelling():
+            raise
+        return "channel closed"  # the poller closed it meanwhile (refusal, rotation): the caller decides
     return None
 
 

@@ -50,7 +50,7 @@ class Message:
 
 def encode(doc: dict[str, Any]) -> bytes:
     """Compact JSON, exactly as the file sink writes a line (without the newline)."""
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9=._-]*")
