@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -247,3 +247,54 @@ class Clock:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._w
         self.cpu = time.process_time() - self._c
+
+
+# --------------------------------------------------------------------------- the grpc-go agent
+
+GO_AGENT_DIR = REPO / "bench" / "go-agent"
+
+
+def go_agent_binary() -> Path | None:
+    """bench/go-agent built (bench/go-agent/build.sh, Debian's golang-go and
+    grpc-go packages), or None when Go or grpc-go is not installed."""
+    proc = subprocess.run(["sh", str(GO_AGENT_DIR / "build.sh")], capture_output=True, text=True, cwd=REPO, check=False)
+    if proc.returncode == 3:
+        return None
+    if proc.returncode:
+        raise RuntimeError(f"bench/go-agent/build.sh failed ({proc.returncode}): {proc.stderr.strip()}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def agent_server_command(kind: str, spec: Path) -> list[str]:
+    """The command serving the agents of an agents_server SPEC.json: kind
+    "python" (bench.agents_server, grpc.aio) or "go" (bench/go-agent, grpc-go);
+    "auto" is go when it can be built, else python."""
+    if kind in ("go", "auto"):
+        binary = go_agent_binary()
+        if binary is not None:
+            return [str(binary), str(spec)]
+        if kind == "go":
+            raise SystemExit(
+                "--agent-server go: no Go toolchain or grpc-go "
+                "(apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev)"
+            )
+    return [PYTHON, "-m", "bench.agents_server", str(spec)]
+
+
+def add_agent_server_args(p: Any) -> None:
+    """--agent-server and --servers, for the benches that serve many agents."""
+    p.add_argument(
+        "--agent-server",
+        choices=("auto", "go", "python"),
+        default="auto",
+        help="what serves the agents: go = bench/go-agent (grpc-go, built from Debian's packages), "
+        "python = bench.agents_server (grpc.aio); auto (default) = go when Go and grpc-go are installed",
+    )
+    p.add_argument("--servers", type=int, default=0, help="agent server processes (default: 1 grpc-go process, or 2 Python ones)")
+
+
+def resolve_agent_server(kind: str, servers: int) -> tuple[str, int]:
+    """("go" | "python", process count) for --agent-server / --servers."""
+    if kind == "auto":
+        kind = "go" if go_agent_binary() is not None else "python"
+    return kind, servers or (1 if kind == "go" else 2)

@@ -60,6 +60,8 @@ from typing import Any
 from bench.common import (
     PYTHON,
     Clock,
+    add_agent_server_args,
+    agent_server_command,
     header,
     max_rss_mib,
     median,
@@ -68,6 +70,7 @@ from bench.common import (
     quiet_logging,
     raise_nofile,
     read_line,
+    resolve_agent_server,
     rss_mib,
     spawn,
     stop,
@@ -194,7 +197,9 @@ def make_agents(directory: Path, n: int) -> tuple[Path, list[dict[str, str]]]:
 class AgentServers:
     """k bench.agents_server processes sharing the agents round-robin."""
 
-    def __init__(self, directory: Path, certs: Path, agents: list[dict[str, str]], k: int) -> None:
+    def __init__(self, directory: Path, certs: Path, agents: list[dict[str, str]], k: int, kind: str = "python") -> None:
+        self.kind = kind  # "python" (bench.agents_server), "go" (bench/go-agent) or "auto"
+        self.server = "grpc.aio"  # what served them, once started
         self.procs: list[subprocess.Popen[str]] = []
         self.addresses: list[str] = [""] * len(agents)
         self.bind_seconds: list[float] = []
@@ -215,9 +220,10 @@ class AgentServers:
 
     def start(self) -> None:
         for spec, _ in self._spec:
-            self.procs.append(spawn([PYTHON, "-m", "bench.agents_server", str(spec)], stderr=None))
+            self.procs.append(spawn(agent_server_command(self.kind, spec), stderr=None))
         for proc, (_, mine) in zip(self.procs, self._spec, strict=False):
             info = json.loads(read_line(proc, 300, "agents_server"))
+            self.server = info.get("server", "grpc.aio")
             for i, port in zip(mine, info["ports"], strict=True):
                 self.addresses[i] = f"127.0.0.1:{port}"
             self.bind_seconds.append(info["bind_seconds"])
@@ -517,6 +523,7 @@ async def run_fault(
     interval: float,
     cycles: int,
     fault: str = "kill",
+    kind: str = "python",
 ) -> tuple[float, float, float]:
     """Agents killed (or frozen: SIGSTOP) mid first wave: (healthy steady RSS,
     peak RSS under the fault, RSS at the end), MiB."""
@@ -525,7 +532,7 @@ async def run_fault(
     from poller.daemon.scheduler import Scheduler
     from poller.trust.store import TrustStore
 
-    servers = AgentServers(directory, certs, agents[:n], servers_count)
+    servers = AgentServers(directory, certs, agents[:n], servers_count, kind)
     servers.start()
     settings = fleet_config(certs, agents, servers.addresses, n, interval)
     sink = CountingSink(threshold=n // 3)
@@ -559,7 +566,7 @@ async def run_fault(
     gc.collect()
     # The healthy run comes second, so the fault run starts from a fresh
     # process (the healthy figure carries whatever the fault run left behind).
-    healthy_servers = AgentServers(directory, certs, agents[:n], servers_count)
+    healthy_servers = AgentServers(directory, certs, agents[:n], servers_count, kind)
     healthy_servers.start()
     try:
         healthy = await run_n(n, certs, agents, healthy_servers, interval, cycles)
@@ -687,7 +694,7 @@ def _main_paced(n: int, args: argparse.Namespace) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-fleet-paced-") as tmp:
         certs, agents = make_agents(Path(tmp), n)
-        servers = AgentServers(Path(tmp), certs, agents, args.servers)
+        servers = AgentServers(Path(tmp), certs, agents, args.servers, args.agent_server)
         try:
             servers.start()
             spec = Path(tmp) / "paced.json"
@@ -749,7 +756,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--agents", default="100,1000,5000", help="comma-separated fleet sizes (default 100,1000,5000)")
     p.add_argument("--interval", type=float, default=30.0, help="poll interval in seconds to compare cycles with (default 30)")
     p.add_argument("--cycles", type=int, default=3, help="steady cycles after the first (default 3)")
-    p.add_argument("--servers", type=int, default=2, help="agent server processes (default 2)")
+    add_agent_server_args(p)
     p.add_argument(
         "--gc-freeze",
         action="store_true",
@@ -763,6 +770,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-profile", action="store_true", help="--paced: skip the profiled window")
     p.add_argument("--raw", default="", help="--paced: also write every side's measurements (JSON) to this file")
     args = p.parse_args(argv)
+    args.agent_server, args.servers = resolve_agent_server(args.agent_server, args.servers)
     if args.paced:
         _main_paced(args.paced, args)
         return
@@ -786,11 +794,12 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             certs, agents = make_agents(Path(tmp), ns[-1])
             print(f"{ns[-1]} agent certificates made in {time.perf_counter() - started:.1f} s")
-            servers = AgentServers(Path(tmp), certs, agents, args.servers)
+            servers = AgentServers(Path(tmp), certs, agents, args.servers, args.agent_server)
             started = time.perf_counter()
             servers.start()
             print(
-                f"{args.servers} agents_server processes bound {ns[-1]} ports in {time.perf_counter() - started:.1f} s "
+                f"{args.servers} {servers.server} agent server process(es) bound {ns[-1]} ports "
+                f"in {time.perf_counter() - started:.1f} s "
                 f"(bind {', '.join(f'{s:.1f}' for s in servers.bind_seconds)} s; "
                 f"RSS {', '.join(f'{s:.0f}' for s in servers.rss_at_start)} MiB)",
                 flush=True,
@@ -812,7 +821,9 @@ def _main_fault(ns: list[int], args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-fleet-fault-") as tmp:
         certs, agents = make_agents(Path(tmp), ns[-1])
         for n in ns:
-            asyncio.run(run_fault(n, Path(tmp), certs, agents, args.servers, args.interval, args.cycles, args.fault))
+            asyncio.run(
+                run_fault(n, Path(tmp), certs, agents, args.servers, args.interval, args.cycles, args.fault, args.agent_server)
+            )
 
 
 if __name__ == "__main__":

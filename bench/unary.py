@@ -3,9 +3,10 @@ dial_agent, checked and stamped per call) against a bare AgentServiceStub on a p
 same credentials and options, same mock agent (served by a separate process).
 
     python -m bench.unary [--calls 5000] [--concurrency 32] [--rounds 5]
-    python -m bench.unary --fleet [--agents 500] [--rounds 40] [--servers 2]
+    python -m bench.unary --fleet [--agents 500] [--rounds 40] [--agent-server auto|go|python] [--servers N]
 
---fleet: N agents, each with its own certificate and port, served by
+--fleet: N agents, each with its own certificate and port, served by one
+grpc-go process (bench/go-agent, when Go is installed) or by
 bench.agents_server processes (not the poller's); every variant has its own
 channel per agent, and a round is one concurrent GetStatus to every agent.
 Variants alternate round by round (bare, noop-icpt, pinned-stub, client).
@@ -37,6 +38,7 @@ import grpc
 from bench.common import (
     COMPONENT,
     TENANT,
+    add_agent_server_args,
     header,
     make_dev_certs,
     median,
@@ -44,6 +46,7 @@ from bench.common import (
     proc_cpu,
     quiet_logging,
     raise_nofile,
+    resolve_agent_server,
     table,
 )
 
@@ -189,7 +192,7 @@ async def run(calls: int, concurrency: int, rounds: int, warmup: int) -> dict[st
     return {"ratio": ratio, "client": median(rates["client"]), "bare": base, "cpu_ratio": client_cpu / base_cpu}
 
 
-async def run_fleet(n: int, rounds: int, servers_count: int) -> dict[str, float]:
+async def run_fleet(n: int, rounds: int, servers_count: int, kind: str = "python") -> dict[str, float]:
     """The fleet variant: one channel per agent and variant, rounds of one call to every agent."""
     from bench.fleet import AgentServers, make_agents
     from poller.agent.client import AgentClient
@@ -202,8 +205,9 @@ async def run_fleet(n: int, rounds: int, servers_count: int) -> dict[str, float]
     raise_nofile()
     with tempfile.TemporaryDirectory(prefix="bench-unary-fleet-") as tmp:
         certs, agents = make_agents(Path(tmp), n)
-        servers = AgentServers(Path(tmp), certs, agents, servers_count)
+        servers = AgentServers(Path(tmp), certs, agents, servers_count, kind)
         servers.start()
+        print(f"{n} agents served by {servers_count} {servers.server} process(es)", flush=True)
         try:
             trust = TrustStore(certs)
             sem = asyncio.Semaphore(200)
@@ -316,11 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=1000, help="warm-up calls per variant (default 1000)")
     p.add_argument("--fleet", action="store_true", help="the fleet variant: N agents, one channel each")
     p.add_argument("--agents", type=int, default=500, help="--fleet: agents (default 500)")
-    p.add_argument("--servers", type=int, default=2, help="--fleet: agents_server processes (default 2)")
+    add_agent_server_args(p)
     args = p.parse_args(argv)
     if args.fleet:
+        kind, servers = resolve_agent_server(args.agent_server, args.servers)
         header(f"bench.unary --fleet: GetStatus to {args.agents} agents, AgentClient vs bare stub")
-        asyncio.run(run_fleet(args.agents, args.rounds if args.rounds != 5 else 40, args.servers))
+        asyncio.run(run_fleet(args.agents, args.rounds if args.rounds != 5 else 40, servers, kind))
         return
     header("bench.unary: GetStatus throughput, AgentClient vs bare stub")
     asyncio.run(run(args.calls, args.concurrency, args.rounds, args.warmup))
