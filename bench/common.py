@@ -145,7 +145,7 @@ def die_with_parent() -> None:
         sys.exit("benchmark process gone")
 
 
-def spawn(args: Sequence[str], *, stderr: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+def spawn(args: Sequence[str], *, stderr: int | None = subprocess.DEVNULL, cwd: Path = REPO) -> subprocess.Popen[str]:
     """A child process; the bench children call die_with_parent() first thing."""
     return subprocess.Popen(
         list(args),
@@ -153,7 +153,7 @@ def spawn(args: Sequence[str], *, stderr: int | None = subprocess.DEVNULL) -> su
         stderr=stderr,
         stdin=subprocess.DEVNULL,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, PARENT_ENV: str(os.getpid())},
     )
 

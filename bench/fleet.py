@@ -8,6 +8,7 @@ poller.daemon.scheduler.Scheduler in-process into a counting sink.
     python -m bench.fleet [--agents 100,1000,5000] [--interval 30] [--cycles 3] [--servers 2] [--gc-freeze]
     python -m bench.fleet --kill-mid-first 2000[,5000] [--cycles 3] [--fault kill|stop]
     python -m bench.fleet --paced 5000 [--interval 30] [--window 60] [--raw FILE]
+    python -m bench.fleet --separate 5000 [--sides bare,scheduler] [--repeats 3] [--cycles 3] [--base REV]
 
 --kill-mid-first N: memory under faults. A poller dials N agents and every
 agents_server process is killed (SIGKILL) once a third of the first wave has
@@ -20,6 +21,14 @@ call is ever answered, so every dial and call runs into its deadline.
 
 --paced N: steady CPU against a bare client at the same pacing (bench.paced,
 each side in a fresh process; see there).
+
+--separate N: the first wave and back-to-back steady cycles with each side
+(bare grpc.aio channels, dial_agent + AgentClient, the Scheduler) in a fresh
+process of its own (bench.fleet_side), alternating: GC time, live objects and
+RSS per agent of each.
+
+--agent-server: agents served by grpc-go (bench/go-agent; the default when Go
+is installed) or by Python (bench.agents_server).
 
 The schedule is compressed: instead of waiting out the poll interval, cycles
 run back to back with scheduler.run_once() (every agent once, bounded by
@@ -768,11 +777,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=float, default=0.0, help="--paced: measured window in seconds (default 2 intervals)")
     p.add_argument("--paced-order", default="bare,daemon,bare,daemon", help="--paced: sides, in order")
     p.add_argument("--no-profile", action="store_true", help="--paced: skip the profiled window")
+    p.add_argument(
+        "--separate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N agents, each side (--sides) in a fresh process, alternating --repeats times",
+    )
+    p.add_argument(
+        "--sides",
+        default="bare,scheduler",
+        help="--separate: sides in order (bare, client, scheduler; +freeze, +uvloop, @base as in bench.unary)",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="--separate: times each side runs (default 3)")
+    p.add_argument("--base", default="", help="--separate: git revision whose poller package @base sides run")
     p.add_argument("--raw", default="", help="--paced: also write every side's measurements (JSON) to this file")
     args = p.parse_args(argv)
     args.agent_server, args.servers = resolve_agent_server(args.agent_server, args.servers)
     if args.paced:
         _main_paced(args.paced, args)
+        return
+    if args.separate:
+        _main_separate(args.separate, args)
         return
     if args.kill_mid_first:
         _main_fault(sorted({int(x) for x in args.kill_mid_first.split(",") if x.strip()}), args)
@@ -812,6 +838,47 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             if servers is not None:
                 servers.stop()
+
+
+def _main_separate(n: int, args: argparse.Namespace) -> None:
+    from bench.fleet_side import paired, run_sides, side_table
+
+    raise_nofile()
+    header("bench.fleet --separate: first wave and steady cycles, each side in a fresh process")
+    tokens = [t for t in args.sides.split(",") if t]
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-sides-") as tmp:
+        certs, agents = make_agents(Path(tmp), n)
+        servers = AgentServers(Path(tmp), certs, agents, args.servers, args.agent_server)
+        try:
+            servers.start()
+            print(
+                f"{n} agents served by {args.servers} {servers.server} process(es); sides {', '.join(tokens)} "
+                f"alternating, {args.repeats} times; per side the first wave (dial, Check + GetStatus, at most 500 "
+                f"agents at a time) then {args.cycles} steady cycles"
+                + (f"; @base = the poller package of {args.base}" if args.base else ""),
+                flush=True,
+            )
+            spec = {
+                "certs": str(certs),
+                "agents": [{**a, "address": servers.addresses[i]} for i, a in enumerate(agents)],
+                "workload": "cycles",
+                "rounds": args.cycles,
+                "warmup": 1,
+                "concurrency": 500,
+                "interval": args.interval,
+            }
+            results = run_sides(tokens, args.repeats, spec, Path(tmp), base=args.base, timeout=1800)
+        finally:
+            servers.stop()
+    print(f"\nper side, medians of {args.repeats} runs (a poll = Check + GetStatus; polls/s of the steady cycles):")
+    print(side_table(results, reference=tokens[0]))
+    for token in tokens[1:]:
+        first = median([r["first_wave"] for r in results[token]])
+        print(
+            f"{token} / {tokens[0]}: steady polls/s {paired(results, token, tokens[0]):.3f}; first wave {first:.1f} s "
+            f"(interval {args.interval:g} s: {'fits' if first <= args.interval else 'does not fit'}), RSS "
+            f"{median([r['rss_mib'] for r in results[token]]):.0f} MiB"
+        )
 
 
 def _main_fault(ns: list[int], args: argparse.Namespace) -> None:

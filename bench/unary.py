@@ -4,12 +4,17 @@ same credentials and options, same mock agent (served by a separate process).
 
     python -m bench.unary [--calls 5000] [--concurrency 32] [--rounds 5]
     python -m bench.unary --fleet [--agents 500] [--rounds 40] [--agent-server auto|go|python] [--servers N]
+                                  [--mode both|in-process|separate] [--sides bare,client,go-client] [--repeats 3]
 
 --fleet: N agents, each with its own certificate and port, served by one
 grpc-go process (bench/go-agent, when Go is installed) or by
 bench.agents_server processes (not the poller's); every variant has its own
 channel per agent, and a round is one concurrent GetStatus to every agent.
-Variants alternate round by round (bare, noop-icpt, pinned-stub, client).
+In-process mode: variants alternate round by round (bare, noop-icpt,
+pinned-stub, client) in this process. Separate mode: each side (bare, client,
+go-client: a grpc-go client doing the same rounds) in a fresh process of its
+own (bench.fleet_side), alternating, --repeats times: the number a user's
+process sees, with GC time, live objects and RSS per agent.
 
 Variants, run alternately (round-robin) so drift hits all of them alike:
   bare         grpc.aio.secure_channel, no interceptors, AgentServiceStub
@@ -51,6 +56,7 @@ from bench.common import (
 )
 
 GOAL = 0.95
+GO_GOAL = 0.5  # the project's client against a grpc-go client on the same agents
 Call = Callable[[], Awaitable[Any]]
 
 
@@ -282,6 +288,54 @@ async def run_fleet(n: int, rounds: int, servers_count: int, kind: str = "python
     return {"ratio": ratio, "client": median(rates["client"]), "bare": median(rates["bare"]), "cpu_ratio": cpu_ratio}
 
 
+def run_fleet_separate(
+    n: int, rounds: int, servers_count: int, kind: str, tokens: list[str], repeats: int, base: str = ""
+) -> dict[str, float]:
+    """The fleet variant with each side in a fresh process of its own, alternating."""
+    from bench.fleet import AgentServers, make_agents
+    from bench.fleet_side import paired, run_sides, side_table
+
+    raise_nofile()
+    with tempfile.TemporaryDirectory(prefix="bench-unary-sides-") as tmp:
+        certs, agents = make_agents(Path(tmp), n)
+        servers = AgentServers(Path(tmp), certs, agents, servers_count, kind)
+        servers.start()
+        print(
+            f"\nseparate processes: {n} agents served by {servers_count} {servers.server} process(es); sides "
+            f"{', '.join(tokens)}, each in a fresh process, alternating, {repeats} times; "
+            f"{rounds} rounds per side after 2 warm-up rounds" + (f"; @base = the poller package of {base}" if base else ""),
+            flush=True,
+        )
+        try:
+            spec = {
+                "certs": str(certs),
+                "agents": [{**a, "address": servers.addresses[i]} for i, a in enumerate(agents)],
+                "workload": "unary",
+                "rounds": rounds,
+                "warmup": 2,
+            }
+            results = run_sides(tokens, repeats, spec, Path(tmp), base=base)
+        finally:
+            servers.stop()
+    print(f"\nGetStatus to {n} agents, one channel each, each side in its own process (medians of {repeats} runs):")
+    print(side_table(results))
+    out: dict[str, float] = {}
+    if "client" in results and "bare" in results:
+        ratio = out["ratio"] = paired(results, "client", "bare")
+        print(
+            f"\nseparate-process ratio client/bare polls/s at {n} agents = {ratio:.3f} "
+            f"(goal >= {GOAL}: {'MET' if ratio >= GOAL else 'NOT MET'})"
+        )
+    if "client" in results and "go-client" in results:
+        ratio = out["go_ratio"] = paired(results, "client", "go-client")
+        bare = paired(results, "bare", "go-client") if "bare" in results else float("nan")
+        print(
+            f"project / grpc-go client polls/s = {ratio:.3f} (goal >= {GO_GOAL}: {'MET' if ratio >= GO_GOAL else 'NOT MET'}); "
+            f"bare Python / grpc-go client = {bare:.3f}"
+        )
+    return out
+
+
 def _paired(rates: dict[str, list[float]], name: str) -> float:
     """The variant's rate over bare's, round by round (drift hits both), median."""
     return median([v / b for v, b in zip(rates[name], rates["bare"], strict=True)])
@@ -321,11 +375,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fleet", action="store_true", help="the fleet variant: N agents, one channel each")
     p.add_argument("--agents", type=int, default=500, help="--fleet: agents (default 500)")
     add_agent_server_args(p)
+    p.add_argument(
+        "--mode",
+        choices=("both", "in-process", "separate"),
+        default="both",
+        help="--fleet: variants alternating in this process, each side in a fresh process, or both (default)",
+    )
+    p.add_argument(
+        "--sides",
+        default="",
+        help="--fleet separate: sides in order, e.g. bare,client,go-client (the default; go-client with Go only); "
+        "a side may add +freeze (gc.freeze after the first wave), +uvloop, and @base (the poller package of --base)",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="--fleet separate: times each side runs (default 3)")
+    p.add_argument("--base", default="", help="--fleet separate: git revision whose poller package @base sides run")
     args = p.parse_args(argv)
     if args.fleet:
         kind, servers = resolve_agent_server(args.agent_server, args.servers)
+        rounds = args.rounds if args.rounds != 5 else 40
         header(f"bench.unary --fleet: GetStatus to {args.agents} agents, AgentClient vs bare stub")
-        asyncio.run(run_fleet(args.agents, args.rounds if args.rounds != 5 else 40, servers, kind))
+        if args.mode in ("both", "in-process"):
+            asyncio.run(run_fleet(args.agents, rounds, servers, kind))
+        if args.mode in ("both", "separate"):
+            tokens = [t for t in args.sides.split(",") if t] or ["bare", "client"] + (["go-client"] if kind == "go" else [])
+            run_fleet_separate(args.agents, rounds, servers, kind, tokens, args.repeats, args.base)
         return
     header("bench.unary: GetStatus throughput, AgentClient vs bare stub")
     asyncio.run(run(args.calls, args.concurrency, args.rounds, args.warmup))

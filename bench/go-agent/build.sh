@@ -16,12 +16,12 @@ if [ ! -d "$gocode/src/google.golang.org/grpc" ] || [ ! -d "$gocode/src/google.g
     exit 3
 fi
 out="$here/go-agent"
-if [ -x "$out" ] && [ "$out" -nt "$here/main.go" ]; then
+if [ -x "$out" ] && [ "$out" -nt "$here/main.go" ] && [ "$out" -nt "$here/client.go" ]; then
     echo "$out"
     exit 0
 fi
 cache=${GOCACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/go-build}
 cd "$here"
-GO111MODULE=off GOPATH="$gocode" GOCACHE="$cache" GOFLAGS= nice -n 19 go build -o "$out.tmp" main.go
+GO111MODULE=off GOPATH="$gocode" GOCACHE="$cache" GOFLAGS= nice -n 19 go build -o "$out.tmp" main.go client.go
 mv "$out.tmp" "$out"
 echo "$out"

@@ -140,23 +140,22 @@ func unary(respond func([]byte) []byte) func(interface{}, context.Context, func(
 	}
 }
 
+func registerRawCodec() { encoding.RegisterCodec(rawCodec{}) }
+
 var serving = []byte{0x08, 0x01} // HealthCheckResponse{status: SERVING}
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "client" {
+		watchParent()
+		raiseNofile()
+		runClient(os.Args[2])
+		return
+	}
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: go-agent SPEC.json")
+		fmt.Fprintln(os.Stderr, "usage: go-agent SPEC.json | go-agent client SIDE-SPEC.json")
 		os.Exit(2)
 	}
-	// Exit with the benchmark process, even when it is SIGKILLed: Go cannot
-	// rely on PR_SET_PDEATHSIG (it is per thread), so watch the parent instead.
-	parent := os.Getppid()
-	go func() {
-		for range time.Tick(500 * time.Millisecond) {
-			if os.Getppid() != parent {
-				os.Exit(1)
-			}
-		}
-	}()
+	watchParent()
 	raiseNofile()
 	raw, err := ioutil.ReadFile(os.Args[1])
 	die(err)
@@ -168,7 +167,7 @@ func main() {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		die(fmt.Errorf("no certificate in %s", s.ClientCA))
 	}
-	encoding.RegisterCodec(rawCodec{})
+	registerRawCodec()
 
 	started := time.Now()
 	var mu sync.RWMutex
@@ -244,6 +243,19 @@ func main() {
 	signal.Notify(done, syscall.SIGTERM, syscall.SIGINT)
 	<-done
 	server.Stop()
+}
+
+// Exit with the benchmark process, even when it is SIGKILLed: Go cannot
+// rely on PR_SET_PDEATHSIG (it is per thread), so watch the parent instead.
+func watchParent() {
+	parent := os.Getppid()
+	go func() {
+		for range time.Tick(500 * time.Millisecond) {
+			if os.Getppid() != parent {
+				os.Exit(1)
+			}
+		}
+	}()
 }
 
 func raiseNofile() {
