@@ -31,14 +31,18 @@ thread) per poll; live objects per agent (len(gc.get_objects()) after a
 gc.collect(), once the connections are open, minus before, over N) and RSS
 per agent (VmRSS after the warm-up minus before the first dial, over N).
 "gc_freeze": gc.collect() + gc.freeze() after the first wave (as the daemon
-does after its first interval). "uvloop": run on uvloop's event loop.
+does after its first interval). "uvloop": run on uvloop's event loop. "md" (bare only): every call carries the
+two metadata entries of a proven call.
+BENCH_SIDE_PROFILE=FILE writes a cProfile of the measured rounds to FILE.<variant>.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -81,14 +85,22 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
         health = [health_pb2_grpc.HealthStub(ch) for ch in channels]
         closers += [ch.close for ch in channels]
         check = health_pb2.HealthCheckRequest(service="AgentService")
+        # +md: the two metadata entries every proven call carries (what the stamp alone costs)
+        stamps: list[Any] = [None] * n
+        if spec.get("md"):
+            import grpc
+
+            from poller.dial.interceptor import AGENT_METADATA_KEY, TENANT_METADATA_KEY
+
+            stamps = [grpc.aio.Metadata((TENANT_METADATA_KEY, a["tenant"]), (AGENT_METADATA_KEY, a["cn"])) for a in agents]
 
         async def bare_poll(i: int) -> Any:
             if workload == "cycles":
-                await health[i].Check(check, timeout=10.0)
+                await health[i].Check(check, timeout=10.0, metadata=stamps[i])
             request = pb.StatusRequest(
                 service_name="nginx", service_type="process", agent_id=agents[i]["component"], poller_id="bench"
             )
-            return await stubs[i].GetStatus(request, timeout=10.0)
+            return await stubs[i].GetStatus(request, timeout=10.0, metadata=stamps[i])
 
         poll = bare_poll
     elif variant == "client":
@@ -181,6 +193,10 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("gc_freeze"):
         objects1 += gc.get_freeze_count()
     rates, cpu_us, gc_us, gc_gen2 = [], [], [], []
+    profile_to = os.environ.get("BENCH_SIDE_PROFILE")  # a cProfile of the measured rounds, for finding costs
+    profiler = cProfile.Profile() if profile_to else None
+    if profiler is not None:
+        profiler.enable()
     for _ in range(spec["rounds"]):
         GC.take()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -191,6 +207,9 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
         cpu_us.append(cpu / n * 1e6)
         gc_us.append(seconds / n * 1e6)
         gc_gen2.append(collections[2])
+    if profiler is not None and profile_to:
+        profiler.disable()
+        profiler.dump_stats(f"{profile_to}.{variant}")
     for close in closers:
         await close()
     return {
@@ -276,7 +295,9 @@ def run_sides(
         for token in tokens:
             variant, flags, at_base = parse_token(token)
             path = directory / f"side-{token.replace('+', '_').replace('@', '_')}.json"
-            path.write_text(json.dumps({**spec, "gc_freeze": "freeze" in flags, "uvloop": "uvloop" in flags}))
+            path.write_text(
+                json.dumps({**spec, "gc_freeze": "freeze" in flags, "uvloop": "uvloop" in flags, "md": "md" in flags})
+            )
             if variant == "go-client":
                 binary = go_agent_binary()
                 if binary is None:

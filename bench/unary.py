@@ -10,8 +10,10 @@ same credentials and options, same mock agent (served by a separate process).
 grpc-go process (bench/go-agent, when Go is installed) or by
 bench.agents_server processes (not the poller's); every variant has its own
 channel per agent, and a round is one concurrent GetStatus to every agent.
-In-process mode: variants alternate round by round (bare, noop-icpt,
-pinned-stub, client) in this process. Separate mode: each side (bare, client,
+In-process mode: variants alternate round by round (bare, bare+md,
+noop-icpt, pinned-raw, pinned-stub, client) in this process; pinned-raw is a
+stub on dial_agent's grpc channel underneath the PinnedChannel (pinned
+credentials, no check, no stamp). Separate mode: each side (bare, client,
 go-client: a grpc-go client doing the same rounds) in a fresh process of its
 own (bench.fleet_side), alternating, --repeats times: the number a user's
 process sees, with GC time, live objects and RSS per agent.
@@ -203,6 +205,7 @@ async def run_fleet(n: int, rounds: int, servers_count: int, kind: str = "python
     from bench.fleet import AgentServers, make_agents
     from poller.agent.client import AgentClient
     from poller.dial.dialer import dial_agent
+    from poller.dial.interceptor import AGENT_METADATA_KEY, TENANT_METADATA_KEY
     from poller.proto import monitoring_pb2 as pb
     from poller.proto import monitoring_pb2_grpc as pb_grpc
     from poller.trust.store import TrustStore
@@ -234,6 +237,8 @@ async def run_fleet(n: int, rounds: int, servers_count: int, kind: str = "python
             bare_stubs = [pb_grpc.AgentServiceStub(ch) for ch in bare]
             noop_stubs = [pb_grpc.AgentServiceStub(ch) for ch in noop]
             pinned_stubs = [pb_grpc.AgentServiceStub(c.channel) for c in conns]
+            raw_stubs = [pb_grpc.AgentServiceStub(c.unchecked_channel) for c in conns]
+            stamps = [grpc.aio.Metadata((TENANT_METADATA_KEY, a["tenant"]), (AGENT_METADATA_KEY, a["cn"])) for a in agents]
 
             def request(i: int) -> Any:
                 return pb.StatusRequest(
@@ -242,7 +247,9 @@ async def run_fleet(n: int, rounds: int, servers_count: int, kind: str = "python
 
             variants: dict[str, Callable[[int], Awaitable[Any]]] = {
                 "bare": lambda i: bare_stubs[i].GetStatus(request(i), timeout=10.0),
+                "bare+md": lambda i: bare_stubs[i].GetStatus(request(i), timeout=10.0, metadata=stamps[i]),
                 "noop-icpt": lambda i: noop_stubs[i].GetStatus(request(i), timeout=10.0),
+                "pinned-raw": lambda i: raw_stubs[i].GetStatus(request(i), timeout=10.0),
                 "pinned-stub": lambda i: pinned_stubs[i].GetStatus(request(i), timeout=10.0),
                 "client": lambda i: clients[i].get_status("nginx", "process"),
             }

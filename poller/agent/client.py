@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from poller.agent.budget import ReassemblyBudget
 from poller.agent.stream import StreamAssembler
@@ -30,7 +30,6 @@ from poller.dial.dialer import AgentConnection
 from poller.identity.context import TenantContext, bound_tenant
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, IncompleteStream, InvalidPayload
 from poller.proto import monitoring_pb2 as pb
-from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.timers import task_cancelling
 
 T = TypeVar("T")
@@ -41,6 +40,35 @@ HEALTH_SERVICE = "AgentService"
 # Codes after which it is worth asking whether the identity still holds: the
 # handshake of a reconnect failing looks like UNAVAILABLE to a client.
 _RECHECK_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+# The methods AgentClient calls: (kind, path, serializer, deserializer), as the
+# generated stubs have them. A client makes a method's multicallable when it
+# first calls it, instead of whole stubs up front: a status-only poller then
+# holds 2 per agent, not 6 (each with its bound serializers).
+_GET_STATUS = (
+    "unary_unary",
+    "/monitoring.AgentService/GetStatus",
+    pb.StatusRequest.SerializeToString,
+    pb.StatusResponse.FromString,
+)
+_GET_RESULTS = (
+    "unary_unary",
+    "/monitoring.AgentService/GetResults",
+    pb.ResultsRequest.SerializeToString,
+    pb.ResultsResponse.FromString,
+)
+_STREAM_RESULTS = (
+    "unary_stream",
+    "/monitoring.AgentService/StreamResults",
+    pb.ResultsRequest.SerializeToString,
+    pb.ResultsChunk.FromString,
+)
+_HEALTH_CHECK = (
+    "unary_unary",
+    "/grpc.health.v1.Health/Check",
+    health_pb2.HealthCheckRequest.SerializeToString,
+    health_pb2.HealthCheckResponse.FromString,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +132,15 @@ class AgentClient:
         self.budget = budget
         # client_channel refuses and stamps each call itself (no interceptor
         # machinery); the same pinned connection as connection.channel.
-        self._stub = pb_grpc.AgentServiceStub(connection.client_channel)
-        self._health = health_pb2_grpc.HealthStub(connection.client_channel)
+        self._channel = connection.client_channel
+        self._methods: dict[str, Any] = {}
+
+    def _method(self, spec: tuple[str, str, Any, Any]) -> Any:
+        method = self._methods.get(spec[1])
+        if method is None:
+            kind, path, serializer, deserializer = spec
+            method = self._methods[path] = getattr(self._channel, kind)(path, serializer, deserializer, _registered_method=True)
+        return method
 
     @property
     def context(self) -> TenantContext:
@@ -121,15 +156,18 @@ class AgentClient:
         agent_id: str = "",
         timeout: float | None = None,
     ) -> AgentReply[pb.StatusResponse]:
+        ctx = self.context
         request = pb.StatusRequest(
             service_name=service_name,
             service_type=service_type,
-            details=details,
-            port=port,
-            agent_id=agent_id or self.context.component_id,
+            agent_id=agent_id or ctx.component_id,
             poller_id=self.poller_id,
         )
-        return await self._unary("GetStatus", self._stub.GetStatus, request, timeout)
+        if details:  # unset fields cost nothing to build or send
+            request.details = details
+        if port:
+            request.port = port
+        return await self._unary("GetStatus", self._method(_GET_STATUS), request, timeout, ctx)
 
     async def get_results(
         self,
@@ -142,7 +180,7 @@ class AgentClient:
         timeout: float | None = None,
     ) -> AgentReply[pb.ResultsResponse]:
         request = self._results_request(service_name, service_type, details, last_sequence, agent_id)
-        return await self._unary("GetResults", self._stub.GetResults, request, timeout)
+        return await self._unary("GetResults", self._method(_GET_RESULTS), request, timeout)
 
     async def stream_results(
         self,
@@ -157,7 +195,7 @@ class AgentClient:
         """The raw chunks of a StreamResults call, in order (see fetch_document)."""
         request = self._results_request(service_name, service_type, details, last_sequence, agent_id)
         self.connection.context  # noqa: B018 - raises a stored refusal before the call
-        call = self._stub.StreamResults(request, timeout=self.timeout if timeout is None else timeout)
+        call = self._method(_STREAM_RESULTS)(request, timeout=self.timeout if timeout is None else timeout)
         try:
             async for chunk in call:
                 if chunk is None:
@@ -224,7 +262,7 @@ class AgentClient:
     ) -> AgentReply[health_pb2.HealthCheckResponse]:
         """grpc.health.v1 Check; reply.response.status == SERVING when healthy."""
         request = health_pb2.HealthCheckRequest(service=service)
-        return await self._unary("Health.Check", self._health.Check, request, timeout)
+        return await self._unary("Health.Check", self._method(_HEALTH_CHECK), request, timeout)
 
     # -- plumbing ----------------------------------------------------------
 
@@ -240,13 +278,18 @@ class AgentClient:
             poller_id=self.poller_id,
         )
 
-    async def _unary(self, name: str, method: Any, request: Any, timeout: float | None) -> AgentReply[Any]:
-        ctx = self.context
+    async def _unary(
+        self, name: str, method: Any, request: Any, timeout: float | None, ctx: TenantContext | None = None
+    ) -> AgentReply[Any]:
+        if ctx is None:
+            ctx = self.context
         pinned = self.connection.serial
+        if timeout is None:
+            timeout = self.timeout
         started = time.perf_counter()
         try:
             try:
-                response = await method(request, timeout=self.timeout if timeout is None else timeout)
+                response = await method(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:
                 failure = await self._translate(name, err)
                 if not isinstance(failure, AgentUnreachable) or self.connection.serial == pinned:
@@ -256,7 +299,7 @@ class AgentClient:
                 # agent, so it goes once more, over the new pin.
                 ctx = self.context
                 try:
-                    response = await method(request, timeout=self.timeout if timeout is None else timeout)
+                    response = await method(request, timeout=timeout)
                 except grpc.aio.AioRpcError as again:
                     raise await self._translate(name, again) from None
         except asyncio.CancelledError:

@@ -38,6 +38,10 @@ class _Holder(Protocol):
     @property
     def context(self) -> TenantContext: ...
 
+    def stamp(self) -> tuple[TenantContext, grpc.aio.Metadata]:
+        """`context` (the same check) and the metadata every call of it carries."""
+        ...
+
     async def close(self, grace: float | None = None) -> None: ...
 
 
@@ -45,31 +49,43 @@ class _CheckedCall:
     """A multicallable that checks and stamps each call, then makes it on the
     connection's channel (the current one, or a fixed one)."""
 
-    __slots__ = ("_args", "_bound", "_fixed", "_holder", "_kind", "_method")
+    __slots__ = ("_bound", "_deserializer", "_fixed", "_holder", "_kind", "_method", "_registered", "_serializer")
 
     def __init__(
-        self, holder: _Holder, kind: str, method: str, args: tuple[Any, Any, Any], fixed: grpc.aio.Channel | None
+        self,
+        holder: _Holder,
+        kind: str,
+        method: str,
+        serializer: Any,
+        deserializer: Any,
+        registered: bool | None,
+        fixed: grpc.aio.Channel | None,
     ) -> None:
         self._holder = holder
         self._kind = kind
         self._method = method
-        self._args = args
+        self._serializer = serializer
+        self._deserializer = deserializer
+        self._registered = registered
         self._fixed = fixed
         self._bound: tuple[grpc.aio.Channel, Any] | None = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        ctx = self._holder.context  # raises the refusal (re-checking first when due)
-        kwargs["metadata"] = tenant_metadata(ctx, kwargs.get("metadata"))
+    def __call__(self, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
+        ctx, stamped = self._holder.stamp()  # raises the refusal (re-checking first when due)
+        if metadata is not None:
+            stamped = tenant_metadata(ctx, metadata)
         channel = self._fixed if self._fixed is not None else self._holder.unchecked_channel
         bound = self._bound
         if bound is None or bound[0] is not channel:
-            serializer, deserializer, registered = self._args
             factory = getattr(channel, self._kind)
-            bound = self._bound = (channel, factory(self._method, serializer, deserializer, _registered_method=registered))
+            bound = self._bound = (
+                channel,
+                factory(self._method, self._serializer, self._deserializer, _registered_method=self._registered),
+            )
         # grpc.aio starts the call's task here; the task keeps this context.
         token = _current.set(ctx)
         try:
-            return bound[1](*args, **kwargs)
+            return bound[1](*args, metadata=stamped, **kwargs)
         finally:
             _current.reset(token)
 
@@ -112,7 +128,7 @@ class PinnedChannel(grpc.aio.Channel):
         await self._target().channel_ready()
 
     def _checked(self, kind: str, method: str, serializer: Any, deserializer: Any, registered: bool | None) -> Any:
-        return _CheckedCall(self._holder, kind, method, (serializer, deserializer, registered), self._fixed)
+        return _CheckedCall(self._holder, kind, method, serializer, deserializer, registered, self._fixed)
 
     def unary_unary(
         self,

@@ -39,6 +39,7 @@ from cryptography import x509
 
 from poller import audit
 from poller.dial.channel import PinnedChannel
+from poller.dial.interceptor import tenant_metadata
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.identity import certinfo
 from poller.identity.context import TenantContext
@@ -78,18 +79,38 @@ _PIN_MISMATCH = "CERTIFICATE_VERIFY_FAILED"
 
 @dataclass(frozen=True, slots=True)
 class Proof:
-    """A verified chain: the context it proves, the chain as presented (parsed,
-    for local re-checks), the leaf's exact DER bytes (what is pinned), and
-    the trust snapshot it was verified against."""
+    """A verified chain: the context it proves, the chain as presented (its
+    exact DER bytes, leaf first: the leaf is what is pinned), and the trust
+    snapshot it was verified against.
+
+    The chain is kept as bytes, not as parsed certificates: a connection lives
+    for days and is re-checked rarely, and parsed certificates (with the
+    extensions verification read) are ~20 objects per agent that every full
+    collection of the garbage collector walks. A re-check parses again."""
 
     context: TenantContext
-    chain: tuple[x509.Certificate, ...]
-    leaf_der: bytes
+    chain_der: tuple[bytes, ...]
     snapshot: TrustSnapshot
+
+    @property
+    def leaf_der(self) -> bytes:
+        return self.chain_der[0]
+
+    @property
+    def chain(self) -> list[x509.Certificate]:
+        """The chain parsed afresh (it parsed when it was proven: same bytes)."""
+        return parse_chain(self.chain_der)
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return certinfo.load_der(self.chain_der[0])
 
     @property
     def leaf_pem(self) -> bytes:
         return ssl.DER_cert_to_PEM_cert(self.leaf_der).encode("ascii")
+
+
+_WALL_CLOCK = WallClock()  # stateless: one for every connection that is given none
 
 
 class AgentConnection:
@@ -117,7 +138,7 @@ class AgentConnection:
         clock: Clock | None = None,
     ) -> None:
         self.address = address
-        self._clock = clock if clock is not None else WallClock()  # notAfter / nextUpdate are judged by it
+        self._clock = clock if clock is not None else _WALL_CLOCK  # notAfter / nextUpdate are judged by it
         self.metrics = metrics if metrics is not None else default_metrics()
         self.tenant = tenant
         self.component = component
@@ -131,16 +152,19 @@ class AgentConnection:
         self._checked = proof.snapshot  # the snapshot the identity last held against
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._reprove_lock = asyncio.Lock()
+        # Made when first needed (a connection that is never re-proven, closed
+        # with calls in flight or waited on carries none of them).
+        self._reprove_lock: asyncio.Lock | None = None
         self._proofs = 0  # fresh proofs done; concurrent failures share one
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] | None = None
         self._closed_why: str | None = None  # why the poller last closed a channel of this connection
-        self._ended = asyncio.Event()
+        self._ended: asyncio.Event | None = None
         self._timer: Cancellable | None = None
         self._deadline = 0.0
+        self._stamp: tuple[TenantContext, grpc.aio.Metadata] | None = None
         self._client = _client_of(proof.snapshot)
         self._channel = self._open(proof, self._client)
-        self._current = PinnedChannel(self, self._channel)
+        self._current: PinnedChannel | None = None
         self.channel: grpc.aio.Channel = PinnedChannel(self)
         self.client_channel: grpc.aio.Channel = self.channel  # AgentClient's name for the one path
         self._arm_deadline(proof.snapshot)
@@ -164,6 +188,16 @@ class AgentConnection:
             raise self.refusal
         return self._proof.context
 
+    def stamp(self) -> tuple[TenantContext, grpc.aio.Metadata]:
+        """`context` (the same check, raising the same refusal) and the metadata
+        every call made with it carries: built once per proven context and
+        shared by the calls (grpc.aio copies it per call, never changes it)."""
+        ctx = self.context
+        stamp = self._stamp
+        if stamp is None or stamp[0] is not ctx:
+            stamp = self._stamp = (ctx, tenant_metadata(ctx))
+        return stamp
+
     @property
     def serial(self) -> str:
         """Serial of the certificate the channel is pinned to."""
@@ -173,7 +207,10 @@ class AgentConnection:
     def current_channel(self) -> grpc.aio.Channel:
         """The channel of the moment, checked and stamped like `channel`; a new
         object after a rotation (`channel` is the same object throughout)."""
-        return self._current
+        current = self._current
+        if current is None:
+            current = self._current = PinnedChannel(self, self._channel)
+        return current
 
     @property
     def unchecked_channel(self) -> grpc.aio.Channel:
@@ -183,7 +220,10 @@ class AgentConnection:
 
     async def wait_refused(self) -> IdentityRefused:
         """Wait until the identity ends (re-check, expiry, failed proof); its refusal."""
-        await self._ended.wait()
+        if self.refusal is None:
+            if self._ended is None:
+                self._ended = asyncio.Event()
+            await self._ended.wait()
         assert self.refusal is not None
         return self.refusal
 
@@ -241,7 +281,6 @@ class AgentConnection:
 
     def _check_locally(self, snapshot: TrustSnapshot) -> None:
         now = self._now()
-        leaf = self._proof.chain[0]
         before = self._checked.tenants.get(self.tenant)
         after = snapshot.tenants.get(self.tenant)
         same_anchor = after is not None and after.same_anchor(before) and snapshot.root == self._checked.root
@@ -261,9 +300,9 @@ class AgentConnection:
             raise IdentityRefused(
                 Reason.EXPIRED,
                 f"expired at {self._proof.context.not_after:%Y-%m-%dT%H:%M:%SZ} while connected",
-                peer=certinfo.summary(leaf),
+                peer=certinfo.summary(self._proof.leaf),
             )
-        check_revocation(leaf, after, snapshot, now)
+        check_revocation(self._proof.leaf, after, snapshot, now)
 
     def _arm_deadline(self, snapshot: TrustSnapshot) -> None:
         """Re-check when the leaf expires or the tenant's CRL goes stale."""
@@ -296,6 +335,8 @@ class AgentConnection:
         another peer (an on-path relay, a split path): identity_mismatch.
         """
         generation = self._proofs
+        if self._reprove_lock is None:
+            self._reprove_lock = asyncio.Lock()
         async with self._reprove_lock:
             if self._proofs != generation or self.refusal is not None:
                 return self.context  # another caller proved while we waited (raises its refusal)
@@ -325,7 +366,7 @@ class AgentConnection:
                     Reason.IDENTITY_MISMATCH,
                     f"the agent at {self.address} presents the proven certificate (serial {old.context.serial}) to "
                     "the proof, but gRPC's connection met another certificate: an on-path relay or a split path",
-                    peer=certinfo.summary(proof.chain[0]),
+                    peer=certinfo.summary(proof.leaf),
                 )
                 audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
                 raise err
@@ -336,7 +377,7 @@ class AgentConnection:
             err = IdentityRefused(
                 Reason.IDENTITY_MISMATCH,
                 f"agent at {self.address} now presents {proof.context.cn}, the channel is pinned to {self.target_name}",
-                peer=certinfo.summary(proof.chain[0]),
+                peer=certinfo.summary(proof.leaf),
             )
             audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
             raise err
@@ -362,7 +403,7 @@ class AgentConnection:
 
     def _replace_channel(self, new: grpc.aio.Channel) -> None:
         old, self._channel = self._channel, new
-        self._current = PinnedChannel(self, new)
+        self._current = None  # current_channel makes the new one's
         self._closed_why = "a certificate rotation replaced its channel; the next call uses the new one"
         self._close_later(old, grace=1.0)  # in-flight calls may finish on the old one
 
@@ -388,7 +429,7 @@ class AgentConnection:
         if self.refusal is None:
             self.refusal = err
             self.log.warning("identity_ended", reason=err.reason.value, detail=err.detail)
-            self._on_loop(self._ended.set)
+            self._on_loop(self._wake_waiters)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -396,9 +437,15 @@ class AgentConnection:
             self._notifier.unsubscribe(self)
         self._close_later(self._channel, grace=None)
 
+    def _wake_waiters(self) -> None:
+        if self._ended is not None:  # else wait_refused() finds the refusal set
+            self._ended.set()
+
     def _close_later(self, channel: grpc.aio.Channel, *, grace: float | None) -> None:
         def start() -> None:
             task = self._loop.create_task(channel.close(grace))
+            if self._closing is None:
+                self._closing = set()
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
@@ -527,7 +574,7 @@ async def _prove(
         audit.refused(err, address=address, tenant=tenant, metrics=metrics)
         raise
     audit.accepted(ctx, address=address, metrics=metrics)
-    return Proof(context=ctx, chain=tuple(certs), leaf_der=chain[0], snapshot=snapshot)
+    return Proof(context=ctx, chain_der=tuple(chain), snapshot=snapshot)
 
 
 def _client_of(snapshot: TrustSnapshot) -> ClientIdentity:
