@@ -30,10 +30,13 @@ process CPU per poll, time in the cyclic GC (gc.callbacks, the collecting
 thread) per poll; live objects per agent (len(gc.get_objects()) after a
 gc.collect(), once the connections are open, minus before, over N) and RSS
 per agent (VmRSS after the warm-up minus before the first dial, over N).
-"gc_freeze": gc.collect() + gc.freeze() after the first wave (as the daemon
-does after its first interval). "uvloop": run on uvloop's event loop. "md" (bare only): every call carries the
-two metadata entries of a proven call.
-BENCH_SIDE_PROFILE=FILE writes a cProfile of the measured rounds to FILE.<variant>.
+Options, as side flags of the parent (bare+md, client+freeze+uvloop, client+t10000):
+"gc_freeze" (+freeze): after the first wave what the daemon does after its first
+interval (poller.daemon.memory: gc.freeze() and malloc_trim); "uvloop" (+uvloop): run on uvloop's
+event loop; "gc_gen0" (+tN): gc.set_threshold(N, ...) first; "md" (+md, bare
+only): every call carries the two metadata entries of a proven call.
+BENCH_SIDE_PROFILE=FILE writes a cProfile of the measured rounds to FILE.<variant>
+(of the first wave with BENCH_SIDE_PROFILE_PHASE=first).
 """
 
 from __future__ import annotations
@@ -53,6 +56,18 @@ from bench.common import die_with_parent, quiet_logging, raise_nofile, rss_mib
 from bench.fleet import GC, CountingSink
 
 
+def settle() -> None:
+    """What the daemon does after its first interval (freeze, and trim the heap
+    where poller.daemon.memory exists: an @base tree may predate it)."""
+    try:
+        from poller.daemon.memory import settle_after_first_wave
+    except ImportError:
+        gc.collect()
+        gc.freeze()
+        return
+    settle_after_first_wave()
+
+
 def live_objects() -> int:
     gc.collect()
     return len(gc.get_objects())
@@ -69,6 +84,11 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
     certs = Path(spec["certs"])
     trust = TrustStore(certs)
     objects0, rss0 = live_objects(), rss_mib()
+    profile_to = os.environ.get("BENCH_SIDE_PROFILE")  # a cProfile of the first wave or of the rounds
+    profile_first = os.environ.get("BENCH_SIDE_PROFILE_PHASE") == "first"
+    profiler = cProfile.Profile(time.thread_time) if profile_to else None  # the loop thread's CPU, not wall
+    if profiler is not None and profile_first:
+        profiler.enable()
     GC.take()
     started, cpu0 = time.perf_counter(), time.process_time()  # the first wave starts with the first channel
     closers: list[Callable[[], Awaitable[Any]]] = []
@@ -141,6 +161,7 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
         sink = CountingSink()
         scheduler = Scheduler(settings, trust, sink.publish)
         scheduler.start(loops=False)
+        started, cpu0 = time.perf_counter(), time.process_time()  # the config and Scheduler are not the wave
 
         async def stop_scheduler() -> None:
             await scheduler.stop(grace=5)
@@ -183,9 +204,10 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
         "first_wave_cpu": time.process_time() - cpu0,
         "first_wave_gc": GC.take()[0],
     }
+    if profiler is not None and profile_first:
+        profiler.disable()
     if spec.get("gc_freeze"):
-        gc.collect()
-        gc.freeze()
+        settle()
     for _ in range(max(spec.get("warmup", 2) - 1, 0)):
         await one_round()
     rss1 = rss_mib()
@@ -193,9 +215,7 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("gc_freeze"):
         objects1 += gc.get_freeze_count()
     rates, cpu_us, gc_us, gc_gen2 = [], [], [], []
-    profile_to = os.environ.get("BENCH_SIDE_PROFILE")  # a cProfile of the measured rounds, for finding costs
-    profiler = cProfile.Profile() if profile_to else None
-    if profiler is not None:
+    if profiler is not None and not profile_first:
         profiler.enable()
     for _ in range(spec["rounds"]):
         GC.take()
@@ -234,8 +254,13 @@ def main() -> None:
     raise_nofile()
     quiet_logging()
     variant, spec = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
+    if spec.get("gc_gen0"):
+        gc.set_threshold(spec["gc_gen0"], *gc.get_threshold()[1:])
     if spec.get("uvloop"):
-        import uvloop
+        try:
+            import uvloop
+        except ImportError:
+            sys.exit("+uvloop needs uvloop in this venv (.venv/bin/pip install uvloop); the poller does not depend on it")
 
         result = uvloop.run(side(variant, spec))
     else:
@@ -296,7 +321,16 @@ def run_sides(
             variant, flags, at_base = parse_token(token)
             path = directory / f"side-{token.replace('+', '_').replace('@', '_')}.json"
             path.write_text(
-                json.dumps({**spec, "gc_freeze": "freeze" in flags, "uvloop": "uvloop" in flags, "md": "md" in flags})
+                json.dumps(
+                    {
+                        **spec,
+                        "gc_freeze": "freeze" in flags,
+                        "uvloop": "uvloop" in flags,
+                        "md": "md" in flags,
+                        # +t10000: the young generation's threshold (gc.set_threshold's first value)
+                        "gc_gen0": next((int(f[1:]) for f in flags if f[:1] == "t" and f[1:].isdigit()), 0),
+                    }
+                )
             )
             if variant == "go-client":
                 binary = go_agent_binary()

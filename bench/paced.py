@@ -9,7 +9,8 @@ dial_agent uses, no proof, no interceptors), a health Check then a
 GetStatus at the agent's slot, every interval: the least a poller can do.
 `daemon`: the real PollerDaemon (config from parse_config, file sink in a
 temporary directory, JSON logs at INFO into /dev/null, its own metrics
-registry, the GC freeze after the first interval) driven by its own loops.
+registry, the GC freeze after the first interval, the young-generation GC
+threshold `run` sets) driven by its own loops.
 
 After a warm-up (the first wave done and a whole interval on), one window
 is measured without a profiler: process CPU, the event-loop thread's CPU,
@@ -152,6 +153,9 @@ async def start_daemon(spec: dict[str, Any], stop: asyncio.Event) -> tuple[Calla
         sink_dir=tempfile.mkdtemp(prefix="bench-paced-sink-"),
     )
     daemon = PollerDaemon(settings)
+    from poller.cli.run import tune_gc
+
+    tune_gc()  # as `serviceradar-poller run` does
     polls = daemon.metrics.polls
 
     def count() -> int:

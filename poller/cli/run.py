@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from typing import Any
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     except PollerError as exc:  # e.g. the NATS sink's credentials file is unusable
         print(f"error: sink: {getattr(exc, 'detail', exc)}", file=sys.stderr)
         return EXIT_USAGE
+    tune_gc()
     try:
         if args.once:
             asyncio.run(daemon.run_once())
@@ -110,6 +112,20 @@ def run(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return EXIT_USAGE
+
+
+# A poller's heap is mostly long-lived (channels, workers, certificates) and
+# its per-poll garbage dies young: collecting the young generation every 700
+# allocations (CPython's default) took 18 % of the steady CPU at 2,000 agents,
+# every 10,000 takes 2 % (bench.fleet --separate, side +t10000). Process-wide,
+# so the program sets it, not the library.
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """The young generation's threshold for a poller process (the older two stay)."""
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(YOUNG_GC_THRESHOLD, young), middle, old)
 
 
 def once_summary(tally: dict[str, dict[str, int]]) -> int:

@@ -17,7 +17,6 @@ new config (or certs directory) is refused and the running one keeps going.
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import signal
 import time
@@ -30,6 +29,7 @@ from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig, c
 from poller.config.overrides import Overrides
 from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_check
 from poller.daemon.http import OperatorServer
+from poller.daemon.memory import settle_after_first_wave
 from poller.daemon.pushes import PushSide
 from poller.daemon.scheduler import Scheduler
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
@@ -242,10 +242,9 @@ class PollerDaemon:
             await asyncio.sleep(self.settings.poll_interval)
             if not frozen:
                 # After the first wave of dials the long-lived objects (channels,
-                # certificates, workers) are made; moving them out of the GC's
-                # sight cut steady-state CPU 12-20% at 5,000 agents (bench.fleet).
-                gc.collect()
-                gc.freeze()
+                # certificates, workers) are made: out of the GC's sight, and the
+                # wave's freed heap back to the OS (poller.daemon.memory).
+                settle_after_first_wave()
                 frozen = True
             tally = self.scheduler.take_tally()
             if tally:
