@@ -6,19 +6,33 @@
 - kill -9 of the leader of a tenant's stream while results flow: nothing is
   lost or duplicated, the stream is still R3, and delivery resumes with two
   servers of three (the outbox drains before the dead one comes back).
+- kill -9 of the leader of the cluster bucket while two ClusterNodes write
+  leases and a compare-and-set writer counts: no agent granted twice in a
+  slot, every acknowledged write still in the bucket, writes and clean rounds
+  of polling again after the election, and the bucket still R3 (the dead
+  server catches up when it comes back).
 
 Every wait is on a condition with a generous deadline (a loaded 2-core machine).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
+from nats.js.kv import KeyValue
 
+from poller.cluster.node import ClusterNode
+from poller.cluster.records import LeaseRecord, MemberRecord, lease_key, member_key
+from poller.cluster.slots import slot_start
+from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig
 from poller.nats.accounts import client_target
 from poller.nats.connect import connect
 from poller.nats.sink import JetStreamSettings, JetStreamSink
@@ -144,3 +158,235 @@ async def test_kill_9_of_a_stream_leader_loses_nothing_and_duplicates_nothing(cl
         await sink.close()
     ids = await read_ids(cluster, ACME, sent)
     assert len(ids) == len(set(ids)) == sent  # nothing lost, nothing stored twice
+
+
+# ---------------------------------------------------------------------------- the cluster bucket
+# kill -9 of the bucket's leader while two ClusterNodes write leases and a writer counts with
+# compare-and-set. Slots are read from a test clock, so each round of may_poll lands in the next
+# slot of every agent; membership, call timeouts and the election run on real time.
+
+BUCKET = "cluster-kv"
+INTERVAL = 10.0  # a slot outlasts a JetStream leader election (about 5 s) plus a call timeout
+KV_AGENTS = tuple(AgentConfig(f"edge-{i:02d}", f"127.0.0.1:{6000 + i}", (ACME, XYZ)[i % 2]) for i in range(12))
+COUNTER = "test.counter"
+_instant: ContextVar[float] = ContextVar("instant")
+
+
+class SlotClock:
+    """The wall clock ClusterNode places slots with. Each agent's round runs in its own task with its
+    own instant (a context variable, which the renewal tasks may_poll starts inherit), so every
+    agent is asked at once, as the scheduler does, each inside its own slot."""
+
+    def __init__(self) -> None:
+        self.base = time.time()
+
+    def __call__(self) -> float:
+        return _instant.get(self.base)
+
+    def at(self, agent: str, slot: int) -> None:
+        _instant.set(slot_start(agent, slot, INTERVAL) + 0.01)
+
+
+class LeaseRounds:
+    """The lease writer: round after round, every agent's next slot asked of every node."""
+
+    def __init__(self, nodes: list[ClusterNode], clock: SlotClock) -> None:
+        self.nodes, self.clock = nodes, clock
+        self.slot = int(clock.base // INTERVAL) + 2
+        self.grants: dict[tuple[str, int], list[str]] = {}  # (agent, slot) -> the nodes that may poll it
+        self.rounds: list[tuple[int, float, bool]] = []  # (slot, ended at (monotonic), clean)
+        self.changed = asyncio.Condition()
+        self.stopping = False
+
+    async def _ask(self, agent: AgentConfig, slot: int) -> list[str]:
+        self.clock.at(agent.name, slot)
+        return [node.poller_id for node in self.nodes if await node.may_poll(agent)]
+
+    def clean(self, slot: int) -> bool:
+        """Every agent polled once in `slot`, by the owner both nodes agree on."""
+        for agent in KV_AGENTS:
+            owners = {node.owner(agent.name) for node in self.nodes}
+            if len(owners) != 1 or self.grants[(agent.name, slot)] != list(owners):
+                return False
+        return True
+
+    async def one(self) -> bool:
+        slot, self.slot = self.slot, self.slot + 1
+        granted = await asyncio.gather(*(self._ask(agent, slot) for agent in KV_AGENTS))
+        for agent, pollers in zip(KV_AGENTS, granted, strict=True):
+            self.grants[(agent.name, slot)] = pollers
+        clean = self.clean(slot)
+        async with self.changed:
+            self.rounds.append((slot, time.monotonic(), clean))
+            self.changed.notify_all()
+        return clean
+
+    async def run(self) -> None:
+        while not self.stopping:
+            await self.one()
+
+    async def clean_round_after(self, since: float, timeout: float = DEADLINE) -> None:
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(lambda: any(at > since and clean for _, at, clean in self.rounds))
+
+    def doubles(self) -> list[tuple[str, int, list[str]]]:
+        return [(agent, slot, who) for (agent, slot), who in self.grants.items() if len(who) > 1]
+
+
+class CasCounter:
+    """A writer in the bucket that counts with compare-and-set: every increment it was told
+    landed is kept in `acked`; one whose answer was lost is recognised by reading the key back."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self.acked: list[int] = []
+        self.unanswered = 0
+        self.changed = asyncio.Condition()
+        self.stopping = False
+
+    async def run(self) -> None:
+        revision = await self.kv.create(COUNTER, b"0")
+        while not self.stopping:
+            attempt = len(self.acked) + 1
+            try:
+                async with asyncio.timeout(2):
+                    revision = await self.kv.update(COUNTER, str(attempt).encode(), last=revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                try:  # our own earlier try landed after all, or someone else wrote it
+                    async with asyncio.timeout(2):
+                        entry = await self.kv.get(COUNTER)
+                except (nats.errors.Error, TimeoutError, OSError):
+                    self.unanswered += 1
+                    await asyncio.sleep(0.1)  # retry pacing while no leader answers
+                    continue
+                assert entry.value == str(attempt).encode(), f"the counter holds {entry.value!r}, expected {attempt}"
+                revision = entry.revision or 0
+            except (nats.errors.Error, TimeoutError, OSError):
+                self.unanswered += 1
+                await asyncio.sleep(0.1)  # retry pacing while no leader answers
+                continue
+            async with self.changed:
+                self.acked.append(attempt)
+                self.changed.notify_all()
+
+    async def wait_acked(self, count: int, timeout: float = DEADLINE) -> None:
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(lambda: len(self.acked) >= count)
+
+
+@pytest.fixture
+def bucket_cluster(pki: ForgePki, tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-server cluster whose poller user may use the cluster bucket."""
+    with NatsCluster(tmp_path / "nats-kv", tenants=[ACME, XYZ], certs=pki.directory, cluster_bucket=BUCKET) as running:
+        yield running
+
+
+@pytest.fixture
+async def lease_nodes(bucket_cluster: NatsCluster) -> AsyncIterator[tuple[list[ClusterNode], SlotClock]]:
+    """Two replicas (poller-a, poller-b) sharing KV_AGENTS; bucket replicas unset (the cluster decides)."""
+    poller = client_target(bucket_cluster.directory, None, bucket_cluster.urls)
+    clock = SlotClock()
+    nodes = []
+    for name in ("poller-a", "poller-b"):
+        settings = PollerConfig(
+            poller_id=name,
+            agents=KV_AGENTS,
+            poll_interval=INTERVAL,
+            cluster=ClusterConfig(nats=",".join(bucket_cluster.urls), creds=poller.creds, tls=poller.tls, bucket=BUCKET),
+        )
+        node = ClusterNode(settings, clock=clock)
+        node.start()
+        nodes.append(node)
+    try:
+        yield nodes, clock
+    finally:
+        for node in nodes:
+            await node.stop(timeout=5)
+
+
+async def bucket_info(cluster: NatsCluster):  # type: ignore[no-untyped-def]
+    nc = await connect(client_target(cluster.directory, None, cluster.urls), name="test bucket admin")
+    try:
+        return await nc.jetstream(timeout=10).stream_info(f"KV_{BUCKET}")
+    finally:
+        await nc.close()
+
+
+async def test_kill_9_of_the_bucket_leader_loses_no_lease_and_grants_none_twice(
+    bucket_cluster: NatsCluster, lease_nodes: tuple[list[ClusterNode], SlotClock]
+) -> None:
+    nodes, clock = lease_nodes
+    async with asyncio.timeout(DEADLINE):
+        for node in nodes:
+            await node.wait_for(lambda n: n.members == ["poller-a", "poller-b"])
+    rounds = LeaseRounds(nodes, clock)
+    for _ in range(5):  # the first slot is a handover from nobody: clean within a few
+        if await rounds.one():
+            break
+    assert rounds.rounds[-1][2], f"no clean round before the kill: {rounds.grants}"
+    info = await bucket_info(bucket_cluster)
+    assert info.config.num_replicas == 3 and info.cluster is not None and info.cluster.leader  # R3 unasked (3 servers)
+    old_leader = info.cluster.leader
+
+    nc = await connect(client_target(bucket_cluster.directory, None, bucket_cluster.urls), name="test counter")
+    counter = CasCounter(await nc.jetstream(timeout=5).key_value(BUCKET))
+    writers = [asyncio.ensure_future(counter.run()), asyncio.ensure_future(rounds.run())]
+    try:
+        await counter.wait_acked(20)
+        await rounds.clean_round_after(time.monotonic())
+        acked_before = len(counter.acked)
+        bucket_cluster.server(old_leader).stop(kill=True)
+        killed = time.monotonic()
+
+        # Usable again: writes are acknowledged after the election, and every agent is
+        # polled once, by its owner, in a round that began after them.
+        await counter.wait_acked(acked_before + 20)
+        elected = time.monotonic()
+        await rounds.clean_round_after(elected)
+        info = await bucket_info(bucket_cluster)
+        assert info.cluster is not None and info.cluster.leader not in (None, old_leader)
+        assert info.config.num_replicas == 3
+        peers = [info.cluster.leader, *(p.name for p in info.cluster.replicas or [])]
+        assert sorted(peers) == ["nats-1", "nats-2", "nats-3"]  # still three peers, the dead one among them
+
+        # The dead server comes back and catches up: three current replicas again.
+        bucket_cluster.server(old_leader).start()
+
+        async def all_current() -> bool:
+            state = await bucket_info(bucket_cluster)
+            replicas = (state.cluster.replicas or []) if state.cluster else []
+            return len(replicas) == 2 and all(p.current and not p.offline for p in replicas)
+
+        async with asyncio.timeout(DEADLINE):
+            while not await all_current():
+                await counter.wait_acked(len(counter.acked) + 1)  # paced by writes the replicas must copy
+    finally:
+        counter.stopping = rounds.stopping = True
+        done, _ = await asyncio.wait(writers, timeout=DEADLINE)
+        await nc.close()
+    for task in done:
+        task.result()  # a writer's own assertion (e.g. the counter changed by someone else) fails the test
+    assert len(done) == 2
+
+    # Nothing duplicated: no agent was granted to two nodes in one slot, before, during or after.
+    assert not rounds.doubles(), rounds.doubles()[:10]
+    assert any(at > killed for _, at, _ in rounds.rounds)  # the lease writer ran through the failover
+    assert counter.unanswered > 0  # and the writers did meet a bucket without a leader
+    # Nothing lost: every acknowledged write is in the bucket, read from the new set of servers.
+    nc = await connect(client_target(bucket_cluster.directory, None, bucket_cluster.urls), name="test reader")
+    try:
+        kv = await nc.jetstream(timeout=10).key_value(BUCKET)
+        assert (await kv.get(COUNTER)).value == str(len(counter.acked)).encode()
+        last = max(slot for slot, _, clean in rounds.rounds if clean)
+        by_id = {node.poller_id: node for node in nodes}
+        for agent in KV_AGENTS:
+            (holder,) = rounds.grants[(agent.name, last)]
+            record = LeaseRecord.parse((await kv.get(lease_key(agent.tenant, agent.name))).value or b"")
+            assert (record.owner, record.instance) == (holder, by_id[holder].instance)
+            # may_poll said yes only on an acknowledged lease covering the slot: it is still stored
+            assert record.until >= slot_start(agent.name, last + 1, INTERVAL) - 1e-6
+        for node in nodes:
+            member = MemberRecord.parse((await kv.get(member_key(node.poller_id))).value or b"")
+            assert member.instance == node.instance
+    finally:
+        await nc.close()
