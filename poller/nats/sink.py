@@ -109,6 +109,7 @@ class JetStreamSink:
         self.outbox: Outbox | None = None
         self.nc: NatsClient | None = None
         self.acked = 0
+        self.dropped = 0  # results the outbox dropped when full: never delivered
         self._js: JetStreamContext | None = None
         self._admin: dict[str, JetStreamContext] = {}
         self._streams_ready: set[str] = set()
@@ -427,6 +428,7 @@ class JetStreamSink:
 
     def _dropped(self, per_tenant: dict[str, int]) -> None:
         for tenant, n in per_tenant.items():
+            self.dropped += n
             self.metrics.outbox_dropped.labels(tenant=tenant).inc(n)
             log.error("outbox_full_dropped_oldest", tenant=tenant, dropped=n, max_rows=self.settings.outbox_max_rows)
 
