@@ -5,9 +5,8 @@ status it shows is read where it is written, with no locks. It serves GET and
 HEAD only, one request per connection, with bounded request size, read time
 and connection count, in total and per client address (so that one client
 holding idle sockets cannot starve the Prometheus scrape): it is an
-operator's view, not a web server. Rendering
-(Prometheus exposition, JSON, HTML) runs in a worker thread so a large fleet
-never stalls polling.
+operator's view, not a web server. Rendering (Prometheus exposition, JSON,
+HTML) runs in a worker thread so a large fleet never stalls polling.
 
 /status and / list every tenant's agents: bind it where only the platform's
 operators can reach it (loopback by default in the example config).
