@@ -140,9 +140,9 @@ async def test_head_has_the_headers_and_no_body(server):
 
 
 async def test_a_daemon_bound_beyond_loopback_says_so(pki, log_events):
-    from poller.daemon.config import parse_config
+    from poller.config import parse_config
     from poller.daemon.daemon import PollerDaemon
-    from poller.daemon.sinks import MemorySink
+    from poller.testing.memory_sink import MemorySink
 
     settings = parse_config({"poller_id": "p", "certs_dir": str(pki.directory), "metrics_listen": "0.0.0.0:0", "agents": {}})
     daemon = PollerDaemon(settings, sink=MemorySink())
@@ -158,9 +158,9 @@ async def test_a_daemon_bound_beyond_loopback_says_so(pki, log_events):
 async def test_a_reload_keeps_the_address_the_pages_are_served_on(pki, tmp_path, log_events):
     import json
 
-    from poller.daemon.config import load_config
+    from poller.config import load_config
     from poller.daemon.daemon import PollerDaemon
-    from poller.daemon.sinks import MemorySink
+    from poller.testing.memory_sink import MemorySink
 
     config = tmp_path / "poller.json"
     doc = {"poller_id": "p", "certs_dir": str(pki.directory), "metrics_listen": "127.0.0.1:0", "agents": {}}

@@ -1,6 +1,6 @@
 """PollerDaemon: config + trust store + scheduler + handlers + metrics, with signals.
 
-Results go through a HandlerRegistry (poller.handlers): the sink is a handler
+Results go through a HandlerRegistry (poller.delivery): the sink is a handler
 registered for every channel with the platform policy and the poller's own
 (local) platform identity, so the same deny-by-default checks apply to it as
 to a library user's handlers. At the end of every agent's cycle the registry

@@ -63,8 +63,10 @@ class PollGate(Protocol):
         ...
 
 
-def slot_offset(name: str, agents: int, interval: float) -> float:
-    """An agent's stable slot (same agent, same slot) inside the first stretch of time.
+def first_poll_offset(name: str, agents: int, interval: float) -> float:
+    """When an agent is first polled, in seconds after the scheduler starts: stable
+    (same agent, same offset) inside the first stretch of time. Not the cluster's
+    poller.cluster.slots.slot_offset, which is a phase in absolute time.
 
     The stretch grows with the number of agents (about 200 first dials a
     second) so a large fleet does not start with a handshake storm, while
@@ -145,7 +147,7 @@ class Scheduler:
         await self._workers.pop(name).close()
 
     def _offset(self, name: str) -> float:
-        return slot_offset(name, len(self.settings.polled_agents), self.settings.poll_interval)
+        return first_poll_offset(name, len(self.settings.polled_agents), self.settings.poll_interval)
 
     async def _supervise(self, worker: AgentWorker) -> None:
         """Run the agent's loop for as long as the scheduler runs.
