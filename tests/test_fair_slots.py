@@ -165,3 +165,24 @@ async def test_hanging_agents_of_one_tenant_leave_another_tenant_its_polls(pki, 
     assert set(acme) <= {Reason.TIMEOUT, Reason.PENDING}, acme
     assert acme[Reason.PENDING] >= 1  # queued past the deadline: said, not skipped
     assert hanging.count("GetStatus") < 14  # acme-corp polled within its share, not on every slot
+
+
+async def test_thousands_of_waiters_cancelled_together_leave_a_clean_limiter():
+    # The deadline of a large first wave cancels thousands of queued cycles at once;
+    # each must be counted out without scanning the queue, and the rest still served.
+    limiter = Limiter(2, tenants=[ACME, XYZ])
+    release = asyncio.Event()
+    entered: list[str | None] = []
+    holders = [asyncio.ensure_future(hold(limiter, t, entered, release)) for t in (ACME, XYZ)]
+    waiting = [asyncio.ensure_future(hold(limiter, ACME if i % 2 else XYZ, entered, release)) for i in range(5000)]
+    await park()
+    assert entered == [ACME, XYZ]
+    for task in waiting[:-2]:
+        task.cancel()
+    await asyncio.gather(*waiting[:-2], return_exceptions=True)
+    release.set()
+    await asyncio.gather(*holders, *waiting[-2:])
+    assert sorted(entered[2:]) == [ACME, XYZ]  # the two left were served, the cancelled never
+    assert limiter.in_use == 0 and limiter.held(ACME) == 0 and limiter.held(XYZ) == 0
+    async with limiter.slot(ACME), limiter.slot(XYZ):  # and it still hands out its slots
+        assert limiter.in_use == 2

@@ -52,6 +52,10 @@ class Limiter:
         self._held: dict[str | None, int] = {}  # tenant -> slots held now (no zero entries)
         # tenant -> its waiters, earliest first, each with its arrival number
         self._waiters: dict[str | None, collections.deque[tuple[int, asyncio.Future[None]]]] = {}
+        # tenant -> its waiters not cancelled. A cancelled waiter stays in its queue until
+        # it reaches the front (removing it there would cost O(queue) per cancellation:
+        # quadratic when thousands of queued cycles hit their deadline together).
+        self._live: dict[str | None, int] = {}
         self._arrivals = itertools.count()
         self._tenants: int | None = None  # tenants present (announced, holding or waiting); None: count again
 
@@ -129,6 +133,7 @@ class Limiter:
             queue = self._waiters[tenant] = collections.deque()
             self._tenants = None
         queue.append((next(self._arrivals), waiter))
+        self._live[tenant] = self._live.get(tenant, 0) + 1
         try:
             await waiter
         except asyncio.CancelledError:
@@ -139,17 +144,15 @@ class Limiter:
             raise
 
     def _forget(self, tenant: str | None, waiter: asyncio.Future[None]) -> None:
-        queue = self._waiters.get(tenant)
-        if queue is None:
+        """A waiter cancelled before it got a slot: counted out now, its entry skipped later."""
+        live = self._live.get(tenant, 0) - 1
+        if live > 0:
+            self._live[tenant] = live
             return
-        for entry in queue:
-            if entry[1] is waiter:
-                queue.remove(entry)
-                break
-        if not queue:
-            del self._waiters[tenant]
+        self._live.pop(tenant, None)
+        if self._waiters.pop(tenant, None) is not None:  # only cancelled entries were left
             self._tenants = None
-        self._wake()  # a tenant that stopped waiting may change the shares
+            self._wake()  # a tenant that stopped waiting may change the shares
 
     def _release(self, tenant: str | None) -> None:
         self._in_use -= 1
@@ -178,8 +181,11 @@ class Limiter:
             tenant = best[1]
             queue = self._waiters[tenant]
             _, waiter = queue.popleft()
-            if not queue:
-                del self._waiters[tenant]
+            if not waiter.done():
+                self._live[tenant] -= 1
+            if not queue or not self._live.get(tenant):
+                del self._waiters[tenant]  # empty, or only cancelled entries left
+                self._live.pop(tenant, None)
                 self._tenants = None
             if not waiter.done():
                 self._take(tenant)  # handed over: counted before the waiter runs

@@ -20,6 +20,7 @@ its traceback, naming tenant and agent, and started again.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -112,6 +113,9 @@ class Scheduler:
         # A dial that takes half its deadline means the poller is saturated:
         # slower than that, and the next ones risk timing out in its own queue.
         self.dial_gate = DialGate(target=max(0.5, settings.call_timeout / 2), tenants=polled_tenants(settings))
+        # One jitter source for every agent's backoff: a Random holds 2.5 KiB of state,
+        # which per agent was the largest Python object of a connection (issue 22).
+        self.rng = random.Random()
         self.cycles_completed = 0
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
@@ -132,7 +136,9 @@ class Scheduler:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
-        worker = AgentWorker(agent, self.settings, self.trust, self.metrics, budget=self.budget, dial_gate=self.dial_gate)
+        worker = AgentWorker(
+            agent, self.settings, self.trust, self.metrics, budget=self.budget, dial_gate=self.dial_gate, rng=self.rng
+        )
         self._workers[agent.name] = worker
         if loop:
             self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._supervise(worker), name=f"agent {agent.name}")
