@@ -84,6 +84,11 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
     certs = Path(spec["certs"])
     trust = TrustStore(certs)
     objects0, rss0 = live_objects(), rss_mib()
+    traced = os.environ.get("BENCH_SIDE_TRACEMALLOC")  # FILE: Python allocations per agent after the first wave, by line
+    if traced:
+        import tracemalloc
+
+        tracemalloc.start()
     profile_to = os.environ.get("BENCH_SIDE_PROFILE")  # a cProfile of the first wave or of the rounds
     profile_first = os.environ.get("BENCH_SIDE_PROFILE_PHASE") == "first"
     profiler = cProfile.Profile(time.thread_time) if profile_to else None  # the loop thread's CPU, not wall
@@ -208,6 +213,13 @@ async def side(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
         profiler.disable()
     if spec.get("gc_freeze"):
         settle()
+    if traced:
+        snapshot = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        stats = snapshot.statistics("lineno")
+        lines = [f"total {sum(s.size for s in stats) / n:.0f} bytes per agent"]
+        lines += [f"{s.size / n:8.0f} B/agent {s.count / n:6.2f} blocks/agent  {s.traceback}" for s in stats[:40]]
+        Path(f"{traced}.{variant}").write_text("\n".join(lines) + "\n")  # between the phases: nothing is timed
     for _ in range(max(spec.get("warmup", 2) - 1, 0)):
         await one_round()
     rss1 = rss_mib()

@@ -100,7 +100,7 @@ async def start_bare(spec: dict[str, Any], stop: asyncio.Event) -> tuple[Callabl
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from bench.unary import plain_channel_for
-    from poller.daemon.scheduler import slot_offset
+    from poller.daemon.scheduler import first_poll_offset
     from poller.proto import monitoring_pb2 as pb
     from poller.proto import monitoring_pb2_grpc as pb_grpc
     from poller.trust.store import TrustStore
@@ -113,7 +113,7 @@ async def start_bare(spec: dict[str, Any], stop: asyncio.Event) -> tuple[Callabl
         channel = plain_channel_for(agent["address"], trust, agent["tenant"], agent["cn"])
         health = health_pb2_grpc.HealthStub(channel)
         stub = pb_grpc.AgentServiceStub(channel)
-        next_at = time.monotonic() + slot_offset(name, n, interval)  # the daemon's own slot
+        next_at = time.monotonic() + first_poll_offset(name, n, interval)  # the daemon's own slot
         try:
             while not stop.is_set():
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))

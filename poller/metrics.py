@@ -109,7 +109,7 @@ class PollerMetrics:
         # Dynamic cluster mode (poller.cluster.node).
         self.cluster_members = Gauge("poller_cluster_members", "Live replicas in this replica's view of the cluster", registry=r)
         self.cluster_leases = Gauge("poller_cluster_leases", "Agent leases this replica holds, by tenant", ["tenant"], registry=r)
-        # Delivery through the handler registry (poller.handlers).
+        # Delivery through the handler registry (poller.delivery).
         self.results_refused = Counter(
             "poller_results_refused", "Results refused by the handler registry", ["tenant", "channel", "reason"], registry=r
         )

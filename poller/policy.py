@@ -4,7 +4,7 @@ In the spirit of go-spiffe's authorizers, a policy looks only at what was
 proven and answers allow or deny with a reason. The same predicates serve
 two places:
 
-- result handlers (poller.handlers): `identity` is the result's proven
+- result handlers (poller.delivery): `identity` is the result's proven
   TenantContext, `platform` the platform identity the handler was registered
   with (if any), `result` the PollResult;
 - server methods (poller.server): `identity` is the caller's proven

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from poller.cli.main import main
-from poller.daemon.config import DEFAULT_CLUSTER_BUCKET, ClusterConfig, ConfigError, load_config, parse_config
+from poller.config import DEFAULT_CLUSTER_BUCKET, ClusterConfig, ConfigError, load_config, parse_config
 
 
 def _config(cluster: object, **top: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from poller.cluster.node import ClusterNode
 from poller.cluster.records import lease_key
 from poller.cluster.slots import slot_start
 from poller.cluster.status import read_status
-from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig
+from poller.config import AgentConfig, ClusterConfig, PollerConfig
 from poller.testing import NatsServer
 
 INTERVAL = 1.0

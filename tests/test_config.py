@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller.cli.main import main
-from poller.daemon.config import (
+from poller.config import (
     TOP_KEYS,
     AgentConfig,
     CheckConfig,
@@ -26,7 +26,7 @@ from poller.daemon.config import (
     parse_config,
     split_host_port,
 )
-from poller.daemon.durations import (
+from poller.config.durations import (
     DurationError,
     format_duration,
     format_duration_ns,

@@ -17,7 +17,7 @@ from crls import make_crl, tenant_crl, write_tenant_crl
 from events import captured
 from spawn import spawn_cli
 
-from poller.daemon.config import ConfigError, parse_config
+from poller.config import ConfigError, parse_config
 from poller.daemon.watch import reload_trust, report_trust_state
 from poller.dial.dialer import dial_agent
 from poller.identity.certinfo import utcnow

@@ -12,11 +12,12 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 import poller
-from poller.daemon.config import parse_config
-from poller.daemon.results import PollResult
+from poller.config import parse_config
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import FileSink, MemorySink
 from poller.daemon.worker import backoff_delay
+from poller.delivery.file_sink import FileSink
+from poller.delivery.result import PollResult
+from poller.testing.memory_sink import MemorySink
 from poller.trust.store import TrustStore
 
 ACME, XYZ = "acme-corp", "xyz-inc"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from spawn import spawn_cli
 
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.scheduler import Limiter, Scheduler
-from poller.daemon.sinks import MemorySink
 from poller.daemon.worker import AgentWorker
 from poller.identity.reasons import Reason
+from poller.testing.memory_sink import MemorySink
 from poller.trust.store import TrustStore
 
 ACME, XYZ = "acme-corp", "xyz-inc"

@@ -23,11 +23,11 @@ from datetime import timedelta
 import pytest
 from events import captured
 
+from poller.config import load_config
 from poller.daemon import watch
-from poller.daemon.config import load_config
 from poller.daemon.daemon import PollerDaemon
-from poller.daemon.sinks import MemorySink
 from poller.identity.certinfo import utcnow
+from poller.testing.memory_sink import MemorySink
 
 ACME, XYZ = "acme-corp", "xyz-inc"
 CHECK = [{"service_type": "icmp", "service_name": "ping"}]

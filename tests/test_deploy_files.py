@@ -118,6 +118,20 @@ def test_the_operator_port_is_guarded_by_a_network_policy():
     assert "app.kubernetes.io/name: prometheus" in ingress and "{port: 9464, protocol: TCP}" in ingress
 
 
+def test_the_deployment_doc_says_the_operator_port_needs_a_network_policy():
+    """Issue 18 item 16: the Kubernetes example binds ":9464", so right there the doc must say
+    that a NetworkPolicy restricts it to Prometheus, and show one."""
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    k8s = doc.split("## Kubernetes")[1].split("\n## ")[0]
+    warning = k8s.split("deploy/k8s/networkpolicy.yaml\n```")[1].split("- `deploy/k8s/statefulset.yaml`")[0]
+    assert '"metrics_listen": ":9464"' in warning and "every tenant's" in warning
+    assert "must restrict ingress to port 9464 to the Prometheus scraper" in warning.replace("\n", " ")
+    example = warning.split("```yaml\n")[1].split("```")[0]
+    assert "kind: NetworkPolicy" in example and "app.kubernetes.io/name: prometheus" in example
+    assert "{port: 9464, protocol: TCP}" in example
+    assert "127.0.0.1:9464" in warning  # and the loopback alternative
+
+
 def test_the_deployment_doc_uses_the_manifests():
     doc = (ROOT / "docs" / "deployment.md").read_text()
     for name in ("deploy/k8s/statefulset.yaml", "deploy/k8s/configmap.yaml", "deploy/k8s/networkpolicy.yaml"):

@@ -10,12 +10,12 @@ import asyncio
 
 import pytest
 
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.dialgate import DialGate
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import MemorySink
 from poller.daemon.status import to_json
 from poller.identity.reasons import AgentUnreachable, Reason
+from poller.testing.memory_sink import MemorySink
 from poller.trust.store import TrustStore
 
 ACME = "acme-corp"

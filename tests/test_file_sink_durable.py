@@ -14,8 +14,8 @@ from pathlib import Path
 
 from spawn import spawn_cli
 
-from poller.daemon.results import PollResult
-from poller.daemon.sinks import FileSink
+from poller.delivery.file_sink import FileSink
+from poller.delivery.result import PollResult
 from poller.testing import unverified_tenant_context
 
 ACME = "acme-corp"

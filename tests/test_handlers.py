@@ -22,14 +22,15 @@ from poller import (
     same_tenant,
     tenant_in,
 )
-from poller.daemon.config import AgentConfig, CheckConfig, PollerConfig, SinkConfig
+from poller.config import AgentConfig, CheckConfig, PollerConfig, SinkConfig
 from poller.daemon.daemon import PollerDaemon
-from poller.daemon.results import PollResult
-from poller.daemon.sinks import MemorySink
-from poller.handlers import channel_matches, payload_tenant_claims
+from poller.delivery.channels import channel_matches
+from poller.delivery.payload import payload_tenant_claims
+from poller.delivery.result import PollResult
 from poller.identity.reasons import Reason as R
 from poller.metrics import PollerMetrics
 from poller.testing import unverified_platform_identity, unverified_tenant_context
+from poller.testing.memory_sink import MemorySink
 
 ACME, XYZ = "acme-corp", "xyz-inc"
 

@@ -21,7 +21,7 @@ import nats
 import pytest
 from nats.js.api import DeliverPolicy
 
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.scheduler import Scheduler
 from poller.nats.accounts import client_target, creds_path, plan_layout, write_layout
 from poller.nats.connect import connect
@@ -173,7 +173,7 @@ async def test_results_of_each_tenant_land_only_under_its_prefix(pki, serve, acc
 @pytest.fixture
 async def poller_published(accounts_nats: NatsServer, nats_layout: Path, tmp_path: Path) -> NatsServer:
     """Both tenants' streams exist and hold one result each (published by the poller's sink)."""
-    from poller.daemon.results import PollResult
+    from poller.delivery.result import PollResult
 
     poller = client_target(nats_layout, None, accounts_nats.url)
     sink = JetStreamSink(

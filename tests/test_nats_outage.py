@@ -12,9 +12,9 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.daemon import PollerDaemon
-from poller.daemon.results import PollResult
+from poller.delivery.result import PollResult
 from poller.nats.accounts import creds_path
 from poller.nats.messages import result_message
 from poller.nats.sink import JetStreamSink, sink_from_config

@@ -11,7 +11,7 @@ import nats
 import pytest
 from nats.js.api import DeliverPolicy
 
-from poller.daemon.results import PollResult
+from poller.delivery.result import PollResult
 from poller.identity.reasons import Reason
 from poller.nats.accounts import creds_path
 from poller.nats.creds import load_credentials

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from poller.daemon.http import MAX_REQUEST_BYTES, OperatorServer
+from poller.daemon.http import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_REQUEST_BYTES, OperatorServer
 from poller.daemon.status import StatusBoard
 from poller.metrics import PollerMetrics
 
@@ -140,9 +140,9 @@ async def test_head_has_the_headers_and_no_body(server):
 
 
 async def test_a_daemon_bound_beyond_loopback_says_so(pki, log_events):
-    from poller.daemon.config import parse_config
+    from poller.config import parse_config
     from poller.daemon.daemon import PollerDaemon
-    from poller.daemon.sinks import MemorySink
+    from poller.testing.memory_sink import MemorySink
 
     settings = parse_config({"poller_id": "p", "certs_dir": str(pki.directory), "metrics_listen": "0.0.0.0:0", "agents": {}})
     daemon = PollerDaemon(settings, sink=MemorySink())
@@ -158,9 +158,9 @@ async def test_a_daemon_bound_beyond_loopback_says_so(pki, log_events):
 async def test_a_reload_keeps_the_address_the_pages_are_served_on(pki, tmp_path, log_events):
     import json
 
-    from poller.daemon.config import load_config
+    from poller.config import load_config
     from poller.daemon.daemon import PollerDaemon
-    from poller.daemon.sinks import MemorySink
+    from poller.testing.memory_sink import MemorySink
 
     config = tmp_path / "poller.json"
     doc = {"poller_id": "p", "certs_dir": str(pki.directory), "metrics_listen": "127.0.0.1:0", "agents": {}}
@@ -193,3 +193,75 @@ def test_the_status_command_finds_the_status_url(base, tenant, url):
     from poller.cli.status import status_url
 
     assert status_url(base, tenant) == url
+
+
+async def test_one_client_holding_idle_sockets_cannot_starve_the_scrape(server, monkeypatch, log_events):
+    """Issue 18 item 16: a client that opens more idle sockets than the server's whole
+    connection limit keeps MAX_CONNECTIONS_PER_CLIENT of them; the rest are closed at once,
+    and a scrape from another address still gets its 200 (Linux routes all of 127/8 to lo)."""
+    monkeypatch.setattr("poller.daemon.http.READ_TIMEOUT", 3600.0)  # the held sockets stay held for the whole test
+    flood = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(MAX_CONNECTIONS + MAX_CONNECTIONS_PER_CLIENT)]
+    over = len(flood) - MAX_CONNECTIONS_PER_CLIENT
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+        writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            reply = await reader.read()
+        writer.close()
+        status, _, body = split(reply)
+        assert status == 200 and b"poller_polls_total" in body
+
+        # The flooder's sockets over its cap see EOF (or a reset) without being asked anything.
+        async def closed(r: asyncio.StreamReader) -> bool:
+            try:
+                return await r.read() == b""
+            except ConnectionResetError:
+                return True
+
+        reads = {asyncio.ensure_future(closed(r)): i for i, (r, _) in enumerate(flood)}
+        ended: set[int] = set()
+        async with asyncio.timeout(10):  # a guard against a hang, not a measurement
+            for done in asyncio.as_completed(list(reads)):
+                assert await done
+                ended = {reads[t] for t in reads if t.done()}
+                if len(ended) >= over:
+                    break
+        waiting = [task for task in reads if not task.done()]
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        held = [flood[i] for i in range(len(flood)) if i not in ended]
+        assert len(ended) == over and len(held) == MAX_CONNECTIONS_PER_CLIENT
+        # ... and the ones it kept were real, served connections.
+        for r, w in held:
+            w.write(b"GET /status HTTP/1.1\r\n\r\n")
+            await w.drain()
+            async with asyncio.timeout(10):
+                assert split(await r.read())[0] == 200
+    finally:
+        for _, w in flood:
+            w.close()
+    assert server.refused == {"per_client": over, "total": 0}
+    [line] = [e for e in log_events() if e["event"] == "http_connection_refused"]  # one line, not one per socket
+    assert line["level"] == "warning" and line["peer"] == "127.0.0.1" and line["limit"] == "per_client"
+    assert line["peer_connections"] == MAX_CONNECTIONS_PER_CLIENT
+    # The flooder's count comes back once its sockets are gone.
+    async with asyncio.timeout(10):
+        while await unanswered(server):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("peername", "client"),
+    [
+        (("127.0.0.1", 5000), "127.0.0.1"),
+        (("::ffff:10.1.2.3", 5000, 0, 0), "10.1.2.3"),  # a dual-stack listener: the same client as 10.1.2.3
+        (("2001:db8::1", 5000, 0, 0), "2001:db8::1"),
+        (None, "unknown"),
+    ],
+)
+def test_the_per_client_limit_counts_one_client_by_its_address(peername, client):
+    from poller.daemon.http import _client_address
+
+    assert _client_address(peername) == client

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from spawn import spawn_cli
 
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.daemon import PollerDaemon
-from poller.daemon.sinks import MemorySink
 from poller.testing.forge import ForgePki
+from poller.testing.memory_sink import MemorySink
 
 ACME, XYZ, GLOBEX = "acme-corp", "xyz-inc", "globex"
 SCRIPT_CN = '<script>alert("cn")</script>.p.acme-corp.serviceradar'

@@ -173,7 +173,6 @@ LAYERS: dict[str, int] = {
     "poller.server": 4,
     # 5: delivery
     "poller.delivery": 5,
-    "poller.handlers": 5,
     "poller.config": 5,
     "poller.onboard": 5,
     "poller.nats": 6,
@@ -187,14 +186,6 @@ LAYERS: dict[str, int] = {
     "poller.__main__": 9,
     "poller": 9,  # the package's face re-exports from every layer
 }
-
-# Old names kept so that existing imports work; each only re-exports its new home.
-SHIMS = frozenset(
-    {"poller.daemon.config", "poller.daemon.durations", "poller.daemon.results", "poller.daemon.sinks", "poller.handlers"}
-)
-
-# Known, owned elsewhere (issue 19): nats/accounts takes kv_permissions from cluster/records.
-KNOWN_CIRCLES = frozenset({frozenset({"poller.nats", "poller.cluster"})})
 
 
 def _imports() -> dict[str, dict[str, bool]]:
@@ -252,7 +243,6 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
     upward = [
         f"{module} ({_layer(module)[1]}) imports {target} ({_layer(target)[1]})"
         for module, edges in _imports().items()
-        if module not in SHIMS
         for target in edges
         if _layer(target)[1] > _layer(module)[1]
     ]
@@ -263,7 +253,7 @@ def test_nothing_below_the_daemon_imports_it() -> None:
     below = [
         f"{module} imports {target}"
         for module, edges in _imports().items()
-        if _layer(module)[1] < LAYERS["poller.daemon"] and module not in SHIMS
+        if _layer(module)[1] < LAYERS["poller.daemon"]
         for target in edges
         if target == "poller.daemon" or target.startswith("poller.daemon.")
     ]
@@ -316,12 +306,9 @@ def test_no_modules_import_each_other_round_in_a_circle() -> None:
 def test_no_packages_import_each_other_round_in_a_circle() -> None:
     graph: dict[str, set[str]] = {}
     for module, edges in _imports().items():
-        if module in SHIMS:
-            continue
         unit = _layer(module)[0]
         graph.setdefault(unit, set()).update(_layer(t)[0] for t in edges if _layer(t)[0] != unit)
-    circles = [c for c in _cycles(graph) if frozenset(c) not in KNOWN_CIRCLES]
-    assert circles == []
+    assert _cycles(graph) == []
 
 
 def test_the_layer_check_sees_an_upward_import() -> None:

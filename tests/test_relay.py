@@ -18,11 +18,11 @@ import pytest
 from relay import TcpRelay
 from spawn import spawn_cli
 
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import MemorySink
 from poller.dial.dialer import dial_agent
 from poller.identity.reasons import AgentUnreachable, IdentityRefused, Reason
+from poller.testing.memory_sink import MemorySink
 from poller.trust.store import TrustStore
 
 ACME = "acme-corp"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from poller.cli.main import main
-from poller.daemon.config import ConfigError, ShardConfig, parse_config
+from poller.config import ConfigError, ShardConfig, parse_config
 
 
 def _config(shard: object, agents: int = 40) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import MemorySink
 from poller.daemon.status import to_json
+from poller.testing.memory_sink import MemorySink
 from poller.trust.store import TrustStore
 
 ACME, XYZ = "acme-corp", "xyz-inc"

@@ -15,11 +15,11 @@ import threading
 import pytest
 
 from poller.agent import AgentClient, IncompleteStream, ReassemblyBudget
-from poller.daemon.config import parse_config
+from poller.config import parse_config
 from poller.daemon.scheduler import Scheduler
-from poller.daemon.sinks import MemorySink
 from poller.dial.dialer import dial_agent
 from poller.identity.reasons import InvalidArgument, Reason
+from poller.testing.memory_sink import MemorySink
 from poller.trust.store import TrustStore
 
 ACME, XYZ = "acme-corp", "xyz-inc"

@@ -2,10 +2,11 @@
 
 Exit statuses: 0 ok, 2 bad usage or unreadable input, 3 identity refused,
 4 unreachable (for `run --once`: some agent gave no proven answer and none
-was refused).
+was refused), 5 not durable (`run --once`: some result was not durably handed
+over to the sink, and no identity was refused).
 
->>> EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE
-(0, 2, 3, 4)
+>>> EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_UNDELIVERED
+(0, 2, 3, 4, 5)
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ if TYPE_CHECKING:
     from poller.config import PollerConfig
     from poller.config.overrides import Overrides
 
-__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "load_config_or_report"]
+__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNDELIVERED", "EXIT_UNREACHABLE", "EXIT_USAGE", "load_config_or_report"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_UNREACHABLE = 4
+EXIT_UNDELIVERED = 5
 
 
 def load_config_or_report(path: str | Path, overrides: Overrides | None = None) -> PollerConfig | None:

@@ -13,10 +13,26 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.cli.common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNDELIVERED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    load_config_or_report,
+)
 
 # Re-exported: the statuses' home is poller.cli.common.
-__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "load_config_or_report", "main"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNDELIVERED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "load_config_or_report",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

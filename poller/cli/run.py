@@ -9,9 +9,12 @@ SERVICERADAR_POLLER_LOG_FORMAT) win over the file's keys: flag > environment
 `run --once` polls every agent once and exits, for cron and CI. It prints one
 summary line per tenant on stdout (`summary tenant=acme-corp agents=3 ok=2
 refused=1`) and exits 0 when every agent was proven and answered, 3 when any
-agent's identity was refused, 4 when any agent gave no proven answer
-(unreachable, timed out, not serving, ...) and none was refused; 2 for a bad
-config or certs directory, as `run`.
+agent's identity was refused, 5 when some result was not durably handed over
+to the sink (durable: committed to the NATS outbox, acknowledged by JetStream
+when the outbox is off, or written and flushed by the file sink) and none was
+refused, 4 when any agent gave no proven answer (unreachable, timed out, not
+serving, ...); 2 for a bad config or certs directory, as `run`. The order is
+3 > 5 > 4 > 0: a refusal says most, then a result lost, then an agent silent.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import sys
 from typing import Any
 
-from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
+from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNDELIVERED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
 from poller.config import LOG_FORMATS, LOG_LEVELS, ConfigError, unsupported
 from poller.config.overrides import (
     DEFAULT_CONFIG_PATH,
@@ -65,7 +68,8 @@ def register(sub: Any) -> None:
         "--once",
         action="store_true",
         help="poll every agent once, print a summary line per tenant, then exit "
-        "(0 all answered, 3 an identity refused, 4 an agent without a proven answer)",
+        "(0 all answered and delivered, 3 an identity refused, 5 a result not durably "
+        "handed to the sink, 4 an agent without a proven answer)",
     )
     p.add_argument("--log-format", choices=LOG_FORMATS, help=f"over the config's log_format (default auto; env {ENV_LOG_FORMAT})")
     p.set_defaults(func=run)
@@ -105,8 +109,19 @@ def run(args: argparse.Namespace) -> int:
         if args.once:
             asyncio.run(daemon.run_once())
             tally = daemon.scheduler.take_tally()
-            log.info("poll_summary", tenants=tally)
-            return once_summary(tally)
+            undelivered = daemon.undelivered
+            log.info("poll_summary", tenants=tally, undelivered=undelivered)
+            status = once_summary(tally, undelivered=undelivered)
+            if undelivered:
+                # A log line, not a print: stderr is the JSON log here (native output is routed into it).
+                log.error(
+                    "results_not_durable",
+                    undelivered=undelivered,
+                    sink=settings.sink.type,
+                    detail=f"{undelivered} result(s) were not durably handed over to the {settings.sink.type} sink; "
+                    "the handler_failed, sink_flush_failed or outbox_full_dropped_oldest lines say why",
+                )
+            return status
         return asyncio.run(daemon.run())
     except ConfigError as exc:  # what only starting can find: e.g. the gateway's certificate or port
         for issue in exc.issues:
@@ -128,14 +143,22 @@ def tune_gc() -> None:
     gc.set_threshold(max(YOUNG_GC_THRESHOLD, young), middle, old)
 
 
-def once_summary(tally: dict[str, dict[str, int]]) -> int:
-    """Print a line per tenant; the exit status of `run --once` from the agents' outcomes."""
+def once_summary(tally: dict[str, dict[str, int]], *, undelivered: int = 0) -> int:
+    """Print a line per tenant; the exit status of `run --once` from the agents'
+    outcomes and the count of results the sink did not make durable.
+
+    >>> once_summary({"acme-corp": {"ok": 2}}, undelivered=1)
+    summary tenant=acme-corp agents=2 ok=2
+    5
+    """
     for tenant, counts in tally.items():
         fields = " ".join(f"{outcome}={n}" for outcome, n in counts.items())
         print(f"summary tenant={tenant} agents={sum(counts.values())} {fields}", flush=True)
     outcomes = {outcome for counts in tally.values() for outcome in counts}
     if Reason.REFUSED in outcomes:
         return EXIT_REFUSED
+    if undelivered:
+        return EXIT_UNDELIVERED
     if outcomes - {Reason.OK}:
         return EXIT_UNREACHABLE
     return EXIT_OK

@@ -17,17 +17,15 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import sys
 from typing import TYPE_CHECKING, Any
 
 from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from poller.delivery.channels import is_token
 from poller.identity.names import is_label
 
 if TYPE_CHECKING:
     from poller.nats.connect import NatsTarget
-
-_FILTER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}|\*")
 
 
 def register(sub: Any) -> None:
@@ -62,9 +60,8 @@ def _usage(message: str) -> int:
 
 def _filter_ok(channel: str) -> bool:
     tokens = channel.split(".")
-    return all(_FILTER_TOKEN.fullmatch(t) for t in tokens[:-1]) and (
-        tokens[-1] == ">" or _FILTER_TOKEN.fullmatch(tokens[-1]) is not None
-    )
+    # The one subject-token rule (poller.delivery.channels), plus the wildcards.
+    return all(t == "*" or is_token(t) for t in tokens[:-1]) and (tokens[-1] in (">", "*") or is_token(tokens[-1]))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from poller.address import show_value, split_host_port
 from poller.config.durations import BARE_NUMBER_REASON, DurationError, parse_duration
@@ -34,6 +34,7 @@ __all__ = [
     "Checker",
     "ConfigError",
     "ConfigIssue",
+    "checked",
     "did_you_mean",
     "index",
     "key",
@@ -73,6 +74,21 @@ class ConfigError(PollerError, ValueError):
 
     def __str__(self) -> str:
         return "\n".join(str(issue) for issue in self.issues)
+
+
+T = TypeVar("T")
+
+
+def checked(value: T | None) -> T:
+    """A value the Checker read, once its section has no errors: never None then.
+    A runtime check, where `cast` would only silence the type checker.
+
+    >>> checked(3)
+    3
+    """
+    if value is None:
+        raise AssertionError("a checked config value is None although its section had no errors")
+    return value
 
 
 def kind(value: object) -> str:

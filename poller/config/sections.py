@@ -31,6 +31,7 @@ from poller.config.engine import (
     TOP,
     Checker,
     ConfigError,
+    checked,
     did_you_mean,
     index,
     key,
@@ -210,21 +211,21 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     if c.errors:
         raise ConfigError(c.errors, c.warnings)
     return PollerConfig(
-        poller_id=cast(str, poller_id),
+        poller_id=checked(poller_id),
         agents=agents,
-        partition=cast(str, partition),
-        poll_interval=cast(float, poll_interval),
-        certs_dir=cast(Path, certs_dir),
-        sink=cast(SinkConfig, sink),
+        partition=checked(partition),
+        poll_interval=checked(poll_interval),
+        certs_dir=checked(certs_dir),
+        sink=checked(sink),
         metrics_listen=metrics_listen,
         log_format=cast(LogFormat, log_format),
         log_level=cast(LogLevel, log_level),
-        max_concurrent_polls=cast(int, max_polls),
-        reassembly_budget=cast(int, budget),
-        call_timeout=cast(float, call_timeout),
-        cycle_timeout=cast(float, cycle_timeout),
-        backoff_initial=cast(float, backoff_initial),
-        backoff_max=cast(float, backoff_max),
+        max_concurrent_polls=checked(max_polls),
+        reassembly_budget=checked(budget),
+        call_timeout=checked(call_timeout),
+        cycle_timeout=checked(cycle_timeout),
+        backoff_initial=checked(backoff_initial),
+        backoff_max=checked(backoff_max),
         shard=shard,
         cluster=cluster,
         require_crl=bool(require_crl),
@@ -376,7 +377,13 @@ def _parse_nats_sink(c: Checker, value: Mapping[str, Any], base_dir: Path | None
     tls = _tls(c, value, "sink", base_dir)
     replicas = c.integer(value, "replicas", "sink", default=None, low=1, high=5)
     _check_tls_scheme(c, "sink", url, tls)
-    outbox = c.path(value, "outbox", "sink", default=DEFAULT_OUTBOX, base_dir=base_dir)
+    if "outbox" in value and value["outbox"] is None:
+        # No outbox: each publish waits for JetStream's ack, and a result the bus does
+        # not take is lost (counted; `run --once` exits 5).
+        outbox = None
+        c.warn("sink.outbox", "null: no outbox, so results are lost while NATS is unreachable")
+    else:
+        outbox = c.path(value, "outbox", "sink", default=DEFAULT_OUTBOX, base_dir=base_dir)
     max_rows = c.integer(value, "outbox_max_rows", "sink", default=DEFAULT_OUTBOX_MAX_ROWS, low=1)
     max_outbox_bytes = c.integer(value, "outbox_max_bytes", "sink", default=DEFAULT_OUTBOX_MAX_BYTES, low=1024)
     max_age = c.duration(value, "max_age", "sink", default=DEFAULT_STREAM_MAX_AGE)
@@ -397,12 +404,12 @@ def _parse_nats_sink(c: Checker, value: Mapping[str, Any], base_dir: Path | None
         url=url,
         creds=creds,
         outbox=outbox,
-        outbox_max_rows=cast(int, max_rows),
-        outbox_max_bytes=cast(int, max_outbox_bytes),
-        max_age=cast(float, max_age),
+        outbox_max_rows=checked(max_rows),
+        outbox_max_bytes=checked(max_outbox_bytes),
+        max_age=checked(max_age),
         max_bytes=max_bytes,
-        duplicate_window=cast(float, window),
-        publish_timeout=cast(float, publish_timeout),
+        duplicate_window=checked(window),
+        publish_timeout=checked(publish_timeout),
         tls=tls,
         replicas=replicas,
     )
@@ -572,7 +579,7 @@ def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ..
         interval = c.duration(obj, "results_interval", where, default=None)
         if len(c.errors) > check_errors:
             continue
-        pair = (cast(str, service_type), cast(str, service_name))
+        pair = (checked(service_type), checked(service_name))
         if pair in seen:
             c.warn(where, f"same service_type and service_name as {index(path, seen[pair])}")
         else:
@@ -581,8 +588,8 @@ def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ..
             CheckConfig(
                 service_type=pair[0],
                 service_name=pair[1],
-                details=cast(str, details),
-                port=cast(int, port),
+                details=checked(details),
+                port=checked(port),
                 results_interval=interval,
             )
         )

@@ -1,6 +1,6 @@
 """PollerDaemon: config + trust store + scheduler + handlers + metrics, with signals.
 
-Results go through a HandlerRegistry (poller.handlers): the sink is a handler
+Results go through a HandlerRegistry (poller.delivery): the sink is a handler
 registered for every channel with the platform policy and the poller's own
 (local) platform identity, so the same deny-by-default checks apply to it as
 to a library user's handlers. At the end of every agent's cycle the registry
@@ -357,6 +357,19 @@ class PollerDaemon:
             },
             "gateway": None if gateway is None else {"ok": gateway.ok, "detail": gateway.detail},
         }
+
+    @property
+    def undelivered(self) -> int:
+        """Results not durably handed over so far: the sink's failed or timed-out
+        deliveries, flushes and closes, plus what a full NATS outbox dropped.
+        Durable means committed to the outbox, acknowledged by JetStream when
+        there is no outbox, or written and flushed by the file sink.
+
+        >>> daemon.undelivered  # doctest: +SKIP
+        0
+        """
+        nats = self._nats_sink()
+        return self.registry.failures[self._sink_name] + (nats.dropped if nats is not None else 0)
 
     def _prime_metrics(self) -> None:
         """Every configured tenant's counters at 0 (dashboards show 0, not "No data"), the

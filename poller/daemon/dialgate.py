@@ -12,6 +12,8 @@ machine can prove per second, wherever it runs.
 
 Time spent waiting for a slot is the poller's, not the agent's: a cycle that
 ends while its agent still waits is reported as `pending`, not as a failure.
+The slots are shared between tenants as the poll slots are (poller.daemon.
+limiter): one tenant's agents whose handshakes hang cannot hold every dial.
 
 >>> gate = DialGate(initial=8)
 >>> gate.limit
@@ -21,7 +23,7 @@ ends while its agent still waits is reported as `pending`, not as a failure.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from poller.daemon.limiter import Limiter
@@ -39,9 +41,17 @@ class DialGate:
     # replica taking over a share) is dialed at once even when the machine is
     # loaded by others and every dial is slow; the gate matters for waves of
     # thousands.
-    def __init__(self, *, initial: int = 64, low: int = 64, high: int = 1024, target: float = DEFAULT_TARGET) -> None:
+    def __init__(
+        self,
+        *,
+        initial: int = 64,
+        low: int = 64,
+        high: int = 1024,
+        target: float = DEFAULT_TARGET,
+        tenants: Iterable[str] = (),
+    ) -> None:
         self.low, self.high, self.target = low, high, target
-        self._limiter = Limiter(max(low, min(high, initial)))
+        self._limiter = Limiter(max(low, min(high, initial)), tenants=tenants)
         self._credit = 0  # fast dials since the last increase
         self._slow_start = True  # until the first slow dial: one more slot per fast dial
         self._last_cut = 0.0
@@ -56,10 +66,14 @@ class DialGate:
     def in_use(self) -> int:
         return self._limiter.in_use
 
+    def set_tenants(self, tenants: Iterable[str]) -> None:
+        """The tenants the dial slots are shared between (a reload may change them)."""
+        self._limiter.set_tenants(tenants)
+
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        """Hold a slot for one dial; the dial's duration and outcome adjust the limit."""
-        async with self._limiter:
+    async def admit(self, tenant: str | None = None) -> AsyncIterator[None]:
+        """Hold a slot of `tenant`'s for one dial; the dial's duration and outcome adjust the limit."""
+        async with self._limiter.slot(tenant):
             started = time.monotonic()
             try:
                 yield

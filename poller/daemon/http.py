@@ -3,9 +3,10 @@
 A small HTTP/1.1 server on the daemon's event loop (asyncio streams), so the
 status it shows is read where it is written, with no locks. It serves GET and
 HEAD only, one request per connection, with bounded request size, read time
-and connection count: it is an operator's view, not a web server. Rendering
-(Prometheus exposition, JSON, HTML) runs in a worker thread so a large fleet
-never stalls polling.
+and connection count, in total and per client address (so that one client
+holding idle sockets cannot starve the Prometheus scrape): it is an
+operator's view, not a web server. Rendering (Prometheus exposition, JSON,
+HTML) runs in a worker thread so a large fleet never stalls polling.
 
 /status and / list every tenant's agents: bind it where only the platform's
 operators can reach it (loopback by default in the example config).
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
 import json
+import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -47,6 +50,13 @@ MAX_REQUEST_BYTES = 16 * 1024  # request line and headers together
 READ_TIMEOUT = 10.0  # seconds a client may take to send its request
 WRITE_TIMEOUT = 30.0  # seconds a client may take to read the answer (a slow reader holds a slot)
 MAX_CONNECTIONS = 64
+# Connections one client address may hold at once. Prometheus opens one per scrape and
+# the kubelet one per probe; a browser opens at most 6. A client over it is closed at
+# once, so the other 56 of MAX_CONNECTIONS stay free for everyone else.
+MAX_CONNECTIONS_PER_CLIENT = 8
+REFUSAL_LOG_EVERY = 60.0  # seconds between http_connection_refused lines of one kind
+
+Limit = Literal["per_client", "total"]
 
 _SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
@@ -77,6 +87,7 @@ class OperatorServer:
         registry: CollectorRegistry,
         refresh_seconds: float = 10.0,
         max_connections: int = MAX_CONNECTIONS,
+        max_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
         health: HealthChecks | None = None,
         about: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -89,8 +100,14 @@ class OperatorServer:
         self.refresh_seconds = refresh_seconds
         self.registry = registry
         self._server: asyncio.Server | None = None
+        self.max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._clients: set[asyncio.StreamWriter] = set()
+        self.max_per_client = max_per_client
+        self._per_client: dict[str, int] = {}  # connections held, by client address; no zero entries
+        # Connections closed unanswered because a limit was reached, by limit (for tests and debugging).
+        self.refused: dict[Limit, int] = {"per_client": 0, "total": 0}
+        self._refusal_log: dict[Limit, tuple[float, int]] = {}  # limit -> (last line at, refusals since)
 
     @property
     def port(self) -> int:
@@ -113,9 +130,39 @@ class OperatorServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._slots.locked():
-            writer.close()  # full: refuse at once rather than queue without bound
+        client = _client_address(writer.get_extra_info("peername"))
+        held = self._per_client.get(client, 0)
+        if held >= self.max_per_client:
+            self._refuse(writer, "per_client", client, held)
             return
+        if self._slots.locked():
+            self._refuse(writer, "total", client, held)  # full: refuse at once rather than queue without bound
+            return
+        self._per_client[client] = held + 1
+        try:
+            await self._serve_one(reader, writer)
+        finally:
+            left = self._per_client[client] - 1
+            if left:
+                self._per_client[client] = left
+            else:
+                del self._per_client[client]  # bounded by the connections held, not by every address seen
+
+    def _refuse(self, writer: asyncio.StreamWriter, limit: Limit, client: str, held: int) -> None:
+        """Close a connection over a limit unanswered; one warning per limit per REFUSAL_LOG_EVERY seconds."""
+        writer.close()
+        self.refused[limit] += 1
+        now = time.monotonic()
+        at, hidden = self._refusal_log.get(limit, (-1e18, 0))
+        if now - at < REFUSAL_LOG_EVERY:
+            self._refusal_log[limit] = (at, hidden + 1)
+            return
+        self._refusal_log[limit] = (now, 0)
+        extra = {"suppressed": hidden} if hidden else {}
+        cap = self.max_per_client if limit == "per_client" else self.max_connections
+        log.warning("http_connection_refused", limit=limit, peer=client, peer_connections=held, max=cap, **extra)
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with self._slots:
             self._clients.add(writer)
             try:
@@ -165,6 +212,21 @@ class OperatorServer:
             )
             return HTTPStatus.OK, "text/html; charset=utf-8", page.encode()
         raise BadRequest(HTTPStatus.NOT_FOUND, f"{url.path} not found; try /, /status, /metrics, /healthz or /readyz")
+
+
+def _client_address(peername: Any) -> str:
+    """The client's address as the per-client limit counts it: an IPv4-mapped IPv6 address
+    (a dual-stack listener) as the IPv4 address, so one client is one key either way."""
+    if not isinstance(peername, tuple) or not peername:
+        return "unknown"
+    host = str(peername[0])
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _tenant_filter(query: dict[str, list[str]]) -> str | None:

@@ -2,7 +2,9 @@
 
 Each agent has its own loop task, started at a staggered offset inside the
 interval so that thousands of agents do not all dial at the same instant. A
-limiter (resized on reload) bounds how many agents are polled at once; a
+limiter (resized on reload) bounds how many agents are polled at once, each
+tenant with its fair share of it (poller.daemon.limiter), and the wait for a
+slot counts against the cycle deadline; a
 cycle deadline (below the interval) bounds how long one agent's cycle may
 take, so a hung agent never delays the others or its own next cycle.
 
@@ -18,6 +20,7 @@ its traceback, naming tenant and agent, and started again.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -61,8 +64,10 @@ class PollGate(Protocol):
         ...
 
 
-def slot_offset(name: str, agents: int, interval: float) -> float:
-    """An agent's stable slot (same agent, same slot) inside the first stretch of time.
+def first_poll_offset(name: str, agents: int, interval: float) -> float:
+    """When an agent is first polled, in seconds after the scheduler starts: stable
+    (same agent, same offset) inside the first stretch of time. Not the cluster's
+    poller.cluster.slots.slot_offset, which is a phase in absolute time.
 
     The stretch grows with the number of agents (about 200 first dials a
     second) so a large fleet does not start with a handshake storm, while
@@ -70,6 +75,11 @@ def slot_offset(name: str, agents: int, interval: float) -> float:
     """
     spread = min(interval, max(1.0, agents / 200))
     return (zlib.crc32(name.encode()) % 1000) / 1000 * spread
+
+
+def polled_tenants(settings: PollerConfig) -> set[str]:
+    """The tenants of the agents this poller dials (poll and dial slots are shared between them)."""
+    return {agent.tenant for agent in settings.polled_agents}
 
 
 class Scheduler:
@@ -93,14 +103,19 @@ class Scheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._sleeping: set[asyncio.Task[object]] = set()  # loops waiting for their next poll
-        self.limiter = Limiter(settings.max_concurrent_polls)
+        # Poll and dial slots are shared between the tenants polled (issue 18): one
+        # tenant's hanging agents hold at most its share plus what it may borrow.
+        self.limiter = Limiter(settings.max_concurrent_polls, tenants=polled_tenants(settings))
         # One bound for every stream being reassembled, a fair share per tenant,
         # so one tenant's hostile agents cannot exhaust the poller (issue 10).
         self.budget = ReassemblyBudget(settings.reassembly_budget, tenants=settings.tenants)
         # Dials at once, sized from how fast this machine proves agents (issue 10).
         # A dial that takes half its deadline means the poller is saturated:
         # slower than that, and the next ones risk timing out in its own queue.
-        self.dial_gate = DialGate(target=max(0.5, settings.call_timeout / 2))
+        self.dial_gate = DialGate(target=max(0.5, settings.call_timeout / 2), tenants=polled_tenants(settings))
+        # One jitter source for every agent's backoff: a Random holds 2.5 KiB of state,
+        # which per agent was the largest Python object of a connection (issue 22).
+        self.rng = random.Random()
         self.cycles_completed = 0
         self.cycles_late = 0
         # Each agent's outcome in its latest cycle since the last summary: (tenant, outcome).
@@ -121,7 +136,9 @@ class Scheduler:
             self._start_agent(agent, loop=loops)
 
     def _start_agent(self, agent: AgentConfig, *, loop: bool = True) -> None:
-        worker = AgentWorker(agent, self.settings, self.trust, self.metrics, budget=self.budget, dial_gate=self.dial_gate)
+        worker = AgentWorker(
+            agent, self.settings, self.trust, self.metrics, budget=self.budget, dial_gate=self.dial_gate, rng=self.rng
+        )
         self._workers[agent.name] = worker
         if loop:
             self._tasks[agent.name] = asyncio.get_running_loop().create_task(self._supervise(worker), name=f"agent {agent.name}")
@@ -136,7 +153,7 @@ class Scheduler:
         await self._workers.pop(name).close()
 
     def _offset(self, name: str) -> float:
-        return slot_offset(name, len(self.settings.polled_agents), self.settings.poll_interval)
+        return first_poll_offset(name, len(self.settings.polled_agents), self.settings.poll_interval)
 
     async def _supervise(self, worker: AgentWorker) -> None:
         """Run the agent's loop for as long as the scheduler runs.
@@ -223,32 +240,45 @@ class Scheduler:
             timeout = min(timeout, deadline - time.monotonic())
         # The binding puts the agent's name on the audit lines of its dials too.
         with structlog.contextvars.bound_contextvars(agent=worker.agent.name):
-            async with self.limiter:
-                started = time.monotonic()
-                checks = worker.due_checks(started)  # before the cycle moves results_due on
-                try:
-                    async with coarse_timeout(timeout):  # thousands of these: no loop timer each
-                        results = await worker.cycle(checks)
-                except TimeoutError:
-                    if worker.waiting_to_dial:  # the poller's own dial queue, not the agent
-                        results = worker.settle(checks, Reason.PENDING)
-                        worker.log.info("agent_pending", reason=Reason.PENDING.value, dial_slots=self.dial_gate.limit)
-                    else:
-                        results = worker.settle(checks, Reason.TIMEOUT)
-                        worker.log.warning("cycle_timeout", after=round(timeout, 3))
-                        worker.last_failure = AgentUnreachable(
-                            f"the cycle deadline ({timeout:.3g}s) passed before the agent answered", code="DEADLINE_EXCEEDED"
-                        )
-                except (Exception, asyncio.CancelledError) as exc:
-                    if isinstance(exc, asyncio.CancelledError) and task_cancelling():
-                        raise  # the scheduler stops or the agent was removed
-                    # A bug, or a cancellation nobody asked for: still one result per check.
-                    results = worker.settle(checks, Reason.INTERNAL_ERROR)
-                    worker.log.error("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value, exc_info=True)
-                record = self.status.record(worker, results, time.monotonic() - started)
-                self._log_change(worker, record)
-                labels = dict(tenant=worker.agent.tenant, agent=worker.agent.name)
-                self.metrics.agent_failures.labels(**labels).set(record.consecutive_failures)
+            started = time.monotonic()
+            checks = worker.due_checks(started)  # before the cycle moves results_due on
+            slot = self.limiter.slot(worker.agent.tenant)
+            try:
+                # coarse: thousands of these, no loop timer each; the wait for a poll slot
+                # is inside it, so an agent queued too long gets `pending`, never a skip.
+                async with coarse_timeout(timeout), slot:
+                    results = await worker.cycle(checks)
+            except TimeoutError:
+                if slot.waiting:  # the poller's own poll slots, all held (the tenant's share)
+                    results = worker.settle(checks, Reason.PENDING)
+                    worker.log.info(
+                        "agent_pending",
+                        reason=Reason.PENDING.value,
+                        waited_for="poll slot",
+                        poll_slots=self.limiter.limit,
+                        tenant_share=self.limiter.share(worker.agent.tenant),
+                    )
+                elif worker.waiting_to_dial:  # the poller's own dial queue, not the agent
+                    results = worker.settle(checks, Reason.PENDING)
+                    worker.log.info(
+                        "agent_pending", reason=Reason.PENDING.value, waited_for="dial slot", dial_slots=self.dial_gate.limit
+                    )
+                else:
+                    results = worker.settle(checks, Reason.TIMEOUT)
+                    worker.log.warning("cycle_timeout", after=round(timeout, 3))
+                    worker.last_failure = AgentUnreachable(
+                        f"the cycle deadline ({timeout:.3g}s) passed before the agent answered", code="DEADLINE_EXCEEDED"
+                    )
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and task_cancelling():
+                    raise  # the scheduler stops or the agent was removed
+                # A bug, or a cancellation nobody asked for: still one result per check.
+                results = worker.settle(checks, Reason.INTERNAL_ERROR)
+                worker.log.error("agent_cycle_failed", reason=Reason.INTERNAL_ERROR.value, exc_info=True)
+            record = self.status.record(worker, results, time.monotonic() - started)
+            self._log_change(worker, record)
+            labels = dict(tenant=worker.agent.tenant, agent=worker.agent.name)
+            self.metrics.agent_failures.labels(**labels).set(record.consecutive_failures)
         overall = agent_outcome(results)
         self._outcomes[worker.agent.name] = (worker.agent.tenant, overall)
         if results and overall is Reason.OK:
@@ -328,6 +358,8 @@ class Scheduler:
         changed = [n for n in new if n in old and new[n] != old[n]]
         self.settings = settings
         self.limiter.resize(settings.max_concurrent_polls)
+        self.limiter.set_tenants(polled_tenants(settings))
+        self.dial_gate.set_tenants(polled_tenants(settings))
         self.budget.total_bytes = settings.reassembly_budget
         self.budget.set_tenants(settings.tenants)
         self.dial_gate.target = max(0.5, settings.call_timeout / 2)

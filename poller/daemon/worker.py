@@ -116,7 +116,7 @@ class AgentWorker:
         if gate is None:
             return await self._dial_now()
         self.waiting_to_dial = True  # stays set if the cycle ends while it waits
-        async with gate.admit():
+        async with gate.admit(self.agent.tenant):
             self.waiting_to_dial = False
             return await self._dial_now()
 

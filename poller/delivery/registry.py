@@ -38,6 +38,7 @@ Delivery(channel='agents.status', refused=None, delivered=('on_status', 'FileSin
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -136,6 +137,9 @@ class HandlerRegistry:
         self._registrations: dict[str, Registration] = {}
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._mismatches_seen: set[tuple[str, str, str, str]] = set()
+        # Per handler name: deliveries, flushes and closes that failed or timed out
+        # (what `run --once` reads to say results were not durably handed over).
+        self.failures: collections.Counter[str] = collections.Counter()
 
     @property
     def registrations(self) -> tuple[Registration, ...]:
@@ -332,6 +336,7 @@ class HandlerRegistry:
         task.add_done_callback(_forget(self._abandoned))
 
     def _failed(self, registration: Registration, result: PollResult, reason: Reason, detail: str) -> Reason:
+        self.failures[registration.name] += 1
         self.metrics.handler_failures.labels(tenant=result.tenant, handler=registration.name, reason=reason.value).inc()
         log.error(
             "handler_failed",
@@ -381,6 +386,7 @@ class HandlerRegistry:
             reason, detail = Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}"
         else:
             return
+        self.failures[registration.name] += 1
         self.metrics.handler_failures.labels(tenant="", handler=registration.name, reason=reason.value).inc()
         log.error(f"sink_{what}_failed", handler=registration.name, reason=reason.value, detail=detail)
 

@@ -58,7 +58,7 @@ CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 
 
 class Deliverer(Protocol):
-    """Where results go: a poller.handlers.HandlerRegistry (deliver + flush)."""
+    """Where results go: a poller.delivery.HandlerRegistry (deliver + flush)."""
 
     async def deliver(self, result: PollResult) -> Delivery: ...
 

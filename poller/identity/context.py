@@ -10,7 +10,7 @@ current_tenant() returns it exactly where it is bound:
 - inside `with reply.bound():` for an AgentReply or StreamDocument (the way
   for a library user's own code to run as the reply's tenant);
 - inside `with bound_tenant(ctx):` (any proven context);
-- inside a handler run by poller.handlers.HandlerRegistry (the daemon's sinks
+- inside a handler run by poller.delivery.HandlerRegistry (the daemon's sinks
   included): the result's proven context (not for unproven results:
   unreachable, refused, timed out);
 - inside a server handler behind poller.server.TenantServerInterceptor, and

@@ -63,7 +63,7 @@ class Reason(StrEnum):
     #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent),
     #: so revocation cannot be decided: fail closed.
     CRL_EXPIRED = "crl_expired"
-    # Delivery and authorization (poller.handlers, poller.policy, poller.server):
+    # Delivery and authorization (poller.delivery, poller.policy, poller.server):
     #: A payload names a tenant other than the proven one (invariant 3).
     PAYLOAD_MISMATCH = "payload_mismatch"
     #: Reported agent_id / partition differ from the proof, and the agent asks for strict labels.

@@ -38,12 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from poller.config.model import DEFAULT_OUTBOX_MAX_BYTES, DEFAULT_OUTBOX_MAX_ROWS
 from poller.nats.messages import Message
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_ROWS", "Outbox", "OutboxRow"]
 
-DEFAULT_MAX_ROWS = 100_000
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_ROWS = DEFAULT_OUTBOX_MAX_ROWS  # the values are the config's (poller.config.model)
+DEFAULT_MAX_BYTES = DEFAULT_OUTBOX_MAX_BYTES
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -36,6 +36,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from prometheus_client import CollectorRegistry
 
 from poller.config import PollerConfig
+from poller.config.model import DEFAULT_NATS_URL, DEFAULT_PUBLISH_TIMEOUT
 from poller.delivery.result import PollResult
 from poller.identity.reasons import PollerError, ResultRefused
 from poller.logs import get_logger
@@ -76,7 +77,7 @@ class JetStreamSettings:
     creates (None: 3 on a JetStream cluster of at least 3 servers, else 1).
     """
 
-    url: str | Sequence[str] = "nats://127.0.0.1:4222"
+    url: str | Sequence[str] = DEFAULT_NATS_URL
     creds: Path | None = None
     tls: TlsFiles | None = None
     replicas: int | None = None
@@ -84,7 +85,7 @@ class JetStreamSettings:
     outbox_max_rows: int = DEFAULT_MAX_ROWS
     outbox_max_bytes: int = DEFAULT_MAX_BYTES
     limits: StreamLimits = field(default_factory=StreamLimits)
-    publish_timeout: float = 5.0
+    publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
     window: int = 256  # publishes in flight at once (acks awaited together)
     heartbeat_interval: float | None = 30.0
     poller_id: str = "poller"
@@ -109,6 +110,7 @@ class JetStreamSink:
         self.outbox: Outbox | None = None
         self.nc: NatsClient | None = None
         self.acked = 0
+        self.dropped = 0  # results the outbox dropped when full: never delivered
         self._js: JetStreamContext | None = None
         self._admin: dict[str, JetStreamContext] = {}
         self._streams_ready: set[str] = set()
@@ -427,6 +429,7 @@ class JetStreamSink:
 
     def _dropped(self, per_tenant: dict[str, int]) -> None:
         for tenant, n in per_tenant.items():
+            self.dropped += n
             self.metrics.outbox_dropped.labels(tenant=tenant).inc(n)
             log.error("outbox_full_dropped_oldest", tenant=tenant, dropped=n, max_rows=self.settings.outbox_max_rows)
 
@@ -480,7 +483,7 @@ def sink_from_config(settings: PollerConfig, registry: CollectorRegistry | None 
     metrics = DeliveryMetrics(registry)
     return JetStreamSink(
         JetStreamSettings(
-            url=sink.url or "nats://127.0.0.1:4222",
+            url=sink.url or DEFAULT_NATS_URL,
             creds=sink.creds,
             tls=sink.tls,
             replicas=sink.replicas,

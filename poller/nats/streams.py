@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from poller.config.model import DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM_MAX_AGE
 from poller.identity.reasons import PollerError
 from poller.logs import get_logger
 from poller.nats.subjects import stream_name, stream_subjects
@@ -37,8 +38,7 @@ __all__ = [
 
 log = get_logger("poller.nats")
 
-DEFAULT_MAX_AGE = 7 * 24 * 3600.0
-DEFAULT_DUPLICATE_WINDOW = 2 * 3600.0
+DEFAULT_MAX_AGE = DEFAULT_STREAM_MAX_AGE  # the values are the config's (poller.config.model)
 
 
 @dataclass(frozen=True, slots=True)
