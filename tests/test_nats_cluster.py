@@ -32,7 +32,7 @@ from nats.js.kv import KeyValue
 from poller.cluster.node import ClusterNode
 from poller.cluster.records import LeaseRecord, MemberRecord, lease_key, member_key
 from poller.cluster.slots import slot_start
-from poller.daemon.config import AgentConfig, ClusterConfig, PollerConfig
+from poller.config import AgentConfig, ClusterConfig, PollerConfig
 from poller.nats.accounts import client_target
 from poller.nats.connect import connect
 from poller.nats.sink import JetStreamSettings, JetStreamSink
