@@ -27,6 +27,7 @@ from poller.gateway import AgentGateway, GatewayServer, PushEntry, PushRegistry,
 from poller.gateway.replicas import PushSighting, SharedPushLiveness, push_key
 from poller.metrics import PollerMetrics
 from poller.nats.accounts import creds_path, plan_layout, write_layout
+from poller.nats.connect import NatsTarget, connect
 from poller.nats.sink import JetStreamSettings, JetStreamSink
 from poller.policy import platform_admin
 from poller.testing import ForgePki, NatsServer
@@ -182,6 +183,60 @@ async def test_an_agent_that_moves_is_never_unreachable_and_its_results_are_stor
     assert sum(f"at={stamp}" in i for i in ids) == 1
     pushes = a.gateway.tracker.get(ACME, ENTRY.name).pushes + b.gateway.tracker.get(ACME, ENTRY.name).pushes  # type: ignore[union-attr]
     assert len(ids) == pushes - 1  # one status per push; the retry is the one stored once
+
+
+async def test_a_stalled_watch_is_noticed_and_opened_again(pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]) -> None:
+    # A watch that stops delivering (here: nats-py's own KeyWatcher.stop(), as when the
+    # server drops the consumer) must not leave a replica blind to the others' sightings:
+    # its own writes no longer come back, so it opens the watch again.
+    server, layout = nats
+    async with replicas(pki, tmp_path, server, layout) as (a, b):
+        agent = agent_for(pki, a.address)
+        await agent.hello()
+        await push_and_wait_seen(agent, a, [a, b])
+        stalled = a.liveness.watcher
+        assert stalled is not None
+        await stalled.stop()  # a's watch now delivers nothing
+        await push_and_wait_seen(agent, a, [a, b])  # a's own sighting is seen again only through a new watch
+        assert a.liveness.watch_restarts >= 1 and a.liveness.watcher is not stalled
+        await agent.close()
+        moved = agent_for(pki, b.address)
+        await moved.hello()
+        await push_and_wait_seen(moved, b, [a])  # and it sees the other replica's sightings
+        assert a.view().state == "elsewhere"
+        await moved.close()
+
+
+async def test_a_watch_whose_consumer_the_server_dropped_is_opened_again(
+    pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]
+) -> None:
+    # The server deletes the watch's consumer (JetStream's own API, as an operator or a
+    # consumer cleanup would): nothing more arrives on it, silently.
+    server, layout = nats
+    async with replicas(pki, tmp_path, server, layout) as (a, b):
+        agent = agent_for(pki, a.address)
+        await agent.hello()
+        await push_and_wait_seen(agent, a, [a, b])
+        before = a.liveness.watch_restarts
+        nc = await connect(NatsTarget.of(server.url, creds_path(layout, None)), name="operator")
+        try:
+            jsm = nc.jsm()
+            stream = f"KV_{BUCKET}"
+            for consumer in await jsm.consumers_info(stream):
+                await jsm.delete_consumer(stream, consumer.name)
+        finally:
+            await nc.close()
+        # gw-a wrote a sighting that never came back through its watch: it opens a new one
+        # after WATCH_STALL_MIN, instead of waiting for nats-py's ordered consumer to notice
+        # its missing heartbeats (what brings gw-b, which wrote nothing, back: ~20 s here).
+        await push_and_wait_seen(agent, a, [a])
+        assert a.liveness.watch_restarts > before
+        # gw-b wrote nothing, so only nats-py's ordered consumer brings its watch back (its
+        # heartbeats, ~20 s here); stopping a replica whose watch is still on the dropped
+        # consumer was seen to hang the teardown, so the test waits for that first.
+        async with asyncio.timeout(60):
+            await b.liveness.wait_for(lambda lv: _counted(lv.sighting(ENTRY), "gw-a", 2))
+        await agent.close()
 
 
 def test_sightings_from_the_bucket_are_checked() -> None:

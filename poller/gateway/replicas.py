@@ -24,6 +24,12 @@ replica reports:
   (never pushed anywhere) or `unreachable` (reason `timeout`); the others
   show `elsewhere` with `via` = that owner.
 
+The watch checks itself: every sighting this replica writes must come back
+through it. When one has not within `WATCH_STALL_TICKS` ticks (at least
+`WATCH_STALL_MIN` seconds), the watch is taken as stalled (a consumer the
+server dropped, a lost subscription), logged as `push_liveness_watch_stalled`
+and opened again, which replays the latest sighting of every agent.
+
 Without a bucket (one replica) the tracker's own state is the answer.
 Results need nothing of this: a pushed result's Msg-Id is derived from the
 agent and its own timestamp (poller.nats.messages), so a push retried
@@ -44,7 +50,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import nats.errors
 from nats.js.kv import KeyValue
@@ -60,6 +66,10 @@ __all__ = ["PUSH_PREFIX", "PushSighting", "PushView", "SharedPushLiveness", "par
 log = get_logger("poller.cluster")
 
 PUSH_PREFIX = "push."
+# A write of ours not seen back through the watch after this many ticks (and
+# at least this many seconds) means the watch stalled: it is opened again.
+WATCH_STALL_TICKS = 20
+WATCH_STALL_MIN = 2.0
 _MAX_SIGHTING_BYTES = 4096
 PushViewState = Literal["pending", "ok", "unreachable", "elsewhere"]
 
@@ -159,6 +169,9 @@ class SharedPushLiveness:
         self._written: dict[tuple[str, str], tuple[int, float]] = {}  # pushes written, when
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Condition()
+        self.watcher: Any = None  # the bucket watch open now (nats-py's KeyWatcher)
+        self.watch_restarts = 0  # watches opened again after the first
+        self._unechoed: float | None = None  # monotonic time of our oldest write the watch has not shown
         self.log = log.bind(poller_id=poller_id)
 
     def set_entries(self, entries: Iterable[PushEntry]) -> None:
@@ -238,6 +251,8 @@ class SharedPushLiveness:
                 continue
             sighting = PushSighting(self.poller_id, self.instance, record.peer, record.pushes)
             await self.kv.put(push_key(*key), sighting.dump())
+            if self._unechoed is None:
+                self._unechoed = time.monotonic()
             self._written[key] = (record.pushes, now)
             written += 1
         return written
@@ -248,20 +263,34 @@ class SharedPushLiveness:
             await asyncio.sleep(self.tick)
 
     async def _watch(self) -> None:
-        watcher = await self.kv.watch(PUSH_PREFIX + ">")
+        if self.watcher is not None:  # every watch after the first: a stall, or a failure _forever logged
+            self.watch_restarts += 1
+        watcher = self.watcher = await self.kv.watch(PUSH_PREFIX + ">")
+        self._unechoed = None
+        stall = max(WATCH_STALL_MIN, self.tick * WATCH_STALL_TICKS)
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=max(5.0, self.tick * 10))  # type: ignore[no-untyped-call]
+                    entry = await watcher.updates(timeout=max(self.tick, 0.05) * 4)  # type: ignore[no-untyped-call]
                 except nats.errors.TimeoutError:
-                    continue  # quiet fleet; the watch stays
-                if entry is not None:
+                    entry = None  # quiet fleet, or a stalled watch: the echo of our writes tells
+                if isinstance(entry, KeyValue.Entry):
                     await self._observe(entry.key, entry.operation, entry.value)
+                    continue
+                if entry is not None:  # nats-py's end-of-watch marker: the watch was stopped under us
+                    self.log.warning("push_liveness_watch_ended", restarts=self.watch_restarts + 1)
+                    return
+                if self._unechoed is not None and time.monotonic() - self._unechoed > stall:
+                    self.log.warning("push_liveness_watch_stalled", waited=round(stall, 2), restarts=self.watch_restarts + 1)
+                    return  # _forever opens a new watch, which replays the latest sightings
         finally:
+            # Bounded: unsubscribing a watch whose consumer the server dropped can wait on it.
             with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(2.0):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _observe(self, key: str, operation: str | None, raw: bytes | None) -> None:
+        self._unechoed = None  # the watch delivers: a change (ours or another's) came through
         try:
             name = parse_push_key(key)
             if operation in ("DEL", "PURGE"):
