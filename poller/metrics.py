@@ -46,6 +46,17 @@ IDENTITY_REFUSALS: tuple[Reason, ...] = (*(r for r in Reason if r.is_refusal and
 #: ... a result is refused by the handler registry, and a handler fails.
 RESULT_REFUSALS: tuple[Reason, ...] = (Reason.INVALID_CHANNEL, Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH, Reason.NO_HANDLER)
 HANDLER_FAILURES: tuple[Reason, ...] = (Reason.HANDLER_FAILED, Reason.HANDLER_TIMEOUT)
+#: ... the gateway takes or refuses a push (poller_gateway_pushes_total{outcome}).
+GATEWAY_OUTCOMES: tuple[Reason, ...] = (
+    Reason.OK,
+    Reason.UNKNOWN_AGENT,
+    Reason.IDENTITY_MISMATCH,
+    Reason.PAYLOAD_MISMATCH,
+    Reason.LABEL_MISMATCH,
+    Reason.INVALID_PAYLOAD,
+    Reason.INCOMPLETE_STREAM,
+    Reason.RESOURCE_EXHAUSTED,
+)
 
 
 class PollerMetrics:
@@ -145,11 +156,12 @@ class PollerMetrics:
         )
         self._latency_children: dict[str, Any] = {}
 
-    def prime(self, tenants: Iterable[str], *, handlers: Iterable[str] = ()) -> None:
+    def prime(self, tenants: Iterable[str], *, handlers: Iterable[str] = (), gateway: bool = False) -> None:
         """Make every counter's series for `tenants` (and the named handlers) at 0,
         for each reason it can count, so a dashboard or a rate() shows 0 rather
         than "No data" before the first failure. Idempotent; call it again after
-        a reload adds tenants.
+        a reload adds tenants. `gateway`: also the push counters and the connected
+        push agents gauge (a daemon with a gateway section).
 
         >>> m = PollerMetrics()
         >>> m.prime(["acme-corp"], handlers=["nats-sink"])
@@ -171,6 +183,10 @@ class PollerMetrics:
             for handler in handlers:
                 for reason in HANDLER_FAILURES:
                     self.handler_failures.labels(tenant=tenant, handler=handler, reason=reason.value)
+            if gateway:  # the daemon serves push agents: their counters too
+                for outcome in GATEWAY_OUTCOMES:
+                    self.gateway_pushes.labels(tenant=tenant, outcome=outcome.value)
+                self.gateway_connected.labels(tenant=tenant)
 
     def latency(self, method: str) -> Any:
         """The latency histogram of one method (labels() is a lookup under a lock)."""

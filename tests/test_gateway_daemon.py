@@ -192,6 +192,20 @@ async def test_push_agents_on_the_board_pending_proven_unreachable_recovered(pki
     assert not any(r.tenant == XYZ for r in sink.results)  # edge-2 never pushed: pending, no result
 
 
+def test_push_counters_start_at_0_for_every_tenant_and_outcome(pki):
+    # Dashboards and rate() show 0, not "No data": every configured tenant, each outcome,
+    # also a tenant with no push agent (it may get an unlisted one refused), from the start.
+    from poller.metrics import GATEWAY_OUTCOMES
+
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001")})
+    doc["agents"]["poll-1"] = {"address": "127.0.0.1:1", "tenant": XYZ, "checks": [CHECK]}
+    daemon = PollerDaemon(parse_config(doc), sink=MemorySink())
+    for tenant in (ACME, XYZ):
+        for outcome in GATEWAY_OUTCOMES:
+            assert sample(daemon, "poller_gateway_pushes_total", tenant=tenant, outcome=outcome.value) == 0
+        assert sample(daemon, "poller_gateway_connected_agents", tenant=tenant) == 0
+
+
 async def test_refusals_reach_the_board_and_the_metrics(pki):
     doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001")}, metrics_listen="127.0.0.1:0")
     daemon = PollerDaemon(parse_config(doc), sink=MemorySink())

@@ -374,7 +374,7 @@ class PollerDaemon:
     def _prime_metrics(self) -> None:
         """Every configured tenant's counters at 0 (dashboards show 0, not "No data"), the
         NATS sink's too; at start and after each reload (a reload may add tenants)."""
-        self.metrics.prime(self.settings.tenants, handlers=[self._sink_name])
+        self.metrics.prime(self.settings.tenants, handlers=[self._sink_name], gateway=self.settings.gateway is not None)
         if (nats := self._nats_sink()) is not None:
             nats.metrics.prime(self.settings.tenants)
 
