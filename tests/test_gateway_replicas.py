@@ -239,6 +239,29 @@ async def test_a_watch_whose_consumer_the_server_dropped_is_opened_again(
         await agent.close()
 
 
+async def test_cluster_status_lists_push_agents_by_the_replica_that_took_them(
+    pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]
+) -> None:
+    from poller.cluster.status import read_status
+
+    server, layout = nats
+    async with replicas(pki, tmp_path, server, layout) as (a, b):
+        agent = agent_for(pki, b.address)
+        await agent.hello()
+        await push_and_wait_seen(agent, b, [a, b])
+        await agent.close()
+        nc = await connect(NatsTarget.of(server.url, creds_path(layout, None)), name="status")
+        try:
+            status = await read_status(nc.jetstream(), BUCKET)
+        finally:
+            await nc.close()
+    [seen] = status.pushes
+    assert (seen.tenant, seen.agent, seen.sighting.poller_id, seen.sighting.pushes) == (ACME, ENTRY.name, "gw-b", 1)
+    assert status.unreadable == []  # a sighting is a record of the bucket, not an unknown key
+    [doc] = status.to_json()["push_agents"]
+    assert (doc["mode"], doc["poller_id"], doc["agent"]) == ("push", "gw-b", ENTRY.name)
+
+
 def test_sightings_from_the_bucket_are_checked() -> None:
     from poller.cluster.records import RecordError
 

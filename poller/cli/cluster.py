@@ -1,7 +1,8 @@
 """`serviceradar-poller cluster status`: the replicas sharing a fleet, as NATS sees them.
 
 Prints the members (capacity, tenants, version, last heartbeat), how many
-agents each holds per tenant, and the agents with no owner. `--json` prints
+agents each holds per tenant, the agents with no owner, and the push agents
+the gateway replicas have seen (which replica, from where). `--json` prints
 one JSON object instead. Exit status: 0 read, 4 NATS unreachable, 2 bad
 usage, unreadable creds file, or no such bucket.
 """
@@ -157,6 +158,16 @@ def _table(status: ClusterStatus) -> str:
             lines.append(f"  ... and {len(status.unowned) - _SHOWN} more (--json lists them all)")
     else:
         lines.append("agents without an owner: none")
+    if status.pushes:
+        lines.append(f"push agents seen by the gateway replicas: {len(status.pushes)}")
+        for seen in status.pushes[:_SHOWN]:
+            s = seen.sighting
+            lines.append(
+                f"  {seen.agent} ({seen.tenant}, push): via {s.poller_id} from {s.peer or '?'}, "
+                f"{s.pushes} push(es), sighting {seen.age:.1f}s ago"
+            )
+        if len(status.pushes) > _SHOWN:
+            lines.append(f"  ... and {len(status.pushes) - _SHOWN} more (--json lists them all)")
     if status.unreadable:
         lines.append(f"unreadable keys (not written by a poller): {len(status.unreadable)}")
     return "\n".join(lines) + "\n"

@@ -30,18 +30,24 @@ from poller.identity.reasons import PollerError
 __all__ = [
     "LEASE_PREFIX",
     "MEMBER_PREFIX",
+    "PUSH_PREFIX",
     "LeaseRecord",
     "MemberRecord",
+    "PushSighting",
     "RecordError",
     "decode_token",
     "encode_token",
     "lease_key",
     "member_key",
     "parse_lease_key",
+    "parse_push_key",
+    "push_key",
 ]
 
 MEMBER_PREFIX = "member."
 LEASE_PREFIX = "lease."
+PUSH_PREFIX = "push."  # a gateway replica's sighting of a push agent (poller.gateway.replicas)
+_MAX_SIGHTING_BYTES = 4096
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _HEX = re.compile(r"=(?:[0-9a-f]{2})+")
 # A member record lists at most this many unowned agents (it is rewritten every heartbeat).
@@ -202,3 +208,53 @@ class MemberRecord:
             unowned_count=int(_number(doc, "unowned_count", what)),
             beat=int(_number(doc, "beat", what)),
         )
+
+
+def push_key(tenant: str, agent: str) -> str:
+    """`push.<tenant>.<agent token>` (tokens as poller.cluster.records encodes them).
+
+    >>> push_key("acme-corp", "edge.1")
+    'push.acme-corp.=656467652e31'
+    """
+    return f"{PUSH_PREFIX}{tenant}.{encode_token(agent)}"
+
+
+def parse_push_key(key: str) -> tuple[str, str]:
+    """(tenant, agent) of a push key; RecordError if it is not one."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] + "." != PUSH_PREFIX or not parts[1]:
+        raise RecordError(f"{key[:60]!r} is not a push key")
+    return parts[1], decode_token(parts[2])
+
+
+@dataclass(frozen=True, slots=True)
+class PushSighting:
+    """A replica (`poller_id`, in its process `instance`) took pushes of the agent; `pushes`
+    counts them there (it grows with every push, so each sighting is a change)."""
+
+    poller_id: str
+    instance: str
+    peer: str
+    pushes: int
+
+    def dump(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> PushSighting:
+        """Checked field by field: a value another process wrote is data, never trusted."""
+        if len(raw) > _MAX_SIGHTING_BYTES:
+            raise RecordError("push sighting is too large")
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise RecordError("push sighting is not JSON") from None
+        if not isinstance(doc, dict):
+            raise RecordError("push sighting is not a JSON object")
+        texts = [doc.get(k) for k in ("poller_id", "instance", "peer")]
+        if not all(isinstance(t, str) for t in texts) or not texts[0] or not texts[1]:
+            raise RecordError("push sighting: poller_id, instance and peer must be strings")
+        pushes = doc.get("pushes")
+        if isinstance(pushes, bool) or not isinstance(pushes, int) or pushes < 0:
+            raise RecordError("push sighting: pushes is not a count")
+        return cls(str(texts[0]), str(texts[1]), str(texts[2]), pushes)

@@ -1,5 +1,6 @@
-"""What the cluster bucket says right now: members, who holds which agents, and
-agents with no owner (for `serviceradar-poller cluster status`).
+"""What the cluster bucket says right now: members, who holds which agents,
+agents with no owner, and the push agents the gateway replicas have seen
+(for `serviceradar-poller cluster status`).
 
 A one-shot reader cannot watch heartbeats change, so a member's age is the
 time since the server stored its last heartbeat, by this host's clock; a
@@ -25,13 +26,16 @@ from nats.js.client import JetStreamContext
 from poller.cluster.records import (
     LEASE_PREFIX,
     MEMBER_PREFIX,
+    PUSH_PREFIX,
     LeaseRecord,
     MemberRecord,
+    PushSighting,
     RecordError,
     parse_lease_key,
+    parse_push_key,
 )
 
-__all__ = ["ClusterStatus", "MemberStatus", "Unowned", "read_status"]
+__all__ = ["ClusterStatus", "MemberStatus", "PushSeen", "Unowned", "read_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +75,35 @@ class Unowned:
 
 
 @dataclass(frozen=True, slots=True)
+class PushSeen:
+    """A push agent as the gateway replicas' sightings show it: the replica that last
+    took its pushes, from where, how many, and how long ago that sighting was stored."""
+
+    tenant: str
+    agent: str
+    sighting: PushSighting
+    age: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "agent": self.agent,
+            "mode": "push",
+            "poller_id": self.sighting.poller_id,
+            "peer": self.sighting.peer,
+            "pushes": self.sighting.pushes,
+            "last_sighting_seconds_ago": round(self.age, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterStatus:
     bucket: str
     members: list[MemberStatus] = field(default_factory=list)
     unowned: list[Unowned] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # keys whose value is not what a replica writes
     leases: int = 0
+    pushes: list[PushSeen] = field(default_factory=list)  # push agents seen by the gateway replicas
 
     def by_tenant(self) -> dict[str, dict[str, int]]:
         counts: dict[str, Counter[str]] = defaultdict(Counter)
@@ -93,6 +120,7 @@ class ClusterStatus:
             "members": [m.to_json() for m in self.members],
             "tenants": self.by_tenant(),
             "unowned": [u.to_json() for u in self.unowned],
+            "push_agents": [p.to_json() for p in self.pushes],
             "unreadable_keys": self.unreadable,
         }
 
@@ -135,6 +163,7 @@ async def read_status(js: JetStreamContext, bucket: str, *, now: float | None = 
     unowned: dict[str, Unowned] = {}
     unreadable: list[str] = []
     leases = 0
+    pushes: list[PushSeen] = []
     for key, raw, stored in entries:
         if raw is None:
             continue
@@ -150,6 +179,9 @@ async def read_status(js: JetStreamContext, bucket: str, *, now: float | None = 
                 else:
                     why = f"released by {lease.owner}" if lease.released else f"lease of {lease.owner} ended"
                     unowned[agent] = Unowned(agent, tenant, why + ", not taken over yet")
+            elif key.startswith(PUSH_PREFIX):
+                tenant, agent = parse_push_key(key)
+                pushes.append(PushSeen(tenant, agent, PushSighting.parse(raw), max(0.0, now - stored)))
             else:
                 raise RecordError("not a key a replica writes")
         except RecordError:
@@ -165,4 +197,5 @@ async def read_status(js: JetStreamContext, bucket: str, *, now: float | None = 
         unowned=sorted(unowned.values(), key=lambda u: ((u.tenant or ""), u.agent)),
         unreadable=unreadable,
         leases=leases,
+        pushes=sorted(pushes, key=lambda p: (p.tenant, p.agent)),
     )

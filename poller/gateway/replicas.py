@@ -45,18 +45,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import nats.errors
 from nats.js.kv import KeyValue
 
 from poller.cluster.assign import Member, owner
-from poller.cluster.records import RecordError, decode_token, encode_token
+from poller.cluster.records import PUSH_PREFIX, PushSighting, RecordError, parse_push_key, push_key
 from poller.gateway.liveness import STALE_INTERVALS, PushTracker
 from poller.gateway.registry import PushEntry
 from poller.logs import get_logger
@@ -65,63 +64,11 @@ __all__ = ["PUSH_PREFIX", "PushSighting", "PushView", "SharedPushLiveness", "par
 
 log = get_logger("poller.cluster")
 
-PUSH_PREFIX = "push."
 # A write of ours not seen back through the watch after this many ticks (and
 # at least this many seconds) means the watch stalled: it is opened again.
 WATCH_STALL_TICKS = 20
 WATCH_STALL_MIN = 2.0
-_MAX_SIGHTING_BYTES = 4096
 PushViewState = Literal["pending", "ok", "unreachable", "elsewhere"]
-
-
-def push_key(tenant: str, agent: str) -> str:
-    """`push.<tenant>.<agent token>` (tokens as poller.cluster.records encodes them).
-
-    >>> push_key("acme-corp", "edge.1")
-    'push.acme-corp.=656467652e31'
-    """
-    return f"{PUSH_PREFIX}{tenant}.{encode_token(agent)}"
-
-
-def parse_push_key(key: str) -> tuple[str, str]:
-    """(tenant, agent) of a push key; RecordError if it is not one."""
-    parts = key.split(".")
-    if len(parts) != 3 or parts[0] + "." != PUSH_PREFIX or not parts[1]:
-        raise RecordError(f"{key[:60]!r} is not a push key")
-    return parts[1], decode_token(parts[2])
-
-
-@dataclass(frozen=True, slots=True)
-class PushSighting:
-    """A replica (`poller_id`, in its process `instance`) took pushes of the agent; `pushes`
-    counts them there (it grows with every push, so each sighting is a change)."""
-
-    poller_id: str
-    instance: str
-    peer: str
-    pushes: int
-
-    def dump(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
-    @classmethod
-    def parse(cls, raw: bytes) -> PushSighting:
-        """Checked field by field: a value another process wrote is data, never trusted."""
-        if len(raw) > _MAX_SIGHTING_BYTES:
-            raise RecordError("push sighting is too large")
-        try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
-            raise RecordError("push sighting is not JSON") from None
-        if not isinstance(doc, dict):
-            raise RecordError("push sighting is not a JSON object")
-        texts = [doc.get(k) for k in ("poller_id", "instance", "peer")]
-        if not all(isinstance(t, str) for t in texts) or not texts[0] or not texts[1]:
-            raise RecordError("push sighting: poller_id, instance and peer must be strings")
-        pushes = doc.get("pushes")
-        if isinstance(pushes, bool) or not isinstance(pushes, int) or pushes < 0:
-            raise RecordError("push sighting: pushes is not a count")
-        return cls(str(texts[0]), str(texts[1]), str(texts[2]), pushes)
 
 
 @dataclass(frozen=True, slots=True)
