@@ -327,6 +327,36 @@ async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
         assert (await session.ended())[0] == grpc.StatusCode.OK
 
 
+async def test_connections_per_tenant_are_bounded_and_a_reconnect_is_not_refused(pki, tmp_path):
+    bounds = GatewayBounds(max_connections_per_tenant=1)
+    async with started(pki, tmp_path, entries=[], accept_unlisted=True, bounds=bounds) as g:
+        first = g.agent(pki.agent(ACME, "agent-001"))
+        assert (await first.push([first.status("a")])).received  # acme-corp's one connection
+        second = g.agent(pki.agent(ACME, "agent-002"))  # proven, but a second connection of acme-corp
+        assert await refused(second.push([second.status("b")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        assert (await other.push([other.status("x")])).received  # another tenant's connections are its own
+        await first.disconnect()  # the agent comes back on a new connection: it replaces the old one
+        assert (await first.push([first.status("c")])).received
+        assert await refused(second.push([second.status("d")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert g.pushes(ACME, "resource_exhausted") == 2 and g.pushes(ACME, "ok") == 2
+        assert [r["service_name"] for r in g.rows(ACME)] == ["a", "c"]
+
+
+async def test_connections_over_max_connections_are_closed_at_accept(pki, tmp_path):
+    async with started(pki, tmp_path, bounds=GatewayBounds(max_connections=1)) as g:
+        holder = g.agent(pki.agent(ACME, "agent-001"))
+        session = holder.control_stream()
+        await session.opened()  # the gateway's one connection
+        late = g.agent(pki.agent(XYZ, "agent-007", "site-b"), timeout=5.0)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await late.push([late.status("x")])
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # closed before TLS: no tenant, no reason code
+        assert g.rows(XYZ) == []
+        await session.close()
+        assert (await session.ended())[0] == grpc.StatusCode.OK
+
+
 # -- StreamStatus ------------------------------------------------------------------------
 
 

@@ -91,6 +91,8 @@ def test_the_gateway_section_and_push_agents(pki):
         4096,
         15 * 1024 * 1024,
     )
+    assert (settings.gateway.max_connections, settings.gateway.max_connections_per_tenant) == (20000, 10000)
+    assert settings.gateway.connection_idle == 300.0
     push = {a.name: a for a in settings.push_agents}
     assert push["edge-1"].component_id == "edge-1" and push["edge-1"].push and push["edge-1"].partition is None
     assert (push["edge-2"].component_id, push["edge-2"].partition, settings.push_interval(push["edge-2"])) == (
@@ -111,6 +113,8 @@ def test_the_gateway_section_and_push_agents(pki):
         ({"Edge 1": push_entry(ACME)}, {"listen": "127.0.0.1:0"}, 'agents["Edge 1"].component'),
         ({"e": {"address": "h:1", "tenant": ACME, "interval": "5s"}}, {"listen": "127.0.0.1:0"}, "agents.e.interval"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "max_services": 0}, "gateway.max_services"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "max_connections_per_tenant": 0}, "gateway.max_connections_per_tenant"),
+        ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "connection_idle": 30}, "gateway.connection_idle"),
         ({"e": push_entry(ACME)}, {"cert": "x.pem"}, "gateway.listen"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "acept_unlisted": True}, "gateway.acept_unlisted"),
     ],

@@ -548,9 +548,19 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
     accept_unlisted = c.boolean(obj, "accept_unlisted", "gateway", default=False)
     numbers: dict[str, Any] = {}
     defaults = GatewayConfig(listen="", cert=Path(), key=Path())
-    for name in ("max_services", "max_status_bytes", "max_results_bytes", "push_rate", "push_burst", "max_calls_per_tenant"):
+    for name in (
+        "max_services",
+        "max_status_bytes",
+        "max_results_bytes",
+        "push_rate",
+        "push_burst",
+        "max_calls_per_tenant",
+        "max_connections",
+        "max_connections_per_tenant",
+    ):
         numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1)
-    numbers["stream_timeout"] = c.duration(obj, "stream_timeout", "gateway", default=defaults.stream_timeout)
+    for name in ("stream_timeout", "connection_idle"):
+        numbers[name] = c.duration(obj, name, "gateway", default=getattr(defaults, name))
     if len(c.errors) > errors_before or listen is None or cert is None or key_path is None:
         return None
     return GatewayConfig(listen=listen, cert=cert, key=key_path, accept_unlisted=bool(accept_unlisted), **numbers)

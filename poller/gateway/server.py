@@ -58,10 +58,17 @@ async def serve_gateway(
         metrics=gateway.metrics,
         recheck_interval=recheck_interval,
     )
-    limit = gateway.bounds.max_message_bytes
+    bounds = gateway.bounds
     server = grpc.aio.server(
         interceptors=[interceptor],
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 4 * 1024 * 1024)],
+        options=[
+            ("grpc.max_receive_message_length", bounds.max_message_bytes),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            # At accept, before TLS (no tenant known yet): one over is closed, the agent retries.
+            ("grpc.max_allowed_incoming_connections", bounds.max_connections),
+            # A connection without calls this long is closed (GOAWAY); TenantLimits stops counting it then.
+            ("grpc.max_connection_idle_ms", max(1, int(bounds.connection_idle * 1000))),
+        ],
     )
     pb_grpc.add_AgentGatewayServiceServicer_to_server(gateway, server)
     bind = f"[::]{listen}" if listen.startswith(":") else listen  # ":50052": every interface, as the config allows

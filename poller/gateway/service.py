@@ -262,16 +262,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             await self._abort(context, method, ctx, None, peer, _unknown(ctx), push=push)
         call = _Call(ctx, entry, method, peer)
         self.tracker.seen(entry, peer=peer, at=call.started)
-        if not self.limits.enter_call(ctx.tenant):
-            await self._abort(
-                context,
-                method,
-                ctx,
-                entry,
-                peer,
-                _exhausted(f"tenant {ctx.tenant} has {self.bounds.max_calls_per_tenant} calls in flight"),
-                push=push,
-            )
+        over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id)
+        if over is not None:
+            await self._abort(context, method, ctx, entry, peer, _exhausted(over), push=push)
         try:
             answer = await body(call)
         except _Refusal as refusal:
@@ -279,7 +272,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason)
             await self._abort(context, method, ctx, entry, peer, refusal, push=push)
         finally:
-            self.limits.leave_call(ctx.tenant)
+            self.limits.leave_call(ctx.tenant, peer)
         if push:
             self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.OK, identity=ctx)
             self.metrics.gateway_pushes.labels(tenant=ctx.tenant, outcome=Reason.OK.value).inc()

@@ -136,6 +136,9 @@ class PushAgent:
             options=[
                 ("grpc.ssl_target_name_override", self._server_name),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # A connection of its own, as each real agent process has (grpc would
+                # otherwise share one between agents of one process that look alike).
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
 

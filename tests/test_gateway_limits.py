@@ -1,0 +1,57 @@
+"""TenantLimits' connection count, on an injected clock (the gateway tests
+exercise it over real TLS; these pin the edges no loopback run reaches)."""
+
+from __future__ import annotations
+
+from poller.gateway.bounds import GatewayBounds, TenantLimits
+
+ACME, XYZ = "acme-corp", "xyz-inc"
+
+
+def limits(**bounds) -> TenantLimits:
+    return TenantLimits(GatewayBounds(**({"max_connections_per_tenant": 2, "connection_idle": 60.0} | bounds)))
+
+
+def test_a_connection_counts_until_it_has_been_idle_for_connection_idle():
+    lim = limits()
+    for i, peer in enumerate(("10.0.0.1:1", "10.0.0.2:1")):
+        assert lim.enter_call(ACME, peer, f"agent-{i}", now=0.0) is None
+        lim.leave_call(ACME, peer, now=0.0)
+    assert lim.enter_call(ACME, "10.0.0.3:1", "agent-3", now=59.0) == "tenant acme-corp holds 2 connections (at most 2)"
+    assert lim.connections(ACME, now=59.0) == 2
+    assert lim.enter_call(ACME, "10.0.0.3:1", "agent-3", now=61.0) is None  # both idle past 60 s: forgotten
+    assert lim.connections(ACME, now=61.0) == 1
+
+
+def test_a_connection_with_a_call_in_flight_never_expires():
+    lim = limits()
+    assert lim.enter_call(ACME, "10.0.0.1:1", "agent-1", now=0.0) is None  # a ControlStream, held
+    assert lim.enter_call(ACME, "10.0.0.2:1", "agent-2", now=0.0) is None
+    lim.leave_call(ACME, "10.0.0.2:1", now=0.0)
+    assert lim.enter_call(ACME, "10.0.0.3:1", "agent-3", now=1000.0) is None  # agent-2's went idle
+    assert lim.enter_call(ACME, "10.0.0.4:1", "agent-4", now=2000.0) is not None  # agent-1's is still held
+    assert lim.connections(ACME, now=2000.0) == 2
+
+
+def test_a_reconnect_replaces_the_idle_connection_it_left_but_not_a_busy_one():
+    lim = limits(max_connections_per_tenant=1)
+    assert lim.enter_call(ACME, "10.0.0.1:1", "agent-1", now=0.0) is None
+    assert lim.enter_call(ACME, "10.0.0.1:2", "agent-1", now=1.0) is not None  # the first still has its call
+    lim.leave_call(ACME, "10.0.0.1:1", now=2.0)
+    assert lim.enter_call(ACME, "10.0.0.1:2", "agent-1", now=3.0) is None  # now it replaces it
+    assert lim.connections(ACME, now=3.0) == 1
+    assert lim.enter_call(ACME, "10.0.0.9:1", "agent-9", now=4.0) is not None  # another agent is not a reconnect
+
+
+def test_tenants_hold_their_own_connections_and_refusals_count_nothing():
+    lim = limits(max_connections_per_tenant=1)
+    assert lim.enter_call(ACME, "10.0.0.1:1", "agent-1", now=0.0) is None
+    assert lim.enter_call(ACME, "10.0.0.2:1", "agent-2", now=0.0) is not None
+    assert lim.calls(ACME) == 1 and lim.connections(ACME, now=0.0) == 1
+    assert lim.enter_call(XYZ, "10.0.0.2:1", "agent-7", now=0.0) is None
+
+
+def test_calls_without_a_peer_count_no_connection():
+    lim = limits(max_connections_per_tenant=1, max_calls_per_tenant=3)
+    assert [lim.enter_call(ACME, now=0.0) for _ in range(4)] == [None, None, None, "tenant acme-corp has 3 calls in flight"]
+    assert lim.connections(ACME, now=0.0) == 0
