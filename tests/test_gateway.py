@@ -225,6 +225,53 @@ async def test_the_proof_is_the_interceptors(gw, log_events):
     assert {e["reason"] for e in audited(log_events, "server_call_refused")} == {"tenant_mismatch", "revoked", "untrusted_chain"}
 
 
+def accepted_calls(log_events, rpc: str) -> list[dict]:
+    return [e for e in audited(log_events, "server_call_accepted") if e["method"].endswith("/" + rpc)]
+
+
+async def test_an_accept_is_audited_once_per_connection_method_and_proof(gw, log_events):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    await agent.hello()
+    for _ in range(3):
+        await agent.push([agent.status("ssh")])
+    [hello] = accepted_calls(log_events, "Hello")
+    [push] = accepted_calls(log_events, "PushStatus")  # three pushes, one line: the decision did not change
+    assert (push["tenant"], push["component"]) == (ACME, "agent-001") and push["peer"] == hello["peer"]
+    assert gw.pushes(ACME, "ok") == 3 and len(gw.rows(ACME)) == 3
+    assert gw.metrics.registry.get_sample_value("poller_server_calls_total", {"tenant": ACME, "outcome": "accepted"}) == 4
+
+    # A trust reload proves afresh, and the next push is audited again.
+    gw.pki.revoke(ACME, gw.pki.agent(ACME, "agent-099"))
+    assert gw.trust.reload().changed
+    await agent.push([agent.status("ssh")])
+    assert len(accepted_calls(log_events, "PushStatus")) == 2
+
+    # Another connection, even with the same certificate, is audited on its own.
+    again = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    await again.push([again.status("ssh")])
+    pushes = accepted_calls(log_events, "PushStatus")
+    assert len(pushes) == 3 and pushes[2]["peer"] != pushes[0]["peer"]
+
+    # Refusals are audited every time.
+    liar = gw.agent(gw.pki.agent(ACME, "agent-002"))
+    for _ in range(2):
+        await refused(liar.push([liar.status("x")]))
+    assert len([e for e in audited(log_events, "server_call_refused") if e["component"] == "agent-002"]) == 2
+
+
+async def test_audit_accepted_per_call_audits_every_push(pki, tmp_path, log_events):
+    async with started(pki, tmp_path, audit_accepted="call") as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        for _ in range(3):
+            await agent.push([agent.status("ssh")])
+        assert len(accepted_calls(log_events, "PushStatus")) == 3
+
+
+async def test_audit_accepted_must_be_known(pki, tmp_path):
+    with pytest.raises(ValueError, match="audit_accepted"):
+        await start(pki, tmp_path, audit_accepted="never")
+
+
 async def test_no_client_certificate_no_call(gw):
     channel = grpc.aio.secure_channel(
         gw.address,

@@ -93,6 +93,7 @@ def test_the_gateway_section_and_push_agents(pki):
     )
     assert (settings.gateway.max_connections, settings.gateway.max_connections_per_tenant) == (20000, 10000)
     assert settings.gateway.connection_idle == 300.0
+    assert settings.gateway.audit_accepted == "connection"  # an accept audited per connection and method, not per push
     push = {a.name: a for a in settings.push_agents}
     assert push["edge-1"].component_id == "edge-1" and push["edge-1"].push and push["edge-1"].partition is None
     assert (push["edge-2"].component_id, push["edge-2"].partition, settings.push_interval(push["edge-2"])) == (
@@ -117,6 +118,8 @@ def test_the_gateway_section_and_push_agents(pki):
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "connection_idle": 30}, "gateway.connection_idle"),
         ({"e": push_entry(ACME)}, {"cert": "x.pem"}, "gateway.listen"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "acept_unlisted": True}, "gateway.acept_unlisted"),
+        ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "audit_accepted": "never"}, "gateway.audit_accepted"),
+        ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "audit_accepted": 1}, "gateway.audit_accepted"),
     ],
 )
 def test_bad_push_config_is_named(pki, agents, gateway, problem):
@@ -271,3 +274,10 @@ async def test_a_missing_gateway_certificate_is_a_named_error(pki, tmp_path):
     with pytest.raises(ConfigError) as info:
         await daemon.run(install_signals=False)
     assert str(info.value.issues[0]).startswith("gateway.cert")
+
+
+def test_audit_accepted_per_call_can_be_chosen(pki):
+    doc = config(pki, {"e": push_entry(ACME)})
+    doc["gateway"] = {"listen": "127.0.0.1:0", "audit_accepted": "call"}
+    settings = parse_config(doc)
+    assert settings.gateway is not None and settings.gateway.audit_accepted == "call"

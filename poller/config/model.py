@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_CRL_STATE",
     "DEFAULT_CYCLE_FRACTION",
     "DEFAULT_DUPLICATE_WINDOW",
+    "DEFAULT_GATEWAY_AUDIT_ACCEPTED",
     "DEFAULT_GATEWAY_CERT",
     "DEFAULT_GATEWAY_CONNECTION_IDLE",
     "DEFAULT_GATEWAY_KEY",
@@ -59,6 +60,7 @@ __all__ = [
     "DEFAULT_REASSEMBLY_BUDGET",
     "DEFAULT_SINK_DIR",
     "DEFAULT_STREAM_MAX_AGE",
+    "GATEWAY_AUDIT_ACCEPTED",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MIN_REASSEMBLY_BUDGET",
@@ -111,6 +113,10 @@ DEFAULT_GATEWAY_MAX_CONNECTIONS = 20000  # TCP connections in all (accepted befo
 DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT = 10000  # connections a tenant's proven callers hold
 DEFAULT_GATEWAY_CONNECTION_IDLE = 300.0  # a connection without calls this long is closed and stops counting
 DEFAULT_GATEWAY_STREAM_TIMEOUT = 300.0
+# Acceptance audit lines: one per method and connection (the gateway's agents make a
+# call per push) or one per call; poller.server.interceptor.AUDIT_ACCEPTED.
+GATEWAY_AUDIT_ACCEPTED = ("connection", "call")
+DEFAULT_GATEWAY_AUDIT_ACCEPTED = "connection"
 CLUSTER_MODES = ("dynamic",)
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -259,6 +265,7 @@ class GatewayConfig:
     cert: Path
     key: Path
     accept_unlisted: bool = False
+    audit_accepted: str = DEFAULT_GATEWAY_AUDIT_ACCEPTED
     max_services: int = DEFAULT_GATEWAY_MAX_SERVICES
     max_status_bytes: int = DEFAULT_GATEWAY_MAX_STATUS_BYTES
     max_results_bytes: int = DEFAULT_GATEWAY_MAX_RESULTS_BYTES

@@ -47,6 +47,7 @@ from poller.config.model import (
     DEFAULT_CLUSTER_BUCKET,
     DEFAULT_CRL_STATE,
     DEFAULT_DUPLICATE_WINDOW,
+    DEFAULT_GATEWAY_AUDIT_ACCEPTED,
     DEFAULT_GATEWAY_CERT,
     DEFAULT_GATEWAY_KEY,
     DEFAULT_LOG_FORMAT,
@@ -62,6 +63,7 @@ from poller.config.model import (
     DEFAULT_REASSEMBLY_BUDGET,
     DEFAULT_SINK_DIR,
     DEFAULT_STREAM_MAX_AGE,
+    GATEWAY_AUDIT_ACCEPTED,
     LOG_FORMATS,
     LOG_LEVELS,
     MIN_REASSEMBLY_BUDGET,
@@ -546,6 +548,13 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
     cert = c.path(obj, "cert", "gateway", default=str(certs / DEFAULT_GATEWAY_CERT), base_dir=base_dir)
     key_path = c.path(obj, "key", "gateway", default=str(certs / DEFAULT_GATEWAY_KEY), base_dir=base_dir)
     accept_unlisted = c.boolean(obj, "accept_unlisted", "gateway", default=False)
+    audit_accepted = c.string(obj, "audit_accepted", "gateway", default=DEFAULT_GATEWAY_AUDIT_ACCEPTED)
+    if audit_accepted is not None and audit_accepted not in GATEWAY_AUDIT_ACCEPTED:
+        c.error(
+            "gateway.audit_accepted",
+            f"{show(audit_accepted)} is not one of {', '.join(GATEWAY_AUDIT_ACCEPTED)} "
+            "(an acceptance audit line per method and connection, or per call)",
+        )
     numbers: dict[str, Any] = {}
     defaults = GatewayConfig(listen="", cert=Path(), key=Path())
     for name in (
@@ -563,7 +572,14 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
         numbers[name] = c.duration(obj, name, "gateway", default=getattr(defaults, name))
     if len(c.errors) > errors_before or listen is None or cert is None or key_path is None:
         return None
-    return GatewayConfig(listen=listen, cert=cert, key=key_path, accept_unlisted=bool(accept_unlisted), **numbers)
+    return GatewayConfig(
+        listen=listen,
+        cert=cert,
+        key=key_path,
+        accept_unlisted=bool(accept_unlisted),
+        audit_accepted=audit_accepted or DEFAULT_GATEWAY_AUDIT_ACCEPTED,
+        **numbers,
+    )
 
 
 def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:

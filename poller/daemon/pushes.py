@@ -144,7 +144,9 @@ class PushSide:
             where = "gateway.cert" if exc.filename == str(gateway.cert) else "gateway.key"
             raise ConfigError([ConfigIssue(where, f"cannot read {exc.filename}: {exc.strerror}")]) from None
         try:
-            self.server = await serve_gateway(self.gateway, self.trust, gateway.listen, chain, key)
+            self.server = await serve_gateway(
+                self.gateway, self.trust, gateway.listen, chain, key, audit_accepted=gateway.audit_accepted
+            )
         except InvalidArgument as exc:
             raise ConfigError([ConfigIssue("gateway.listen", str(exc))]) from None
         self._started = time.time()

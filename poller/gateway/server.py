@@ -43,6 +43,7 @@ async def serve_gateway(
     private_key: PemSource,
     *,
     recheck_interval: float = 5.0,
+    audit_accepted: str = "connection",
 ) -> GatewayServer:
     """Start serving `gateway` on `listen` ("host:port"; port 0 picks one).
 
@@ -50,6 +51,9 @@ async def serve_gateway(
     a certificate that chains to the trust store's root or a tenant CA. Then the
     interceptor proves it as for any server call (platform identities are not
     admitted) and the push registry's policy admits it, or refuses `unknown_agent`.
+    `audit_accepted`: "connection" (default) audits an accepted agent's first call
+    of each method on a connection and proof, not each of its pushes; "call"
+    audits every call. Refusals are audited every time.
     """
     interceptor = TenantServerInterceptor(
         trust,
@@ -57,6 +61,7 @@ async def serve_gateway(
         platform=False,
         metrics=gateway.metrics,
         recheck_interval=recheck_interval,
+        audit_accepted=audit_accepted,
     )
     bounds = gateway.bounds
     server = grpc.aio.server(

@@ -75,6 +75,13 @@ audit_log = get_logger("poller.audit")
 
 REASON_METADATA_KEY = "x-serviceradar-reason"
 
+# How accepted calls are audited: "call", a line for every one; "connection", a
+# line for the first call of each method on a connection (caller address) under
+# each proof, i.e. again after a trust reload or with another certificate.
+# Refusals and admin calls are audited every time either way.
+AUDIT_ACCEPTED = ("call", "connection")
+_MAX_REMEMBERED = 65536
+
 # What the caller is told: the reason code and a fixed sentence. The detail
 # (which CA, which serial) goes to the audit log only.
 _PUBLIC = {
@@ -234,6 +241,12 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     accepts no platform identity at all. `metrics`: where poller_server_calls_total goes.
     `recheck_interval`: how often a long-lived call re-checks its caller against a
     trust source that cannot notify (one that can is followed at once).
+    `audit_accepted`: "call" (default) writes the acceptance audit line for every
+    call; "connection" writes it for the first call of each method from a caller
+    address under each proof (again after a trust reload, or with another
+    certificate), for servers whose callers make many small calls (the gateway).
+    Refusals, ends of streams and admin calls are audited every time; every call
+    is counted in poller_server_calls_total either way.
     """
 
     def __init__(
@@ -245,9 +258,17 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         platform: PlatformAuthority | bool = True,
         metrics: PollerMetrics | None = None,
         recheck_interval: float = 5.0,
+        audit_accepted: str = "call",
     ) -> None:
+        if audit_accepted not in AUDIT_ACCEPTED:
+            raise ValueError(f"audit_accepted must be one of {', '.join(AUDIT_ACCEPTED)}, not {audit_accepted!r}")
         self.trust = trust
         self.recheck_interval = recheck_interval
+        self.audit_accepted = audit_accepted
+        # (peer, method) -> the proof its last audited accept was decided on
+        self._audited: dict[tuple[str, str], TenantContext | PlatformIdentity] = {}
+        self._counted: dict[tuple[str, str], Any] = {}  # (tenant, outcome) -> its poller_server_calls_total child
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self.metrics = metrics if metrics is not None else default_metrics()
         self.policies = dict(policies or {})
         for method, policy in self.policies.items():
@@ -281,7 +302,14 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return self._wrap(handler, handler_call_details.method)
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:  # a servicer's handlers are made once: wrap each once
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        if len(self._wrapped) < _MAX_REMEMBERED:  # methods are few; a generic handler inventing them is not cached
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     # -- the decision ----------------------------------------------------------------
 
@@ -310,19 +338,34 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             reason = decision.reason or Reason.POLICY_DENIED
             self._audit_refused(method, peer, reason, decision.detail, None, caller)
             raise PermissionDenied(reason, decision.detail)
-        self._audit_accepted(method, peer, caller)
+        self._audit_accepted(method, peer, caller, proven)
         return caller
 
-    def _audit_accepted(self, method: str, peer: str, caller: Caller) -> None:
+    def _count(self, tenant: str, outcome: str) -> None:
+        child = self._counted.get((tenant, outcome))
+        if child is None:
+            child = self.metrics.server_calls.labels(tenant=tenant, outcome=outcome)
+            if len(self._counted) < _MAX_REMEMBERED:  # tenants with a CA x outcomes: few
+                self._counted[(tenant, outcome)] = child
+        child.inc()
+
+    def _audit_accepted(self, method: str, peer: str, caller: Caller, proven: TenantContext | PlatformIdentity) -> None:
+        self._count(caller.tenant or "", "accepted" if caller.identity is not None else "accepted_admin")
+        if self.audit_accepted == "connection" and caller.identity is not None:
+            # The decision is the same for every call of this connection and method
+            # until the proof changes (a trust reload proves afresh: a new object).
+            key = (peer, method)
+            if self._audited.get(key) is proven:
+                return
+            if len(self._audited) >= _MAX_REMEMBERED:
+                del self._audited[next(iter(self._audited))]  # the oldest: it is audited again, never less
+            self._audited[key] = proven
         fields: dict[str, Any] = {"method": method, "peer": peer, "tenant": caller.tenant}
         if caller.identity is not None:
             fields.update(caller.identity.log_fields())
-            outcome = "accepted"
         else:
             assert caller.platform is not None
             fields.update(caller.platform.log_fields(), cross_tenant=True)
-            outcome = "accepted_admin"
-        self.metrics.server_calls.labels(tenant=caller.tenant or "", outcome=outcome).inc()
         audit_log.info("server_call_accepted", audit=True, **fields)
 
     def still_holds(self, context: grpc.aio.ServicerContext, caller: Caller) -> None:
@@ -350,8 +393,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             fields.update(
                 subject=presented.get("subject"), serial=presented.get("serial"), fingerprint=presented.get("fingerprint")
             )
-        tenant = fields.get("tenant") or ""
-        self.metrics.server_calls.labels(tenant=tenant, outcome=reason.value).inc()
+        self._count(fields.get("tenant") or "", reason.value)
         audit_log.warning(event, audit=True, **fields)
 
     # -- the four call shapes ----------------------------------------------------------
