@@ -238,6 +238,60 @@ async def test_raising_and_hanging_handlers_do_not_stop_the_others(log_events):
     await registry.close()
 
 
+async def test_an_eager_handler_runs_in_the_delivering_task_bound_and_bounded_as_any(log_events):
+    """eager=True (poller.eager): a handler that does not wait gets no task; one
+    that fails or hangs is refused and bounded exactly as a task-run one is."""
+    metrics = PollerMetrics()
+    registry = HandlerRegistry(timeout=0.2, metrics=metrics)
+    tasks: list[asyncio.Task | None] = []
+    never = asyncio.Event()
+
+    class Quick(Recorder):
+        async def __call__(self, r: PollResult) -> None:
+            tasks.append(asyncio.current_task())
+            await super().__call__(r)
+
+    async def raising(r: PollResult) -> None:
+        raise RuntimeError("boom")
+
+    async def hanging(r: PollResult) -> None:
+        await never.wait()
+
+    quick, other = Quick(), Recorder()
+    registry.register(">", quick, tenant=ACME, policy=same_tenant(ACME), name="quick", eager=True)
+    registry.register(">", other, tenant=XYZ, policy=same_tenant(XYZ), name="xyz", eager=True)
+    assert (await registry.deliver(result(ACME))).delivered == ("quick",)
+    assert tasks == [asyncio.current_task()] and quick.seen_tenants == [ACME] and other.got == []
+
+    failing = HandlerRegistry(timeout=0.2, metrics=metrics)
+    for name, handler in (("raising", raising), ("hanging", hanging)):
+        failing.register(">", handler, tenant=ACME, policy=same_tenant(ACME), name=name, eager=True)
+    assert all(r.eager for r in failing.registrations)
+    async with asyncio.timeout(30):  # a guard against a hang, not a timing assertion
+        delivery = await failing.deliver(result(ACME))
+    assert delivery.failed == {"raising": Reason.HANDLER_FAILED, "hanging": Reason.HANDLER_TIMEOUT}
+    assert sample(metrics, "poller_handler_failures_total", tenant=ACME, handler="hanging", reason="handler_timeout") == 1
+    await failing.close()
+    await registry.close()
+
+
+async def test_a_sinks_own_eager_attribute_is_the_default():
+    class Eager(MemorySink):
+        eager = True
+
+    registry = HandlerRegistry()
+    eager_sink, plain = Eager(), MemorySink()
+    registry.register(">", eager_sink, platform=unverified_platform_identity(local=True), policy=platform_admin(), name="e")
+    registry.register(">", plain, platform=unverified_platform_identity(local=True), policy=platform_admin(), name="p")
+    registry.register(
+        ">", Eager(), platform=unverified_platform_identity(local=True), policy=platform_admin(), name="x", eager=False
+    )
+    assert [r.eager for r in registry.registrations] == [True, False, False]
+    assert (await registry.deliver(result(ACME))).delivered == ("e", "p", "x")
+    await registry.flush()
+    assert len(eager_sink.results) == len(plain.results) == 1
+
+
 async def test_a_hanging_sink_flush_is_bounded_and_counted(log_events):
     class StuckSink:
         def __init__(self) -> None:

@@ -159,6 +159,7 @@ LAYERS: dict[str, int] = {
     "poller.logs": 1,
     "poller.metrics": 1,
     "poller.timers": 1,
+    "poller.eager": 1,  # a coroutine in the caller's task until it waits (delivery's handlers and sinks)
     "poller.durable": 1,  # atomic file writes (trust's CRL state, the PKI tool)
     "poller.policy": 1,
     "poller.audit": 1,

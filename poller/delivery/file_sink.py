@@ -32,6 +32,10 @@ class FileSink:
     thread hand-off of its own (bench.fleet --paced, issue 10).
     """
 
+    # publish() never waits (no task per result); flush() waits only for a round's
+    # delay and fsync, never under asyncio.timeout (poller.eager).
+    eager = True
+
     def __init__(self, directory: Path, *, commit_delay: float = 0.02) -> None:
         self.directory = Path(directory)
         self.commit_delay = commit_delay

@@ -41,10 +41,11 @@ import asyncio
 import collections
 import contextvars
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from poller import eager
 from poller.delivery.channels import channel_for, check_pattern, matches
 from poller.delivery.payload import payload_refusal
 from poller.delivery.result import PollResult
@@ -88,6 +89,7 @@ class Registration:
     tokens: tuple[str, ...] = field(repr=False, default=())
     threaded: bool = field(repr=False, default=False)
     sink: Sink | None = field(repr=False, default=None)  # decided once: a runtime Protocol check is slow
+    eager: bool = field(repr=False, default=False)  # started in the caller's task (poller.eager)
 
     def admits(self, result: PollResult, channel: tuple[str, ...]) -> bool:
         """Pattern and scope (the registry's tenant binding); the policy comes after."""
@@ -135,7 +137,7 @@ class HandlerRegistry:
         self.metrics = metrics if metrics is not None else default_metrics()
         self._strict = strict_labels
         self._registrations: dict[str, Registration] = {}
-        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._abandoned: set[asyncio.Future[Any]] = set()
         self._mismatches_seen: set[tuple[str, str, str, str]] = set()
         # Per handler name: deliveries, flushes and closes that failed or timed out
         # (what `run --once` reads to say results were not durably handed over).
@@ -155,12 +157,17 @@ class HandlerRegistry:
         platform: PlatformIdentity | None = None,
         name: str | None = None,
         timeout: float | None = None,
+        eager: bool | None = None,
     ) -> Registration:
         """Register handler (an async function of a PollResult, or a sink) for a channel pattern.
 
         Exactly one scope: `tenant` (bound to that tenant) or `platform` (a
         proven platform identity; cross-tenant, audited unless local). A plain
         (non-async) function runs in a worker thread so it cannot block polling.
+        `eager` (default: the handler's or sink's own `eager` attribute, else
+        False): run it up to its first await in the delivering task, and give it
+        a task only if it waits (poller.eager); only for code that neither enters
+        asyncio.timeout() nor reads asyncio.current_task() before its first await.
         """
         if not isinstance(policy, Policy):
             raise TypeError("policy must be a poller.policy Policy (same_tenant, tenant_in, ... all_of, any_of)")
@@ -197,6 +204,7 @@ class HandlerRegistry:
             tokens=tokens,
             threaded=not _is_async(call),
             sink=handler if isinstance(handler, Sink) else None,
+            eager=bool(getattr(handler, "eager", False) if eager is None else eager),
         )
         self._registrations[name] = registration
         log.info(
@@ -315,9 +323,11 @@ class HandlerRegistry:
                 agent=result.agent,
                 **registration.platform.log_fields(),
             )
-        task = asyncio.get_running_loop().create_task(
-            _invoke(registration, result), name=f"handler {registration.name}", context=context
-        )
+        name = f"handler {registration.name}"
+        if registration.eager:  # most finish at once: then no task, no timer, no loop round
+            task = eager.start(_invoke(registration, result), context=context, name=name)
+        else:
+            task = asyncio.get_running_loop().create_task(_invoke(registration, result), name=name, context=context)
         if not await wait_done(task, registration.timeout):
             self._abandon(task)
             return self._failed(registration, result, Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s")
@@ -328,7 +338,7 @@ class HandlerRegistry:
             return self._failed(registration, result, Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}")
         return None
 
-    def _abandon(self, task: asyncio.Task[Any]) -> None:
+    def _abandon(self, task: asyncio.Future[Any]) -> None:
         """Cancel a task past its timeout and leave it: not awaited, so a handler
         that ignores cancellation cannot hold us (close() cancels it again)."""
         task.cancel()
@@ -376,8 +386,11 @@ class HandlerRegistry:
         for task in list(self._abandoned):
             task.cancel()
 
-    async def _bounded(self, registration: Registration, step: Awaitable[None], what: str) -> None:
-        task = asyncio.ensure_future(step)
+    async def _bounded(self, registration: Registration, step: Coroutine[Any, Any, None], what: str) -> None:
+        if registration.eager:
+            task: asyncio.Future[None] = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
+        else:
+            task = asyncio.ensure_future(step)
         if not await wait_done(task, registration.timeout):
             self._abandon(task)
             reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
@@ -419,8 +432,8 @@ def _is_async(call: object) -> bool:
     return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(getattr(call, "__call__", None))  # noqa: B004
 
 
-def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
-    def done(task: asyncio.Task[Any]) -> None:
+def _forget(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
         tasks.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log "never retrieved"

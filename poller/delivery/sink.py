@@ -25,7 +25,14 @@ _ = Path  # the doctest's name
 
 @runtime_checkable
 class Sink(Protocol):
-    """A sink: publish each result; flush (make durable) at the end of a cycle; close at shutdown."""
+    """A sink: publish each result; flush (make durable) at the end of a cycle; close at shutdown.
+
+    A sink may also set `eager = True` when its methods neither enter
+    asyncio.timeout() nor read asyncio.current_task() before their first
+    await: the registry then runs each up to its first await in the delivering
+    task and makes a task only if it waits (poller.eager), which for a sink
+    that mostly does not wait saves a task and a loop round per result.
+    """
 
     async def publish(self, result: PollResult) -> None: ...
     async def flush(self) -> None: ...
