@@ -107,6 +107,7 @@ class Caller:
     identity: TenantContext | None = None
     platform: PlatformIdentity | None = None
     tenant: str | None = None  # the tenant touched (for an admin: the one it named)
+    peer: str = ""  # grpc's peer of the call ("ipv4:10.0.0.5:41000"), read once for the proof
 
 
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("poller_server_caller", default=None)
@@ -326,9 +327,9 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             self._audit_refused(method, peer, err.reason, err.detail, err.peer)
             raise
         if isinstance(proven, PlatformIdentity):
-            caller = Caller(method=method, platform=proven, tenant=_named_tenant(context))
+            caller = Caller(method=method, platform=proven, tenant=_named_tenant(context), peer=peer)
         else:
-            caller = Caller(method=method, identity=proven, tenant=proven.tenant)
+            caller = Caller(method=method, identity=proven, tenant=proven.tenant, peer=peer)
         access = Access(identity=caller.identity, platform=caller.platform, method=method, tenant=caller.tenant)
         try:
             decision = self.policy_for(method).evaluate(access)
