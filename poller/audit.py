@@ -14,6 +14,12 @@ from poller.metrics import PollerMetrics
 
 log = get_logger("poller.audit")
 
+#: When an accepted server call is audited: "call", a line for every one;
+#: "connection", a line for the first call of each method on a connection
+#: under each proof (again after a trust reload or with another certificate).
+#: Refusals and admin calls are audited every time either way.
+ACCEPT_AUDIT_MODES = ("call", "connection")
+
 
 def accepted(ctx: TenantContext, *, address: str, metrics: PollerMetrics) -> None:
     metrics.identity_accepts.labels(tenant=ctx.tenant).inc()

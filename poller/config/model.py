@@ -60,7 +60,6 @@ __all__ = [
     "DEFAULT_REASSEMBLY_BUDGET",
     "DEFAULT_SINK_DIR",
     "DEFAULT_STREAM_MAX_AGE",
-    "GATEWAY_AUDIT_ACCEPTED",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MIN_REASSEMBLY_BUDGET",
@@ -113,9 +112,8 @@ DEFAULT_GATEWAY_MAX_CONNECTIONS = 20000  # TCP connections in all (accepted befo
 DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT = 10000  # connections a tenant's proven callers hold
 DEFAULT_GATEWAY_CONNECTION_IDLE = 300.0  # a connection without calls this long is closed and stops counting
 DEFAULT_GATEWAY_STREAM_TIMEOUT = 300.0
-# Acceptance audit lines: one per method and connection (the gateway's agents make a
-# call per push) or one per call; poller.server.interceptor.AUDIT_ACCEPTED.
-GATEWAY_AUDIT_ACCEPTED = ("connection", "call")
+# Acceptance audit lines per method and connection, not per call: the gateway's
+# agents make a call per push (poller.audit.ACCEPT_AUDIT_MODES).
 DEFAULT_GATEWAY_AUDIT_ACCEPTED = "connection"
 CLUSTER_MODES = ("dynamic",)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
 
+from poller.audit import ACCEPT_AUDIT_MODES
 from poller.cluster.assign import MAX_CAPACITY
 from poller.config.durations import format_duration
 from poller.config.engine import (
@@ -63,7 +64,6 @@ from poller.config.model import (
     DEFAULT_REASSEMBLY_BUDGET,
     DEFAULT_SINK_DIR,
     DEFAULT_STREAM_MAX_AGE,
-    GATEWAY_AUDIT_ACCEPTED,
     LOG_FORMATS,
     LOG_LEVELS,
     MIN_REASSEMBLY_BUDGET,
@@ -549,10 +549,10 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
     key_path = c.path(obj, "key", "gateway", default=str(certs / DEFAULT_GATEWAY_KEY), base_dir=base_dir)
     accept_unlisted = c.boolean(obj, "accept_unlisted", "gateway", default=False)
     audit_accepted = c.string(obj, "audit_accepted", "gateway", default=DEFAULT_GATEWAY_AUDIT_ACCEPTED)
-    if audit_accepted is not None and audit_accepted not in GATEWAY_AUDIT_ACCEPTED:
+    if audit_accepted is not None and audit_accepted not in ACCEPT_AUDIT_MODES:
         c.error(
             "gateway.audit_accepted",
-            f"{show(audit_accepted)} is not one of {', '.join(GATEWAY_AUDIT_ACCEPTED)} "
+            f"{show(audit_accepted)} is not one of {', '.join(ACCEPT_AUDIT_MODES)} "
             "(an acceptance audit line per method and connection, or per call)",
         )
     numbers: dict[str, Any] = {}

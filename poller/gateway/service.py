@@ -39,7 +39,7 @@ from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
 from poller.identity.reasons import PollerError, Reason
 from poller.logs import get_logger
-from poller.metrics import PollerMetrics, default_metrics
+from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.server.interceptor import SnapshotSource, abort_refused, current_caller
@@ -138,7 +138,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self.trust = trust
         self.tracker = tracker or PushTracker()
         self.metrics = metrics if metrics is not None else default_metrics()
-        self._pushes_counted: dict[tuple[str, Reason], Any] = {}  # (tenant, outcome) -> its counter child
+        self._pushes = LabelCache(self.metrics.gateway_pushes)  # (tenant, outcome)
 
     # -- the five methods ---------------------------------------------------------------
 
@@ -252,12 +252,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self._count_push(tenant, Reason.UNKNOWN_AGENT)
 
     def _count_push(self, tenant: str, outcome: Reason) -> None:
-        child = self._pushes_counted.get((tenant, outcome))
-        if child is None:  # labels() on every push was a tenth of the gateway's own work
-            child = self.metrics.gateway_pushes.labels(tenant=tenant, outcome=outcome.value)
-            if len(self._pushes_counted) < 65536:  # proven tenants (each has a CA) x reasons: few
-                self._pushes_counted[(tenant, outcome)] = child
-        child.inc()
+        self._pushes.child(tenant, outcome.value).inc()
 
     # -- one call ---------------------------------------------------------------------
 
@@ -265,7 +260,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self, context: grpc.aio.ServicerContext, method: str, body: Callable[[_Call], Awaitable[T]], *, push: bool = False
     ) -> T:
         ctx = current_tenant()  # bound by the interceptor, which proved the caller
-        peer = peer_address(current_caller().peer or context.peer())  # the peer it proved: grpc's peer() is not free
+        peer = peer_address(current_caller().peer)  # the peer the interceptor proved: grpc's peer() is not free
         entry = self.pushes.entry_for(ctx)
         if entry is None:  # the policy admitted it, but a reload has removed it since
             await self._abort(context, method, ctx, None, peer, _unknown(ctx), push=push)

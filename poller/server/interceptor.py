@@ -55,6 +55,7 @@ from typing import Any, NoReturn, Protocol
 import grpc
 from cryptography import x509
 
+from poller.audit import ACCEPT_AUDIT_MODES
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity import certinfo
 from poller.identity.context import TenantContext, _current
@@ -62,7 +63,7 @@ from poller.identity.names import is_label
 from poller.identity.platform import PlatformIdentity
 from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
 from poller.logs import get_logger
-from poller.metrics import PollerMetrics, default_metrics
+from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.policy import Access, Decision, Policy, any_tenant
 from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
@@ -75,11 +76,6 @@ audit_log = get_logger("poller.audit")
 
 REASON_METADATA_KEY = "x-serviceradar-reason"
 
-# How accepted calls are audited: "call", a line for every one; "connection", a
-# line for the first call of each method on a connection (caller address) under
-# each proof, i.e. again after a trust reload or with another certificate.
-# Refusals and admin calls are audited every time either way.
-AUDIT_ACCEPTED = ("call", "connection")
 _MAX_REMEMBERED = 65536
 
 # What the caller is told: the reason code and a fixed sentence. The detail
@@ -261,16 +257,16 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         recheck_interval: float = 5.0,
         audit_accepted: str = "call",
     ) -> None:
-        if audit_accepted not in AUDIT_ACCEPTED:
-            raise ValueError(f"audit_accepted must be one of {', '.join(AUDIT_ACCEPTED)}, not {audit_accepted!r}")
+        if audit_accepted not in ACCEPT_AUDIT_MODES:
+            raise ValueError(f"audit_accepted must be one of {', '.join(ACCEPT_AUDIT_MODES)}, not {audit_accepted!r}")
         self.trust = trust
         self.recheck_interval = recheck_interval
         self.audit_accepted = audit_accepted
         # (peer, method) -> the proof its last audited accept was decided on
         self._audited: dict[tuple[str, str], TenantContext | PlatformIdentity] = {}
-        self._counted: dict[tuple[str, str], Any] = {}  # (tenant, outcome) -> its poller_server_calls_total child
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self.metrics = metrics if metrics is not None else default_metrics()
+        self._calls = LabelCache(self.metrics.server_calls)  # (tenant, outcome)
         self.policies = dict(policies or {})
         for method, policy in self.policies.items():
             if not isinstance(policy, Policy):
@@ -342,16 +338,8 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         self._audit_accepted(method, peer, caller, proven)
         return caller
 
-    def _count(self, tenant: str, outcome: str) -> None:
-        child = self._counted.get((tenant, outcome))
-        if child is None:
-            child = self.metrics.server_calls.labels(tenant=tenant, outcome=outcome)
-            if len(self._counted) < _MAX_REMEMBERED:  # tenants with a CA x outcomes: few
-                self._counted[(tenant, outcome)] = child
-        child.inc()
-
     def _audit_accepted(self, method: str, peer: str, caller: Caller, proven: TenantContext | PlatformIdentity) -> None:
-        self._count(caller.tenant or "", "accepted" if caller.identity is not None else "accepted_admin")
+        self._calls.child(caller.tenant or "", "accepted" if caller.identity is not None else "accepted_admin").inc()
         if self.audit_accepted == "connection" and caller.identity is not None:
             # The decision is the same for every call of this connection and method
             # until the proof changes (a trust reload proves afresh: a new object).
@@ -394,7 +382,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             fields.update(
                 subject=presented.get("subject"), serial=presented.get("serial"), fingerprint=presented.get("fingerprint")
             )
-        self._count(fields.get("tenant") or "", reason.value)
+        self._calls.child(fields.get("tenant") or "", reason.value).inc()
         audit_log.warning(event, audit=True, **fields)
 
     # -- the four call shapes ----------------------------------------------------------
