@@ -128,6 +128,18 @@ def audited(log_events, event: str) -> list[dict]:
 # -- the honest path ---------------------------------------------------------------------
 
 
+def test_the_registry_prefers_an_entry_for_the_partition_and_keeps_the_listed_order():
+    anywhere = PushEntry("any-site", tenant=ACME, component="agent-001")
+    site_b = PushEntry("site-b", tenant=ACME, component="agent-001", partition="site-b")
+    other = PushEntry("other", tenant=XYZ, component="agent-001", partition="site-c")
+    registry = PushRegistry([anywhere, other, site_b])
+    assert registry.lookup(ACME, "agent-001", "site-b") is site_b
+    assert registry.lookup(ACME, "agent-001", "site-a") is anywhere
+    assert registry.lookup(XYZ, "agent-001", "site-b") is None
+    assert registry.lookup(ACME, "agent-002", "site-b") is None
+    assert registry.entries == (anywhere, other, site_b)
+
+
 async def test_hello_config_and_a_push_filed_under_the_proven_tenant(gw):
     agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
     hello = await agent.hello()

@@ -318,6 +318,31 @@ async def test_a_hanging_sink_flush_is_bounded_and_counted(log_events):
     await registry.close()
 
 
+async def test_flush_follows_the_registrations_as_they_change():
+    """The registry keeps its list of sinks between flushes: a sink registered
+    later is flushed, one unregistered is not, one registered twice once."""
+
+    class CountingFlushes(MemorySink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushes = 0
+
+        async def flush(self) -> None:
+            self.flushes += 1
+
+    registry = HandlerRegistry()
+    first, second = CountingFlushes(), CountingFlushes()
+    admin = unverified_platform_identity(local=True)
+    registry.register(">", first, platform=admin, policy=platform_admin(), name="first")
+    await registry.flush()
+    registry.register(">", second, platform=admin, policy=platform_admin(), name="second")
+    registry.register("agents.>", second, platform=admin, policy=platform_admin(), name="second-again")
+    await registry.flush()
+    registry.unregister("first")
+    await registry.flush()
+    assert (first.flushes, second.flushes) == (2, 2)
+
+
 async def test_a_plain_function_runs_in_a_thread_with_the_tenant_bound():
     registry = HandlerRegistry()
     seen: list[tuple[str, bool]] = []

@@ -41,7 +41,7 @@ import asyncio
 import collections
 import contextvars
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +142,7 @@ class HandlerRegistry:
         # Per handler name: deliveries, flushes and closes that failed or timed out
         # (what `run --once` reads to say results were not durably handed over).
         self.failures: collections.Counter[str] = collections.Counter()
+        self._sink_list: tuple[tuple[Registration, Sink], ...] | None = None
 
     @property
     def registrations(self) -> tuple[Registration, ...]:
@@ -207,6 +208,7 @@ class HandlerRegistry:
             eager=bool(getattr(handler, "eager", False) if eager is None else eager),
         )
         self._registrations[name] = registration
+        self._sink_list = None
         log.info(
             "handler_registered",
             handler=name,
@@ -219,6 +221,7 @@ class HandlerRegistry:
 
     def unregister(self, name: str) -> None:
         self._registrations.pop(name, None)
+        self._sink_list = None
 
     # -- delivery ------------------------------------------------------------------
 
@@ -248,9 +251,12 @@ class HandlerRegistry:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
 
         if len(chosen) == 1:  # the common case (the daemon's sink): no gather task
-            outcomes: list[Reason | None] = [await self._run(chosen[0], result, channel)]
-        else:
-            outcomes = list(await asyncio.gather(*(self._run(r, result, channel) for r in chosen)))
+            only = chosen[0]
+            reason = await self._run(only, result, channel)
+            if reason is None:
+                return Delivery(channel=channel, delivered=(only.name,))
+            return Delivery(channel=channel, failed={only.name: reason})
+        outcomes = list(await asyncio.gather(*(self._run(r, result, channel) for r in chosen)))
         failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
         delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
         return Delivery(channel=channel, delivered=delivered, failed=failed)
@@ -328,7 +334,7 @@ class HandlerRegistry:
             task = eager.start(_invoke(registration, result), context=context, name=name)
         else:
             task = asyncio.get_running_loop().create_task(_invoke(registration, result), name=name, context=context)
-        if not await wait_done(task, registration.timeout):
+        if not task.done() and not await wait_done(task, registration.timeout):  # an eager one is mostly done
             self._abandon(task)
             return self._failed(registration, result, Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s")
         if task.cancelled():
@@ -360,19 +366,25 @@ class HandlerRegistry:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _sinks(self) -> Iterable[tuple[Registration, Sink]]:
-        seen: set[int] = set()
-        for registration in self._registrations.values():
-            target = registration.sink
-            if target is not None and id(target) not in seen:
-                seen.add(id(target))
-                yield registration, target
+    def _sinks(self) -> tuple[tuple[Registration, Sink], ...]:
+        """Each registered sink once (a sink registered twice is flushed once); kept
+        until the registrations change, since the gateway flushes on every push."""
+        if self._sink_list is None:
+            seen: set[int] = set()
+            sinks = []
+            for registration in self._registrations.values():
+                target = registration.sink
+                if target is not None and id(target) not in seen:
+                    seen.add(id(target))
+                    sinks.append((registration, target))
+            self._sink_list = tuple(sinks)
+        return self._sink_list
 
     async def flush(self) -> None:
         """Flush every registered sink (the daemon calls it at the end of each
         agent's cycle). Each is bounded by its handler's timeout like a
         delivery: a hanging flush is logged and counted, never waited out."""
-        sinks = list(self._sinks())
+        sinks = self._sinks()
         if len(sinks) == 1:  # the daemon's case: no gather per agent-cycle
             await self._bounded(sinks[0][0], sinks[0][1].flush(), "flush")
         else:
@@ -391,7 +403,7 @@ class HandlerRegistry:
             task: asyncio.Future[None] = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
         else:
             task = asyncio.ensure_future(step)
-        if not await wait_done(task, registration.timeout):
+        if not task.done() and not await wait_done(task, registration.timeout):
             self._abandon(task)
             reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
         elif not task.cancelled() and task.exception() is not None:

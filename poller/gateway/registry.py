@@ -22,7 +22,7 @@ from poller.gateway.checks import CheckSpec, agent_checks, config_version
 from poller.identity.context import TenantContext
 from poller.identity.names import check_label
 from poller.identity.reasons import InvalidArgument, Reason
-from poller.policy import Access, Decision, Policy
+from poller.policy import ALLOW, Access, Decision, Policy
 from poller.proto import monitoring_pb2 as pb
 
 __all__ = ["PushEntry", "PushPolicy", "PushRegistry"]
@@ -84,21 +84,25 @@ class PushRegistry:
         self.set_entries(entries)
 
     def set_entries(self, entries: Iterable[PushEntry]) -> None:
+        listed = tuple(entries)
         by_identity: dict[tuple[str, str], list[PushEntry]] = {}
-        for entry in entries:
+        for entry in listed:
             by_identity.setdefault((entry.tenant, entry.component), []).append(entry)
+        for group in by_identity.values():  # sorted once, so that lookup (twice per push) scans only
+            group.sort(key=lambda e: e.partition is None)
         self._by_identity = by_identity
+        self._entries = listed
 
     @property
     def entries(self) -> tuple[PushEntry, ...]:
-        return tuple(e for group in self._by_identity.values() for e in group)
+        return self._entries
 
     def lookup(self, tenant: str, component: str, partition: str) -> PushEntry | None:
         """The entry listing this identity (an entry with a partition is preferred), or None."""
-        group = self._by_identity.get((tenant, component), ())
-        matching = [e for e in group if e.partition is None or e.partition == partition]
-        matching.sort(key=lambda e: e.partition is None)
-        return matching[0] if matching else None
+        for entry in self._by_identity.get((tenant, component), ()):
+            if entry.partition is None or entry.partition == partition:
+                return entry
+        return None
 
     def entry_for(self, ctx: TenantContext) -> PushEntry | None:
         """The entry for a proven caller: listed, or (accept_unlisted) a synthetic one."""
@@ -139,7 +143,7 @@ class PushPolicy(Policy):
                 Reason.UNKNOWN_AGENT,
                 f"no push agent {ctx.component_id} (partition {ctx.partition_id}) is listed for tenant {ctx.tenant}",
             )
-        return Decision(True)
+        return ALLOW
 
     def __repr__(self) -> str:
         return "push_registry()"
