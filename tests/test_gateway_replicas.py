@@ -25,6 +25,7 @@ from poller.config import CheckConfig, ClusterConfig, PollerConfig
 from poller.delivery import HandlerRegistry
 from poller.gateway import AgentGateway, GatewayServer, PushEntry, PushRegistry, serve_gateway
 from poller.gateway.replicas import PushSighting, SharedPushLiveness, push_key
+from poller.identity.reasons import Reason
 from poller.metrics import PollerMetrics
 from poller.nats.accounts import creds_path, plan_layout, write_layout
 from poller.nats.connect import NatsTarget, connect
@@ -185,6 +186,52 @@ async def test_an_agent_that_moves_is_never_unreachable_and_its_results_are_stor
     assert len(ids) == pushes - 1  # one status per push; the retry is the one stored once
 
 
+async def test_a_replica_does_not_write_older_news_over_a_newer_sighting(
+    pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]
+) -> None:
+    """The agent pushed to gw-a, then to gw-b, and gw-a's write of its own push comes late
+    (its tick came after gw-b's sighting arrived). Written, it would stand as the latest:
+    gw-b writes again only at the agent's next push there. So gw-a does not write it."""
+    from poller.gateway.liveness import PushTracker
+
+    server, layout = nats
+    creds = creds_path(layout, None)
+    nodes: list[ClusterNode] = []
+    sides: list[SharedPushLiveness] = []
+    try:
+        for name in ("gw-a", "gw-b"):
+            cluster = ClusterConfig(nats=server.url, creds=creds, bucket=BUCKET)
+            node = ClusterNode(PollerConfig(poller_id=name, agents=(), poll_interval=1.0, cluster=cluster))
+            node.start()
+            nodes.append(node)
+            async with asyncio.timeout(20):
+                await node.ready.wait()
+            assert node.bucket is not None
+            # A tick of an hour: after its first (empty) round, each side writes only when the test says.
+            side = SharedPushLiveness(node.bucket, PushTracker(), poller_id=name, members=node.live_members, tick=3600)
+            side.set_entries([ENTRY])
+            side.start()
+            sides.append(side)
+        a, b = sides
+        a.tracker.pushed(ENTRY, peer="10.0.0.5:41000", at=time.time(), outcome=Reason.OK)
+        b.tracker.pushed(ENTRY, peer="10.0.0.5:41002", at=time.time(), outcome=Reason.OK)
+        assert await b.publish() == 1
+        async with asyncio.timeout(20):
+            await a.wait_for(lambda lv: _counted(lv.sighting(ENTRY), "gw-b", 1))
+        assert await a.publish() == 0  # gw-b has it since gw-a's last push: nothing written
+        assert a.view(ENTRY).state == "elsewhere"
+        # It comes back to gw-a: that push is news, written at once.
+        a.tracker.pushed(ENTRY, peer="10.0.0.5:41004", at=time.time() + 0.001, outcome=Reason.OK)
+        assert await a.publish() == 1
+        async with asyncio.timeout(20):
+            await b.wait_for(lambda lv: _counted(lv.sighting(ENTRY), "gw-a", 2))
+    finally:
+        for side in sides:
+            await side.stop()
+        for node in nodes:
+            await node.stop(timeout=2)
+
+
 async def test_a_stalled_watch_is_noticed_and_opened_again(pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]) -> None:
     # A watch that stops delivering (here: nats-py's own KeyWatcher.stop(), as when the
     # server drops the consumer) must not leave a replica blind to the others' sightings:
@@ -329,6 +376,9 @@ async def test_two_daemons_one_agent_moving_between_them(pki: ForgePki, tmp_path
                 server_name=SERVER_NAME,
             )
             await agent.push([agent.status("ssh")])
+            for side in (a.pushes, b.pushes):  # gw-a's sighting is in before the agent moves on
+                assert side.shared is not None
+                await side.shared.wait_for(lambda lv: _counted(lv.sighting(entry), "gw-a", 1))
             await agent.close()
             agent = PushAgent.for_cert(
                 f"127.0.0.1:{b.gateway_port}",

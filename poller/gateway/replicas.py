@@ -9,7 +9,9 @@ JetStream KV bucket, a sighting of each agent that pushed to it::
     push.<tenant>.<agent>     PushSighting: poller_id, instance, peer, pushes (JSON)
 
 (written when the agent pushes here, at most once per half push interval,
-and at once when it arrives from another replica), and watches every
+and at once when it arrives from another replica; not when another replica
+has been seen taking a push since its last push here, which would put older
+news over newer), and watches every
 replica's sightings, stamping each change with its own clock: no other
 host's clock plays a part. Then, for each push agent, `view()` says what this
 replica reports:
@@ -194,6 +196,11 @@ class SharedPushLiveness:
                 continue
             seen = self._seen.get(key)
             moved_here = seen is None or seen.sighting.instance != self.instance
+            if seen is not None and moved_here and seen.at > record.last_push:
+                # Seen at another replica since its last push here: it moved on (view()'s rule).
+                # Writing now would put older news over newer, and that replica would not
+                # write again until the agent's next push there.
+                continue
             if not moved_here and now - when < entry.interval / 2:
                 continue
             sighting = PushSighting(self.poller_id, self.instance, record.peer, record.pushes)
