@@ -414,17 +414,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
 
     def _guard(self, behaviour: Any, method: str) -> Any:
         decide = self.decide
-        if inspect.iscoroutinefunction(behaviour):  # known once, not asked per call
-
-            async def guarded_async(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    caller = decide(context, method)
-                except (IdentityRefused, PermissionDenied) as refusal:
-                    await _abort(context, refusal)
-                _bind(caller)
-                return await behaviour(request, context)
-
-            return guarded_async
+        coroutine = inspect.iscoroutinefunction(behaviour)  # known once, not asked per call
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
@@ -432,10 +422,10 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             except (IdentityRefused, PermissionDenied) as refusal:
                 await _abort(context, refusal)
             _bind(caller)
+            if coroutine:
+                return await behaviour(request, context)
             outcome = behaviour(request, context)
-            if inspect.isawaitable(outcome):
-                outcome = await outcome
-            return outcome
+            return await outcome if inspect.isawaitable(outcome) else outcome
 
         return guarded
 
