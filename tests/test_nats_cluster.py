@@ -111,6 +111,25 @@ async def deliver_one(sink: JetStreamSink) -> None:
         await sink.close()
 
 
+async def add_stream_when_placeable(js, config: StreamConfig) -> None:  # type: ignore[no-untyped-def]
+    """add_stream, asked again while the cluster cannot place three replicas yet.
+
+    The cluster fixture waits for a metadata leader, and a leader just elected may
+    not have heard from every peer: JetStream answers "no suitable peers for
+    placement" (err_code 10005) until it has. The server offers nothing to wait
+    on without a monitoring port, so this asks again, briefly apart, within DEADLINE.
+    """
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            await js.add_stream(config)
+            return
+        except nats.js.errors.BadRequestError as err:
+            if err.err_code != 10005 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
 async def test_the_sink_creates_r3_streams_on_a_three_server_cluster(cluster: NatsCluster, tmp_path: Path) -> None:
     await deliver_one(sink_for(cluster, tmp_path))
     info = await stream_state(cluster, ACME)
@@ -120,8 +139,8 @@ async def test_the_sink_creates_r3_streams_on_a_three_server_cluster(cluster: Na
 async def test_a_precreated_r3_stream_with_other_limits_stays_r3(cluster: NatsCluster, tmp_path: Path, log_events) -> None:
     nc, js = await admin(cluster, ACME)
     try:  # as an operator would, beforehand: R3, other limits
-        await js.add_stream(
-            StreamConfig(name=f"tenant-{ACME}", subjects=[f"{ACME}.>"], num_replicas=3, max_age=3600, duplicate_window=60)
+        await add_stream_when_placeable(
+            js, StreamConfig(name=f"tenant-{ACME}", subjects=[f"{ACME}.>"], num_replicas=3, max_age=3600, duplicate_window=60)
         )
     finally:
         await nc.close()
