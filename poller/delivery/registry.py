@@ -251,12 +251,9 @@ class HandlerRegistry:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
 
         if len(chosen) == 1:  # the common case (the daemon's sink): no gather task
-            only = chosen[0]
-            reason = await self._run(only, result, channel)
-            if reason is None:
-                return Delivery(channel=channel, delivered=(only.name,))
-            return Delivery(channel=channel, failed={only.name: reason})
-        outcomes = list(await asyncio.gather(*(self._run(r, result, channel) for r in chosen)))
+            outcomes: list[Reason | None] = [await self._run(chosen[0], result, channel)]
+        else:
+            outcomes = list(await asyncio.gather(*(self._run(r, result, channel) for r in chosen)))
         failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
         delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
         return Delivery(channel=channel, delivered=delivered, failed=failed)
@@ -334,7 +331,7 @@ class HandlerRegistry:
             task = eager.start(_invoke(registration, result), context=context, name=name)
         else:
             task = asyncio.get_running_loop().create_task(_invoke(registration, result), name=name, context=context)
-        if not task.done() and not await wait_done(task, registration.timeout):  # an eager one is mostly done
+        if not await wait_done(task, registration.timeout):  # at once for a finished one (an eager step, mostly)
             self._abandon(task)
             return self._failed(registration, result, Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s")
         if task.cancelled():
@@ -403,7 +400,7 @@ class HandlerRegistry:
             task: asyncio.Future[None] = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
         else:
             task = asyncio.ensure_future(step)
-        if not task.done() and not await wait_done(task, registration.timeout):
+        if not await wait_done(task, registration.timeout):  # at once for a finished one (an eager step, mostly)
             self._abandon(task)
             reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
         elif not task.cancelled() and task.exception() is not None:

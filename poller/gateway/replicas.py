@@ -92,6 +92,11 @@ class _Seen:
     at: float  # this host's wall clock when the change was seen (the tracker's clock)
 
 
+def _moved_on(other: _Seen | None, last_here: float | None) -> bool:
+    """Another replica's sighting came in after the agent's last push here: it moved on."""
+    return other is not None and last_here is not None and other.at > last_here
+
+
 class SharedPushLiveness:
     """This replica's part in shared push liveness (see the module doc). One event loop."""
 
@@ -168,8 +173,8 @@ class SharedPushLiveness:
         other_fresh = other is not None and now - other.at <= window
         if local == "ok":
             last_here = record.last_push if record is not None else None
-            if other is not None and other_fresh and last_here is not None and other.at > last_here:
-                return PushView("elsewhere", False, other.sighting.poller_id)  # it moved on since
+            if other is not None and other_fresh and _moved_on(other, last_here):
+                return PushView("elsewhere", False, other.sighting.poller_id)
             return PushView("ok", True)
         if other is not None and other_fresh:
             return PushView("elsewhere", False, other.sighting.poller_id)
@@ -196,8 +201,7 @@ class SharedPushLiveness:
                 continue
             seen = self._seen.get(key)
             moved_here = seen is None or seen.sighting.instance != self.instance
-            if seen is not None and moved_here and seen.at > record.last_push:
-                # Seen at another replica since its last push here: it moved on (view()'s rule).
+            if moved_here and _moved_on(seen, record.last_push):
                 # Writing now would put older news over newer, and that replica would not
                 # write again until the agent's next push there.
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import grpc
 
+from poller.config.model import DEFAULT_GATEWAY_AUDIT_ACCEPTED
 from poller.gateway.service import AgentGateway
 from poller.identity.reasons import InvalidArgument
 from poller.proto import monitoring_pb2_grpc as pb_grpc
@@ -43,7 +44,7 @@ async def serve_gateway(
     private_key: PemSource,
     *,
     recheck_interval: float = 5.0,
-    audit_accepted: str = "connection",
+    audit_accepted: str = DEFAULT_GATEWAY_AUDIT_ACCEPTED,
 ) -> GatewayServer:
     """Start serving `gateway` on `listen` ("host:port"; port 0 picks one).
 
@@ -51,9 +52,9 @@ async def serve_gateway(
     a certificate that chains to the trust store's root or a tenant CA. Then the
     interceptor proves it as for any server call (platform identities are not
     admitted) and the push registry's policy admits it, or refuses `unknown_agent`.
-    `audit_accepted`: "connection" (default) audits an accepted agent's first call
-    of each method on a connection and proof, not each of its pushes; "call"
-    audits every call. Refusals are audited every time.
+    `audit_accepted`: "connection" (the default, as in the config) audits an
+    accepted agent's first call of each method on a connection and proof, not
+    each of its pushes; "call" audits every call. Refusals are audited every time.
     """
     interceptor = TenantServerInterceptor(
         trust,

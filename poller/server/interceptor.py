@@ -408,22 +408,17 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         try:
             caller = self.decide(context, method)
         except (IdentityRefused, PermissionDenied) as refusal:
-            await _abort(context, refusal)
-        _bind(caller)
+            code = grpc.StatusCode.UNAUTHENTICATED if isinstance(refusal, IdentityRefused) else grpc.StatusCode.PERMISSION_DENIED
+            await abort_refused(context, code, refusal.reason)
+        # The RPC runs in its own task, so these bindings end with it; tasks the
+        # handler starts copy them.
+        _current.set(caller.identity)
+        _caller.set(caller)
         return caller
 
     def _guard(self, behaviour: Any, method: str) -> Any:
-        decide = self.decide
-        coroutine = inspect.iscoroutinefunction(behaviour)  # known once, not asked per call
-
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                caller = decide(context, method)
-            except (IdentityRefused, PermissionDenied) as refusal:
-                await _abort(context, refusal)
-            _bind(caller)
-            if coroutine:
-                return await behaviour(request, context)
+            await self._enter(context, method)
             outcome = behaviour(request, context)
             return await outcome if inspect.isawaitable(outcome) else outcome
 
@@ -460,18 +455,6 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             await abort_refused(context, grpc.StatusCode.UNAUTHENTICATED, watch.refusal.reason)
 
         return guarded
-
-
-def _bind(caller: Caller) -> None:
-    """Bind the proven caller for the handler. The RPC runs in its own task, so
-    these bindings end with it; tasks the handler starts copy them."""
-    _current.set(caller.identity)
-    _caller.set(caller)
-
-
-async def _abort(context: grpc.aio.ServicerContext, refusal: IdentityRefused | PermissionDenied) -> NoReturn:
-    code = grpc.StatusCode.UNAUTHENTICATED if isinstance(refusal, IdentityRefused) else grpc.StatusCode.PERMISSION_DENIED
-    await abort_refused(context, code, refusal.reason)
 
 
 class _IdentityWatch:
