@@ -1,6 +1,6 @@
 """One side of bench.gateway in its own process (the parent starts and stops it).
 
-    python -m bench.gateway_proc server gateway|bare CERTS AGENTS
+    python -m bench.gateway_proc server gateway|proven|bare CERTS AGENTS
     python -m bench.gateway_proc client CERTS ADDRESS FIRST COUNT
 
 server: prints its port, then serves until SIGTERM. `gateway` is the real
@@ -8,9 +8,12 @@ AgentGateway behind serve_gateway (mTLS, TenantServerInterceptor, the push
 registry of AGENTS entries, a HandlerRegistry delivering to a sink that only
 counts: no storage in the figures); `bare` is a plain grpc.aio server with
 the same TLS credentials and the same servicer methods that only answer
-(`received: true`), without proof, registry or delivery. The bounds are
-raised out of the way (rate, calls in flight): the bench measures the work,
-not the limits.
+(`received: true`), without proof, registry or delivery; `proven` is the
+gateway's own server (serve_gateway: its options, TenantServerInterceptor
+with the push registry's policy) in front of those same bare answers: what
+proving and admitting each call costs before the gateway does anything with
+it. The bounds are raised out of the way (rate, calls in flight): the bench
+measures the work, not the limits.
 
 client: COUNT push agents (poller.testing.PushAgent, one channel each,
 certificates issued in memory by the tenant CA of CERTS, agents
@@ -77,6 +80,19 @@ class BareGateway(pb_grpc.AgentGatewayServiceServicer):  # type: ignore[misc]
         return pb.GatewayStatusResponse(received=True)
 
 
+def _proven_bare() -> type:
+    from poller.gateway import AgentGateway
+
+    class ProvenBareGateway(AgentGateway):
+        """Served as the gateway is (proof and admission by the interceptor), answered as bare."""
+
+        Hello = BareGateway.Hello
+        GetConfig = BareGateway.GetConfig
+        PushStatus = BareGateway.PushStatus
+
+    return ProvenBareGateway
+
+
 async def serve(mode: str, certs: Path, agents: int) -> None:
     from poller.config import CheckConfig
     from poller.delivery import HandlerRegistry
@@ -102,6 +118,7 @@ async def serve(mode: str, certs: Path, agents: int) -> None:
         await stop.wait()
         await server.stop(None)
         return
+    servicer = _proven_bare() if mode == "proven" else AgentGateway
     trust = TrustStore(certs, require_client=False)
     metrics = PollerMetrics()
     registry = HandlerRegistry(timeout=5.0, metrics=metrics)
@@ -111,7 +128,7 @@ async def serve(mode: str, certs: Path, agents: int) -> None:
     for i in range(agents):
         tenant, component = agent_name(i)
         entries.append(PushEntry(component, tenant=tenant, component=component, checks=checks, interval=float(INTERVAL)))
-    gateway = AgentGateway(
+    gateway = servicer(
         pushes=PushRegistry(entries),
         delivery=registry,
         gateway_id="bench",
