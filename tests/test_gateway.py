@@ -138,6 +138,9 @@ def test_the_registry_prefers_an_entry_for_the_partition_and_keeps_the_listed_or
     assert registry.lookup(XYZ, "agent-001", "site-b") is None
     assert registry.lookup(ACME, "agent-002", "site-b") is None
     assert registry.entries == (anywhere, other, site_b)
+    assert registry.tenants == {ACME, XYZ}
+    registry.set_entries([site_b])  # a reload: the tenants follow the entries
+    assert registry.tenants == {ACME} and registry.lookup(XYZ, "agent-001", "site-c") is None
 
 
 async def test_hello_config_and_a_push_filed_under_the_proven_tenant(gw):
@@ -344,6 +347,19 @@ async def test_a_claim_of_another_tenant_is_payload_mismatch_and_decides_nothing
     status.tenant_id = "0b5a3c9e-0000-4000-8000-000000000001"
     assert (await opaque.push([status])).received
     assert [r["tenant"] for r in gw.rows(ACME)] == [ACME, ACME] and gw.rows(XYZ) == []
+
+
+async def test_a_tenant_id_naming_a_tenant_known_only_by_its_push_entries_is_payload_mismatch(pki, tmp_path):
+    # "ghost-co" has no CA in the trust store: the gateway knows it only from the entry that names it.
+    ghost = PushEntry("edge-ghost", tenant="ghost-co", component="agent-009")
+    async with started(pki, tmp_path, entries=[*entries(), ghost]) as g:
+        agent = g.agent(g.pki.agent(ACME, "agent-001"))
+        status = agent.status("x")
+        status.tenant_id = "ghost-co"
+        assert await refused(agent.push([status])) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+        g.gateway.pushes.set_entries(entries())  # a reload drops it: now an opaque id, which decides nothing
+        assert (await agent.push([status])).received
+        assert [r["tenant"] for r in g.rows(ACME)] == [ACME]
 
 
 async def test_a_payload_naming_another_tenant_is_refused_by_the_registry(gw):

@@ -92,10 +92,16 @@ class PushRegistry:
             group.sort(key=lambda e: e.partition is None)
         self._by_identity = by_identity
         self._entries = listed
+        self._tenants = frozenset(entry.tenant for entry in listed)
 
     @property
     def entries(self) -> tuple[PushEntry, ...]:
         return self._entries
+
+    @property
+    def tenants(self) -> frozenset[str]:
+        """The tenants the entries name (kept with them: a push asks on every lie about its tenant)."""
+        return self._tenants
 
     def lookup(self, tenant: str, component: str, partition: str) -> PushEntry | None:
         """The entry listing this identity (an entry with a partition is preferred), or None."""

@@ -318,11 +318,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         if partition and partition != ctx.partition_id:
             raise _mismatch(f"partition {partition[:64]!r} is not the proven partition {ctx.partition_id!r}")
 
-    def _known_tenants(self) -> set[str]:
-        known = {e.tenant for e in self.pushes.entries}
-        if self.trust is not None:
-            known.update(self.trust.snapshot.tenants)
-        return known
+    def _known_tenant(self, tenant: str) -> bool:
+        """A tenant this gateway knows: one its entries name or one with a CA. Asked
+        for every status whose tenant_id is not the proven tenant, so nothing is
+        built per call (an agent repeating a lie must not cost a scan of every entry)."""
+        return tenant in self.pushes.tenants or (self.trust is not None and tenant in self.trust.snapshot.tenants)
 
     def _check_tenant_claims(self, call: _Call, tenant_id: str, tenant_slug: str) -> None:
         proven = call.ctx.tenant
@@ -333,7 +333,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 f"tenant_slug {tenant_slug[:64]!r} is not the proven tenant {proven!r}",
                 audited=True,
             )
-        if tenant_id and tenant_id != proven and tenant_id in self._known_tenants():
+        if tenant_id and tenant_id != proven and self._known_tenant(tenant_id):
             raise _Refusal(
                 Reason.PAYLOAD_MISMATCH,
                 grpc.StatusCode.PERMISSION_DENIED,
