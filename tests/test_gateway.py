@@ -179,6 +179,25 @@ async def test_a_results_source_is_a_results_result(gw):
     assert gw.rows(ACME) == []
 
 
+async def test_the_metrics_sources_of_later_agents_are_results_and_any_other_source_a_status(gw):
+    # cf23e4b05 agents stream sysmon-metrics (StreamStatus) and push plugin results;
+    # refused, such an agent dropped its connection at every stream and flapped unreachable.
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    sysmon = b'{"cpus":[' + b",".join(b'{"core_id":%d,"usage_percent":1.5}' % i for i in range(300)) + b"]}"
+    assert len(sysmon) > 4096  # over the status bound, within the results bound
+    assert (await agent.stream([agent.status("sysmon", service_type="sysmon", source="sysmon-metrics", message=sysmon)])).received
+    assert (await agent.push([agent.status("dns", service_type="plugin", source="plugin-result", message=b"{}")])).received
+    assert (await agent.push([agent.status("odd", service_type="odd", source="from-a-future-agent")])).received
+    kinds = [(r["service_name"], r["kind"], r["service_type"]) for r in gw.rows(ACME)]
+    assert kinds == [("sysmon", "results", "sysmon"), ("dns", "results", "plugin"), ("odd", "status", "odd")]
+    # An unknown source is held to a status's bound; a malformed one is refused.
+    big = agent.status("odd", service_type="odd", source="from-a-future-agent", message=b"x" * 5000)
+    assert await refused(agent.push([big])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+    bad = agent.status("odd", source="tab\there")
+    assert await refused(agent.push([bad])) == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_payload")
+    assert len(gw.rows(ACME)) == 3 and gw.rows(XYZ) == []
+
+
 async def test_the_real_agents_loop_runs_a_port_check(gw, tmp_path):
     listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]

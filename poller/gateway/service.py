@@ -44,14 +44,22 @@ from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.server.interceptor import SnapshotSource, abort_refused, current_caller
 
-__all__ = ["AgentGateway", "Deliverer"]
+__all__ = ["RESULT_SOURCES", "AgentGateway", "Deliverer"]
 
 log = get_logger("poller.gateway")
 audit_log = get_logger("poller.audit")
 
 SERVICE = "monitoring.AgentGatewayService"
 PUSH_METHODS = frozenset({f"/{SERVICE}/PushStatus", f"/{SERVICE}/StreamStatus"})
-_SOURCES = {"": "status", "status": "status", "results": "results"}
+# A status's source decides its kind, and so its channel and size bound. The
+# agent's results documents come under several sources: "results" (sweeps),
+# and from cf23e4b05 (2026-02) on, its metrics streams "sysmon-metrics",
+# "snmp-metrics", "plugin-telemetry" and "plugin-result" (upstream's own
+# gateway gives those the results bound). Any other source is a status, as
+# upstream's gateway takes it: the tag is the agent's word about what the
+# payload is, never about whose it is, and refusing an unknown one would cut
+# off every newer agent at its first new stream.
+RESULT_SOURCES = frozenset({"results", "sysmon-metrics", "snmp-metrics", "plugin-telemetry", "plugin-result"})
 _CONTROL = frozenset("\n\r\t\x00")
 T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
@@ -354,9 +362,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             raise _invalid(f"service_name {name[:64]!r} is empty, longer than 255 or holds control characters")
         if len(service_type) > 64 or _CONTROL & set(service_type):
             raise _invalid(f"service_type {service_type[:64]!r} is invalid")
-        kind = _SOURCES.get(status.source)
-        if kind is None:
-            raise _invalid(f"source {status.source[:64]!r} is neither 'status' nor 'results'")
+        source = status.source
+        if len(source) > 64 or _CONTROL & set(source):
+            raise _invalid(f"source {source[:64]!r} is longer than 64 or holds control characters")
+        kind = "results" if source in RESULT_SOURCES else "status"
         limit = self.bounds.max_results_bytes if kind == "results" else self.bounds.max_status_bytes
         if len(status.message) > limit:
             raise _exhausted(f"{kind} message of {name[:64]!r} is {len(status.message)} bytes (at most {limit})")
