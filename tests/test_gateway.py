@@ -28,6 +28,7 @@ from poller.gateway import (
     config_version,
     serve_gateway,
 )
+from poller.identity.reasons import Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
 from poller.testing import ForgedCert, ForgePki
@@ -257,6 +258,28 @@ async def test_the_proof_is_the_interceptors(gw, log_events):
     assert await refused(admin.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "untrusted_chain")
     assert gw.rows(ACME) == []
     assert {e["reason"] for e in audited(log_events, "server_call_refused")} == {"tenant_mismatch", "revoked", "untrusted_chain"}
+
+
+async def test_a_revoked_agent_is_named_in_its_refusal_and_an_impostor_names_nobody(gw, log_events):
+    # An impostor's certificate (another tenant's CA) names edge-acme's identity: that proves nothing
+    # about the name, so edge-acme is untouched; a revoked certificate of the tenant's CA is edge-acme's.
+    impostor = gw.agent(gw.pki.agent(ACME, "agent-001", issuer_tenant=XYZ, dns=[]))
+    assert await refused(impostor.push([impostor.status("x")])) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
+    assert gw.gateway.tracker.get(ACME, "edge-acme") is None
+    cert = gw.pki.agent(ACME, "agent-001")
+    gw.pki.revoke(ACME, cert)
+    gw.trust.reload()
+    revoked = gw.agent(cert)
+    assert await refused(revoked.push([revoked.status("x")])) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+    assert await refused(revoked.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+    record = gw.gateway.tracker.get(ACME, "edge-acme")
+    assert record is not None and record.last_outcome is Reason.REVOKED and record.last_push is None
+    assert gw.pushes(ACME, "revoked") == 1  # the push, not the Hello
+    by_reason = {e["reason"]: e for e in audited(log_events, "server_call_refused")}
+    assert (by_reason["revoked"]["tenant"], by_reason["revoked"]["component"]) == (ACME, "agent-001")
+    assert "component" not in by_reason["tenant_mismatch"] and "tenant" not in by_reason["tenant_mismatch"]
+    calls = gw.metrics.registry.get_sample_value("poller_server_calls_total", {"tenant": ACME, "outcome": "revoked"})
+    assert calls == 2 and gw.rows(ACME) == []
 
 
 def accepted_calls(log_events, rpc: str) -> list[dict]:

@@ -15,6 +15,7 @@ import pytest
 
 from poller.config import ConfigError, parse_config
 from poller.daemon.daemon import PollerDaemon
+from poller.identity.reasons import Reason
 from poller.nats.health import HealthTracker
 from poller.pki.authority import poller_chain_path
 from poller.testing import ForgePki, MemorySink
@@ -241,6 +242,60 @@ async def test_refusals_reach_the_board_and_the_metrics(pki):
         assert await task == 0
 
 
+async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreachable_once_silent(pki, log_events):
+    # The interval is long enough that the daemon's own once-a-second watch never finds the agent
+    # silent while the test runs; the test asks at chosen instants instead.
+    doc = config(
+        pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[CHECK])}, metrics_listen="127.0.0.1:0"
+    )
+    sink = MemorySink()
+    daemon = PollerDaemon(parse_config(doc), sink=sink)
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    agents = []
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            assert daemon.pushes is not None
+            address = f"127.0.0.1:{daemon.gateway_port}"
+            cert = pki.agent(ACME, "agent-001")
+            agent = PushAgent.for_cert(address, cert, ca_pem=pki.root_pem, server_name=SERVER_NAME)
+            forged = pki.agent(ACME, "agent-001", issuer_tenant=XYZ, dns=[])
+            impostor = PushAgent.for_cert(address, forged, ca_pem=pki.root_pem, server_name=SERVER_NAME)
+            agents += [agent, impostor]
+            await agent.push([agent.status("ssh")])
+            with pytest.raises(grpc.aio.AioRpcError):
+                await impostor.push([impostor.status("ssh")])
+            assert (await status_of(daemon))["edge-1"]["state"] == "proven"  # the impostor names nobody
+
+            pki.revoke(ACME, cert)
+            daemon.trust.reload()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await agent.push([agent.status("ssh")])
+            assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "revoked")
+
+            # Two intervals after its last accepted push, but it called within them: refused, not silent.
+            record = daemon.pushes.tracker.get(ACME, "edge-1")
+            assert record is not None and record.last_seen is not None
+            await daemon.pushes.check_silence(record.last_seen + 2 * 5.0)
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "revoked")
+            [result] = [r for r in sink.results if r.agent == "edge-1" and r.reason is Reason.REVOKED]
+            assert (result.proven, result.service_name, result.tenant) == (False, "ssh", ACME)
+            assert not [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+
+            # Silent since that refusal for more than two intervals: unreachable after all.
+            await daemon.pushes.check_silence(record.last_seen + 2 * 5.0 + 5.0)
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("unreachable", "timeout")
+    finally:
+        for a in agents:
+            await a.close()
+        daemon.request_stop()
+        assert await task == 0
+
+
 async def test_run_once_waits_one_interval_for_pushes(pki):
     doc = config(
         pki,
@@ -265,6 +320,28 @@ async def test_run_once_waits_one_interval_for_pushes(pki):
     by_agent = {r.agent: r for r in results}
     assert by_agent["edge-1"].proven and by_agent["edge-1"].service_name == "ssh"
     assert (by_agent["quiet"].reason.value, by_agent["quiet"].proven) == ("timeout", False)
+
+
+async def test_run_once_names_the_refusal_of_a_revoked_push_agent(pki):
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", interval="2s", checks=[CHECK])})
+    sink = MemorySink()
+    cert = pki.agent(ACME, "agent-001")
+    pki.revoke(ACME, cert)
+    daemon = PollerDaemon(parse_config(doc), sink=sink)
+    once = asyncio.ensure_future(daemon.run_once())
+    assert daemon.pushes is not None
+    async with asyncio.timeout(60):
+        await daemon.pushes.listening.wait()
+        agent = PushAgent.for_cert(f"127.0.0.1:{daemon.gateway_port}", cert, ca_pem=pki.root_pem, server_name=SERVER_NAME)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await agent.push([agent.status("ssh")])
+        finally:
+            await agent.close()
+        results = await once
+    assert daemon.scheduler.take_tally() == {ACME: {"refused": 1}}
+    [result] = [r for r in results if r.agent == "edge-1"]
+    assert (result.reason, result.proven, result.service_name) == (Reason.REVOKED, False, "ssh")
 
 
 async def test_a_missing_gateway_certificate_is_a_named_error(pki, tmp_path):

@@ -7,8 +7,11 @@ push is older than 2 of its intervals: then a log line names tenant and agent
 and, every interval it stays silent, one `timeout` result per check is
 published (so a NATS sink emits the same health events as for a polled
 agent: unreachable, then recovered with its next push). A push whose request
-was refused (identity_mismatch, payload_mismatch, ...) makes it `refused`
-with that reason until it pushes correctly again. With a `cluster` section
+was refused (identity_mismatch, payload_mismatch, ...), or any call refused
+for a certificate its tenant's CA signed but that no longer holds (revoked,
+expired, ...), makes it `refused` with that reason until it pushes correctly
+again; while it keeps calling it is not silent, so each interval publishes
+one result per check with that reason instead of `timeout`. With a `cluster` section
 the replicas share push liveness (poller.gateway.replicas): an agent that
 pushes to another replica, or that another replica answers for, is `pending`
 here with the detail "answered by gateway replica <id>", never unreachable.
@@ -52,6 +55,11 @@ log = get_logger("poller.daemon.pushes")
 
 NoteOutcome = Callable[[str, str, Reason], None]  # (agent, tenant, outcome): the cycle tally
 _REFUSED = frozenset({Reason.IDENTITY_MISMATCH, Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH})
+
+
+def _is_refused(outcome: Reason | None) -> bool:
+    """A refusal of what the agent sent (the gateway's) or of its certificate (the interceptor's)."""
+    return outcome is not None and (outcome in _REFUSED or outcome.is_refusal)
 
 
 def push_entries(settings: PollerConfig) -> list[PushEntry]:
@@ -211,7 +219,7 @@ class PushSide:
             self._silent_until.pop(agent.name, None)
             state, reason = AgentState.PROVEN, None
             self.note_outcome(agent.name, agent.tenant, agent_outcome(results))
-        elif outcome in _REFUSED:
+        elif _is_refused(outcome):
             state, reason = AgentState.REFUSED, outcome
             self.note_outcome(agent.name, agent.tenant, Reason.REFUSED)
         else:  # over a bound, an incomplete stream: the agent is there, its push was not taken
@@ -254,7 +262,44 @@ class PushSide:
             due = self._silent_until.get(entry.name, 0.0)
             if now >= due:
                 self._silent_until[entry.name] = now + entry.interval
-                await self.silent(entry, now, first=due == 0.0)
+                refusal = self._refused_lately(entry, now)
+                if refusal is not None:
+                    await self.refused(entry, refusal, now)
+                else:
+                    await self.silent(entry, now, first=due == 0.0)
+
+    def _refused_lately(self, entry: PushEntry, now: float) -> Reason | None:
+        """The refusal of an agent that keeps calling but is refused (a revoked
+        certificate, a lying request): not silent, so not `timeout`."""
+        record = self.tracker.get(entry.tenant, entry.name)
+        if record is None or record.last_seen is None or not _is_refused(record.last_outcome):
+            return None
+        if now - record.last_seen > STALE_INTERVALS * entry.interval:
+            return None  # refused once, silent since: unreachable after all
+        return record.last_outcome
+
+    async def refused(self, entry: PushEntry, reason: Reason, now: float) -> list[PollResult]:
+        """Publish a refused agent's results for this interval (one per check, with the
+        refusal's reason) and keep it on the board as refused."""
+        agent = self._agent(entry)
+        if agent is None:
+            return []
+        record = self.tracker.get(entry.tenant, entry.name)
+        results = self.timeout_results(agent, now, reason=reason)
+        for result in results:
+            await self.registry.deliver(result)
+        await self.registry.flush()
+        self.board.record_push(
+            agent,
+            state=AgentState.REFUSED,
+            reason=reason,
+            identity=None,
+            last_push=record.last_push if record is not None else None,
+            peer_address=(record.peer or None) if record is not None else None,
+            results=results,
+        )
+        self.note_outcome(agent.name, agent.tenant, Reason.REFUSED)
+        return results
 
     def _share(self) -> None:
         """Start sharing push liveness once the cluster's bucket is open (dynamic cluster mode)."""
@@ -328,8 +373,8 @@ class PushSide:
         self.note_outcome(agent.name, agent.tenant, Reason.TIMEOUT)
         return results
 
-    def timeout_results(self, agent: AgentConfig, now: float) -> list[PollResult]:
-        """One unproven `timeout` result per check (one for the agent when it has none)."""
+    def timeout_results(self, agent: AgentConfig, now: float, *, reason: Reason = Reason.TIMEOUT) -> list[PollResult]:
+        """One unproven `timeout` (or `reason`) result per check (one for the agent when it has none)."""
         checks: Iterable[tuple[str, str]] = [(c.service_name, c.service_type) for c in agent.checks] or [("push", "push")]
         return [
             PollResult(
@@ -342,7 +387,7 @@ class PushSide:
                 service_name=name,
                 service_type=service_type,
                 available=False,
-                reason=Reason.TIMEOUT,
+                reason=reason,
                 polled_at=now,
             )
             for name, service_type in checks
@@ -371,6 +416,13 @@ class PushSide:
                 pass
         now = time.time()
         out: list[PollResult] = list(self.collected or ())
-        for entry in waiting:
-            out.extend(await self.silent(entry, now, first=True))
+        for entry in entries:
+            if entry in waiting:
+                out.extend(await self.silent(entry, now, first=True))
+            elif (refusal := self._refused_lately(entry, now)) is not None and not self._pushed_ok(entry):
+                out.extend(await self.refused(entry, refusal, now))  # refused every time it called: a named refusal
         return out
+
+    def _pushed_ok(self, entry: PushEntry) -> bool:
+        record = self.tracker.get(entry.tenant, entry.name)
+        return record is not None and record.last_push is not None

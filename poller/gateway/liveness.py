@@ -64,7 +64,8 @@ class PushTracker:
         record.peer, record.last_seen = peer, at
 
     def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason, identity: TenantContext | None = None) -> None:
-        """A push call ended with `outcome` (OK: its results were delivered, proven as `identity`)."""
+        """A push call ended with `outcome` (OK: its results were delivered, proven as `identity`),
+        or any call of the agent was refused for its certificate (revoked, expired, ...)."""
         record = self._record(entry)
         record.peer, record.last_seen, record.last_outcome = peer, at, outcome
         if outcome is Reason.OK:

@@ -63,6 +63,7 @@ async def serve_gateway(
         metrics=gateway.metrics,
         recheck_interval=recheck_interval,
         audit_accepted=audit_accepted,
+        on_refused=gateway.identity_refused,
     )
     bounds = gateway.bounds
     server = grpc.aio.server(

@@ -37,7 +37,7 @@ from poller.gateway.bounds import GatewayBounds, TenantLimits
 from poller.gateway.liveness import PushTracker
 from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
-from poller.identity.reasons import PollerError, Reason
+from poller.identity.reasons import IdentityRefused, PollerError, Reason
 from poller.logs import get_logger
 from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
@@ -258,6 +258,23 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         """The push policy refused an unlisted identity: a push refused `unknown_agent`."""
         if method in PUSH_METHODS:
             self._count_push(tenant, Reason.UNKNOWN_AGENT)
+
+    def identity_refused(self, method: str, peer: str, refusal: IdentityRefused) -> None:
+        """The interceptor refused a caller's certificate (its on_refused). When the
+        tenant's CA signed it and its names agree (revoked, expired, ...), the
+        listed agent it names is told: that agent's last call ended with this
+        refusal, so it is refused with that reason rather than silent. A refusal
+        that proves nothing about the name (another CA, a CN naming another
+        tenant) touches no agent: an impostor cannot make a listed agent look refused."""
+        named = refusal.vouched
+        if named is None:
+            return
+        entry = self.pushes.lookup(named.tenant, named.component_id, named.partition_id)
+        if entry is None:
+            return
+        if method in PUSH_METHODS:
+            self._count_push(named.tenant, refusal.reason)
+        self.tracker.pushed(entry, peer=peer_address(peer), at=time.time(), outcome=refusal.reason)
 
     def _count_push(self, tenant: str, outcome: Reason) -> None:
         self._pushes.child(tenant, outcome.value).inc()

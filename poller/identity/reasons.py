@@ -21,6 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from poller.identity.names import EdgeName
 
 _DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
@@ -161,16 +165,24 @@ class IdentityRefused(AgentFailure):
     """The peer did not prove the expected identity; reason says why.
 
     `peer` describes the certificate that was presented (subject, serial,
-    fingerprint) when one could be read, for the audit log.
+    fingerprint) when one could be read, for the audit log. `vouched` is the
+    identity the certificate names when its tenant's CA signed it and its
+    names agree, so that only its validity, revocation or path failed (a
+    revoked or expired agent): that identity is authentic, not proven now, and
+    a refusal may say whose it is. None for every refusal that proves nothing
+    about the name (another CA, a bad signature, a CN naming another tenant).
 
     >>> err = IdentityRefused(Reason.TENANT_MISMATCH, "issued by tenant-xyz-inc.ca.serviceradar")
-    >>> err.reason.value
-    'tenant_mismatch'
+    >>> err.reason.value, err.vouched
+    ('tenant_mismatch', None)
     """
 
-    def __init__(self, reason: Reason, detail: str, *, peer: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, reason: Reason, detail: str, *, peer: Mapping[str, str] | None = None, vouched: EdgeName | None = None
+    ) -> None:
         super().__init__(reason, detail)
         self.peer: dict[str, str] = dict(peer or {})
+        self.vouched = vouched
 
 
 class PermissionDenied(PollerError):

@@ -59,7 +59,7 @@ from poller.audit import ACCEPT_AUDIT_MODES
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity import certinfo
 from poller.identity.context import TenantContext, _current
-from poller.identity.names import is_label
+from poller.identity.names import EdgeName, is_label
 from poller.identity.platform import PlatformIdentity
 from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
 from poller.logs import get_logger
@@ -185,7 +185,7 @@ class ProofCache:
                 outcome = err
             self._remember(key, snapshot, platform, now, outcome)
         if isinstance(outcome, IdentityRefused):  # a fresh error each time: a re-raised one would grow its traceback
-            raise IdentityRefused(outcome.reason, outcome.detail, peer=outcome.peer)
+            raise IdentityRefused(outcome.reason, outcome.detail, peer=outcome.peer, vouched=outcome.vouched)
         return outcome
 
     def _remember(
@@ -243,7 +243,11 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     address under each proof (again after a trust reload, or with another
     certificate), for servers whose callers make many small calls (the gateway).
     Refusals, ends of streams and admin calls are audited every time; every call
-    is counted in poller_server_calls_total either way.
+    is counted in poller_server_calls_total either way. A refused certificate
+    that its tenant's CA signed, with agreeing names (revoked, expired, ...),
+    is audited and counted with that tenant, component and partition.
+    `on_refused(method, peer, refusal)` is told of every identity refusal
+    (`refusal.vouched` says whose certificate it was, when that is known).
     """
 
     def __init__(
@@ -256,12 +260,14 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         metrics: PollerMetrics | None = None,
         recheck_interval: float = 5.0,
         audit_accepted: str = "call",
+        on_refused: Callable[[str, str, IdentityRefused], None] | None = None,
     ) -> None:
         if audit_accepted not in ACCEPT_AUDIT_MODES:
             raise ValueError(f"audit_accepted must be one of {', '.join(ACCEPT_AUDIT_MODES)}, not {audit_accepted!r}")
         self.trust = trust
         self.recheck_interval = recheck_interval
         self.audit_accepted = audit_accepted
+        self.on_refused = on_refused
         # (peer, method) -> the proof its last audited accept was decided on
         self._audited: dict[tuple[str, str], TenantContext | PlatformIdentity] = {}
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -320,7 +326,12 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         try:
             proven = self._proofs.prove(context.auth_context() or {}, snapshot, self._platform_authority(snapshot))
         except IdentityRefused as err:
-            self._audit_refused(method, peer, err.reason, err.detail, err.peer)
+            self._audit_refused(method, peer, err.reason, err.detail, err.peer, vouched=err.vouched)
+            if self.on_refused is not None:
+                try:
+                    self.on_refused(method, peer, err)
+                except Exception as exc:  # the refusal stands whatever the listener does
+                    log.error("on_refused_failed", method=method, detail=f"{type(exc).__name__}: {str(exc)[:200]}")
             raise
         if isinstance(proven, PlatformIdentity):
             caller = Caller(method=method, platform=proven, tenant=_named_tenant(context), peer=peer)
@@ -372,12 +383,15 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         presented: Mapping[str, str] | None,
         caller: Caller | None = None,
         event: str = "server_call_refused",
+        vouched: EdgeName | None = None,
     ) -> None:
         fields: dict[str, Any] = {"method": method, "peer": peer, "reason": reason.value, "detail": detail}
         if caller is not None and caller.identity is not None:
             fields.update(caller.identity.log_fields())
         elif caller is not None and caller.platform is not None:
             fields.update(caller.platform.log_fields(), tenant=caller.tenant)
+        elif vouched is not None:  # signed by this tenant's CA, names agreeing: whose it is, not proven now
+            fields.update(tenant=vouched.tenant, component=vouched.component_id, partition=vouched.partition_id)
         if presented:
             fields.update(
                 subject=presented.get("subject"), serial=presented.get("serial"), fingerprint=presented.get("fingerprint")

@@ -95,6 +95,14 @@ def verify_agent_chain(
         raise refuse(Reason.BAD_CERTIFICATE, "the presented leaf is a CA certificate")
     name = _check_cn(leaf, expected, refuse)
     spiffe = _check_spiffe(leaf, name, refuse)
+
+    def refuse_named(reason: Reason, detail: str) -> IdentityRefused:
+        # From here on the tenant's CA has signed the leaf and its names agree: what
+        # fails now (the expected name, validity, revocation, path) leaves the name
+        # authentic, so the refusal says whose it is.
+        return IdentityRefused(reason, detail, peer=certinfo.summary(leaf), vouched=name)
+
+    refuse = refuse_named
     if component is not None and name.component_id != component:
         raise refuse(Reason.IDENTITY_MISMATCH, f"component is {name.component_id!r}, expected {component!r}")
     if partition is not None and name.partition_id != partition:
