@@ -36,6 +36,8 @@ def config(pki: ForgePki, agents: dict, **top) -> dict:
             "key": str(pki.layout.service_key("poller")),
         },
         "agents": agents,
+        # Beside the certificates, not in the working directory (the default for a config with no file).
+        "crl_state": str(pki.directory.parent / "crl-state.json"),
         **top,
     }
 
