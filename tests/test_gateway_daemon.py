@@ -247,9 +247,9 @@ async def test_refusals_reach_the_board_and_the_metrics(pki):
 async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreachable_once_silent(pki, log_events):
     # The interval is long enough that the daemon's own once-a-second watch never finds the agent
     # silent while the test runs; the test asks at chosen instants instead.
-    doc = config(
-        pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[CHECK])}, metrics_listen="127.0.0.1:0"
-    )
+    edge_1 = push_entry(ACME, component="agent-001", interval="5s", checks=[CHECK])
+    edge_2 = push_entry(ACME, component="agent-002", interval="5s")  # revoked before it ever pushed
+    doc = config(pki, {"edge-1": edge_1, "edge-2": edge_2}, metrics_listen="127.0.0.1:0")
     sink = MemorySink()
     daemon = PollerDaemon(parse_config(doc), sink=sink)
     task = asyncio.ensure_future(daemon.run(install_signals=False))
@@ -270,12 +270,19 @@ async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreac
             assert (await status_of(daemon))["edge-1"]["state"] == "proven"  # the impostor names nobody
 
             pki.revoke(ACME, cert)
+            never = pki.agent(ACME, "agent-002")
+            pki.revoke(ACME, never)
             daemon.trust.reload()
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await agent.push([agent.status("ssh")])
             assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+            second = PushAgent.for_cert(address, never, ca_pem=pki.root_pem, server_name=SERVER_NAME, agent_id="agent-002")
+            agents.append(second)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await second.hello()
             board = await status_of(daemon)
             assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "revoked")
+            assert (board["edge-2"]["state"], board["edge-2"]["reason"]) == ("refused", "revoked")
 
             # Two intervals after its last accepted push, but it called within them: refused, not silent.
             record = daemon.pushes.tracker.get(ACME, "edge-1")
@@ -285,6 +292,8 @@ async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreac
             assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "revoked")
             [result] = [r for r in sink.results if r.agent == "edge-1" and r.reason is Reason.REVOKED]
             assert (result.proven, result.service_name, result.tenant) == (False, "ssh", ACME)
+            [result] = [r for r in sink.results if r.agent == "edge-2"]  # never pushed, but named: not silence
+            assert (result.reason, result.proven, result.service_name) == (Reason.REVOKED, False, "push")
             assert not [e for e in log_events() if e["event"] == "push_agent_unreachable"]
 
             # Silent since that refusal for more than two intervals: unreachable after all.

@@ -257,12 +257,14 @@ class PushSide:
             self.metrics.gateway_connected.labels(tenant=tenant).set(count)
         self._share()
         for entry in self.entries():
-            if self._state(entry, now) != "unreachable":
+            state = self._state(entry, now)
+            # Refused while it calls, whether it ever pushed (unreachable) or not (pending).
+            refusal = self._refused_lately(entry, now) if state in ("pending", "unreachable") else None
+            if state != "unreachable" and refusal is None:
                 continue
             due = self._silent_until.get(entry.name, 0.0)
             if now >= due:
                 self._silent_until[entry.name] = now + entry.interval
-                refusal = self._refused_lately(entry, now)
                 if refusal is not None:
                     await self.refused(entry, refusal, now)
                 else:
