@@ -418,3 +418,58 @@ async def test_two_daemons_one_agent_moving_between_them(pki: ForgePki, tmp_path
 
 def timeouts_in(results: list) -> list:  # type: ignore[type-arg]
     return [r for r in results if r.reason is not None and r.reason.value == "timeout"]
+
+
+class _CancelSwallowingWatcher:
+    """Stands in for nats-py's KeyWatcher. Its updates() waits in asyncio.wait_for, which on
+    Python 3.11 can return a result that raced a cancellation and drop the cancellation
+    (CPython gh-86296). That race cannot be made to happen on demand against a real server,
+    so it is simulated here: the first cancellation is swallowed, as that wait_for does."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self.swallowed = 0
+        self.stopped = False
+
+    async def updates(self, timeout: float = 5.0) -> None:
+        self.waiting.set()
+        try:
+            await asyncio.sleep(timeout)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+            return None  # what a lost cancellation looks like to the caller: a normal return
+        raise TimeoutError
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class _Bucket:
+    """The two calls SharedPushLiveness makes of a KeyValue bucket, for the test above's watcher."""
+
+    def __init__(self) -> None:
+        self.watcher = _CancelSwallowingWatcher()
+
+    async def watch(self, keys: str) -> _CancelSwallowingWatcher:
+        return self.watcher
+
+    async def put(self, key: str, value: bytes) -> int:
+        return 1
+
+
+async def test_stop_ends_the_watch_even_when_a_cancellation_is_lost() -> None:
+    # Seen once in CI: a daemon's stop() waited forever on the watch task, whose cancellation
+    # nats-py's wait_for had dropped; with an hour's tick nothing else would end it.
+    from poller.gateway.liveness import PushTracker
+
+    bucket = _Bucket()
+    side = SharedPushLiveness(bucket, PushTracker(), poller_id="gw-a", members=list, tick=3600)  # type: ignore[arg-type]
+    side.start()
+    await bucket.watcher.waiting.wait()
+    async with asyncio.timeout(10) as deadline:
+        await side.stop()
+    # Not ended by the deadline's own cancellation (which would reach the watch task through stop's await).
+    assert not deadline.expired()
+    assert bucket.watcher.swallowed == 1 and bucket.watcher.stopped

@@ -122,6 +122,7 @@ class SharedPushLiveness:
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._written: dict[tuple[str, str], tuple[int, float]] = {}  # pushes written, when
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._changed = asyncio.Condition()
         self.watcher: Any = None  # the bucket watch open now (nats-py's KeyWatcher)
         self.watch_restarts = 0  # watches opened again after the first
@@ -135,6 +136,7 @@ class SharedPushLiveness:
     def start(self) -> None:
         """Watch every replica's sightings and write ours, in the background (until stop())."""
         if not self._tasks:
+            self._stopping = False
             loop = asyncio.get_running_loop()
             self._tasks = [
                 loop.create_task(self._forever(self._watch), name="push liveness watch"),
@@ -143,11 +145,14 @@ class SharedPushLiveness:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True  # the loops end on their own should a cancellation be lost
+        # nats-py's watch waits in asyncio.wait_for, which on Python 3.11 returns a result that
+        # races a cancellation and drops the cancellation: cancel again until the tasks end.
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            tasks = list(pending)
 
     async def wait_for(self, predicate: Callable[[SharedPushLiveness], bool]) -> None:
         """Until predicate(self) holds; re-checked at every sighting seen (for tests and tools)."""
@@ -216,7 +221,7 @@ class SharedPushLiveness:
         return written
 
     async def _publish_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await self.publish()
             await asyncio.sleep(self.tick)
 
@@ -227,7 +232,7 @@ class SharedPushLiveness:
         self._unechoed = None
         stall = max(WATCH_STALL_MIN, self.tick * WATCH_STALL_TICKS)
         try:
-            while True:
+            while not self._stopping:
                 try:
                     entry = await watcher.updates(timeout=max(self.tick, 0.05) * 4)  # type: ignore[no-untyped-call]
                 except nats.errors.TimeoutError:
@@ -264,7 +269,7 @@ class SharedPushLiveness:
     async def _forever(self, step: Callable[[], object]) -> None:
         """Run step again after a NATS failure (logged), with a short pause; never end the daemon."""
         warned = -float("inf")
-        while True:
+        while not self._stopping:
             try:
                 await step()  # type: ignore[misc]
             except asyncio.CancelledError:
@@ -273,4 +278,6 @@ class SharedPushLiveness:
                 if time.monotonic() - warned >= 60.0:  # once a minute in an outage, not once per tick
                     warned = time.monotonic()
                     self.log.warning("push_liveness_unavailable", error=str(exc) or type(exc).__name__)
+            if self._stopping:
+                return
             await asyncio.sleep(self.tick)
