@@ -286,22 +286,7 @@ class PushSide:
         agent = self._agent(entry)
         if agent is None:
             return []
-        record = self.tracker.get(entry.tenant, entry.name)
-        results = self.timeout_results(agent, now, reason=reason)
-        for result in results:
-            await self.registry.deliver(result)
-        await self.registry.flush()
-        self.board.record_push(
-            agent,
-            state=AgentState.REFUSED,
-            reason=reason,
-            identity=None,
-            last_push=record.last_push if record is not None else None,
-            peer_address=(record.peer or None) if record is not None else None,
-            results=results,
-        )
-        self.note_outcome(agent.name, agent.tenant, Reason.REFUSED)
-        return results
+        return await self._unanswered(entry, agent, now, state=AgentState.REFUSED, reason=reason)
 
     def _share(self) -> None:
         """Start sharing push liveness once the cluster's bucket is open (dynamic cluster mode)."""
@@ -359,20 +344,28 @@ class PushSide:
                 interval=entry.interval,
                 why=f"no push for more than {STALE_INTERVALS} intervals" if last is not None else "no push",
             )
-        results = self.timeout_results(agent, now)
+        return await self._unanswered(entry, agent, now, state=AgentState.UNREACHABLE, reason=Reason.TIMEOUT)
+
+    async def _unanswered(
+        self, entry: PushEntry, agent: AgentConfig, now: float, *, state: AgentState, reason: Reason
+    ) -> list[PollResult]:
+        """An interval without an accepted push: one unproven result per check with
+        `reason`, delivered and flushed, and the agent on the board as `state`."""
+        record = self.tracker.get(entry.tenant, entry.name)
+        results = self.timeout_results(agent, now, reason=reason)
         for result in results:
             await self.registry.deliver(result)
         await self.registry.flush()
         self.board.record_push(
             agent,
-            state=AgentState.UNREACHABLE,
-            reason=Reason.TIMEOUT,
+            state=state,
+            reason=reason,
             identity=None,
-            last_push=last,
+            last_push=record.last_push if record is not None else None,
             peer_address=(record.peer or None) if record is not None else None,
             results=results,
         )
-        self.note_outcome(agent.name, agent.tenant, Reason.TIMEOUT)
+        self.note_outcome(agent.name, agent.tenant, Reason.REFUSED if state is AgentState.REFUSED else reason)
         return results
 
     def timeout_results(self, agent: AgentConfig, now: float, *, reason: Reason = Reason.TIMEOUT) -> list[PollResult]:
