@@ -54,12 +54,13 @@ __all__ = ["PushSide", "push_entries"]
 log = get_logger("poller.daemon.pushes")
 
 NoteOutcome = Callable[[str, str, Reason], None]  # (agent, tenant, outcome): the cycle tally
-_REFUSED = frozenset({Reason.IDENTITY_MISMATCH, Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH})
+# Refusals of what an agent sent that are not identity refusals (Reason.is_refusal covers those).
+_PAYLOAD_REFUSALS = frozenset({Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH})
 
 
 def _is_refused(outcome: Reason | None) -> bool:
     """A refusal of what the agent sent (the gateway's) or of its certificate (the interceptor's)."""
-    return outcome is not None and (outcome in _REFUSED or outcome.is_refusal)
+    return outcome is not None and (outcome.is_refusal or outcome in _PAYLOAD_REFUSALS)
 
 
 def push_entries(settings: PollerConfig) -> list[PushEntry]:
@@ -411,8 +412,9 @@ class PushSide:
                 pass
         now = time.time()
         out: list[PollResult] = list(self.collected or ())
+        unheard = {e.name for e in waiting}  # a set: a list's `in` would be quadratic in the fleet
         for entry in entries:
-            if entry in waiting:
+            if entry.name in unheard:
                 out.extend(await self.silent(entry, now, first=True))
             elif (refusal := self._refused_lately(entry, now)) is not None and not self._pushed_ok(entry):
                 out.extend(await self.refused(entry, refusal, now))  # refused every time it called: a named refusal

@@ -89,8 +89,9 @@ Each GatewayServiceStatus becomes a PollResult: the proven TenantContext,
 agent = the entry's name, address = the agent's peer address, poller_id =
 gateway_id, kind "results" for the sources in RESULT_SOURCES ("results",
 and the metrics streams of later agents such as "sysmon-metrics"), else
-"status" (any other source up to 64 characters), agent_timestamp = the request's timestamp; delivered through the
-HandlerRegistry (channels, payload and label checks, sinks, outbox), then the
+"status" (any other source up to 64 characters), agent_timestamp = the
+request's timestamp; delivered through the HandlerRegistry (channels,
+payload and label checks, sinks, outbox), then the
 sinks are flushed before `received` is answered. StreamStatus chunks must
 come in order (chunk_index 0, 1, ..., total_chunks consistent, is_final
 last) and are held against the tenant's share of the ReassemblyBudget;

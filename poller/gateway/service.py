@@ -60,6 +60,7 @@ PUSH_METHODS = frozenset({f"/{SERVICE}/PushStatus", f"/{SERVICE}/StreamStatus"})
 # payload is, never about whose it is, and refusing an unknown one would cut
 # off every newer agent at its first new stream.
 RESULT_SOURCES = frozenset({"results", "sysmon-metrics", "snmp-metrics", "plugin-telemetry", "plugin-result"})
+_STATUS_SOURCES = frozenset({"", "status"})  # what nearly every status says: nothing to check
 _CONTROL = frozenset("\n\r\t\x00")
 T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
@@ -380,9 +381,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         if len(service_type) > 64 or _CONTROL & set(service_type):
             raise _invalid(f"service_type {service_type[:64]!r} is invalid")
         source = status.source
-        if len(source) > 64 or _CONTROL & set(source):
-            raise _invalid(f"source {source[:64]!r} is longer than 64 or holds control characters")
         kind = "results" if source in RESULT_SOURCES else "status"
+        if kind == "status" and source not in _STATUS_SOURCES and (len(source) > 64 or _CONTROL & set(source)):
+            raise _invalid(f"source {source[:64]!r} is longer than 64 or holds control characters")
         limit = self.bounds.max_results_bytes if kind == "results" else self.bounds.max_status_bytes
         if len(status.message) > limit:
             raise _exhausted(f"{kind} message of {name[:64]!r} is {len(status.message)} bytes (at most {limit})")
