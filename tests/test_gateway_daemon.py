@@ -244,6 +244,40 @@ async def test_refusals_reach_the_board_and_the_metrics(pki):
         assert await task == 0
 
 
+async def test_an_agent_refused_at_hello_is_refused_on_the_board_not_pending(pki, log_events):
+    # The real agent with another agent_id in its config.json is refused at Hello and
+    # retries Hello; it never pushes. It calls, so it is not silent: `refused`, with
+    # one result per check with the reason each interval, never `pending` forever.
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[CHECK])})
+    sink = MemorySink()
+    daemon = PollerDaemon(parse_config(doc | {"metrics_listen": "127.0.0.1:0"}), sink=sink)
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    liar = None
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            assert daemon.pushes is not None
+            liar = agent_for(daemon, pki, ACME, "agent-001", agent_id="agent-007")
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await liar.hello()
+            assert refusal_of(info.value) == (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch")
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "identity_mismatch")
+            assert sample(daemon, "poller_gateway_pushes_total", tenant=ACME, outcome="identity_mismatch") == 0  # not a push
+
+            record = daemon.pushes.tracker.get(ACME, "edge-1")
+            assert record is not None and record.last_seen is not None and record.last_push is None
+            await daemon.pushes.check_silence(record.last_seen + 5.0)
+            [result] = [r for r in sink.results if r.agent == "edge-1"]
+            assert (result.reason, result.proven, result.service_name) == (Reason.IDENTITY_MISMATCH, False, "ssh")
+            assert not [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+    finally:
+        if liar is not None:
+            await liar.close()
+        daemon.request_stop()
+        assert await task == 0
+
+
 async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreachable_once_silent(pki, log_events):
     # The interval is long enough that the daemon's own once-a-second watch never finds the agent
     # silent while the test runs; the test asks at chosen instants instead.

@@ -6,9 +6,9 @@ A push agent (`"push": true` in `agents`) is `pending` until its first push,
 push is older than 2 of its intervals: then a log line names tenant and agent
 and, every interval it stays silent, one `timeout` result per check is
 published (so a NATS sink emits the same health events as for a polled
-agent: unreachable, then recovered with its next push). A push whose request
-was refused (identity_mismatch, payload_mismatch, ...), or any call refused
-for a certificate its tenant's CA signed but that no longer holds (revoked,
+agent: unreachable, then recovered with its next push). A call whose request
+lied (identity_mismatch, payload_mismatch, ...; a Hello as much as a push), a
+push refused for what it carried, or any call refused for a certificate its tenant's CA signed but that no longer holds (revoked,
 expired, ...), makes it `refused` with that reason until it pushes correctly
 again; while it keeps calling it is not silent, so each interval publishes
 one result per check with that reason instead of `timeout`. With a `cluster` section

@@ -65,7 +65,8 @@ class PushTracker:
 
     def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason, identity: TenantContext | None = None) -> None:
         """A push call ended with `outcome` (OK: its results were delivered, proven as `identity`),
-        or any call of the agent was refused for its certificate (revoked, expired, ...)."""
+        or any call of the agent was refused: for its certificate (revoked, expired, ...) or for
+        what it claimed (identity_mismatch, payload_mismatch, ...)."""
         record = self._record(entry)
         record.peer, record.last_seen, record.last_outcome = peer, at, outcome
         if outcome is Reason.OK:

@@ -298,7 +298,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         try:
             answer = await body(call)
         except _Refusal as refusal:
-            if push:
+            # A push not taken, or any call that lied (a Hello with another agent_id, ...):
+            # the agent is there and refused, which the board must say rather than `pending`.
+            if push or refusal.audited:
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason)
             await self._abort(context, method, ctx, entry, peer, refusal, push=push)
         finally:
