@@ -244,7 +244,7 @@ async def test_refusals_reach_the_board_and_the_metrics(pki):
         assert await task == 0
 
 
-async def test_an_agent_refused_at_hello_is_refused_on_the_board_not_pending(pki, log_events):
+async def test_an_agent_refused_at_hello_is_refused_while_it_calls_then_unreachable(pki, log_events):
     # The real agent with another agent_id in its config.json is refused at Hello and
     # retries Hello; it never pushes. It calls, so it is not silent: `refused`, with
     # one result per check with the reason each interval, never `pending` forever.
@@ -271,6 +271,14 @@ async def test_an_agent_refused_at_hello_is_refused_on_the_board_not_pending(pki
             [result] = [r for r in sink.results if r.agent == "edge-1"]
             assert (result.reason, result.proven, result.service_name) == (Reason.IDENTITY_MISMATCH, False, "ssh")
             assert not [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+
+            # No call for more than two intervals since: unreachable, not refused (or pending) for ever.
+            await daemon.pushes.check_silence(record.last_seen + 2 * 5.0 + 1.0)
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("unreachable", "timeout")
+            [line] = [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+            assert (line["tenant"], line["agent"]) == (ACME, "edge-1") and "refused identity_mismatch" in line["why"]
+            assert [r.reason for r in sink.results if r.agent == "edge-1"][-1] is Reason.TIMEOUT
     finally:
         if liar is not None:
             await liar.close()
@@ -334,6 +342,9 @@ async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreac
             await daemon.pushes.check_silence(record.last_seen + 2 * 5.0 + 5.0)
             board = await status_of(daemon)
             assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("unreachable", "timeout")
+            assert (board["edge-2"]["state"], board["edge-2"]["reason"]) == ("unreachable", "timeout")  # never pushed
+            lines = [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+            assert sorted(e["agent"] for e in lines) == ["edge-1", "edge-2"]  # each named once, as it fell silent
     finally:
         for a in agents:
             await a.close()

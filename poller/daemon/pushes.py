@@ -8,11 +8,13 @@ and, every interval it stays silent, one `timeout` result per check is
 published (so a NATS sink emits the same health events as for a polled
 agent: unreachable, then recovered with its next push). A call whose request
 lied (identity_mismatch, payload_mismatch, ...; a Hello as much as a push), a
-push refused for what it carried, or any call refused for a certificate its tenant's CA signed but that no longer holds (revoked,
-expired, ...), makes it `refused` with that reason until it pushes correctly
+push refused for what it carried, or any call refused for a certificate its
+tenant's CA signed but that no longer holds (revoked, expired, ...), makes it `refused` with that reason until it pushes correctly
 again; while it keeps calling it is not silent, so each interval publishes
-one result per check with that reason instead of `timeout`. With a `cluster` section
-the replicas share push liveness (poller.gateway.replicas): an agent that
+one result per check with that reason instead of `timeout`. Once it has not
+called for 2 intervals it is unreachable, whether or not it ever pushed, and
+the log line names it as it falls silent. With a `cluster` section the
+replicas share push liveness (poller.gateway.replicas): an agent that
 pushes to another replica, or that another replica answers for, is `pending`
 here with the detail "answered by gateway replica <id>", never unreachable.
 
@@ -261,6 +263,8 @@ class PushSide:
             state = self._state(entry, now)
             # Refused while it calls, whether it ever pushed (unreachable) or not (pending).
             refusal = self._refused_lately(entry, now) if state in ("pending", "unreachable") else None
+            if state == "pending" and refusal is None and self._called(entry):
+                state = "unreachable"  # refused every time it called, and silent since: not pending again
             if state != "unreachable" and refusal is None:
                 continue
             due = self._silent_until.get(entry.name, 0.0)
@@ -269,7 +273,7 @@ class PushSide:
                 if refusal is not None:
                     await self.refused(entry, refusal, now)
                 else:
-                    await self.silent(entry, now, first=due == 0.0)
+                    await self.silent(entry, now, first=self._newly_silent(entry))
 
     def _refused_lately(self, entry: PushEntry, now: float) -> Reason | None:
         """The refusal of an agent that keeps calling but is refused (a revoked
@@ -280,6 +284,16 @@ class PushSide:
         if now - record.last_seen > STALE_INTERVALS * entry.interval:
             return None  # refused once, silent since: unreachable after all
         return record.last_outcome
+
+    def _newly_silent(self, entry: PushEntry) -> bool:
+        """Not unreachable on the board yet (pending, proven or refused before): the log line is due."""
+        shown = self.board.get(entry.name)
+        return shown is None or shown.state is not AgentState.UNREACHABLE
+
+    def _called(self, entry: PushEntry) -> bool:
+        """It called this gateway (and was refused: it never pushed)."""
+        record = self.tracker.get(entry.tenant, entry.name)
+        return record is not None and record.last_seen is not None and _is_refused(record.last_outcome)
 
     async def refused(self, entry: PushEntry, reason: Reason, now: float) -> list[PollResult]:
         """Publish a refused agent's results for this interval (one per check, with the
@@ -335,6 +349,13 @@ class PushSide:
             return []
         record = self.tracker.get(entry.tenant, entry.name)
         last = record.last_push if record is not None else None
+        if last is not None:
+            why = f"no push for more than {STALE_INTERVALS} intervals"
+        elif record is not None and record.last_seen is not None and _is_refused(record.last_outcome):
+            assert record.last_outcome is not None
+            why = f"refused {record.last_outcome.value} when it called, no call for more than {STALE_INTERVALS} intervals since"
+        else:
+            why = "no push"
         if first:
             log.warning(
                 "push_agent_unreachable",
@@ -343,7 +364,7 @@ class PushSide:
                 reason=Reason.TIMEOUT.value,
                 last_push=round(last, 3) if last is not None else None,
                 interval=entry.interval,
-                why=f"no push for more than {STALE_INTERVALS} intervals" if last is not None else "no push",
+                why=why,
             )
         return await self._unanswered(entry, agent, now, state=AgentState.UNREACHABLE, reason=Reason.TIMEOUT)
 
