@@ -29,7 +29,9 @@ interval would cost at 10,000 agents (from the CPU per push). `--hold S`
 also keeps them connected S seconds and measures that CPU. Nothing is asserted.
 
 Environment knobs for looking closer: BENCH_GATEWAY_PROFILE=FILE writes a
-cProfile of the gateway server process to FILE. The gateway audits an
+cProfile of the gateway server process to FILE; BENCH_GATEWAY_SPANS=FILE
+writes the wall time per call of the proof's and the gateway's pieces inside
+the running server (bench.spans), which a profile inflates. The gateway audits an
 agent's accept once per connection and method (gateway.audit_accepted's
 default); BENCH_GATEWAY_AUDIT_EVERY_CALL=1 audits every call instead.
 """

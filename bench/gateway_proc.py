@@ -224,6 +224,11 @@ def main() -> None:
     quiet_logging()
     role = sys.argv[1]
     if role == "server":
+        spans = os.environ.get("BENCH_GATEWAY_SPANS") if sys.argv[2] in ("gateway", "proven") else None
+        if spans:
+            from bench.spans import install
+
+            install(spans)
         profile = os.environ.get("BENCH_GATEWAY_PROFILE") if sys.argv[2] == "gateway" else None  # cProfile to that file
         if profile:
             import cProfile
