@@ -17,7 +17,7 @@ import pytest
 
 from poller.testing import ForgePki
 
-FORK_DRIVER = r'''
+FORK_DRIVER = r"""
 import asyncio, os, socket, ssl, sys, tempfile, threading
 from cryptography import x509
 from poller.dial.peer import collector_context, fetch_peer_chain
@@ -64,7 +64,7 @@ with tempfile.TemporaryFile() as report:
     _, wait_status = os.waitpid(pid, 0)
     report.seek(0)
     print(os.waitstatus_to_exitcode(wait_status), report.read().decode())
-'''
+"""
 
 
 def test_importing_the_dialer_starts_no_threads() -> None:
