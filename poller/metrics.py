@@ -56,6 +56,7 @@ GATEWAY_OUTCOMES: tuple[Reason, ...] = (
     Reason.INVALID_PAYLOAD,
     Reason.INCOMPLETE_STREAM,
     Reason.RESOURCE_EXHAUSTED,
+    Reason.UNREACHABLE,  # the call ended before its answer (cancelled)
 )
 
 

@@ -24,6 +24,7 @@ from poller.gateway import (
     GatewayServer,
     PushEntry,
     PushRegistry,
+    PushTracker,
     agent_checks,
     config_version,
     serve_gateway,
@@ -609,7 +610,7 @@ async def test_a_head_agent_is_served_as_well(gw):
     assert (await session.ended())[0] == grpc.StatusCode.OK
 
 
-async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_back(pki, tmp_path):
+async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_back(pki, tmp_path, log_events):
     from poller.gateway import PushTracker
 
     class Seen(PushTracker):
@@ -641,9 +642,63 @@ async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_
         assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
         assert g.gateway.budget.in_use() == 0 and g.rows(ACME) == []
         assert tracker.get(ACME, "edge-acme").open_streams == 0
+        # Ended for its identity (audited server_call_ended), not an agent that hung up.
+        assert [e["reason"] for e in log_events() if e["event"] == "server_call_ended"] == ["revoked"]
+        assert not [e for e in log_events() if e["event"] == "push_call_cancelled"]
+        assert tracker.get(ACME, "edge-acme").last_outcome is not Reason.UNREACHABLE
 
 
 async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
     async with started(pki, tmp_path, listen=":0") as g:
         agent = g.agent(pki.agent(ACME, "agent-001"))
         assert (await agent.hello()).accepted  # reached on 127.0.0.1
+
+
+class _HeldSink:
+    """A sink whose publish waits until released: a push still being delivered."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, result) -> None:
+        self.entered.set()
+        await self.release.wait()
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class _NotifyingTracker(PushTracker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = asyncio.Event()
+
+    def pushed(self, entry, **kwargs) -> None:
+        super().pushed(entry, **kwargs)
+        self.ended.set()
+
+
+async def test_a_push_cut_before_its_answer_is_a_named_failure(pki, tmp_path, log_events):
+    # The agent's deadline passes while its results are still being delivered: grpc cancels
+    # the handler. That push is a failure with a line naming tenant and agent, counted, and
+    # on the tracker, not a call that simply vanished.
+    sink, tracker = _HeldSink(), _NotifyingTracker()
+    async with started(pki, tmp_path, sink=sink, tracker=tracker) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"), timeout=1.0)
+        push = asyncio.ensure_future(agent.push([agent.status("ssh")]))
+        await sink.entered.wait()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await push
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        async with asyncio.timeout(30):
+            await tracker.ended.wait()
+        record = tracker.get(ACME, "edge-acme")
+        assert record is not None and record.last_outcome is Reason.UNREACHABLE and record.last_push is None
+        [line] = [e for e in log_events() if e["event"] == "push_call_cancelled"]
+        assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-acme", "unreachable")
+        assert g.pushes(ACME, "unreachable") == 1 and g.pushes(ACME, "ok") == 0
+        sink.release.set()

@@ -42,7 +42,7 @@ from poller.logs import get_logger
 from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
-from poller.server.interceptor import SnapshotSource, abort_refused, current_caller
+from poller.server.interceptor import IDENTITY_ENDED, SnapshotSource, abort_refused, current_caller
 
 __all__ = ["RESULT_SOURCES", "AgentGateway", "Deliverer"]
 
@@ -303,6 +303,24 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             if push or refusal.audited:
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason)
             await self._abort(context, method, ctx, entry, peer, refusal, push=push)
+        except asyncio.CancelledError as cancelled:
+            # Ended before its answer (the agent hung up, its deadline passed, the server is
+            # stopping): a failed push, named, not a silent end. Its results were not counted
+            # as taken (the agent had no `received`); a ControlStream ends this way normally,
+            # and a stream the interceptor ends for its identity is audited there.
+            if push and IDENTITY_ENDED not in cancelled.args:
+                log.warning(
+                    "push_call_cancelled",
+                    tenant=ctx.tenant,
+                    agent=entry.name,
+                    peer=peer,
+                    method=f"/{SERVICE}/{method}",
+                    reason=Reason.UNREACHABLE.value,
+                    after_s=round(time.time() - call.started, 3),
+                )
+                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.UNREACHABLE)
+                self._count_push(ctx.tenant, Reason.UNREACHABLE)
+            raise
         finally:
             self.limits.leave_call(ctx.tenant, peer)
         if push:

@@ -75,6 +75,10 @@ log = get_logger("poller.server")
 audit_log = get_logger("poller.audit")
 
 REASON_METADATA_KEY = "x-serviceradar-reason"
+#: The message of the cancellation with which a long-lived call's handler is ended when its
+#: caller's identity stops holding (audited as server_call_ended): a handler that treats a
+#: cancellation as its caller gone can tell the two apart by `CancelledError.args`.
+IDENTITY_ENDED = "poller: the caller's identity no longer holds"
 
 _MAX_REMEMBERED = 65536
 
@@ -524,7 +528,7 @@ class _IdentityWatch:
                 event="server_call_ended",
             )
             self._cancel_timer()
-            self._handler.cancel()
+            self._handler.cancel(IDENTITY_ENDED)
             return
         self._checked = snapshot
         self._arm()
