@@ -273,12 +273,25 @@ async def test_an_agent_refused_at_hello_is_refused_while_it_calls_then_unreacha
             assert not [e for e in log_events() if e["event"] == "push_agent_unreachable"]
 
             # No call for more than two intervals since: unreachable, not refused (or pending) for ever.
-            await daemon.pushes.check_silence(record.last_seen + 2 * 5.0 + 1.0)
+            silent_at = record.last_seen + 2 * 5.0 + 1.0
+            await daemon.pushes.check_silence(silent_at)
             board = await status_of(daemon)
             assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("unreachable", "timeout")
             [line] = [e for e in log_events() if e["event"] == "push_agent_unreachable"]
             assert (line["tenant"], line["agent"]) == (ACME, "edge-1") and "refused identity_mismatch" in line["why"]
             assert [r.reason for r in sink.results if r.agent == "edge-1"][-1] is Reason.TIMEOUT
+
+            # It calls again, less often than every 2 intervals (the real agent backs off): it flaps
+            # refused -> unreachable, named once, not at every turn.
+            with pytest.raises(grpc.aio.AioRpcError):
+                await liar.hello()
+            assert (await status_of(daemon))["edge-1"]["state"] == "refused"
+            record = daemon.pushes.tracker.get(ACME, "edge-1")
+            assert record is not None and record.last_seen is not None
+            # (an instant past both this silence and the interval the last one began)
+            await daemon.pushes.check_silence(max(record.last_seen + 2 * 5.0 + 1.0, silent_at + 5.0))
+            assert (await status_of(daemon))["edge-1"]["state"] == "unreachable"
+            assert len([e for e in log_events() if e["event"] == "push_agent_unreachable"]) == 1
     finally:
         if liar is not None:
             await liar.close()

@@ -133,6 +133,7 @@ class PushSide:
         self.server: GatewayServer | None = None
         self._results: dict[tuple[str, str], list[PollResult]] = {}  # of the push call being delivered
         self._silent_until: dict[str, float] = {}  # agent -> when its next timeout results are due
+        self._announced: set[str] = set()  # agents whose silence was logged since their last accepted push
         self._pushed_event = asyncio.Event()
         self._started = time.time()
         self.listening = asyncio.Event()  # set once the gateway serves
@@ -220,6 +221,7 @@ class PushSide:
             if previous is not None and previous.state is AgentState.UNREACHABLE:
                 log.info("push_agent_recovered", tenant=agent.tenant, agent=agent.name, peer=record.peer)
             self._silent_until.pop(agent.name, None)
+            self._announced.discard(agent.name)
             state, reason = AgentState.PROVEN, None
             self.note_outcome(agent.name, agent.tenant, agent_outcome(results))
         elif _is_refused(outcome):
@@ -273,7 +275,7 @@ class PushSide:
                 if refusal is not None:
                     await self.refused(entry, refusal, now)
                 else:
-                    await self.silent(entry, now, first=self._newly_silent(entry))
+                    await self.silent(entry, now)
 
     def _refused_lately(self, entry: PushEntry, now: float) -> Reason | None:
         """The refusal of an agent that keeps calling but is refused (a revoked
@@ -284,11 +286,6 @@ class PushSide:
         if now - record.last_seen > STALE_INTERVALS * entry.interval:
             return None  # refused once, silent since: unreachable after all
         return record.last_outcome
-
-    def _newly_silent(self, entry: PushEntry) -> bool:
-        """Not unreachable on the board yet (pending, proven or refused before): the log line is due."""
-        shown = self.board.get(entry.name)
-        return shown is None or shown.state is not AgentState.UNREACHABLE
 
     def _called(self, entry: PushEntry) -> bool:
         """It called this gateway (and was refused: it never pushed)."""
@@ -330,6 +327,7 @@ class PushSide:
         if entry.name not in self._elsewhere or self._elsewhere[entry.name] != view.via:
             self._elsewhere[entry.name] = view.via
             self._silent_until.pop(entry.name, None)
+            self._announced.discard(entry.name)  # another replica answers: a later silence is news again
             record = self.tracker.get(entry.tenant, entry.name)
             self.board.record_push(
                 agent,
@@ -342,7 +340,7 @@ class PushSide:
             )
         return view.state
 
-    async def silent(self, entry: PushEntry, now: float, *, first: bool) -> list[PollResult]:
+    async def silent(self, entry: PushEntry, now: float) -> list[PollResult]:
         """Publish the timeout results of a silent agent and put it on the board as unreachable."""
         agent = self._agent(entry)
         if agent is None:
@@ -356,7 +354,10 @@ class PushSide:
             why = f"refused {record.last_outcome.value} when it called, no call for more than {STALE_INTERVALS} intervals since"
         else:
             why = "no push"
-        if first:
+        # One line per silence: an agent refused at each of its calls, calling less often than
+        # every 2 intervals, goes refused -> unreachable -> refused ...; named once until it pushes.
+        if agent.name not in self._announced:
+            self._announced.add(agent.name)
             log.warning(
                 "push_agent_unreachable",
                 tenant=agent.tenant,
@@ -436,7 +437,7 @@ class PushSide:
         unheard = {e.name for e in waiting}  # a set: a list's `in` would be quadratic in the fleet
         for entry in entries:
             if entry.name in unheard:
-                out.extend(await self.silent(entry, now, first=True))
+                out.extend(await self.silent(entry, now))
             elif (refusal := self._refused_lately(entry, now)) is not None and not self._pushed_ok(entry):
                 out.extend(await self.refused(entry, refusal, now))  # refused every time it called: a named refusal
         return out
