@@ -610,19 +610,25 @@ async def test_a_head_agent_is_served_as_well(gw):
     assert (await session.ended())[0] == grpc.StatusCode.OK
 
 
+class _EventTracker(PushTracker):
+    """A tracker that tells a test when a stream opened and when a call's outcome was recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    def stream_opened(self, entry, *, peer, at) -> None:
+        super().stream_opened(entry, peer=peer, at=at)
+        self.opened.set()
+
+    def pushed(self, entry, **kwargs) -> None:
+        super().pushed(entry, **kwargs)
+        self.ended.set()
+
+
 async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_back(pki, tmp_path, log_events):
-    from poller.gateway import PushTracker
-
-    class Seen(PushTracker):
-        def __init__(self) -> None:
-            super().__init__()
-            self.opened = asyncio.Event()
-
-        def stream_opened(self, entry, *, peer, at):
-            super().stream_opened(entry, peer=peer, at=at)
-            self.opened.set()
-
-    tracker = Seen()
+    tracker = _EventTracker()
     async with started(pki, tmp_path, tracker=tracker) as g:
         cert = pki.agent(ACME, "agent-001")
         agent = g.agent(cert)
@@ -672,21 +678,11 @@ class _HeldSink:
         return None
 
 
-class _NotifyingTracker(PushTracker):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ended = asyncio.Event()
-
-    def pushed(self, entry, **kwargs) -> None:
-        super().pushed(entry, **kwargs)
-        self.ended.set()
-
-
 async def test_a_push_cut_before_its_answer_is_a_named_failure(pki, tmp_path, log_events):
     # The agent's deadline passes while its results are still being delivered: grpc cancels
     # the handler. That push is a failure with a line naming tenant and agent, counted, and
     # on the tracker, not a call that simply vanished.
-    sink, tracker = _HeldSink(), _NotifyingTracker()
+    sink, tracker = _HeldSink(), _EventTracker()
     async with started(pki, tmp_path, sink=sink, tracker=tracker) as g:
         agent = g.agent(pki.agent(ACME, "agent-001"), timeout=1.0)
         push = asyncio.ensure_future(agent.push([agent.status("ssh")]))

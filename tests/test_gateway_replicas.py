@@ -447,7 +447,7 @@ class _CancelSwallowingWatcher:
 
 
 class _Bucket:
-    """The two calls SharedPushLiveness makes of a KeyValue bucket, for the test above's watcher."""
+    """The two calls SharedPushLiveness makes of a KeyValue bucket, for the test below."""
 
     def __init__(self) -> None:
         self.watcher = _CancelSwallowingWatcher()

@@ -263,7 +263,6 @@ class CasCounter:
         self.changed = asyncio.Condition()
         self.stopping = False
         self.ended = False  # run() returned or raised: wait_acked must not wait out its deadline for it
-        self.stale_reads = 0
 
     async def run(self) -> None:
         try:
@@ -277,32 +276,37 @@ class CasCounter:
         revision = await self.kv.create(COUNTER, b"0")
         while not self.stopping:
             attempt = len(self.acked) + 1
-            try:
-                async with asyncio.timeout(2):
-                    revision = await self.kv.update(COUNTER, str(attempt).encode(), last=revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                try:  # our own earlier try landed after all, or someone else wrote it
-                    async with asyncio.timeout(2):
-                        entry = await self.kv.get(COUNTER)
-                except (nats.errors.Error, TimeoutError, OSError):
-                    self.unanswered += 1
-                    await asyncio.sleep(0.1)  # retry pacing while no leader answers
-                    continue
-                if entry.value is not None and entry.value.isdigit() and int(entry.value) < attempt:
-                    # A direct get may be answered by a replica that has not caught up (a server
-                    # just restarted): an older value, not an answer. Ask again.
-                    self.stale_reads += 1
-                    await asyncio.sleep(0.1)
-                    continue
-                assert entry.value == str(attempt).encode(), f"the counter holds {entry.value!r}, expected {attempt}"
-                revision = entry.revision or 0
-            except (nats.errors.Error, TimeoutError, OSError):
-                self.unanswered += 1
-                await asyncio.sleep(0.1)  # retry pacing while no leader answers
+            landed = await self._write(attempt, revision)
+            if landed is None:
+                await asyncio.sleep(0.1)  # retry pacing: no leader answers yet, or a replica lags
                 continue
+            revision = landed
             async with self.changed:
                 self.acked.append(attempt)
                 self.changed.notify_all()
+
+    async def _write(self, attempt: int, revision: int) -> int | None:
+        """The counter's revision once it holds `attempt`, or None: try again later."""
+        try:
+            async with asyncio.timeout(2):
+                return await self.kv.update(COUNTER, str(attempt).encode(), last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass  # our own earlier try landed after all, or someone else wrote it: read it back
+        except (nats.errors.Error, TimeoutError, OSError):
+            self.unanswered += 1
+            return None
+        try:
+            async with asyncio.timeout(2):
+                entry = await self.kv.get(COUNTER)
+        except (nats.errors.Error, TimeoutError, OSError):
+            self.unanswered += 1
+            return None
+        if entry.value is not None and entry.value.isdigit() and int(entry.value) < attempt:
+            # A direct get may be answered by a replica that has not caught up (a server
+            # just restarted): an older value, not an answer. Ask again.
+            return None
+        assert entry.value == str(attempt).encode(), f"the counter holds {entry.value!r}, expected {attempt}"
+        return entry.revision or 0
 
     async def wait_acked(self, count: int, timeout: float = DEADLINE) -> None:
         async with asyncio.timeout(timeout), self.changed:

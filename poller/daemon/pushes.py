@@ -9,9 +9,10 @@ published (so a NATS sink emits the same health events as for a polled
 agent: unreachable, then recovered with its next push). A call whose request
 lied (identity_mismatch, payload_mismatch, ...; a Hello as much as a push), a
 push refused for what it carried, or any call refused for a certificate its
-tenant's CA signed but that no longer holds (revoked, expired, ...), makes it `refused` with that reason until it pushes correctly
-again; while it keeps calling it is not silent, so each interval publishes
-one result per check with that reason instead of `timeout`. Once it has not
+tenant's CA signed but that no longer holds (revoked, expired, ...), makes it
+`refused` with that reason until it pushes correctly again; while it keeps
+calling it is not silent, so each interval publishes one result per check
+with that reason instead of `timeout`. Once it has not
 called for 2 intervals it is unreachable, whether or not it ever pushed, and
 the log line names it as it falls silent. With a `cluster` section the
 replicas share push liveness (poller.gateway.replicas): an agent that
@@ -265,7 +266,7 @@ class PushSide:
             state = self._state(entry, now)
             # Refused while it calls, whether it ever pushed (unreachable) or not (pending).
             refusal = self._refused_lately(entry, now) if state in ("pending", "unreachable") else None
-            if state == "pending" and refusal is None and self._called(entry):
+            if state == "pending" and refusal is None and self._last_refusal(entry) is not None:
                 state = "unreachable"  # refused every time it called, and silent since: not pending again
             if state != "unreachable" and refusal is None:
                 continue
@@ -277,20 +278,20 @@ class PushSide:
                 else:
                     await self.silent(entry, now)
 
+    def _last_refusal(self, entry: PushEntry) -> tuple[Reason, float] | None:
+        """Why the agent's last call was refused, and when; None if it was not refused."""
+        record = self.tracker.get(entry.tenant, entry.name)
+        if record is None or record.last_seen is None or record.last_outcome is None or not _is_refused(record.last_outcome):
+            return None
+        return record.last_outcome, record.last_seen
+
     def _refused_lately(self, entry: PushEntry, now: float) -> Reason | None:
         """The refusal of an agent that keeps calling but is refused (a revoked
         certificate, a lying request): not silent, so not `timeout`."""
-        record = self.tracker.get(entry.tenant, entry.name)
-        if record is None or record.last_seen is None or not _is_refused(record.last_outcome):
-            return None
-        if now - record.last_seen > STALE_INTERVALS * entry.interval:
-            return None  # refused once, silent since: unreachable after all
-        return record.last_outcome
-
-    def _called(self, entry: PushEntry) -> bool:
-        """It called this gateway (and was refused: it never pushed)."""
-        record = self.tracker.get(entry.tenant, entry.name)
-        return record is not None and record.last_seen is not None and _is_refused(record.last_outcome)
+        last = self._last_refusal(entry)
+        if last is None or now - last[1] > STALE_INTERVALS * entry.interval:
+            return None  # not refused, or refused once and silent since: unreachable after all
+        return last[0]
 
     async def refused(self, entry: PushEntry, reason: Reason, now: float) -> list[PollResult]:
         """Publish a refused agent's results for this interval (one per check, with the
@@ -347,11 +348,11 @@ class PushSide:
             return []
         record = self.tracker.get(entry.tenant, entry.name)
         last = record.last_push if record is not None else None
+        refusal = self._last_refusal(entry)
         if last is not None:
             why = f"no push for more than {STALE_INTERVALS} intervals"
-        elif record is not None and record.last_seen is not None and _is_refused(record.last_outcome):
-            assert record.last_outcome is not None
-            why = f"refused {record.last_outcome.value} when it called, no call for more than {STALE_INTERVALS} intervals since"
+        elif refusal is not None:
+            why = f"refused {refusal[0].value} when it called, no call for more than {STALE_INTERVALS} intervals since"
         else:
             why = "no push"
         # One line per silence: an agent refused at each of its calls, calling less often than
