@@ -275,6 +275,63 @@ async def test_an_eager_handler_runs_in_the_delivering_task_bound_and_bounded_as
     await registry.close()
 
 
+@pytest.mark.parametrize("eager", [False, True])
+async def test_every_shape_of_handler_is_run_bound_to_the_results_tenant(eager):
+    """An async function, an object with an async __call__, a partial of one, a
+    plain function (run in a thread) and a plain function returning an awaitable:
+    each gets the result once, with current_tenant() bound to its proof."""
+    import functools
+    from collections.abc import Coroutine
+    from typing import Any
+
+    seen: dict[str, list[str]] = {}
+
+    def note(name: str) -> None:
+        seen.setdefault(name, []).append(current_tenant().tenant)
+
+    async def coroutine_function(r: PollResult) -> None:
+        note("coroutine_function")
+
+    async def with_prefix(prefix: str, r: PollResult) -> None:
+        note(prefix)
+
+    def plain(r: PollResult) -> None:
+        note("plain")
+
+    async def later() -> None:
+        note("returns_awaitable")
+
+    def returns_awaitable(r: PollResult) -> Coroutine[Any, Any, None]:  # run in a thread, awaited on the loop
+        return later()
+
+    class CallableObject:
+        async def __call__(self, r: PollResult) -> None:
+            note("callable_object")
+
+    handlers = {
+        "coroutine_function": coroutine_function,
+        "partial": functools.partial(with_prefix, "partial"),
+        "plain": plain,
+        "returns_awaitable": returns_awaitable,
+        "callable_object": CallableObject(),
+    }
+    registry = HandlerRegistry()
+    for name, handler in handlers.items():
+        registry.register(">", handler, tenant=ACME, policy=same_tenant(ACME), name=name, eager=eager)
+    delivery = await registry.deliver(result(ACME))
+    assert delivery.ok and sorted(delivery.delivered) == sorted(handlers)
+    assert seen == {name: [ACME] for name in handlers}
+
+    async def takes_nothing() -> None:  # cannot even be called with a result
+        note("takes_nothing")
+
+    registry.register(">", takes_nothing, tenant=ACME, policy=same_tenant(ACME), name="takes_nothing", eager=eager)
+    delivery = await registry.deliver(result(ACME))
+    assert delivery.failed == {"takes_nothing": Reason.HANDLER_FAILED} and sorted(delivery.delivered) == sorted(handlers)
+    assert "takes_nothing" not in seen
+    await registry.close()
+
+
 async def test_a_sinks_own_eager_attribute_is_the_default():
     class Eager(MemorySink):
         eager = True

@@ -62,3 +62,46 @@ def test_a_deep_document_does_not_exhaust_the_recursion_limit() -> None:
     for _ in range(depth):
         document = {"a": [document]}
     assert payload_tenant_claims(document) == {"xyz-inc"}
+
+
+# Payloads the registry does not decode must be exactly those whose decoding could
+# change nothing: the claim filter and the labels decide the same either way.
+_SPELLINGS = [
+    b'{"status": "ok", "latency_ms": 0.41}',
+    b'{"tenant": "xyz-inc"}',
+    b'{"TENANT-ID": "xyz-inc"}',
+    b'{"\\u0074enant": "xyz-inc"}',
+    b'{"\\u0061gent_id": "other"}',
+    b'{"agent_id": "other"}',
+    b'{"partition": "p9"}',
+    '{"\uff54\uff45\uff4e\uff41\uff4e\uff54": "xyz-inc"}'.encode(),  # fullwidth "tenant": NFKC reads it so
+    '{"tenant": "xyz-inc"}'.encode("utf-16-le"),  # no BOM: only NUL bytes say it is UTF-16
+    '{"tenant": "xyz-inc"}'.encode("utf-32"),
+    b'{"up": NaN, "tenant": "xyz-inc"}',  # not strict JSON: read as a lenient parser would
+    b"not json at all",
+    b"null",
+]
+
+
+@pytest.mark.parametrize("payload", _SPELLINGS)
+def test_a_payload_left_undecoded_could_not_have_changed_a_decision(payload: bytes) -> None:
+    from poller.delivery.payload import payload_needs_reading
+
+    result = sample_result(proven=True, payload=payload)
+    decoded = result.payload_json()
+    if not payload_needs_reading(payload):
+        assert payload_refusal(result, None) == payload_refusal(result, decoded) is None
+        assert result.reported_labels(None) == result.reported_labels(decoded)
+    else:  # what the registry decodes is what holds a claim or a label to look at
+        assert payload_refusal(result, decoded) is not None or result.reported_labels(decoded) or b"\\u" in payload
+
+
+def test_only_statuses_that_cannot_spell_a_key_are_left_undecoded() -> None:
+    from poller.delivery.payload import payload_needs_reading
+
+    assert not payload_needs_reading(b'{"status": "ok", "port": 22}')
+    assert [p for p in _SPELLINGS if not payload_needs_reading(p)] == [
+        b'{"status": "ok", "latency_ms": 0.41}',
+        b"not json at all",
+        b"null",
+    ]

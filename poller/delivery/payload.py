@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from poller.delivery.result import PollResult
 
-__all__ = ["MAX_DEPTH", "NOT_JSON", "TENANT_KEYS", "decode_payload", "payload_refusal", "payload_tenant_claims"]
+__all__ = [
+    "MAX_DEPTH",
+    "NOT_JSON",
+    "TENANT_KEYS",
+    "decode_payload",
+    "payload_needs_reading",
+    "payload_refusal",
+    "payload_tenant_claims",
+]
 
 #: Deeper documents are not JSON here: re-encoding them must never exhaust the
 #: recursion limit on the way to a sink (the C parser stops near 1,000 anyway).
@@ -103,10 +111,22 @@ _TENANT_KEYS_NORMALISED = frozenset(k.replace("_", "") for k in TENANT_KEYS)
 
 
 def _may_name_a_tenant(payload: bytes) -> bool:
-    """Cheap pre-check on raw UTF-8 JSON: a tenant key has "tenant" in it, in any
-    case, unless it is spelled with \\u escapes or non-ASCII letters (fullwidth,
-    ligatures: then the full walk decides)."""
-    return b"tenant" in payload.lower() or b"\\u" in payload or not payload.isascii()
+    """Cheap pre-check on the raw payload, for a strict and a lenient reading alike:
+    a tenant key has "tenant" in it, in any case, unless it is spelled with \\u
+    escapes or non-ASCII letters (fullwidth, ligatures), or the payload is one a
+    lenient parser reads as UTF-16 or UTF-32 (NUL bytes). Then the full walk decides."""
+    return b"tenant" in payload.lower() or b"\\u" in payload or not payload.isascii() or b"\x00" in payload
+
+
+def payload_needs_reading(payload: bytes) -> bool:
+    """False when no reading of the payload can hold a tenant key or a reported
+    label (`agent_id`, `partition`): then neither the tenant-claim filter nor the
+    labels need it decoded. Most statuses are such (`{"status": "ok", ...}`).
+
+    >>> payload_needs_reading(b'{"status": "ok"}'), payload_needs_reading(b'{"partition": "p2"}')
+    (False, True)
+    """
+    return _may_name_a_tenant(payload) or b"agent_id" in payload or b"partition" in payload
 
 
 def _is_tenant_key(key: object) -> bool:
@@ -148,15 +168,13 @@ def payload_refusal(result: PollResult, document: Any) -> str | None:
     if result.context is None:
         # An unproven result is made by the poller and carries no agent data.
         return "a payload without a proven identity" if result.payload else None
-    if not result.payload:
+    if not result.payload or not _may_name_a_tenant(result.payload):
         return None
     how = ""
     if document is None and result.payload.strip() != b"null":  # not strict JSON: as a lenient parser reads it
         document, how = _as_a_lenient_parser_reads_it(result.payload), " (read as a lenient JSON parser would)"
         if document is NOT_JSON:
             return None
-    elif not _may_name_a_tenant(result.payload):
-        return None
     lies = sorted(c for c in payload_tenant_claims(document) if c != result.context.tenant)
     if lies:
         return f"payload{how} names tenant {lies[0][:64]!r}, the proven tenant is {result.context.tenant!r}"

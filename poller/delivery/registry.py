@@ -43,11 +43,11 @@ import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from poller import eager
 from poller.delivery.channels import channel_for, check_pattern, matches
-from poller.delivery.payload import payload_refusal
+from poller.delivery.payload import payload_needs_reading, payload_refusal
 from poller.delivery.result import PollResult
 from poller.delivery.sink import Sink
 from poller.identity.context import _current
@@ -231,7 +231,9 @@ class HandlerRegistry:
             channel = channel_for(result)
         except ResultRefused as err:
             return self._refuse(result, None, err.reason, err.detail)
-        document = result.payload_json()
+        # Decoded only when it could matter: a payload that cannot spell a tenant key or
+        # a label holds nothing the two checks look for (and the sinks read it themselves).
+        document = result.payload_json() if payload_needs_reading(result.payload) else None
         refusal = payload_refusal(result, document)
         if refusal is not None:
             return self._refuse(result, channel, Reason.PAYLOAD_MISMATCH, refusal, audited=True)
@@ -327,11 +329,23 @@ class HandlerRegistry:
                 **registration.platform.log_fields(),
             )
         name = f"handler {registration.name}"
+        # An async handler's coroutine is run as it is (making it runs none of its code);
+        # a plain function goes through _invoke (a thread, or an awaitable it returns).
+        try:
+            step = (
+                _invoke(registration, result)
+                if registration.threaded
+                else cast(Coroutine[Any, Any, None], registration.call(result))
+            )
+        except Exception as uncallable:  # an async handler that cannot even be called (its signature)
+            detail = f"{type(uncallable).__name__}: {str(uncallable)[:200]}"
+            return self._failed(registration, result, Reason.HANDLER_FAILED, detail)
+        task: asyncio.Future[None]
         if registration.eager:  # most finish at once: then no task, no timer, no loop round
-            task = eager.start(_invoke(registration, result), context=context, name=name)
+            task = eager.start(step, context=context, name=name)
         else:
-            task = asyncio.get_running_loop().create_task(_invoke(registration, result), name=name, context=context)
-        if not await wait_done(task, registration.timeout):  # at once for a finished one (an eager step, mostly)
+            task = asyncio.get_running_loop().create_task(step, name=name, context=context)
+        if not task.done() and not await wait_done(task, registration.timeout):
             self._abandon(task)
             return self._failed(registration, result, Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s")
         if task.cancelled():
@@ -400,7 +414,7 @@ class HandlerRegistry:
             task: asyncio.Future[None] = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
         else:
             task = asyncio.ensure_future(step)
-        if not await wait_done(task, registration.timeout):  # at once for a finished one (an eager step, mostly)
+        if not task.done() and not await wait_done(task, registration.timeout):
             self._abandon(task)
             reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
         elif not task.cancelled() and task.exception() is not None:

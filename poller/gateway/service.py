@@ -23,6 +23,7 @@ only once the results are as durable as a polled cycle's.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -61,7 +62,7 @@ PUSH_METHODS = frozenset({f"/{SERVICE}/PushStatus", f"/{SERVICE}/StreamStatus"})
 # off every newer agent at its first new stream.
 RESULT_SOURCES = frozenset({"results", "sysmon-metrics", "snmp-metrics", "plugin-telemetry", "plugin-result"})
 _STATUS_SOURCES = frozenset({"", "status"})  # what nearly every status says: nothing to check
-_CONTROL = frozenset("\n\r\t\x00")
+_has_control = re.compile("[\n\r\t\x00]").search  # a regex search: no set built per field
 T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 
@@ -396,13 +397,13 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
     def _result(self, call: _Call, status: pb.GatewayServiceStatus, timestamp: int) -> PollResult:
         ctx = call.ctx
         name, service_type = status.service_name, status.service_type
-        if not name or len(name) > 255 or _CONTROL & set(name):
+        if not name or len(name) > 255 or _has_control(name):
             raise _invalid(f"service_name {name[:64]!r} is empty, longer than 255 or holds control characters")
-        if len(service_type) > 64 or _CONTROL & set(service_type):
+        if len(service_type) > 64 or _has_control(service_type):
             raise _invalid(f"service_type {service_type[:64]!r} is invalid")
         source = status.source
         kind = "results" if source in RESULT_SOURCES else "status"
-        if kind == "status" and source not in _STATUS_SOURCES and (len(source) > 64 or _CONTROL & set(source)):
+        if kind == "status" and source not in _STATUS_SOURCES and (len(source) > 64 or _has_control(source)):
             raise _invalid(f"source {source[:64]!r} is longer than 64 or holds control characters")
         limit = self.bounds.max_results_bytes if kind == "results" else self.bounds.max_status_bytes
         if len(status.message) > limit:
