@@ -252,10 +252,13 @@ class HandlerRegistry:
         if not chosen:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
 
-        if len(chosen) == 1:  # the common case (the daemon's sink): no gather task
-            outcomes: list[Reason | None] = [await self._run(chosen[0], result, channel)]
-        else:
-            outcomes = list(await asyncio.gather(*(self._run(r, result, channel) for r in chosen)))
+        if len(chosen) == 1:  # the common case (the daemon's sink, the gateway's): no gather task
+            only = chosen[0]
+            reason = await self._run(only, result, channel)
+            if reason is None:
+                return Delivery(channel=channel, delivered=(only.name,))
+            return Delivery(channel=channel, failed={only.name: reason})
+        outcomes = await asyncio.gather(*(self._run(r, result, channel) for r in chosen))
         failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
         delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
         return Delivery(channel=channel, delivered=delivered, failed=failed)

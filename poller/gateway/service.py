@@ -279,7 +279,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self.tracker.pushed(entry, peer=peer_address(peer), at=time.time(), outcome=refusal.reason)
 
     def _count_push(self, tenant: str, outcome: Reason) -> None:
-        self._pushes.child(tenant, outcome.value).inc()
+        self._pushes.child(tenant, outcome).inc()  # a StrEnum: its own label value
 
     # -- one call ---------------------------------------------------------------------
 
@@ -469,10 +469,15 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             return statuses, timestamp
 
     async def _deliver(self, call: _Call, results: list[PollResult]) -> None:
-        deliveries = [await self.delivery.deliver(result) for result in results]
+        refused: list[Delivery] = []
+        failed: list[Delivery] = []
+        for result in results:
+            delivery = await self.delivery.deliver(result)
+            if delivery.refused is not None:
+                refused.append(delivery)
+            elif delivery.failed:
+                failed.append(delivery)
         await self.delivery.flush()  # as durable as a polled cycle before `received`
-        refused = [d for d in deliveries if d.refused is not None]
-        failed = [d for d in deliveries if d.failed]
         if refused:
             first = refused[0]
             assert first.refused is not None

@@ -170,7 +170,7 @@ class ProofCache:
     def __init__(self, size: int = 4096, *, clock: Callable[[], float] | None = None) -> None:
         self.size = size
         self.proofs = 0  # chains actually verified (the rest came from memory)
-        self._clock = clock or (lambda: certinfo.utcnow().timestamp())
+        self._clock = clock or time.time  # the wall clock notAfter and nextUpdate are on
         self._entries: dict[bytes, tuple[object, object, float, TenantContext | PlatformIdentity | IdentityRefused]] = {}
 
     def prove(
