@@ -5,8 +5,8 @@ waiting for it at its timeout. Most sink steps finish without ever waiting
 (FileSink.publish writes a line), and for them the task is pure cost: a
 task, a timer and two loop rounds per result, which at a gateway's push rate
 is more than the proof (bench.gateway). `start()` runs the coroutine's first
-step at once, in the given context: a coroutine that finishes there gives a
-finished future; one that waits is handed, mid-flight, to a task of its own,
+step at once, in the given context: a coroutine that finishes there gives
+its outcome (a Finished, read as a done future is); one that waits is handed, mid-flight, to a task of its own,
 which the caller then waits for (and may abandon) as before.
 
 Only for coroutines that declare it safe: during that first step
@@ -30,39 +30,63 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["start"]
+__all__ = ["Finished", "start"]
 
 T = TypeVar("T")
 
 
-def start(coro: Coroutine[Any, Any, T], *, context: contextvars.Context, name: str | None = None) -> asyncio.Future[T]:
-    """Run coro up to its first wait, in context: a done future if it finished
-    (with its result, its exception, or cancelled), else the task continuing it."""
-    loop = asyncio.get_running_loop()
+def start(
+    coro: Coroutine[Any, Any, T], *, context: contextvars.Context, name: str | None = None
+) -> asyncio.Future[T] | Finished[T]:
+    """Run coro up to its first wait, in context: its outcome as a Finished if it
+    finished (its result, its exception, or cancelled), else the task continuing it."""
     try:
         waiting_on = context.run(coro.send, None)
     except StopIteration as stop:
-        return _finished(loop, stop.value, None)
+        return Finished(stop.value)
     except asyncio.CancelledError:
-        future: asyncio.Future[T] = loop.create_future()
-        future.cancel()
-        return future
+        return Finished(None, cancelled=True)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # the coroutine's own failure: its outcome, as a task would keep it
-        return _finished(loop, None, exc)
-    return loop.create_task(_Continue(coro, waiting_on), name=name, context=context)
+        return Finished(None, exc)
+    return asyncio.get_running_loop().create_task(_Continue(coro, waiting_on), name=name, context=context)
 
 
-def _finished(loop: asyncio.AbstractEventLoop, value: Any, exc: BaseException | None) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = loop.create_future()
-    if exc is None:
-        future.set_result(value)
-    else:
-        future.set_exception(exc)
-    return future
+class Finished(Generic[T]):
+    """The outcome of a coroutine that finished in its first step, read as a done
+    future's: done(), cancelled(), exception(), result(), or awaited. No future
+    and no loop lookup: at a gateway's push rate those are a visible share."""
+
+    __slots__ = ("_cancelled", "_exception", "_value")
+
+    def __init__(self, value: Any, exception: BaseException | None = None, *, cancelled: bool = False) -> None:
+        self._value: T = value  # None when it failed or was cancelled: result() raises then
+        self._exception, self._cancelled = exception, cancelled
+
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def exception(self) -> BaseException | None:
+        if self._cancelled:
+            raise asyncio.CancelledError
+        return self._exception
+
+    def result(self) -> T:
+        if self._cancelled:
+            raise asyncio.CancelledError
+        if self._exception is not None:
+            raise self._exception
+        return self._value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result()
+        yield  # pragma: no cover - a generator that never yields: await gives the outcome at once
 
 
 class _Continue(Coroutine[Any, Any, T]):

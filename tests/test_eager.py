@@ -102,3 +102,25 @@ async def test_an_exception_after_a_wait_is_the_tasks_and_a_caught_cancellation_
     stubborn = eager.start(shrugs(), context=inside())
     stubborn.cancel()
     assert await stubborn == "kept going"
+
+
+async def test_a_finished_outcome_reads_and_awaits_as_a_done_future_would():
+    async def quick() -> int:
+        return 7
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    assert await eager.start(quick(), context=inside()) == 7
+    failed = eager.start(boom(), context=inside())
+    with pytest.raises(RuntimeError, match="boom"):
+        await failed
+    with pytest.raises(RuntimeError, match="boom"):
+        failed.result()
+    gone = eager.start(cancelled(), context=inside())
+    for read in (gone.result, gone.exception):
+        with pytest.raises(asyncio.CancelledError):
+            read()

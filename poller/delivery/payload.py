@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +116,7 @@ def _may_name_a_tenant(payload: bytes) -> bool:
     a tenant key has "tenant" in it, in any case, unless it is spelled with \\u
     escapes or non-ASCII letters (fullwidth, ligatures), or the payload is one a
     lenient parser reads as UTF-16 or UTF-32 (NUL bytes). Then the full walk decides."""
-    return b"tenant" in payload.lower() or b"\\u" in payload or not payload.isascii() or b"\x00" in payload
+    return _TENANT_KEY_POSSIBLE.search(payload) is not None
 
 
 def payload_needs_reading(payload: bytes) -> bool:
@@ -126,7 +127,13 @@ def payload_needs_reading(payload: bytes) -> bool:
     >>> payload_needs_reading(b'{"status": "ok"}'), payload_needs_reading(b'{"partition": "p2"}')
     (False, True)
     """
-    return _may_name_a_tenant(payload) or b"agent_id" in payload or b"partition" in payload
+    return _READING_NEEDED.search(payload) is not None
+
+
+# One pass each, nothing copied: "tenant" in any ASCII case, a \u escape, a NUL or a
+# non-ASCII byte; the second also the two label keys as the agent spells them.
+_TENANT_KEY_POSSIBLE = re.compile(rb"(?i:tenant)|\\u|[^\x01-\x7f]")
+_READING_NEEDED = re.compile(rb"(?i:tenant)|\\u|[^\x01-\x7f]|agent_id|partition")
 
 
 def _is_tenant_key(key: object) -> bool:

@@ -267,9 +267,12 @@ class HandlerRegistry:
         ctx = result.context
         if ctx is None:
             return None
+        reported = result.reported_labels(document)
+        if not reported:  # nearly every result: nothing more to compare
+            return None
         proven = {"agent_id": ctx.component_id, "partition": ctx.partition_id}
         problems = []
-        for label, value in result.reported_labels(document).items():
+        for label, value in reported.items():
             if value == proven[label]:
                 continue
             self.metrics.label_mismatches.labels(tenant=ctx.tenant, label=label).inc()
@@ -343,12 +346,12 @@ class HandlerRegistry:
         except Exception as uncallable:  # an async handler that cannot even be called (its signature)
             detail = f"{type(uncallable).__name__}: {str(uncallable)[:200]}"
             return self._failed(registration, result, Reason.HANDLER_FAILED, detail)
-        task: asyncio.Future[None]
+        task: asyncio.Future[None] | eager.Finished[None]
         if registration.eager:  # most finish at once: then no task, no timer, no loop round
             task = eager.start(step, context=context, name=name)
         else:
             task = asyncio.get_running_loop().create_task(step, name=name, context=context)
-        if not task.done() and not await wait_done(task, registration.timeout):
+        if isinstance(task, asyncio.Future) and not task.done() and not await wait_done(task, registration.timeout):
             self._abandon(task)
             return self._failed(registration, result, Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s")
         if task.cancelled():
@@ -413,11 +416,12 @@ class HandlerRegistry:
             task.cancel()
 
     async def _bounded(self, registration: Registration, step: Coroutine[Any, Any, None], what: str) -> None:
+        task: asyncio.Future[None] | eager.Finished[None]
         if registration.eager:
-            task: asyncio.Future[None] = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
+            task = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
         else:
             task = asyncio.ensure_future(step)
-        if not task.done() and not await wait_done(task, registration.timeout):
+        if isinstance(task, asyncio.Future) and not task.done() and not await wait_done(task, registration.timeout):
             self._abandon(task)
             reason, detail = Reason.HANDLER_TIMEOUT, f"no answer within {registration.timeout:g}s"
         elif not task.cancelled() and task.exception() is not None:
