@@ -231,12 +231,15 @@ class HandlerRegistry:
             channel = channel_for(result)
         except ResultRefused as err:
             return self._refuse(result, None, err.reason, err.detail)
-        # Decoded only when it could matter: a payload that cannot spell a tenant key or
-        # a label holds nothing the two checks look for (and the sinks read it themselves).
-        document = result.payload_json() if payload_needs_reading(result.payload) else None
-        refusal = payload_refusal(result, document)
-        if refusal is not None:
-            return self._refuse(result, channel, Reason.PAYLOAD_MISMATCH, refusal, audited=True)
+        if result.context is not None and not payload_needs_reading(result.payload):
+            # Its bytes cannot spell a tenant key or a label: nothing either check looks
+            # for, so it is not decoded here (the sinks read it themselves).
+            document = None
+        else:
+            document = result.payload_json()
+            refusal = payload_refusal(result, document)
+            if refusal is not None:
+                return self._refuse(result, channel, Reason.PAYLOAD_MISMATCH, refusal, audited=True)
         refusal = self._check_labels(result, document)
         if refusal is not None:
             return self._refuse(result, channel, Reason.LABEL_MISMATCH, refusal, audited=True)
