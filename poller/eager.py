@@ -6,8 +6,9 @@ waiting for it at its timeout. Most sink steps finish without ever waiting
 task, a timer and two loop rounds per result, which at a gateway's push rate
 is more than the proof (bench.gateway). `start()` runs the coroutine's first
 step at once, in the given context: a coroutine that finishes there gives
-its outcome (a Finished, read as a done future is); one that waits is handed, mid-flight, to a task of its own,
-which the caller then waits for (and may abandon) as before.
+its outcome (a Finished, read as a done future is); one that waits is handed,
+mid-flight, to a task of its own, which the caller then waits for (and may
+abandon) as before.
 
 Only for coroutines that declare it safe: during that first step
 `asyncio.current_task()` is the caller's task, so a coroutine that enters

@@ -338,8 +338,9 @@ class HandlerRegistry:
                 **registration.platform.log_fields(),
             )
         name = f"handler {registration.name}"
-        # An async handler's coroutine is run as it is (making it runs none of its code);
-        # a plain function goes through _invoke (a thread, or an awaitable it returns).
+        # An async handler's coroutine is run as it is (making it runs none of the
+        # handler's code); a plain function goes through _invoke (a thread, or an
+        # awaitable it returns).
         try:
             step = (
                 _invoke(registration, result)
