@@ -8,8 +8,11 @@ end-to-end tests at the bottom poll real mock agents over real mTLS.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -280,10 +283,6 @@ async def test_every_shape_of_handler_is_run_bound_to_the_results_tenant(eager):
     """An async function, an object with an async __call__, a partial of one, a
     plain function (run in a thread) and a plain function returning an awaitable:
     each gets the result once, with current_tenant() bound to its proof."""
-    import functools
-    from collections.abc import Coroutine
-    from typing import Any
-
     seen: dict[str, list[str]] = {}
 
     def note(name: str) -> None:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from poller.delivery.payload import payload_refusal, payload_tenant_claims
+from poller.delivery.payload import payload_needs_reading, payload_refusal, payload_tenant_claims
 from poller.testing.results import sample_result
 
 
@@ -87,8 +87,6 @@ _SPELLINGS = [
 
 @pytest.mark.parametrize("payload", _SPELLINGS)
 def test_a_payload_left_undecoded_could_not_have_changed_a_decision(payload: bytes) -> None:
-    from poller.delivery.payload import payload_needs_reading
-
     result = sample_result(proven=True, payload=payload)
     decoded = result.payload_json()
     if not payload_needs_reading(payload):  # the rest are decoded (the list below says which)
@@ -97,8 +95,6 @@ def test_a_payload_left_undecoded_could_not_have_changed_a_decision(payload: byt
 
 
 def test_only_statuses_that_cannot_spell_a_key_are_left_undecoded() -> None:
-    from poller.delivery.payload import payload_needs_reading
-
     assert not payload_needs_reading(b'{"status": "ok", "port": 22}')
     assert [p for p in _SPELLINGS if not payload_needs_reading(p)] == [
         b'{"status": "ok", "latency_ms": 0.41}',

@@ -339,11 +339,10 @@ class HandlerRegistry:
             )
         name = f"handler {registration.name}"
         # An async handler's coroutine is run as it is (making it runs none of the
-        # handler's code); a plain function goes through _invoke (a thread, or an
-        # awaitable it returns).
+        # handler's code); a plain function runs in a thread.
         try:
             step = (
-                _invoke(registration, result)
+                _in_thread(registration, result)
                 if registration.threaded
                 else cast(Coroutine[Any, Any, None], registration.call(result))
             )
@@ -453,11 +452,9 @@ def _allows(registration: Registration, access: Access) -> bool:
         return False
 
 
-async def _invoke(registration: Registration, result: PollResult) -> None:
-    if registration.threaded:
-        outcome = await asyncio.to_thread(registration.call, result)  # copies the bound context
-    else:
-        outcome = registration.call(result)
+async def _in_thread(registration: Registration, result: PollResult) -> None:
+    """A plain function's call, in a thread (which copies the bound context); an awaitable it returns is awaited here."""
+    outcome = await asyncio.to_thread(registration.call, result)
     if inspect.isawaitable(outcome):
         await outcome
 

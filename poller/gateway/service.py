@@ -105,12 +105,12 @@ class _Call:
         self.started = time.time()
 
 
+_ADDRESS_FAMILIES = frozenset({"ipv4:", "ipv6:"})
+
+
 def peer_address(peer: str) -> str:
     """grpc's "ipv4:10.0.0.5:41000" / "ipv6:[::1]:41000" as "10.0.0.5:41000"."""
     return peer[5:] if peer[:5] in _ADDRESS_FAMILIES else peer
-
-
-_ADDRESS_FAMILIES = frozenset({"ipv4:", "ipv6:"})
 
 
 class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
