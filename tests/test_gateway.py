@@ -32,6 +32,8 @@ from poller.gateway import (
 from poller.identity.reasons import Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
+from poller.proto import monitoring_pb2 as pb
+from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.testing import ForgedCert, ForgePki
 from poller.testing.push_agent import PushAgent, refusal_of
 from poller.trust import TrustStore
@@ -261,6 +263,53 @@ async def test_the_proof_is_the_interceptors(gw, log_events):
     assert {e["reason"] for e in audited(log_events, "server_call_refused")} == {"tenant_mismatch", "revoked", "untrusted_chain"}
 
 
+def _every_method_called(agent: PushAgent) -> list[tuple[str, object]]:
+    """Each method AgentGatewayService declares, called once as its shape calls it (a
+    call object to await or read): from the service descriptor, so a method added to the
+    proto is called here too."""
+    service = pb.DESCRIPTOR.services_by_name["AgentGatewayService"]
+    calls = []
+    for method in service.methods:
+        request = getattr(pb, method.input_type.name)()
+        target = getattr(agent.stub, method.name)
+
+        async def one(request=request):
+            yield request
+
+        calls.append((method.name, target(one() if method.client_streaming else request, timeout=10)))
+    return calls
+
+
+async def ended(call) -> tuple[grpc.StatusCode, str | None]:
+    """The end of a call of any shape: a streamed answer is read until it fails."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        if isinstance(call, grpc.aio.UnaryStreamCall | grpc.aio.StreamStreamCall):
+            async for _ in call:
+                pass
+        else:
+            await call
+    return refusal_of(info.value)
+
+
+async def test_every_method_the_service_declares_is_guarded(gw, log_events):
+    """serve_gateway registers the servicer already guarded, with no grpc interceptor:
+    every method must still prove and admit its caller before it runs."""
+    unlisted = gw.agent(gw.pki.agent(ACME, "agent-002"))
+    impostor = gw.agent(gw.pki.agent(ACME, "agent-001", issuer_tenant=XYZ, dns=[]))
+    expected = {
+        unlisted: (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent"),
+        impostor: (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch"),
+    }
+    names = [m.name for m in pb.DESCRIPTOR.services_by_name["AgentGatewayService"].methods]
+    assert {"Hello", "GetConfig", "PushStatus", "StreamStatus", "ControlStream"} <= set(names)
+    for agent, refusal in expected.items():
+        for name, call in _every_method_called(agent):
+            assert (name, await ended(call)) == (name, refusal)
+    refused_methods = {e["method"] for e in audited(log_events, "server_call_refused")}
+    assert refused_methods == {f"/monitoring.AgentGatewayService/{name}" for name in names}
+    assert not audited(log_events, "server_call_accepted") and gw.rows(ACME) == []
+
+
 async def test_a_revoked_agent_is_named_in_its_refusal_and_an_impostor_names_nobody(gw, log_events):
     # An impostor's certificate (another tenant's CA) names edge-acme's identity: that proves nothing
     # about the name, so edge-acme is untouched; a revoked certificate of the tenant's CA is edge-acme's.
@@ -337,9 +386,6 @@ async def test_no_client_certificate_no_call(gw):
         options=[("grpc.ssl_target_name_override", SERVER_NAME)],
     )
     try:
-        from poller.proto import monitoring_pb2 as pb
-        from poller.proto import monitoring_pb2_grpc as pb_grpc
-
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await pb_grpc.AgentGatewayServiceStub(channel).Hello(pb.AgentHelloRequest(agent_id="agent-001"), timeout=10)
         assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
@@ -591,8 +637,6 @@ async def test_two_replicas_give_the_same_push_the_same_msg_id(pki, tmp_path):
 
 async def test_a_head_agent_is_served_as_well(gw):
     """Upstream HEAD's agent: version/host fields, no tenant fields, a ControlStream held open."""
-    from poller.proto import monitoring_pb2 as pb
-
     agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
     session = agent.control_stream()
     await session.opened()
