@@ -292,8 +292,8 @@ async def ended(call) -> tuple[grpc.StatusCode, str | None]:
 
 
 async def test_every_method_the_service_declares_is_guarded(gw, log_events):
-    """serve_gateway registers the servicer already guarded, with no grpc interceptor:
-    every method must still prove and admit its caller before it runs."""
+    """Every method, the ones a later proto adds too, proves and admits its caller
+    before it runs: nothing of the servicer is reachable around the interceptor."""
     unlisted = gw.agent(gw.pki.agent(ACME, "agent-002"))
     impostor = gw.agent(gw.pki.agent(ACME, "agent-001", issuer_tenant=XYZ, dns=[]))
     expected = {

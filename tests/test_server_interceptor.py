@@ -11,15 +11,13 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import grpc
 import pytest
 
 from poller.dial.interceptor import TENANT_METADATA_KEY
 from poller.identity.names import format_spiffe_id
-from poller.identity.reasons import IdentityRefused, InvalidArgument, Reason
-from poller.proto import monitoring_pb2_grpc as pb_grpc
+from poller.identity.reasons import IdentityRefused, Reason
 from poller.server import REASON_METADATA_KEY, TenantServerInterceptor, server_credentials
 from poller.testing import ForgedCert, ForgePki
 from poller.trust import TrustStore
@@ -364,44 +362,3 @@ def test_proof_cache_holds_only_while_trust_time_and_crl_allow(pki, trust_store)
         cache.prove(auth, trust_store.snapshot, None)
     assert first.value.reason is second.value.reason is Reason.REVOKED
     assert first.value is not second.value and cache.proofs == 3
-
-
-class _RegistrationsSeen:
-    """A stand-in for grpc.aio.Server's two registration methods: what add_guarded hands it."""
-
-    def __init__(self) -> None:
-        self.generic: list[grpc.GenericRpcHandler] = []
-        self.registered: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-
-    def add_generic_rpc_handlers(self, handlers) -> None:
-        self.generic.extend(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers) -> None:
-        self.registered[service] = dict(handlers)
-
-
-class _CallDetails(NamedTuple):  # grpc.HandlerCallDetails is a protocol: this is its shape
-    method: str
-    invocation_metadata: tuple
-
-
-def test_add_guarded_registers_only_guarded_handlers_on_both_of_grpcs_paths(trust_store):
-    servicer = pb_grpc.AgentGatewayServiceServicer()
-    seen = _RegistrationsSeen()
-    interceptor = TenantServerInterceptor(trust_store, platform=False)
-    served = interceptor.add_guarded(seen, pb_grpc.add_AgentGatewayServiceServicer_to_server, servicer)
-    [(service, handlers)] = seen.registered.items()
-    assert served == tuple(f"/{service}/{name}" for name in handlers) and "Hello" in handlers
-    for name, handler in handlers.items():
-        [generic] = seen.generic
-        assert generic.service(_CallDetails(f"/{service}/{name}", ())) is handler  # the same guarded handler on either path
-        behaviour = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
-        assert behaviour.__qualname__.startswith("TenantServerInterceptor.")  # not the servicer's own method
-
-
-def test_add_guarded_refuses_an_adder_that_registers_no_methods(trust_store):
-    def add_nothing(servicer, server) -> None:
-        server.add_generic_rpc_handlers(())
-
-    with pytest.raises(InvalidArgument, match="registered no method handlers"):
-        TenantServerInterceptor(trust_store, platform=False).add_guarded(_RegistrationsSeen(), add_nothing, object())

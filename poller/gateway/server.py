@@ -1,11 +1,6 @@
 """Serving the gateway: a grpc.aio server over mTLS (client certificate required),
 every call behind TenantServerInterceptor with the push registry's policy.
 
-The servicer's methods are registered already guarded (`add_guarded`) rather
-than behind a grpc interceptor: the same proof for every call, and the server
-holds no other handler, without grpc's per-call interceptor path (about 30 us
-of the event loop's time per push; bench/README, docs/design.md).
-
 >>> server = await serve_gateway(gateway, trust, "0.0.0.0:50052", chain_pem, key_pem)  # doctest: +SKIP
 >>> server.port  # doctest: +SKIP
 50052
@@ -72,6 +67,7 @@ async def serve_gateway(
     )
     bounds = gateway.bounds
     server = grpc.aio.server(
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", bounds.max_message_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
@@ -81,7 +77,7 @@ async def serve_gateway(
             ("grpc.max_connection_idle_ms", max(1, int(bounds.connection_idle * 1000))),
         ],
     )
-    interceptor.add_guarded(server, pb_grpc.add_AgentGatewayServiceServicer_to_server, gateway)
+    pb_grpc.add_AgentGatewayServiceServicer_to_server(gateway, server)
     bind = f"[::]{listen}" if listen.startswith(":") else listen  # ":50052": every interface, as the config allows
     try:
         port = server.add_secure_port(bind, server_credentials(trust, certificate_chain, private_key, platform=None))

@@ -26,11 +26,6 @@ admin identity and the tenant it names in `x-serviceradar-tenant` metadata
 
 All four call shapes are covered (unary and streaming, either side).
 
-A server that serves only known servicers can have them registered already
-guarded instead (`add_guarded`): the same proof, policy, audit and bindings
-for every method, without grpc's per-call interceptor path (the gateway does,
-for its push rate; see docs/design.md).
-
 A long-lived call (any streaming shape) is proven at its start and then
 held to its identity while it runs (invariant 8, server side): the caller's
 chain is proven again whenever the trust source changes (a new CRL, a CA
@@ -66,7 +61,7 @@ from poller.identity import certinfo
 from poller.identity.context import TenantContext, _current
 from poller.identity.names import EdgeName, is_label
 from poller.identity.platform import PlatformIdentity
-from poller.identity.reasons import IdentityRefused, InvalidArgument, PermissionDenied, Reason
+from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
 from poller.logs import get_logger
 from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.policy import Access, Decision, Policy, any_tenant
@@ -318,7 +313,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:  # a servicer's handlers are made once: wrap each once
             return known[1]
-        wrapped = self.guard(handler, method)
+        wrapped = self._wrap(handler, method)
         if len(self._wrapped) < _MAX_REMEMBERED:  # methods are few; a generic handler inventing them is not cached
             self._wrapped[method] = (handler, wrapped)
         return wrapped
@@ -410,41 +405,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
 
     # -- the four call shapes ----------------------------------------------------------
 
-    def add_guarded(
-        self,
-        server: grpc.aio.Server,
-        add_to_server: Callable[[Any, Any], None],
-        servicer: object,
-    ) -> tuple[str, ...]:
-        """Register `servicer` on `server` as the generated `add_<Service>Servicer_to_server`
-        would, but with every method guarded (`guard`); the full method names served.
-
-        For a server built without this interceptor: grpc's per-call interceptor
-        path is skipped, and only guarded handlers are ever registered (the
-        generated function's own registration is recorded, never applied), on
-        both of grpc's paths, registered methods and generic handlers. Anything
-        else added to that server is not guarded.
-
-        >>> server = grpc.aio.server()  # doctest: +SKIP
-        >>> interceptor.add_guarded(server, pb_grpc.add_AgentGatewayServiceServicer_to_server, gateway)  # doctest: +SKIP
-        ('/monitoring.AgentGatewayService/Hello', ...)
-        """
-        recorded = _RecordedRegistration()
-        add_to_server(servicer, recorded)
-        if not recorded.handlers:
-            # An adder of another generation (no registered methods) or none at all: serve nothing
-            # rather than something unguarded.
-            raise InvalidArgument(f"{getattr(add_to_server, '__name__', add_to_server)!r} registered no method handlers")
-        for service, handlers in recorded.handlers:
-            guarded = {name: self.guard(handler, f"/{service}/{name}") for name, handler in handlers.items()}
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, guarded),))
-            server.add_registered_method_handlers(service, guarded)
-        return tuple(f"/{service}/{name}" for service, handlers in recorded.handlers for name in handlers)
-
-    def guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        """`handler` (of the full method name `method`) behind this interceptor:
-        proven, authorized, audited and bound before it runs; a long-lived
-        call is ended when its caller's identity stops holding."""
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.request_streaming and handler.response_streaming:
             behaviour, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         elif handler.request_streaming:
@@ -625,20 +586,6 @@ class _IdentityWatch:
         if self._notifier is not None:
             self._notifier.unsubscribe(self)
             self._notifier = None
-
-
-class _RecordedRegistration:
-    """Stands in for a server while a generated add_..._to_server runs: keeps
-    the method handlers it registers, passes none of them on."""
-
-    def __init__(self) -> None:
-        self.handlers: list[tuple[str, dict[str, grpc.RpcMethodHandler]]] = []
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        """The same handlers as the registered ones below: built again, guarded."""
-
-    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
-        self.handlers.append((service, dict(handlers)))
 
 
 def _leaf_of(context: grpc.aio.ServicerContext) -> x509.Certificate | None:
