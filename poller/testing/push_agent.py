@@ -43,6 +43,14 @@ __all__ = ["ControlSession", "PushAgent", "refusal_of"]
 REASON_KEY = "x-serviceradar-reason"
 
 
+LOST_STATUS_TRIES = 5
+
+
+def _status_lost_to_a_write(err: grpc.aio.AioRpcError) -> bool:
+    """grpc.aio's own INTERNAL for a write that failed as the call ended, in place of the server's status."""
+    return bool(err.code() == grpc.StatusCode.INTERNAL and err.details() == "Internal error from Core")
+
+
 def refusal_of(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str | None]:
     """(status code, reason code from the trailing metadata) of a failed call."""
     for key, value in err.trailing_metadata() or ():
@@ -292,7 +300,20 @@ class PushAgent:
         return reply
 
     async def endless_stream(self, *, chunk_bytes: int = 64 * 1024, services_per_chunk: int = 1) -> grpc.aio.AioRpcError:
-        """StreamStatus that never sends is_final, until the gateway refuses it; the refusal."""
+        """StreamStatus that never sends is_final, until the gateway refuses it; the refusal.
+
+        A grpc.aio client whose write crosses the server's status reports its own
+        INTERNAL "Internal error from Core" instead (grpc/grpc#36066), and an endless
+        writer is always writing. Such a stream delivers nothing, so it is offered
+        again (at most LOST_STATUS_TRIES times) until the gateway's answer arrives.
+        """
+        for _ in range(LOST_STATUS_TRIES - 1):
+            err = await self._one_endless_stream(chunk_bytes, services_per_chunk)
+            if not _status_lost_to_a_write(err):
+                return err
+        return await self._one_endless_stream(chunk_bytes, services_per_chunk)
+
+    async def _one_endless_stream(self, chunk_bytes: int, services_per_chunk: int) -> grpc.aio.AioRpcError:
 
         async def forever() -> AsyncIterator[pb.GatewayStatusChunk]:
             i = 0
