@@ -307,14 +307,13 @@ class PushAgent:
         writer is always writing. Such a stream delivers nothing, so it is offered
         again (at most LOST_STATUS_TRIES times) until the gateway's answer arrives.
         """
-        for _ in range(LOST_STATUS_TRIES - 1):
+        for _ in range(LOST_STATUS_TRIES):
             err = await self._one_endless_stream(chunk_bytes, services_per_chunk)
             if not _status_lost_to_a_write(err):
-                return err
-        return await self._one_endless_stream(chunk_bytes, services_per_chunk)
+                break
+        return err
 
     async def _one_endless_stream(self, chunk_bytes: int, services_per_chunk: int) -> grpc.aio.AioRpcError:
-
         async def forever() -> AsyncIterator[pb.GatewayStatusChunk]:
             i = 0
             while True:
