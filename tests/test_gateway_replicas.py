@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.errors
 import pytest
 
 from poller.cluster.node import ClusterNode
@@ -230,6 +231,76 @@ async def test_a_replica_does_not_write_older_news_over_a_newer_sighting(
             await side.stop()
         for node in nodes:
             await node.stop(timeout=2)
+
+
+class _FirstWatchTimesOut:
+    """The real bucket, except that its first watch() fails as nats-py's does when creating the
+    watch's consumer outlasts the JetStream timeout (seen under CI load). Only that is simulated."""
+
+    def __init__(self, kv: object) -> None:
+        self.kv = kv
+        self.watches = 0
+
+    async def watch(self, keys: str) -> object:
+        self.watches += 1
+        if self.watches == 1:
+            raise nats.errors.TimeoutError
+        return await self.kv.watch(keys)  # type: ignore[attr-defined]
+
+    async def put(self, key: str, value: bytes) -> int:
+        return await self.kv.put(key, value)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_a_watch_that_fails_to_open_is_opened_again_whatever_the_tick(
+    pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]
+) -> None:
+    # Seen once in CI: with an hour's tick, a first watch that timed out was tried again only
+    # an hour later, and the replica stayed blind to every other replica's sightings.
+    from poller.gateway.liveness import PushTracker
+
+    server, layout = nats
+    cluster = ClusterConfig(nats=server.url, creds=creds_path(layout, None), bucket=BUCKET)
+    node = ClusterNode(PollerConfig(poller_id="gw-a", agents=(), poll_interval=1.0, cluster=cluster))
+    node.start()
+    side: SharedPushLiveness | None = None
+    try:
+        async with asyncio.timeout(20):
+            await node.ready.wait()
+        assert node.bucket is not None
+        bucket = _FirstWatchTimesOut(node.bucket)
+        side = SharedPushLiveness(bucket, PushTracker(), poller_id="gw-a", members=node.live_members, tick=3600)  # type: ignore[arg-type]
+        side.set_entries([ENTRY])
+        side.start()
+        await node.bucket.put(push_key(ACME, ENTRY.name), PushSighting("gw-b", "b" * 16, "10.0.0.5:41002", 1).dump())
+        async with asyncio.timeout(20):
+            await side.wait_for(lambda lv: _counted(lv.sighting(ENTRY), "gw-b", 1))
+        assert bucket.watches == 2
+    finally:
+        if side is not None:
+            await side.stop()
+        await node.stop(timeout=2)
+
+
+async def test_two_publishes_at_once_write_the_news_once(pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]) -> None:
+    # The publish loop and a caller of publish() (a tool, a test) may run at once; each
+    # would otherwise see the push as unwritten and write it.
+    from poller.gateway.liveness import PushTracker
+
+    server, layout = nats
+    cluster = ClusterConfig(nats=server.url, creds=creds_path(layout, None), bucket=BUCKET)
+    node = ClusterNode(PollerConfig(poller_id="gw-a", agents=(), poll_interval=1.0, cluster=cluster))
+    node.start()
+    try:
+        async with asyncio.timeout(20):
+            await node.ready.wait()
+        assert node.bucket is not None
+        side = SharedPushLiveness(node.bucket, PushTracker(), poller_id="gw-a", members=node.live_members, tick=3600)
+        side.set_entries([ENTRY])
+        side.tracker.pushed(ENTRY, peer="10.0.0.5:41000", at=time.time(), outcome=Reason.OK)
+        assert sorted(await asyncio.gather(side.publish(), side.publish())) == [0, 1]
+        assert len(await node.bucket.history(push_key(ACME, ENTRY.name))) == 1
+    finally:
+        await node.stop(timeout=2)
 
 
 async def test_a_stalled_watch_is_noticed_and_opened_again(pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]) -> None:

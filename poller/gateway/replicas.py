@@ -70,6 +70,9 @@ log = get_logger("poller.cluster")
 # at least this many seconds) means the watch stalled: it is opened again.
 WATCH_STALL_TICKS = 20
 WATCH_STALL_MIN = 2.0
+# A NATS failure (a watch that did not open, a put that failed) is tried again after
+# at most this long, whatever the tick: the tick paces writes, not recovery.
+RETRY_PAUSE = 1.0
 PushViewState = Literal["pending", "ok", "unreachable", "elsewhere"]
 
 
@@ -124,6 +127,7 @@ class SharedPushLiveness:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._changed = asyncio.Condition()
+        self._publishing = asyncio.Lock()  # one publish() at a time, or both would write the same news
         self.watcher: Any = None  # the bucket watch open now (nats-py's KeyWatcher)
         self.watch_restarts = 0  # watches opened again after the first
         self._unechoed: float | None = None  # monotonic time of our oldest write the watch has not shown
@@ -195,6 +199,10 @@ class SharedPushLiveness:
     async def publish(self) -> int:
         """Write a sighting for every agent that pushed here since our last one (at most once per
         half interval each, at once when another replica's sighting is the latest); returns how many."""
+        async with self._publishing:
+            return await self._publish()
+
+    async def _publish(self) -> int:
         now = self._clock()
         written = 0
         for key, entry in list(self._entries.items()):
@@ -267,7 +275,7 @@ class SharedPushLiveness:
             self._changed.notify_all()
 
     async def _forever(self, step: Callable[[], object]) -> None:
-        """Run step again after a NATS failure (logged), with a short pause; never end the daemon."""
+        """Run step again after a NATS failure (logged), at most RETRY_PAUSE later; never end the daemon."""
         warned = -float("inf")
         while not self._stopping:
             try:
@@ -280,4 +288,4 @@ class SharedPushLiveness:
                     self.log.warning("push_liveness_unavailable", error=str(exc) or type(exc).__name__)
             if self._stopping:
                 return
-            await asyncio.sleep(self.tick)
+            await asyncio.sleep(min(self.tick, RETRY_PAUSE))
