@@ -25,6 +25,7 @@ from poller.cluster.node import ClusterNode
 from poller.config import CheckConfig, ClusterConfig, PollerConfig
 from poller.delivery import HandlerRegistry
 from poller.gateway import AgentGateway, GatewayServer, PushEntry, PushRegistry, serve_gateway
+from poller.gateway.liveness import PushTracker
 from poller.gateway.replicas import PushSighting, SharedPushLiveness, push_key
 from poller.identity.reasons import Reason
 from poller.metrics import PollerMetrics
@@ -118,6 +119,21 @@ async def replicas(pki: ForgePki, tmp_path: Path, server: NatsServer, layout: Pa
             await replica.node.stop(timeout=2)
 
 
+@contextlib.asynccontextmanager
+async def cluster_node(server: NatsServer, layout: Path, name: str) -> AsyncIterator[ClusterNode]:
+    """A ClusterNode of BUCKET with its bucket open; stopped on exit."""
+    cluster = ClusterConfig(nats=server.url, creds=creds_path(layout, None), bucket=BUCKET)
+    node = ClusterNode(PollerConfig(poller_id=name, agents=(), poll_interval=1.0, cluster=cluster))
+    node.start()
+    try:
+        async with asyncio.timeout(20):
+            await node.ready.wait()
+        assert node.bucket is not None
+        yield node
+    finally:
+        await node.stop(timeout=2)
+
+
 def agent_for(pki: ForgePki, address: str) -> PushAgent:
     return PushAgent.for_cert(address, pki.agent(ACME, "agent-001", "partition-1"), ca_pem=pki.root_pem, server_name=SERVER_NAME)
 
@@ -193,26 +209,18 @@ async def test_a_replica_does_not_write_older_news_over_a_newer_sighting(
     """The agent pushed to gw-a, then to gw-b, and gw-a's write of its own push comes late
     (its tick came after gw-b's sighting arrived). Written, it would stand as the latest:
     gw-b writes again only at the agent's next push there. So gw-a does not write it."""
-    from poller.gateway.liveness import PushTracker
-
     server, layout = nats
-    creds = creds_path(layout, None)
-    nodes: list[ClusterNode] = []
     sides: list[SharedPushLiveness] = []
-    try:
+    async with contextlib.AsyncExitStack() as nodes:
         for name in ("gw-a", "gw-b"):
-            cluster = ClusterConfig(nats=server.url, creds=creds, bucket=BUCKET)
-            node = ClusterNode(PollerConfig(poller_id=name, agents=(), poll_interval=1.0, cluster=cluster))
-            node.start()
-            nodes.append(node)
-            async with asyncio.timeout(20):
-                await node.ready.wait()
+            node = await nodes.enter_async_context(cluster_node(server, layout, name))
             assert node.bucket is not None
             # A tick of an hour: after its first (empty) round, each side writes only when the test says.
             side = SharedPushLiveness(node.bucket, PushTracker(), poller_id=name, members=node.live_members, tick=3600)
             side.set_entries([ENTRY])
             side.start()
             sides.append(side)
+            nodes.push_async_callback(side.stop)  # stopped before its node
         a, b = sides
         a.tracker.pushed(ENTRY, peer="10.0.0.5:41000", at=time.time(), outcome=Reason.OK)
         b.tracker.pushed(ENTRY, peer="10.0.0.5:41002", at=time.time(), outcome=Reason.OK)
@@ -226,11 +234,6 @@ async def test_a_replica_does_not_write_older_news_over_a_newer_sighting(
         assert await a.publish() == 1
         async with asyncio.timeout(20):
             await b.wait_for(lambda lv: _counted(lv.sighting(ENTRY), "gw-a", 2))
-    finally:
-        for side in sides:
-            await side.stop()
-        for node in nodes:
-            await node.stop(timeout=2)
 
 
 class _FirstWatchTimesOut:
@@ -256,51 +259,33 @@ async def test_a_watch_that_fails_to_open_is_opened_again_whatever_the_tick(
 ) -> None:
     # Seen once in CI: with an hour's tick, a first watch that timed out was tried again only
     # an hour later, and the replica stayed blind to every other replica's sightings.
-    from poller.gateway.liveness import PushTracker
-
     server, layout = nats
-    cluster = ClusterConfig(nats=server.url, creds=creds_path(layout, None), bucket=BUCKET)
-    node = ClusterNode(PollerConfig(poller_id="gw-a", agents=(), poll_interval=1.0, cluster=cluster))
-    node.start()
-    side: SharedPushLiveness | None = None
-    try:
-        async with asyncio.timeout(20):
-            await node.ready.wait()
+    async with cluster_node(server, layout, "gw-a") as node:
         assert node.bucket is not None
         bucket = _FirstWatchTimesOut(node.bucket)
         side = SharedPushLiveness(bucket, PushTracker(), poller_id="gw-a", members=node.live_members, tick=3600)  # type: ignore[arg-type]
         side.set_entries([ENTRY])
         side.start()
-        await node.bucket.put(push_key(ACME, ENTRY.name), PushSighting("gw-b", "b" * 16, "10.0.0.5:41002", 1).dump())
-        async with asyncio.timeout(20):
-            await side.wait_for(lambda lv: _counted(lv.sighting(ENTRY), "gw-b", 1))
-        assert bucket.watches == 2
-    finally:
-        if side is not None:
+        try:
+            await node.bucket.put(push_key(ACME, ENTRY.name), PushSighting("gw-b", "b" * 16, "10.0.0.5:41002", 1).dump())
+            async with asyncio.timeout(20):
+                await side.wait_for(lambda lv: _counted(lv.sighting(ENTRY), "gw-b", 1))
+        finally:
             await side.stop()
-        await node.stop(timeout=2)
+        assert bucket.watches == 2
 
 
 async def test_two_publishes_at_once_write_the_news_once(pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]) -> None:
     # The publish loop and a caller of publish() (a tool, a test) may run at once; each
     # would otherwise see the push as unwritten and write it.
-    from poller.gateway.liveness import PushTracker
-
     server, layout = nats
-    cluster = ClusterConfig(nats=server.url, creds=creds_path(layout, None), bucket=BUCKET)
-    node = ClusterNode(PollerConfig(poller_id="gw-a", agents=(), poll_interval=1.0, cluster=cluster))
-    node.start()
-    try:
-        async with asyncio.timeout(20):
-            await node.ready.wait()
+    async with cluster_node(server, layout, "gw-a") as node:
         assert node.bucket is not None
         side = SharedPushLiveness(node.bucket, PushTracker(), poller_id="gw-a", members=node.live_members, tick=3600)
         side.set_entries([ENTRY])
         side.tracker.pushed(ENTRY, peer="10.0.0.5:41000", at=time.time(), outcome=Reason.OK)
         assert sorted(await asyncio.gather(side.publish(), side.publish())) == [0, 1]
         assert len(await node.bucket.history(push_key(ACME, ENTRY.name))) == 1
-    finally:
-        await node.stop(timeout=2)
 
 
 async def test_a_stalled_watch_is_noticed_and_opened_again(pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path]) -> None:
@@ -533,8 +518,6 @@ class _Bucket:
 async def test_stop_ends_the_watch_even_when_a_cancellation_is_lost() -> None:
     # Seen once in CI: a daemon's stop() waited forever on the watch task, whose cancellation
     # nats-py's wait_for had dropped; with an hour's tick nothing else would end it.
-    from poller.gateway.liveness import PushTracker
-
     bucket = _Bucket()
     side = SharedPushLiveness(bucket, PushTracker(), poller_id="gw-a", members=list, tick=3600)  # type: ignore[arg-type]
     side.start()
