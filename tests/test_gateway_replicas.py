@@ -527,3 +527,31 @@ async def test_stop_ends_the_watch_even_when_a_cancellation_is_lost() -> None:
     # Not ended by the deadline's own cancellation (which would reach the watch task through stop's await).
     assert not deadline.expired()
     assert bucket.watcher.swallowed == 1 and bucket.watcher.stopped
+
+
+async def test_a_sweep_in_chunks_is_stored_whole_and_once_when_retried_to_the_other_replica(
+    pki: ForgePki, tmp_path: Path, nats: tuple[NatsServer, Path], stream_result_ids
+) -> None:
+    """ServiceRadar's agent streams a large sweep as chunks of one status each, all with the same
+    name, type and timestamp: every chunk is stored, and the same stream retried to the other
+    replica after a reconnect adds nothing (the Msg-Id holds the status's place in the stream)."""
+    server, layout = nats
+    async with replicas(pki, tmp_path, server, layout) as (a, b):
+        stamp = time.time_ns()
+        sender = agent_for(pki, a.address)
+        hosts = [b'{"hosts":[{"host":"10.0.%d.1","available":true}]}' % i for i in range(3)]
+        statuses = [sender.status("network_sweep", service_type="sweep", source="results", message=h) for h in hosts]
+        chunks = sender.chunks(statuses, per_chunk=1, timestamp=stamp)
+        assert len(chunks) == 3
+        assert (await sender.stream(chunks=chunks)).received
+        await sender.close()
+        moved = agent_for(pki, b.address)
+        assert (await moved.stream(chunks=chunks)).received
+        await moved.close()
+        for replica in (a, b):
+            assert await replica.sink.wait_drained(10)
+
+    ids = await stream_result_ids(server.url, layout, ACME)
+    swept = [i for i in ids if f"at={stamp}" in i]
+    assert len(swept) == 3 == len(set(swept))
+    assert sorted(i.rsplit("/", 1)[1] for i in swept) == ["n=0", "n=1", "n=2"]

@@ -59,6 +59,11 @@ class PollResult:
     # Pushed by the agent through the gateway (poller.gateway), not polled: its
     # NATS Msg-Id comes from the agent and its timestamp, not from this replica.
     pushed: bool = False
+    # A pushed status's place in its request or stream (0, 1, ...). ServiceRadar's
+    # agent sends a large sweep as chunks whose one status each has the same name,
+    # type and timestamp; the position keeps their Msg-Ids apart, and a retry of
+    # the same request still gives the same ids.
+    push_position: int = 0
 
     def __post_init__(self) -> None:
         # Invariant 6 of docs/design.md: a proven result belongs to its proven tenant, full stop.

@@ -203,7 +203,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self._take_push(call)
             if len(request.services) > self.bounds.max_services:
                 raise _exhausted(f"{len(request.services)} services in one request (at most {self.bounds.max_services})")
-            results = [self._result(call, status, request.timestamp) for status in request.services]
+            results = [self._result(call, status, request.timestamp, n) for n, status in enumerate(request.services)]
             await self._deliver(call, results)
             return pb.GatewayStatusResponse(received=True)
 
@@ -226,7 +226,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 ) from None
             finally:
                 self.tracker.stream_closed(call.entry)
-            results = [self._result(call, status, timestamp) for status in statuses]
+            results = [self._result(call, status, timestamp, n) for n, status in enumerate(statuses)]
             await self._deliver(call, results)
             return pb.GatewayStatusResponse(received=True)
 
@@ -394,7 +394,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 f"tenant {call.ctx.tenant} is over its push rate ({self.bounds.push_rate:g}/s, burst {self.bounds.push_burst})"
             )
 
-    def _result(self, call: _Call, status: pb.GatewayServiceStatus, timestamp: int) -> PollResult:
+    def _result(self, call: _Call, status: pb.GatewayServiceStatus, timestamp: int, position: int) -> PollResult:
         ctx = call.ctx
         name, service_type = status.service_name, status.service_type
         if not name or len(name) > 255 or _has_control(name):
@@ -430,6 +430,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             agent_timestamp=max(0, timestamp),
             reported_agent_id=status.agent_id,
             pushed=True,
+            push_position=position,
         )
 
     async def _reassemble(

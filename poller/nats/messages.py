@@ -3,7 +3,8 @@
 The payload of a result is the same JSON as a line of the file sink
 (`PollResult.to_json()`), so a consumer can read either. The Msg-Id is derived
 from the result itself (poller, agent, check, sequence, poll time; for a pushed
-result the agent's proven name and its own timestamp, not the replica), so a
+result the agent's proven name, its own timestamp and the status's place in the
+request or stream, not the replica), so a
 retried publish of the same result carries the same id and JetStream stores it
 once; the outbox keeps the id with the row, so a replay after a restart does too.
 
@@ -73,6 +74,7 @@ def result_message(result: PollResult) -> Message:
         # another after a reconnect), the agent and its own timestamp name it.
         parts = ["push", result.context.cn, result.kind, result.service_type, result.service_name]
         parts.append(f"at={result.agent_timestamp}")
+        parts.append(f"n={result.push_position}")
     else:
         parts = [result.poller_id, result.agent, result.kind, result.service_type, result.service_name]
         if result.current_sequence:
