@@ -123,6 +123,11 @@ def test_the_gateway_section_and_push_agents(pki):
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "acept_unlisted": True}, "gateway.acept_unlisted"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "audit_accepted": "never"}, "gateway.audit_accepted"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "audit_accepted": 1}, "gateway.audit_accepted"),
+        (
+            {"a": push_entry(ACME, component="agent-001"), "b": push_entry(ACME, component="agent-001")},
+            {"listen": "127.0.0.1:0"},
+            "agents.b",
+        ),
     ],
 )
 def test_bad_push_config_is_named(pki, agents, gateway, problem):
@@ -175,6 +180,8 @@ async def test_push_agents_on_the_board_pending_proven_unreachable_recovered(pki
 
             table = format_table(await asyncio.to_thread(fetch_status, f"http://127.0.0.1:{daemon.metrics_port}/status"))
             assert "edge-1 (push)" in table and "proven" in table
+            [row] = [line for line in table.splitlines() if "edge-1 (push)" in line]
+            assert row.endswith(f"push from {edge['peer_address']}") and "never" not in row  # the last push, the peer
             assert sample(daemon, "poller_gateway_pushes_total", tenant=ACME, outcome="ok") == 1
 
             # Silent for more than 2 intervals: unreachable, timeout, a result and a log line.
@@ -427,3 +434,24 @@ def test_audit_accepted_per_call_can_be_chosen(pki):
     doc["gateway"] = {"listen": "127.0.0.1:0", "audit_accepted": "call"}
     settings = parse_config(doc)
     assert settings.gateway is not None and settings.gateway.audit_accepted == "call"
+
+
+async def test_a_reload_names_the_push_agents_it_added_removed_and_changed(pki, tmp_path, log_events):
+    from poller.config import load_config
+
+    path = tmp_path / "poller.json"
+    path.write_text(json.dumps(config(pki, {"edge-1": push_entry(ACME), "edge-2": push_entry(XYZ)})))
+    daemon = PollerDaemon(load_config(path), sink=MemorySink())
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            path.write_text(
+                json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="10s"), "edge-3": push_entry(ACME, component="a-3")}))
+            )
+            assert await daemon.reload()
+        [line] = [e for e in log_events() if e["event"] == "reloaded"]
+        assert (line["added"], line["removed"], line["changed"]) == (["edge-3"], ["edge-2"], ["edge-1"])
+    finally:
+        daemon.request_stop()
+        assert await task == 0

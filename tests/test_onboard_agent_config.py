@@ -177,6 +177,12 @@ def test_cli_onboard_gateway(pki: ForgePki, tmp_path: Path) -> None:
     )  # fmt: skip
     assert (bad.returncode, json.loads(bad.stdout)["reason"]) == (2, "usage")
     assert not (tmp_path / "x.tar.gz").exists()
+    listening = subprocess.run(
+        cli_argv(*argv, "--gateway", "127.0.0.1:50052", "--listen", ":50051", "--out", str(tmp_path / "y.tar.gz")),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (listening.returncode, json.loads(listening.stdout)["reason"]) == (2, "usage")
+    assert "--listen" in listening.stderr and not (tmp_path / "y.tar.gz").exists()
 
 
 # --- issue 18 item 17: verify holds config.json to what onboard writes -------------------------------------

@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--partition", metavar="ID", help="partition id, e.g. partition-1")
     p.add_argument("--type", dest="component_type", choices=PACKAGE_TYPES, metavar="|".join(PACKAGE_TYPES))
     p.add_argument("--out", type=Path, metavar="FILE.tar.gz", help="where to write the package (mode 0600)")
-    p.add_argument("--listen", default=DEFAULT_LISTEN_ADDR, metavar="ADDR", help="listen_addr in config.json (default :50051)")
+    p.add_argument("--listen", metavar="ADDR", help="listen_addr in config.json (default :50051; a push agent listens nowhere)")
     p.add_argument(
         "--gateway",
         metavar="HOST:PORT",
@@ -84,6 +84,7 @@ def register(sub: Any) -> None:
     # which argparse would otherwise draw with a required-looking ACTION.
     p.usage = (
         "%(prog)s --certs DIR --tenant SLUG --component ID --partition ID --type T --out FILE.tar.gz [options]\n"
+        "       %(prog)s --certs DIR --tenant SLUG --component ID --partition ID --gateway HOST:PORT --out FILE.tar.gz\n"
         "       %(prog)s verify FILE.tar.gz --certs DIR [--extract DIR] [-v]"
     )
     actions = p.add_subparsers(dest="onboard_action", metavar="verify", help="optional: check a package instead of creating one")
@@ -134,6 +135,8 @@ def run_create(args: argparse.Namespace) -> int:
         return _usage(f"onboard needs {', '.join(missing)} (or `onboard verify FILE --certs DIR`)")
     if args.gateway is None and (args.server_name is not None or args.push_interval != DEFAULT_PUSH_INTERVAL):
         return _usage("--server-name and --push-interval need --gateway (they configure a push agent)")
+    if args.gateway is not None and args.listen is not None:
+        return _usage("--listen configures an agent that is polled; a push agent (--gateway) dials out and listens nowhere")
     try:
         if parse_duration(args.push_interval) <= 0:
             return _usage(f"--push-interval {args.push_interval!r} must be positive")
@@ -150,7 +153,7 @@ def run_create(args: argparse.Namespace) -> int:
             component_id=args.component,
             partition_id=args.partition,
             component_type=args.component_type,
-            listen_addr=args.listen,
+            listen_addr=DEFAULT_LISTEN_ADDR if args.listen is None else args.listen,
             gateway_addr=args.gateway,
             server_name=args.server_name,
             push_interval=args.push_interval,

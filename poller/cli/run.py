@@ -51,8 +51,11 @@ def register(sub: Any) -> None:
         help="run the poller daemon",
         description=(
             "Poll every agent of the config on its interval over tenant-pinned mTLS and write "
-            "each result, stamped with the proven tenant, to the sink. SIGTERM/SIGINT stop "
-            "cleanly (exit 0), SIGHUP reloads the config and the certs directory."
+            "each result, stamped with the proven tenant, to the sink. With a `gateway` section "
+            'it also serves AgentGatewayService over mTLS: agents listed with "push": true dial '
+            "in, each call is proven from the client certificate, and their pushes go through the "
+            "same handlers and sink (docs/gateway.md). SIGTERM/SIGINT stop cleanly (exit 0), "
+            "SIGHUP reloads the config and the certs directory."
         ),
     )
     p.add_argument(
@@ -67,7 +70,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--once",
         action="store_true",
-        help="poll every agent once, print a summary line per tenant, then exit "
+        help="poll every agent once (and wait up to one interval for each push agent's "
+        "push), print a summary line per tenant, then exit "
         "(0 all answered and delivered, 3 an identity refused, 5 a result not durably "
         "handed to the sink, 4 an agent without a proven answer)",
     )

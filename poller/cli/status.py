@@ -30,7 +30,8 @@ from poller.logs import printable
 
 DEFAULT_URL = "http://127.0.0.1:9464"
 _ORDER = {state.value: i for i, state in enumerate(AgentState)}  # refused, unreachable, pending, proven
-_COLUMNS = ("TENANT", "AGENT", "STATE", "REASON", "CERT DAYS", "LAST POLL", "LATENCY", "FAILS", "CHECKS")
+# LAST POLL of a push agent is its last push; ADDRESS its peer ("push from HOST:PORT").
+_COLUMNS = ("TENANT", "AGENT", "STATE", "REASON", "CERT DAYS", "LAST POLL", "LATENCY", "FAILS", "CHECKS", "ADDRESS")
 
 
 def register(sub: Any) -> None:
@@ -143,16 +144,23 @@ def _row(agent: dict[str, Any], now: datetime) -> tuple[str, ...]:
     latency = agent.get("last_latency")
     checks = agent.get("checks") or []
     ok = sum(1 for c in checks if c.get("outcome") == "ok")
+    push = agent.get("mode") == "push"
+    if push:
+        peer = agent.get("peer_address")
+        address = f"push from {_clean(peer)}" if peer else "push (none yet)"
+    else:
+        address = _clean(agent.get("address") or "-")
     return (
         _clean(agent.get("tenant")),
-        _clean(agent.get("name")) + (" (push)" if agent.get("mode") == "push" else ""),
+        _clean(agent.get("name")) + (" (push)" if push else ""),
         _clean(agent.get("state")),
         _clean(agent.get("reason") or "-"),
         cert,
-        _age(agent.get("last_poll"), now),
+        _age(agent.get("last_push") if push else agent.get("last_poll"), now),
         "-" if latency is None else f"{latency * 1000:.0f}ms",
         str(agent.get("consecutive_failures", 0)),
         f"{ok}/{len(checks)} ok" if checks else "-",
+        address,
     )
 
 

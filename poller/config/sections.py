@@ -479,7 +479,28 @@ def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:
         agent = _parse_agent(c, name, spec, key("agents", name))
         if agent is not None:
             agents.append(agent)
+    _check_push_identities(c, agents)
     return tuple(agents)
+
+
+def _check_push_identities(c: Checker, agents: list[AgentConfig]) -> None:
+    """Two push entries for one (tenant, component, partition): a connecting agent
+    matches the first only, so the second would stay pending forever."""
+    first: dict[tuple[str, str | None, str | None], str] = {}
+    for agent in agents:
+        if not agent.push:
+            continue
+        identity = (agent.tenant, agent.component_id, agent.partition)
+        if identity in first:
+            where = f"tenant {agent.tenant}, component {agent.component_id}" + (
+                f", partition {agent.partition}" if agent.partition else ""
+            )
+            c.error(
+                key("agents", agent.name),
+                f"the same push agent ({where}) as agents.{first[identity]}: an agent is matched to one entry only",
+            )
+        else:
+            first[identity] = agent.name
 
 
 def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig | None:

@@ -274,6 +274,7 @@ class PollerDaemon:
                 why="sink, certs_dir, metrics_listen, cluster and gateway changes need a restart; kept the running ones",
             )
             new = _keep(new, self.settings)
+        pushed_before = {a.name: a for a in self.settings.push_agents}
         self.settings = new
         self._agents = dict(new.agents_by_name)
         self._prime_metrics()
@@ -282,6 +283,7 @@ class PollerDaemon:
         changes = await self.scheduler.apply(new)
         if self.pushes is not None:
             self.pushes.apply(new)
+        _add_push_changes(changes, pushed_before, {a.name: a for a in new.push_agents})
         log.info("reloaded", config=str(source), **changes)
         self._log_config_warnings()
         return True
@@ -411,3 +413,10 @@ def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
     return replace(
         new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster, gateway=old.gateway
     )
+
+
+def _add_push_changes(changes: dict[str, list[str]], before: dict[str, AgentConfig], after: dict[str, AgentConfig]) -> None:
+    """The push entries a reload added, removed or changed, beside the scheduler's polled ones."""
+    changes.setdefault("added", []).extend(n for n in after if n not in before)
+    changes.setdefault("removed", []).extend(n for n in before if n not in after)
+    changes.setdefault("changed", []).extend(n for n in after if n in before and after[n] != before[n])

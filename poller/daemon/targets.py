@@ -86,7 +86,7 @@ def render_targets_page(
         )
         parts.append(
             "<table><thead><tr><th>Agent</th><th>State</th><th>Reason</th><th>Identity</th>"
-            "<th>Certificate expiry</th><th>Last poll</th><th>Latency</th><th>Failures</th><th>Checks</th>"
+            "<th>Certificate expiry</th><th>Last poll / push</th><th>Latency</th><th>Failures</th><th>Checks</th>"
             "</tr></thead><tbody>"
         )
         parts.extend(_row(agent, now) for agent in rows)
