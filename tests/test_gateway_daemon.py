@@ -455,3 +455,12 @@ async def test_a_reload_names_the_push_agents_it_added_removed_and_changed(pki, 
     finally:
         daemon.request_stop()
         assert await task == 0
+
+
+def test_a_push_interval_under_a_second_warns_that_the_agent_would_flap(pki):
+    """Hello announces whole seconds (at least 1): under 1 s the agent pushes late by the entry's clock."""
+    own = parse_config(config(pki, {"e": push_entry(ACME, interval="500ms")}))
+    assert [w.path for w in own.warnings if "under 1s" in w.message] == ["agents.e.interval"]
+    inherited = parse_config(config(pki, {"e": push_entry(ACME)}, poll_interval="500ms"))
+    assert [w.path for w in inherited.warnings if "under 1s" in w.message] == ["poll_interval"]
+    assert not [w for w in parse_config(config(pki, {"e": push_entry(ACME, interval="1s")})).warnings if "under 1s" in w.message]

@@ -196,6 +196,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     gateway = _parse_gateway(c, top.get("gateway"), certs_dir, base_dir)
     if gateway is None and any(agent.push for agent in agents):
         c.error("gateway", 'required: agents with "push": true dial the gateway, which needs a gateway section (listen)')
+    _warn_sub_second_pushes(c, agents, poll_interval)
     cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
     if cluster is not None and shard is not None:
         c.error(
@@ -481,6 +482,21 @@ def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:
             agents.append(agent)
     _check_push_identities(c, agents)
     return tuple(agents)
+
+
+def _warn_sub_second_pushes(c: Checker, agents: tuple[AgentConfig, ...], poll_interval: float | None) -> None:
+    """Hello announces the push interval in whole seconds (at least 1), so an agent told to
+    push every second under a shorter entry interval is late by its own clock: unreachable
+    after 2 intervals of the entry, then ok again, over and over."""
+    for agent in agents:
+        interval = agent.interval if agent.interval is not None else poll_interval
+        if agent.push and interval is not None and interval < 1:
+            where = key(key("agents", agent.name), "interval") if agent.interval is not None else "poll_interval"
+            c.warn(
+                where,
+                f"{format_duration(interval)} is under 1s: Hello tells the agent to push every 1s (whole seconds), "
+                f"and it would be called unreachable {format_duration(2 * interval)} after each push",
+            )
 
 
 def _check_push_identities(c: Checker, agents: list[AgentConfig]) -> None:
