@@ -29,7 +29,7 @@ from poller.gateway import (
     config_version,
     serve_gateway,
 )
-from poller.identity.reasons import Reason
+from poller.identity.reasons import InvalidArgument, Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
 from poller.proto import monitoring_pb2 as pb
@@ -246,6 +246,26 @@ async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tm
         # Still proven: an impostor from another tenant's CA is refused by the interceptor.
         impostor = g.agent(pki.agent(ACME, "agent-043", issuer_tenant=XYZ, dns=[]))
         assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
+
+
+async def test_an_unlisted_agent_is_named_for_its_identity_never_for_a_listed_entry(pki, tmp_path):
+    # A listed entry whose name reads like "<component>.<partition>", for agent-001; an
+    # unlisted certificate probe/site-a of the same tenant, and one of another tenant.
+    listed = PushEntry("probe.site-a", tenant=ACME, component="agent-001", interval=15.0)
+    async with started(pki, tmp_path, entries=[listed], accept_unlisted=True) as g:
+        for tenant in (ACME, XYZ):
+            other = g.agent(pki.agent(tenant, "probe", "site-a"))
+            assert (await other.push([other.status("ssh")])).received
+        [acme_row], [xyz_row] = g.rows(ACME), g.rows(XYZ)
+        assert (acme_row["agent"], xyz_row["agent"]) == ("unlisted:acme-corp/probe.site-a", "unlisted:xyz-inc/probe.site-a")
+        assert g.gateway.tracker.get(ACME, "probe.site-a") is None  # agent-001 never pushed: its record is not fed
+        records = {(r.tenant, r.name): r.pushes for r in g.gateway.tracker.records()}
+        assert records == {(ACME, "unlisted:acme-corp/probe.site-a"): 1, (XYZ, "unlisted:xyz-inc/probe.site-a"): 1}
+
+
+def test_a_listed_entry_cannot_take_an_unlisted_agents_name():
+    with pytest.raises(InvalidArgument, match="unlisted"):
+        PushEntry("unlisted:acme-corp/probe.site-a", tenant=ACME, component="agent-001")
 
 
 async def test_the_proof_is_the_interceptors(gw, log_events):
