@@ -524,11 +524,29 @@ async def test_connections_per_tenant_are_bounded_and_a_reconnect_is_not_refused
         assert await refused(second.push([second.status("b")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
         other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
         assert (await other.push([other.status("x")])).received  # another tenant's connections are its own
-        await first.disconnect()  # the agent comes back on a new connection: it replaces the old one
-        assert (await first.push([first.status("c")])).received
-        assert await refused(second.push([second.status("d")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
-        assert g.pushes(ACME, "resource_exhausted") == 2 and g.pushes(ACME, "ok") == 2
-        assert [r["service_name"] for r in g.rows(ACME)] == ["a", "c"]
+        for name in ("c", "d", "e"):  # the agent comes back on a new connection, again and again
+            await first.disconnect()  # (the gateway closes the old one only after connection_idle)
+            assert (await first.push([first.status(name)])).received
+        assert await refused(second.push([second.status("f")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert g.pushes(ACME, "resource_exhausted") == 2 and g.pushes(ACME, "ok") == 4
+        assert [r["service_name"] for r in g.rows(ACME)] == ["a", "c", "d", "e"]
+        assert g.gateway.limits.connections(ACME) == 1
+
+
+async def test_one_certificate_on_many_connections_has_each_counted(pki, tmp_path):
+    async with started(pki, tmp_path, bounds=GatewayBounds(max_connections_per_tenant=2)) as g:
+        cert = pki.agent(ACME, "agent-001")
+        agents = [g.agent(cert) for _ in range(6)]  # six channels: six connections, all kept open
+        assert [(await a.hello()).accepted for a in agents] == [True] * 6  # each new one looks like a reconnect
+        outcomes = []
+        for a in agents:  # called on again: it holds them all, and each counts
+            try:
+                outcomes.append((await a.hello()).accepted)
+            except grpc.aio.AioRpcError as err:
+                outcomes.append(refusal_of(err))
+        exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert outcomes == [True, exhausted, exhausted, exhausted, exhausted, True]
+        assert g.gateway.limits.connections(ACME) == 2
 
 
 async def test_connections_over_max_connections_are_closed_at_accept(pki, tmp_path):
