@@ -29,7 +29,7 @@ from poller.gateway import (
     config_version,
     serve_gateway,
 )
-from poller.identity.reasons import Reason
+from poller.identity.reasons import InvalidArgument, Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
 from poller.proto import monitoring_pb2 as pb
@@ -246,6 +246,26 @@ async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tm
         # Still proven: an impostor from another tenant's CA is refused by the interceptor.
         impostor = g.agent(pki.agent(ACME, "agent-043", issuer_tenant=XYZ, dns=[]))
         assert await refused(impostor.hello()) == (grpc.StatusCode.UNAUTHENTICATED, "tenant_mismatch")
+
+
+async def test_an_unlisted_agent_is_named_for_its_identity_never_for_a_listed_entry(pki, tmp_path):
+    # A listed entry whose name reads like "<component>.<partition>", for agent-001; an
+    # unlisted certificate probe/site-a of the same tenant, and one of another tenant.
+    listed = PushEntry("probe.site-a", tenant=ACME, component="agent-001", interval=15.0)
+    async with started(pki, tmp_path, entries=[listed], accept_unlisted=True) as g:
+        for tenant in (ACME, XYZ):
+            other = g.agent(pki.agent(tenant, "probe", "site-a"))
+            assert (await other.push([other.status("ssh")])).received
+        [acme_row], [xyz_row] = g.rows(ACME), g.rows(XYZ)
+        assert (acme_row["agent"], xyz_row["agent"]) == ("unlisted:acme-corp/probe.site-a", "unlisted:xyz-inc/probe.site-a")
+        assert g.gateway.tracker.get(ACME, "probe.site-a") is None  # agent-001 never pushed: its record is not fed
+        records = {(r.tenant, r.name): r.pushes for r in g.gateway.tracker.records()}
+        assert records == {(ACME, "unlisted:acme-corp/probe.site-a"): 1, (XYZ, "unlisted:xyz-inc/probe.site-a"): 1}
+
+
+def test_a_listed_entry_cannot_take_an_unlisted_agents_name():
+    with pytest.raises(InvalidArgument, match="unlisted"):
+        PushEntry("unlisted:acme-corp/probe.site-a", tenant=ACME, component="agent-001")
 
 
 async def test_the_proof_is_the_interceptors(gw, log_events):
@@ -504,11 +524,29 @@ async def test_connections_per_tenant_are_bounded_and_a_reconnect_is_not_refused
         assert await refused(second.push([second.status("b")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
         other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
         assert (await other.push([other.status("x")])).received  # another tenant's connections are its own
-        await first.disconnect()  # the agent comes back on a new connection: it replaces the old one
-        assert (await first.push([first.status("c")])).received
-        assert await refused(second.push([second.status("d")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
-        assert g.pushes(ACME, "resource_exhausted") == 2 and g.pushes(ACME, "ok") == 2
-        assert [r["service_name"] for r in g.rows(ACME)] == ["a", "c"]
+        for name in ("c", "d", "e"):  # the agent comes back on a new connection, again and again
+            await first.disconnect()  # (the gateway closes the old one only after connection_idle)
+            assert (await first.push([first.status(name)])).received
+        assert await refused(second.push([second.status("f")])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert g.pushes(ACME, "resource_exhausted") == 2 and g.pushes(ACME, "ok") == 4
+        assert [r["service_name"] for r in g.rows(ACME)] == ["a", "c", "d", "e"]
+        assert g.gateway.limits.connections(ACME) == 1
+
+
+async def test_one_certificate_on_many_connections_has_each_counted(pki, tmp_path):
+    async with started(pki, tmp_path, bounds=GatewayBounds(max_connections_per_tenant=2)) as g:
+        cert = pki.agent(ACME, "agent-001")
+        agents = [g.agent(cert) for _ in range(6)]  # six channels: six connections, all kept open
+        assert [(await a.hello()).accepted for a in agents] == [True] * 6  # each new one looks like a reconnect
+        outcomes = []
+        for a in agents:  # called on again: it holds them all, and each counts
+            try:
+                outcomes.append((await a.hello()).accepted)
+            except grpc.aio.AioRpcError as err:
+                outcomes.append(refusal_of(err))
+        exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert outcomes == [True, exhausted, exhausted, exhausted, exhausted, True]
+        assert g.gateway.limits.connections(ACME) == 2
 
 
 async def test_connections_over_max_connections_are_closed_at_accept(pki, tmp_path):

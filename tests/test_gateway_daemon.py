@@ -128,6 +128,7 @@ def test_the_gateway_section_and_push_agents(pki):
             {"listen": "127.0.0.1:0"},
             "agents.b",
         ),
+        ({"unlisted:acme-corp/p.s": push_entry(ACME, component="p")}, {"listen": ":0"}, 'agents["unlisted:acme-corp/p.s"]'),
     ],
 )
 def test_bad_push_config_is_named(pki, agents, gateway, problem):
@@ -249,6 +250,30 @@ async def test_refusals_reach_the_board_and_the_metrics(pki):
             await a.close()
         daemon.request_stop()
         assert await task == 0
+
+
+async def test_an_unlisted_agent_never_stands_in_for_a_listed_one_on_the_board(pki):
+    # accept_unlisted, and a listed entry named like an unlisted agent once was ("<component>.<partition>").
+    doc = config(pki, {"probe.site-a": push_entry(ACME, component="agent-001")}, metrics_listen="127.0.0.1:0")
+    doc["gateway"]["accept_unlisted"] = True
+    sink = MemorySink()
+    daemon = PollerDaemon(parse_config(doc), sink=sink)
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    other = None
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            other = agent_for(daemon, pki, ACME, "probe", "site-a")  # unlisted; agent-001 never calls
+            assert (await other.push([other.status("ssh")])).received
+            board = await status_of(daemon)
+            assert set(board) == {"probe.site-a"}  # an unlisted agent is not on the board
+            assert board["probe.site-a"]["state"] == "pending" and board["probe.site-a"]["last_push"] is None
+    finally:
+        if other is not None:
+            await other.close()
+        daemon.request_stop()
+        assert await task == 0
+    assert [r.agent for r in sink.results] == ["unlisted:acme-corp/probe.site-a"]
 
 
 async def test_an_agent_refused_at_hello_is_refused_while_it_calls_then_unreachable(pki, log_events):

@@ -55,3 +55,57 @@ def test_calls_without_a_peer_count_no_connection():
     lim = limits(max_connections_per_tenant=1, max_calls_per_tenant=3)
     assert [lim.enter_call(ACME, now=0.0) for _ in range(4)] == [None, None, None, "tenant acme-corp has 3 calls in flight"]
     assert lim.connections(ACME, now=0.0) == 0
+
+
+def call(lim: TenantLimits, peer: str, agent: str = "agent-1", partition: str = "p", *, now: float) -> str | None:
+    """One call, ended at once when admitted (the connection then sits between calls)."""
+    over = lim.enter_call(ACME, peer, agent, partition, now=now)
+    if over is None:
+        lim.leave_call(ACME, peer, now=now)
+    return over
+
+
+def test_an_agent_reconnecting_again_and_again_is_never_refused():
+    # Each drop leaves a connection grpc has not closed yet (it waits connection_idle).
+    lim = limits(max_connections_per_tenant=1)
+    for port in range(1, 21):
+        assert call(lim, f"10.0.0.1:{port}", now=float(port)) is None
+        assert call(lim, "10.0.0.2:1", "agent-2", now=float(port)) is not None  # the tenant's one connection is held
+        assert lim.connections(ACME, now=float(port)) == 1
+
+
+def test_one_certificate_calling_on_many_connections_has_each_counted():
+    lim = limits(max_connections_per_tenant=2)
+    peers = [f"10.0.0.1:{port}" for port in range(1, 7)]
+    assert [call(lim, peer, now=0.0) for peer in peers] == [None] * 6  # each looks like a reconnect
+    # Called on again: the agent keeps them all alive. Each counts, up to the tenant's limit.
+    outcomes = [call(lim, peer, now=1.0) for peer in peers]
+    assert [o is None for o in outcomes] == [True, False, False, False, False, True]
+    assert outcomes[1] == "tenant acme-corp holds 2 connections (at most 2)"
+    assert lim.connections(ACME, now=1.0) == 2
+    assert call(lim, "10.0.0.1:7", now=2.0) is not None  # and a new one no longer replaces any
+    assert call(lim, "10.0.0.2:1", "agent-2", now=2.0) is not None
+    # All idle for connection_idle: closed by grpc, forgotten, and the agent is new again.
+    assert call(lim, "10.0.0.1:8", now=62.0) is None
+    assert call(lim, "10.0.0.1:9", now=63.0) is None and lim.connections(ACME, now=63.0) == 1
+
+
+def test_one_component_in_two_partitions_is_two_agents():
+    lim = limits(max_connections_per_tenant=2)
+    assert call(lim, "10.0.0.1:1", "agent-1", "site-a", now=0.0) is None
+    assert call(lim, "10.0.0.2:1", "agent-1", "site-b", now=1.0) is None  # not a reconnect of site-a
+    assert call(lim, "10.0.0.1:1", "agent-1", "site-a", now=2.0) is None
+    assert lim.connections(ACME, now=2.0) == 2
+    lim = limits(max_connections_per_tenant=1)
+    assert call(lim, "10.0.0.1:1", "agent-1", "site-a", now=0.0) is None
+    assert call(lim, "10.0.0.2:1", "agent-1", "site-b", now=1.0) is not None
+
+
+def test_another_agent_on_a_known_address_is_a_new_connection():
+    # The same host:port again, for another identity: the old connection is closed (one
+    # TLS identity per connection), its place is the newcomer's; the old agent's is gone.
+    lim = limits(max_connections_per_tenant=1)
+    assert call(lim, "10.0.0.1:1", "agent-1", now=0.0) is None
+    assert call(lim, "10.0.0.1:1", "agent-2", now=1.0) is None
+    assert lim.connections(ACME, now=1.0) == 1
+    assert call(lim, "10.0.0.3:1", "agent-1", now=2.0) is not None

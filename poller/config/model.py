@@ -211,6 +211,12 @@ class CheckConfig:
     results_interval: float | None = None
 
 
+#: The names the gateway gives agents no push entry lists (gateway.accept_unlisted):
+#: `unlisted:<tenant>/<component>.<partition>`. No agent of a config may take a name
+#: of this form, so an unlisted agent's results and liveness are never a listed one's.
+UNLISTED_AGENT_PREFIX = "unlisted:"
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """One agent: where to dial it and which tenant's CA must have issued its certificate.

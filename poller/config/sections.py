@@ -68,6 +68,7 @@ from poller.config.model import (
     LOG_LEVELS,
     MIN_REASSEMBLY_BUDGET,
     SINK_TYPES,
+    UNLISTED_AGENT_PREFIX,
     AgentConfig,
     CheckConfig,
     ClusterConfig,
@@ -476,6 +477,10 @@ def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:
     for name, spec in agents_obj.items():
         if not isinstance(name, str) or not name.strip():
             c.error(key("agents", str(name)), "an agent name must be a non-empty string")
+            continue
+        if name.startswith(UNLISTED_AGENT_PREFIX):
+            reserved = f"a name starting {UNLISTED_AGENT_PREFIX!r} is reserved for the gateway's unlisted push agents"
+            c.error(key("agents", name), reserved)
             continue
         agent = _parse_agent(c, name, spec, key("agents", name))
         if agent is not None:

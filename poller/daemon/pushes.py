@@ -242,6 +242,9 @@ class PushSide:
         self._pushed_event.set()
 
     def _agent(self, entry: PushEntry) -> AgentConfig | None:
+        """The config's push agent of a listed entry; None for one admitted by accept_unlisted."""
+        if not entry.listed:
+            return None
         agent = self.settings.agents_by_name.get(entry.name)
         return agent if agent is not None and agent.push and agent.tenant == entry.tenant else None
 

@@ -41,7 +41,8 @@ Who may push, what each request must agree with
 -----------------------------------------------
 - The caller's proven identity must be the (tenant, component[, partition])
   of a push entry, else PERMISSION_DENIED `unknown_agent` (audited), unless
-  accept_unlisted (any identity proven for a tenant with a CA; no checks).
+  accept_unlisted (any identity proven for a tenant with a CA; no checks;
+  named `unlisted:<tenant>/<component>.<partition>`, a name no entry may take).
 - `agent_id` of every request, chunk and status must be the proven component,
   `partition` (when set) the proven partition: else PERMISSION_DENIED
   `identity_mismatch`, audited.

@@ -12,9 +12,16 @@ tenant then: `max_connections` bounds them all, at accept (grpc closes one
 over it; the agent sees UNAVAILABLE and retries). Once a connection carries
 a proven call it counts against that tenant's `max_connections_per_tenant`
 until it has been without calls for `connection_idle` (grpc closes it then,
-too). A call on a connection over the tenant's limit is refused. An agent
-holds one connection, so a reconnecting agent's new connection replaces its
-old one in the count and is not refused.
+too). A call on a connection over the tenant's limit is refused.
+
+An agent (one proven tenant, component and partition) holds one connection:
+it opens another when its own has failed, which grpc may not see before
+connection_idle. So an agent's new connection takes the place in the count of
+those it left between calls, and a reconnect, or many, is not refused. The
+old connection is still known: if the agent calls on it again, it keeps more
+than one alive (one certificate on many connections), and from then on each
+of its connections counts, and must fit the tenant's limit, until they have
+all been idle for connection_idle.
 
 >>> limits = TenantLimits(GatewayBounds(push_rate=2, push_burst=2))
 >>> [limits.take_push("acme-corp", now=0.0) for _ in range(3)]
@@ -29,6 +36,9 @@ True
 'tenant acme-corp holds 1 connections (at most 1)'
 >>> limits.enter_call("acme-corp", "10.0.0.1:4001", "agent-001", now=2.0) is None  # agent-001 reconnected
 True
+>>> limits.leave_call("acme-corp", "10.0.0.1:4001", now=2.5)
+>>> limits.enter_call("acme-corp", "10.0.0.1:4000", "agent-001", now=3.0)  # and calls on its old one again
+'tenant acme-corp holds 1 connections (at most 1)'
 """
 
 from __future__ import annotations
@@ -108,13 +118,85 @@ class GatewayBounds:
         return self.max_results_bytes + MiB
 
 
+class _Agent:
+    """One proven identity (component, partition) of a tenant, and the connections it holds."""
+
+    __slots__ = ("component", "counted", "partition", "shared", "tracked")
+
+    def __init__(self, component: str, partition: str) -> None:
+        self.component, self.partition = component, partition
+        self.counted: set[str] = set()  # the peers of its connections that count
+        self.tracked = 0  # its connections known, counted or not
+        # It called again on a connection it had left for a newer one: it keeps
+        # more than one alive (one certificate on many connections, or on many
+        # hosts), so each one counts and a new one replaces none.
+        self.shared = False
+
+
 class _Connection:
-    """One connection (peer address) a tenant's proven callers use."""
+    """One connection (peer address) a tenant's proven callers use. Not `counted`:
+    its agent has opened a newer one while it was between calls (a reconnect)."""
 
-    __slots__ = ("agent", "calls", "last")
+    __slots__ = ("calls", "counted", "last", "owner")
 
-    def __init__(self, agent: str, now: float) -> None:
-        self.agent, self.calls, self.last = agent, 0, now
+    def __init__(self, owner: _Agent | None, now: float) -> None:
+        self.owner, self.calls, self.last, self.counted = owner, 0, now, False
+
+    def owned_by(self, component: str, partition: str) -> bool:
+        owner = self.owner
+        if owner is None:
+            return not component
+        return owner.component == component and owner.partition == partition
+
+
+class _TenantConnections:
+    """A tenant's connections: `held` of them count against max_connections_per_tenant."""
+
+    __slots__ = ("agents", "held", "next_expiry", "peers")
+
+    def __init__(self) -> None:
+        self.peers: dict[str, _Connection] = {}
+        self.agents: dict[tuple[str, str], _Agent] = {}
+        self.held = 0
+        self.next_expiry = float("-inf")  # when its idle connections may be looked for again
+
+    def count(self, peer: str, connection: _Connection) -> None:
+        connection.counted = True
+        self.held += 1
+        if connection.owner is not None:
+            connection.owner.counted.add(peer)
+
+    def supersede(self, agent: _Agent) -> None:
+        """The agent opened a new connection: those it left between calls no longer count
+        (an agent reconnects when its connection has failed; grpc has not seen that yet)."""
+        for peer in [p for p in agent.counted if self.peers[p].calls == 0]:
+            self.peers[peer].counted = False
+            self.held -= 1
+            agent.counted.discard(peer)
+
+    def forget(self, peer: str) -> None:
+        connection = self.peers.pop(peer)
+        if connection.counted:
+            self.held -= 1
+        owner = connection.owner
+        if owner is not None:
+            owner.counted.discard(peer)
+            owner.tracked -= 1
+            if owner.tracked == 0:
+                del self.agents[(owner.component, owner.partition)]
+
+    def expire(self, now: float, idle: float) -> None:
+        """Forget the connections idle for `idle` seconds (grpc has closed them).
+
+        A scan of the tenant's connections, so at most one per second: a tenant
+        at its limit does not make every refusal a scan.
+        """
+        if now < self.next_expiry:
+            return
+        self.next_expiry = now + min(1.0, idle / 10)
+        idle_since = now - idle
+        for peer in [p for p, c in self.peers.items() if c.calls == 0 and c.last <= idle_since]:
+            self.forget(peer)
 
 
 class TenantLimits:
@@ -127,9 +209,7 @@ class TenantLimits:
         self.bounds = bounds
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
         self._calls: dict[str, int] = {}
-        self._connections: dict[str, dict[str, _Connection]] = {}  # tenant -> peer -> its use
-        self._agent_peer: dict[tuple[str, str], str] = {}  # (tenant, agent) -> the peer it last called from
-        self._next_expiry: dict[str, float] = {}  # tenant -> when its idle connections may be looked for again
+        self._connections: dict[str, _TenantConnections] = {}
 
     def take_push(self, tenant: str, *, now: float | None = None) -> bool:
         """Take one push token of `tenant`; False when its rate is spent."""
@@ -142,9 +222,11 @@ class TenantLimits:
         self._buckets[tenant] = (tokens - 1.0, now)
         return True
 
-    def enter_call(self, tenant: str, peer: str = "", agent: str = "", *, now: float | None = None) -> str | None:
-        """Count one call of `agent` (its proven component) for `tenant` from
-        `peer` ("host:port", one connection; "" counts no connection).
+    def enter_call(
+        self, tenant: str, peer: str = "", agent: str = "", partition: str = "", *, now: float | None = None
+    ) -> str | None:
+        """Count one call of `agent` in `partition` (its proven identity) for
+        `tenant` from `peer` ("host:port", one connection; "" counts no connection).
 
         None when admitted; else why not, and nothing is counted.
         """
@@ -153,26 +235,46 @@ class TenantLimits:
             return f"tenant {tenant} has {self.bounds.max_calls_per_tenant} calls in flight"
         if peer:
             now = time.monotonic() if now is None else now
-            connections = self._connections.setdefault(tenant, {})
-            connection = connections.get(peer)
-            if connection is None:
-                previous = self._agent_peer.get((tenant, agent)) if agent else None
-                if previous is not None:  # the agent reconnected: its old connection is done with, once idle
-                    old = connections.get(previous)
-                    if old is not None and old.calls == 0:
-                        del connections[previous]
-                if len(connections) >= self.bounds.max_connections_per_tenant:
-                    self._expire(tenant, connections, now)
-                    if len(connections) >= self.bounds.max_connections_per_tenant:
-                        limit = self.bounds.max_connections_per_tenant
-                        return f"tenant {tenant} holds {len(connections)} connections (at most {limit})"
-                connection = connections[peer] = _Connection(agent, now)
-            if agent:
-                self._agent_peer[(tenant, agent)] = peer
+            connections = self._connections.get(tenant)
+            if connections is None:
+                connections = self._connections[tenant] = _TenantConnections()
+            connection = connections.peers.get(peer)
+            if connection is None or not connection.counted or not connection.owned_by(agent, partition):
+                connection = self._admit(tenant, connections, peer, agent, partition, now)
+                if connection is None:
+                    limit = self.bounds.max_connections_per_tenant
+                    return f"tenant {tenant} holds {connections.held} connections (at most {limit})"
             connection.calls += 1
             connection.last = now
         self._calls[tenant] = held + 1
         return None
+
+    def _admit(
+        self, tenant: str, connections: _TenantConnections, peer: str, agent: str, partition: str, now: float
+    ) -> _Connection | None:
+        """A new connection, or one that no longer counts: counted now if the tenant has room."""
+        connections.expire(now, self.bounds.connection_idle)
+        connection = connections.peers.get(peer)
+        if connection is not None and not connection.owned_by(agent, partition):
+            connections.forget(peer)  # another identity on its address: that connection is closed
+            connection = None
+        owner = connections.agents.get((agent, partition)) if agent else None
+        if connection is None:
+            if owner is not None and not owner.shared:
+                connections.supersede(owner)  # a reconnect: never refused for the connection it left
+        elif not connection.counted and owner is not None:
+            owner.shared = True  # it called again on a connection it had left for a newer one
+        if connections.held >= self.bounds.max_connections_per_tenant:
+            return None
+        if connection is None:
+            if agent and owner is None:
+                owner = connections.agents[(agent, partition)] = _Agent(agent, partition)
+            connection = connections.peers[peer] = _Connection(owner, now)
+            if owner is not None:
+                owner.tracked += 1
+        if not connection.counted:
+            connections.count(peer, connection)
+        return connection
 
     def leave_call(self, tenant: str, peer: str = "", *, now: float | None = None) -> None:
         """The end of a call `enter_call` admitted (the same tenant and peer)."""
@@ -181,7 +283,8 @@ class TenantLimits:
             self._calls[tenant] = held
         else:
             self._calls.pop(tenant, None)
-        connection = self._connections.get(tenant, {}).get(peer) if peer else None
+        connections = self._connections.get(tenant) if peer else None
+        connection = connections.peers.get(peer) if connections is not None else None
         if connection is not None:
             connection.calls -= 1
             connection.last = time.monotonic() if now is None else now
@@ -190,23 +293,9 @@ class TenantLimits:
         return self._calls.get(tenant, 0)
 
     def connections(self, tenant: str, *, now: float | None = None) -> int:
-        """Connections `tenant` holds: with a call in flight or one within connection_idle."""
+        """Connections `tenant` holds: counted, with a call in flight or one within connection_idle."""
         now = time.monotonic() if now is None else now
         idle_since = now - self.bounds.connection_idle
-        return sum(1 for c in self._connections.get(tenant, {}).values() if c.calls or c.last > idle_since)
-
-    def _expire(self, tenant: str, connections: dict[str, _Connection], now: float) -> None:
-        """Forget the tenant's connections idle for connection_idle (grpc has closed them).
-
-        A scan of the tenant's connections, so at most one per second per
-        tenant: a tenant at its limit does not make every refusal a scan.
-        """
-        if now < self._next_expiry.get(tenant, float("-inf")):
-            return
-        self._next_expiry[tenant] = now + min(1.0, self.bounds.connection_idle / 10)
-        idle_since = now - self.bounds.connection_idle
-        for peer, connection in list(connections.items()):
-            if connection.calls == 0 and connection.last <= idle_since:
-                del connections[peer]
-                if self._agent_peer.get((tenant, connection.agent)) == peer:
-                    del self._agent_peer[(tenant, connection.agent)]
+        connections = self._connections.get(tenant)
+        peers = connections.peers.values() if connections is not None else ()
+        return sum(1 for c in peers if c.counted and (c.calls or c.last > idle_since))

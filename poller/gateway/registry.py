@@ -3,13 +3,18 @@
 A push entry names one agent by its proven identity: tenant, component and,
 optionally, partition. A caller proven for an identity that no entry names is
 refused `unknown_agent` before any handler runs, unless the registry accepts
-unlisted agents (any identity proven for a tenant with a CA; no checks).
+unlisted agents (any identity proven for a tenant with a CA; no checks). An
+unlisted agent is named `unlisted:<tenant>/<component>.<partition>`: a form no
+listed entry may take (nor any agent of a config), so an unlisted certificate
+never feeds a listed agent's liveness or results.
 
 >>> pushes = PushRegistry([PushEntry("edge-1", tenant="acme-corp", component="agent-001", interval=30.0)])
 >>> pushes.lookup("acme-corp", "agent-001", "partition-1").name
 'edge-1'
 >>> pushes.lookup("acme-corp", "agent-002", "partition-1") is None
 True
+>>> unlisted_name("acme-corp", "agent-002", "partition-1")
+'unlisted:acme-corp/agent-002.partition-1'
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from poller.config.model import UNLISTED_AGENT_PREFIX
 from poller.gateway.checks import CheckSpec, agent_checks, config_version
 from poller.identity.context import TenantContext
 from poller.identity.names import check_label
@@ -25,7 +31,12 @@ from poller.identity.reasons import InvalidArgument, Reason
 from poller.policy import ALLOW, Access, Decision, Policy
 from poller.proto import monitoring_pb2 as pb
 
-__all__ = ["PushEntry", "PushPolicy", "PushRegistry"]
+__all__ = ["PushEntry", "PushPolicy", "PushRegistry", "unlisted_name"]
+
+
+def unlisted_name(tenant: str, component: str, partition: str) -> str:
+    """The name of an agent no entry lists (accept_unlisted): its whole identity, tenant first."""
+    return f"{UNLISTED_AGENT_PREFIX}{tenant}/{component}.{partition}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class PushEntry:
                 check_label(value, what)
         if self.interval <= 0:
             raise InvalidArgument(f"push entry {self.name!r}: interval must be positive")
+        if self.listed and self.name.startswith(UNLISTED_AGENT_PREFIX):
+            raise InvalidArgument(f"push entry {self.name!r}: names starting {UNLISTED_AGENT_PREFIX!r} are unlisted agents'")
 
     @cached_property
     def agent_checks(self) -> tuple[pb.AgentCheckConfig, ...]:
@@ -115,7 +128,7 @@ class PushRegistry:
         entry = self.lookup(ctx.tenant, ctx.component_id, ctx.partition_id)
         if entry is None and self.accept_unlisted:
             entry = PushEntry(
-                name=f"{ctx.component_id}.{ctx.partition_id}",
+                name=unlisted_name(ctx.tenant, ctx.component_id, ctx.partition_id),
                 tenant=ctx.tenant,
                 component=ctx.component_id,
                 partition=ctx.partition_id,
