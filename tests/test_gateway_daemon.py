@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 
 import grpc
@@ -489,3 +490,57 @@ def test_a_push_interval_under_a_second_warns_that_the_agent_would_flap(pki):
     inherited = parse_config(config(pki, {"e": push_entry(ACME)}, poll_interval="500ms"))
     assert [w.path for w in inherited.warnings if "under 1s" in w.message] == ["poll_interval"]
     assert not [w for w in parse_config(config(pki, {"e": push_entry(ACME, interval="1s")})).warnings if "under 1s" in w.message]
+
+
+async def test_an_agent_admitted_unlisted_is_counted_connected_while_it_pushes(pki):
+    doc = config(pki, {}, metrics_listen="127.0.0.1:0")
+    doc["gateway"]["accept_unlisted"] = True
+    daemon = PollerDaemon(parse_config(doc), sink=MemorySink())
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    agent = None
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            assert daemon.pushes is not None
+            agent = agent_for(daemon, pki, ACME, "probe", "site-a")
+            assert (await agent.push([agent.status("ssh")])).received
+            pushed_at = time.time()
+            await daemon.pushes.check_silence(pushed_at)
+            assert sample(daemon, "poller_gateway_connected_agents", tenant=ACME) == 1
+            # Silent for more than 2 of the default interval (poll_interval, 30 s): no longer connected.
+            await daemon.pushes.check_silence(pushed_at + 2 * 30.0 + 1.0)
+            assert sample(daemon, "poller_gateway_connected_agents", tenant=ACME) == 0
+    finally:
+        if agent is not None:
+            await agent.close()
+        daemon.request_stop()
+        assert await task == 0
+
+
+async def test_a_silent_tcp_check_is_the_same_row_as_its_pushed_port_results(pki):
+    """The agent runs a `tcp` check as `port` and reports that type: its silence is filed under it too."""
+    tcp = {"service_type": "tcp", "service_name": "ssh", "details": "127.0.0.1", "port": 22}
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[tcp])})
+    sink = MemorySink()
+    daemon = PollerDaemon(parse_config(doc | {"metrics_listen": "127.0.0.1:0"}), sink=sink)
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    agent = None
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            assert daemon.pushes is not None
+            agent = agent_for(daemon, pki, ACME, "agent-001")
+            [check] = (await agent.get_config()).checks
+            assert check.check_type == "port"
+            assert (await agent.push([agent.status("ssh", service_type=check.check_type)])).received
+            record = daemon.pushes.tracker.get(ACME, "edge-1")
+            assert record is not None and record.last_push is not None
+            await daemon.pushes.check_silence(record.last_push + 2 * 5.0 + 1.0)
+            board = await status_of(daemon)
+            assert [(c["service_type"], c["outcome"]) for c in board["edge-1"]["checks"]] == [("port", "timeout")]
+    finally:
+        if agent is not None:
+            await agent.close()
+        daemon.request_stop()
+        assert await task == 0
+    assert {(r.service_type, r.service_name) for r in sink.results} == {("port", "ssh")}

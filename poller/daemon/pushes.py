@@ -45,6 +45,7 @@ from poller.gateway import (
     PushTracker,
     serve_gateway,
 )
+from poller.gateway.checks import check_type_for
 from poller.gateway.replicas import SharedPushLiveness
 from poller.identity.context import TenantContext
 from poller.identity.reasons import InvalidArgument, Reason
@@ -262,7 +263,8 @@ class PushSide:
     async def check_silence(self, now: float) -> None:
         """Agents whose last push is older than 2 intervals: unreachable (timeout),
         with timeout results once per interval of silence; the connected gauge."""
-        for tenant, count in self.tracker.connected(self.entries(), now=now).items():
+        unlisted = self.pushes.default_interval if self.pushes.accept_unlisted else None
+        for tenant, count in self.tracker.connected(self.entries(), now=now, unlisted_interval=unlisted).items():
             self.metrics.gateway_connected.labels(tenant=tenant).set(count)
         self._share()
         for entry in self.entries():
@@ -397,7 +399,11 @@ class PushSide:
 
     def timeout_results(self, agent: AgentConfig, now: float, *, reason: Reason = Reason.TIMEOUT) -> list[PollResult]:
         """One unproven `timeout` (or `reason`) result per check (one for the agent when it has none)."""
-        checks: Iterable[tuple[str, str]] = [(c.service_name, c.service_type) for c in agent.checks] or [("push", "push")]
+        # The type the agent reports for a check is its checker's (tcp runs as port, ping as icmp):
+        # a silence filed under the config's type would be a second row of the same check.
+        checks: Iterable[tuple[str, str]] = [(c.service_name, check_type_for(c.service_type)) for c in agent.checks] or [
+            ("push", "push")
+        ]
         return [
             PollResult(
                 tenant=agent.tenant,

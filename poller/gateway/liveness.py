@@ -98,13 +98,24 @@ class PushTracker:
             return "unreachable"
         return "ok"
 
-    def connected(self, entries: Iterable[PushEntry], *, now: float) -> dict[str, int]:
-        """Per tenant: the agents that pushed within 2 intervals or hold a stream open."""
+    def connected(self, entries: Iterable[PushEntry], *, now: float, unlisted_interval: float | None = None) -> dict[str, int]:
+        """Per tenant: the agents that pushed within 2 intervals or hold a stream open.
+        `unlisted_interval`: also count the agents recorded without an entry here (those
+        accept_unlisted admitted), with that push interval."""
         counts: dict[str, int] = {}
+        listed: set[tuple[str, str]] = set()
         for entry in entries:
+            listed.add((entry.tenant, entry.name))
             record = self._records.get((entry.tenant, entry.name))
             live = record is not None and (record.open_streams > 0 or self.state_of(entry, now=now) == "ok")
             counts[entry.tenant] = counts.get(entry.tenant, 0) + (1 if live else 0)
+        if unlisted_interval is not None:
+            for key, record in self._records.items():
+                if key in listed:
+                    continue
+                fresh = record.last_push is not None and now - record.last_push <= STALE_INTERVALS * unlisted_interval
+                live = record.open_streams > 0 or fresh
+                counts[record.tenant] = counts.get(record.tenant, 0) + (1 if live else 0)
         return counts
 
     def forget(self, keep: Iterable[PushEntry]) -> None:
