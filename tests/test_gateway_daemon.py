@@ -544,3 +544,43 @@ async def test_a_silent_tcp_check_is_the_same_row_as_its_pushed_port_results(pki
         daemon.request_stop()
         assert await task == 0
     assert {(r.service_type, r.service_name) for r in sink.results} == {("port", "ssh")}
+
+
+@pytest.mark.parametrize(
+    "material, problem",
+    [
+        ("client-only", "is not for serving: its extended key usage has no serverAuth"),
+        ("other-key", "the key does not match certificate"),
+        ("expired", "expired at"),
+    ],
+)
+async def test_gateway_material_that_cannot_serve_is_named_before_listening(pki, tmp_path, material, problem):
+    """grpc would call a mismatched key a failure to bind, and serve a clientAuth-only
+    certificate that every agent then refuses: `config check` warns, `run` refuses, naming the file."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from poller.config import check_files
+
+    if material == "client-only":
+        forged = pki.agent(ACME, "gw", eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+        chain, key = forged.chain_pem, forged.key_pem
+    elif material == "other-key":
+        chain, key = poller_chain_path(pki.layout).read_bytes(), pki.agent(ACME, "gw").key_pem
+    else:
+        from datetime import UTC, datetime, timedelta
+
+        forged = pki.agent(ACME, "gw", not_after=datetime.now(UTC) - timedelta(days=1))
+        chain, key = forged.chain_pem, forged.key_pem
+    (tmp_path / "gw.pem").write_bytes(chain)
+    (tmp_path / "gw-key.pem").write_bytes(key)
+    doc = config(pki, {"edge-1": push_entry(ACME)})
+    doc["gateway"] |= {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw-key.pem")}
+    settings = parse_config(doc)
+    warned = [str(issue) for issue in check_files(settings) if issue.path == "gateway.cert"]
+    assert len(warned) == 1 and problem in warned[0] and str(tmp_path / "gw.pem") in warned[0]
+    daemon = PollerDaemon(settings, sink=MemorySink())
+    with pytest.raises(ConfigError) as info:
+        await daemon.run(install_signals=False)
+    [issue] = info.value.issues
+    assert issue.path == "gateway.cert" and problem in str(issue)
+    assert daemon.gateway_port is None  # it never listened

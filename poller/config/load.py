@@ -94,9 +94,21 @@ def check_files(config: PollerConfig) -> tuple[ConfigIssue, ...]:
         if not ca.is_file():
             issues.append(ConfigIssue("certs_dir", f"{ca} is missing: agents of tenant {tenant} cannot be verified"))
     if config.gateway is not None:
+        missing = False
         for name, path in (("gateway.cert", config.gateway.cert), ("gateway.key", config.gateway.key)):
             if not path.is_file():
+                missing = True
                 issues.append(ConfigIssue(name, f"{path} is missing: the gateway cannot serve push agents"))
+        if not missing:
+            from poller.trust.serving import serving_problems
+
+            try:
+                chain, key = config.gateway.cert.read_bytes(), config.gateway.key.read_bytes()
+            except OSError as exc:
+                issues.append(ConfigIssue("gateway.cert", f"cannot read {exc.filename}: {exc.strerror}"))
+            else:
+                served = serving_problems(chain, key, where=str(config.gateway.cert))
+                issues.extend(ConfigIssue("gateway.cert", problem) for problem in served)
     creds = config.sink.creds if config.sink.type == "nats" else None
     if creds is not None and not creds.is_file():
         issues.append(ConfigIssue("sink.creds", f"{creds} is missing (write it with `serviceradar-poller nats-config`)"))

@@ -51,6 +51,7 @@ from poller.identity.context import TenantContext
 from poller.identity.reasons import InvalidArgument, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics
+from poller.trust.serving import serving_problems
 from poller.trust.store import TrustStore
 
 __all__ = ["PushSide", "push_entries"]
@@ -157,6 +158,8 @@ class PushSide:
         except OSError as exc:
             where = "gateway.cert" if exc.filename == str(gateway.cert) else "gateway.key"
             raise ConfigError([ConfigIssue(where, f"cannot read {exc.filename}: {exc.strerror}")]) from None
+        if problems := serving_problems(chain, key, where=str(gateway.cert)):
+            raise ConfigError([ConfigIssue("gateway.cert", problem) for problem in problems])
         try:
             self.server = await serve_gateway(
                 self.gateway, self.trust, gateway.listen, chain, key, audit_accepted=gateway.audit_accepted

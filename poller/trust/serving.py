@@ -1,0 +1,57 @@
+"""Check a server's own certificate and key before serving with them.
+
+grpc reports a key that does not match its certificate as a failure to bind,
+and serves a certificate made for clients without a word: agents then fail
+their handshakes and nobody is told why. These checks say it first, naming
+the file.
+
+>>> serving_problems(chain_pem, key_pem, where="gateway.cert")  # doctest: +SKIP
+['gateway.cert: certificate CN=agent-001... is not for serving: its extended key usage has no serverAuth']
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from poller.identity import certinfo
+from poller.identity.certinfo import CertificateError
+
+__all__ = ["serving_problems"]
+
+_SERVING = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def serving_problems(chain_pem: bytes, key_pem: bytes, *, where: str, now: datetime | None = None) -> list[str]:
+    """What keeps `chain_pem` (leaf first) and `key_pem` from serving TLS: unreadable,
+    a key that is not the leaf's, no serverAuth in the leaf's extended key usage, or
+    outside its validity. Empty when they can serve. `where` names the certificate."""
+    try:
+        leaf = certinfo.load_pem_chain(chain_pem, what=where)[0]
+    except CertificateError as exc:
+        return [str(exc)]
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        # A key parser's message never holds key bytes, but say only the kind of failure.
+        return [f"the key of {where} is not an unencrypted PEM private key"]
+    name = leaf.subject.rfc4514_string()
+    problems: list[str] = []
+    if key.public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
+        problems.append(f"{where}: the key does not match certificate {name} (the first in the file)")
+    try:
+        usages = set(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set(_SERVING)  # no extended key usage: any purpose
+    if not usages & _SERVING:
+        problems.append(f"{where}: certificate {name} is not for serving: its extended key usage has no serverAuth")
+    moment = now or datetime.now(UTC)
+    if moment > leaf.not_valid_after_utc:
+        problems.append(f"{where}: certificate {name} expired at {leaf.not_valid_after_utc.isoformat()}")
+    elif moment < leaf.not_valid_before_utc:
+        problems.append(f"{where}: certificate {name} is not valid before {leaf.not_valid_before_utc.isoformat()}")
+    return problems
