@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -746,3 +747,31 @@ async def test_a_push_cut_before_its_answer_is_a_named_failure(pki, tmp_path, lo
         assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-acme", "unreachable")
         assert g.pushes(ACME, "unreachable") == 1 and g.pushes(ACME, "ok") == 0
         sink.release.set()
+
+
+class _FullDiskOnce(FileSink):
+    """A FileSink whose first fsync round fails as on a full disk (ENOSPC), then works."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, commit_delay=0)
+        self.failing = True
+
+    async def flush(self) -> None:
+        if self.failing:
+            self.failing = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await super().flush()
+
+
+async def test_a_push_whose_sink_could_not_flush_is_not_received(pki, tmp_path, log_events):
+    # `received` promises the results are durable: after a failed fsync they may be lost,
+    # so the push is refused UNAVAILABLE (the agent sends them again), counted and named.
+    async with started(pki, tmp_path, sink=_FullDiskOnce(tmp_path / "data")) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        assert await refused(agent.push([agent.status("ssh")])) == (grpc.StatusCode.UNAVAILABLE, "handler_failed")
+        [line] = [e for e in log_events() if e["event"] == "gateway_request_refused"]
+        assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-acme", "handler_failed")
+        assert "file-sink" in line["detail"]
+        assert g.pushes(ACME, "handler_failed") == 1 and g.pushes(ACME, "ok") == 0
+        assert (await agent.push([agent.status("ssh")])).received  # the retry, flushed
+        assert g.pushes(ACME, "ok") == 1 and [r["service_name"] for r in g.rows(ACME)][-1] == "ssh"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from poller.agent.budget import ReassemblyBudget
 from poller.cluster.node import ClusterNode
@@ -205,8 +205,8 @@ class PushSide:
         self._results.setdefault((result.tenant, result.agent), []).append(result)
         return await self.registry.deliver(result)
 
-    async def flush(self) -> None:
-        await self.registry.flush()
+    async def flush(self) -> Mapping[str, Reason]:
+        return await self.registry.flush()  # the gateway refuses a push a sink did not make durable
 
     def _pushed(self, entry: PushEntry, outcome: Reason) -> None:
         results = self._results.pop((entry.tenant, entry.name), [])

@@ -43,6 +43,7 @@ import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, cast
 
 from poller import eager
@@ -66,6 +67,7 @@ audit_log = get_logger("poller.audit")
 
 DEFAULT_HANDLER_TIMEOUT = 5.0
 _MAX_REMEMBERED = 10_000  # label disagreements remembered so each is logged once
+_NONE_FAILED: Mapping[str, Reason] = MappingProxyType({})  # flush()'s usual answer, not built per flush
 
 
 # --------------------------------------------------------------------------- registry
@@ -400,15 +402,24 @@ class HandlerRegistry:
             self._sink_list = tuple(sinks)
         return self._sink_list
 
-    async def flush(self) -> None:
+    async def flush(self) -> Mapping[str, Reason]:
         """Flush every registered sink (the daemon calls it at the end of each
-        agent's cycle). Each is bounded by its handler's timeout like a
-        delivery: a hanging flush is logged and counted, never waited out."""
+        agent's cycle, the gateway before it answers `received`). Each is
+        bounded by its handler's timeout like a delivery: a hanging flush is
+        logged and counted, never waited out.
+
+        Returns the sinks whose flush failed or timed out, by handler name, with
+        why; empty when every sink made its results durable. A caller that
+        promises durability (the gateway's `received`) must refuse on a
+        non-empty answer: the results it handed over may be lost."""
         sinks = self._sinks()
         if len(sinks) == 1:  # the daemon's case: no gather per agent-cycle
-            await self._bounded(sinks[0][0], sinks[0][1].flush(), "flush")
-        else:
-            await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in sinks))
+            only, sink = sinks[0]
+            reason = await self._bounded(only, sink.flush(), "flush")
+            return _NONE_FAILED if reason is None else {only.name: reason}
+        outcomes = await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in sinks))
+        failed = {r.name: reason for (r, _), reason in zip(sinks, outcomes, strict=True) if reason is not None}
+        return failed or _NONE_FAILED
 
     async def close(self) -> None:
         """Flush and close every registered sink (bounded the same way); cancel
@@ -418,7 +429,7 @@ class HandlerRegistry:
         for task in list(self._abandoned):
             task.cancel()
 
-    async def _bounded(self, registration: Registration, step: Coroutine[Any, Any, None], what: str) -> None:
+    async def _bounded(self, registration: Registration, step: Coroutine[Any, Any, None], what: str) -> Reason | None:
         task: asyncio.Future[None] | eager.Finished[None]
         if registration.eager:
             task = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
@@ -431,10 +442,12 @@ class HandlerRegistry:
             exc = task.exception()
             reason, detail = Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}"
         else:
-            return
+            return None
         self.failures[registration.name] += 1
         self.metrics.handler_failures.labels(tenant="", handler=registration.name, reason=reason.value).inc()
+        # A sink is shared by every tenant: its caller (which knows whose results) names them.
         log.error(f"sink_{what}_failed", handler=registration.name, reason=reason.value, detail=detail)
+        return reason
 
 
 def _allows(registration: Registration, access: Access) -> bool:

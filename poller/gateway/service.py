@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -68,11 +68,14 @@ CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 
 
 class Deliverer(Protocol):
-    """Where results go: a poller.delivery.HandlerRegistry (deliver + flush)."""
+    """Where results go: a poller.delivery.HandlerRegistry (deliver + flush).
+
+    flush answers the sinks that did not make the results durable (name ->
+    why), empty when all did: a push is `received` only on an empty answer."""
 
     async def deliver(self, result: PollResult) -> Delivery: ...
 
-    async def flush(self) -> None: ...
+    async def flush(self) -> Mapping[str, Reason]: ...
 
 
 class _Refusal(PollerError):
@@ -477,7 +480,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 refused.append(delivery)
             elif delivery.failed:
                 failed.append(delivery)
-        await self.delivery.flush()  # as durable as a polled cycle before `received`
+        # As durable as a polled cycle before `received`: a sink that could not flush
+        # (a full disk's fsync) may have lost them, so the agent must send them again.
+        unflushed = await self.delivery.flush()
         if refused:
             first = refused[0]
             assert first.refused is not None
@@ -490,6 +495,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         if failed:
             reason = next(iter(failed[0].failed.values()))
             raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"{len(failed)} of {len(results)} results not delivered")
+        if unflushed:
+            sink, reason = next(iter(unflushed.items()))
+            raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"sink {sink} did not make {len(results)} results durable")
 
 
 def _unknown(ctx: TenantContext) -> _Refusal:
