@@ -463,6 +463,20 @@ async def test_a_payload_naming_another_tenant_is_refused_by_the_registry(gw):
     assert gw.rows(ACME) == [] and gw.rows(XYZ) == []
 
 
+@pytest.mark.parametrize("method", ["push", "stream"])
+async def test_a_request_refused_for_one_result_files_none_of_them(gw, method):
+    # The registry checks every result before any is delivered: the honest "ssh" of a
+    # request refused for its "http" is not filed, so the agent's retry files nothing twice.
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    send = getattr(agent, method)
+    good, bad = agent.status("ssh", message=b'{"open":true}'), agent.status("http", message=b'{"tenant":"xyz-inc"}')
+    for _ in range(2):  # it was not told `received`: it pushes again
+        assert await refused(send([good, bad])) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+    assert gw.rows(ACME) == [] and gw.pushes(ACME, "payload_mismatch") == 2 and gw.pushes(ACME, "ok") == 0
+    assert (await send([good])).received
+    assert [r["service_name"] for r in gw.rows(ACME)] == ["ssh"]
+
+
 # -- bounds ------------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from poller.agent.budget import ReassemblyBudget
 from poller.cluster.node import ClusterNode
 from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig
 from poller.daemon.status import AgentState, StatusBoard
-from poller.delivery.registry import Delivery, HandlerRegistry
+from poller.delivery.registry import Checked, Delivery, HandlerRegistry
 from poller.delivery.result import PollResult, agent_outcome
 from poller.gateway import (
     STALE_INTERVALS,
@@ -201,9 +201,12 @@ class PushSide:
 
     # -- the gateway's deliverer: results reach the registry, and the board sees them ------
 
-    async def deliver(self, result: PollResult) -> Delivery:
+    def check(self, result: PollResult) -> Checked | Delivery:
+        return self.registry.check(result)
+
+    async def deliver(self, result: PollResult, checked: Checked | None = None) -> Delivery:
         self._results.setdefault((result.tenant, result.agent), []).append(result)
-        return await self.registry.deliver(result)
+        return await self.registry.deliver(result, checked)
 
     async def flush(self) -> Mapping[str, Reason]:
         return await self.registry.flush()  # the gateway refuses a push a sink did not make durable

@@ -28,6 +28,10 @@ For each result, deliver():
 5. refuses (`no_handler`) a result that no handler allows. Every refusal is
    counted in poller_results_refused_total{tenant,channel,reason} and logged.
 
+check() runs steps 1-3 and 5 alone (no handler runs), and deliver() takes
+what it answers without checking again: how the gateway refuses a whole
+request before it delivers any of it.
+
 >>> registry = HandlerRegistry(timeout=2.0)  # doctest: +SKIP
 >>> registry.register("agents.status", on_status, tenant="acme-corp", policy=same_tenant("acme-corp"))  # doctest: +SKIP
 >>> registry.register(">", FileSink(Path("data")), platform=local_identity, policy=platform_admin())  # doctest: +SKIP
@@ -60,7 +64,7 @@ from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy
 from poller.timers import wait_done
 
-__all__ = ["DEFAULT_HANDLER_TIMEOUT", "Delivery", "Handler", "HandlerRegistry", "Registration"]
+__all__ = ["DEFAULT_HANDLER_TIMEOUT", "Checked", "Delivery", "Handler", "HandlerRegistry", "Registration"]
 
 log = get_logger("poller.handlers")
 audit_log = get_logger("poller.audit")
@@ -115,6 +119,15 @@ class Delivery:
     @property
     def ok(self) -> bool:
         return self.refused is None and not self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A result that passed the registry's checks (HandlerRegistry.check): its
+    channel and the handlers allowed to have it, which deliver() then runs."""
+
+    channel: str
+    handlers: list[Registration]
 
 
 class HandlerRegistry:
@@ -227,8 +240,35 @@ class HandlerRegistry:
 
     # -- delivery ------------------------------------------------------------------
 
-    async def deliver(self, result: PollResult) -> Delivery:
-        """Deliver one result to every handler that may have it; see the module doc."""
+    async def deliver(self, result: PollResult, checked: Checked | None = None) -> Delivery:
+        """Deliver one result to every handler that may have it; see the module doc.
+
+        `checked`: what check() answered for this very result, to run its handlers
+        without checking it again (a caller that checks a whole batch first)."""
+        if checked is None:
+            outcome = self.check(result)
+            if isinstance(outcome, Delivery):
+                return outcome
+            checked = outcome
+        channel, chosen = checked.channel, checked.handlers
+        if len(chosen) == 1:  # the common case (the daemon's sink, the gateway's): no gather task
+            only = chosen[0]
+            reason = await self._run(only, result, channel)
+            if reason is None:
+                return Delivery(channel=channel, delivered=(only.name,))
+            return Delivery(channel=channel, failed={only.name: reason})
+        outcomes = await asyncio.gather(*(self._run(r, result, channel) for r in chosen))
+        failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
+        delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
+        return Delivery(channel=channel, delivered=delivered, failed=failed)
+
+    def check(self, result: PollResult) -> Checked | Delivery:
+        """deliver()'s steps 1-3 and 5 without running a handler: its channel, the
+        payload and label checks, the handlers whose policy allows it. A refusal is
+        logged and counted as deliver() would, and answered as its Delivery;
+        otherwise the Checked to hand to deliver(). The gateway checks every result
+        of a request before it delivers any, so a request is delivered whole or not
+        at all (a refused push is pushed again: nothing of it must be filed twice)."""
         try:
             channel = channel_for(result)
         except ResultRefused as err:
@@ -256,17 +296,7 @@ class HandlerRegistry:
                 chosen.append(registration)
         if not chosen:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
-
-        if len(chosen) == 1:  # the common case (the daemon's sink, the gateway's): no gather task
-            only = chosen[0]
-            reason = await self._run(only, result, channel)
-            if reason is None:
-                return Delivery(channel=channel, delivered=(only.name,))
-            return Delivery(channel=channel, failed={only.name: reason})
-        outcomes = await asyncio.gather(*(self._run(r, result, channel) for r in chosen))
-        failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
-        delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
-        return Delivery(channel=channel, delivered=delivered, failed=failed)
+        return Checked(channel, chosen)
 
     def _check_labels(self, result: PollResult, document: Any) -> str | None:
         ctx = result.context

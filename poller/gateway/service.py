@@ -17,7 +17,9 @@ it. Each handler then holds the request to that proof:
 Each status becomes a PollResult with the proven TenantContext, delivered
 through the HandlerRegistry exactly as a polled result (same channels, payload
 and label checks, sinks), then the sinks are flushed: `received` is answered
-only once the results are as durable as a polled cycle's.
+only once the results are as durable as a polled cycle's. Every result of a
+request passes the registry's checks before any is delivered: a request is
+filed whole or not at all.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import grpc
 
 from poller.agent.budget import ReassemblyBudget
 from poller.agent.stream import IncompleteStream, StreamAssembler
-from poller.delivery.registry import Delivery
+from poller.delivery.registry import Checked, Delivery
 from poller.delivery.result import PollResult
 from poller.gateway.bounds import GatewayBounds, TenantLimits
 from poller.gateway.liveness import PushTracker
@@ -68,12 +70,16 @@ CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 
 
 class Deliverer(Protocol):
-    """Where results go: a poller.delivery.HandlerRegistry (deliver + flush).
+    """Where results go: a poller.delivery.HandlerRegistry (check, deliver, flush).
 
-    flush answers the sinks that did not make the results durable (name ->
-    why), empty when all did: a push is `received` only on an empty answer."""
+    check refuses a result (its Delivery) or passes it (a Checked that deliver
+    takes without checking again); flush answers the sinks that did not make
+    the results durable (name -> why), empty when all did: a push is
+    `received` only on an empty answer."""
 
-    async def deliver(self, result: PollResult) -> Delivery: ...
+    def check(self, result: PollResult) -> Checked | Delivery: ...
+
+    async def deliver(self, result: PollResult, checked: Checked | None = None) -> Delivery: ...
 
     async def flush(self) -> Mapping[str, Reason]: ...
 
@@ -472,17 +478,16 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             return statuses, timestamp
 
     async def _deliver(self, call: _Call, results: list[PollResult]) -> None:
+        # Every result is checked before any is delivered: a request refused for one of
+        # them (payload_mismatch, ...) files none, so the agent's retry files none twice.
+        checked: list[Checked] = []
         refused: list[Delivery] = []
-        failed: list[Delivery] = []
         for result in results:
-            delivery = await self.delivery.deliver(result)
-            if delivery.refused is not None:
-                refused.append(delivery)
-            elif delivery.failed:
-                failed.append(delivery)
-        # As durable as a polled cycle before `received`: a sink that could not flush
-        # (a full disk's fsync) may have lost them, so the agent must send them again.
-        unflushed = await self.delivery.flush()
+            outcome = self.delivery.check(result)
+            if isinstance(outcome, Delivery):
+                refused.append(outcome)
+            else:
+                checked.append(outcome)
         if refused:
             first = refused[0]
             assert first.refused is not None
@@ -492,6 +497,14 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
             raise _Refusal(first.refused, code, f"{len(refused)} of {len(results)} results refused: {first.detail}", audited=True)
+        failed: list[Delivery] = []
+        for result, passed in zip(results, checked, strict=True):
+            delivery = await self.delivery.deliver(result, passed)
+            if delivery.failed:
+                failed.append(delivery)
+        # As durable as a polled cycle before `received`: a sink that could not flush
+        # (a full disk's fsync) may have lost them, so the agent must send them again.
+        unflushed = await self.delivery.flush()
         if failed:
             reason = next(iter(failed[0].failed.values()))
             raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"{len(failed)} of {len(results)} results not delivered")
