@@ -30,6 +30,7 @@ from poller.gateway import (
     config_version,
     serve_gateway,
 )
+from poller.gateway.service import KEPT_STATUS_BYTES
 from poller.identity.reasons import Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
@@ -573,6 +574,20 @@ async def test_an_endless_stream_is_stopped_by_its_tenants_share_of_the_budget(p
         other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
         assert (await other.stream([other.huge_status(100 * 1024) for _ in range(5)], per_chunk=1)).received
         assert g.rows(ACME) == [] and len(g.rows(XYZ)) == 5
+
+
+async def test_a_stream_of_many_tiny_statuses_is_charged_what_it_holds_not_its_wire_bytes(pki, tmp_path):
+    # 5,000 empty statuses are ~45 KB on the wire but over 1 MB once parsed and kept:
+    # the lease charges KEPT_STATUS_BYTES for each, so they do not fit a 1 MiB share.
+    budget = ReassemblyBudget(2 * 1024 * 1024, tenants=[ACME, XYZ])  # 1 MiB each
+    async with started(pki, tmp_path, budget=budget) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        [chunk] = agent.chunks([pb.GatewayServiceStatus(service_name=f"s{i}") for i in range(5000)], per_chunk=5000)
+        assert chunk.ByteSize() < 64 * 1024 < budget.share(ACME) < 5000 * KEPT_STATUS_BYTES
+        assert await refused(agent.stream(chunks=[chunk])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "incomplete_stream")
+        assert budget.in_use() == 0 and g.rows(ACME) == []
+        assert (await agent.stream([agent.status(f"s{i}") for i in range(2000)], per_chunk=1000)).received
+        assert len(g.rows(ACME)) == 2000 and budget.peak >= 2000 * KEPT_STATUS_BYTES
 
 
 async def test_a_stream_dropped_midway_gives_its_bytes_back(gw):
