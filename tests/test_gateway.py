@@ -498,6 +498,30 @@ async def test_bounds_are_resource_exhausted_and_counted(pki, tmp_path):
         assert [r["service_name"] for r in g.rows(ACME)] == ["fits", "huge"]
 
 
+async def test_the_rate_binds_lying_calls_hello_and_get_config_too(pki, tmp_path, log_events):
+    # Each call takes its tenant's token before it is checked: a flood of lying pushes is
+    # refused resource_exhausted and counted, with an audit line only while tokens last.
+    bounds = GatewayBounds(push_rate=0.001, push_burst=4)  # no token back within the test
+    async with started(pki, tmp_path, bounds=bounds) as g:
+        honest = g.agent(pki.agent(ACME, "agent-001"))
+        liar = g.agent(pki.agent(ACME, "agent-001"), agent_id="agent-999")
+        assert (await honest.hello()).accepted and (await honest.push([honest.status("ssh")])).received
+        lies = [await refused(liar.push([liar.status("ssh")])) for _ in range(20)]
+        mismatch, exhausted = (
+            (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch"),
+            (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted"),
+        )
+        assert lies == [mismatch] * 2 + [exhausted] * 18
+        assert len([e for e in audited(log_events, "gateway_request_refused") if e["reason"] == "identity_mismatch"]) == 2
+        assert g.pushes(ACME, "identity_mismatch") == 2 and g.pushes(ACME, "resource_exhausted") == 18
+        for call in (honest.hello(), honest.get_config(), honest.push([honest.status("ssh")])):
+            assert await refused(call) == exhausted
+        over = [e for e in log_events() if e["event"] == "gateway_request_refused" and e["reason"] == "resource_exhausted"]
+        assert all((e["tenant"], e["agent"]) == (ACME, "edge-acme") for e in over) and len(over) == 21
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        assert (await other.hello()).accepted and (await other.push([other.status("x")])).received  # its own bucket
+
+
 async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
     async with started(pki, tmp_path, bounds=GatewayBounds(max_calls_per_tenant=1)) as g:
         holder = g.agent(pki.agent(ACME, "agent-001"))

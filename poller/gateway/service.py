@@ -215,7 +215,6 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         async def body(call: _Call) -> pb.GatewayStatusResponse:
             self._check_identity(call, request.agent_id, request.partition)
             self._check_tenant_claims(call, request.tenant_id, request.tenant_slug)
-            self._take_push(call)
             if len(request.services) > self.bounds.max_services:
                 raise _exhausted(f"{len(request.services)} services in one request (at most {self.bounds.max_services})")
             results = [self._result(call, status, request.timestamp) for status in request.services]
@@ -228,7 +227,6 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self, request_iterator: AsyncIterator[pb.GatewayStatusChunk], context: grpc.aio.ServicerContext
     ) -> pb.GatewayStatusResponse:
         async def body(call: _Call) -> pb.GatewayStatusResponse:
-            self._take_push(call)
             self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
             try:
                 async with asyncio.timeout(self.bounds.stream_timeout):
@@ -308,6 +306,17 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             await self._abort(context, method, ctx, None, peer, _unknown(ctx), push=push)
         call = _Call(ctx, entry, method, peer)
         self.tracker.seen(entry, peer=peer, at=call.started)
+        # Every call draws one token of its tenant's bucket before anything it says is
+        # looked at: a flood of lies (each an audit line) is bounded as honest pushes are,
+        # and Hello, GetConfig and ControlStream with them. Only the tenant's own agents
+        # draw on it, so a tenant can spend only its own rate.
+        if not self.limits.take_push(ctx.tenant):
+            over_rate = _exhausted(
+                f"tenant {ctx.tenant} is over its call rate ({self.bounds.push_rate:g}/s, burst {self.bounds.push_burst})"
+            )
+            if push:
+                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=over_rate.reason)
+            await self._abort(context, method, ctx, entry, peer, over_rate, push=push)
         over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id)
         if over is not None:
             await self._abort(context, method, ctx, entry, peer, _exhausted(over), push=push)
@@ -401,12 +410,6 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"tenant_id {tenant_id[:64]!r} names another tenant than the proven {proven!r}",
                 audited=True,
-            )
-
-    def _take_push(self, call: _Call) -> None:
-        if not self.limits.take_push(call.ctx.tenant):
-            raise _exhausted(
-                f"tenant {call.ctx.tenant} is over its push rate ({self.bounds.push_rate:g}/s, burst {self.bounds.push_burst})"
             )
 
     def _result(self, call: _Call, status: pb.GatewayServiceStatus, timestamp: int) -> PollResult:
