@@ -756,6 +756,43 @@ async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_
         assert tracker.get(ACME, "edge-acme").last_outcome is not Reason.UNREACHABLE
 
 
+async def test_a_reload_that_delists_an_agent_ends_its_open_calls_unknown_agent(pki, tmp_path, log_events):
+    # A ControlStream and a StreamStatus being reassembled are held to the push entries in
+    # force: a reload without the agent's entry ends both, named; another agent's stays.
+    tracker = _EventTracker()
+    async with started(pki, tmp_path, tracker=tracker) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        control, kept = agent.control_stream(), other.control_stream()
+        await control.opened()
+        await kept.opened()
+        tracker.opened.clear()
+        [first] = agent.chunks([agent.status("s0")], per_chunk=1)
+        first.is_final = False
+
+        async def chunks():
+            yield first
+            await asyncio.Event().wait()  # holds the stream open, never final
+
+        stream = asyncio.ensure_future(agent.stub.StreamStatus(chunks(), timeout=30))
+        await tracker.opened.wait()
+        g.gateway.pushes.set_entries([e for e in entries() if e.tenant != ACME])  # the reload
+        unknown = (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
+        async with asyncio.timeout(30):  # a guard against a hang (the bug), not a timing assertion
+            assert await control.ended() == unknown
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stream
+        assert refusal_of(info.value) == unknown
+        ended = [e for e in audited(log_events, "gateway_request_refused") if e["reason"] == "unknown_agent"]
+        assert sorted(e["method"].rsplit("/", 1)[1] for e in ended) == ["ControlStream", "StreamStatus"]
+        assert all((e["tenant"], e["agent"]) == (ACME, "edge-acme") and "reload" in e["detail"] for e in ended)
+        assert g.pushes(ACME, "unknown_agent") == 1 and g.gateway.budget.in_use() == 0 and g.rows(ACME) == []
+        assert tracker.get(ACME, "edge-acme").open_streams == 0
+        assert tracker.get(XYZ, "edge-xyz").open_streams == 1  # still admitted: still held
+        await kept.close()
+        assert (await kept.ended())[0] is grpc.StatusCode.OK
+
+
 async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
     async with started(pki, tmp_path, listen=":0") as g:
         agent = g.agent(pki.agent(ACME, "agent-001"))

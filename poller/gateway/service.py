@@ -25,9 +25,10 @@ filed whole or not at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -67,6 +68,8 @@ _STATUS_SOURCES = frozenset({"", "status"})  # what nearly every status says: no
 _has_control = re.compile("[\n\r\t\x00]").search  # a regex search: no set built per field
 T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
+# The cancellation message of a long-lived call whose caller a reload delisted.
+DELISTED = "poller: the push entries no longer admit the caller"
 # What a status kept for reassembly holds beyond its wire bytes: a parsed
 # GatewayServiceStatus takes 205-225 bytes more of the chunk's upb arena than it
 # has on the wire, whatever its size (measured by RSS over 300,000 parsed statuses,
@@ -164,6 +167,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self.tracker = tracker or PushTracker()
         self.metrics = metrics if metrics is not None else default_metrics()
         self._pushes = LabelCache(self.metrics.gateway_pushes)  # (tenant, outcome)
+        # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
+        # the task running each: a reload that no longer admits the caller ends them.
+        self._held: dict[_Call, asyncio.Task[Any]] = {}
+        pushes.on_change(self._entries_changed)
 
     # -- the five methods ---------------------------------------------------------------
 
@@ -230,7 +237,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
             try:
                 async with asyncio.timeout(self.bounds.stream_timeout):
-                    kept, timestamp = await self._reassemble(call, request_iterator)
+                    with self._held_open(call):
+                        kept, timestamp = await self._reassemble(call, request_iterator)
             except TimeoutError:
                 raise _Refusal(
                     Reason.INCOMPLETE_STREAM,
@@ -255,14 +263,15 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
             opened = False
             try:
-                async for message in request_iterator:
-                    if message.WhichOneof("payload") == "hello":
-                        self._check_identity(call, message.hello.agent_id, message.hello.partition)
-                        log.info("push_agent_control_stream", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
-                    if not opened:  # the agent learns the stream is held (headers) once its first message passed
-                        await context.send_initial_metadata(())
-                        opened = True
-                    self.tracker.seen(call.entry, peer=call.peer, at=time.time())
+                with self._held_open(call):
+                    async for message in request_iterator:
+                        if message.WhichOneof("payload") == "hello":
+                            self._check_identity(call, message.hello.agent_id, message.hello.partition)
+                            log.info("push_agent_control_stream", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
+                        if not opened:  # the agent learns the stream is held (headers) once its first message passed
+                            await context.send_initial_metadata(())
+                            opened = True
+                        self.tracker.seen(call.entry, peer=call.peer, at=time.time())
             finally:
                 self.tracker.stream_closed(call.entry)
             log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
@@ -293,6 +302,29 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
 
     def _count_push(self, tenant: str, outcome: Reason) -> None:
         self._pushes.child(tenant, outcome).inc()  # a StrEnum: its own label value
+
+    # -- the calls held open, against the push entries in force ------------------------
+
+    @contextlib.contextmanager
+    def _held_open(self, call: _Call) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._held[call] = task
+        try:
+            yield
+        finally:
+            del self._held[call]
+
+    def _entries_changed(self) -> None:
+        """The push entries were replaced (a reload). The open calls are looked at once
+        the reload is done, since it may change accept_unlisted after the entries."""
+        if self._held:
+            asyncio.get_running_loop().call_soon(self._end_delisted)
+
+    def _end_delisted(self) -> None:
+        for call, task in list(self._held.items()):
+            if self.pushes.entry_for(call.ctx) is None:
+                task.cancel(DELISTED)  # _serve answers it unknown_agent, naming tenant and agent
 
     # -- one call ---------------------------------------------------------------------
 
@@ -329,6 +361,14 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason)
             await self._abort(context, method, ctx, entry, peer, refusal, push=push)
         except asyncio.CancelledError as cancelled:
+            if DELISTED in cancelled.args:  # not cancelled for grpc: answered, so not raised on
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+                delisted = _unknown(ctx, "no longer listed after a reload of the push entries")
+                if push:
+                    self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=delisted.reason)
+                await self._abort(context, method, ctx, entry, peer, delisted, push=push)
             # Ended before its answer (the agent hung up, its deadline passed, the server is
             # stopping): a failed push, named, not a silent end. Its results were not counted
             # as taken (the agent had no `received`); a ControlStream ends this way normally,
@@ -528,11 +568,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"sink {sink} did not make {len(results)} results durable")
 
 
-def _unknown(ctx: TenantContext) -> _Refusal:
+def _unknown(ctx: TenantContext, why: str = "") -> _Refusal:
     return _Refusal(
         Reason.UNKNOWN_AGENT,
         grpc.StatusCode.PERMISSION_DENIED,
-        f"no push agent {ctx.component_id} is listed for tenant {ctx.tenant}",
+        f"no push agent {ctx.component_id} is listed for tenant {ctx.tenant}" + (f" ({why})" if why else ""),
         audited=True,
     )
 
