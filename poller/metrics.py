@@ -57,6 +57,8 @@ GATEWAY_OUTCOMES: tuple[Reason, ...] = (
     Reason.INCOMPLETE_STREAM,
     Reason.RESOURCE_EXHAUSTED,
     Reason.UNREACHABLE,  # the call ended before its answer (cancelled)
+    Reason.HANDLER_FAILED,  # a sink did not take or flush its results: not durable, the agent retries
+    Reason.HANDLER_TIMEOUT,
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from poller.gateway import (
     config_version,
     serve_gateway,
 )
+from poller.gateway.service import KEPT_STATUS_BYTES
 from poller.identity.reasons import InvalidArgument, Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
@@ -482,6 +484,20 @@ async def test_a_payload_naming_another_tenant_is_refused_by_the_registry(gw):
     assert gw.rows(ACME) == [] and gw.rows(XYZ) == []
 
 
+@pytest.mark.parametrize("method", ["push", "stream"])
+async def test_a_request_refused_for_one_result_files_none_of_them(gw, method):
+    # The registry checks every result before any is delivered: the honest "ssh" of a
+    # request refused for its "http" is not filed, so the agent's retry files nothing twice.
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    send = getattr(agent, method)
+    good, bad = agent.status("ssh", message=b'{"open":true}'), agent.status("http", message=b'{"tenant":"xyz-inc"}')
+    for _ in range(2):  # it was not told `received`: it pushes again
+        assert await refused(send([good, bad])) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+    assert gw.rows(ACME) == [] and gw.pushes(ACME, "payload_mismatch") == 2 and gw.pushes(ACME, "ok") == 0
+    assert (await send([good])).received
+    assert [r["service_name"] for r in gw.rows(ACME)] == ["ssh"]
+
+
 # -- bounds ------------------------------------------------------------------------------
 
 
@@ -500,6 +516,30 @@ async def test_bounds_are_resource_exhausted_and_counted(pki, tmp_path):
         assert (await other.push([other.status("x")])).received
         assert g.pushes(ACME, "resource_exhausted") == 4 and g.pushes(ACME, "ok") == 1
         assert [r["service_name"] for r in g.rows(ACME)] == ["fits", "huge"]
+
+
+async def test_the_rate_binds_lying_calls_hello_and_get_config_too(pki, tmp_path, log_events):
+    # Each call takes its tenant's token before it is checked: a flood of lying pushes is
+    # refused resource_exhausted and counted, with an audit line only while tokens last.
+    bounds = GatewayBounds(push_rate=0.001, push_burst=4)  # no token back within the test
+    async with started(pki, tmp_path, bounds=bounds) as g:
+        honest = g.agent(pki.agent(ACME, "agent-001"))
+        liar = g.agent(pki.agent(ACME, "agent-001"), agent_id="agent-999")
+        assert (await honest.hello()).accepted and (await honest.push([honest.status("ssh")])).received
+        lies = [await refused(liar.push([liar.status("ssh")])) for _ in range(20)]
+        mismatch, exhausted = (
+            (grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch"),
+            (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted"),
+        )
+        assert lies == [mismatch] * 2 + [exhausted] * 18
+        assert len([e for e in audited(log_events, "gateway_request_refused") if e["reason"] == "identity_mismatch"]) == 2
+        assert g.pushes(ACME, "identity_mismatch") == 2 and g.pushes(ACME, "resource_exhausted") == 18
+        for call in (honest.hello(), honest.get_config(), honest.push([honest.status("ssh")])):
+            assert await refused(call) == exhausted
+        over = [e for e in log_events() if e["event"] == "gateway_request_refused" and e["reason"] == "resource_exhausted"]
+        assert all((e["tenant"], e["agent"]) == (ACME, "edge-acme") for e in over) and len(over) == 21
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        assert (await other.hello()).accepted and (await other.push([other.status("x")])).received  # its own bucket
 
 
 async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
@@ -596,6 +636,20 @@ async def test_an_endless_stream_is_stopped_by_its_tenants_share_of_the_budget(p
         other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
         assert (await other.stream([other.huge_status(100 * 1024) for _ in range(5)], per_chunk=1)).received
         assert g.rows(ACME) == [] and len(g.rows(XYZ)) == 5
+
+
+async def test_a_stream_of_many_tiny_statuses_is_charged_what_it_holds_not_its_wire_bytes(pki, tmp_path):
+    # 5,000 empty statuses are ~45 KB on the wire but over 1 MB once parsed and kept:
+    # the lease charges KEPT_STATUS_BYTES for each, so they do not fit a 1 MiB share.
+    budget = ReassemblyBudget(2 * 1024 * 1024, tenants=[ACME, XYZ])  # 1 MiB each
+    async with started(pki, tmp_path, budget=budget) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        [chunk] = agent.chunks([pb.GatewayServiceStatus(service_name=f"s{i}") for i in range(5000)], per_chunk=5000)
+        assert chunk.ByteSize() < 64 * 1024 < budget.share(ACME) < 5000 * KEPT_STATUS_BYTES
+        assert await refused(agent.stream(chunks=[chunk])) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "incomplete_stream")
+        assert budget.in_use() == 0 and g.rows(ACME) == []
+        assert (await agent.stream([agent.status(f"s{i}") for i in range(2000)], per_chunk=1000)).received
+        assert len(g.rows(ACME)) == 2000 and budget.peak >= 2000 * KEPT_STATUS_BYTES
 
 
 async def test_a_stream_dropped_midway_gives_its_bytes_back(gw):
@@ -740,6 +794,43 @@ async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_
         assert tracker.get(ACME, "edge-acme").last_outcome is not Reason.UNREACHABLE
 
 
+async def test_a_reload_that_delists_an_agent_ends_its_open_calls_unknown_agent(pki, tmp_path, log_events):
+    # A ControlStream and a StreamStatus being reassembled are held to the push entries in
+    # force: a reload without the agent's entry ends both, named; another agent's stays.
+    tracker = _EventTracker()
+    async with started(pki, tmp_path, tracker=tracker) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
+        control, kept = agent.control_stream(), other.control_stream()
+        await control.opened()
+        await kept.opened()
+        tracker.opened.clear()
+        [first] = agent.chunks([agent.status("s0")], per_chunk=1)
+        first.is_final = False
+
+        async def chunks():
+            yield first
+            await asyncio.Event().wait()  # holds the stream open, never final
+
+        stream = asyncio.ensure_future(agent.stub.StreamStatus(chunks(), timeout=30))
+        await tracker.opened.wait()
+        g.gateway.pushes.set_entries([e for e in entries() if e.tenant != ACME])  # the reload
+        unknown = (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
+        async with asyncio.timeout(30):  # a guard against a hang (the bug), not a timing assertion
+            assert await control.ended() == unknown
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stream
+        assert refusal_of(info.value) == unknown
+        ended = [e for e in audited(log_events, "gateway_request_refused") if e["reason"] == "unknown_agent"]
+        assert sorted(e["method"].rsplit("/", 1)[1] for e in ended) == ["ControlStream", "StreamStatus"]
+        assert all((e["tenant"], e["agent"]) == (ACME, "edge-acme") and "reload" in e["detail"] for e in ended)
+        assert g.pushes(ACME, "unknown_agent") == 1 and g.gateway.budget.in_use() == 0 and g.rows(ACME) == []
+        assert tracker.get(ACME, "edge-acme").open_streams == 0
+        assert tracker.get(XYZ, "edge-xyz").open_streams == 1  # still admitted: still held
+        await kept.close()
+        assert (await kept.ended())[0] is grpc.StatusCode.OK
+
+
 async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
     async with started(pki, tmp_path, listen=":0") as g:
         agent = g.agent(pki.agent(ACME, "agent-001"))
@@ -784,3 +875,31 @@ async def test_a_push_cut_before_its_answer_is_a_named_failure(pki, tmp_path, lo
         assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-acme", "unreachable")
         assert g.pushes(ACME, "unreachable") == 1 and g.pushes(ACME, "ok") == 0
         sink.release.set()
+
+
+class _FullDiskOnce(FileSink):
+    """A FileSink whose first fsync round fails as on a full disk (ENOSPC), then works."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, commit_delay=0)
+        self.failing = True
+
+    async def flush(self) -> None:
+        if self.failing:
+            self.failing = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await super().flush()
+
+
+async def test_a_push_whose_sink_could_not_flush_is_not_received(pki, tmp_path, log_events):
+    # `received` promises the results are durable: after a failed fsync they may be lost,
+    # so the push is refused UNAVAILABLE (the agent sends them again), counted and named.
+    async with started(pki, tmp_path, sink=_FullDiskOnce(tmp_path / "data")) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        assert await refused(agent.push([agent.status("ssh")])) == (grpc.StatusCode.UNAVAILABLE, "handler_failed")
+        [line] = [e for e in log_events() if e["event"] == "gateway_request_refused"]
+        assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-acme", "handler_failed")
+        assert "file-sink" in line["detail"]
+        assert g.pushes(ACME, "handler_failed") == 1 and g.pushes(ACME, "ok") == 0
+        assert (await agent.push([agent.status("ssh")])).received  # the retry, flushed
+        assert g.pushes(ACME, "ok") == 1 and [r["service_name"] for r in g.rows(ACME)][-1] == "ssh"

@@ -367,7 +367,8 @@ async def test_a_hanging_sink_flush_is_bounded_and_counted(log_events):
     sink = StuckSink()
     registry.register(">", sink, platform=unverified_platform_identity(local=True), policy=platform_admin(), name="stuck")
     async with asyncio.timeout(30):  # a guard against a hang, not a timing assertion
-        await registry.flush()
+        unflushed = await registry.flush()
+    assert unflushed == {"stuck": Reason.HANDLER_TIMEOUT}  # told, so a caller promising durability can refuse
     assert sample(metrics, "poller_handler_failures_total", tenant="", handler="stuck", reason="handler_timeout") == 1
     assert any(e["event"] == "sink_flush_failed" and e["handler"] == "stuck" for e in log_events())
     sink.release.set()
@@ -395,7 +396,7 @@ async def test_flush_follows_the_registrations_as_they_change():
     registry.register("agents.>", second, platform=admin, policy=platform_admin(), name="second-again")
     await registry.flush()
     registry.unregister("first")
-    await registry.flush()
+    assert await registry.flush() == {}  # every sink flushed: nothing to report
     assert (first.flushes, second.flushes) == (2, 2)
 
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from poller.agent.budget import ReassemblyBudget
 from poller.cluster.node import ClusterNode
 from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig
 from poller.daemon.status import AgentState, StatusBoard
-from poller.delivery.registry import Delivery, HandlerRegistry
+from poller.delivery.registry import Checked, Delivery, HandlerRegistry
 from poller.delivery.result import PollResult, agent_outcome
 from poller.gateway import (
     STALE_INTERVALS,
@@ -205,12 +205,15 @@ class PushSide:
 
     # -- the gateway's deliverer: results reach the registry, and the board sees them ------
 
-    async def deliver(self, result: PollResult) -> Delivery:
-        self._results.setdefault((result.tenant, result.agent), []).append(result)
-        return await self.registry.deliver(result)
+    def check(self, result: PollResult) -> Checked | Delivery:
+        return self.registry.check(result)
 
-    async def flush(self) -> None:
-        await self.registry.flush()
+    async def deliver(self, result: PollResult, checked: Checked | None = None) -> Delivery:
+        self._results.setdefault((result.tenant, result.agent), []).append(result)
+        return await self.registry.deliver(result, checked)
+
+    async def flush(self) -> Mapping[str, Reason]:
+        return await self.registry.flush()  # the gateway refuses a push a sink did not make durable
 
     def _pushed(self, entry: PushEntry, outcome: Reason) -> None:
         results = self._results.pop((entry.tenant, entry.name), [])

@@ -23,7 +23,7 @@ import asyncio
 import random
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import structlog
@@ -45,7 +45,7 @@ from poller.trust.store import TrustStore
 log = get_logger("poller.scheduler")
 
 Publish = Callable[[PollResult], Awaitable[object]]
-CycleDone = Callable[[], Awaitable[None]]
+CycleDone = Callable[[], Awaitable[Mapping[str, Reason]]]  # the sinks that did not flush (HandlerRegistry.flush)
 
 
 class PollGate(Protocol):
@@ -292,7 +292,10 @@ class Scheduler:
                 with bound_tenant(result.context):  # handlers may ask current_tenant()
                     await self._publish(result)
         if self._cycle_done is not None and results:
-            await self._cycle_done()
+            unflushed = await self._cycle_done()
+            if unflushed:  # counted by the registry (run --once reads it); named here with its agent
+                sink, reason = next(iter(unflushed.items()))
+                worker.log.error("agent_cycle_not_durable", sink=sink, reason=reason.value, results=len(results))
         self.cycles_completed += 1
         return results
 

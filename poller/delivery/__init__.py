@@ -15,11 +15,12 @@ True
 from poller.delivery.channels import channel_for, channel_matches
 from poller.delivery.file_sink import FileSink
 from poller.delivery.payload import payload_tenant_claims
-from poller.delivery.registry import Delivery, HandlerRegistry
+from poller.delivery.registry import Checked, Delivery, HandlerRegistry
 from poller.delivery.result import PollResult, agent_outcome
 from poller.delivery.sink import Sink
 
 __all__ = [
+    "Checked",
     "Delivery",
     "FileSink",
     "HandlerRegistry",

@@ -28,6 +28,10 @@ For each result, deliver():
 5. refuses (`no_handler`) a result that no handler allows. Every refusal is
    counted in poller_results_refused_total{tenant,channel,reason} and logged.
 
+check() runs steps 1-3 and 5 alone (no handler runs), and deliver() takes
+what it answers without checking again: how the gateway refuses a whole
+request before it delivers any of it.
+
 >>> registry = HandlerRegistry(timeout=2.0)  # doctest: +SKIP
 >>> registry.register("agents.status", on_status, tenant="acme-corp", policy=same_tenant("acme-corp"))  # doctest: +SKIP
 >>> registry.register(">", FileSink(Path("data")), platform=local_identity, policy=platform_admin())  # doctest: +SKIP
@@ -43,6 +47,7 @@ import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, cast
 
 from poller import eager
@@ -59,13 +64,14 @@ from poller.metrics import PollerMetrics, default_metrics
 from poller.policy import Access, Policy
 from poller.timers import wait_done
 
-__all__ = ["DEFAULT_HANDLER_TIMEOUT", "Delivery", "Handler", "HandlerRegistry", "Registration"]
+__all__ = ["DEFAULT_HANDLER_TIMEOUT", "Checked", "Delivery", "Handler", "HandlerRegistry", "Registration"]
 
 log = get_logger("poller.handlers")
 audit_log = get_logger("poller.audit")
 
 DEFAULT_HANDLER_TIMEOUT = 5.0
 _MAX_REMEMBERED = 10_000  # label disagreements remembered so each is logged once
+_NONE_FAILED: Mapping[str, Reason] = MappingProxyType({})  # flush()'s usual answer, not built per flush
 
 
 # --------------------------------------------------------------------------- registry
@@ -113,6 +119,15 @@ class Delivery:
     @property
     def ok(self) -> bool:
         return self.refused is None and not self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A result that passed the registry's checks (HandlerRegistry.check): its
+    channel and the handlers allowed to have it, which deliver() then runs."""
+
+    channel: str
+    handlers: list[Registration]
 
 
 class HandlerRegistry:
@@ -225,8 +240,35 @@ class HandlerRegistry:
 
     # -- delivery ------------------------------------------------------------------
 
-    async def deliver(self, result: PollResult) -> Delivery:
-        """Deliver one result to every handler that may have it; see the module doc."""
+    async def deliver(self, result: PollResult, checked: Checked | None = None) -> Delivery:
+        """Deliver one result to every handler that may have it; see the module doc.
+
+        `checked`: what check() answered for this very result, to run its handlers
+        without checking it again (a caller that checks a whole batch first)."""
+        if checked is None:
+            outcome = self.check(result)
+            if isinstance(outcome, Delivery):
+                return outcome
+            checked = outcome
+        channel, chosen = checked.channel, checked.handlers
+        if len(chosen) == 1:  # the common case (the daemon's sink, the gateway's): no gather task
+            only = chosen[0]
+            reason = await self._run(only, result, channel)
+            if reason is None:
+                return Delivery(channel=channel, delivered=(only.name,))
+            return Delivery(channel=channel, failed={only.name: reason})
+        outcomes = await asyncio.gather(*(self._run(r, result, channel) for r in chosen))
+        failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
+        delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
+        return Delivery(channel=channel, delivered=delivered, failed=failed)
+
+    def check(self, result: PollResult) -> Checked | Delivery:
+        """deliver()'s steps 1-3 and 5 without running a handler: its channel, the
+        payload and label checks, the handlers whose policy allows it. A refusal is
+        logged and counted as deliver() would, and answered as its Delivery;
+        otherwise the Checked to hand to deliver(). The gateway checks every result
+        of a request before it delivers any, so a request is delivered whole or not
+        at all (a refused push is pushed again: nothing of it must be filed twice)."""
         try:
             channel = channel_for(result)
         except ResultRefused as err:
@@ -254,17 +296,7 @@ class HandlerRegistry:
                 chosen.append(registration)
         if not chosen:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
-
-        if len(chosen) == 1:  # the common case (the daemon's sink, the gateway's): no gather task
-            only = chosen[0]
-            reason = await self._run(only, result, channel)
-            if reason is None:
-                return Delivery(channel=channel, delivered=(only.name,))
-            return Delivery(channel=channel, failed={only.name: reason})
-        outcomes = await asyncio.gather(*(self._run(r, result, channel) for r in chosen))
-        failed = {r.name: reason for r, reason in zip(chosen, outcomes, strict=True) if reason is not None}
-        delivered = tuple(r.name for r, reason in zip(chosen, outcomes, strict=True) if reason is None)
-        return Delivery(channel=channel, delivered=delivered, failed=failed)
+        return Checked(channel, chosen)
 
     def _check_labels(self, result: PollResult, document: Any) -> str | None:
         ctx = result.context
@@ -400,15 +432,24 @@ class HandlerRegistry:
             self._sink_list = tuple(sinks)
         return self._sink_list
 
-    async def flush(self) -> None:
+    async def flush(self) -> Mapping[str, Reason]:
         """Flush every registered sink (the daemon calls it at the end of each
-        agent's cycle). Each is bounded by its handler's timeout like a
-        delivery: a hanging flush is logged and counted, never waited out."""
+        agent's cycle, the gateway before it answers `received`). Each is
+        bounded by its handler's timeout like a delivery: a hanging flush is
+        logged and counted, never waited out.
+
+        Returns the sinks whose flush failed or timed out, by handler name, with
+        why; empty when every sink made its results durable. A caller that
+        promises durability (the gateway's `received`) must refuse on a
+        non-empty answer: the results it handed over may be lost."""
         sinks = self._sinks()
         if len(sinks) == 1:  # the daemon's case: no gather per agent-cycle
-            await self._bounded(sinks[0][0], sinks[0][1].flush(), "flush")
-        else:
-            await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in sinks))
+            only, sink = sinks[0]
+            reason = await self._bounded(only, sink.flush(), "flush")
+            return _NONE_FAILED if reason is None else {only.name: reason}
+        outcomes = await asyncio.gather(*(self._bounded(r, sink.flush(), "flush") for r, sink in sinks))
+        failed = {r.name: reason for (r, _), reason in zip(sinks, outcomes, strict=True) if reason is not None}
+        return failed or _NONE_FAILED
 
     async def close(self) -> None:
         """Flush and close every registered sink (bounded the same way); cancel
@@ -418,7 +459,7 @@ class HandlerRegistry:
         for task in list(self._abandoned):
             task.cancel()
 
-    async def _bounded(self, registration: Registration, step: Coroutine[Any, Any, None], what: str) -> None:
+    async def _bounded(self, registration: Registration, step: Coroutine[Any, Any, None], what: str) -> Reason | None:
         task: asyncio.Future[None] | eager.Finished[None]
         if registration.eager:
             task = eager.start(step, context=contextvars.copy_context(), name=f"sink {what}")
@@ -431,10 +472,12 @@ class HandlerRegistry:
             exc = task.exception()
             reason, detail = Reason.HANDLER_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}"
         else:
-            return
+            return None
         self.failures[registration.name] += 1
         self.metrics.handler_failures.labels(tenant="", handler=registration.name, reason=reason.value).inc()
+        # A sink is shared by every tenant: its caller (which knows whose results) names them.
         log.error(f"sink_{what}_failed", handler=registration.name, reason=reason.value, detail=detail)
+        return reason
 
 
 def _allows(registration: Registration, access: Access) -> bool:

@@ -94,7 +94,12 @@ class PushRegistry:
         self.accept_unlisted = accept_unlisted
         self.default_interval = default_interval
         self._by_identity: dict[tuple[str, str], list[PushEntry]] = {}
+        self._listeners: list[Callable[[], None]] = []
         self.set_entries(entries)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after each set_entries (the gateway ends the open calls a reload no longer admits)."""
+        self._listeners.append(listener)
 
     def set_entries(self, entries: Iterable[PushEntry]) -> None:
         listed = tuple(entries)
@@ -106,6 +111,8 @@ class PushRegistry:
         self._by_identity = by_identity
         self._entries = listed
         self._tenants = frozenset(entry.tenant for entry in listed)
+        for listener in self._listeners:
+            listener()
 
     @property
     def entries(self) -> tuple[PushEntry, ...]:

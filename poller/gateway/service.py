@@ -17,22 +17,25 @@ it. Each handler then holds the request to that proof:
 Each status becomes a PollResult with the proven TenantContext, delivered
 through the HandlerRegistry exactly as a polled result (same channels, payload
 and label checks, sinks), then the sinks are flushed: `received` is answered
-only once the results are as durable as a polled cycle's.
+only once the results are as durable as a polled cycle's. Every result of a
+request passes the registry's checks before any is delivered: a request is
+filed whole or not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from poller.agent.budget import ReassemblyBudget
 from poller.agent.stream import IncompleteStream, StreamAssembler
-from poller.delivery.registry import Delivery
+from poller.delivery.registry import Checked, Delivery
 from poller.delivery.result import PollResult
 from poller.gateway.bounds import GatewayBounds, TenantLimits
 from poller.gateway.liveness import PushTracker
@@ -45,7 +48,7 @@ from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.server.interceptor import IDENTITY_ENDED, SnapshotSource, abort_refused, current_caller
 
-__all__ = ["RESULT_SOURCES", "AgentGateway", "Deliverer"]
+__all__ = ["KEPT_STATUS_BYTES", "RESULT_SOURCES", "AgentGateway", "Deliverer"]
 
 log = get_logger("poller.gateway")
 audit_log = get_logger("poller.audit")
@@ -65,14 +68,29 @@ _STATUS_SOURCES = frozenset({"", "status"})  # what nearly every status says: no
 _has_control = re.compile("[\n\r\t\x00]").search  # a regex search: no set built per field
 T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
+# The cancellation message of a long-lived call whose caller a reload delisted.
+DELISTED = "poller: the push entries no longer admit the caller"
+# What a status kept for reassembly holds beyond its wire bytes: a parsed
+# GatewayServiceStatus takes 205-225 bytes more of the chunk's upb arena than it
+# has on the wire, whatever its size (measured by RSS over 300,000 parsed statuses,
+# protobuf 7.36 upb, 64-bit; rounded up for the allocator). Without it, 5,000
+# empty statuses lease 44 KB while holding over 1 MB.
+KEPT_STATUS_BYTES = 256
 
 
 class Deliverer(Protocol):
-    """Where results go: a poller.delivery.HandlerRegistry (deliver + flush)."""
+    """Where results go: a poller.delivery.HandlerRegistry (check, deliver, flush).
 
-    async def deliver(self, result: PollResult) -> Delivery: ...
+    check refuses a result (its Delivery) or passes it (a Checked that deliver
+    takes without checking again); flush answers the sinks that did not make
+    the results durable (name -> why), empty when all did: a push is
+    `received` only on an empty answer."""
 
-    async def flush(self) -> None: ...
+    def check(self, result: PollResult) -> Checked | Delivery: ...
+
+    async def deliver(self, result: PollResult, checked: Checked | None = None) -> Delivery: ...
+
+    async def flush(self) -> Mapping[str, Reason]: ...
 
 
 class _Refusal(PollerError):
@@ -149,6 +167,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self.tracker = tracker or PushTracker()
         self.metrics = metrics if metrics is not None else default_metrics()
         self._pushes = LabelCache(self.metrics.gateway_pushes)  # (tenant, outcome)
+        # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
+        # the task running each: a reload that no longer admits the caller ends them.
+        self._held: dict[_Call, asyncio.Task[Any]] = {}
+        pushes.on_change(self._entries_changed)
 
     # -- the five methods ---------------------------------------------------------------
 
@@ -200,7 +222,6 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         async def body(call: _Call) -> pb.GatewayStatusResponse:
             self._check_identity(call, request.agent_id, request.partition)
             self._check_tenant_claims(call, request.tenant_id, request.tenant_slug)
-            self._take_push(call)
             if len(request.services) > self.bounds.max_services:
                 raise _exhausted(f"{len(request.services)} services in one request (at most {self.bounds.max_services})")
             results = [self._result(call, status, request.timestamp, n) for n, status in enumerate(request.services)]
@@ -213,11 +234,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self, request_iterator: AsyncIterator[pb.GatewayStatusChunk], context: grpc.aio.ServicerContext
     ) -> pb.GatewayStatusResponse:
         async def body(call: _Call) -> pb.GatewayStatusResponse:
-            self._take_push(call)
             self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
             try:
                 async with asyncio.timeout(self.bounds.stream_timeout):
-                    statuses, timestamp = await self._reassemble(call, request_iterator)
+                    with self._held_open(call):
+                        kept, timestamp = await self._reassemble(call, request_iterator)
             except TimeoutError:
                 raise _Refusal(
                     Reason.INCOMPLETE_STREAM,
@@ -226,7 +247,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 ) from None
             finally:
                 self.tracker.stream_closed(call.entry)
-            results = [self._result(call, status, timestamp, n) for n, status in enumerate(statuses)]
+            results = [
+                self._result(call, status, timestamp, n)
+                for n, status in enumerate(status for chunk in kept for status in chunk.services)
+            ]
             await self._deliver(call, results)
             return pb.GatewayStatusResponse(received=True)
 
@@ -242,14 +266,15 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
             opened = False
             try:
-                async for message in request_iterator:
-                    if message.WhichOneof("payload") == "hello":
-                        self._check_identity(call, message.hello.agent_id, message.hello.partition)
-                        log.info("push_agent_control_stream", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
-                    if not opened:  # the agent learns the stream is held (headers) once its first message passed
-                        await context.send_initial_metadata(())
-                        opened = True
-                    self.tracker.seen(call.entry, peer=call.peer, at=time.time())
+                with self._held_open(call):
+                    async for message in request_iterator:
+                        if message.WhichOneof("payload") == "hello":
+                            self._check_identity(call, message.hello.agent_id, message.hello.partition)
+                            log.info("push_agent_control_stream", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
+                        if not opened:  # the agent learns the stream is held (headers) once its first message passed
+                            await context.send_initial_metadata(())
+                            opened = True
+                        self.tracker.seen(call.entry, peer=call.peer, at=time.time())
             finally:
                 self.tracker.stream_closed(call.entry)
             log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
@@ -281,6 +306,29 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
     def _count_push(self, tenant: str, outcome: Reason) -> None:
         self._pushes.child(tenant, outcome).inc()  # a StrEnum: its own label value
 
+    # -- the calls held open, against the push entries in force ------------------------
+
+    @contextlib.contextmanager
+    def _held_open(self, call: _Call) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._held[call] = task
+        try:
+            yield
+        finally:
+            del self._held[call]
+
+    def _entries_changed(self) -> None:
+        """The push entries were replaced (a reload). The open calls are looked at once
+        the reload is done, since it may change accept_unlisted after the entries."""
+        if self._held:
+            asyncio.get_running_loop().call_soon(self._end_delisted)
+
+    def _end_delisted(self) -> None:
+        for call, task in list(self._held.items()):
+            if self.pushes.entry_for(call.ctx) is None:
+                task.cancel(DELISTED)  # _serve answers it unknown_agent, naming tenant and agent
+
     # -- one call ---------------------------------------------------------------------
 
     async def _serve(
@@ -293,7 +341,18 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             await self._abort(context, method, ctx, None, peer, _unknown(ctx), push=push)
         call = _Call(ctx, entry, method, peer)
         self.tracker.seen(entry, peer=peer, at=call.started)
-        over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id)
+        # Every call draws one token of its tenant's bucket before anything it says is
+        # looked at: a flood of lies (each an audit line) is bounded as honest pushes are,
+        # and Hello, GetConfig and ControlStream with them. Only the tenant's own agents
+        # draw on it, so a tenant can spend only its own rate.
+        if not self.limits.take_push(ctx.tenant):
+            over_rate = _exhausted(
+                f"tenant {ctx.tenant} is over its call rate ({self.bounds.push_rate:g}/s, burst {self.bounds.push_burst})"
+            )
+            if push:
+                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=over_rate.reason)
+            await self._abort(context, method, ctx, entry, peer, over_rate, push=push)
+        over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
         if over is not None:
             await self._abort(context, method, ctx, entry, peer, _exhausted(over), push=push)
         try:
@@ -305,6 +364,14 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason)
             await self._abort(context, method, ctx, entry, peer, refusal, push=push)
         except asyncio.CancelledError as cancelled:
+            if DELISTED in cancelled.args:  # not cancelled for grpc: answered, so not raised on
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+                delisted = _unknown(ctx, "no longer listed after a reload of the push entries")
+                if push:
+                    self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=delisted.reason)
+                await self._abort(context, method, ctx, entry, peer, delisted, push=push)
             # Ended before its answer (the agent hung up, its deadline passed, the server is
             # stopping): a failed push, named, not a silent end. Its results were not counted
             # as taken (the agent had no `received`); a ControlStream ends this way normally,
@@ -388,12 +455,6 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 audited=True,
             )
 
-    def _take_push(self, call: _Call) -> None:
-        if not self.limits.take_push(call.ctx.tenant):
-            raise _exhausted(
-                f"tenant {call.ctx.tenant} is over its push rate ({self.bounds.push_rate:g}/s, burst {self.bounds.push_burst})"
-            )
-
     def _result(self, call: _Call, status: pb.GatewayServiceStatus, timestamp: int, position: int) -> PollResult:
         ctx = call.ctx
         name, service_type = status.service_name, status.service_type
@@ -435,11 +496,15 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
 
     async def _reassemble(
         self, call: _Call, chunks: AsyncIterator[pb.GatewayStatusChunk]
-    ) -> tuple[list[pb.GatewayServiceStatus], int]:
+    ) -> tuple[list[pb.GatewayStatusChunk], int]:
         """Chunks in order (0, 1, ... is_final; the StreamAssembler's rules), each
-        held to the proof, their bytes held against the tenant's share of the budget."""
+        held to the proof, what they hold in memory against the tenant's share of
+        the budget. The chunks are kept as they came (not a wrapper per status,
+        which would double what is held); each is charged its bytes and
+        KEPT_STATUS_BYTES per status."""
         order = StreamAssembler(max_bytes=0)  # ordering only: the bytes are leased below
-        statuses: list[pb.GatewayServiceStatus] = []
+        kept: list[pb.GatewayStatusChunk] = []
+        services = 0
         timestamp = 0
         with self.budget.lease(call.ctx.tenant) as lease:
             async for chunk in chunks:
@@ -451,13 +516,15 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                     )
                 except IncompleteStream as err:
                     raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.INVALID_ARGUMENT, err.detail) from None
-                if len(statuses) + len(chunk.services) > self.bounds.max_services:
+                count = len(chunk.services)
+                services += count
+                if services > self.bounds.max_services:
                     raise _exhausted(f"more than {self.bounds.max_services} services in one stream")
                 try:
-                    lease.grow(chunk.ByteSize())
+                    lease.grow(chunk.ByteSize() + count * KEPT_STATUS_BYTES)
                 except IncompleteStream as err:
                     raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.RESOURCE_EXHAUSTED, err.detail) from None
-                statuses.extend(chunk.services)
+                kept.append(chunk)
                 timestamp = chunk.timestamp or timestamp
                 if order.final:
                     break
@@ -467,18 +534,19 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"stream ended after {order.chunks} chunks without is_final",
                 )
-            return statuses, timestamp
+            return kept, timestamp
 
     async def _deliver(self, call: _Call, results: list[PollResult]) -> None:
+        # Every result is checked before any is delivered: a request refused for one of
+        # them (payload_mismatch, ...) files none, so the agent's retry files none twice.
+        checked: list[Checked] = []
         refused: list[Delivery] = []
-        failed: list[Delivery] = []
         for result in results:
-            delivery = await self.delivery.deliver(result)
-            if delivery.refused is not None:
-                refused.append(delivery)
-            elif delivery.failed:
-                failed.append(delivery)
-        await self.delivery.flush()  # as durable as a polled cycle before `received`
+            outcome = self.delivery.check(result)
+            if isinstance(outcome, Delivery):
+                refused.append(outcome)
+            else:
+                checked.append(outcome)
         if refused:
             first = refused[0]
             assert first.refused is not None
@@ -488,16 +556,27 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
             raise _Refusal(first.refused, code, f"{len(refused)} of {len(results)} results refused: {first.detail}", audited=True)
+        failed: list[Delivery] = []
+        for result, passed in zip(results, checked, strict=True):
+            delivery = await self.delivery.deliver(result, passed)
+            if delivery.failed:
+                failed.append(delivery)
+        # As durable as a polled cycle before `received`: a sink that could not flush
+        # (a full disk's fsync) may have lost them, so the agent must send them again.
+        unflushed = await self.delivery.flush()
         if failed:
             reason = next(iter(failed[0].failed.values()))
             raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"{len(failed)} of {len(results)} results not delivered")
+        if unflushed:
+            sink, reason = next(iter(unflushed.items()))
+            raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"sink {sink} did not make {len(results)} results durable")
 
 
-def _unknown(ctx: TenantContext) -> _Refusal:
+def _unknown(ctx: TenantContext, why: str = "") -> _Refusal:
     return _Refusal(
         Reason.UNKNOWN_AGENT,
         grpc.StatusCode.PERMISSION_DENIED,
-        f"no push agent {ctx.component_id} is listed for tenant {ctx.tenant}",
+        f"no push agent {ctx.component_id} is listed for tenant {ctx.tenant}" + (f" ({why})" if why else ""),
         audited=True,
     )
 
