@@ -73,7 +73,9 @@ class GatewayBounds:
     max_services: int = DEFAULT_GATEWAY_MAX_SERVICES  # statuses per PushStatus, or per whole StreamStatus
     max_status_bytes: int = DEFAULT_GATEWAY_MAX_STATUS_BYTES  # one status message (source "status")
     max_results_bytes: int = DEFAULT_GATEWAY_MAX_RESULTS_BYTES  # one results payload (source "results")
-    push_rate: float = DEFAULT_GATEWAY_PUSH_RATE  # calls per second, per tenant: every gateway call takes one token, checked or not
+    push_rate: float = (
+        DEFAULT_GATEWAY_PUSH_RATE  # calls per second, per tenant: every gateway call takes one token, checked or not
+    )
     push_burst: int = DEFAULT_GATEWAY_PUSH_BURST  # ... and at once
     max_calls_per_tenant: int = DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT  # in flight per tenant (ControlStreams too)
     max_connections: int = DEFAULT_GATEWAY_MAX_CONNECTIONS  # TCP connections in all (grpc, at accept)
