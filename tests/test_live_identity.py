@@ -14,6 +14,7 @@ import grpc
 import pytest
 from crls import tenant_crl, write_tenant_crl
 from events import captured
+from short_ca import tenant_ca_until
 
 from poller.agent.client import AgentClient
 from poller.dial.dialer import dial_agent
@@ -194,6 +195,27 @@ async def test_the_connection_clock_ends_the_identity_at_not_after_not_before(pk
         refusal = await conn.wait_refused()  # the notAfter timer, no call needed
         assert refusal.reason is Reason.EXPIRED
         assert clock.utcnow() >= cert.cert.not_valid_after_utc
+    finally:
+        await conn.close()
+
+
+async def test_the_connection_clock_ends_the_identity_at_its_tenant_cas_not_after(pki, serve):
+    """A leaf that outlives its tenant CA: the pinned channel trusts the leaf alone,
+    so only the re-check can end it, at the CA's notAfter, as a fresh proof would."""
+    clock = ManualClock()
+    tenant_ca_until(pki, "short-co", clock.utcnow() + timedelta(seconds=30))
+    trust = TrustStore(pki.directory)
+    agent = await serve(pki.agent("short-co"))  # a year
+    conn = await dial_agent(agent.address, tenant="short-co", trust=trust, clock=clock)
+    try:
+        assert (await ping(conn)).response.available
+        clock.advance(31.0)
+        refusal = await conn.wait_refused()  # the deadline timer, no call needed
+        assert refusal.reason is Reason.UNTRUSTED_CHAIN and "tenant-short-co.ca.serviceradar expired" in refusal.detail
+        agent.reset_records()
+        with pytest.raises(IdentityRefused) as caught:
+            await ping(conn)
+        assert caught.value.reason is Reason.UNTRUSTED_CHAIN and agent.count("GetStatus") == 0
     finally:
         await conn.close()
 

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from test_server_interceptor import ACME, Service, example, method
+from short_ca import tenant_ca_until
+from test_server_interceptor import ACME, Service, example, method, reason_of
 
 from poller.server import REASON_METADATA_KEY
 from poller.trust import TrustSnapshot, TrustStore
@@ -100,6 +101,33 @@ async def test_a_stream_ends_when_the_certificate_reaches_not_after(pki, served)
     code, reason = await chat.ended()  # the deadline timer, no trust change
     assert code == grpc.StatusCode.UNAUTHENTICATED and reason == "expired"
     assert datetime.now(UTC) > soon
+
+
+async def test_a_stream_and_its_connection_end_when_the_tenant_ca_reaches_not_after(pki, log_events):
+    """A leaf that outlives its tenant CA (a CA need not cap its leaves): at the CA's
+    notAfter the open stream ends and the next call on the same connection is
+    refused, with the reason a fresh proof gives, as a new handshake would be."""
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    tenant_ca_until(pki, "short-co", soon)
+    trust = TrustStore(pki.directory, require_client=False)
+    service, server = await _service(pki, trust)
+    try:
+        channel = service.channel(pki.agent("short-co", "agent-001"))  # a year
+        whoami = channel.unary_unary(method("Whoami"))
+        chat = Chat(channel)
+        assert await chat.say("x") == "x"
+        assert example.decode(await whoami(example.encode({}), timeout=10))["tenant"] == "short-co"
+        code, reason = await asyncio.wait_for(chat.ended(), 30)  # the deadline timer, no trust change
+        assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "untrusted_chain")
+        assert datetime.now(UTC) > soon
+        with pytest.raises(grpc.aio.AioRpcError) as info:  # the same connection: its remembered proof ended too
+            await whoami(example.encode({}), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(info.value) == "untrusted_chain"
+        ended = [e for e in log_events() if e["event"] == "server_call_ended"]
+        assert [(e["reason"], e["tenant"], e["component"]) for e in ended] == [("untrusted_chain", "short-co", "agent-001")]
+    finally:
+        await service.close()
+        await server.stop(None)
 
 
 async def test_a_source_that_cannot_notify_is_rechecked_every_interval(pki):

@@ -9,7 +9,7 @@ import asyncio
 import importlib.util
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -362,3 +362,25 @@ def test_proof_cache_holds_only_while_trust_time_and_crl_allow(pki, trust_store)
         cache.prove(auth, trust_store.snapshot, None)
     assert first.value.reason is second.value.reason is Reason.REVOKED
     assert first.value is not second.value and cache.proofs == 3
+
+
+def test_proof_cache_holds_a_proof_only_until_its_tenant_cas_not_after(pki):
+    """A leaf that outlives its tenant CA: the proof of its connection is not
+    reused past the CA's notAfter (the calls are proven afresh, and refused)."""
+    from short_ca import tenant_ca_until
+
+    from poller.server.interceptor import ProofCache
+
+    ca_end = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    tenant_ca_until(pki, "short-co", ca_end)
+    agent = pki.agent("short-co", "agent-001")  # a year
+    auth = {"x509_pem_cert": [agent.leaf_pem], "x509_pem_cert_chain": [pki.tenant_ca_pem("short-co")]}
+    clock = [ca_end.timestamp() - 1]
+    cache = ProofCache(clock=lambda: clock[0])
+    snapshot = TrustStore(pki.directory, require_client=False).snapshot
+    cache.prove(auth, snapshot, None)
+    cache.prove(auth, snapshot, None)
+    assert cache.proofs == 1  # from memory while the CA is valid
+    clock[0] = ca_end.timestamp() + 1  # past the CA's notAfter, the leaf's far ahead: proven again
+    cache.prove(auth, snapshot, None)
+    assert cache.proofs == 2

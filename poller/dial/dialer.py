@@ -50,7 +50,7 @@ from poller.timers import Cancellable, Clock, WallClock, task_cancelling
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
 from poller.trust.source import NotifyingTrustSource, TrustSource, notifies
 from poller.trust.store import TrustStoreError
-from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
+from poller.trust.verify import anchor_expired, anchor_not_after, check_revocation, parse_chain, verify_agent_chain
 
 log = get_logger("poller.dial")
 
@@ -295,7 +295,8 @@ class AgentConnection:
             )
             return
         assert after is not None
-        # Same anchor: only the clock and the CRL can have changed.
+        # Same anchor: only the clock and the CRL can have changed (the checks of
+        # a full proof that read them, in its order).
         if now >= self._proof.context.not_after:
             raise IdentityRefused(
                 Reason.EXPIRED,
@@ -303,13 +304,20 @@ class AgentConnection:
                 peer=certinfo.summary(self._proof.leaf),
             )
         check_revocation(self._proof.leaf, after, snapshot, now)
+        # The pinned channel trusts the leaf alone, so its handshakes never see the CA's notAfter.
+        anchor_end = anchor_not_after(after, snapshot)
+        if now >= anchor_end:
+            raise anchor_expired(self._proof.leaf, after, anchor_end, " while connected")
 
     def _arm_deadline(self, snapshot: TrustSnapshot) -> None:
-        """Re-check when the leaf expires or the tenant's CRL goes stale."""
+        """Re-check when the leaf, its tenant CA or the root above it expires, or
+        the tenant's CRL goes stale."""
         deadline = self._proof.context.not_after.timestamp()
         authority = snapshot.tenants.get(self.tenant)
-        if authority is not None and authority.crl_next_update is not None:
-            deadline = min(deadline, authority.crl_next_update.timestamp())
+        if authority is not None:
+            deadline = min(deadline, anchor_not_after(authority, snapshot).timestamp())
+            if authority.crl_next_update is not None:
+                deadline = min(deadline, authority.crl_next_update.timestamp())
         if deadline == self._deadline and self._timer is not None:
             return
         self._deadline = deadline

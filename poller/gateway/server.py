@@ -48,8 +48,10 @@ async def serve_gateway(
 ) -> GatewayServer:
     """Start serving `gateway` on `listen` ("host:port"; port 0 picks one).
 
-    TLS: the gateway's chain and key (PEM bytes or paths); a client must present
-    a certificate that chains to the trust store's root or a tenant CA. Then the
+    TLS: the gateway's chain and key (PEM bytes or paths, re-read at each trust
+    reload); a client must present a certificate that chains to the root or a
+    tenant CA of the trust snapshot in force at its handshake (a tenant CA added
+    by a reload needs no restart: poller.server.credentials). Then the
     interceptor proves it as for any server call (platform identities are not
     admitted) and the push registry's policy admits it, or refuses `unknown_agent`.
     `audit_accepted`: "connection" (the default, as in the config) audits an

@@ -10,8 +10,9 @@ For every call, from `context.auth_context()` (`x509_pem_cert_chain`, else
   by name; or the platform CA, for a `<name>.platform.serviceradar` identity;
 - then poller.trust's own verifier decides, exactly as on the client side:
   CN in the edge grammar, CN tenant == issuing CA's tenant, SPIFFE SAN (if
-  any) agreeing, within validity, not on the tenant's CRL (the store's current
-  snapshot, so a reloaded CRL applies to the next call), full path validation.
+  any) agreeing, within validity (its own, its CA's and the root's above that
+  CA), not on the tenant's CRL (the store's current snapshot, so a reloaded
+  CRL applies to the next call), full path validation.
 
 Outcomes: no identity or a bad one aborts with UNAUTHENTICATED; a proven
 identity that the method's policy refuses aborts with PERMISSION_DENIED. The
@@ -30,10 +31,11 @@ A long-lived call (any streaming shape) is proven at its start and then
 held to its identity while it runs (invariant 8, server side): the caller's
 chain is proven again whenever the trust source changes (a new CRL, a CA
 removed; at once for a source that notifies, as TrustStore does, else every
-`recheck_interval` seconds), and when its certificate reaches notAfter or its
-tenant's CRL its nextUpdate. Once the identity stops holding, the handler is
-cancelled and the call ends UNAUTHENTICATED with the reason code, audited
-(`server_call_ended`). Unary calls are short; they are proven once.
+`recheck_interval` seconds), and when the first notAfter of its chain
+(certificate, tenant CA, root) or its tenant's CRL's nextUpdate is reached.
+Once the identity stops holding, the handler is cancelled and the call ends
+UNAUTHENTICATED with the reason code, audited (`server_call_ended`). Unary
+calls are short; they are proven once.
 
 >>> interceptor = TenantServerInterceptor(
 ...     trust,
@@ -69,7 +71,7 @@ from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
 from poller.trust.source import notifies
 from poller.trust.store import TenantAuthority, TrustSnapshot
-from poller.trust.verify import check_revocation, parse_chain, verify_agent_chain
+from poller.trust.verify import anchor_not_after, check_anchor, check_revocation, parse_chain, verify_agent_chain
 
 log = get_logger("poller.server")
 audit_log = get_logger("poller.audit")
@@ -161,8 +163,8 @@ class ProofCache:
     An entry holds only while the trust snapshot and platform CA it was
     decided under are still the ones in force (a reload, e.g. a new CRL,
     makes a new snapshot, so the next call is proven afresh), and only until
-    the certificate's notAfter or its tenant CRL's nextUpdate, whichever is
-    first; a refusal is remembered for at most REFUSAL_TTL seconds.
+    proof_ends(): the first notAfter of the proven chain or the tenant CRL's
+    nextUpdate; a refusal is remembered for at most REFUSAL_TTL seconds.
     """
 
     REFUSAL_TTL = 30.0
@@ -200,18 +202,27 @@ class ProofCache:
         now: float,
         outcome: TenantContext | PlatformIdentity | IdentityRefused,
     ) -> None:
-        if isinstance(outcome, IdentityRefused):
-            until = now + self.REFUSAL_TTL
-        else:
-            until = outcome.not_after.timestamp()
-            if isinstance(outcome, TenantContext):
-                authority = snapshot.tenants.get(outcome.tenant)
-                next_update = authority.crl_next_update if authority is not None else None
-                if next_update is not None:
-                    until = min(until, next_update.timestamp())
+        until = now + self.REFUSAL_TTL if isinstance(outcome, IdentityRefused) else proof_ends(outcome, snapshot, platform)
         if len(self._entries) >= self.size:
             del self._entries[next(iter(self._entries))]  # the oldest
         self._entries[key] = (snapshot, platform, until, outcome)
+
+
+def proof_ends(proven: TenantContext | PlatformIdentity, snapshot: TrustSnapshot, platform: PlatformAuthority | None) -> float:
+    """When (epoch seconds) a proof made under `snapshot` stops holding by the clock
+    alone: the first notAfter over the proven chain (the leaf, its tenant CA and
+    the root above that CA, or the platform CA) or the tenant CRL's nextUpdate.
+    The CA's own notAfter counts: an external CA need not cap its leaves at it."""
+    end = proven.not_after
+    if isinstance(proven, TenantContext):
+        authority = snapshot.tenants.get(proven.tenant)
+        if authority is not None:
+            end = min(end, anchor_not_after(authority, snapshot))
+            if authority.crl_next_update is not None:
+                end = min(end, authority.crl_next_update)
+    elif platform is not None:
+        end = min(end, certinfo.not_after(platform.cert))
+    return end.timestamp()
 
 
 def _issuing_tenant(certs: list[x509.Certificate], snapshot: TrustSnapshot) -> TenantAuthority | None:
@@ -477,9 +488,9 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
 
 class _IdentityWatch:
     """Holds one long-lived call to its caller's identity: re-proves it when
-    the trust source changes and at its next deadline (notAfter, CRL
-    nextUpdate, or the poll interval of a source that cannot notify); on a
-    refusal, audits it and cancels the call's handler task."""
+    the trust source changes and at its next deadline (proof_ends(), or the
+    poll interval of a source that cannot notify); on a refusal, audits it and
+    cancels the call's handler task."""
 
     def __init__(
         self,
@@ -537,7 +548,8 @@ class _IdentityWatch:
         """The identity against `snapshot` and the clock. When the caller's tenant CA
         and the root are those it was proven under, only the clock and the CRL can
         have changed (a CRL reload, the common case, checks thousands of streams
-        cheaply); otherwise it is proven again in full."""
+        cheaply): the checks of a full proof that read them, in its order;
+        otherwise it is proven again in full."""
         identity, leaf = self._caller.identity, self._leaf
         before = self._checked.tenants.get(identity.tenant) if identity is not None else None
         after = snapshot.tenants.get(identity.tenant) if identity is not None else None
@@ -557,15 +569,13 @@ class _IdentityWatch:
                 Reason.EXPIRED, f"expired at {identity.not_after:%Y-%m-%dT%H:%M:%SZ} during the call", peer=certinfo.summary(leaf)
             )
         check_revocation(leaf, after, snapshot, now)
+        check_anchor(leaf, after, snapshot, now)
 
     def _deadline(self) -> float:
         proven = self._caller.identity or self._caller.platform
         assert proven is not None
-        deadline = proven.not_after.timestamp()
-        if self._caller.identity is not None:
-            authority = self._interceptor.trust.snapshot.tenants.get(self._caller.identity.tenant)
-            if authority is not None and authority.crl_next_update is not None:
-                deadline = min(deadline, authority.crl_next_update.timestamp())
+        snapshot = self._interceptor.trust.snapshot
+        deadline = proof_ends(proven, snapshot, self._interceptor._platform_authority(snapshot))
         if self._notifier is None:
             deadline = min(deadline, time.time() + self._interceptor.recheck_interval)
         return deadline

@@ -109,6 +109,7 @@ def verify_agent_chain(
         raise refuse(Reason.IDENTITY_MISMATCH, f"partition is {name.partition_id!r}, expected {partition!r}")
     _check_validity(leaf, now, refuse)
     check_revocation(leaf, expected, trust, now, refuse)
+    check_anchor(leaf, expected, trust, now, refuse)
     _check_path(leaf, certs[1:], expected, now, refuse, purpose)
 
     component_type = spiffe.component_type if spiffe else None
@@ -157,6 +158,39 @@ def check_revocation(
     if crl.stale(now):
         assert crl.next_update is not None
         raise refuse(Reason.CRL_EXPIRED, f"{expected.ca_cn}'s CRL is past its nextUpdate ({crl.next_update:%Y-%m-%dT%H:%M:%SZ})")
+
+
+def anchor_not_after(expected: TenantAuthority, trust: TrustSnapshot) -> datetime:
+    """When the anchor of `expected`'s agents stops being valid: its CA's
+    notAfter, or the platform root's when the root issued that CA and ends
+    first (a TLS handshake validates up to the root). A leaf's own notAfter
+    may outlive both: an external or openssl-made CA need not cap it."""
+    end = certinfo.not_after(expected.cert)
+    root = trust.root
+    if root is not None and expected.cert.issuer == root.subject and expected.cert != root:
+        # The snapshot holds such a CA only when the root's key signed it (poller.trust.material).
+        end = min(end, certinfo.not_after(root))
+    return end
+
+
+def anchor_expired(leaf: x509.Certificate, expected: TenantAuthority, end: datetime, when: str = "") -> IdentityRefused:
+    """The refusal of a leaf whose anchor ended at `end`: untrusted_chain, the
+    reason path validation gives for an expired CA."""
+    which = expected.ca_cn if end == certinfo.not_after(expected.cert) else f"the root that issued {expected.ca_cn}"
+    return IdentityRefused(
+        Reason.UNTRUSTED_CHAIN, f"{which} expired at {end:%Y-%m-%dT%H:%M:%SZ}{when}", peer=certinfo.summary(leaf)
+    )
+
+
+def check_anchor(
+    leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, now: datetime, refuse: _Refuse | None = None
+) -> None:
+    """The anchor's validity part of the proof, also used alone by live
+    re-checks: past anchor_not_after -> untrusted_chain."""
+    end = anchor_not_after(expected, trust)
+    if now > end:
+        refusal = anchor_expired(leaf, expected, end)
+        raise refuse(refusal.reason, refusal.detail) if refuse is not None else refusal
 
 
 def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, refuse: _Refuse) -> None:

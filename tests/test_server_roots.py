@@ -1,0 +1,131 @@
+"""The client roots a server's TLS layer offers follow the trust store
+(poller.server.credentials.TrustedClientRoots): a tenant CA added after start
+is trusted at the next handshake, no restart; a removed one is no longer
+offered; the server's own certificate, given as files, is re-read at a reload.
+The interceptor's proof stays the authority on every call."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+
+import grpc
+import pytest
+from test_gateway import started
+from test_server_interceptor import Service, example
+
+from poller.gateway import PushEntry
+from poller.identity.certinfo import load_der
+from poller.pki.authority import create_tenant_ca
+from poller.pki.ca import load_tenant_authority
+from poller.server import TenantServerInterceptor, server_credentials
+from poller.server.credentials import TrustedClientRoots
+from poller.testing.push_agent import refusal_of
+from poller.trust import TrustStore
+
+NEW = "new-co"
+
+
+def deployment_tenant(pki, slug: str):
+    """A tenant bound to a deployment CA (self-signed, not under the root): only
+    the TLS roots of the moment can admit its agents' chains."""
+    create_tenant_ca(pki.layout, slug, deployment=True)
+    pki.tenants[slug] = load_tenant_authority(pki.layout, slug)
+    return pki.agent(
+        slug,
+        "agent-001",
+        cn="agent-001.partition-1.serviceradar",
+        spiffe=f"spiffe://serviceradar.local/agent/{slug}/partition-1/agent-001",
+    )
+
+
+async def test_a_deployment_ca_added_after_start_is_trusted_at_the_next_handshake(pki, tmp_path, log_events):
+    entry = PushEntry("edge-new", tenant=NEW, component="agent-001", interval=15.0)
+    async with started(pki, tmp_path, entries=[entry]) as g:
+        cert = deployment_tenant(pki, NEW)
+        assert g.trust.reload().added == (NEW,)
+        agent = g.agent(cert)
+        assert (await agent.push([agent.status("ssh")])).received
+        assert g.rows(NEW)[0]["identity"]["component_id"] == "agent-001"
+        updated = [e for e in log_events() if e["event"] == "server_client_roots_updated"]
+        assert [(e["added"], e["removed"]) for e in updated] == [([NEW], [])]
+
+
+async def test_a_removed_tenant_ca_is_no_longer_offered_to_a_new_connection(pki, tmp_path):
+    cert = deployment_tenant(pki, NEW)
+    entry = PushEntry("edge-new", tenant=NEW, component="agent-001", interval=15.0)
+    async with started(pki, tmp_path, entries=[entry]) as g:
+        first = g.agent(cert)
+        assert (await first.push([first.status("ssh")])).received
+        shutil.rmtree(pki.directory / "tenants" / NEW)
+        assert g.trust.reload().removed == (NEW,)
+        # The open connection: the interceptor proves the call, and refuses it.
+        with pytest.raises(grpc.aio.AioRpcError) as open_conn:
+            await first.push([first.status("ssh")])
+        assert refusal_of(open_conn.value) == (grpc.StatusCode.UNAUTHENTICATED, "untrusted_chain")
+        # A new connection: its chain no longer verifies at the handshake.
+        second = g.agent(cert)
+        with pytest.raises(grpc.aio.AioRpcError) as new_conn:
+            await second.push([second.status("ssh")])
+        assert new_conn.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_fetcher_answers_unchanged_until_the_roots_or_the_certificate_change(pki):
+    trust = TrustStore(pki.directory, require_client=False)
+    chain, key = pki.client_identity()
+    roots = TrustedClientRoots(trust, chain, key)
+    assert isinstance(roots.initial(), grpc.ServerCertificateConfiguration)
+    assert roots() is None  # the snapshot served: nothing to do
+    trust.reload()  # a new snapshot with the same CAs (a CRL, say): the roots in force stay
+    assert roots() is None
+    deployment_tenant(pki, NEW)
+    trust.reload()
+    assert isinstance(roots(), grpc.ServerCertificateConfiguration)
+    assert roots() is None  # given once, then in force
+
+
+def _server_serial(port: int, who, tmp_path) -> int:
+    """The serial of the certificate the server presents to a new connection (a TLS client of its own)."""
+    cert_file, key_file = tmp_path / "client.pem", tmp_path / "client-key.pem"
+    cert_file.write_bytes(who.chain_pem)
+    key_file.write_bytes(who.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only read what it presents; the server verifies us
+    context.load_cert_chain(cert_file, key_file)
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return load_der(der).serial_number
+
+
+async def test_a_server_certificate_given_as_files_is_re_read_at_a_reload(pki, tmp_path):
+    trust = TrustStore(pki.directory, require_client=False)
+    chain, key = pki.client_identity()
+    chain_file, key_file = tmp_path / "server.pem", tmp_path / "server-key.pem"
+    chain_file.write_bytes(chain)
+    key_file.write_bytes(key)
+    server = grpc.aio.server(interceptors=[TenantServerInterceptor(trust, policies=example.POLICIES)])
+    server.add_generic_rpc_handlers((example.handlers(),))
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(trust, chain_file, key_file))
+    await server.start()
+    service = Service(pki, port, server)
+    agent = pki.agent("acme-corp", "agent-001")
+    try:
+        before = await asyncio.to_thread(_server_serial, port, agent, tmp_path)
+        rotated = pki.agent("acme-corp", "poller-1", signed_by="platform", dns=["poller-1.serviceradar"])  # a new pair
+        chain_file.write_bytes(rotated.chain_pem)
+        key_file.write_bytes(rotated.key_pem)
+        trust.reload()
+        after = await asyncio.to_thread(_server_serial, port, agent, tmp_path)
+        assert before != after == rotated.cert.serial_number
+        key_file.write_bytes(key)  # a key that is not the certificate's: the pair in force stays
+        trust.reload()
+        assert await asyncio.to_thread(_server_serial, port, agent, tmp_path) == rotated.cert.serial_number
+        assert (await service.call(agent, "Whoami"))["tenant"] == "acme-corp"
+    finally:
+        await service.close()
+        await server.stop(None)
