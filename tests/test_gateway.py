@@ -767,19 +767,20 @@ class _EventTracker(PushTracker):
         self.ended.set()
 
 
+async def never_final(agent: PushAgent) -> AsyncIterator[pb.GatewayStatusChunk]:
+    """A StreamStatus of one chunk that is not final, then held open for ever."""
+    [first] = agent.chunks([agent.status("s0")], per_chunk=1)
+    first.is_final = False
+    yield first
+    await asyncio.Event().wait()
+
+
 async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_back(pki, tmp_path, log_events):
     tracker = _EventTracker()
     async with started(pki, tmp_path, tracker=tracker) as g:
         cert = pki.agent(ACME, "agent-001")
         agent = g.agent(cert)
-        [first] = agent.chunks([agent.status("s0")], per_chunk=1)
-        first.is_final = False
-
-        async def chunks():
-            yield first
-            await asyncio.Event().wait()  # holds the stream open, never final
-
-        call = asyncio.ensure_future(agent.stub.StreamStatus(chunks(), timeout=30))
+        call = asyncio.ensure_future(agent.stub.StreamStatus(never_final(agent), timeout=30))
         await tracker.opened.wait()
         pki.revoke(ACME, cert)
         g.trust.reload()
@@ -805,14 +806,7 @@ async def test_a_reload_that_delists_an_agent_ends_its_open_calls_unknown_agent(
         await control.opened()
         await kept.opened()
         tracker.opened.clear()
-        [first] = agent.chunks([agent.status("s0")], per_chunk=1)
-        first.is_final = False
-
-        async def chunks():
-            yield first
-            await asyncio.Event().wait()  # holds the stream open, never final
-
-        stream = asyncio.ensure_future(agent.stub.StreamStatus(chunks(), timeout=30))
+        stream = asyncio.ensure_future(agent.stub.StreamStatus(never_final(agent), timeout=30))
         await tracker.opened.wait()
         g.gateway.pushes.set_entries([e for e in entries() if e.tenant != ACME])  # the reload
         unknown = (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")

@@ -13,6 +13,7 @@ import urllib.request
 
 import grpc
 import pytest
+from daemons import running
 
 from poller.config import ConfigError, parse_config
 from poller.daemon.daemon import PollerDaemon
@@ -258,22 +259,15 @@ async def test_an_unlisted_agent_never_stands_in_for_a_listed_one_on_the_board(p
     doc = config(pki, {"probe.site-a": push_entry(ACME, component="agent-001")}, metrics_listen="127.0.0.1:0")
     doc["gateway"]["accept_unlisted"] = True
     sink = MemorySink()
-    daemon = PollerDaemon(parse_config(doc), sink=sink)
-    task = asyncio.ensure_future(daemon.run(install_signals=False))
-    other = None
-    try:
-        async with asyncio.timeout(60):
-            await daemon.started.wait()
-            other = agent_for(daemon, pki, ACME, "probe", "site-a")  # unlisted; agent-001 never calls
+    async with running(PollerDaemon(parse_config(doc), sink=sink)) as daemon:
+        other = agent_for(daemon, pki, ACME, "probe", "site-a")  # unlisted; agent-001 never calls
+        try:
             assert (await other.push([other.status("ssh")])).received
-            board = await status_of(daemon)
-            assert set(board) == {"probe.site-a"}  # an unlisted agent is not on the board
-            assert board["probe.site-a"]["state"] == "pending" and board["probe.site-a"]["last_push"] is None
-    finally:
-        if other is not None:
+        finally:
             await other.close()
-        daemon.request_stop()
-        assert await task == 0
+        board = await status_of(daemon)
+        assert set(board) == {"probe.site-a"}  # an unlisted agent is not on the board
+        assert board["probe.site-a"]["state"] == "pending" and board["probe.site-a"]["last_push"] is None
     assert [r.agent for r in sink.results] == ["unlisted:acme-corp/probe.site-a"]
 
 
@@ -467,20 +461,13 @@ async def test_a_reload_names_the_push_agents_it_added_removed_and_changed(pki, 
 
     path = tmp_path / "poller.json"
     path.write_text(json.dumps(config(pki, {"edge-1": push_entry(ACME), "edge-2": push_entry(XYZ)})))
-    daemon = PollerDaemon(load_config(path), sink=MemorySink())
-    task = asyncio.ensure_future(daemon.run(install_signals=False))
-    try:
-        async with asyncio.timeout(60):
-            await daemon.started.wait()
-            path.write_text(
-                json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="10s"), "edge-3": push_entry(ACME, component="a-3")}))
-            )
-            assert await daemon.reload()
-        [line] = [e for e in log_events() if e["event"] == "reloaded"]
-        assert (line["added"], line["removed"], line["changed"]) == (["edge-3"], ["edge-2"], ["edge-1"])
-    finally:
-        daemon.request_stop()
-        assert await task == 0
+    async with running(PollerDaemon(load_config(path), sink=MemorySink())) as daemon:
+        path.write_text(
+            json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="10s"), "edge-3": push_entry(ACME, component="a-3")}))
+        )
+        assert await daemon.reload()
+    [line] = [e for e in log_events() if e["event"] == "reloaded"]
+    assert (line["added"], line["removed"], line["changed"]) == (["edge-3"], ["edge-2"], ["edge-1"])
 
 
 def test_a_push_interval_under_a_second_warns_that_the_agent_would_flap(pki):
@@ -495,14 +482,10 @@ def test_a_push_interval_under_a_second_warns_that_the_agent_would_flap(pki):
 async def test_an_agent_admitted_unlisted_is_counted_connected_while_it_pushes(pki):
     doc = config(pki, {}, metrics_listen="127.0.0.1:0")
     doc["gateway"]["accept_unlisted"] = True
-    daemon = PollerDaemon(parse_config(doc), sink=MemorySink())
-    task = asyncio.ensure_future(daemon.run(install_signals=False))
-    agent = None
-    try:
-        async with asyncio.timeout(60):
-            await daemon.started.wait()
-            assert daemon.pushes is not None
-            agent = agent_for(daemon, pki, ACME, "probe", "site-a")
+    async with running(PollerDaemon(parse_config(doc), sink=MemorySink())) as daemon:
+        assert daemon.pushes is not None
+        agent = agent_for(daemon, pki, ACME, "probe", "site-a")
+        try:
             assert (await agent.push([agent.status("ssh")])).received
             pushed_at = time.time()
             await daemon.pushes.check_silence(pushed_at)
@@ -510,11 +493,8 @@ async def test_an_agent_admitted_unlisted_is_counted_connected_while_it_pushes(p
             # Silent for more than 2 of the default interval (poll_interval, 30 s): no longer connected.
             await daemon.pushes.check_silence(pushed_at + 2 * 30.0 + 1.0)
             assert sample(daemon, "poller_gateway_connected_agents", tenant=ACME) == 0
-    finally:
-        if agent is not None:
+        finally:
             await agent.close()
-        daemon.request_stop()
-        assert await task == 0
 
 
 async def test_a_silent_tcp_check_is_the_same_row_as_its_pushed_port_results(pki):
@@ -522,27 +502,20 @@ async def test_a_silent_tcp_check_is_the_same_row_as_its_pushed_port_results(pki
     tcp = {"service_type": "tcp", "service_name": "ssh", "details": "127.0.0.1", "port": 22}
     doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[tcp])})
     sink = MemorySink()
-    daemon = PollerDaemon(parse_config(doc | {"metrics_listen": "127.0.0.1:0"}), sink=sink)
-    task = asyncio.ensure_future(daemon.run(install_signals=False))
-    agent = None
-    try:
-        async with asyncio.timeout(60):
-            await daemon.started.wait()
-            assert daemon.pushes is not None
-            agent = agent_for(daemon, pki, ACME, "agent-001")
+    async with running(PollerDaemon(parse_config(doc | {"metrics_listen": "127.0.0.1:0"}), sink=sink)) as daemon:
+        assert daemon.pushes is not None
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        try:
             [check] = (await agent.get_config()).checks
             assert check.check_type == "port"
             assert (await agent.push([agent.status("ssh", service_type=check.check_type)])).received
-            record = daemon.pushes.tracker.get(ACME, "edge-1")
-            assert record is not None and record.last_push is not None
-            await daemon.pushes.check_silence(record.last_push + 2 * 5.0 + 1.0)
-            board = await status_of(daemon)
-            assert [(c["service_type"], c["outcome"]) for c in board["edge-1"]["checks"]] == [("port", "timeout")]
-    finally:
-        if agent is not None:
+        finally:
             await agent.close()
-        daemon.request_stop()
-        assert await task == 0
+        record = daemon.pushes.tracker.get(ACME, "edge-1")
+        assert record is not None and record.last_push is not None
+        await daemon.pushes.check_silence(record.last_push + 2 * 5.0 + 1.0)
+        board = await status_of(daemon)
+        assert [(c["service_type"], c["outcome"]) for c in board["edge-1"]["checks"]] == [("port", "timeout")]
     assert {(r.service_type, r.service_name) for r in sink.results} == {("port", "ssh")}
 
 

@@ -14,10 +14,9 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
+from daemons import running
 from taps import Tapped
 
 from poller.config import parse_config
@@ -55,18 +54,6 @@ def _get(url: str) -> tuple[int, dict]:
 
 async def probe(daemon: PollerDaemon, path: str) -> tuple[int, dict]:
     return await asyncio.to_thread(_get, f"http://127.0.0.1:{daemon.metrics_port}{path}")
-
-
-@asynccontextmanager
-async def running(daemon: PollerDaemon) -> AsyncIterator[PollerDaemon]:
-    task = asyncio.ensure_future(daemon.run(install_signals=False))
-    try:
-        async with asyncio.timeout(15):
-            await daemon.started.wait()
-        yield daemon
-    finally:
-        daemon.request_stop()
-        assert await task == 0
 
 
 def dead_port() -> int:
