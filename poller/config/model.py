@@ -105,8 +105,12 @@ DEFAULT_GATEWAY_KEY = "gateway-key.pem"
 DEFAULT_GATEWAY_MAX_SERVICES = 5000
 DEFAULT_GATEWAY_MAX_STATUS_BYTES = 4096
 DEFAULT_GATEWAY_MAX_RESULTS_BYTES = 15 * 1024 * 1024
-DEFAULT_GATEWAY_PUSH_RATE = 100
-DEFAULT_GATEWAY_PUSH_BURST = 1000
+# Every gateway call of a tenant takes a token. The defaults fit the fleet the gateway
+# is sized for in one tenant: 10,000 agents at 30 s push 333/s, plus a Hello and a
+# GetConfig each now and then; the burst lets a reconnect storm after a restart through
+# in seconds (the refused agents retry). Lower them to share one gateway among many tenants.
+DEFAULT_GATEWAY_PUSH_RATE = 1000
+DEFAULT_GATEWAY_PUSH_BURST = 10000
 DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT = 10000
 DEFAULT_GATEWAY_MAX_CONNECTIONS = 20000  # TCP connections in all (accepted before TLS, so not per tenant)
 DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT = 10000  # connections a tenant's proven callers hold
