@@ -53,6 +53,22 @@ async def test_a_deployment_ca_added_after_start_is_trusted_at_the_next_handshak
         assert [(e["added"], e["removed"]) for e in updated] == [([NEW], [])]
 
 
+async def test_a_broken_platform_ca_file_holds_back_no_tenant_ca_added_beside_it(pki, tmp_path, log_events):
+    # The trust store keeps the platform CA in force when its file breaks; so do the TLS roots,
+    # and a deployment CA added by the same reload is offered at the next handshake.
+    entry = PushEntry("edge-new", tenant=NEW, component="agent-001", interval=15.0)
+    async with started(pki, tmp_path, entries=[entry]) as g:
+        pki.layout.platform_ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        g.trust.reload()
+        cert = deployment_tenant(pki, NEW)
+        assert NEW in g.trust.reload().added
+        agent = g.agent(cert)
+        assert (await agent.push([agent.status("ssh")])).received
+        assert [e["event"] for e in log_events() if e["event"] == "server_platform_ca_kept"]
+        updated = [e for e in log_events() if e["event"] == "server_client_roots_updated"]
+        assert [e["added"] for e in updated] == [[NEW]]
+
+
 async def test_a_removed_tenant_ca_is_no_longer_offered_to_a_new_connection(pki, tmp_path):
     cert = deployment_tenant(pki, NEW)
     entry = PushEntry("edge-new", tenant=NEW, component="agent-001", interval=15.0)

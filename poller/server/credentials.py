@@ -59,14 +59,24 @@ def client_roots_pem(trust: TrustStore, platform: PlatformAuthority | None = Non
 
 
 def _roots_of(snapshot: TrustSnapshot, trust: TrustStore, platform: PlatformAuthority | None) -> bytes:
-    parts: list[bytes] = []
-    if snapshot.root is not None:
-        parts.append(snapshot.root.public_bytes(serialization.Encoding.PEM))
+    return _assemble(snapshot, trust, _platform_pem(trust, platform))
+
+
+def _platform_pem(trust: TrustStore, platform: PlatformAuthority | None) -> bytes | None:
+    """The platform CA's PEM: `platform`'s, else the certs directory's platform/ca.pem
+    (None when there is none; CertificateError or OSError when it cannot be read)."""
     layout = getattr(trust, "layout", None)
     if platform is None and layout is not None:
         platform = load_platform_authority(layout)
-    if platform is not None:
-        parts.append(platform.pem)
+    return platform.pem if platform is not None else None
+
+
+def _assemble(snapshot: TrustSnapshot, trust: TrustStore, platform_pem: bytes | None) -> bytes:
+    parts: list[bytes] = []
+    if snapshot.root is not None:
+        parts.append(snapshot.root.public_bytes(serialization.Encoding.PEM))
+    if platform_pem is not None:
+        parts.append(platform_pem)
     parts.extend(authority.pem for authority in snapshot.tenants.values())
     if not parts:
         raise InvalidArgument(f"{trust.certs_dir}: no root, platform or tenant CA to verify clients with")
@@ -111,7 +121,8 @@ class TrustedClientRoots:
         self._lock = threading.Lock()
         self._served = trust.snapshot
         self._pair = _key_pair(private_key, certificate_chain)
-        self._roots = _roots_of(self._served, trust, platform)  # at start, an error is the caller's
+        self._platform_pem = _platform_pem(trust, platform)  # at start, an error is the caller's
+        self._roots = _assemble(self._served, trust, self._platform_pem)
         self._tenants = frozenset(self._served.tenants)
 
     def initial(self) -> grpc.ServerCertificateConfiguration:
@@ -127,11 +138,19 @@ class TrustedClientRoots:
                 return None
             self._served = snapshot
             try:
-                roots = _roots_of(snapshot, self._trust, self._platform)
-            except (InvalidArgument, OSError, ValueError) as exc:
+                platform_pem = _platform_pem(self._trust, self._platform)
+            except (OSError, ValueError) as exc:
+                # As the trust store does: a broken platform CA file keeps the one in force,
+                # and holds back no tenant CA added or removed beside it.
+                log.error("server_platform_ca_kept", detail=str(exc)[:300])
+                platform_pem = self._platform_pem
+            try:
+                roots = _assemble(snapshot, self._trust, platform_pem)
+            except InvalidArgument as exc:
                 # The roots in force stay; the interceptor still proves every call against this snapshot.
                 log.error("server_client_roots_kept", detail=str(exc)[:300])
                 return None
+            self._platform_pem = platform_pem
             pair = self._pair
             if not all(isinstance(source, bytes) for source in self._sources):
                 try:
