@@ -61,7 +61,7 @@ def call(lim: TenantLimits, peer: str, agent: str = "agent-1", partition: str = 
     """One call, ended at once when admitted (the connection then sits between calls)."""
     over = lim.enter_call(ACME, peer, agent, partition, now=now)
     if over is None:
-        lim.leave_call(ACME, peer, now=now)
+        lim.leave_call(ACME, peer, agent, partition, now=now)
     return over
 
 
@@ -109,3 +109,28 @@ def test_another_agent_on_a_known_address_is_a_new_connection():
     assert call(lim, "10.0.0.1:1", "agent-2", now=1.0) is None
     assert lim.connections(ACME, now=1.0) == 1
     assert call(lim, "10.0.0.3:1", "agent-1", now=2.0) is not None
+
+
+def test_an_address_reused_while_the_old_call_runs_leaves_the_newcomer_counted_right():
+    # Behind one NAT, a closed connection's host:port is reused by another agent of the
+    # tenant while the old connection's call is still ending: the old call's end must not
+    # be counted against the newcomer's connection (it would never expire, a slot lost).
+    lim = limits(max_connections_per_tenant=2)
+    assert lim.enter_call(ACME, "10.0.0.1:1", "agent-1", "p", now=0.0) is None  # in flight
+    assert lim.enter_call(ACME, "10.0.0.1:1", "agent-2", "p", now=1.0) is None  # the address reused
+    lim.leave_call(ACME, "10.0.0.1:1", "agent-1", "p", now=2.0)  # the old call ends
+    lim.leave_call(ACME, "10.0.0.1:1", "agent-2", "p", now=3.0)
+    assert lim.connections(ACME, now=3.0) == 1
+    # Idle for connection_idle: gone, and the tenant has both places again.
+    assert call(lim, "10.0.0.2:1", "agent-3", now=64.0) is None
+    assert call(lim, "10.0.0.3:1", "agent-4", now=65.0) is None
+
+
+def test_a_certificate_making_a_connection_per_call_keeps_few_records():
+    from poller.gateway.bounds import LEFT_REMEMBERED
+
+    lim = limits(max_connections_per_tenant=10, connection_idle=300.0)
+    for i in range(5000):
+        assert call(lim, f"10.0.{i // 250}.{i % 250}:1", "agent-1", now=i * 0.01) is None
+    assert lim.connections(ACME, now=50.0) == 1
+    assert lim.tracked(ACME) <= LEFT_REMEMBERED + 1

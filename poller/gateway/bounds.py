@@ -44,6 +44,7 @@ True
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from poller.config.model import (
@@ -61,7 +62,12 @@ from poller.config.model import (
 )
 from poller.identity.reasons import InvalidArgument
 
-__all__ = ["GatewayBounds", "TenantLimits"]
+__all__ = ["LEFT_REMEMBERED", "GatewayBounds", "TenantLimits"]
+
+#: Connections an agent left for newer ones that are remembered (uncounted) until
+#: connection_idle, so a call on one of them again shows it keeps several alive.
+#: Bounded: a certificate opening a connection per call must not grow the records.
+LEFT_REMEMBERED = 64
 
 MiB = 1024 * 1024
 
@@ -123,12 +129,13 @@ class GatewayBounds:
 class _Agent:
     """One proven identity (component, partition) of a tenant, and the connections it holds."""
 
-    __slots__ = ("component", "counted", "partition", "shared", "tracked")
+    __slots__ = ("component", "counted", "left", "partition", "shared", "tracked")
 
     def __init__(self, component: str, partition: str) -> None:
         self.component, self.partition = component, partition
         self.counted: set[str] = set()  # the peers of its connections that count
         self.tracked = 0  # its connections known, counted or not
+        self.left: deque[str] = deque()  # the peers of connections it left for newer ones, oldest first
         # It called again on a connection it had left for a newer one: it keeps
         # more than one alive (one certificate on many connections, or on many
         # hosts), so each one counts and a new one replaces none.
@@ -175,6 +182,14 @@ class _TenantConnections:
             self.peers[peer].counted = False
             self.held -= 1
             agent.counted.discard(peer)
+            agent.left.append(peer)
+        # Remember only the last few it left: one certificate making a new connection per
+        # call would otherwise keep a record per call for connection_idle.
+        while len(agent.left) > LEFT_REMEMBERED:
+            peer = agent.left.popleft()
+            connection = self.peers.get(peer)
+            if connection is not None and connection.owner is agent and not connection.counted and connection.calls == 0:
+                self.forget(peer)
 
     def forget(self, peer: str) -> None:
         connection = self.peers.pop(peer)
@@ -278,8 +293,11 @@ class TenantLimits:
             connections.count(peer, connection)
         return connection
 
-    def leave_call(self, tenant: str, peer: str = "", *, now: float | None = None) -> None:
-        """The end of a call `enter_call` admitted (the same tenant and peer)."""
+    def leave_call(
+        self, tenant: str, peer: str = "", agent: str | None = None, partition: str = "", *, now: float | None = None
+    ) -> None:
+        """The end of a call `enter_call` admitted (the same tenant, peer, agent and
+        partition; agent None: whoever holds the peer's connection now)."""
         held = self._calls.get(tenant, 0) - 1
         if held > 0:
             self._calls[tenant] = held
@@ -287,12 +305,19 @@ class TenantLimits:
             self._calls.pop(tenant, None)
         connections = self._connections.get(tenant) if peer else None
         connection = connections.peers.get(peer) if connections is not None else None
-        if connection is not None:
+        # Another identity on the address: the call's own connection closed and was
+        # forgotten (an address reused behind a NAT); the newcomer's count is not its.
+        if connection is not None and (agent is None or connection.owned_by(agent, partition)):
             connection.calls -= 1
             connection.last = time.monotonic() if now is None else now
 
     def calls(self, tenant: str) -> int:
         return self._calls.get(tenant, 0)
+
+    def tracked(self, tenant: str) -> int:
+        """Connections of `tenant` on record, counted or not (what the records cost)."""
+        connections = self._connections.get(tenant)
+        return len(connections.peers) if connections is not None else 0
 
     def connections(self, tenant: str, *, now: float | None = None) -> int:
         """Connections `tenant` holds: counted, with a call in flight or one within connection_idle."""

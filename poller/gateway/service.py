@@ -390,7 +390,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 self._count_push(ctx.tenant, Reason.UNREACHABLE)
             raise
         finally:
-            self.limits.leave_call(ctx.tenant, peer)
+            self.limits.leave_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
         if push:
             self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.OK, identity=ctx)
             self._count_push(ctx.tenant, Reason.OK)
