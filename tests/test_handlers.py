@@ -27,9 +27,11 @@ from poller import (
 )
 from poller.config import AgentConfig, CheckConfig, PollerConfig, SinkConfig
 from poller.daemon.daemon import PollerDaemon
+from poller.delivery import Delivery
 from poller.delivery.channels import channel_matches
 from poller.delivery.payload import payload_tenant_claims
 from poller.delivery.result import PollResult
+from poller.identity.reasons import InvalidArgument
 from poller.identity.reasons import Reason as R
 from poller.metrics import PollerMetrics
 from poller.testing import unverified_platform_identity, unverified_tenant_context
@@ -536,3 +538,24 @@ async def test_a_library_handler_beside_the_daemons_sink_sees_its_tenant_bound(p
     await daemon.run_once()
     assert seen == [("xyz", "agents.results.snmp", XYZ)]  # not acme's results, not xyz's status
     assert len(sink.results) == 4  # the sink (a platform handler) got everything
+
+
+async def test_deliver_takes_a_checked_only_for_the_result_it_was_made_for():
+    # check() then deliver(result, checked) skips the checks: handing it another result's
+    # Checked (another tenant's handlers) must fail loudly, never deliver across tenants.
+    registry = HandlerRegistry(metrics=PollerMetrics())
+    got: list[tuple[str, str]] = []
+
+    async def xyz_handler(r: PollResult) -> None:
+        got.append(("xyz", r.tenant))
+
+    registry.register("agents.status", xyz_handler, tenant=XYZ, policy=same_tenant(XYZ), name="xyz")
+    checked = registry.check(result(XYZ))
+    assert not isinstance(checked, Delivery)
+    with pytest.raises(InvalidArgument, match="another result"):
+        await registry.deliver(result(ACME), checked)
+    assert got == []
+    mine = result(XYZ)
+    passed = registry.check(mine)
+    assert not isinstance(passed, Delivery)
+    assert (await registry.deliver(mine, passed)).ok and got == [("xyz", XYZ)]

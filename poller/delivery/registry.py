@@ -126,6 +126,7 @@ class Checked:
     """A result that passed the registry's checks (HandlerRegistry.check): its
     channel and the handlers allowed to have it, which deliver() then runs."""
 
+    result: PollResult  # the one result it was made for: deliver() takes it for no other
     channel: str
     handlers: list[Registration]
 
@@ -250,6 +251,9 @@ class HandlerRegistry:
             if isinstance(outcome, Delivery):
                 return outcome
             checked = outcome
+        elif checked.result is not result:
+            # Another result's handlers and checks (maybe another tenant's): never a shortcut.
+            raise InvalidArgument("deliver(result, checked): checked was made by check() for another result")
         channel, chosen = checked.channel, checked.handlers
         if len(chosen) == 1:  # the common case (the daemon's sink, the gateway's): no gather task
             only = chosen[0]
@@ -267,8 +271,8 @@ class HandlerRegistry:
         payload and label checks, the handlers whose policy allows it. A refusal is
         logged and counted as deliver() would, and answered as its Delivery;
         otherwise the Checked to hand to deliver(). The gateway checks every result
-        of a request before it delivers any, so a request is delivered whole or not
-        at all (a refused push is pushed again: nothing of it must be filed twice)."""
+        of a request before it delivers any, so a request its checks refuse is not
+        delivered at all (a refused push is pushed again: none of it is filed twice)."""
         try:
             channel = channel_for(result)
         except ResultRefused as err:
@@ -296,7 +300,7 @@ class HandlerRegistry:
                 chosen.append(registration)
         if not chosen:
             return self._refuse(result, channel, Reason.NO_HANDLER, "no registered handler's policy allows this result")
-        return Checked(channel, chosen)
+        return Checked(result, channel, chosen)
 
     def _check_labels(self, result: PollResult, document: Any) -> str | None:
         ctx = result.context

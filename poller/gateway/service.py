@@ -18,8 +18,9 @@ Each status becomes a PollResult with the proven TenantContext, delivered
 through the HandlerRegistry exactly as a polled result (same channels, payload
 and label checks, sinks), then the sinks are flushed: `received` is answered
 only once the results are as durable as a polled cycle's. Every result of a
-request passes the registry's checks before any is delivered: a request is
-filed whole or not at all.
+request passes the registry's checks before any is delivered: a request
+refused by them files nothing. A sink that fails part way files at least once
+(the agent may resend; NATS stores a resend with the same timestamp once).
 """
 
 from __future__ import annotations
@@ -538,7 +539,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
 
     async def _deliver(self, call: _Call, results: list[PollResult]) -> None:
         # Every result is checked before any is delivered: a request refused for one of
-        # them (payload_mismatch, ...) files none, so the agent's retry files none twice.
+        # them (payload_mismatch, ...) files none, so the agent's retry files none of them twice.
         checked: list[Checked] = []
         refused: list[Delivery] = []
         for result in results:
