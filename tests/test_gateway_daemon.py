@@ -557,3 +557,16 @@ async def test_gateway_material_that_cannot_serve_is_named_before_listening(pki,
     [issue] = info.value.issues
     assert issue.path == "gateway.cert" and problem in str(issue)
     assert daemon.gateway_port is None  # it never listened
+
+
+def test_a_gateway_certificate_issued_moments_ahead_of_this_clock_is_not_refused(pki):
+    from datetime import UTC, datetime, timedelta
+
+    from poller.trust.serving import serving_problems
+
+    now = datetime.now(UTC)
+    soon = pki.agent(ACME, "gw", not_before=now + timedelta(minutes=2))
+    assert serving_problems(soon.chain_pem, soon.key_pem, where="gw.pem", now=now) == []
+    later = pki.agent(ACME, "gw", not_before=now + timedelta(hours=1))
+    [problem] = serving_problems(later.chain_pem, later.key_pem, where="gw.pem", now=now)
+    assert "is not valid before" in problem

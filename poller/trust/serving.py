@@ -11,7 +11,7 @@ the file.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,7 +20,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from poller.identity import certinfo
 from poller.identity.certinfo import CertificateError
 
-__all__ = ["serving_problems"]
+__all__ = ["CLOCK_SKEW", "serving_problems"]
+
+#: A certificate issued moments ago by a host whose clock runs ahead is not refused:
+#: only one valid from further in the future than this.
+CLOCK_SKEW = timedelta(minutes=5)
 
 _SERVING = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -52,6 +56,6 @@ def serving_problems(chain_pem: bytes, key_pem: bytes, *, where: str, now: datet
     moment = now or datetime.now(UTC)
     if moment > leaf.not_valid_after_utc:
         problems.append(f"{where}: certificate {name} expired at {leaf.not_valid_after_utc.isoformat()}")
-    elif moment < leaf.not_valid_before_utc:
+    elif moment + CLOCK_SKEW < leaf.not_valid_before_utc:
         problems.append(f"{where}: certificate {name} is not valid before {leaf.not_valid_before_utc.isoformat()}")
     return problems
