@@ -31,7 +31,7 @@ from poller.daemon.health import CheckResult, HealthChecks, sink_check, trust_ch
 from poller.daemon.http import OperatorServer
 from poller.daemon.memory import settle_after_first_wave
 from poller.daemon.pushes import PushSide
-from poller.daemon.scheduler import Scheduler
+from poller.daemon.scheduler import Scheduler, name_changes
 from poller.daemon.watch import certs_watcher, reload_trust, report_trust_state
 from poller.delivery.file_sink import FileSink
 from poller.delivery.registry import DEFAULT_HANDLER_TIMEOUT, Delivery, HandlerRegistry
@@ -283,7 +283,8 @@ class PollerDaemon:
         changes = await self.scheduler.apply(new)
         if self.pushes is not None:
             self.pushes.apply(new)
-        _add_push_changes(changes, pushed_before, {a.name: a for a in new.push_agents})
+        for kind, names in name_changes(pushed_before, {a.name: a for a in new.push_agents}).items():
+            changes[kind].extend(names)  # the push entries, beside the polled agents
         log.info("reloaded", config=str(source), **changes)
         self._log_config_warnings()
         return True
@@ -413,10 +414,3 @@ def _keep(new: PollerConfig, old: PollerConfig) -> PollerConfig:
     return replace(
         new, sink=old.sink, certs_dir=old.certs_dir, metrics_listen=old.metrics_listen, cluster=old.cluster, gateway=old.gateway
     )
-
-
-def _add_push_changes(changes: dict[str, list[str]], before: dict[str, AgentConfig], after: dict[str, AgentConfig]) -> None:
-    """The push entries a reload added, removed or changed, beside the scheduler's polled ones."""
-    changes.setdefault("added", []).extend(n for n in after if n not in before)
-    changes.setdefault("removed", []).extend(n for n in before if n not in after)
-    changes.setdefault("changed", []).extend(n for n in after if n in before and after[n] != before[n])

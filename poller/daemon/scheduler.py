@@ -356,9 +356,8 @@ class Scheduler:
         changed ones; the others keep their connections and schedules."""
         old = {agent.name: agent for agent in self.settings.polled_agents}
         new = {agent.name: agent for agent in settings.polled_agents}
-        removed = [n for n in old if n not in new]
-        added = [n for n in new if n not in old]
-        changed = [n for n in new if n in old and new[n] != old[n]]
+        changes = name_changes(old, new)
+        added, removed, changed = changes["added"], changes["removed"], changes["changed"]
         self.settings = settings
         self.limiter.resize(settings.max_concurrent_polls)
         self.limiter.set_tenants(polled_tenants(settings))
@@ -378,7 +377,7 @@ class Scheduler:
                     pass
         for name in added + changed:
             self._start_agent(new[name])
-        return {"added": added, "removed": removed, "changed": changed}
+        return changes
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling; let in-flight cycles finish within grace, then cancel."""
@@ -393,3 +392,12 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(w.close() for w in self._workers.values()), return_exceptions=True)
         self._tasks.clear()
+
+
+def name_changes(before: Mapping[str, object], after: Mapping[str, object]) -> dict[str, list[str]]:
+    """The names a reload added, removed and changed (in the order the configs list them)."""
+    return {
+        "added": [n for n in after if n not in before],
+        "removed": [n for n in before if n not in after],
+        "changed": [n for n in after if n in before and after[n] != before[n]],
+    }

@@ -50,7 +50,14 @@ from poller.timers import Cancellable, Clock, WallClock, task_cancelling
 from poller.trust.snapshot import ClientIdentity, TrustSnapshot
 from poller.trust.source import NotifyingTrustSource, TrustSource, notifies
 from poller.trust.store import TrustStoreError
-from poller.trust.verify import anchor_expired, anchor_not_after, check_revocation, parse_chain, verify_agent_chain
+from poller.trust.verify import (
+    anchor_expired,
+    anchor_not_after,
+    check_revocation,
+    parse_chain,
+    proof_deadline,
+    verify_agent_chain,
+)
 
 log = get_logger("poller.dial")
 
@@ -312,12 +319,7 @@ class AgentConnection:
     def _arm_deadline(self, snapshot: TrustSnapshot) -> None:
         """Re-check when the leaf, its tenant CA or the root above it expires, or
         the tenant's CRL goes stale."""
-        deadline = self._proof.context.not_after.timestamp()
-        authority = snapshot.tenants.get(self.tenant)
-        if authority is not None:
-            deadline = min(deadline, anchor_not_after(authority, snapshot).timestamp())
-            if authority.crl_next_update is not None:
-                deadline = min(deadline, authority.crl_next_update.timestamp())
+        deadline = proof_deadline(self._proof.context.not_after, snapshot.tenants.get(self.tenant), snapshot).timestamp()
         if deadline == self._deadline and self._timer is not None:
             return
         self._deadline = deadline

@@ -94,9 +94,7 @@ class PushTracker:
         record = self._records.get((entry.tenant, entry.name))
         if record is None or record.last_push is None:
             return "pending"
-        if now - record.last_push > STALE_INTERVALS * entry.interval:
-            return "unreachable"
-        return "ok"
+        return "ok" if _fresh(record, entry.interval, now) else "unreachable"
 
     def connected(self, entries: Iterable[PushEntry], *, now: float, unlisted_interval: float | None = None) -> dict[str, int]:
         """Per tenant: the agents that pushed within 2 intervals or hold a stream open.
@@ -113,8 +111,7 @@ class PushTracker:
             for key, record in self._records.items():
                 if key in listed:
                     continue
-                fresh = record.last_push is not None and now - record.last_push <= STALE_INTERVALS * unlisted_interval
-                live = record.open_streams > 0 or fresh
+                live = record.open_streams > 0 or _fresh(record, unlisted_interval, now)
                 counts[record.tenant] = counts.get(record.tenant, 0) + (1 if live else 0)
         return counts
 
@@ -123,3 +120,8 @@ class PushTracker:
         wanted = {(e.tenant, e.name) for e in keep}
         for key in [k for k in self._records if k not in wanted]:
             del self._records[key]
+
+
+def _fresh(record: PushRecord, interval: float, now: float) -> bool:
+    """Pushed within STALE_INTERVALS intervals of `now`."""
+    return record.last_push is not None and now - record.last_push <= STALE_INTERVALS * interval

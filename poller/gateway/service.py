@@ -558,8 +558,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             )
             raise _Refusal(first.refused, code, f"{len(refused)} of {len(results)} results refused: {first.detail}", audited=True)
         failed: list[Delivery] = []
-        for result, passed in zip(results, checked, strict=True):
-            delivery = await self.delivery.deliver(result, passed)
+        for passed in checked:
+            delivery = await self.delivery.deliver(passed.result, passed)
             if delivery.failed:
                 failed.append(delivery)
         # As durable as a polled cycle before `received`: a sink that could not flush

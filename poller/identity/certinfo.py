@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from poller.identity.reasons import PollerError
@@ -47,6 +48,12 @@ def serial_hex(cert: x509.Certificate) -> str:
 
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def key_matches(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
+    """True if `key` is the private half of `cert`'s public key (their SubjectPublicKeyInfo agree)."""
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
 
 
 def spki_sha256(cert: x509.Certificate) -> str:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from poller.identity import certinfo
 from poller.identity.reasons import InvalidArgument
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -250,9 +251,8 @@ def load_key_pem(data: bytes) -> PrivateKey:
 
 
 def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
-    """True if key is the private half of cert's public key."""
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt)
+    """True if key is the private half of cert's public key (poller.identity.certinfo's check)."""
+    return certinfo.key_matches(cert, key)
 
 
 def serial_hex(serial: int | x509.Certificate) -> str:

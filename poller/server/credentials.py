@@ -28,6 +28,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from poller.identity import certinfo
 from poller.identity.reasons import InvalidArgument
 from poller.logs import get_logger
 from poller.trust.platform import PlatformAuthority, load_platform_authority
@@ -92,8 +93,7 @@ def _key_pair(private_key: PemSource, certificate_chain: PemSource) -> tuple[byt
         loaded = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError):
         raise InvalidArgument("the server certificate chain or key is not PEM (an unencrypted key)") from None
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if loaded.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
+    if not certinfo.key_matches(leaf, loaded):
         raise InvalidArgument("the server key does not match its certificate")
     return key, chain
 

@@ -71,7 +71,7 @@ from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
 from poller.trust.source import notifies
 from poller.trust.store import TenantAuthority, TrustSnapshot
-from poller.trust.verify import anchor_not_after, check_anchor, check_revocation, parse_chain, verify_agent_chain
+from poller.trust.verify import check_anchor, check_revocation, parse_chain, proof_deadline, verify_agent_chain
 
 log = get_logger("poller.server")
 audit_log = get_logger("poller.audit")
@@ -213,14 +213,10 @@ def proof_ends(proven: TenantContext | PlatformIdentity, snapshot: TrustSnapshot
     alone: the first notAfter over the proven chain (the leaf, its tenant CA and
     the root above that CA, or the platform CA) or the tenant CRL's nextUpdate.
     The CA's own notAfter counts: an external CA need not cap its leaves at it."""
-    end = proven.not_after
     if isinstance(proven, TenantContext):
-        authority = snapshot.tenants.get(proven.tenant)
-        if authority is not None:
-            end = min(end, anchor_not_after(authority, snapshot))
-            if authority.crl_next_update is not None:
-                end = min(end, authority.crl_next_update)
-    elif platform is not None:
+        return proof_deadline(proven.not_after, snapshot.tenants.get(proven.tenant), snapshot).timestamp()
+    end = proven.not_after
+    if platform is not None:
         end = min(end, certinfo.not_after(platform.cert))
     return end.timestamp()
 

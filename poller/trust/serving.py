@@ -27,7 +27,6 @@ __all__ = ["CLOCK_SKEW", "serving_problems"]
 CLOCK_SKEW = timedelta(minutes=5)
 
 _SERVING = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def serving_problems(chain_pem: bytes, key_pem: bytes, *, where: str, now: datetime | None = None) -> list[str]:
@@ -45,7 +44,7 @@ def serving_problems(chain_pem: bytes, key_pem: bytes, *, where: str, now: datet
         return [f"the key of {where} is not an unencrypted PEM private key"]
     name = leaf.subject.rfc4514_string()
     problems: list[str] = []
-    if key.public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
+    if not certinfo.key_matches(leaf, key):
         problems.append(f"{where}: the key does not match certificate {name} (the first in the file)")
     try:
         usages = set(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)

@@ -173,6 +173,18 @@ def anchor_not_after(expected: TenantAuthority, trust: TrustSnapshot) -> datetim
     return end
 
 
+def proof_deadline(not_after: datetime, expected: TenantAuthority | None, trust: TrustSnapshot) -> datetime:
+    """When a tenant proof stops holding by the clock alone: the first of the leaf's
+    `not_after`, its anchor's (anchor_not_after) and the tenant CRL's nextUpdate.
+    One rule for a server's long-lived calls and cached proofs and for the dial side."""
+    end = not_after
+    if expected is not None:
+        end = min(end, anchor_not_after(expected, trust))
+        if expected.crl_next_update is not None:
+            end = min(end, expected.crl_next_update)
+    return end
+
+
 def anchor_expired(leaf: x509.Certificate, expected: TenantAuthority, end: datetime, when: str = "") -> IdentityRefused:
     """The refusal of a leaf whose anchor ended at `end`: untrusted_chain, the
     reason path validation gives for an expired CA."""
