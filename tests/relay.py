@@ -8,7 +8,9 @@ without touching TLS. Two rules:
 - "order": the first connection goes to the honest agent, every later one
   to the impostor;
 and "honest" (everything to the honest agent) for a relay that turns
-hostile later: `route` may be changed while it runs.
+hostile later: `route` may be changed while it runs. `freeze()` stops it
+forwarding anything while keeping every connection open: a path that died
+without a FIN (a NAT that dropped its entry, a host gone).
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ class TcpRelay:
         self.server_names: list[str | None] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        """Forward nothing more, either way; the connections stay open."""
+        self._flowing.clear()
 
     @property
     def address(self) -> str:
@@ -111,12 +119,14 @@ class TcpRelay:
             writer.close()
             return
         up_writer.write(hello)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+        flowing = self._flowing
+        await asyncio.gather(_pipe(reader, up_writer, flowing), _pipe(up_reader, writer, flowing), return_exceptions=True)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
     try:
         while data := await reader.read(65536):
+            await flowing.wait()  # frozen: what was read is never written
             writer.write(data)
             await writer.drain()
     except (ConnectionError, asyncio.CancelledError):

@@ -37,6 +37,8 @@ __all__ = [
     "DEFAULT_GATEWAY_AUDIT_ACCEPTED",
     "DEFAULT_GATEWAY_CERT",
     "DEFAULT_GATEWAY_CONNECTION_IDLE",
+    "DEFAULT_GATEWAY_KEEPALIVE",
+    "DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT",
     "DEFAULT_GATEWAY_KEY",
     "DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT",
     "DEFAULT_GATEWAY_MAX_CONNECTIONS",
@@ -116,6 +118,12 @@ DEFAULT_GATEWAY_MAX_CONNECTIONS = 20000  # TCP connections in all (accepted befo
 DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT = 10000  # connections a tenant's proven callers hold
 DEFAULT_GATEWAY_CONNECTION_IDLE = 300.0  # a connection without calls this long is closed and stops counting
 DEFAULT_GATEWAY_STREAM_TIMEOUT = 300.0
+# Upstream's gateway (go/pkg/grpc/server.go): a ping after 120 s without a frame from the
+# agent, the connection closed if it is not answered within 20 s. Without them a connection
+# that died without a FIN (a NAT dropping its entry, a host gone) holds its ControlStream,
+# and the tenant's place for it, until the kernel gives up: hours.
+DEFAULT_GATEWAY_KEEPALIVE = 120.0
+DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT = 20.0
 # Acceptance audit lines per method and connection, not per call: the gateway's
 # agents make a call per push (poller.audit.ACCEPT_AUDIT_MODES).
 DEFAULT_GATEWAY_AUDIT_ACCEPTED = "connection"
@@ -284,6 +292,8 @@ class GatewayConfig:
     max_connections_per_tenant: int = DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT
     connection_idle: float = DEFAULT_GATEWAY_CONNECTION_IDLE
     stream_timeout: float = DEFAULT_GATEWAY_STREAM_TIMEOUT
+    keepalive: float = DEFAULT_GATEWAY_KEEPALIVE
+    keepalive_timeout: float = DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

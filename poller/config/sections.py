@@ -610,7 +610,7 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
         "max_connections_per_tenant",
     ):
         numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1)
-    for name in ("stream_timeout", "connection_idle"):
+    for name in ("stream_timeout", "connection_idle", "keepalive", "keepalive_timeout"):
         numbers[name] = c.duration(obj, name, "gateway", default=getattr(defaults, name))
     if len(c.errors) > errors_before or listen is None or cert is None or key_path is None:
         return None

@@ -68,6 +68,9 @@ DEFAULT_TIMEOUT = 5.0
 _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    # grpc core waits for a ping's answer this long, whatever keepalive_timeout_ms says
+    # (default 1 minute; docs/design.md, facts about grpcio).
+    ("grpc.http2.ping_timeout_ms", 20_000),
     ("grpc.max_reconnect_backoff_ms", 30_000),
     ("grpc.initial_reconnect_backoff_ms", 1_000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 
 from poller.config.model import (
     DEFAULT_GATEWAY_CONNECTION_IDLE,
+    DEFAULT_GATEWAY_KEEPALIVE,
+    DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT,
     DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT,
     DEFAULT_GATEWAY_MAX_CONNECTIONS,
     DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT,
@@ -88,6 +90,8 @@ class GatewayBounds:
     max_connections_per_tenant: int = DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT  # held by a tenant's proven callers
     connection_idle: float = DEFAULT_GATEWAY_CONNECTION_IDLE  # seconds without calls: closed, no longer counted
     stream_timeout: float = DEFAULT_GATEWAY_STREAM_TIMEOUT  # seconds a StreamStatus may take to reach is_final
+    keepalive: float = DEFAULT_GATEWAY_KEEPALIVE  # seconds without a frame from the agent: the gateway pings
+    keepalive_timeout: float = DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT  # ... and closes the connection if unanswered
 
     def __post_init__(self) -> None:
         for name in (
@@ -101,8 +105,9 @@ class GatewayBounds:
         ):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"gateway bound {name} must be positive")
-        if self.push_rate <= 0 or self.stream_timeout <= 0 or self.connection_idle <= 0:
-            raise InvalidArgument("gateway bounds push_rate, stream_timeout and connection_idle must be positive")
+        for name in ("push_rate", "stream_timeout", "connection_idle", "keepalive", "keepalive_timeout"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"gateway bound {name} must be positive")
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> GatewayBounds:
@@ -118,6 +123,8 @@ class GatewayBounds:
             max_connections_per_tenant=config.max_connections_per_tenant,
             connection_idle=config.connection_idle,
             stream_timeout=config.stream_timeout,
+            keepalive=config.keepalive,
+            keepalive_timeout=config.keepalive_timeout,
         )
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import grpc
 
 from poller.config.model import DEFAULT_GATEWAY_AUDIT_ACCEPTED
+from poller.gateway.bounds import GatewayBounds
 from poller.gateway.service import AgentGateway
 from poller.identity.reasons import InvalidArgument
 from poller.proto import monitoring_pb2_grpc as pb_grpc
@@ -19,7 +20,15 @@ from poller.server.credentials import PemSource, server_credentials
 from poller.server.interceptor import TenantServerInterceptor
 from poller.trust.store import TrustStore
 
-__all__ = ["GatewayServer", "serve_gateway"]
+__all__ = ["GatewayServer", "serve_gateway", "server_options"]
+
+#: ServiceRadar's agent pings every 120 s while it has a call open (its ControlStream,
+#: for a HEAD agent: always), go/pkg/grpc/client.go. grpc core's server takes a ping
+#: sooner than 5 minutes after the last one, with no frame sent between, as a strike,
+#: and after the third sends the agent away (GOAWAY too_many_pings). Pings are taken
+#: from half that interval on: the agent's, with room for timer jitter; a client
+#: pinging faster than this with nothing to say is still sent away.
+AGENT_PING_MIN_INTERVAL = 60.0
 
 
 class GatewayServer:
@@ -67,18 +76,7 @@ async def serve_gateway(
         audit_accepted=audit_accepted,
         on_refused=gateway.identity_refused,
     )
-    bounds = gateway.bounds
-    server = grpc.aio.server(
-        interceptors=[interceptor],
-        options=[
-            ("grpc.max_receive_message_length", bounds.max_message_bytes),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            # At accept, before TLS (no tenant known yet): one over is closed, the agent retries.
-            ("grpc.max_allowed_incoming_connections", bounds.max_connections),
-            # A connection without calls this long is closed (GOAWAY); TenantLimits stops counting it then.
-            ("grpc.max_connection_idle_ms", max(1, int(bounds.connection_idle * 1000))),
-        ],
-    )
+    server = grpc.aio.server(interceptors=[interceptor], options=server_options(gateway.bounds))
     pb_grpc.add_AgentGatewayServiceServicer_to_server(gateway, server)
     bind = f"[::]{listen}" if listen.startswith(":") else listen  # ":50052": every interface, as the config allows
     try:
@@ -87,3 +85,35 @@ async def serve_gateway(
         raise InvalidArgument(f"gateway cannot listen on {listen}: {exc}") from None
     await server.start()
     return GatewayServer(server, port, interceptor, gateway)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def server_options(bounds: GatewayBounds) -> list[tuple[str, int]]:
+    """The gateway's grpc server options for `bounds`.
+
+    >>> dict(server_options(GatewayBounds()))["grpc.keepalive_time_ms"]
+    120000
+    """
+    keepalive_timeout = _ms(bounds.keepalive_timeout)
+    return [
+        ("grpc.max_receive_message_length", bounds.max_message_bytes),
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        # At accept, before TLS (no tenant known yet): one over is closed, the agent retries.
+        ("grpc.max_allowed_incoming_connections", bounds.max_connections),
+        # A connection without calls this long is closed (GOAWAY); TenantLimits stops counting it then.
+        ("grpc.max_connection_idle_ms", _ms(bounds.connection_idle)),
+        # A connection quiet for `keepalive` is pinged, with calls open or not, and closed if the
+        # ping is not answered in `keepalive_timeout`: its calls end (a ControlStream's request
+        # stream ends), so a connection gone silent gives back its calls and streams. grpc core
+        # (1.85) waits for the answer as long as ping_timeout_ms (default 1 minute), whatever
+        # keepalive_timeout_ms says: both are set.
+        ("grpc.keepalive_time_ms", _ms(bounds.keepalive)),
+        ("grpc.keepalive_timeout_ms", keepalive_timeout),
+        ("grpc.http2.ping_timeout_ms", keepalive_timeout),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging an open stream that carries nothing
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(AGENT_PING_MIN_INTERVAL)),
+    ]

@@ -11,6 +11,8 @@ and can misbehave on purpose:
 - huge payloads (`huge_status(size)`), endless streams (`endless_stream()`);
 - slow pushes (`delay=` before every push and every chunk);
 - disconnects (`disconnect()` mid-call, `abandon_stream()`);
+- keepalive pings (`keepalive=` seconds: ServiceRadar's agent pings every 120 s
+  while a call is open; a much shorter one is a client pinging too often);
 - StreamStatus chunking, in order or not (`stream(..., order=, final=)`).
 
 >>> agent = PushAgent.for_cert(address, forged, ca_pem=pki.root_pem, server_name="gateway.serviceradar")  # doctest: +SKIP
@@ -104,6 +106,7 @@ class PushAgent:
         delay: float = 0.0,
         version: str = "poller-testing",
         timeout: float = 10.0,
+        keepalive: float | None = None,
     ) -> None:
         split_host_port(address)
         self.address = address
@@ -113,6 +116,7 @@ class PushAgent:
         self.delay = delay
         self.version = version
         self.timeout = timeout
+        self.keepalive = keepalive
         self.config: pb.AgentConfigResponse | None = None
         self.interval = 30.0
         self._credentials = grpc.ssl_channel_credentials(
@@ -138,17 +142,21 @@ class PushAgent:
         )
 
     def _open(self) -> grpc.aio.Channel:
-        return grpc.aio.secure_channel(
-            self.address,
-            self._credentials,
-            options=[
-                ("grpc.ssl_target_name_override", self._server_name),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                # A connection of its own, as each real agent process has (grpc would
-                # otherwise share one between agents of one process that look alike).
-                ("grpc.use_local_subchannel_pool", 1),
-            ],
-        )
+        options: list[tuple[str, str | int]] = [
+            ("grpc.ssl_target_name_override", self._server_name),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # A connection of its own, as each real agent process has (grpc would
+            # otherwise share one between agents of one process that look alike).
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        if self.keepalive is not None:  # as grpc-go's client keepalive: only with a call open, no cap on pings
+            options += [
+                ("grpc.keepalive_time_ms", max(1, int(self.keepalive * 1000))),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.keepalive_permit_without_calls", 0),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        return grpc.aio.secure_channel(self.address, self._credentials, options=options)
 
     @property
     def stub(self) -> pb_grpc.AgentGatewayServiceStub:
