@@ -32,7 +32,8 @@ import os
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+import time
+from collections.abc import Hashable, MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
@@ -69,6 +70,33 @@ _LIBRARY_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     _hand_to_stdlib,
 ]
+
+
+class LineLimiter:
+    """At most one log line per key every `every` seconds, for events a flood can
+    repeat (refusals of one kind): `due(key)` is None while a line is held back,
+    else how many were held back since the key's last line (its `suppressed`).
+    What a line stands for is still counted in full by the metrics.
+
+    >>> limiter = LineLimiter(60.0)
+    >>> limiter.due("acme-corp"), limiter.due("acme-corp"), limiter.due("acme-corp")
+    (0, None, None)
+    >>> limiter.due("acme-corp", now=time.monotonic() + 61)
+    2
+    """
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (its last line at, held back since)
+
+    def due(self, key: Hashable, *, now: float | None = None) -> int | None:
+        now = time.monotonic() if now is None else now
+        at, held = self._last.get(key, (-float("inf"), 0))
+        if now - at < self.every:
+            self._last[key] = (at, held + 1)
+            return None
+        self._last[key] = (now, 0)
+        return held
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

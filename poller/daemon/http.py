@@ -25,7 +25,6 @@ import asyncio
 import gzip
 import ipaddress
 import json
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Literal
@@ -39,7 +38,7 @@ from poller.daemon.status import AgentStatus, to_json
 from poller.daemon.targets import render_targets_page
 from poller.identity.names import is_label
 from poller.identity.reasons import PollerError
-from poller.logs import get_logger
+from poller.logs import LineLimiter, get_logger
 
 log = get_logger("poller.http")
 
@@ -107,7 +106,7 @@ class OperatorServer:
         self._per_client: dict[str, int] = {}  # connections held, by client address; no zero entries
         # Connections closed unanswered because a limit was reached, by limit (for tests and debugging).
         self.refused: dict[Limit, int] = {"per_client": 0, "total": 0}
-        self._refusal_log: dict[Limit, tuple[float, int]] = {}  # limit -> (last line at, refusals since)
+        self._refusal_log = LineLimiter(REFUSAL_LOG_EVERY)  # per limit
 
     @property
     def port(self) -> int:
@@ -152,12 +151,9 @@ class OperatorServer:
         """Close a connection over a limit unanswered; one warning per limit per REFUSAL_LOG_EVERY seconds."""
         writer.close()
         self.refused[limit] += 1
-        now = time.monotonic()
-        at, hidden = self._refusal_log.get(limit, (-1e18, 0))
-        if now - at < REFUSAL_LOG_EVERY:
-            self._refusal_log[limit] = (at, hidden + 1)
+        hidden = self._refusal_log.due(limit)
+        if hidden is None:
             return
-        self._refusal_log[limit] = (now, 0)
         extra = {"suppressed": hidden} if hidden else {}
         cap = self.max_per_client if limit == "per_client" else self.max_connections
         log.warning("http_connection_refused", limit=limit, peer=client, peer_connections=held, max=cap, **extra)

@@ -43,7 +43,7 @@ from poller.gateway.liveness import PushTracker
 from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
 from poller.identity.reasons import IdentityRefused, PollerError, Reason
-from poller.logs import get_logger
+from poller.logs import LineLimiter, get_logger
 from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
@@ -71,6 +71,9 @@ T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 # The cancellation message of a long-lived call whose caller a reload delisted.
 DELISTED = "poller: the push entries no longer admit the caller"
+# A tenant over its rate is refused every call, counted in full, but logged once
+# in this many seconds (with the number held back): a flood must not become one.
+OVER_RATE_LOG_EVERY = 10.0
 # What a status kept for reassembly holds beyond its wire bytes: a parsed
 # GatewayServiceStatus takes 205-225 bytes more of the chunk's upb arena than it
 # has on the wire, whatever its size (measured by RSS over 300,000 parsed statuses,
@@ -171,6 +174,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
         # the task running each: a reload that no longer admits the caller ends them.
         self._held: dict[_Call, asyncio.Task[Any]] = {}
+        self._over_rate_lines = LineLimiter(OVER_RATE_LOG_EVERY)  # per tenant
         pushes.on_change(self._entries_changed)
 
     # -- the five methods ---------------------------------------------------------------
@@ -352,7 +356,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             )
             if push:
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=over_rate.reason)
-            await self._abort(context, method, ctx, entry, peer, over_rate, push=push)
+            held = self._over_rate_lines.due(ctx.tenant)
+            await self._abort(context, method, ctx, entry, peer, over_rate, push=push, line=held is not None, suppressed=held)
         over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
         if over is not None:
             await self._abort(context, method, ctx, entry, peer, _exhausted(over), push=push)
@@ -407,7 +412,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         refusal: _Refusal,
         *,
         push: bool,
+        line: bool = True,
+        suppressed: int | None = None,
     ) -> NoReturn:
+        """Refuse the call: counted, answered, and logged unless `line` is False (a
+        flood's line held back); `suppressed`: how many were held back before this line."""
         fields: dict[str, Any] = {
             "method": f"/{SERVICE}/{method}",
             "peer": peer,
@@ -416,9 +425,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             "detail": refusal.detail,
             **ctx.log_fields(),
         }
-        if refusal.audited:
+        if suppressed:
+            fields["suppressed"] = suppressed
+        if line and refusal.audited:
             audit_log.warning("gateway_request_refused", audit=True, **fields)
-        else:
+        elif line:
             log.warning("gateway_request_refused", **fields)
         if push:
             self._count_push(ctx.tenant, refusal.reason)
