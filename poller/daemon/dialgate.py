@@ -15,9 +15,13 @@ ends while its agent still waits is reported as `pending`, not as a failure.
 The slots are shared between tenants as the poll slots are (poller.daemon.
 limiter): one tenant's agents whose handshakes hang cannot hold every dial.
 
->>> gate = DialGate(initial=8)
->>> gate.limit
+The limit starts at `initial`, held between `low` (64 by default: a small
+fleet is dialed at once) and `high`:
+
+>>> DialGate(initial=8, low=4).limit
 8
+>>> DialGate(initial=8).limit
+64
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ After the dial the identity lives on:
   (audit line `identity_rotated` with both serials), a failing one refuses.
 
 >>> conn = await dial_agent("10.0.0.5:50051", tenant="acme-corp", trust=store)  # doctest: +SKIP
->>> conn.context.tenant
+>>> conn.context.tenant  # doctest: +SKIP
 'acme-corp'
 """
 

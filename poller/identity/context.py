@@ -39,9 +39,18 @@ _PROOF = object()
 class TenantContext:
     """Who an agent is, as proven by its verified certificate.
 
-    >>> ctx = current_tenant()  # where one is bound (see the module docstring)
-    >>> ctx.tenant, ctx.component_id  # doctest: +SKIP
-    ('acme-corp', 'agent-001')
+    Code running for an agent reads it with current_tenant(), where one is
+    bound (see the module docstring); here the named test helper's context
+    stands in for a proven one:
+
+    >>> from poller.testing import unverified_tenant_context
+    >>> with bound_tenant(unverified_tenant_context("acme-corp", "agent-001")):
+    ...     ctx = current_tenant()
+    >>> ctx.tenant, ctx.component_id, ctx.cn
+    ('acme-corp', 'agent-001', 'agent-001.partition-1.acme-corp.serviceradar')
+    >>> current_tenant()
+    Traceback (most recent call last):
+    LookupError: no TenantContext bound: not in a call, a reply.bound() block or a result's handler
     """
 
     tenant: str

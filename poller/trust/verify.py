@@ -22,9 +22,28 @@ tenant CA before its CN, SAN or dates are looked at, so a certificate from a
 rogue CA with the same name is always `untrusted_chain` and an attacker cannot
 choose the reason the audit log records.
 
->>> ctx = verify_agent_chain(chain_der, tenant="acme-corp", trust=store.snapshot)  # doctest: +SKIP
->>> ctx.tenant
-'acme-corp'
+A tenant CA, a trust store holding it, and an agent certificate it signed
+(in memory; the chain is what the agent presented, leaf first):
+
+>>> from poller.pki.build import build_certificate, cert_pem, new_key
+>>> from poller.trust.store import TrustStore
+>>> ca_key = new_key()
+>>> ca = build_certificate(subject_key=ca_key, subject_cn="tenant-acme-corp.ca.serviceradar", is_ca=True)
+>>> store = TrustStore.from_pem(tenants={"acme-corp": cert_pem(ca)})
+>>> cn = "agent-001.partition-1.acme-corp.serviceradar"
+>>> leaf = build_certificate(subject_key=new_key(), subject_cn=cn, issuer_cert=ca, issuer_key=ca_key)
+>>> ctx = verify_agent_chain([leaf, ca], tenant="acme-corp", trust=store.snapshot)
+>>> ctx.tenant, ctx.component_id, ctx.partition_id
+('acme-corp', 'agent-001', 'partition-1')
+
+The same CN from a rogue CA of the same name is refused, and for that reason:
+
+>>> rogue_key = new_key()
+>>> rogue = build_certificate(subject_key=rogue_key, subject_cn="tenant-acme-corp.ca.serviceradar", is_ca=True)
+>>> forged = build_certificate(subject_key=new_key(), subject_cn=cn, issuer_cert=rogue, issuer_key=rogue_key)
+>>> verify_agent_chain([forged, rogue], tenant="acme-corp", trust=store.snapshot)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+poller.identity.reasons.IdentityRefused: untrusted_chain: names tenant-acme-corp.ca.serviceradar as issuer, but ...
 """
 
 from __future__ import annotations
