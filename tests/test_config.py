@@ -769,14 +769,25 @@ def test_cli_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert text == example_config()
     data = json.loads(text)
     # The example spells out every key the parser knows (the real list, not a copy),
-    # except the timeouts derived from poll_interval and the optional shard, cluster and gateway sections.
-    assert set(data) == set(TOP_KEYS) - {"call_timeout", "cycle_timeout", "shard", "cluster", "gateway"}
+    # except the timeouts derived from poll_interval and the optional shard and cluster sections.
+    assert set(data) == set(TOP_KEYS) - {"call_timeout", "cycle_timeout", "shard", "cluster"}
     path = write(tmp_path, text)
     assert main(["config", "check", str(path), "--no-files"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("ok: 2 agents, 5 checks, tenants: acme-corp, xyz-inc")
+    assert out.startswith("ok: 3 agents, 7 checks, tenants: acme-corp, xyz-inc")
     assert err == ""
-    assert load_config(path).warnings == ()
+    config = load_config(path)
+    assert config.warnings == ()
+    # A gateway, whose cert and key are the defaults spelled out, and a push entry, read as one.
+    assert config.gateway is not None
+    assert config.gateway == parse_config(doc(gateway={"listen": "0.0.0.0:50052"}), base_dir=tmp_path).gateway
+    assert (config.gateway.listen, config.gateway.cert) == ("0.0.0.0:50052", tmp_path / "certs" / "gateway.pem")
+    assert [agent.name for agent in config.dial_agents] == ["edge-1", "site-b"]
+    assert [agent.name for agent in config.push_agents] == ["edge-push"]
+    push = config.agents_by_name["edge-push"]
+    assert (push.address, push.tenant, push.component_id, push.partition) == ("", "acme-corp", "agent-002", "partition-1")
+    assert config.push_interval(push) == 30.0
+    assert [(check.service_type, check.details) for check in push.checks] == [("port", "127.0.0.1:22"), ("icmp", "1.1.1.1")]
 
 
 @pytest.mark.parametrize("interval", ["1s", "5s", "10s", "30s", "2m", "1h"])

@@ -130,6 +130,8 @@ _EXAMPLE: dict[str, Any] = {
     "backoff_max": "1m",
     "require_crl": False,
     "crl_state": "crl-state.json",
+    # Serves the push agents; cert and key are their defaults (<certs_dir>/gateway.pem, gateway-key.pem).
+    "gateway": {"listen": "0.0.0.0:50052", "cert": "certs/gateway.pem", "key": "certs/gateway-key.pem"},
     "agents": {
         "edge-1": {
             "address": "10.0.0.5:50051",
@@ -151,6 +153,18 @@ _EXAMPLE: dict[str, Any] = {
             "partition": "site-b",
             "checks": [
                 {"service_type": "grpc", "service_name": "sysmon", "details": "127.0.0.1:50083"},
+            ],
+        },
+        # A push agent: it dials the gateway (no address) and is told its checks and interval.
+        "edge-push": {
+            "push": True,
+            "tenant": "acme-corp",
+            "component": "agent-002",
+            "partition": "partition-1",
+            "interval": "30s",
+            "checks": [
+                {"service_type": "port", "service_name": "SSH", "details": "127.0.0.1:22"},
+                {"service_type": "icmp", "service_name": "ping", "details": "1.1.1.1"},
             ],
         },
     },
