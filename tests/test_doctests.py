@@ -16,34 +16,18 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import pkgutil
 
 import pytest
-
-import poller
-
-NOT_IMPORTED = ("poller.__main__", "poller.proto")
+from test_public_api import package_modules
 
 # pytest's default for its own doctests, so that `pytest --doctest-modules poller` agrees.
 OPTIONFLAGS = doctest.ELLIPSIS
 
 
-def _raise(name: str) -> None:
-    raise ImportError(f"cannot import {name}")
-
-
-def _modules() -> list[str]:
-    names = ["poller"]
-    for info in pkgutil.walk_packages(poller.__path__, "poller.", onerror=_raise):
-        if not info.name.startswith(NOT_IMPORTED):
-            names.append(info.name)
-    return names
-
-
 def _doctests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder()
     found: list[doctest.DocTest] = []
-    for name in _modules():
+    for name in package_modules():
         found += [test for test in finder.find(importlib.import_module(name), name) if test.examples]
     return sorted(found, key=lambda test: test.name)
 

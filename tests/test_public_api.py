@@ -76,9 +76,15 @@ def test_each_public_name_is_importable_and_documented(name: str) -> None:
     assert inspect.getdoc(value), f"poller.{name} has no docstring"
 
 
-def _package_modules() -> list[str]:
+def _raise(name: str) -> None:
+    raise ImportError(f"cannot import {name}")
+
+
+def package_modules() -> list[str]:
+    """Every module of the package but poller.__main__ (it runs the command line on
+    import) and the generated poller.proto; one that fails to import fails the walk."""
     names = ["poller"]
-    for info in pkgutil.walk_packages(poller.__path__, "poller."):
+    for info in pkgutil.walk_packages(poller.__path__, "poller.", onerror=_raise):
         if info.name.startswith("poller.proto") or info.name == "poller.__main__":
             continue
         names.append(info.name)
@@ -87,7 +93,7 @@ def _package_modules() -> list[str]:
 
 def _package_exceptions() -> list[type[BaseException]]:
     found: dict[str, type[BaseException]] = {}
-    for module_name in _package_modules():
+    for module_name in package_modules():
         module = importlib.import_module(module_name)
         for value in vars(module).values():
             if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__.startswith("poller"):
