@@ -88,9 +88,19 @@ async def read_ids(cluster: NatsCluster, tenant: str, expected: int) -> list[str
     nc = await connect(client_target(cluster.directory, tenant, cluster.urls), name="test reader")
     try:
         js = nc.jetstream(timeout=10)
-        sub = await js.subscribe(
-            f"{tenant}.agents.>", stream=f"tenant-{tenant}", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            # Just after a server came back (the kill -9 tests), the one this reader reached
+            # may still be catching up and leave the consumer's creation unanswered (seen on a
+            # loaded machine): ask again within DEADLINE, as for add_stream_when_placeable.
+            try:
+                sub = await js.subscribe(
+                    f"{tenant}.agents.>", stream=f"tenant-{tenant}", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+                )
+                break
+            except nats.errors.TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
         ids = []
         for _ in range(expected):
             msg = await sub.next_msg(timeout=30)
