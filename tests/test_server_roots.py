@@ -1,7 +1,8 @@
 """The client roots a server's TLS layer offers follow the trust store
 (poller.server.credentials.TrustedClientRoots): a tenant CA added after start
 is trusted at the next handshake, no restart; a removed one is no longer
-offered; the server's own certificate, given as files, is re-read at a reload.
+offered; the server's own certificate, given as files, is re-read at a reload
+(and refused, the pair in force kept, when it cannot serve: tests/test_gateway_rotation.py).
 The interceptor's proof stays the authority on every call."""
 
 from __future__ import annotations
@@ -100,6 +101,26 @@ def test_the_fetcher_answers_unchanged_until_the_roots_or_the_certificate_change
     trust.reload()
     assert isinstance(roots(), grpc.ServerCertificateConfiguration)
     assert roots() is None  # given once, then in force
+
+
+def test_a_reload_that_leaves_the_server_files_as_they_are_changes_nothing(pki, tmp_path, log_events):
+    trust = TrustStore(pki.directory, require_client=False)
+    chain_file, key_file = tmp_path / "server.pem", tmp_path / "server-key.pem"
+    for path, data in zip((chain_file, key_file), pki.client_identity(), strict=True):
+        path.write_bytes(data)
+    roots = TrustedClientRoots(trust, chain_file, key_file)
+    trust.reload()  # the files re-read, the same bytes: no new configuration, no line
+    assert roots() is None
+    rotated = pki.agent("acme-corp", "poller-1", signed_by="platform", dns=["poller-1.serviceradar"])
+    chain_file.write_bytes(rotated.chain_pem)
+    key_file.write_bytes(rotated.key_pem)
+    trust.reload()
+    trust.reload()  # twice before any handshake: one change all the same
+    assert isinstance(roots(), grpc.ServerCertificateConfiguration)
+    assert roots() is None
+    changed = [e for e in log_events() if e["event"] == "server_certificate_changed"]
+    assert [e["serial"] for e in changed] == [rotated.serial_hex]
+    assert not [e for e in log_events() if e["event"] == "server_certificate_kept"]
 
 
 def _server_serial(port: int, who, tmp_path) -> int:

@@ -8,11 +8,17 @@ per call by TenantServerInterceptor, which can name the reason and audit it;
 a handshake failure could do neither.
 
 Those client roots follow the trust store: before each new connection's
-handshake grpc asks TrustedClientRoots, which rebuilds them (and re-reads this
-server's certificate and key, when given as files) once the store holds a new
-snapshot, so a tenant CA added or rotated by a reload needs no restart, and a
-removed one is no longer offered. A handshake of an unchanged snapshot costs one
+handshake grpc asks TrustedClientRoots, which rebuilds them once the store holds
+a new snapshot, so a tenant CA added or rotated by a reload needs no restart, and
+a removed one is no longer offered. A handshake of an unchanged snapshot costs one
 identity comparison.
+
+This server's certificate and key, when given as files, are re-read at every
+reload of the store (TrustedClientRoots is its listener) and checked as before
+serving (poller.trust.serving): a pair that passes is presented from the next new
+connection on, one that does not (expired, not yet valid, clientAuth only, a key
+that is not the certificate's, half written) is refused with an error line and the
+pair in force stays.
 
 >>> trust = TrustStore("certs", require_client=False)  # doctest: +SKIP
 >>> creds = server_credentials(trust, "certs/core.pem", "certs/core-key.pem")  # doctest: +SKIP
@@ -32,6 +38,7 @@ from poller.identity import certinfo
 from poller.identity.reasons import InvalidArgument
 from poller.logs import get_logger
 from poller.trust.platform import PlatformAuthority, load_platform_authority
+from poller.trust.serving import serving_problems
 from poller.trust.snapshot import TrustSnapshot
 from poller.trust.store import TrustStore
 
@@ -101,10 +108,16 @@ def _key_pair(private_key: PemSource, certificate_chain: PemSource) -> tuple[byt
 class TrustedClientRoots:
     """grpc's certificate configuration fetcher for a server (called before each
     new connection's handshake, on grpc's threads): None (keep the one in force)
-    while the trust store's snapshot is the one last served, else a configuration
-    with exactly the new snapshot's CAs as client roots. The server's own chain
-    and key, when given as paths, are re-read then too (a rotated certificate);
-    unreadable or mismatched files keep the pair in force, logged.
+    while the trust store's snapshot is the one last served and no new pair of
+    this server's is waiting, else a configuration with exactly the snapshot's CAs
+    as client roots and the pair to serve.
+
+    The server's own chain and key, when given as paths, are re-read at each
+    reload of the store (trust_changed, on the reloading thread, so what a reload
+    refuses is said at the reload): a changed pair that can serve
+    (serving_problems) waits for the next handshake, logged
+    `server_certificate_changed`; one that cannot is refused, logged
+    `server_certificate_kept`, and the pair in force stays.
 
     Nothing here admits a caller: the interceptor proves every call."""
 
@@ -121,45 +134,87 @@ class TrustedClientRoots:
         self._lock = threading.Lock()
         self._served = trust.snapshot
         self._pair = _key_pair(private_key, certificate_chain)
+        self._waiting: tuple[bytes, bytes] | None = None  # a re-read pair not yet handed to grpc
         self._platform_pem = _platform_pem(trust, platform)  # at start, an error is the caller's
         self._roots = _assemble(self._served, trust, self._platform_pem)
         self._tenants = frozenset(self._served.tenants)
+        if not all(isinstance(source, bytes) for source in self._sources):
+            # Held weakly by the store; grpc holds the fetcher as long as the server may call it.
+            trust.subscribe(self)
 
     def initial(self) -> grpc.ServerCertificateConfiguration:
         """The configuration the server starts with (the snapshot of now)."""
         return grpc.ssl_server_certificate_configuration([self._pair], root_certificates=self._roots)
 
+    def trust_changed(self, snapshot: TrustSnapshot) -> None:
+        """The store reloaded (whatever it changed): re-read the files, and keep
+        a pair that passes for the next handshake, or refuse it, logged."""
+        private_key, certificate_chain = self._sources
+        try:
+            key, chain = _pem(private_key, "private key"), _pem(certificate_chain, "certificate chain")
+        except InvalidArgument as exc:
+            self._keep([str(exc)])
+            return
+        if (key, chain) == (self._waiting or self._pair):  # most reloads: the files as they were
+            return
+        where = "the certificate chain" if isinstance(certificate_chain, bytes) else str(certificate_chain)
+        if problems := serving_problems(chain, key, where=where):
+            self._keep(problems)
+            return
+        leaf = certinfo.load_pem_chain(chain, what=where)[0]
+        with self._lock:  # the pair in force put back before a waiting one was served: nothing waits
+            self._waiting = (key, chain) if (key, chain) != self._pair else None
+        log.info(
+            "server_certificate_changed",
+            certificate=where,
+            subject=leaf.subject.rfc4514_string(),
+            serial=certinfo.serial_hex(leaf),
+            not_after=leaf.not_valid_after_utc.isoformat(),
+            previous_serial=self._serial(self._pair),
+            detail="presented from the next new connection on; open connections keep theirs",
+        )
+
+    def _keep(self, problems: list[str]) -> None:
+        private_key, certificate_chain = self._sources
+        log.error(
+            "server_certificate_kept",
+            certificate=None if isinstance(certificate_chain, bytes) else str(certificate_chain),
+            key=None if isinstance(private_key, bytes) else str(private_key),
+            problems=[problem[:300] for problem in problems],
+            serving_serial=self._serial(self._waiting or self._pair),
+            detail="the certificate in force stays",
+        )
+
+    @staticmethod
+    def _serial(pair: tuple[bytes, bytes]) -> str:
+        return certinfo.serial_hex(x509.load_pem_x509_certificates(pair[1])[0])
+
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
-        if self._trust.snapshot is self._served:  # every handshake: keep it cheap
+        if self._trust.snapshot is self._served and self._waiting is None:  # every handshake: keep it cheap
             return None
         with self._lock:  # one rebuild per snapshot, whichever handshake comes first
             snapshot = self._trust.snapshot
-            if snapshot is self._served:
+            if snapshot is self._served and self._waiting is None:
                 return None
-            self._served = snapshot
-            try:
-                platform_pem = _platform_pem(self._trust, self._platform)
-            except (OSError, ValueError) as exc:
-                # As the trust store does: a broken platform CA file keeps the one in force,
-                # and holds back no tenant CA added or removed beside it.
-                log.error("server_platform_ca_kept", detail=str(exc)[:300])
-                platform_pem = self._platform_pem
-            try:
-                roots = _assemble(snapshot, self._trust, platform_pem)
-            except InvalidArgument as exc:
-                # The roots in force stay; the interceptor still proves every call against this snapshot.
-                log.error("server_client_roots_kept", detail=str(exc)[:300])
-                return None
-            self._platform_pem = platform_pem
-            pair = self._pair
-            if not all(isinstance(source, bytes) for source in self._sources):
+            pair, self._waiting = self._waiting or self._pair, None
+            roots, tenants = self._roots, self._tenants
+            if snapshot is not self._served:
+                self._served = snapshot
                 try:
-                    pair = _key_pair(*self._sources)
+                    platform_pem = _platform_pem(self._trust, self._platform)
+                except (OSError, ValueError) as exc:
+                    # As the trust store does: a broken platform CA file keeps the one in force,
+                    # and holds back no tenant CA added or removed beside it.
+                    log.error("server_platform_ca_kept", detail=str(exc)[:300])
+                    platform_pem = self._platform_pem
+                try:
+                    roots, tenants = _assemble(snapshot, self._trust, platform_pem), frozenset(snapshot.tenants)
+                    self._platform_pem = platform_pem
                 except InvalidArgument as exc:
-                    log.error("server_certificate_kept", detail=str(exc)[:300])
+                    # The roots in force stay; the interceptor still proves every call against this snapshot.
+                    log.error("server_client_roots_kept", detail=str(exc)[:300])
             if roots == self._roots and pair == self._pair:
                 return None
-            tenants = frozenset(snapshot.tenants)
             log.info(
                 "server_client_roots_updated",
                 added=sorted(tenants - self._tenants),
@@ -183,8 +238,9 @@ def server_credentials(
     clients verified against the trust source's CAs (a TrustStore or a certs directory),
     those of its snapshot in force at each new connection (TrustedClientRoots): a
     tenant CA added by a reload is trusted without a restart. Chain and key given as
-    paths are re-read at each new snapshot. `platform`: the platform CA to admit
-    admins with, for a store without a directory.
+    paths are re-read at each reload of the store, and a pair that cannot serve is
+    refused (the one in force stays). `platform`: the platform CA to admit admins
+    with, for a store without a directory.
 
     Keep require_client_auth=True. grpcio has no "request but do not require":
     False means the server does not ask for a certificate at all, so no caller
