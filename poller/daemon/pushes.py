@@ -161,8 +161,10 @@ class PushSide:
         if problems := serving_problems(chain, key, where=str(gateway.cert)):
             raise ConfigError([ConfigIssue("gateway.cert", problem) for problem in problems])
         try:
+            # The paths, not the bytes just checked: the files are re-read and checked at each reload
+            # (poller.server.credentials), so a rotated certificate needs no restart.
             self.server = await serve_gateway(
-                self.gateway, self.trust, gateway.listen, chain, key, audit_accepted=gateway.audit_accepted
+                self.gateway, self.trust, gateway.listen, gateway.cert, gateway.key, audit_accepted=gateway.audit_accepted
             )
         except InvalidArgument as exc:
             raise ConfigError([ConfigIssue("gateway.listen", str(exc))]) from None
