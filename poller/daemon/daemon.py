@@ -185,7 +185,8 @@ class PollerDaemon:
         if self.pushes is not None:
             helpers.append(loop.create_task(self.pushes.watch()))
         report_trust_state(self.trust, self.trust.snapshot.warnings, metrics=self.metrics, refused=self.trust.snapshot.refused)
-        if (watcher := certs_watcher(self.trust, on_change=self._certs_changed)) is not None:
+        served = (self.settings.gateway.cert, self.settings.gateway.key) if self.settings.gateway is not None else ()
+        if (watcher := certs_watcher(self.trust, on_change=self._certs_changed, extra=served)) is not None:
             helpers.append(loop.create_task(watcher.run()))
         try:
             await self._stop.wait()

@@ -3,7 +3,8 @@ one reload routine shared by the watcher and SIGHUP.
 
 The watcher polls: every WATCH_INTERVAL seconds (2 s) it stats the files
 trust is read from (root.pem, platform/ca.pem, the poller's certificate and
-key, tenants/*/ca.pem and crl.pem) and compares mtime, size and inode with
+key, tenants/*/ca.pem and crl.pem; the gateway's certificate and key, which
+its server re-reads at each reload) and compares mtime, size and inode with
 the previous scan. A change is acted on once the files hold still for one
 short settle delay (so a file written in several steps is read whole), then
 the trust store reloads exactly as on SIGHUP. Polling works on every file
@@ -108,11 +109,15 @@ class CertsWatcher:
                 log.exception("certs_reload_failed", certs_dir=str(self.layout.root))
 
 
-def certs_watcher(trust: TrustStore, *, on_change: Callable[[], Awaitable[object]]) -> CertsWatcher | None:
-    """A watcher over the store's certs directory (None for a store made from PEM bytes)."""
+def certs_watcher(
+    trust: TrustStore, *, on_change: Callable[[], Awaitable[object]], extra: Iterable[Path] = ()
+) -> CertsWatcher | None:
+    """A watcher over the store's certs directory (None for a store made from PEM bytes).
+    `extra`: more files whose change calls for a reload (the gateway's certificate and key,
+    which the server re-reads at each reload)."""
     if trust.layout is None:
         return None
-    return CertsWatcher(trust.layout, trust.client_files, on_change=on_change)
+    return CertsWatcher(trust.layout, (*trust.client_files, *extra), on_change=on_change)
 
 
 def reload_trust(trust: TrustStore, *, why: str, metrics: PollerMetrics) -> ReloadReport | None:
