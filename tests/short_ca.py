@@ -1,5 +1,6 @@
-"""A tenant CA that ends at a chosen notAfter while the leaves it issues outlive
-it, as a CA that does not cap its leaves (an external or openssl-made one) may."""
+"""Tenant CAs made by hand: one that ends at a chosen notAfter while the leaves
+it issues outlive it, as a CA that does not cap its leaves (an external or
+openssl-made one) may; and a twin, another tenant's CA on one tenant's key."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime, timedelta
 
 from poller.identity.certinfo import utcnow
 from poller.pki.authority import write_issued
-from poller.pki.build import build_certificate, new_key
+from poller.pki.build import build_certificate, cert_pem, new_key
 from poller.pki.ca import load_root, load_tenant_authority
 from poller.testing.forge import ForgePki
 
@@ -33,3 +34,19 @@ def tenant_ca_until(pki: ForgePki, slug: str, not_after: datetime) -> None:
     layout.tenant_ca(slug).parent.mkdir(parents=True, exist_ok=True)
     write_issued(layout.tenant_ca(slug), layout.tenant_key(slug), layout.tenant_chain(slug), cert, key, root.cert)
     pki.tenants[slug] = load_tenant_authority(layout, slug)
+
+
+def write_twin_tenant_ca(pki: ForgePki, *, key_of: str = "acme-corp", slug: str = "twin") -> None:
+    """Write tenant `slug`'s CA, signed by the root, on tenant `key_of`'s key: a
+    certs directory the trust store refuses as a whole (two tenants, one CA key)."""
+    root = load_root(pki.layout)
+    twin = build_certificate(
+        subject_key=load_tenant_authority(pki.layout, key_of).key,
+        subject_cn=f"tenant-{slug}.ca.serviceradar",
+        issuer_cert=root.cert,
+        issuer_key=root.key,
+        is_ca=True,
+        pathlen=0,
+    )
+    pki.layout.tenant_dir(slug).mkdir()
+    pki.layout.tenant_ca(slug).write_bytes(cert_pem(twin))

@@ -205,23 +205,12 @@ async def test_a_reload_whose_trust_material_is_refused_whole_still_rotates_the_
 ):
     """A certs directory the store refuses as a whole (two tenants with one CA key) keeps
     the trust snapshot in force, the very same object: the gateway's files are re-read anyway."""
-    from poller.pki.authority import load_root, load_tenant_authority
-    from poller.pki.build import build_certificate
+    from short_ca import write_twin_tenant_ca
 
     issue_gateway_cert(pki.directory, dns=[SERVER_NAME])
     async with running(gateway_daemon(pki, tmp_path)) as daemon:
         snapshot = daemon.trust.snapshot
-        root, acme = load_root(pki.directory), load_tenant_authority(pki.directory, ACME)
-        twin = build_certificate(
-            subject_key=acme.key,
-            subject_cn="tenant-twin.ca.serviceradar",
-            issuer_cert=root.cert,
-            issuer_key=root.key,
-            is_ca=True,
-            pathlen=0,
-        )
-        pki.layout.tenant_dir("twin").mkdir()
-        pki.layout.tenant_ca("twin").write_bytes(cert_pem(twin))
+        write_twin_tenant_ca(pki, key_of=ACME)
         second = issue_gateway_cert(pki.directory, dns=[SERVER_NAME])
         with captured(log_events) as events:
             await daemon.reload()

@@ -125,21 +125,9 @@ def test_tenants_are_indexed_by_spki(pki):
 
 
 def test_two_tenants_sharing_a_ca_key_are_refused(pki):
-    from poller.pki.authority import load_root, load_tenant_authority
-    from poller.pki.build import build_certificate, cert_pem
+    from short_ca import write_twin_tenant_ca
 
-    root = load_root(pki.directory)
-    acme = load_tenant_authority(pki.directory, "acme-corp")
-    twin = build_certificate(
-        subject_key=acme.key,
-        subject_cn="tenant-twin.ca.serviceradar",
-        issuer_cert=root.cert,
-        issuer_key=root.key,
-        is_ca=True,
-        pathlen=0,
-    )
-    pki.layout.tenant_dir("twin").mkdir()
-    pki.layout.tenant_ca("twin").write_bytes(cert_pem(twin))
+    write_twin_tenant_ca(pki)
     with pytest.raises(TrustStoreError) as caught:
         TrustStore(pki.directory)
     assert "same public key" in str(caught.value)
