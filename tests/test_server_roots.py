@@ -8,19 +8,24 @@ The interceptor's proof stays the authority on every call."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import ssl
+import threading
 
 import grpc
 import pytest
 from test_gateway import started
 from test_server_interceptor import Service, example
 
+from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.gateway import PushEntry
-from poller.identity.certinfo import load_der
+from poller.identity.certinfo import load_der, serial_hex
+from poller.logs import EVENT_ATTR
 from poller.pki.authority import create_tenant_ca
 from poller.pki.ca import load_tenant_authority
+from poller.pki.gateway import issue_gateway_cert
 from poller.server import TenantServerInterceptor, server_credentials
 from poller.server.credentials import TrustedClientRoots
 from poller.testing.push_agent import refusal_of
@@ -165,4 +170,71 @@ async def test_a_server_certificate_given_as_files_is_re_read_at_a_reload(pki, t
         assert (await service.call(agent, "Whoami"))["tenant"] == "acme-corp"
     finally:
         await service.close()
+        await server.stop(None)
+
+
+class _HoldAt(logging.Handler):
+    """Holds the thread that logs `event` (grpc's, inside TrustedClientRoots.__call__)
+    until released: the window between taking the waiting pair and serving it."""
+
+    def __init__(self, event: str) -> None:
+        super().__init__()
+        self.event, self.entered, self.resume = event, threading.Event(), threading.Event()
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: other threads keep logging
+        if getattr(record, EVENT_ATTR, {}).get("event") == self.event and not self.entered.is_set():
+            self.entered.set()
+            self.resume.wait(30)
+        return True
+
+
+async def test_a_rotation_back_while_a_handshake_takes_the_new_pair_is_not_lost(pki):
+    # Found by an outside review: the reload that put pair A back compared the files with
+    # the pair in force while a handshake was handing grpc pair B, saw no change, and B
+    # was presented for ever while the files held A.
+    a = issue_gateway_cert(pki.directory, dns=["gw.example.net"])
+    a_cert, a_key = a.cert_path.read_bytes(), a.key_path.read_bytes()
+    trust = TrustStore(pki.directory, require_client=False)
+    roots = TrustedClientRoots(trust, a.cert_path, a.key_path)
+    server = grpc.aio.server()
+    port = server.add_secure_port(
+        "127.0.0.1:0", grpc.dynamic_ssl_server_credentials(roots.initial(), roots, require_client_authentication=True)
+    )
+    await server.start()
+    context = collector_context(trust.client)
+
+    async def presented() -> str:
+        return serial_hex(load_der((await fetch_peer_chain(f"127.0.0.1:{port}", context, timeout=10))[0]))
+
+    hold = _HoldAt("server_client_roots_updated")
+    logger = logging.getLogger("poller")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(hold)
+    try:
+        assert await presented() == a.serial
+        b = issue_gateway_cert(pki.directory, dns=["gw.example.net"])  # rotated in place
+        trust.reload()  # B waits for the next handshake
+        handshake = asyncio.ensure_future(presented())  # grpc's thread takes B, and is held
+        assert await asyncio.to_thread(hold.entered.wait, 30)
+        a.cert_path.write_bytes(a_cert)  # the operator puts A back and reloads, meanwhile
+        a.key_path.write_bytes(a_key)
+        reached = threading.Event()  # the reload has reached the credentials (the store calls trust_changed)
+        decide = roots.trust_changed
+
+        def reaching(snapshot):  # type: ignore[no-untyped-def]
+            reached.set()
+            decide(snapshot)
+
+        roots.trust_changed = reaching  # type: ignore[method-assign]
+        reload = asyncio.ensure_future(asyncio.to_thread(trust.reload))
+        assert await asyncio.to_thread(reached.wait, 30)
+        hold.resume.set()
+        await reload
+        assert await handshake == b.serial  # that handshake had B already
+        assert await presented() == a.serial  # the next one gets what the files hold
+    finally:
+        hold.resume.set()
+        logger.removeHandler(hold)
+        logger.setLevel(level)
         await server.stop(None)

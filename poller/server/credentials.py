@@ -148,7 +148,15 @@ class TrustedClientRoots:
 
     def trust_changed(self, snapshot: TrustSnapshot) -> None:
         """The store reloaded (whatever it changed): re-read the files, and keep
-        a pair that passes for the next handshake, or refuse it, logged."""
+        a pair that passes for the next handshake, or refuse it, logged.
+
+        Under the lock all through: a handshake's __call__ hands the waiting pair to
+        grpc under it, so what is compared with the files is the pair grpc will
+        present (a rotation back to the pair in force during a handshake is not lost)."""
+        with self._lock:
+            self._reread()
+
+    def _reread(self) -> None:
         private_key, certificate_chain = self._sources
         try:
             key, chain = _pem(private_key, "private key"), _pem(certificate_chain, "certificate chain")
@@ -162,8 +170,8 @@ class TrustedClientRoots:
             self._keep(problems)
             return
         leaf = certinfo.load_pem_chain(chain, what=where)[0]
-        with self._lock:  # the pair in force put back before a waiting one was served: nothing waits
-            self._waiting = (key, chain) if (key, chain) != self._pair else None
+        # The pair in force put back before a waiting one was served: nothing waits.
+        self._waiting = (key, chain) if (key, chain) != self._pair else None
         log.info(
             "server_certificate_changed",
             certificate=where,
