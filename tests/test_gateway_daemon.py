@@ -121,6 +121,10 @@ def test_the_gateway_section_and_push_agents(pki):
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "max_services": 0}, "gateway.max_services"),
         ({"e": push_entry(ACME)}, {"listen": ":0", "max_connections_per_tenant": 0}, "gateway.max_connections_per_tenant"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "connection_idle": 30}, "gateway.connection_idle"),
+        # grpc's options are a C int of milliseconds: past 24.8 days the server would not start
+        ({"e": push_entry(ACME)}, {"listen": ":0", "connection_idle": "600h"}, "gateway.connection_idle"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "keepalive": "600h"}, "gateway.keepalive"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "keepalive_timeout": "600h"}, "gateway.keepalive_timeout"),
         ({"e": push_entry(ACME)}, {"cert": "x.pem"}, "gateway.listen"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "acept_unlisted": True}, "gateway.acept_unlisted"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "audit_accepted": "never"}, "gateway.audit_accepted"),

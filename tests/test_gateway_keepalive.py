@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from relay import TcpRelay
 from test_gateway import ACME, SERVER_NAME, XYZ, _EventTracker, started
 
 from poller.config import parse_config
 from poller.gateway import GatewayBounds
 from poller.gateway.server import AGENT_PING_MIN_INTERVAL, server_options
+from poller.identity.reasons import InvalidArgument
 from poller.testing.push_agent import PushAgent
 
 #: ServiceRadar's agent: keepalive.ClientParameters{Time: 120 * time.Second} (go/pkg/grpc/client.go).
@@ -73,6 +75,13 @@ def test_the_options_take_serviceradar_agents_pings_and_ping_as_upstreams_gatewa
     # Upstream's gateway: Time 120 s, Timeout 20 s; grpc core honours the timeout as ping_timeout_ms.
     assert (options["grpc.keepalive_time_ms"], options["grpc.keepalive_timeout_ms"]) == (120_000, 20_000)
     assert options["grpc.http2.ping_timeout_ms"] == 20_000
+
+
+@pytest.mark.parametrize("name", ["keepalive", "keepalive_timeout", "connection_idle"])
+def test_a_bound_grpc_cannot_take_is_refused_before_serving(name):
+    with pytest.raises(InvalidArgument, match=f"{name} must be at most 2147483.647 seconds"):
+        GatewayBounds(**{name: 600 * 3600.0})
+    assert dict(server_options(GatewayBounds(**{name: 596 * 3600.0})))  # 2,145,600,000 ms: still an int grpc takes
 
 
 def test_keepalive_is_configured_in_the_gateway_section(pki):

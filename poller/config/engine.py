@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 from poller.address import show_value, split_host_port
-from poller.config.durations import BARE_NUMBER_REASON, DurationError, parse_duration
+from poller.config.durations import BARE_NUMBER_REASON, DurationError, format_duration, parse_duration
 from poller.identity.names import is_label
 from poller.identity.reasons import PollerError
 
@@ -279,8 +279,10 @@ class Checker:
             return None
         return value
 
-    def duration(self, obj: Mapping[str, Any], name: str, path: str, *, default: float | None) -> float | None:
-        """A positive duration in seconds; default when absent; None when invalid."""
+    def duration(
+        self, obj: Mapping[str, Any], name: str, path: str, *, default: float | None, most: float | None = None
+    ) -> float | None:
+        """A positive duration in seconds, at most `most` when given; default when absent; None when invalid."""
         where = key(path, name)
         value = obj.get(name, MISSING)
         if value is MISSING or (value is None and default is None):
@@ -298,6 +300,9 @@ class Checker:
             return None
         if seconds <= 0:
             self.error(where, "must be positive")
+            return None
+        if most is not None and seconds > most:
+            self.error(where, f"{show(value)} is longer than {format_duration(most)}, the most it can be")
             return None
         return seconds
 

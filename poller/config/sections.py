@@ -64,6 +64,7 @@ from poller.config.model import (
     DEFAULT_REASSEMBLY_BUDGET,
     DEFAULT_SINK_DIR,
     DEFAULT_STREAM_MAX_AGE,
+    GRPC_MAX_MS,
     LOG_FORMATS,
     LOG_LEVELS,
     MIN_REASSEMBLY_BUDGET,
@@ -610,8 +611,9 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
         "max_connections_per_tenant",
     ):
         numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1)
-    for name in ("stream_timeout", "connection_idle", "keepalive", "keepalive_timeout"):
-        numbers[name] = c.duration(obj, name, "gateway", default=getattr(defaults, name))
+    numbers["stream_timeout"] = c.duration(obj, "stream_timeout", "gateway", default=defaults.stream_timeout)
+    for name in ("connection_idle", "keepalive", "keepalive_timeout"):  # grpc options in milliseconds, a C int
+        numbers[name] = c.duration(obj, name, "gateway", default=getattr(defaults, name), most=GRPC_MAX_MS / 1000)
     if len(c.errors) > errors_before or listen is None or cert is None or key_path is None:
         return None
     return GatewayConfig(

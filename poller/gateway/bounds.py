@@ -60,6 +60,7 @@ from poller.config.model import (
     DEFAULT_GATEWAY_PUSH_BURST,
     DEFAULT_GATEWAY_PUSH_RATE,
     DEFAULT_GATEWAY_STREAM_TIMEOUT,
+    GRPC_MAX_MS,
     GatewayConfig,
 )
 from poller.identity.reasons import InvalidArgument
@@ -108,6 +109,10 @@ class GatewayBounds:
         for name in ("push_rate", "stream_timeout", "connection_idle", "keepalive", "keepalive_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"gateway bound {name} must be positive")
+        for name in ("connection_idle", "keepalive", "keepalive_timeout"):  # grpc options, in milliseconds
+            if getattr(self, name) * 1000 > GRPC_MAX_MS:
+                limit = GRPC_MAX_MS / 1000
+                raise InvalidArgument(f"gateway bound {name} must be at most {limit} seconds (grpc takes milliseconds, a C int)")
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> GatewayBounds:
