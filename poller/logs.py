@@ -85,8 +85,9 @@ class LineLimiter:
     2
     """
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, *, max_keys: int = 10_000) -> None:
         self.every = every
+        self.max_keys = max_keys  # past it, keys whose window has closed are forgotten
         self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (its last line at, held back since)
 
     def due(self, key: Hashable, *, now: float | None = None) -> int | None:
@@ -96,6 +97,8 @@ class LineLimiter:
             self._last[key] = (at, held + 1)
             return None
         self._last[key] = (now, 0)
+        if len(self._last) > self.max_keys:  # keys an attacker could mint (names of certificates): bounded
+            self._last = {k: v for k, v in self._last.items() if now - v[0] < self.every}
         return held
 
 

@@ -522,7 +522,8 @@ async def test_the_rate_binds_lying_calls_hello_and_get_config_too(pki, tmp_path
     # Each call takes its tenant's token before it is checked: a flood of lying pushes is
     # refused resource_exhausted and counted, with an audit line only while tokens last.
     bounds = GatewayBounds(push_rate=0.001, push_burst=4)  # no token back within the test
-    async with started(pki, tmp_path, bounds=bounds) as g:
+    second = PushEntry("edge-acme-2", tenant=ACME, component="agent-002", checks=CHECKS, interval=15.0)
+    async with started(pki, tmp_path, bounds=bounds, entries=[*entries(), second]) as g:
         honest = g.agent(pki.agent(ACME, "agent-001"))
         liar = g.agent(pki.agent(ACME, "agent-001"), agent_id="agent-999")
         assert (await honest.hello()).accepted and (await honest.push([honest.status("ssh")])).received
@@ -536,9 +537,18 @@ async def test_the_rate_binds_lying_calls_hello_and_get_config_too(pki, tmp_path
         assert g.pushes(ACME, "identity_mismatch") == 2 and g.pushes(ACME, "resource_exhausted") == 18
         for call in (honest.hello(), honest.get_config(), honest.push([honest.status("ssh")])):
             assert await refused(call) == exhausted
-        # 21 refused and counted, one line: the flood is not one in the log too.
-        [over] = [e for e in log_events() if e["event"] == "gateway_request_refused" and e["reason"] == "resource_exhausted"]
-        assert (over["tenant"], over["agent"]) == (ACME, "edge-acme") and "suppressed" not in over
+        sibling = g.agent(pki.agent(ACME, "agent-002"))
+        assert await refused(sibling.hello()) == exhausted
+        # 22 refused and counted, one line per agent and method: the flood is not one in the
+        # log too, and hides neither the agent's other calls nor another agent's.
+        over = [e for e in log_events() if e["event"] == "gateway_request_refused" and e["reason"] == "resource_exhausted"]
+        assert sorted((e["agent"], e["method"].rsplit("/", 1)[1]) for e in over) == [
+            ("edge-acme", "GetConfig"),
+            ("edge-acme", "Hello"),
+            ("edge-acme", "PushStatus"),
+            ("edge-acme-2", "Hello"),
+        ]
+        assert all(e["tenant"] == ACME and "suppressed" not in e for e in over)
         assert g.pushes(ACME, "resource_exhausted") == 19  # 18 lies and the push (Hello, GetConfig are no pushes)
         other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
         assert (await other.hello()).accepted and (await other.push([other.status("x")])).received  # its own bucket

@@ -17,7 +17,7 @@ import structlog
 
 from poller.dial.dialer import dial_agent
 from poller.identity.reasons import IdentityRefused
-from poller.logs import configure_logging
+from poller.logs import LineLimiter, configure_logging
 
 ACME = "acme-corp"
 
@@ -176,3 +176,18 @@ def test_console_lines_escape_what_an_agent_reports(restore_logging, value) -> N
     assert all(c.isprintable() or c == "\n" for c in text), repr(text)
     assert "\\x1b" in text or "\\u202e" in text or "\\r" in text
     assert text.count("\n") >= 4  # the traceback keeps its own lines
+
+
+def test_a_line_limiter_holds_back_per_key_and_says_how_many_it_held():
+    limiter = LineLimiter(10.0)
+    assert [limiter.due("a", now=100.0), limiter.due("a", now=101.0), limiter.due("b", now=101.0)] == [0, None, 0]
+    assert limiter.due("a", now=109.9) is None  # still inside a's window
+    assert limiter.due("a", now=110.0) == 2  # the two held back since a's last line
+
+
+def test_a_line_limiter_forgets_closed_windows_past_its_key_bound():
+    limiter = LineLimiter(10.0, max_keys=3)
+    for n in range(3):
+        limiter.due(f"old-{n}", now=0.0)
+    assert limiter.due("new", now=20.0) == 0  # a fourth key: the three closed windows go
+    assert limiter.due("old-0", now=20.5) == 0 and limiter.due("new", now=21.0) is None

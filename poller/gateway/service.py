@@ -71,8 +71,9 @@ T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 # The cancellation message of a long-lived call whose caller a reload delisted.
 DELISTED = "poller: the push entries no longer admit the caller"
-# A tenant over its rate is refused every call, counted in full, but logged once
-# in this many seconds (with the number held back): a flood must not become one.
+# A tenant over its rate is refused every call, counted in full, but each agent's
+# refusals of one method are logged once in this many seconds (with the number held
+# back): a flood must not become one, and one agent's flood hides no other agent's.
 OVER_RATE_LOG_EVERY = 10.0
 # What a status kept for reassembly holds beyond its wire bytes: a parsed
 # GatewayServiceStatus takes 205-225 bytes more of the chunk's upb arena than it
@@ -174,7 +175,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
         # the task running each: a reload that no longer admits the caller ends them.
         self._held: dict[_Call, asyncio.Task[Any]] = {}
-        self._over_rate_lines = LineLimiter(OVER_RATE_LOG_EVERY)  # per tenant
+        self._over_rate_lines = LineLimiter(OVER_RATE_LOG_EVERY)  # per (tenant, agent, method)
         pushes.on_change(self._entries_changed)
 
     # -- the five methods ---------------------------------------------------------------
@@ -356,7 +357,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             )
             if push:
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=over_rate.reason)
-            held = self._over_rate_lines.due(ctx.tenant)
+            held = self._over_rate_lines.due((ctx.tenant, entry.name, method))
             await self._abort(context, method, ctx, entry, peer, over_rate, push=push, line=held is not None, suppressed=held)
         over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
         if over is not None:
