@@ -89,6 +89,7 @@ class LineLimiter:
         self.every = every
         self.max_keys = max_keys  # past it, keys whose window has closed are forgotten
         self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (its last line at, held back since)
+        self._prune_at = max_keys  # doubled when a prune leaves many: a scan per line would not be
 
     def due(self, key: Hashable, *, now: float | None = None) -> int | None:
         now = time.monotonic() if now is None else now
@@ -97,8 +98,9 @@ class LineLimiter:
             self._last[key] = (at, held + 1)
             return None
         self._last[key] = (now, 0)
-        if len(self._last) > self.max_keys:  # keys an attacker could mint (names of certificates): bounded
+        if len(self._last) > self._prune_at:  # keys an attacker could mint (names of certificates): bounded
             self._last = {k: v for k, v in self._last.items() if now - v[0] < self.every}
+            self._prune_at = max(self.max_keys, 2 * len(self._last))
         return held
 
 

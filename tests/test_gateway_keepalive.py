@@ -11,6 +11,7 @@ import grpc
 import pytest
 from relay import TcpRelay
 from test_gateway import ACME, SERVER_NAME, XYZ, _EventTracker, started
+from test_gateway_daemon import config, push_entry
 
 from poller.config import parse_config
 from poller.gateway import GatewayBounds
@@ -85,8 +86,6 @@ def test_a_bound_grpc_cannot_take_is_refused_before_serving(name):
 
 
 def test_keepalive_is_configured_in_the_gateway_section(pki):
-    from test_gateway_daemon import config, push_entry
-
     settings = parse_config(
         config(pki, {"e": push_entry(ACME)}) | {"gateway": {"listen": ":0", "keepalive": "45s", "keepalive_timeout": "5s"}}
     )

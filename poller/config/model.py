@@ -124,10 +124,10 @@ DEFAULT_GATEWAY_STREAM_TIMEOUT = 300.0
 # that died without a FIN (a NAT dropping its entry, a host gone) holds its ControlStream,
 # and the tenant's place for it, until the kernel gives up: hours.
 DEFAULT_GATEWAY_KEEPALIVE = 120.0
+DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT = 20.0
 # grpc's integer channel options are a C int: a duration in milliseconds above this
 # (24.8 days) does not reach the server, it stops it starting.
 GRPC_MAX_MS = 2**31 - 1
-DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT = 20.0
 # Acceptance audit lines per method and connection, not per call: the gateway's
 # agents make a call per push (poller.audit.ACCEPT_AUDIT_MODES).
 DEFAULT_GATEWAY_AUDIT_ACCEPTED = "connection"

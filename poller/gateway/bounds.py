@@ -103,10 +103,12 @@ class GatewayBounds:
             "max_calls_per_tenant",
             "max_connections",
             "max_connections_per_tenant",
+            "push_rate",
+            "stream_timeout",
+            "connection_idle",
+            "keepalive",
+            "keepalive_timeout",
         ):
-            if getattr(self, name) <= 0:
-                raise InvalidArgument(f"gateway bound {name} must be positive")
-        for name in ("push_rate", "stream_timeout", "connection_idle", "keepalive", "keepalive_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"gateway bound {name} must be positive")
         for name in ("connection_idle", "keepalive", "keepalive_timeout"):  # grpc options, in milliseconds

@@ -358,7 +358,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             if push:
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=over_rate.reason)
             held = self._over_rate_lines.due((ctx.tenant, entry.name, method))
-            await self._abort(context, method, ctx, entry, peer, over_rate, push=push, line=held is not None, suppressed=held)
+            await self._abort(context, method, ctx, entry, peer, over_rate, push=push, suppressed=held)
         over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
         if over is not None:
             await self._abort(context, method, ctx, entry, peer, _exhausted(over), push=push)
@@ -413,11 +413,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         refusal: _Refusal,
         *,
         push: bool,
-        line: bool = True,
-        suppressed: int | None = None,
+        suppressed: int | None = 0,
     ) -> NoReturn:
-        """Refuse the call: counted, answered, and logged unless `line` is False (a
-        flood's line held back); `suppressed`: how many were held back before this line."""
+        """Refuse the call: counted, answered, and logged; `suppressed`: how many lines of
+        its kind were held back before this one, None when this one is held back too."""
         fields: dict[str, Any] = {
             "method": f"/{SERVICE}/{method}",
             "peer": peer,
@@ -428,10 +427,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         }
         if suppressed:
             fields["suppressed"] = suppressed
-        if line and refusal.audited:
-            audit_log.warning("gateway_request_refused", audit=True, **fields)
-        elif line:
-            log.warning("gateway_request_refused", **fields)
+        if suppressed is not None:  # None: a flood's line, held back (poller.logs.LineLimiter)
+            if refusal.audited:
+                audit_log.warning("gateway_request_refused", audit=True, **fields)
+            else:
+                log.warning("gateway_request_refused", **fields)
         if push:
             self._count_push(ctx.tenant, refusal.reason)
         await abort_refused(context, refusal.code, refusal.reason, f"{refusal.reason.value}: {refusal.detail}")

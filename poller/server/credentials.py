@@ -163,7 +163,7 @@ class TrustedClientRoots:
         except InvalidArgument as exc:
             self._keep([str(exc)])
             return
-        if (key, chain) == (self._waiting or self._pair):  # most reloads: the files as they were
+        if (key, chain) == self._next_pair:  # most reloads: the files as they were
             return
         where = "the certificate chain" if isinstance(certificate_chain, bytes) else str(certificate_chain)
         if problems := serving_problems(chain, key, where=where):
@@ -189,9 +189,14 @@ class TrustedClientRoots:
             certificate=None if isinstance(certificate_chain, bytes) else str(certificate_chain),
             key=None if isinstance(private_key, bytes) else str(private_key),
             problems=[problem[:300] for problem in problems],
-            serving_serial=self._serial(self._waiting or self._pair),
+            serving_serial=self._serial(self._next_pair),
             detail="the certificate in force stays",
         )
+
+    @property
+    def _next_pair(self) -> tuple[bytes, bytes]:
+        """The pair the next new connection is served with: a waiting one, else the one in force."""
+        return self._waiting or self._pair
 
     @staticmethod
     def _serial(pair: tuple[bytes, bytes]) -> str:
@@ -204,7 +209,7 @@ class TrustedClientRoots:
             snapshot = self._trust.snapshot
             if snapshot is self._served and self._waiting is None:
                 return None
-            pair, self._waiting = self._waiting or self._pair, None
+            pair, self._waiting = self._next_pair, None
             roots, tenants = self._roots, self._tenants
             if snapshot is not self._served:
                 self._served = snapshot
