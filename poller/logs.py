@@ -32,13 +32,13 @@ import os
 import re
 import sys
 import threading
-import time
-from collections.abc import Hashable, MutableMapping
+from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
 
 from poller.identity.reasons import InvalidArgument
+from poller.timers import Clock, WallClock
 
 FORMATS = ("auto", "json", "console")
 
@@ -78,30 +78,63 @@ class LineLimiter:
     else how many were held back since the key's last line (its `suppressed`).
     What a line stands for is still counted in full by the metrics.
 
+    A flood that stops inside a window would leave its last count unwritten.
+    With `on_held_back(key, held)`, the limiter calls it when such a window
+    closes, from a timer of `clock` in the running event loop (none is armed
+    without one), so every line held back is said, at most one window late.
+
     >>> limiter = LineLimiter(60.0)
     >>> limiter.due("acme-corp"), limiter.due("acme-corp"), limiter.due("acme-corp")
     (0, None, None)
-    >>> limiter.due("acme-corp", now=time.monotonic() + 61)
+    >>> limiter.due("acme-corp", now=limiter.clock.time() + 61)
     2
     """
 
-    def __init__(self, every: float, *, max_keys: int = 10_000) -> None:
+    def __init__(
+        self,
+        every: float,
+        *,
+        max_keys: int = 10_000,
+        clock: Clock | None = None,
+        on_held_back: Callable[[Hashable, int], object] | None = None,
+    ) -> None:
         self.every = every
         self.max_keys = max_keys  # past it, keys whose window has closed are forgotten
+        self.clock: Clock = clock or WallClock()
+        self.on_held_back = on_held_back
         self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (its last line at, held back since)
         self._prune_at = max_keys  # doubled when a prune leaves many: a scan per line would not be
 
     def due(self, key: Hashable, *, now: float | None = None) -> int | None:
-        now = time.monotonic() if now is None else now
+        now = self.clock.time() if now is None else now
         at, held = self._last.get(key, (-float("inf"), 0))
         if now - at < self.every:
             self._last[key] = (at, held + 1)
+            if held == 0 and self.on_held_back is not None:
+                self._arm(key, at)
             return None
         self._last[key] = (now, 0)
         if len(self._last) > self._prune_at:  # keys an attacker could mint (names of certificates): bounded
-            self._last = {k: v for k, v in self._last.items() if now - v[0] < self.every}
+            # A key still holding lines back stays: its timer will say how many.
+            self._last = {k: v for k, v in self._last.items() if v[1] or now - v[0] < self.every}
             self._prune_at = max(self.max_keys, 2 * len(self._last))
         return held
+
+    def _arm(self, key: Hashable, at: float) -> None:
+        """The first line held back in the window opened at `at`: its count is
+        said when the window closes, unless a line of the key says it first."""
+        try:
+            self.clock.call_at(at + self.every, lambda: self._close(key, at))
+        except RuntimeError:  # no running event loop (a synchronous caller): nothing can be armed
+            pass
+
+    def _close(self, key: Hashable, at: float) -> None:
+        entry = self._last.get(key)
+        if entry is None or entry[0] != at or not entry[1]:
+            return  # a line came due since and said the count
+        self._last[key] = (at, 0)  # the window stays closed: the next event is written in full
+        assert self.on_held_back is not None
+        self.on_held_back(key, entry[1])
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

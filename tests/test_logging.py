@@ -18,6 +18,7 @@ import structlog
 from poller.dial.dialer import dial_agent
 from poller.identity.reasons import IdentityRefused
 from poller.logs import LineLimiter, configure_logging
+from poller.testing import ManualClock
 
 ACME = "acme-corp"
 
@@ -183,6 +184,49 @@ def test_a_line_limiter_holds_back_per_key_and_says_how_many_it_held():
     assert [limiter.due("a", now=100.0), limiter.due("a", now=101.0), limiter.due("b", now=101.0)] == [0, None, 0]
     assert limiter.due("a", now=109.9) is None  # still inside a's window
     assert limiter.due("a", now=110.0) == 2  # the two held back since a's last line
+
+
+def test_a_line_limiter_says_the_count_of_a_flood_that_stopped_inside_its_window():
+    clock = ManualClock(now=1000.0)
+    said: list[tuple[str, int]] = []
+    limiter = LineLimiter(10.0, clock=clock, on_held_back=lambda key, held: said.append((key, held)))
+    assert [limiter.due("a"), limiter.due("a"), limiter.due("a"), limiter.due("b")] == [0, None, None, 0]
+    clock.advance(9.9)
+    assert said == []  # the window is still open
+    clock.advance(0.1)
+    assert said == [("a", 2)]  # b held nothing back: no line for it
+    assert limiter.due("a") == 0  # the count was said: the next line starts afresh, written in full
+    assert limiter.due("a") is None
+    clock.advance(10.0)
+    assert said == [("a", 2), ("a", 1)]
+
+
+def test_a_line_limiter_says_a_count_once_when_a_line_came_due_first():
+    clock = ManualClock(now=0.0)
+    said: list[tuple[str, int]] = []
+    limiter = LineLimiter(10.0, clock=clock, on_held_back=lambda key, held: said.append((key, held)))
+    limiter.due("a"), limiter.due("a")
+    clock.now = 10.0  # time passes, but the window's timer has not run yet ...
+    assert limiter.due("a") == 1  # ... when a line comes due: it says the count
+    clock.advance(0.0)
+    assert said == []  # and the timer does not say it again
+
+
+def test_a_line_limiter_keeps_a_key_holding_lines_back_past_its_key_bound():
+    clock = ManualClock(now=0.0)
+    said: list[tuple[str, int]] = []
+    limiter = LineLimiter(10.0, max_keys=2, clock=clock, on_held_back=lambda key, held: said.append((key, held)))
+    limiter.due("a"), limiter.due("a")  # a holds one back
+    clock.now = 10.0
+    for key in ("b", "c", "d"):  # past the bound, with a's window closed but its timer not yet run
+        limiter.due(key)
+    clock.advance(0.0)
+    assert said == [("a", 1)]
+
+
+def test_a_line_limiter_without_a_running_loop_arms_nothing():
+    limiter = LineLimiter(10.0, on_held_back=lambda key, held: pytest.fail("no timer without a loop"))
+    assert [limiter.due("a"), limiter.due("a")] == [0, None]  # WallClock: no running loop, nothing armed
 
 
 def test_a_line_limiter_forgets_closed_windows_past_its_key_bound():

@@ -106,7 +106,7 @@ class OperatorServer:
         self._per_client: dict[str, int] = {}  # connections held, by client address; no zero entries
         # Connections closed unanswered because a limit was reached, by limit (for tests and debugging).
         self.refused: dict[Limit, int] = {"per_client": 0, "total": 0}
-        self._refusal_log = LineLimiter(REFUSAL_LOG_EVERY)  # per limit
+        self._refusal_log = LineLimiter(REFUSAL_LOG_EVERY, on_held_back=self._refusals_held_back)  # per limit
 
     @property
     def port(self) -> int:
@@ -157,6 +157,10 @@ class OperatorServer:
         extra = {"suppressed": hidden} if hidden else {}
         cap = self.max_per_client if limit == "per_client" else self.max_connections
         log.warning("http_connection_refused", limit=limit, peer=client, peer_connections=held, max=cap, **extra)
+
+    def _refusals_held_back(self, limit: object, held: int) -> None:
+        """Refusals of one limit held back in a window that closed with no line saying them."""
+        log.warning("http_connections_held_back", limit=limit, suppressed=held, window_s=self._refusal_log.every)
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with self._slots:

@@ -29,8 +29,8 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, NoReturn, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 
@@ -74,6 +74,7 @@ DELISTED = "poller: the push entries no longer admit the caller"
 # A tenant over its rate is refused every call, counted in full, but each agent's
 # refusals of one method are logged once in this many seconds (with the number held
 # back): a flood must not become one, and one agent's flood hides no other agent's.
+# The count of a flood that stops inside a window is written when the window closes.
 OVER_RATE_LOG_EVERY = 10.0
 # What a status kept for reassembly holds beyond its wire bytes: a parsed
 # GatewayServiceStatus takes 205-225 bytes more of the chunk's upb arena than it
@@ -175,7 +176,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
         # the task running each: a reload that no longer admits the caller ends them.
         self._held: dict[_Call, asyncio.Task[Any]] = {}
-        self._over_rate_lines = LineLimiter(OVER_RATE_LOG_EVERY)  # per (tenant, agent, method)
+        # per (tenant, agent, method)
+        self._over_rate_lines = LineLimiter(OVER_RATE_LOG_EVERY, on_held_back=self._over_rate_held_back)
         pushes.on_change(self._entries_changed)
 
     # -- the five methods ---------------------------------------------------------------
@@ -308,6 +310,20 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         if method in PUSH_METHODS:
             self._count_push(named.tenant, refusal.reason)
         self.tracker.pushed(entry, peer=peer_address(peer), at=time.time(), outcome=refusal.reason)
+
+    def _over_rate_held_back(self, key: Hashable, held: int) -> None:
+        """An agent's over-rate refusals of one method held back in a window that has
+        closed with no line saying them: said now."""
+        tenant, agent, method = cast(tuple[str, str, str], key)
+        log.warning(
+            "gateway_requests_held_back",
+            tenant=tenant,
+            agent=agent,
+            method=f"/{SERVICE}/{method}",
+            reason=Reason.RESOURCE_EXHAUSTED.value,
+            suppressed=held,
+            window_s=self._over_rate_lines.every,
+        )
 
     def _count_push(self, tenant: str, outcome: Reason) -> None:
         self._pushes.child(tenant, outcome).inc()  # a StrEnum: its own label value
