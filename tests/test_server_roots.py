@@ -13,15 +13,18 @@ import shutil
 import socket
 import ssl
 import threading
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from test_gateway import started
 from test_server_interceptor import Service, example
 
 from poller.dial.peer import collector_context, fetch_peer_chain
 from poller.gateway import PushEntry
 from poller.identity.certinfo import load_der, serial_hex
+from poller.identity.reasons import InvalidArgument
 from poller.logs import EVENT_ATTR
 from poller.pki.authority import create_tenant_ca
 from poller.pki.ca import load_tenant_authority
@@ -238,3 +241,26 @@ async def test_a_rotation_back_while_a_handshake_takes_the_new_pair_is_not_lost(
         logger.removeHandler(hold)
         logger.setLevel(level)
         await server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"eku": [ExtendedKeyUsageOID.CLIENT_AUTH]}, "is not for serving"),
+        ({"not_after": datetime.now(UTC) - timedelta(days=1)}, "expired at"),
+        ({"key_kind": "rsa"}, "the key does not match"),  # the other certificate's key below
+    ],
+)
+def test_a_server_pair_that_cannot_serve_is_refused_at_start_naming_why(pki, tmp_path, options, problem):
+    # grpc would serve a client's certificate or an expired one without a word, and every
+    # client's handshake would fail: the library's server refuses them first, as a reload does.
+    trust = TrustStore(pki.directory, require_client=False)
+    cert = pki.agent("acme-corp", "agent-001", **options)
+    key = pki.agent("acme-corp", "agent-002").key_pem if problem.startswith("the key") else cert.key_pem
+    chain_file = tmp_path / "server.pem"
+    chain_file.write_bytes(cert.chain_pem)
+    with pytest.raises(InvalidArgument) as info:
+        server_credentials(trust, chain_file, key)
+    assert problem in str(info.value) and str(chain_file) in str(info.value)
+    good = pki.agent("acme-corp", "agent-003")  # an agent's certificate is for serving too (AgentService)
+    assert server_credentials(trust, good.chain_pem, good.key_pem) is not None

@@ -92,16 +92,14 @@ def _assemble(snapshot: TrustSnapshot, trust: TrustStore, platform_pem: bytes | 
 
 
 def _key_pair(private_key: PemSource, certificate_chain: PemSource) -> tuple[bytes, bytes]:
-    """(key, chain) PEM, read from files where given as paths; InvalidArgument if
-    unreadable or if the key is not the chain's first certificate's."""
+    """(key, chain) PEM, read from files where given as paths; InvalidArgument naming
+    every problem (serving_problems) that keeps them from serving: grpc itself would
+    serve a certificate made for clients, or an expired one, without a word, and
+    every client's handshake would fail."""
     key, chain = _pem(private_key, "private key"), _pem(certificate_chain, "certificate chain")
-    try:
-        leaf = x509.load_pem_x509_certificates(chain)[0]
-        loaded = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError):
-        raise InvalidArgument("the server certificate chain or key is not PEM (an unencrypted key)") from None
-    if not certinfo.key_matches(leaf, loaded):
-        raise InvalidArgument("the server key does not match its certificate")
+    where = "the server certificate chain" if isinstance(certificate_chain, bytes) else str(certificate_chain)
+    if problems := serving_problems(chain, key, where=where):
+        raise InvalidArgument("; ".join(problems))
     return key, chain
 
 
