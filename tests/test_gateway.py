@@ -601,6 +601,27 @@ async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
         assert (await session.ended())[0] == grpc.StatusCode.OK
 
 
+async def test_one_agent_cannot_hold_every_place_of_its_tenant(pki, tmp_path):
+    # A stolen key of one agent, holding streams open, must not cut off its sibling agents.
+    second = PushEntry("edge-acme-2", tenant=ACME, component="agent-002", checks=CHECKS, interval=15.0)
+    bounds = GatewayBounds(max_calls_per_tenant=3, max_calls_per_agent=2)
+    async with started(pki, tmp_path, bounds=bounds, entries=[*entries(), second]) as g:
+        hog = g.agent(pki.agent(ACME, "agent-001"))
+        sessions = [hog.control_stream() for _ in range(2)]
+        for session in sessions:
+            await session.opened()  # its share, held
+        exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert (await hog.control_stream().ended()) == exhausted
+        assert await refused(hog.push([hog.status("x")])) == exhausted
+        sibling = g.agent(pki.agent(ACME, "agent-002"))
+        assert (await sibling.push([sibling.status("y")])).received  # the tenant's third place is its
+        assert [r["service_name"] for r in g.rows(ACME)] == ["y"]
+        await sessions[0].close()
+        assert (await sessions[0].ended())[0] == grpc.StatusCode.OK
+        assert (await hog.push([hog.status("z")])).received  # a place of its own again
+        assert g.pushes(ACME, "resource_exhausted") == 1 and g.pushes(ACME, "ok") == 2
+
+
 async def test_connections_per_tenant_are_bounded_and_a_reconnect_is_not_refused(pki, tmp_path):
     bounds = GatewayBounds(max_connections_per_tenant=1)
     async with started(pki, tmp_path, entries=[], accept_unlisted=True, bounds=bounds) as g:

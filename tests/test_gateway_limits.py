@@ -57,6 +57,24 @@ def test_calls_without_a_peer_count_no_connection():
     assert lim.connections(ACME, now=0.0) == 0
 
 
+def test_one_agent_holds_at_most_its_share_of_its_tenants_calls():
+    lim = limits(max_calls_per_tenant=10, max_calls_per_agent=3, max_connections_per_tenant=10)
+    held = [lim.enter_call(ACME, "10.0.0.1:1", "agent-1", "p", now=0.0) for _ in range(4)]
+    assert held[:3] == [None] * 3
+    assert held[3] == "agent agent-1 of tenant acme-corp (partition 'p') has its 3 calls in flight"
+    assert lim.calls(ACME) == 3 and lim.calls(ACME, "agent-1", "p") == 3  # the refused one counted nothing
+    # Its siblings still have the rest of the tenant's places; the same component in
+    # another partition is another agent.
+    assert lim.enter_call(ACME, "10.0.0.2:1", "agent-2", "p", now=0.0) is None
+    assert lim.enter_call(ACME, "10.0.0.3:1", "agent-1", "q", now=0.0) is None
+    lim.leave_call(ACME, "10.0.0.1:1", "agent-1", "p", now=1.0)
+    assert lim.calls(ACME, "agent-1", "p") == 2
+    assert lim.enter_call(ACME, "10.0.0.1:1", "agent-1", "p", now=1.0) is None  # its place back
+    for _ in range(3):
+        lim.leave_call(ACME, "10.0.0.1:1", now=2.0)  # agent None: the connection's own agent
+    assert lim.calls(ACME, "agent-1", "p") == 0 and lim.calls(ACME) == 2
+
+
 def call(lim: TenantLimits, peer: str, agent: str = "agent-1", partition: str = "p", *, now: float) -> str | None:
     """One call, ended at once when admitted (the connection then sits between calls)."""
     over = lim.enter_call(ACME, peer, agent, partition, now=now)

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_GATEWAY_KEEPALIVE",
     "DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT",
     "DEFAULT_GATEWAY_KEY",
+    "DEFAULT_GATEWAY_MAX_CALLS_PER_AGENT",
     "DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT",
     "DEFAULT_GATEWAY_MAX_CONNECTIONS",
     "DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT",
@@ -115,6 +116,11 @@ DEFAULT_GATEWAY_MAX_RESULTS_BYTES = 15 * 1024 * 1024
 DEFAULT_GATEWAY_PUSH_RATE = 1000
 DEFAULT_GATEWAY_PUSH_BURST = 10000
 DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT = 10000
+# One agent's share of them: ServiceRadar's agent has a ControlStream, a push and a few
+# of its streams (sysmon, sweeps, mtr: their own goroutines) open at once. Without it
+# one stolen agent key could hold every place of its tenant (StreamStatus calls that
+# send nothing, 5 minutes each) and cut off all its sibling agents.
+DEFAULT_GATEWAY_MAX_CALLS_PER_AGENT = 64
 DEFAULT_GATEWAY_MAX_CONNECTIONS = 20000  # TCP connections in all (accepted before TLS, so not per tenant)
 DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT = 10000  # connections a tenant's proven callers hold
 DEFAULT_GATEWAY_CONNECTION_IDLE = 300.0  # a connection without calls this long is closed and stops counting
@@ -292,6 +298,7 @@ class GatewayConfig:
     push_rate: int = DEFAULT_GATEWAY_PUSH_RATE
     push_burst: int = DEFAULT_GATEWAY_PUSH_BURST
     max_calls_per_tenant: int = DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT
+    max_calls_per_agent: int = DEFAULT_GATEWAY_MAX_CALLS_PER_AGENT
     max_connections: int = DEFAULT_GATEWAY_MAX_CONNECTIONS
     max_connections_per_tenant: int = DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT
     connection_idle: float = DEFAULT_GATEWAY_CONNECTION_IDLE

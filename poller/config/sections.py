@@ -607,6 +607,7 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
         "push_rate",
         "push_burst",
         "max_calls_per_tenant",
+        "max_calls_per_agent",
         "max_connections",
         "max_connections_per_tenant",
     ):

@@ -3,9 +3,9 @@ whole gateway may take.
 
 Defaults are upstream's gateway's (5,000 services per request, 4 KiB per
 status message, 15 MiB per results payload) plus per-tenant ones: a push
-rate, calls in flight, and connections held. Over a bound a request is
-refused RESOURCE_EXHAUSTED (`resource_exhausted`) and counted; nothing else
-is affected.
+rate, calls in flight (and one agent's share of them), and connections
+held. Over a bound a request is refused RESOURCE_EXHAUSTED
+(`resource_exhausted`) and counted; nothing else is affected.
 
 Connections. A TCP connection is accepted before TLS, so nobody knows its
 tenant then: `max_connections` bounds them all, at accept (grpc closes one
@@ -51,6 +51,7 @@ from poller.config.model import (
     DEFAULT_GATEWAY_CONNECTION_IDLE,
     DEFAULT_GATEWAY_KEEPALIVE,
     DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT,
+    DEFAULT_GATEWAY_MAX_CALLS_PER_AGENT,
     DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT,
     DEFAULT_GATEWAY_MAX_CONNECTIONS,
     DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT,
@@ -87,6 +88,7 @@ class GatewayBounds:
     )
     push_burst: int = DEFAULT_GATEWAY_PUSH_BURST  # ... and at once
     max_calls_per_tenant: int = DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT  # in flight per tenant (ControlStreams too)
+    max_calls_per_agent: int = DEFAULT_GATEWAY_MAX_CALLS_PER_AGENT  # ... of them, one agent's (component, partition)
     max_connections: int = DEFAULT_GATEWAY_MAX_CONNECTIONS  # TCP connections in all (grpc, at accept)
     max_connections_per_tenant: int = DEFAULT_GATEWAY_MAX_CONNECTIONS_PER_TENANT  # held by a tenant's proven callers
     connection_idle: float = DEFAULT_GATEWAY_CONNECTION_IDLE  # seconds without calls: closed, no longer counted
@@ -101,6 +103,7 @@ class GatewayBounds:
             "max_results_bytes",
             "push_burst",
             "max_calls_per_tenant",
+            "max_calls_per_agent",
             "max_connections",
             "max_connections_per_tenant",
             "push_rate",
@@ -126,6 +129,7 @@ class GatewayBounds:
             push_rate=float(config.push_rate),
             push_burst=config.push_burst,
             max_calls_per_tenant=config.max_calls_per_tenant,
+            max_calls_per_agent=config.max_calls_per_agent,
             max_connections=config.max_connections,
             max_connections_per_tenant=config.max_connections_per_tenant,
             connection_idle=config.connection_idle,
@@ -240,6 +244,7 @@ class TenantLimits:
         self.bounds = bounds
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
         self._calls: dict[str, int] = {}
+        self._agent_calls: dict[tuple[str, str, str], int] = {}  # (tenant, component, partition); no zeros
         self._connections: dict[str, _TenantConnections] = {}
 
     def take_push(self, tenant: str, *, now: float | None = None) -> bool:
@@ -261,6 +266,11 @@ class TenantLimits:
 
         None when admitted; else why not, and nothing is counted.
         """
+        who = (tenant, agent, partition)
+        mine = self._agent_calls.get(who, 0) if agent else 0
+        if mine >= self.bounds.max_calls_per_agent:  # its own share first: a flood is told it is its own
+            limit = self.bounds.max_calls_per_agent
+            return f"agent {agent} of tenant {tenant} (partition {partition!r}) has its {limit} calls in flight"
         held = self._calls.get(tenant, 0)
         if held >= self.bounds.max_calls_per_tenant:
             return f"tenant {tenant} has {self.bounds.max_calls_per_tenant} calls in flight"
@@ -278,6 +288,8 @@ class TenantLimits:
             connection.calls += 1
             connection.last = now
         self._calls[tenant] = held + 1
+        if agent:
+            self._agent_calls[who] = mine + 1
         return None
 
     def _admit(
@@ -319,14 +331,26 @@ class TenantLimits:
             self._calls.pop(tenant, None)
         connections = self._connections.get(tenant) if peer else None
         connection = connections.peers.get(peer) if connections is not None else None
+        if agent is None and connection is not None and connection.owner is not None:
+            agent, partition = connection.owner.component, connection.owner.partition
+        if agent:
+            who = (tenant, agent, partition)
+            mine = self._agent_calls.get(who, 0) - 1
+            if mine > 0:
+                self._agent_calls[who] = mine
+            else:
+                self._agent_calls.pop(who, None)
         # Another identity on the address: the call's own connection closed and was
         # forgotten (an address reused behind a NAT); the newcomer's count is not its.
         if connection is not None and (agent is None or connection.owned_by(agent, partition)):
             connection.calls -= 1
             connection.last = time.monotonic() if now is None else now
 
-    def calls(self, tenant: str) -> int:
-        return self._calls.get(tenant, 0)
+    def calls(self, tenant: str, agent: str | None = None, partition: str = "") -> int:
+        """Calls in flight of `tenant`, or of one of its agents (component, partition)."""
+        if agent is None:
+            return self._calls.get(tenant, 0)
+        return self._agent_calls.get((tenant, agent, partition), 0)
 
     def tracked(self, tenant: str) -> int:
         """Connections of `tenant` on record, counted or not (what the records cost)."""
