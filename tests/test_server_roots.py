@@ -264,3 +264,22 @@ def test_a_server_pair_that_cannot_serve_is_refused_at_start_naming_why(pki, tmp
     assert problem in str(info.value) and str(chain_file) in str(info.value)
     good = pki.agent("acme-corp", "agent-003")  # an agent's certificate is for serving too (AgentService)
     assert server_credentials(trust, good.chain_pem, good.key_pem) is not None
+
+
+def test_a_rotation_that_drops_a_name_or_changes_issuer_is_taken_and_said_loudly(pki, log_events):
+    # Agents dial one of the names and trust one issuer: a rotation away from either makes
+    # their handshakes fail, which tells nobody here why. It is the operator's act, so taken.
+    first = issue_gateway_cert(pki.directory, dns=["gw.example.net", "gw-old.example.net"], ips=["127.0.0.1"])
+    trust = TrustStore(pki.directory, require_client=False)
+    roots = TrustedClientRoots(trust, first.cert_path, first.key_path)
+    renewed = issue_gateway_cert(pki.directory, dns=["gw.example.net", "gw-old.example.net"], ips=["127.0.0.1"])
+    trust.reload()
+    moved = issue_gateway_cert(pki.directory, dns=["gw.example.net"], issuer="root")
+    trust.reload()
+    changes = [e for e in log_events() if e["event"] == "server_certificate_changed"]
+    assert [(e["level"], e["serial"]) for e in changes] == [("info", renewed.serial), ("warning", moved.serial)]
+    assert "dropped_names" not in changes[0] and "issuer" not in changes[0]  # a plain renewal
+    assert changes[1]["dropped_names"] == ["127.0.0.1", "gw-old.example.net"]
+    assert changes[1]["previous_issuer"] != changes[1]["issuer"]
+    assert changes[1]["previous_serial"] == renewed.serial
+    assert roots() is not None  # taken: the next handshake is served the moved pair

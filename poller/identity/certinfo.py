@@ -87,6 +87,21 @@ def dns_names(cert: x509.Certificate) -> list[str]:
     return list(san.get_values_for_type(x509.DNSName)) if san else []
 
 
+def ip_names(cert: x509.Certificate) -> list[str]:
+    """The IP address SANs, as text."""
+    san = _san(cert)
+    return [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] if san else []
+
+
+def issuer_key_id(cert: x509.Certificate) -> str | None:
+    """The authority key identifier (hex) naming the key that signed `cert`, when it has one."""
+    try:
+        value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        return None
+    return value.hex() if value is not None else None
+
+
 def uris(cert: x509.Certificate) -> list[str]:
     san = _san(cert)
     return list(san.get_values_for_type(x509.UniformResourceIdentifier)) if san else []

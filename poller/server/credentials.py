@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -103,6 +104,16 @@ def _key_pair(private_key: PemSource, certificate_chain: PemSource) -> tuple[byt
     return key, chain
 
 
+def _served_names(cert: x509.Certificate) -> list[str]:
+    """The names a client may dial this certificate by: its DNS and IP SANs."""
+    return [*certinfo.dns_names(cert), *certinfo.ip_names(cert)]
+
+
+def _issuer(cert: x509.Certificate) -> tuple[str, str | None]:
+    """Who signed it, as a client's trust would tell: the issuer's name and key."""
+    return cert.issuer.rfc4514_string(), certinfo.issuer_key_id(cert)
+
+
 class TrustedClientRoots:
     """grpc's certificate configuration fetcher for a server (called before each
     new connection's handshake, on grpc's threads): None (keep the one in force)
@@ -168,17 +179,38 @@ class TrustedClientRoots:
             self._keep(problems)
             return
         leaf = certinfo.load_pem_chain(chain, what=where)[0]
+        previous = x509.load_pem_x509_certificates(self._next_pair[1])[0]
         # The pair in force put back before a waiting one was served: nothing waits.
         self._waiting = (key, chain) if (key, chain) != self._pair else None
-        log.info(
-            "server_certificate_changed",
-            certificate=where,
-            subject=leaf.subject.rfc4514_string(),
-            serial=certinfo.serial_hex(leaf),
-            not_after=leaf.not_valid_after_utc.isoformat(),
-            previous_serial=self._serial(self._pair),
-            detail="presented from the next new connection on; open connections keep theirs",
-        )
+        fields: dict[str, Any] = {
+            "certificate": where,
+            "subject": leaf.subject.rfc4514_string(),
+            "serial": certinfo.serial_hex(leaf),
+            "not_after": leaf.not_valid_after_utc.isoformat(),
+            "previous_serial": certinfo.serial_hex(previous),
+        }
+        # Taken all the same (a rotation is the operator's act), but said loudly: agents
+        # dial one of the names and trust one issuer, and a handshake failure tells them
+        # (and nobody here) only that it failed.
+        dropped = sorted(set(_served_names(previous)) - set(_served_names(leaf)))
+        issuer_changed = _issuer(leaf) != _issuer(previous)
+        if dropped:
+            fields["dropped_names"] = dropped
+        if issuer_changed:
+            fields["issuer"], fields["previous_issuer"] = leaf.issuer.rfc4514_string(), previous.issuer.rfc4514_string()
+        if dropped or issuer_changed:
+            log.warning(
+                "server_certificate_changed",
+                **fields,
+                detail="presented from the next new connection on; an agent that dials a dropped name, "
+                "or trusts only the previous issuer, will fail its handshake",
+            )
+        else:
+            log.info(
+                "server_certificate_changed",
+                **fields,
+                detail="presented from the next new connection on; open connections keep theirs",
+            )
 
     def _keep(self, problems: list[str]) -> None:
         private_key, certificate_chain = self._sources
