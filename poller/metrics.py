@@ -47,6 +47,9 @@ IDENTITY_REFUSALS: tuple[Reason, ...] = (*(r for r in Reason if r.is_refusal and
 RESULT_REFUSALS: tuple[Reason, ...] = (Reason.INVALID_CHANNEL, Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH, Reason.NO_HANDLER)
 HANDLER_FAILURES: tuple[Reason, ...] = (Reason.HANDLER_FAILED, Reason.HANDLER_TIMEOUT)
 #: ... the gateway takes or refuses a push (poller_gateway_pushes_total{outcome}).
+#: The gateway's methods, as poller_gateway_calls_refused_total{method} names them.
+GATEWAY_METHODS = ("Hello", "GetConfig", "PushStatus", "StreamStatus", "ControlStream")
+
 GATEWAY_OUTCOMES: tuple[Reason, ...] = (
     Reason.OK,
     Reason.UNKNOWN_AGENT,
@@ -102,7 +105,7 @@ class PollerMetrics:
     poller_label_mismatches_total, poller_cross_tenant_deliveries_total,
     poller_server_calls_total, poller_cluster_members,
     poller_cluster_leases, poller_gateway_pushes_total,
-    poller_gateway_connected_agents. The daemon adds the process collectors and
+    poller_gateway_connected_agents, poller_gateway_calls_refused_total. The daemon adds the process collectors and
     poller_build_info to the registry it serves (`add_process_metrics`).
     """
 
@@ -183,6 +186,14 @@ class PollerMetrics:
         self.gateway_connected = Gauge(
             "poller_gateway_connected_agents", "Push agents connected to the gateway", ["tenant"], registry=r
         )
+        # Every call the gateway refuses once the caller is proven, of any method: a refused
+        # Hello, GetConfig or ControlStream is no push, and is counted only here.
+        self.gateway_refused = Counter(
+            "poller_gateway_calls_refused_total",
+            "Gateway calls of proven callers refused, by tenant, method and reason",
+            ["tenant", "method", "reason"],
+            registry=r,
+        )
         self._latency_children: dict[str, Any] = {}
 
     def prime(self, tenants: Iterable[str], *, handlers: Iterable[str] = (), gateway: bool = False) -> None:
@@ -195,6 +206,10 @@ class PollerMetrics:
         >>> m = PollerMetrics()
         >>> m.prime(["acme-corp"], handlers=["nats-sink"])
         >>> m.registry.get_sample_value("poller_identity_refusals_total", {"tenant": "acme-corp", "reason": "revoked"})
+        0.0
+        >>> m.prime(["acme-corp"], gateway=True)
+        >>> refused = {"tenant": "acme-corp", "method": "Hello", "reason": "resource_exhausted"}
+        >>> m.registry.get_sample_value("poller_gateway_calls_refused_total", refused)
         0.0
         """
         handlers = tuple(handlers)
@@ -216,6 +231,8 @@ class PollerMetrics:
                 for outcome in GATEWAY_OUTCOMES:
                     self.gateway_pushes.labels(tenant=tenant, outcome=outcome.value)
                 self.gateway_connected.labels(tenant=tenant)
+                for method in GATEWAY_METHODS:  # the bounds' refusal, the one a flood brings
+                    self.gateway_refused.labels(tenant=tenant, method=method, reason=Reason.RESOURCE_EXHAUSTED.value)
 
     def latency(self, method: str) -> Any:
         """The latency histogram of one method (labels() is a lookup under a lock)."""

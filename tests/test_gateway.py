@@ -75,6 +75,10 @@ class Gateway:
         value = self.metrics.registry.get_sample_value("poller_gateway_pushes_total", {"tenant": tenant, "outcome": outcome})
         return value or 0.0
 
+    def refused(self, tenant: str, method: str, reason: str) -> float:
+        labels = {"tenant": tenant, "method": method, "reason": reason}
+        return self.metrics.registry.get_sample_value("poller_gateway_calls_refused_total", labels) or 0.0
+
 
 CHECKS = (CheckConfig(service_type="port", service_name="ssh", details="127.0.0.1", port=22),)
 
@@ -553,6 +557,10 @@ async def test_the_rate_binds_lying_calls_hello_and_get_config_too(pki, tmp_path
         ]
         assert all(e["tenant"] == ACME and "suppressed" not in e for e in over)
         assert g.pushes(ACME, "resource_exhausted") == 19  # 18 lies and the push (Hello, GetConfig are no pushes)
+        # ... and every refused call, of any method, is counted by method.
+        assert g.refused(ACME, "PushStatus", "resource_exhausted") == 19
+        assert g.refused(ACME, "PushStatus", "identity_mismatch") == 2
+        assert g.refused(ACME, "Hello", "resource_exhausted") == 2 and g.refused(ACME, "GetConfig", "resource_exhausted") == 1
         other = g.agent(pki.agent(XYZ, "agent-007", "site-b"))
         assert (await other.hello()).accepted and (await other.push([other.status("x")])).received  # its own bucket
 

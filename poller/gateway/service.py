@@ -173,6 +173,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self.tracker = tracker or PushTracker()
         self.metrics = metrics if metrics is not None else default_metrics()
         self._pushes = LabelCache(self.metrics.gateway_pushes)  # (tenant, outcome)
+        self._refused = LabelCache(self.metrics.gateway_refused)  # (tenant, method, reason)
         # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
         # the task running each: a reload that no longer admits the caller ends them.
         self._held: dict[_Call, asyncio.Task[Any]] = {}
@@ -450,6 +451,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 log.warning("gateway_request_refused", **fields)
         if push:
             self._count_push(ctx.tenant, refusal.reason)
+        self._refused.child(ctx.tenant, method, refusal.reason).inc()
         await abort_refused(context, refusal.code, refusal.reason, f"{refusal.reason.value}: {refusal.detail}")
 
     # -- what a request must agree with ---------------------------------------------------
