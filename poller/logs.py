@@ -38,7 +38,7 @@ from typing import Any, TextIO, cast
 import structlog
 
 from poller.identity.reasons import InvalidArgument
-from poller.timers import Clock, WallClock
+from poller.timers import Clock, MonotonicClock
 
 FORMATS = ("auto", "json", "console")
 
@@ -79,9 +79,12 @@ class LineLimiter:
     What a line stands for is still counted in full by the metrics.
 
     A flood that stops inside a window would leave its last count unwritten.
-    With `on_held_back(key, held)`, the limiter calls it when such a window
-    closes, from a timer of `clock` in the running event loop (none is armed
-    without one), so every line held back is said, at most one window late.
+    With `on_held_back(key, held)`, the limiter calls it for such a count when
+    a whole window has passed since the key's window closed with no line
+    coming due (a flood that goes on says its count on its next line, as
+    before), from a timer of `clock` in the running event loop; none is armed
+    without a loop. `clock` is monotonic by default: a step of the wall
+    clock neither silences nor floods the lines.
 
     >>> limiter = LineLimiter(60.0)
     >>> limiter.due("acme-corp"), limiter.due("acme-corp"), limiter.due("acme-corp")
@@ -100,39 +103,41 @@ class LineLimiter:
     ) -> None:
         self.every = every
         self.max_keys = max_keys  # past it, keys whose window has closed are forgotten
-        self.clock: Clock = clock or WallClock()
+        self.clock: Clock = clock or MonotonicClock()
         self.on_held_back = on_held_back
-        self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (its last line at, held back since)
+        # key -> (its last line at, held back since, a timer will say them)
+        self._last: dict[Hashable, tuple[float, int, bool]] = {}
         self._prune_at = max_keys  # doubled when a prune leaves many: a scan per line would not be
 
     def due(self, key: Hashable, *, now: float | None = None) -> int | None:
         now = self.clock.time() if now is None else now
-        at, held = self._last.get(key, (-float("inf"), 0))
+        at, held, armed = self._last.get(key, (-float("inf"), 0, False))
         if now - at < self.every:
-            self._last[key] = (at, held + 1)
             if held == 0 and self.on_held_back is not None:
-                self._arm(key, at)
+                armed = self._arm(key, at)
+            self._last[key] = (at, held + 1, armed)
             return None
-        self._last[key] = (now, 0)
+        self._last[key] = (now, 0, False)
         if len(self._last) > self._prune_at:  # keys an attacker could mint (names of certificates): bounded
-            # A key still holding lines back stays: its timer will say how many.
-            self._last = {k: v for k, v in self._last.items() if v[1] or now - v[0] < self.every}
+            # A key whose timer will say what it held back stays until it has.
+            self._last = {k: v for k, v in self._last.items() if v[2] or now - v[0] < self.every}
             self._prune_at = max(self.max_keys, 2 * len(self._last))
         return held
 
-    def _arm(self, key: Hashable, at: float) -> None:
+    def _arm(self, key: Hashable, at: float) -> bool:
         """The first line held back in the window opened at `at`: its count is
-        said when the window closes, unless a line of the key says it first."""
+        said a window after that window closes, unless a line of the key has said it."""
         try:
-            self.clock.call_at(at + self.every, lambda: self._close(key, at))
+            self.clock.call_at(at + 2 * self.every, lambda: self._close(key, at))
         except RuntimeError:  # no running event loop (a synchronous caller): nothing can be armed
-            pass
+            return False
+        return True
 
     def _close(self, key: Hashable, at: float) -> None:
         entry = self._last.get(key)
         if entry is None or entry[0] != at or not entry[1]:
             return  # a line came due since and said the count
-        self._last[key] = (at, 0)  # the window stays closed: the next event is written in full
+        self._last[key] = (at, 0, False)  # the window stays closed: the next event is written in full
         assert self.on_held_back is not None
         self.on_held_back(key, entry[1])
 

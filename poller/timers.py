@@ -62,6 +62,21 @@ class WallClock:
         return asyncio.get_running_loop().call_later(max(0.0, when - time.time()), callback)
 
 
+class MonotonicClock:
+    """A Clock on time.monotonic(): for windows and intervals that a step of the
+    wall clock (NTP, an operator) must not stretch or shrink.
+
+    >>> MonotonicClock().time() > 0
+    True
+    """
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, when - time.monotonic()), callback)
+
+
 class CoarseHandle:
     """One armed deadline; cancel() makes it a no-op."""
 

@@ -242,6 +242,8 @@ async def test_an_unlisted_identity_is_unknown_agent(gw, log_events):
     refusals = [e for e in audited(log_events, "server_call_refused") if e["reason"] == "unknown_agent"]
     assert len(refusals) == 3 and refusals[0]["component"] == "agent-002"
     assert gw.rows(ACME) == [] and gw.pushes(ACME, "unknown_agent") == 1  # the push, not the Hellos
+    assert gw.refused(ACME, "Hello", "unknown_agent") == 1 and gw.refused(XYZ, "Hello", "unknown_agent") == 1
+    assert gw.refused(ACME, "PushStatus", "unknown_agent") == 1  # every refused call, by method
 
 
 async def test_accept_unlisted_admits_any_proven_identity_without_checks(pki, tmp_path):

@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,28 +192,32 @@ def test_a_line_limiter_says_the_count_of_a_flood_that_stopped_inside_its_window
     said: list[tuple[str, int]] = []
     limiter = LineLimiter(10.0, clock=clock, on_held_back=lambda key, held: said.append((key, held)))
     assert [limiter.due("a"), limiter.due("a"), limiter.due("a"), limiter.due("b")] == [0, None, None, 0]
+    clock.advance(10.0)
+    assert said == []  # the window has closed: a flood going on would say it on its next line
     clock.advance(9.9)
-    assert said == []  # the window is still open
+    assert said == []
     clock.advance(0.1)
-    assert said == [("a", 2)]  # b held nothing back: no line for it
+    assert said == [("a", 2)]  # a whole window without one: said now; b held nothing back
     assert limiter.due("a") == 0  # the count was said: the next line starts afresh, written in full
     assert limiter.due("a") is None
-    clock.advance(10.0)
+    clock.advance(20.0)
     assert said == [("a", 2), ("a", 1)]
 
 
-def test_a_line_limiter_says_a_count_once_when_a_line_came_due_first():
+def test_a_line_limiter_leaves_a_going_floods_count_to_its_next_line():
     clock = ManualClock(now=0.0)
     said: list[tuple[str, int]] = []
     limiter = LineLimiter(10.0, clock=clock, on_held_back=lambda key, held: said.append((key, held)))
-    limiter.due("a"), limiter.due("a")
-    clock.now = 10.0  # time passes, but the window's timer has not run yet ...
-    assert limiter.due("a") == 1  # ... when a line comes due: it says the count
-    clock.advance(0.0)
-    assert said == []  # and the timer does not say it again
+    lines = []
+    for _ in range(40):  # a refusal every second for 40 s
+        lines.append(limiter.due("a"))
+        clock.advance(1.0)
+    clock.advance(30.0)
+    assert [n for n in lines if n is not None] == [0, 9, 9, 9]  # one line per window, each with its count
+    assert said == [("a", 9)]  # and the last window's, once the flood has stopped
 
 
-def test_a_line_limiter_keeps_a_key_holding_lines_back_past_its_key_bound():
+def test_a_line_limiter_keeps_a_key_whose_timer_will_say_its_count_past_its_key_bound():
     clock = ManualClock(now=0.0)
     said: list[tuple[str, int]] = []
     limiter = LineLimiter(10.0, max_keys=2, clock=clock, on_held_back=lambda key, held: said.append((key, held)))
@@ -220,13 +225,24 @@ def test_a_line_limiter_keeps_a_key_holding_lines_back_past_its_key_bound():
     clock.now = 10.0
     for key in ("b", "c", "d"):  # past the bound, with a's window closed but its timer not yet run
         limiter.due(key)
-    clock.advance(0.0)
+    clock.advance(10.0)
     assert said == [("a", 1)]
 
 
-def test_a_line_limiter_without_a_running_loop_arms_nothing():
-    limiter = LineLimiter(10.0, on_held_back=lambda key, held: pytest.fail("no timer without a loop"))
-    assert [limiter.due("a"), limiter.due("a")] == [0, None]  # WallClock: no running loop, nothing armed
+def test_a_line_limiter_without_a_running_loop_arms_nothing_and_stays_bounded():
+    limiter = LineLimiter(10.0, max_keys=2, on_held_back=lambda key, held: pytest.fail("no timer without a loop"))
+    assert [limiter.due("a"), limiter.due("a")] == [0, None]  # no running loop: nothing armed
+    now = limiter.clock.time() + 20
+    for key in ("b", "c", "d"):
+        limiter.due(key, now=now)
+    assert limiter.due("a", now=now) == 0  # a was forgotten with the other closed windows
+
+
+def test_a_line_limiter_is_not_silenced_by_a_step_of_the_wall_clock(monkeypatch):
+    limiter = LineLimiter(10.0)
+    assert limiter.due("a") == 0
+    monkeypatch.setattr(time, "time", lambda: 0.0)  # the wall clock steps back to 1970
+    assert limiter.due("a", now=limiter.clock.time() + 10) == 0  # the window is monotonic seconds
 
 
 def test_a_line_limiter_forgets_closed_windows_past_its_key_bound():

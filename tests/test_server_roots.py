@@ -281,5 +281,6 @@ def test_a_rotation_that_drops_a_name_or_changes_issuer_is_taken_and_said_loudly
     assert "dropped_names" not in changes[0] and "issuer" not in changes[0]  # a plain renewal
     assert changes[1]["dropped_names"] == ["127.0.0.1", "gw-old.example.net"]
     assert changes[1]["previous_issuer"] != changes[1]["issuer"]
+    assert changes[1]["previous_issuer_key_id"] != changes[1]["issuer_key_id"]
     assert changes[1]["previous_serial"] == renewed.serial
     assert roots() is not None  # taken: the next handshake is served the moved pair

@@ -323,7 +323,9 @@ class TenantLimits:
         self, tenant: str, peer: str = "", agent: str | None = None, partition: str = "", *, now: float | None = None
     ) -> None:
         """The end of a call `enter_call` admitted (the same tenant, peer, agent and
-        partition; agent None: whoever holds the peer's connection now)."""
+        partition). Agent None: whoever holds the peer's connection now, for its
+        share too; pass the agent (the gateway does): once another identity has
+        taken the address, the call's own agent could not be told otherwise."""
         held = self._calls.get(tenant, 0) - 1
         if held > 0:
             self._calls[tenant] = held

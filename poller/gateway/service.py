@@ -44,7 +44,7 @@ from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
 from poller.identity.reasons import IdentityRefused, PollerError, Reason
 from poller.logs import LineLimiter, get_logger
-from poller.metrics import LabelCache, PollerMetrics, default_metrics
+from poller.metrics import GATEWAY_METHODS, LabelCache, PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.server.interceptor import IDENTITY_ENDED, SnapshotSource, abort_refused, current_caller
@@ -291,9 +291,14 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         await self._serve(context, "ControlStream", body)
 
     def count_unknown(self, tenant: str, method: str | None) -> None:
-        """The push policy refused an unlisted identity: a push refused `unknown_agent`."""
+        """The push policy refused an unlisted identity: a call refused `unknown_agent`
+        (and a push refused so, when it was one)."""
         if method in PUSH_METHODS:
             self._count_push(tenant, Reason.UNKNOWN_AGENT)
+        # A label from the caller's path only when it names one of the service's methods:
+        # any other path is the caller's word, and would mint series.
+        name = method.removeprefix(f"/{SERVICE}/") if method else ""
+        self._refused.child(tenant, name if name in GATEWAY_METHODS else "other", Reason.UNKNOWN_AGENT).inc()
 
     def identity_refused(self, method: str, peer: str, refusal: IdentityRefused) -> None:
         """The interceptor refused a caller's certificate (its on_refused). When the

@@ -196,8 +196,9 @@ class TrustedClientRoots:
         issuer_changed = _issuer(leaf) != _issuer(previous)
         if dropped:
             fields["dropped_names"] = dropped
-        if issuer_changed:
+        if issuer_changed:  # by name or key: a CA re-keyed under its name is another issuer to a client
             fields["issuer"], fields["previous_issuer"] = leaf.issuer.rfc4514_string(), previous.issuer.rfc4514_string()
+            fields["issuer_key_id"], fields["previous_issuer_key_id"] = _issuer(leaf)[1], _issuer(previous)[1]
         if dropped or issuer_changed:
             log.warning(
                 "server_certificate_changed",
