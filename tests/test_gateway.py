@@ -598,6 +598,21 @@ async def test_the_count_of_a_flood_that_stops_inside_its_window_is_still_writte
     assert trailing["reason"] == "resource_exhausted"
 
 
+async def test_a_per_agent_rate_keeps_one_key_from_spending_its_siblings_rate(pki, tmp_path):
+    second = PushEntry("edge-acme-2", tenant=ACME, component="agent-002", checks=CHECKS, interval=15.0)
+    bounds = GatewayBounds(push_rate=0.001, push_burst=4, push_rate_per_agent=0.001, push_burst_per_agent=2)
+    async with started(pki, tmp_path, bounds=bounds, entries=[*entries(), second]) as g:
+        hog = g.agent(pki.agent(ACME, "agent-001"))
+        exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert (await hog.hello()).accepted and (await hog.push([hog.status("a")])).received
+        assert [await refused(hog.push([hog.status("b")])) for _ in range(10)] == [exhausted] * 10
+        sibling = g.agent(pki.agent(ACME, "agent-002"))  # the tenant's other two tokens are still there
+        assert (await sibling.hello()).accepted and (await sibling.push([sibling.status("c")])).received
+        assert await refused(sibling.push([sibling.status("d")])) == exhausted  # its own two spent
+        assert [r["service_name"] for r in g.rows(ACME)] == ["a", "c"]
+        assert g.refused(ACME, "PushStatus", "resource_exhausted") == 11
+
+
 async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
     async with started(pki, tmp_path, bounds=GatewayBounds(max_calls_per_tenant=1)) as g:
         holder = g.agent(pki.agent(ACME, "agent-001"))

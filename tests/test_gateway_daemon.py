@@ -120,6 +120,9 @@ def test_the_gateway_section_and_push_agents(pki):
         ({"e": {"address": "h:1", "tenant": ACME, "interval": "5s"}}, {"listen": "127.0.0.1:0"}, "agents.e.interval"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "max_services": 0}, "gateway.max_services"),
         ({"e": push_entry(ACME)}, {"listen": ":0", "max_connections_per_tenant": 0}, "gateway.max_connections_per_tenant"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "max_calls_per_agent": 0}, "gateway.max_calls_per_agent"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "push_rate_per_agent": -1}, "gateway.push_rate_per_agent"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "push_burst_per_agent": "10"}, "gateway.push_burst_per_agent"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "connection_idle": 30}, "gateway.connection_idle"),
         # grpc's options are a C int of milliseconds: past 24.8 days the server would not start
         ({"e": push_entry(ACME)}, {"listen": ":0", "connection_idle": "600h"}, "gateway.connection_idle"),

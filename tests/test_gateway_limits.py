@@ -3,6 +3,7 @@ exercise it over real TLS; these pin the edges no loopback run reaches)."""
 
 from __future__ import annotations
 
+from poller.gateway import bounds as bounds_module
 from poller.gateway.bounds import GatewayBounds, TenantLimits
 
 ACME, XYZ = "acme-corp", "xyz-inc"
@@ -73,6 +74,32 @@ def test_one_agent_holds_at_most_its_share_of_its_tenants_calls():
     for _ in range(3):
         lim.leave_call(ACME, "10.0.0.1:1", now=2.0)  # agent None: the connection's own agent
     assert lim.calls(ACME, "agent-1", "p") == 0 and lim.calls(ACME) == 2
+
+
+def test_a_per_agent_rate_is_taken_before_the_tenants_and_is_off_by_default():
+    assert all(limits().take_agent(ACME, "agent-1", "p", now=0.0) for _ in range(1000))  # no per-agent rate
+    lim = limits(push_rate=1.0, push_burst=5, push_rate_per_agent=1.0, push_burst_per_agent=2)
+    hog = [lim.take_agent(ACME, "agent-1", "p", now=0.0) and lim.take_push(ACME, now=0.0) for _ in range(6)]
+    assert hog == [True, True, False, False, False, False]  # its own two; the refused took no tenant token
+    assert [lim.take_agent(ACME, "agent-2", "p", now=0.0) and lim.take_push(ACME, now=0.0) for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]  # a sibling's own two, from the tenant's three left
+    assert lim.take_agent(ACME, "agent-1", "p", now=1.0)  # a token back after a second
+    assert GatewayBounds(push_rate_per_agent=0.5).agent_burst == 5  # burst 0: ten seconds of the rate
+
+
+def test_per_agent_buckets_that_filled_up_again_are_forgotten(monkeypatch):
+    monkeypatch.setattr(bounds_module, "AGENT_BUCKETS", 10)
+    lim = limits(push_rate_per_agent=1.0, push_burst_per_agent=2)
+    for n in range(10):
+        lim.take_agent(ACME, f"agent-{n}", "p", now=0.0)
+    assert len(lim._agent_buckets) == 10
+    lim.take_agent(ACME, "late", "p", now=100.0)  # past the mark: the ones full again go
+    assert list(lim._agent_buckets) == [(ACME, "late", "p")]
+    assert lim.take_agent(ACME, "agent-0", "p", now=100.0) and lim.take_agent(ACME, "agent-0", "p", now=100.0)
+    assert not lim.take_agent(ACME, "agent-0", "p", now=100.0)  # as it was: full, its burst, then spent
 
 
 def call(lim: TenantLimits, peer: str, agent: str = "agent-1", partition: str = "p", *, now: float) -> str | None:

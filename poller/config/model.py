@@ -297,6 +297,8 @@ class GatewayConfig:
     max_results_bytes: int = DEFAULT_GATEWAY_MAX_RESULTS_BYTES
     push_rate: int = DEFAULT_GATEWAY_PUSH_RATE
     push_burst: int = DEFAULT_GATEWAY_PUSH_BURST
+    push_rate_per_agent: int = 0  # 0: no per-agent rate
+    push_burst_per_agent: int = 0  # 0: ten seconds of push_rate_per_agent
     max_calls_per_tenant: int = DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT
     max_calls_per_agent: int = DEFAULT_GATEWAY_MAX_CALLS_PER_AGENT
     max_connections: int = DEFAULT_GATEWAY_MAX_CONNECTIONS

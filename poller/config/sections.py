@@ -612,6 +612,8 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
         "max_connections_per_tenant",
     ):
         numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1)
+    for name in ("push_rate_per_agent", "push_burst_per_agent"):  # 0: off (the default)
+        numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=0)
     numbers["stream_timeout"] = c.duration(obj, "stream_timeout", "gateway", default=defaults.stream_timeout)
     for name in ("connection_idle", "keepalive", "keepalive_timeout"):  # grpc options in milliseconds, a C int
         numbers[name] = c.duration(obj, name, "gateway", default=getattr(defaults, name), most=GRPC_MAX_MS / 1000)

@@ -19,6 +19,7 @@ API (for library users and the daemon):
   policy (`unknown_agent` for an identity no entry lists).
 - `GatewayBounds(max_services=5000, max_status_bytes=4096,
   max_results_bytes=15 MiB, push_rate=1000.0, push_burst=10000,
+  push_rate_per_agent=0.0 (none), push_burst_per_agent=0,
   max_calls_per_tenant=10000, max_calls_per_agent=64, max_connections=20000,
   max_connections_per_tenant=10000, connection_idle=300.0, stream_timeout=300.0,
   keepalive=120.0, keepalive_timeout=20.0)`.

@@ -43,6 +43,7 @@ True
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ __all__ = ["LEFT_REMEMBERED", "GatewayBounds", "TenantLimits"]
 #: Bounded: a certificate opening a connection per call must not grow the records.
 LEFT_REMEMBERED = 64
 
+#: Per-agent buckets kept before the full ones are forgotten (a scan, at doubling marks).
+AGENT_BUCKETS = 10_000
+
 MiB = 1024 * 1024
 
 
@@ -87,6 +91,10 @@ class GatewayBounds:
         DEFAULT_GATEWAY_PUSH_RATE  # calls per second, per tenant: every gateway call takes one token, checked or not
     )
     push_burst: int = DEFAULT_GATEWAY_PUSH_BURST  # ... and at once
+    # Opt-in: one agent's (component, partition) own rate, taken before its tenant's, so a
+    # stolen key cannot spend its siblings' rate. 0: none. Burst 0: 10 s of the rate.
+    push_rate_per_agent: float = 0.0
+    push_burst_per_agent: int = 0
     max_calls_per_tenant: int = DEFAULT_GATEWAY_MAX_CALLS_PER_TENANT  # in flight per tenant (ControlStreams too)
     max_calls_per_agent: int = DEFAULT_GATEWAY_MAX_CALLS_PER_AGENT  # ... of them, one agent's (component, partition)
     max_connections: int = DEFAULT_GATEWAY_MAX_CONNECTIONS  # TCP connections in all (grpc, at accept)
@@ -114,6 +122,9 @@ class GatewayBounds:
         ):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"gateway bound {name} must be positive")
+        for name in ("push_rate_per_agent", "push_burst_per_agent"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"gateway bound {name} must be 0 (none) or positive")
         for name in ("connection_idle", "keepalive", "keepalive_timeout"):  # grpc options, in milliseconds
             if getattr(self, name) * 1000 > GRPC_MAX_MS:
                 limit = GRPC_MAX_MS / 1000
@@ -128,6 +139,8 @@ class GatewayBounds:
             max_results_bytes=config.max_results_bytes,
             push_rate=float(config.push_rate),
             push_burst=config.push_burst,
+            push_rate_per_agent=float(config.push_rate_per_agent),
+            push_burst_per_agent=config.push_burst_per_agent,
             max_calls_per_tenant=config.max_calls_per_tenant,
             max_calls_per_agent=config.max_calls_per_agent,
             max_connections=config.max_connections,
@@ -137,6 +150,11 @@ class GatewayBounds:
             keepalive=config.keepalive,
             keepalive_timeout=config.keepalive_timeout,
         )
+
+    @property
+    def agent_burst(self) -> int:
+        """One agent's burst: push_burst_per_agent, else 10 s of its rate (at least 1)."""
+        return self.push_burst_per_agent or max(1, math.ceil(10 * self.push_rate_per_agent))
 
     @property
     def max_message_bytes(self) -> int:
@@ -243,6 +261,8 @@ class TenantLimits:
     def __init__(self, bounds: GatewayBounds) -> None:
         self.bounds = bounds
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
+        self._agent_buckets: dict[tuple[str, str, str], tuple[float, float]] = {}  # (tenant, component, partition)
+        self._agent_prune_at = AGENT_BUCKETS
         self._calls: dict[str, int] = {}
         self._agent_calls: dict[tuple[str, str, str], int] = {}  # (tenant, component, partition); no zeros
         self._connections: dict[str, _TenantConnections] = {}
@@ -257,6 +277,26 @@ class TenantLimits:
             return False
         self._buckets[tenant] = (tokens - 1.0, now)
         return True
+
+    def take_agent(self, tenant: str, agent: str, partition: str = "", *, now: float | None = None) -> bool:
+        """Take one token of the agent's own bucket (push_rate_per_agent); True when
+        there is none to take from (no per-agent rate), False when its rate is spent."""
+        rate = self.bounds.push_rate_per_agent
+        if not rate:
+            return True
+        now = time.monotonic() if now is None else now
+        burst = float(self.bounds.agent_burst)
+        key = (tenant, agent, partition)
+        tokens, at = self._agent_buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - at) * rate)
+        taken = tokens >= 1.0
+        self._agent_buckets[key] = (tokens - 1.0 if taken else tokens, now)
+        if len(self._agent_buckets) > self._agent_prune_at:  # identities a tenant CA can mint: bounded
+            # A bucket that has filled up again is as good as none.
+            full = burst / rate
+            self._agent_buckets = {k: v for k, v in self._agent_buckets.items() if now - v[1] < full}
+            self._agent_prune_at = max(AGENT_BUCKETS, 2 * len(self._agent_buckets))
+        return taken
 
     def enter_call(
         self, tenant: str, peer: str = "", agent: str = "", partition: str = "", *, now: float | None = None

@@ -372,15 +372,16 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         # Every call draws one token of its tenant's bucket before anything it says is
         # looked at: a flood of lies (each an audit line) is bounded as honest pushes are,
         # and Hello, GetConfig and ControlStream with them. Only the tenant's own agents
-        # draw on it, so a tenant can spend only its own rate.
+        # draw on it, so a tenant can spend only its own rate. With a per-agent rate the
+        # agent's own token comes first: one key cannot spend its siblings' rate.
+        bounds = self.bounds
+        if not self.limits.take_agent(ctx.tenant, ctx.component_id, ctx.partition_id):
+            rate = f"{bounds.push_rate_per_agent:g}/s, burst {bounds.agent_burst}"
+            detail = f"agent {ctx.component_id} of tenant {ctx.tenant} is over its call rate ({rate})"
+            await self._over_rate(context, call, push, detail)
         if not self.limits.take_push(ctx.tenant):
-            over_rate = _exhausted(
-                f"tenant {ctx.tenant} is over its call rate ({self.bounds.push_rate:g}/s, burst {self.bounds.push_burst})"
-            )
-            if push:
-                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=over_rate.reason)
-            held = self._over_rate_lines.due((ctx.tenant, entry.name, method))
-            await self._abort(context, method, ctx, entry, peer, over_rate, push=push, suppressed=held)
+            rate = f"{bounds.push_rate:g}/s, burst {bounds.push_burst}"
+            await self._over_rate(context, call, push, f"tenant {ctx.tenant} is over its call rate ({rate})")
         over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
         if over is not None:
             await self._abort(context, method, ctx, entry, peer, _exhausted(over), push=push)
@@ -424,6 +425,14 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.OK, identity=ctx)
             self._count_push(ctx.tenant, Reason.OK)
         return answer
+
+    async def _over_rate(self, context: grpc.aio.ServicerContext, call: _Call, push: bool, detail: str) -> NoReturn:
+        """Refuse a call over a rate: counted in full, its line held back per agent and method."""
+        over_rate = _exhausted(detail)
+        if push:
+            self.tracker.pushed(call.entry, peer=call.peer, at=time.time(), outcome=over_rate.reason)
+        held = self._over_rate_lines.due((call.ctx.tenant, call.entry.name, call.method))
+        await self._abort(context, call.method, call.ctx, call.entry, call.peer, over_rate, push=push, suppressed=held)
 
     async def _abort(
         self,
