@@ -595,7 +595,7 @@ async def test_the_count_of_a_flood_that_stops_inside_its_window_is_still_writte
     assert len(refusals) == 1 and refusals[0]["reason"] == "resource_exhausted"  # the first of the four, in full
     assert trailing["level"] == "warning" and trailing["suppressed"] == 3  # and the three held back after it
     assert (trailing["tenant"], trailing["agent"], trailing["method"]) == (ACME, "edge-acme", refusals[0]["method"])
-    assert trailing["reason"] == "resource_exhausted"
+    assert trailing["reason"] == "resource_exhausted" and trailing["limit"] == "tenant_rate"
 
 
 async def test_a_per_agent_rate_keeps_one_key_from_spending_its_siblings_rate(pki, tmp_path):

@@ -123,6 +123,11 @@ def test_the_gateway_section_and_push_agents(pki):
         ({"e": push_entry(ACME)}, {"listen": ":0", "max_calls_per_agent": 0}, "gateway.max_calls_per_agent"),
         ({"e": push_entry(ACME)}, {"listen": ":0", "push_rate_per_agent": -1}, "gateway.push_rate_per_agent"),
         ({"e": push_entry(ACME)}, {"listen": ":0", "push_burst_per_agent": "10"}, "gateway.push_burst_per_agent"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "push_burst_per_agent": 5}, "gateway.push_burst_per_agent"),  # no rate
+        ({"e": push_entry(ACME)}, {"listen": ":0", "push_rate_per_agent": 10**308}, "gateway.push_rate_per_agent"),
+        # grpc takes these as options, a C int: past it `run` would not start (OverflowError)
+        ({"e": push_entry(ACME)}, {"listen": ":0", "max_results_bytes": 2**31}, "gateway.max_results_bytes"),
+        ({"e": push_entry(ACME)}, {"listen": ":0", "max_connections": 2**31}, "gateway.max_connections"),
         ({"e": push_entry(ACME)}, {"listen": "127.0.0.1:0", "connection_idle": 30}, "gateway.connection_idle"),
         # grpc's options are a C int of milliseconds: past 24.8 days the server would not start
         ({"e": push_entry(ACME)}, {"listen": ":0", "connection_idle": "600h"}, "gateway.connection_idle"),

@@ -3,8 +3,11 @@ exercise it over real TLS; these pin the edges no loopback run reaches)."""
 
 from __future__ import annotations
 
+import pytest
+
 from poller.gateway import bounds as bounds_module
 from poller.gateway.bounds import GatewayBounds, TenantLimits
+from poller.identity.reasons import InvalidArgument
 
 ACME, XYZ = "acme-corp", "xyz-inc"
 
@@ -88,6 +91,22 @@ def test_a_per_agent_rate_is_taken_before_the_tenants_and_is_off_by_default():
     ]  # a sibling's own two, from the tenant's three left
     assert lim.take_agent(ACME, "agent-1", "p", now=1.0)  # a token back after a second
     assert GatewayBounds(push_rate_per_agent=0.5).agent_burst == 5  # burst 0: ten seconds of the rate
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"push_rate": float("nan")},
+        {"push_rate_per_agent": float("inf")},
+        {"push_rate_per_agent": 1e308},
+        {"push_burst_per_agent": 5},  # a burst of no rate
+        {"max_results_bytes": 2**31},
+        {"max_connections": 2**31},
+    ],
+)
+def test_bounds_that_cannot_work_are_refused_when_made(bounds):
+    with pytest.raises(InvalidArgument):
+        GatewayBounds(**bounds)
 
 
 def test_per_agent_buckets_that_filled_up_again_are_forgotten(monkeypatch):

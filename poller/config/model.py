@@ -63,9 +63,11 @@ __all__ = [
     "DEFAULT_REASSEMBLY_BUDGET",
     "DEFAULT_SINK_DIR",
     "DEFAULT_STREAM_MAX_AGE",
+    "GRPC_MAX_INT",
     "GRPC_MAX_MS",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "MAX_AGENT_RATE",
     "MIN_REASSEMBLY_BUDGET",
     "NATS_SCHEMES",
     "SINK_TYPES",
@@ -134,6 +136,11 @@ DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT = 20.0
 # grpc's integer channel options are a C int: a duration in milliseconds above this
 # (24.8 days) does not reach the server, it stops it starting.
 GRPC_MAX_MS = 2**31 - 1
+# The same C int for the gateway's integer options: grpc.max_receive_message_length
+# (max_results_bytes + 1 MiB) and grpc.max_allowed_incoming_connections (max_connections).
+GRPC_MAX_INT = 2**31 - 1
+# A per-agent rate (and burst) above this is no bound at all; its burst is computed from it.
+MAX_AGENT_RATE = 10**9
 # Acceptance audit lines per method and connection, not per call: the gateway's
 # agents make a call per push (poller.audit.ACCEPT_AUDIT_MODES).
 DEFAULT_GATEWAY_AUDIT_ACCEPTED = "connection"

@@ -64,9 +64,11 @@ from poller.config.model import (
     DEFAULT_REASSEMBLY_BUDGET,
     DEFAULT_SINK_DIR,
     DEFAULT_STREAM_MAX_AGE,
+    GRPC_MAX_INT,
     GRPC_MAX_MS,
     LOG_FORMATS,
     LOG_LEVELS,
+    MAX_AGENT_RATE,
     MIN_REASSEMBLY_BUDGET,
     SINK_TYPES,
     UNLISTED_AGENT_PREFIX,
@@ -611,9 +613,13 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
         "max_connections",
         "max_connections_per_tenant",
     ):
-        numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1)
+        # grpc takes these two as options, a C int: past it `run` would not start
+        high = {"max_results_bytes": GRPC_MAX_INT - 1024 * 1024, "max_connections": GRPC_MAX_INT}.get(name)
+        numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1, high=high)
     for name in ("push_rate_per_agent", "push_burst_per_agent"):  # 0: off (the default)
-        numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=0)
+        numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=0, high=MAX_AGENT_RATE)
+    if numbers["push_burst_per_agent"] and not numbers["push_rate_per_agent"]:
+        c.error("gateway.push_burst_per_agent", "a burst needs push_rate_per_agent (0: no per-agent rate)")
     numbers["stream_timeout"] = c.duration(obj, "stream_timeout", "gateway", default=defaults.stream_timeout)
     for name in ("connection_idle", "keepalive", "keepalive_timeout"):  # grpc options in milliseconds, a C int
         numbers[name] = c.duration(obj, name, "gateway", default=getattr(defaults, name), most=GRPC_MAX_MS / 1000)

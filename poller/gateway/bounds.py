@@ -62,7 +62,9 @@ from poller.config.model import (
     DEFAULT_GATEWAY_PUSH_BURST,
     DEFAULT_GATEWAY_PUSH_RATE,
     DEFAULT_GATEWAY_STREAM_TIMEOUT,
+    GRPC_MAX_INT,
     GRPC_MAX_MS,
+    MAX_AGENT_RATE,
     GatewayConfig,
 )
 from poller.identity.reasons import InvalidArgument
@@ -120,11 +122,22 @@ class GatewayBounds:
             "keepalive",
             "keepalive_timeout",
         ):
-            if getattr(self, name) <= 0:
+            value = getattr(self, name)
+            if not value > 0 or not math.isfinite(value):  # NaN compares false either way
                 raise InvalidArgument(f"gateway bound {name} must be positive")
         for name in ("push_rate_per_agent", "push_burst_per_agent"):
-            if getattr(self, name) < 0:
-                raise InvalidArgument(f"gateway bound {name} must be 0 (none) or positive")
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_AGENT_RATE:
+                raise InvalidArgument(f"gateway bound {name} must be 0 (none) or positive, at most {MAX_AGENT_RATE}")
+        if self.push_burst_per_agent and not self.push_rate_per_agent:
+            raise InvalidArgument("gateway bound push_burst_per_agent needs push_rate_per_agent (a burst of no rate)")
+        if self.max_message_bytes > GRPC_MAX_INT:
+            most = GRPC_MAX_INT - MiB
+            raise InvalidArgument(
+                f"gateway bound max_results_bytes must be at most {most} (grpc's receive limit, 1 MiB more, is a C int)"
+            )
+        if self.max_connections > GRPC_MAX_INT:
+            raise InvalidArgument(f"gateway bound max_connections must be at most {GRPC_MAX_INT} (a grpc option, a C int)")
         for name in ("connection_idle", "keepalive", "keepalive_timeout"):  # grpc options, in milliseconds
             if getattr(self, name) * 1000 > GRPC_MAX_MS:
                 limit = GRPC_MAX_MS / 1000

@@ -177,7 +177,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
         # the task running each: a reload that no longer admits the caller ends them.
         self._held: dict[_Call, asyncio.Task[Any]] = {}
-        # per (tenant, agent, method)
+        # per (tenant, agent, method, limit)
         self._over_rate_lines = LineLimiter(OVER_RATE_LOG_EVERY, on_held_back=self._over_rate_held_back)
         pushes.on_change(self._entries_changed)
 
@@ -320,12 +320,13 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
     def _over_rate_held_back(self, key: Hashable, held: int) -> None:
         """An agent's over-rate refusals of one method held back in a window that has
         closed with no line saying them: said now."""
-        tenant, agent, method = cast(tuple[str, str, str], key)
+        tenant, agent, method, limit = cast(tuple[str, str, str, str], key)
         log.warning(
             "gateway_requests_held_back",
             tenant=tenant,
             agent=agent,
             method=f"/{SERVICE}/{method}",
+            limit=f"{limit}_rate",  # whose rate refused them: the agent's own, or its tenant's
             reason=Reason.RESOURCE_EXHAUSTED.value,
             suppressed=held,
             window_s=self._over_rate_lines.every,
@@ -378,10 +379,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         if not self.limits.take_agent(ctx.tenant, ctx.component_id, ctx.partition_id):
             rate = f"{bounds.push_rate_per_agent:g}/s, burst {bounds.agent_burst}"
             detail = f"agent {ctx.component_id} of tenant {ctx.tenant} is over its call rate ({rate})"
-            await self._over_rate(context, call, push, detail)
+            await self._over_rate(context, call, push, "agent", detail)
         if not self.limits.take_push(ctx.tenant):
             rate = f"{bounds.push_rate:g}/s, burst {bounds.push_burst}"
-            await self._over_rate(context, call, push, f"tenant {ctx.tenant} is over its call rate ({rate})")
+            await self._over_rate(context, call, push, "tenant", f"tenant {ctx.tenant} is over its call rate ({rate})")
         over = self.limits.enter_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
         if over is not None:
             await self._abort(context, method, ctx, entry, peer, _exhausted(over), push=push)
@@ -426,12 +427,13 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self._count_push(ctx.tenant, Reason.OK)
         return answer
 
-    async def _over_rate(self, context: grpc.aio.ServicerContext, call: _Call, push: bool, detail: str) -> NoReturn:
-        """Refuse a call over a rate: counted in full, its line held back per agent and method."""
+    async def _over_rate(self, context: grpc.aio.ServicerContext, call: _Call, push: bool, limit: str, detail: str) -> NoReturn:
+        """Refuse a call over the `limit` rate ("agent" or "tenant"): counted in full, its
+        line held back per agent, method and limit (one limit's line hides no other's)."""
         over_rate = _exhausted(detail)
         if push:
             self.tracker.pushed(call.entry, peer=call.peer, at=time.time(), outcome=over_rate.reason)
-        held = self._over_rate_lines.due((call.ctx.tenant, call.entry.name, call.method))
+        held = self._over_rate_lines.due((call.ctx.tenant, call.entry.name, call.method, limit))
         await self._abort(context, call.method, call.ctx, call.entry, call.peer, over_rate, push=push, suppressed=held)
 
     async def _abort(
