@@ -46,10 +46,9 @@ IDENTITY_REFUSALS: tuple[Reason, ...] = (*(r for r in Reason if r.is_refusal and
 #: ... a result is refused by the handler registry, and a handler fails.
 RESULT_REFUSALS: tuple[Reason, ...] = (Reason.INVALID_CHANNEL, Reason.PAYLOAD_MISMATCH, Reason.LABEL_MISMATCH, Reason.NO_HANDLER)
 HANDLER_FAILURES: tuple[Reason, ...] = (Reason.HANDLER_FAILED, Reason.HANDLER_TIMEOUT)
-#: ... the gateway takes or refuses a push (poller_gateway_pushes_total{outcome}).
 #: The gateway's methods, as poller_gateway_calls_refused_total{method} names them.
 GATEWAY_METHODS = ("Hello", "GetConfig", "PushStatus", "StreamStatus", "ControlStream")
-
+#: ... the gateway takes or refuses a push (poller_gateway_pushes_total{outcome}).
 GATEWAY_OUTCOMES: tuple[Reason, ...] = (
     Reason.OK,
     Reason.UNKNOWN_AGENT,

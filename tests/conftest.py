@@ -3,6 +3,7 @@ mTLS mock agents on loopback. Nothing here is mocked: every handshake is real.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,34 @@ def log_events(caplog: pytest.LogCaptureFixture) -> Callable[[], list[dict[str, 
         ]
 
     return events
+
+
+@pytest.fixture
+def log_event_seen() -> Iterator[Callable[[str], asyncio.Event]]:
+    """`log_event_seen(event)`: an asyncio.Event set once the library logs an event of
+    that name, to wait on (with a guard timeout) instead of on time."""
+    import logging
+
+    from poller.logs import EVENT_ATTR
+
+    library = logging.getLogger("poller")
+    handlers: list[logging.Handler] = []
+
+    def seen(event: str) -> asyncio.Event:
+        flag = asyncio.Event()
+
+        class Seen(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if getattr(record, EVENT_ATTR, {}).get("event") == event:
+                    flag.set()
+
+        handlers.append(Seen())
+        library.addHandler(handlers[-1])
+        return flag
+
+    yield seen
+    for handler in handlers:
+        library.removeHandler(handler)
 
 
 # --------------------------------------------------------------------------- NATS

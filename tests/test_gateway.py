@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import errno
 import json
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ from poller.gateway import (
 from poller.gateway import service as gateway_service
 from poller.gateway.service import KEPT_STATUS_BYTES
 from poller.identity.reasons import InvalidArgument, Reason
-from poller.logs import EVENT_ATTR
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
 from poller.proto import monitoring_pb2 as pb
@@ -567,29 +565,20 @@ async def test_the_rate_binds_lying_calls_hello_and_get_config_too(pki, tmp_path
         assert (await other.hello()).accepted and (await other.push([other.status("x")])).received  # its own bucket
 
 
-async def test_the_count_of_a_flood_that_stops_inside_its_window_is_still_written(pki, tmp_path, log_events, monkeypatch):
+async def test_the_count_of_a_flood_that_stops_inside_its_window_is_still_written(
+    pki, tmp_path, log_events, log_event_seen, monkeypatch
+):
     # Refused Hello, GetConfig and ControlStream calls are counted nowhere but these lines:
     # the ones held back when a flood stops must still be said, once its window closes.
     monkeypatch.setattr(gateway_service, "OVER_RATE_LOG_EVERY", 0.5)
-    said = asyncio.Event()
-
-    class Wake(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if getattr(record, EVENT_ATTR, {}).get("event") == "gateway_requests_held_back":
-                said.set()
-
-    wake = Wake()
-    logging.getLogger("poller").addHandler(wake)
-    try:
-        async with started(pki, tmp_path, bounds=GatewayBounds(push_rate=0.001, push_burst=1)) as g:
-            agent = g.agent(pki.agent(ACME, "agent-001"))
-            assert (await agent.hello()).accepted  # the tenant's one token
-            exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
-            assert [await refused(agent.hello()) for _ in range(4)] == [exhausted] * 4
-            async with asyncio.timeout(10):
-                await said.wait()
-    finally:
-        logging.getLogger("poller").removeHandler(wake)
+    said = log_event_seen("gateway_requests_held_back")
+    async with started(pki, tmp_path, bounds=GatewayBounds(push_rate=0.001, push_burst=1)) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        assert (await agent.hello()).accepted  # the tenant's one token
+        exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        assert [await refused(agent.hello()) for _ in range(4)] == [exhausted] * 4
+        async with asyncio.timeout(10):
+            await said.wait()
     refusals = [e for e in log_events() if e["event"] == "gateway_request_refused"]
     [trailing] = [e for e in log_events() if e["event"] == "gateway_requests_held_back"]
     assert len(refusals) == 1 and refusals[0]["reason"] == "resource_exhausted"  # the first of the four, in full

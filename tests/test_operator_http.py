@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
 from poller.daemon.http import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_REQUEST_BYTES, OperatorServer
 from poller.daemon.status import StatusBoard
-from poller.logs import EVENT_ATTR
 from poller.metrics import PollerMetrics
 
 
@@ -269,20 +267,12 @@ def test_the_per_client_limit_counts_one_client_by_its_address(peername, client)
     assert _client_address(peername) == client
 
 
-async def test_refusals_held_back_when_a_flood_stops_are_still_said(monkeypatch, log_events):
+async def test_refusals_held_back_when_a_flood_stops_are_still_said(monkeypatch, log_events, log_event_seen):
     # One line per limit per minute, with the number held back since; a flood that stops
     # inside its minute has that number said once a further minute has passed without a line.
     monkeypatch.setattr("poller.daemon.http.REFUSAL_LOG_EVERY", 1.0)  # the four refusals come well within it
     monkeypatch.setattr("poller.daemon.http.READ_TIMEOUT", 3600.0)  # the held sockets stay held
-    said = asyncio.Event()
-
-    class Wake(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if getattr(record, EVENT_ATTR, {}).get("event") == "http_connections_held_back":
-                said.set()
-
-    wake = Wake()
-    logging.getLogger("poller").addHandler(wake)
+    said = log_event_seen("http_connections_held_back")
     statuses = StatusBoard()
     srv = OperatorServer(
         ("127.0.0.1", 0), statuses=lambda tenant: statuses.snapshot([], tenant), poller_id="p", registry=PollerMetrics().registry
@@ -294,7 +284,6 @@ async def test_refusals_held_back_when_a_flood_stops_are_still_said(monkeypatch,
         async with asyncio.timeout(10):  # a guard against a hang, not a measurement
             await said.wait()
     finally:
-        logging.getLogger("poller").removeHandler(wake)
         for _, w in flood:
             w.close()
         await srv.stop()

@@ -68,6 +68,7 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MAX_AGENT_RATE",
+    "MAX_GATEWAY_RESULTS_BYTES",
     "MIN_REASSEMBLY_BUDGET",
     "NATS_SCHEMES",
     "SINK_TYPES",
@@ -133,12 +134,13 @@ DEFAULT_GATEWAY_STREAM_TIMEOUT = 300.0
 # and the tenant's place for it, until the kernel gives up: hours.
 DEFAULT_GATEWAY_KEEPALIVE = 120.0
 DEFAULT_GATEWAY_KEEPALIVE_TIMEOUT = 20.0
-# grpc's integer channel options are a C int: a duration in milliseconds above this
-# (24.8 days) does not reach the server, it stops it starting.
-GRPC_MAX_MS = 2**31 - 1
-# The same C int for the gateway's integer options: grpc.max_receive_message_length
-# (max_results_bytes + 1 MiB) and grpc.max_allowed_incoming_connections (max_connections).
+# grpc's integer channel options are a C int: a value above this does not reach the
+# server, it stops it starting (OverflowError). So: a duration in milliseconds (24.8
+# days), grpc.max_allowed_incoming_connections (max_connections), and
+# grpc.max_receive_message_length (max_results_bytes + 1 MiB).
 GRPC_MAX_INT = 2**31 - 1
+GRPC_MAX_MS = GRPC_MAX_INT
+MAX_GATEWAY_RESULTS_BYTES = GRPC_MAX_INT - 1024 * 1024
 # A per-agent rate (and burst) above this is no bound at all; its burst is computed from it.
 MAX_AGENT_RATE = 10**9
 # Acceptance audit lines per method and connection, not per call: the gateway's

@@ -69,6 +69,7 @@ from poller.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
     MAX_AGENT_RATE,
+    MAX_GATEWAY_RESULTS_BYTES,
     MIN_REASSEMBLY_BUDGET,
     SINK_TYPES,
     UNLISTED_AGENT_PREFIX,
@@ -581,6 +582,10 @@ def _component(c: Checker, obj: Mapping[str, Any], path: str) -> str | None:
     return component or component_id
 
 
+# Gateway integers grpc takes as options, a C int: past these `run` would not start.
+_GRPC_INT_BOUNDS = {"max_results_bytes": MAX_GATEWAY_RESULTS_BYTES, "max_connections": GRPC_MAX_INT}
+
+
 def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: Path | None) -> GatewayConfig | None:
     if value is None:
         return None
@@ -613,8 +618,7 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
         "max_connections",
         "max_connections_per_tenant",
     ):
-        # grpc takes these two as options, a C int: past it `run` would not start
-        high = {"max_results_bytes": GRPC_MAX_INT - 1024 * 1024, "max_connections": GRPC_MAX_INT}.get(name)
+        high = _GRPC_INT_BOUNDS.get(name)
         numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=1, high=high)
     for name in ("push_rate_per_agent", "push_burst_per_agent"):  # 0: off (the default)
         numbers[name] = c.integer(obj, name, "gateway", default=getattr(defaults, name), low=0, high=MAX_AGENT_RATE)

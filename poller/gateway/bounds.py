@@ -65,6 +65,7 @@ from poller.config.model import (
     GRPC_MAX_INT,
     GRPC_MAX_MS,
     MAX_AGENT_RATE,
+    MAX_GATEWAY_RESULTS_BYTES,
     GatewayConfig,
 )
 from poller.identity.reasons import InvalidArgument
@@ -131,8 +132,8 @@ class GatewayBounds:
                 raise InvalidArgument(f"gateway bound {name} must be 0 (none) or positive, at most {MAX_AGENT_RATE}")
         if self.push_burst_per_agent and not self.push_rate_per_agent:
             raise InvalidArgument("gateway bound push_burst_per_agent needs push_rate_per_agent (a burst of no rate)")
-        if self.max_message_bytes > GRPC_MAX_INT:
-            most = GRPC_MAX_INT - MiB
+        if self.max_results_bytes > MAX_GATEWAY_RESULTS_BYTES:
+            most = MAX_GATEWAY_RESULTS_BYTES
             raise InvalidArgument(
                 f"gateway bound max_results_bytes must be at most {most} (grpc's receive limit, 1 MiB more, is a C int)"
             )

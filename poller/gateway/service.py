@@ -74,7 +74,7 @@ DELISTED = "poller: the push entries no longer admit the caller"
 # A tenant over its rate is refused every call, counted in full, but each agent's
 # refusals of one method are logged once in this many seconds (with the number held
 # back): a flood must not become one, and one agent's flood hides no other agent's.
-# The count of a flood that stops inside a window is written when the window closes.
+# The count of a flood that stops inside a window is written a window later (LineLimiter).
 OVER_RATE_LOG_EVERY = 10.0
 # What a status kept for reassembly holds beyond its wire bytes: a parsed
 # GatewayServiceStatus takes 205-225 bytes more of the chunk's upb arena than it

@@ -98,10 +98,14 @@ def _key_pair(private_key: PemSource, certificate_chain: PemSource) -> tuple[byt
     serve a certificate made for clients, or an expired one, without a word, and
     every client's handshake would fail."""
     key, chain = _pem(private_key, "private key"), _pem(certificate_chain, "certificate chain")
-    where = "the server certificate chain" if isinstance(certificate_chain, bytes) else str(certificate_chain)
-    if problems := serving_problems(chain, key, where=where):
+    if problems := serving_problems(chain, key, where=_where(certificate_chain)):
         raise InvalidArgument("; ".join(problems))
     return key, chain
+
+
+def _where(certificate_chain: PemSource) -> str:
+    """How lines and errors name the server's certificate: its file, when it has one."""
+    return "the server certificate chain" if isinstance(certificate_chain, bytes) else str(certificate_chain)
 
 
 def _served_names(cert: x509.Certificate) -> list[str]:
@@ -174,7 +178,7 @@ class TrustedClientRoots:
             return
         if (key, chain) == self._next_pair:  # most reloads: the files as they were
             return
-        where = "the certificate chain" if isinstance(certificate_chain, bytes) else str(certificate_chain)
+        where = _where(certificate_chain)
         if problems := serving_problems(chain, key, where=where):
             self._keep(problems)
             return
@@ -193,13 +197,13 @@ class TrustedClientRoots:
         # dial one of the names and trust one issuer, and a handshake failure tells them
         # (and nobody here) only that it failed.
         dropped = sorted(set(_served_names(previous)) - set(_served_names(leaf)))
-        issuer_changed = _issuer(leaf) != _issuer(previous)
+        issuer, previous_issuer = _issuer(leaf), _issuer(previous)
         if dropped:
             fields["dropped_names"] = dropped
-        if issuer_changed:  # by name or key: a CA re-keyed under its name is another issuer to a client
-            fields["issuer"], fields["previous_issuer"] = leaf.issuer.rfc4514_string(), previous.issuer.rfc4514_string()
-            fields["issuer_key_id"], fields["previous_issuer_key_id"] = _issuer(leaf)[1], _issuer(previous)[1]
-        if dropped or issuer_changed:
+        if issuer != previous_issuer:  # by name or key: a CA re-keyed under its name is another issuer to a client
+            fields["issuer"], fields["issuer_key_id"] = issuer
+            fields["previous_issuer"], fields["previous_issuer_key_id"] = previous_issuer
+        if dropped or issuer != previous_issuer:
             log.warning(
                 "server_certificate_changed",
                 **fields,
