@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from poller.identity.names import InvalidName
 from poller.identity.platform import PlatformIdentity, format_platform_cn, parse_platform_cn
 from poller.identity.reasons import IdentityRefused, Reason
-from poller.trust.platform import load_platform_authority, local_platform_identity, verify_platform_chain
+from poller.pki.authority import load_authority, write_issued
+from poller.pki.build import build_certificate, new_key
+from poller.server.interceptor import proof_ends
+from poller.trust.platform import (
+    PlatformAuthority,
+    load_platform_authority,
+    local_platform_identity,
+    platform_not_after,
+    verify_platform_chain,
+)
 from poller.trust.store import TrustStore
 
 ADMIN_CN = "ops-admin.platform.serviceradar"
@@ -62,3 +71,35 @@ def test_without_a_platform_ca_nobody_is_an_admin(pki):
 def test_the_pollers_own_identity_is_local(pki):
     identity = local_platform_identity(TrustStore(pki.directory).client)
     assert identity.local and identity.cn == "poller-1.serviceradar"
+
+
+def test_an_admin_proof_ends_with_the_root_above_a_platform_ca_that_outlives_it(pki):
+    """A hand-made platform CA may outlive the root that issued it; the TLS
+    handshake validates up to the root, so the proof ends at the root's notAfter."""
+    root_end = pki.root.cert.not_valid_after_utc
+    later = root_end + timedelta(days=30)
+    key = new_key()
+    cert = build_certificate(
+        subject_key=key,
+        subject_cn="platform.ca.serviceradar",
+        issuer_cert=pki.root.cert,
+        issuer_key=pki.root.key,
+        not_after=later,
+        is_ca=True,
+        pathlen=0,
+    )
+    layout = pki.layout
+    write_issued(layout.platform_ca, layout.platform_key, None, cert, key, pki.root.cert)
+    pki.platform = load_authority(layout.platform_ca, layout.platform_key, "platform CA")
+    leaf = admin(pki, not_after=later)
+    platform = PlatformAuthority.from_certificate(cert)
+    snapshot = TrustStore(pki.directory).snapshot
+    assert platform_not_after(platform, snapshot.root) == root_end
+    assert platform_not_after(platform, None) == later  # no root given: the platform CA alone
+    assert verify_platform_chain([leaf.cert], platform, now=root_end, root=snapshot.root).name == "ops-admin"
+    with pytest.raises(IdentityRefused) as info:
+        verify_platform_chain([leaf.cert], platform, now=root_end + timedelta(seconds=1), root=snapshot.root)
+    assert info.value.reason is Reason.UNTRUSTED_CHAIN
+    assert "the root that issued the platform CA expired" in info.value.detail
+    proven = verify_platform_chain([leaf.cert], platform, root=snapshot.root)
+    assert proof_ends(proven, snapshot, platform) == root_end.timestamp()

@@ -68,7 +68,7 @@ from poller.logs import get_logger
 from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.policy import Access, Decision, Policy, any_tenant
 from poller.trust.layout import CertsLayout
-from poller.trust.platform import PlatformAuthority, load_platform_authority, verify_platform_chain
+from poller.trust.platform import PlatformAuthority, load_platform_authority, platform_not_after, verify_platform_chain
 from poller.trust.source import notifies
 from poller.trust.store import TenantAuthority, TrustSnapshot
 from poller.trust.verify import check_anchor, check_revocation, parse_chain, proof_deadline, verify_agent_chain
@@ -145,7 +145,7 @@ def prove_caller(
     certs = parse_chain([leaf_cert, *(c for c in rest if c != leaf_cert)])
     leaf = certs[0]
     if platform is not None and platform.issued(leaf):
-        return verify_platform_chain(certs, platform)
+        return verify_platform_chain(certs, platform, root=snapshot.root)
     authority = _issuing_tenant(certs, snapshot)
     if authority is None:
         raise IdentityRefused(
@@ -211,13 +211,14 @@ class ProofCache:
 def proof_ends(proven: TenantContext | PlatformIdentity, snapshot: TrustSnapshot, platform: PlatformAuthority | None) -> float:
     """When (epoch seconds) a proof made under `snapshot` stops holding by the clock
     alone: the first notAfter over the proven chain (the leaf, its tenant CA and
-    the root above that CA, or the platform CA) or the tenant CRL's nextUpdate.
-    The CA's own notAfter counts: an external CA need not cap its leaves at it."""
+    the root above that CA, or the platform CA and the root above it) or the
+    tenant CRL's nextUpdate. The CA's own notAfter counts: an external CA need
+    not cap its leaves at it."""
     if isinstance(proven, TenantContext):
         return proof_deadline(proven.not_after, snapshot.tenants.get(proven.tenant), snapshot).timestamp()
     end = proven.not_after
     if platform is not None:
-        end = min(end, certinfo.not_after(platform.cert))
+        end = min(end, platform_not_after(platform, snapshot.root))
     return end.timestamp()
 
 

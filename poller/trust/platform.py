@@ -65,17 +65,29 @@ def load_platform_authority(layout: CertsLayout) -> PlatformAuthority | None:
     return PlatformAuthority.from_certificate(cert)
 
 
+def platform_not_after(platform: PlatformAuthority, root: x509.Certificate | None) -> datetime:
+    """When the platform CA stops anchoring identities: its notAfter, or the
+    root's when the root issued it and ends first (a TLS handshake validates
+    up to the root), as anchor_not_after says for a tenant CA."""
+    end = certinfo.not_after(platform.cert)
+    if root is not None and platform.cert != root and certinfo.issued_by(platform.cert, root):
+        end = min(end, certinfo.not_after(root))
+    return end
+
+
 def verify_platform_chain(
     chain: Sequence[bytes | x509.Certificate],
     platform: PlatformAuthority | None,
     *,
     now: datetime | None = None,
+    root: x509.Certificate | None = None,
 ) -> PlatformIdentity:
     """Return the PlatformIdentity the chain proves, or raise IdentityRefused.
 
     Checks, in order: issued by the platform CA (name and key), not a CA, CN
-    `<name>.platform.serviceradar`, within validity, and a full path
-    validation to the platform CA (signature, EKU clientAuth when present).
+    `<name>.platform.serviceradar`, within validity, a full path validation
+    to the platform CA (signature, EKU clientAuth when present), and, given
+    the `root` that issued the platform CA, that root's validity.
     """
     now = now or certinfo.utcnow()
     certs = parse_chain(chain)
@@ -106,6 +118,9 @@ def verify_platform_chain(
         path_verifier(platform.cert, now, "client").verify(leaf, certs[1:])
     except VerificationError as exc:
         raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to the platform CA failed: {exc}") from None
+    end = platform_not_after(platform, root)
+    if now > end:
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"the root that issued the platform CA expired at {end:%Y-%m-%dT%H:%M:%SZ}")
     return PlatformIdentity(
         name=name,
         cn=names[0],
