@@ -912,6 +912,12 @@ async def test_an_empty_listen_host_is_every_interface(pki, tmp_path):
         assert (await agent.hello()).accepted  # reached on 127.0.0.1
 
 
+async def test_a_listen_address_another_server_holds_is_refused_not_shared(pki, tmp_path):
+    async with started(pki, tmp_path) as g:
+        with pytest.raises(InvalidArgument, match=f"gateway cannot listen on 127.0.0.1:{g.server.port}"):
+            await start(pki, tmp_path, listen=f"127.0.0.1:{g.server.port}")
+
+
 class _HeldSink:
     """A sink whose publish waits until released: a push still being delivered."""
 

@@ -116,4 +116,7 @@ def server_options(bounds: GatewayBounds) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),  # keep pinging an open stream that carries nothing
         ("grpc.http2.min_ping_interval_without_data_ms", _ms(AGENT_PING_MIN_INTERVAL)),
+        # grpc sets SO_REUSEPORT by default: a second poller on the same listen address would
+        # bind beside the first, and the kernel would share agents between them unsaid.
+        ("grpc.so_reuseport", 0),
     ]
