@@ -143,6 +143,9 @@ async def test_unproven_results_reach_only_platform_handlers():
         b'{"tenantId": "xyz-inc"}',
         b'{"meta": {"Tenant-Slug": "xyz-inc"}}',
         b'{"\\u0074enant": "xyz-inc"}',  # an escaped key is still the key
+        b'{"ten_ant": "xyz-inc"}',  # the key rule drops `_` and `-`: so must the pre-check
+        b'{"hosts": [{"Ten-Ant-Id": "xyz-inc"}]}',
+        b'{"t_e_n_a_n_t_slug": "xyz-inc"}',
     ],
 )
 async def test_a_payload_naming_another_tenant_is_refused_and_audited(payload, log_events):

@@ -114,8 +114,13 @@ def _may_name_a_tenant(payload: bytes) -> bool:
     """Cheap pre-check on the raw payload, for a strict and a lenient reading alike:
     a tenant key has "tenant" in it, in any case, unless it is spelled with \\u
     escapes or non-ASCII letters (fullwidth, ligatures), or the payload is one a
-    lenient parser reads as UTF-16 or UTF-32 (NUL bytes). Then the full walk decides."""
-    return not payload.isascii() or b"\\u" in payload or b"\x00" in payload or b"tenant" in payload.lower()
+    lenient parser reads as UTF-16 or UTF-32 (NUL bytes). Then the full walk decides.
+    `_` and `-` are taken out first, as the key rule (_is_tenant_key) takes them out:
+    `ten_ant` and `Ten-Ant-Id` are tenant keys too."""
+    if not payload.isascii() or b"\\u" in payload or b"\x00" in payload:
+        return True
+    lowered = payload.lower()
+    return b"tenant" in lowered or ((b"_" in lowered or b"-" in lowered) and b"tenant" in lowered.translate(None, b"_-"))
 
 
 def payload_needs_reading(payload: bytes) -> bool:
