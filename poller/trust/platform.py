@@ -31,7 +31,7 @@ from poller.identity.platform import PlatformIdentity, parse_platform_cn
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.trust.layout import CertsLayout
 from poller.trust.store import ClientIdentity
-from poller.trust.verify import parse_chain, path_verifier
+from poller.trust.verify import ca_not_after, parse_chain, path_verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +66,8 @@ def load_platform_authority(layout: CertsLayout) -> PlatformAuthority | None:
 
 
 def platform_not_after(platform: PlatformAuthority, root: x509.Certificate | None) -> datetime:
-    """When the platform CA stops anchoring identities: its notAfter, or the
-    root's when the root issued it and ends first (a TLS handshake validates
-    up to the root), as anchor_not_after says for a tenant CA."""
-    end = certinfo.not_after(platform.cert)
-    if root is not None and platform.cert != root and certinfo.issued_by(platform.cert, root):
-        end = min(end, certinfo.not_after(root))
-    return end
+    """When the platform CA stops anchoring identities: ca_not_after, the rule of a tenant CA."""
+    return ca_not_after(platform.cert, root)
 
 
 def verify_platform_chain(

@@ -179,17 +179,21 @@ def check_revocation(
         raise refuse(Reason.CRL_EXPIRED, f"{expected.ca_cn}'s CRL is past its nextUpdate ({crl.next_update:%Y-%m-%dT%H:%M:%SZ})")
 
 
-def anchor_not_after(expected: TenantAuthority, trust: TrustSnapshot) -> datetime:
-    """When the anchor of `expected`'s agents stops being valid: its CA's
-    notAfter, or the platform root's when the root issued that CA and ends
-    first (a TLS handshake validates up to the root). A leaf's own notAfter
-    may outlive both: an external or openssl-made CA need not cap it."""
-    end = certinfo.not_after(expected.cert)
-    root = trust.root
-    if root is not None and expected.cert.issuer == root.subject and expected.cert != root:
-        # The snapshot holds such a CA only when the root's key signed it (poller.trust.material).
+def ca_not_after(ca: x509.Certificate, root: x509.Certificate | None) -> datetime:
+    """When a CA stops anchoring: its notAfter, or the root's when the root issued
+    it and ends first (a TLS handshake validates up to the root). By issuer name:
+    a cap can only end a proof sooner, and a CA that names the root without its
+    signature fails the handshake anyway."""
+    end = certinfo.not_after(ca)
+    if root is not None and ca.issuer == root.subject and ca != root:
         end = min(end, certinfo.not_after(root))
     return end
+
+
+def anchor_not_after(expected: TenantAuthority, trust: TrustSnapshot) -> datetime:
+    """When the anchor of `expected`'s agents stops being valid (ca_not_after).
+    A leaf's own notAfter may outlive it: an external or openssl-made CA need not cap it."""
+    return ca_not_after(expected.cert, trust.root)
 
 
 def proof_deadline(not_after: datetime, expected: TenantAuthority | None, trust: TrustSnapshot) -> datetime:
