@@ -13,12 +13,25 @@ over mTLS into the real file sink, then read its files with a strict parser.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
-from poller.delivery.payload import MAX_DEPTH, NOT_JSON, decode_payload, payload_refusal
+from poller.delivery.payload import (
+    MAX_DEPTH,
+    MAX_NODES,
+    NOT_JSON,
+    _deeper_than,
+    decode_payload,
+    payload_cost_refusal,
+    payload_refusal,
+)
+from poller.delivery.registry import Delivery, HandlerRegistry
+from poller.identity.reasons import Reason
+from poller.metrics import PollerMetrics
 from poller.nats.messages import encode
+from poller.policy import same_tenant
 from poller.testing.mock_agent import AgentBehaviour
 from poller.testing.results import sample_result
 
@@ -92,6 +105,60 @@ def test_a_claim_in_utf16_or_utf32_is_refused_and_the_own_tenant_passes(encoding
 def test_a_key_that_normalises_to_a_tenant_key_is_a_claim(key):
     assert _refusal(json.dumps({key: XYZ}, ensure_ascii=False).encode()) is not None
     assert _refusal(json.dumps({key: XYZ}).encode()) is not None  # the same key as \u escapes
+
+
+def _depth(node: object) -> int:
+    if isinstance(node, dict):
+        return 1 + max(map(_depth, node.values()), default=0)
+    if isinstance(node, list):
+        return 1 + max(map(_depth, node), default=0)
+    return 0
+
+
+# Strings that would mislead a count of brackets that did not skip them.
+_TRICKY = ["]]}", '"[[{', 'x\\"[', "\\", 'q\\\\"]', "\\\\[", "a, b", ""]
+
+
+def _document(rng: random.Random, depth: int) -> object:
+    if depth <= 0 or rng.random() < 0.2:
+        return rng.choice([1, None, 2.5, *_TRICKY])
+    if rng.random() < 0.5:
+        return [_document(rng, depth - 1) for _ in range(rng.randint(0, 3))]
+    return {f"k{i}{rng.choice(_TRICKY)}": _document(rng, depth - 1) for i in range(rng.randint(0, 3))}
+
+
+def test_the_depth_limit_counts_brackets_outside_strings_only():
+    """The depth is read from the payload's bytes (a walk of the decoded document
+    stalled the loop for seconds): brackets, quotes and escapes inside strings must
+    not move it either way."""
+    inner = b'"]]]]}}\\"]"'  # closing brackets and an escaped quote inside a string
+    assert decode_payload(b"[" * MAX_DEPTH + inner + b"]" * MAX_DEPTH) is not NOT_JSON
+    assert decode_payload(b"[" * (MAX_DEPTH + 1) + inner + b"]" * (MAX_DEPTH + 1)) is NOT_JSON
+    assert decode_payload(b'["' + b"[" * 5000 + b'"]') == ["[" * 5000]  # depth 1, whatever the string holds
+    rng = random.Random(20261207)
+    for _ in range(300):
+        document = _document(rng, rng.randint(1, 9))
+        payload = json.dumps(document).encode()
+        depth = _depth(document)
+        for limit in range(12):
+            assert _deeper_than(payload, limit) == (depth > limit), (payload, limit)
+
+
+def test_a_payload_of_more_nodes_than_the_bound_is_refused_before_it_is_read():
+    """5 million empty lists in 15 MiB took 2 s to decode and 6 s to walk, on the
+    loop every tenant shares: a payload is bounded by its nodes, not only its bytes."""
+    flood = b"[" + b"[]," * MAX_NODES + b"[]]"
+    detail = payload_cost_refusal(flood)
+    assert detail is not None and str(MAX_NODES) in detail
+    assert decode_payload(flood) is NOT_JSON
+    registry = HandlerRegistry(metrics=PollerMetrics())
+    registry.register("agents.status", lambda r: None, tenant=ACME, policy=same_tenant(ACME), name="acme")
+    refused = registry.check(sample_result(payload=flood))
+    assert isinstance(refused, Delivery) and refused.refused is Reason.INVALID_PAYLOAD
+    # Commas inside strings are no nodes: a long text is still one string.
+    text = json.dumps({"log": "a," * MAX_NODES}).encode()
+    assert payload_cost_refusal(text) is None and decode_payload(text) == {"log": "a," * MAX_NODES}
+    assert payload_cost_refusal(b"[" + b"1," * (MAX_NODES - 2) + b"1]") is None  # at the bound
 
 
 def test_a_nan_in_a_nats_message_is_never_written():

@@ -52,7 +52,7 @@ from typing import Any, cast
 
 from poller import eager
 from poller.delivery.channels import channel_for, check_pattern, matches
-from poller.delivery.payload import payload_needs_reading, payload_refusal
+from poller.delivery.payload import payload_cost_refusal, payload_needs_reading, payload_refusal
 from poller.delivery.result import PollResult
 from poller.delivery.sink import Sink
 from poller.identity.context import _current
@@ -277,6 +277,9 @@ class HandlerRegistry:
             channel = channel_for(result)
         except ResultRefused as err:
             return self._refuse(result, None, err.reason, err.detail)
+        cost = payload_cost_refusal(result.payload)
+        if cost is not None:  # before anything decodes it: see poller.delivery.payload.MAX_NODES
+            return self._refuse(result, channel, Reason.INVALID_PAYLOAD, cost, audited=True)
         if result.context is not None and not payload_needs_reading(result.payload):
             # Its bytes cannot spell a tenant key or a label: nothing either check looks
             # for, so it is not decoded here (the sinks read it themselves).
