@@ -31,7 +31,7 @@ from poller.gateway import (
     serve_gateway,
 )
 from poller.gateway import service as gateway_service
-from poller.gateway.service import KEPT_STATUS_BYTES
+from poller.gateway.service import KEPT_CHUNK_BYTES, KEPT_STATUS_BYTES
 from poller.identity.reasons import InvalidArgument, Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
@@ -731,6 +731,58 @@ async def test_a_stream_of_many_tiny_statuses_is_charged_what_it_holds_not_its_w
         assert budget.in_use() == 0 and g.rows(ACME) == []
         assert (await agent.stream([agent.status(f"s{i}") for i in range(2000)], per_chunk=1000)).received
         assert len(g.rows(ACME)) == 2000 and budget.peak >= 2000 * KEPT_STATUS_BYTES
+
+
+async def test_a_stream_of_empty_chunks_is_charged_what_each_kept_chunk_holds(pki, tmp_path):
+    # 200,000 empty chunks were charged 15 bytes each while each kept one held about
+    # 934: KEPT_CHUNK_BYTES each, so 1,100 of them do not fit a 1 MiB share.
+    budget = ReassemblyBudget(2 * 1024 * 1024, tenants=[ACME, XYZ])  # 1 MiB each
+    async with started(pki, tmp_path, budget=budget) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        chunks = agent.chunks([agent.status(f"s{i}") for i in range(1100)], per_chunk=1)
+        for chunk in chunks[:-1]:
+            del chunk.services[:]  # empty, but in order: only the budget can stop them
+        assert sum(c.ByteSize() for c in chunks) < 64 * 1024 < budget.share(ACME) < 1100 * KEPT_CHUNK_BYTES
+        assert await refused(agent.stream(chunks=chunks)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "incomplete_stream")
+        assert budget.in_use() == 0 and g.rows(ACME) == []
+
+
+class HeldFlush(FileSink):
+    """A file sink whose flush waits until the test releases it (an fsync stall)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, commit_delay=0)
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def flush(self) -> None:
+        self.waiting.set()
+        await self.release.wait()
+        await super().flush()
+
+
+@pytest.mark.parametrize("method", ["PushStatus", "StreamStatus"])
+async def test_a_push_holds_its_bytes_against_its_tenants_share_until_it_is_flushed(pki, tmp_path, method):
+    # A review's 48 concurrent 15 MiB pushes of one agent, inside max_calls_per_agent,
+    # held 2.3 GiB while a slow flush was waited on, charged to no budget: a push is
+    # charged what it holds (its message, and each status's copy in its result) from
+    # its arrival until it is flushed, so the next one over the share is refused.
+    budget = ReassemblyBudget(4 * 1024 * 1024, tenants=[ACME, XYZ])  # 2 MiB each
+    sink = HeldFlush(tmp_path / "data")
+    async with started(pki, tmp_path, budget=budget, sink=sink, bounds=GatewayBounds(max_results_bytes=1024 * 1024)) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        big = agent.huge_status(600 * 1024)
+        send = agent.push if method == "PushStatus" else agent.stream
+        first = asyncio.ensure_future(send([big]))
+        await sink.waiting.wait()
+        assert budget.in_use(ACME) >= 2 * 600 * 1024  # held while its flush is waited on
+        code, reason = await refused(send([big]))  # 2 x 1.2 MiB is over the 2 MiB share
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reason == ("resource_exhausted" if method == "PushStatus" else "incomplete_stream")
+        sink.release.set()
+        assert (await first).received
+        assert budget.in_use() == 0 and len(g.rows(ACME)) == 1
+        assert (await send([big])).received  # its bytes were given back
 
 
 async def test_a_stream_dropped_midway_gives_its_bytes_back(gw):

@@ -81,7 +81,7 @@ class ReassemblyBudget:
         share = self.share(tenant)
         if held > share:
             raise IncompleteStream(
-                f"reassembly budget exhausted for tenant {tenant}: its streams would hold {held} bytes, "
+                f"reassembly budget exhausted for tenant {tenant}: its streams and pushes in flight would hold {held} bytes, "
                 f"its share is {share} of {self.total_bytes} bytes"
             )
         total = self.in_use() + size

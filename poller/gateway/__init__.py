@@ -98,13 +98,15 @@ payload and label checks, sinks, outbox), then the
 sinks are flushed before `received` is answered. StreamStatus chunks must
 come in order (chunk_index 0, 1, ..., total_chunks consistent, is_final
 last) and are held against the tenant's share of the ReassemblyBudget;
-otherwise `incomplete_stream` and nothing of the stream is delivered.
+otherwise `incomplete_stream` and nothing of the stream is delivered. Every
+push (PushStatus too) holds its bytes against that share until it is flushed.
 
 Bounds (GatewayBounds; RESOURCE_EXHAUSTED `resource_exhausted`, counted in
 poller_gateway_pushes_total): services per request or per stream, bytes per
 status message (4 KiB) and per results payload (15 MiB), a per-tenant push
 rate (token bucket) and calls in flight per tenant. A StreamStatus over the
-budget is RESOURCE_EXHAUSTED `incomplete_stream`; one not final within
+budget is RESOURCE_EXHAUSTED `incomplete_stream` (a PushStatus,
+`resource_exhausted`); one not final within
 stream_timeout is DEADLINE_EXCEEDED `incomplete_stream`.
 
 Long-lived calls (StreamStatus, ControlStream) end UNAUTHENTICATED when the

@@ -34,7 +34,7 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 
-from poller.agent.budget import ReassemblyBudget
+from poller.agent.budget import ReassemblyBudget, StreamLease
 from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.delivery.registry import Checked, Delivery
 from poller.delivery.result import PollResult
@@ -49,7 +49,7 @@ from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
 from poller.server.interceptor import IDENTITY_ENDED, SnapshotSource, abort_refused, current_caller
 
-__all__ = ["KEPT_STATUS_BYTES", "RESULT_SOURCES", "AgentGateway", "Deliverer"]
+__all__ = ["KEPT_CHUNK_BYTES", "KEPT_STATUS_BYTES", "RESULT_SOURCES", "AgentGateway", "Deliverer"]
 
 log = get_logger("poller.gateway")
 audit_log = get_logger("poller.audit")
@@ -82,6 +82,19 @@ OVER_RATE_LOG_EVERY = 10.0
 # protobuf 7.36 upb, 64-bit; rounded up for the allocator). Without it, 5,000
 # empty statuses lease 44 KB while holding over 1 MB.
 KEPT_STATUS_BYTES = 256
+# What a chunk kept for reassembly holds beyond its wire bytes, services aside: an
+# empty GatewayStatusChunk kept in a list grows the gateway by about 934 bytes (RSS
+# over 200,000 of them, same protobuf), so 1 KiB each; charged 15, a stream of
+# empty chunks held twenty times what it leased.
+KEPT_CHUNK_BYTES = 1024
+
+
+def _held_bytes(wire_bytes: int, statuses: int) -> int:
+    """What a request (or chunk) of `wire_bytes` with `statuses` holds while it is
+    checked and delivered: the parsed message, and each status's message copied
+    again into its PollResult (upb hands out a copy of a bytes field), so twice
+    its bytes, and KEPT_STATUS_BYTES per status."""
+    return 2 * wire_bytes + statuses * KEPT_STATUS_BYTES
 
 
 class Deliverer(Protocol):
@@ -233,8 +246,16 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self._check_tenant_claims(call, request.tenant_id, request.tenant_slug)
             if len(request.services) > self.bounds.max_services:
                 raise _exhausted(f"{len(request.services)} services in one request (at most {self.bounds.max_services})")
-            results = [self._result(call, status, request.timestamp, n) for n, status in enumerate(request.services)]
-            await self._deliver(call, results)
+            # Held against the tenant's share of the budget until it is delivered and
+            # flushed: without it, one agent's 48 concurrent 15 MiB pushes (inside
+            # max_calls_per_agent) held 2.3 GiB while a slow flush was waited on.
+            with self.budget.lease(call.ctx.tenant) as lease:
+                try:
+                    lease.grow(_held_bytes(request.ByteSize(), len(request.services)))
+                except IncompleteStream as err:
+                    raise _exhausted(err.detail) from None
+                results = [self._result(call, status, request.timestamp, n) for n, status in enumerate(request.services)]
+                await self._deliver(call, results)
             return pb.GatewayStatusResponse(received=True)
 
         return await self._serve(context, "PushStatus", body, push=True)
@@ -244,23 +265,26 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
     ) -> pb.GatewayStatusResponse:
         async def body(call: _Call) -> pb.GatewayStatusResponse:
             self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
-            try:
-                async with asyncio.timeout(self.bounds.stream_timeout):
-                    with self._held_open(call):
-                        kept, timestamp = await self._reassemble(call, request_iterator)
-            except TimeoutError:
-                raise _Refusal(
-                    Reason.INCOMPLETE_STREAM,
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no final chunk within {self.bounds.stream_timeout:g} s",
-                ) from None
-            finally:
-                self.tracker.stream_closed(call.entry)
-            results = [
-                self._result(call, status, timestamp, n)
-                for n, status in enumerate(status for chunk in kept for status in chunk.services)
-            ]
-            await self._deliver(call, results)
+            # The stream's bytes stay leased until it is delivered and flushed, not
+            # only while it is reassembled: its results hold them until then.
+            with self.budget.lease(call.ctx.tenant) as lease:
+                try:
+                    async with asyncio.timeout(self.bounds.stream_timeout):
+                        with self._held_open(call):
+                            kept, timestamp = await self._reassemble(call, request_iterator, lease)
+                except TimeoutError:
+                    raise _Refusal(
+                        Reason.INCOMPLETE_STREAM,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"no final chunk within {self.bounds.stream_timeout:g} s",
+                    ) from None
+                finally:
+                    self.tracker.stream_closed(call.entry)
+                results = [
+                    self._result(call, status, timestamp, n)
+                    for n, status in enumerate(status for chunk in kept for status in chunk.services)
+                ]
+                await self._deliver(call, results)
             return pb.GatewayStatusResponse(received=True)
 
         return await self._serve(context, "StreamStatus", body, push=True)
@@ -542,46 +566,45 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         )
 
     async def _reassemble(
-        self, call: _Call, chunks: AsyncIterator[pb.GatewayStatusChunk]
+        self, call: _Call, chunks: AsyncIterator[pb.GatewayStatusChunk], lease: StreamLease
     ) -> tuple[list[pb.GatewayStatusChunk], int]:
         """Chunks in order (0, 1, ... is_final; the StreamAssembler's rules), each
         held to the proof, what they hold in memory against the tenant's share of
-        the budget. The chunks are kept as they came (not a wrapper per status,
-        which would double what is held); each is charged its bytes and
-        KEPT_STATUS_BYTES per status."""
+        the budget (`lease`, the caller's: held until the stream is delivered). The
+        chunks are kept as they came (not a wrapper per status, which would double
+        what is held); each is charged _held_bytes and KEPT_CHUNK_BYTES."""
         order = StreamAssembler(max_bytes=0)  # ordering only: the bytes are leased below
         kept: list[pb.GatewayStatusChunk] = []
         services = 0
         timestamp = 0
-        with self.budget.lease(call.ctx.tenant) as lease:
-            async for chunk in chunks:
-                self._check_identity(call, chunk.agent_id, chunk.partition)
-                self._check_tenant_claims(call, chunk.tenant_id, chunk.tenant_slug)
-                try:
-                    order.add(
-                        pb.ResultsChunk(chunk_index=chunk.chunk_index, total_chunks=chunk.total_chunks, is_final=chunk.is_final)
-                    )
-                except IncompleteStream as err:
-                    raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.INVALID_ARGUMENT, err.detail) from None
-                count = len(chunk.services)
-                services += count
-                if services > self.bounds.max_services:
-                    raise _exhausted(f"more than {self.bounds.max_services} services in one stream")
-                try:
-                    lease.grow(chunk.ByteSize() + count * KEPT_STATUS_BYTES)
-                except IncompleteStream as err:
-                    raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.RESOURCE_EXHAUSTED, err.detail) from None
-                kept.append(chunk)
-                timestamp = chunk.timestamp or timestamp
-                if order.final:
-                    break
-            if not order.final:
-                raise _Refusal(
-                    Reason.INCOMPLETE_STREAM,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"stream ended after {order.chunks} chunks without is_final",
+        async for chunk in chunks:
+            self._check_identity(call, chunk.agent_id, chunk.partition)
+            self._check_tenant_claims(call, chunk.tenant_id, chunk.tenant_slug)
+            try:
+                order.add(
+                    pb.ResultsChunk(chunk_index=chunk.chunk_index, total_chunks=chunk.total_chunks, is_final=chunk.is_final)
                 )
-            return kept, timestamp
+            except IncompleteStream as err:
+                raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.INVALID_ARGUMENT, err.detail) from None
+            count = len(chunk.services)
+            services += count
+            if services > self.bounds.max_services:
+                raise _exhausted(f"more than {self.bounds.max_services} services in one stream")
+            try:
+                lease.grow(_held_bytes(chunk.ByteSize(), count) + KEPT_CHUNK_BYTES)
+            except IncompleteStream as err:
+                raise _Refusal(Reason.INCOMPLETE_STREAM, grpc.StatusCode.RESOURCE_EXHAUSTED, err.detail) from None
+            kept.append(chunk)
+            timestamp = chunk.timestamp or timestamp
+            if order.final:
+                break
+        if not order.final:
+            raise _Refusal(
+                Reason.INCOMPLETE_STREAM,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"stream ended after {order.chunks} chunks without is_final",
+            )
+        return kept, timestamp
 
     async def _deliver(self, call: _Call, results: list[PollResult]) -> None:
         # Every result is checked before any is delivered: a request refused for one of
