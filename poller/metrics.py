@@ -56,6 +56,8 @@ GATEWAY_OUTCOMES: tuple[Reason, ...] = (
     Reason.PAYLOAD_MISMATCH,
     Reason.LABEL_MISMATCH,
     Reason.INVALID_PAYLOAD,
+    Reason.INVALID_CHANNEL,  # a results service_type that is no subject token
+    Reason.NO_HANDLER,  # no handler's policy allows it
     Reason.INCOMPLETE_STREAM,
     Reason.RESOURCE_EXHAUSTED,
     Reason.UNREACHABLE,  # the call ended before its answer (cancelled)

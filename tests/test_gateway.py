@@ -209,6 +209,29 @@ async def test_the_metrics_sources_of_later_agents_are_results_and_any_other_sou
     assert len(gw.rows(ACME)) == 3 and gw.rows(XYZ) == []
 
 
+@pytest.mark.parametrize("control", ["\x1b[2J", "\x7f", "\x85", "\u2028", "\x07"], ids=["esc", "del", "nel", "lsep", "bel"])
+@pytest.mark.parametrize("field", ["service_name", "service_type", "source"])
+async def test_a_name_holding_any_control_character_is_invalid_payload(gw, field, control):
+    # Only \n \r \t and NUL were caught; an ESC sequence in a service name reached
+    # the file sink, the targets page and a terminal reading the logs.
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    fields = {"service_name": "ssh", "service_type": "port", "source": "from-a-future-agent", field: f"odd{control}name"}
+    status = agent.status(fields.pop("service_name"), **fields)
+    assert await refused(agent.push([status])) == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_payload")
+    assert gw.rows(ACME) == []
+
+
+async def test_a_results_type_that_is_no_subject_token_is_invalid_channel_counted_from_0(gw):
+    gw.metrics.prime([ACME], gateway=True)
+    labels = {"tenant": ACME, "outcome": "invalid_channel"}
+    assert gw.metrics.registry.get_sample_value("poller_gateway_pushes_total", labels) == 0.0  # primed
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    status = agent.status("sweep", service_type="a*b", source="results", message=b"{}")
+    code, reason = await refused(agent.push([status]))
+    assert reason == "invalid_channel" and code != grpc.StatusCode.OK
+    assert gw.metrics.registry.get_sample_value("poller_gateway_pushes_total", labels) == 1.0 and gw.rows(ACME) == []
+
+
 async def test_the_real_agents_loop_runs_a_port_check(gw, tmp_path):
     listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]

@@ -66,7 +66,9 @@ PUSH_METHODS = frozenset({f"/{SERVICE}/PushStatus", f"/{SERVICE}/StreamStatus"})
 # off every newer agent at its first new stream.
 RESULT_SOURCES = frozenset({"results", "sysmon-metrics", "snmp-metrics", "plugin-telemetry", "plugin-result"})
 _STATUS_SOURCES = frozenset({"", "status"})  # what nearly every status says: nothing to check
-_has_control = re.compile("[\n\r\t\x00]").search  # a regex search: no set built per field
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: what a
+# terminal, a log viewer or a page would act on (a regex search: no set per field).
+_has_control = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]").search
 T = TypeVar("T")
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 # The cancellation message of a long-lived call whose caller a reload delisted.
