@@ -19,6 +19,7 @@ import pytest
 from poller.agent.budget import ReassemblyBudget
 from poller.config import CheckConfig
 from poller.delivery import FileSink, HandlerRegistry
+from poller.delivery.result import PollResult
 from poller.gateway import (
     AgentGateway,
     GatewayBounds,
@@ -834,6 +835,45 @@ async def test_a_control_stream_is_held_open_then_cut_off_when_revoked(gw, log_e
     assert record.open_streams == 0
     [ended] = audited(log_events, "server_call_ended")
     assert ended["method"] == "/monitoring.AgentGatewayService/ControlStream" and ended["component"] == "agent-001"
+    closed = [e for e in log_events() if e["event"] == "push_agent_control_stream_closed"]
+    assert [(e["tenant"], e["agent"]) for e in closed] == [(ACME, "edge-acme")]  # said, as when the agent hangs up
+
+
+class BlocksOnSecond(FileSink):
+    """A file sink that files the first result and holds the second until released."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, commit_delay=0)
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        self.published = 0
+
+    async def publish(self, result: PollResult) -> None:
+        self.published += 1
+        if self.published == 2:
+            self.holding.set()
+            await self.release.wait()
+        await super().publish(result)
+
+
+async def test_a_stream_cut_by_a_revocation_mid_delivery_is_counted_and_says_what_it_filed(pki, tmp_path, log_events):
+    # A review revoked an agent while its reassembled stream was being delivered: the
+    # call ended revoked, one of its results filed, and no line or counter said so.
+    sink = BlocksOnSecond(tmp_path / "data")
+    async with started(pki, tmp_path, sink=sink) as g:
+        cert = pki.agent(ACME, "agent-001")
+        agent = g.agent(cert)
+        call = asyncio.ensure_future(agent.stream([agent.status(f"s{i}") for i in range(3)], per_chunk=1))
+        await sink.holding.wait()
+        pki.revoke(ACME, cert)
+        g.trust.reload()
+        assert await refused(call) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+        assert g.pushes(ACME, "revoked") == 1 and g.pushes(ACME, "ok") == 0
+        [line] = [e for e in log_events() if e["event"] == "push_call_ended"]
+        assert (line["tenant"], line["agent"], line["reason"], line["delivered"]) == (ACME, "edge-acme", "revoked", 2)
+        record = g.gateway.tracker.get(ACME, "edge-acme")
+        assert record is not None and record.last_outcome is Reason.REVOKED
+        sink.release.set()
 
 
 async def test_a_control_stream_hello_that_lies_is_identity_mismatch(gw):

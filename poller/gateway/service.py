@@ -47,7 +47,7 @@ from poller.logs import LineLimiter, get_logger
 from poller.metrics import GATEWAY_METHODS, LabelCache, PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
-from poller.server.interceptor import IDENTITY_ENDED, SnapshotSource, abort_refused, current_caller
+from poller.server.interceptor import IDENTITY_ENDED, IdentityEnded, SnapshotSource, abort_refused, current_caller
 
 __all__ = ["KEPT_CHUNK_BYTES", "KEPT_STATUS_BYTES", "RESULT_SOURCES", "AgentGateway", "Deliverer"]
 
@@ -137,11 +137,12 @@ def _invalid(detail: str) -> _Refusal:
 class _Call:
     """One gateway call: the proven caller, its push entry, its peer."""
 
-    __slots__ = ("ctx", "entry", "method", "peer", "started")
+    __slots__ = ("ctx", "delivered", "entry", "method", "peer", "started")
 
     def __init__(self, ctx: TenantContext, entry: PushEntry, method: str, peer: str) -> None:
         self.ctx, self.entry, self.method, self.peer = ctx, entry, method, peer
         self.started = time.time()
+        self.delivered = 0  # results handed to the handlers so far (a cut push may have filed some)
 
 
 _ADDRESS_FAMILIES = frozenset({"ipv4:", "ipv6:"})
@@ -310,9 +311,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                             await context.send_initial_metadata(())
                             opened = True
                         self.tracker.seen(call.entry, peer=call.peer, at=time.time())
-            finally:
+            finally:  # however it ends: the agent hung up, its identity ended, a reload delisted it
                 self.tracker.stream_closed(call.entry)
-            log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
+                log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
 
         await self._serve(context, "ControlStream", body)
 
@@ -433,7 +434,23 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             # stopping): a failed push, named, not a silent end. Its results were not counted
             # as taken (the agent had no `received`); a ControlStream ends this way normally,
             # and a stream the interceptor ends for its identity is audited there.
-            if push and IDENTITY_ENDED not in cancelled.args:
+            ended = next((arg for arg in cancelled.args if isinstance(arg, IdentityEnded)), None)
+            if push and ended is not None:
+                # The interceptor audited the identity's end; this says what it cut: a
+                # push not answered, counted under that reason, with what it filed so far.
+                log.warning(
+                    "push_call_ended",
+                    tenant=ctx.tenant,
+                    agent=entry.name,
+                    peer=peer,
+                    method=f"/{SERVICE}/{method}",
+                    reason=ended.reason.value,
+                    delivered=call.delivered,
+                    after_s=round(time.time() - call.started, 3),
+                )
+                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=ended.reason)
+                self._count_push(ctx.tenant, ended.reason)
+            elif push and IDENTITY_ENDED not in cancelled.args:
                 log.warning(
                     "push_call_cancelled",
                     tenant=ctx.tenant,
@@ -630,6 +647,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             raise _Refusal(first.refused, code, f"{len(refused)} of {len(results)} results refused: {first.detail}", audited=True)
         failed: list[Delivery] = []
         for passed in checked:
+            call.delivered += 1
             delivery = await self.delivery.deliver(passed.result, passed)
             if delivery.failed:
                 failed.append(delivery)

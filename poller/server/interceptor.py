@@ -82,6 +82,24 @@ REASON_METADATA_KEY = "x-serviceradar-reason"
 #: cancellation as its caller gone can tell the two apart by `CancelledError.args`.
 IDENTITY_ENDED = "poller: the caller's identity no longer holds"
 
+
+class IdentityEnded(str):
+    """That cancellation's message: equal to IDENTITY_ENDED, and carrying why the
+    identity stopped holding, so a handler can count and log the call under it.
+
+    >>> ended = IdentityEnded(Reason.REVOKED)
+    >>> ended == IDENTITY_ENDED, ended.reason.value
+    (True, 'revoked')
+    """
+
+    reason: Reason
+
+    def __new__(cls, reason: Reason) -> IdentityEnded:
+        message = super().__new__(cls, IDENTITY_ENDED)
+        message.reason = reason
+        return message
+
+
 _MAX_REMEMBERED = 65536
 
 # What the caller is told: the reason code and a fixed sentence. The detail
@@ -536,7 +554,7 @@ class _IdentityWatch:
                 event="server_call_ended",
             )
             self._cancel_timer()
-            self._handler.cancel(IDENTITY_ENDED)
+            self._handler.cancel(IdentityEnded(err.reason))
             return
         self._checked = snapshot
         self._arm()
