@@ -224,6 +224,33 @@ async def test_push_agents_on_the_board_pending_proven_unreachable_recovered(pki
     assert not any(r.tenant == XYZ for r in sink.results)  # edge-2 never pushed: pending, no result
 
 
+async def test_a_listed_agent_never_heard_from_stays_pending_and_is_named_once(pki, log_events):
+    # A typo in an entry, a wrong gateway address or certificate: the agent never calls,
+    # and it was `pending` for ever with nothing saying so. It stays pending (it never
+    # pushed), but after 2 intervals of waiting a line and the board's detail say so.
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[CHECK])})
+    daemon = PollerDaemon(parse_config(doc | {"metrics_listen": "127.0.0.1:0"}), sink=MemorySink())
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            assert daemon.pushes is not None
+            began = time.time()
+            await daemon.pushes.check_silence(began)
+            await daemon.pushes.check_silence(began + 2 * 5.0)  # not yet: 2 intervals, not more
+            assert not [e for e in log_events() if e["event"] == "push_agent_not_seen"]
+            await daemon.pushes.check_silence(began + 2 * 5.0 + 1.0)
+            await daemon.pushes.check_silence(began + 6 * 5.0)  # named once
+            [line] = [e for e in log_events() if e["event"] == "push_agent_not_seen"]
+            assert (line["tenant"], line["agent"], line["component"], line["reason"]) == (ACME, "edge-1", "agent-001", "pending")
+            board = (await status_of(daemon))["edge-1"]
+            assert (board["state"], board["reason"]) == ("pending", "pending")
+            assert board["detail"].startswith("no call from agent-001 of acme-corp in ")
+    finally:
+        daemon.request_stop()
+        assert await task == 0
+
+
 def test_push_counters_start_at_0_for_every_tenant_and_outcome(pki):
     # Dashboards and rate() show 0, not "No data": every configured tenant, each outcome,
     # also a tenant with no push agent (it may get an unlisted one refused), from the start.

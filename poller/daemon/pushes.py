@@ -137,6 +137,9 @@ class PushSide:
         self._results: dict[tuple[str, str], list[PollResult]] = {}  # of the push call being delivered
         self._silent_until: dict[str, float] = {}  # agent -> when its next timeout results are due
         self._announced: set[str] = set()  # agents whose silence was logged since their last accepted push
+        # Listed agents never heard from: since when this replica has waited, and whether it said so.
+        self._pending_since: dict[str, float] = {}
+        self._never_seen_said: set[str] = set()
         self._pushed_event = asyncio.Event()
         self._started = time.time()
         self.listening = asyncio.Event()  # set once the gateway serves
@@ -281,6 +284,11 @@ class PushSide:
             refusal = self._refused_lately(entry, now) if state in ("pending", "unreachable") else None
             if state == "pending" and refusal is None and self._last_refusal(entry) is not None:
                 state = "unreachable"  # refused every time it called, and silent since: not pending again
+            if state == "pending" and refusal is None:
+                self._never_seen(entry, now)
+            else:
+                self._pending_since.pop(entry.name, None)
+                self._never_seen_said.discard(entry.name)
             if state != "unreachable" and refusal is None:
                 continue
             due = self._silent_until.get(entry.name, 0.0)
@@ -290,6 +298,37 @@ class PushSide:
                     await self.refused(entry, refusal, now)
                 else:
                     await self.silent(entry, now)
+
+    def _never_seen(self, entry: PushEntry, now: float) -> None:
+        """A listed agent that has not called for 2 intervals since this replica began
+        waiting for it (start, or the reload that listed it) stays `pending`, as listed
+        agents are until their first push, but is named once: a typo in its entry, a
+        wrong gateway address or certificate leave no other trace here."""
+        since = self._pending_since.setdefault(entry.name, now)
+        waited = now - since
+        if waited <= STALE_INTERVALS * entry.interval or entry.name in self._never_seen_said:
+            return
+        self._never_seen_said.add(entry.name)
+        agent = self._agent(entry)
+        log.warning(
+            "push_agent_not_seen",
+            tenant=entry.tenant,
+            agent=entry.name,
+            component=entry.component,
+            partition=entry.partition,
+            reason=Reason.PENDING.value,
+            waited_s=round(waited, 3),
+        )
+        if agent is not None:
+            self.board.record_push(
+                agent,
+                state=AgentState.PENDING,
+                reason=Reason.PENDING,
+                identity=None,
+                last_push=None,
+                peer_address=None,
+                detail=f"no call from {entry.component} of {entry.tenant} in {waited:.0f} s",
+            )
 
     def _last_refusal(self, entry: PushEntry) -> tuple[Reason, float] | None:
         """Why the agent's last call was refused, and when; None if it was not refused."""
