@@ -46,9 +46,12 @@ async def test_a_metrics_port_in_use_is_one_line_and_exit_2(pki, tmp_path):
         rc, err = await _run("run", "--config", _config(tmp_path, pki, metrics_listen=f"127.0.0.1:{port}"))
     assert rc == 2, err
     assert "Traceback" not in err
-    # Once logging is set up, even a plain stderr line goes out as one JSON log line.
+    # Once logging is set up the stderr is the JSON log: the line is an error event
+    # (it was a plain print, relayed as a `native_stderr` warning).
     lines = [l for l in err.splitlines() if f"error: metrics_listen: cannot listen on 127.0.0.1:{port}" in l]
     assert len(lines) == 1, err
+    event = json.loads(lines[0])
+    assert (event["event"], event["level"]) == ("startup_error", "error"), event
 
 
 async def test_config_check_refuses_a_certs_dir_without_the_pollers_certificate(pki, tmp_path):

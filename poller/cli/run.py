@@ -24,6 +24,7 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_UNDELIVERED, EXIT_UNREACHABLE, EXIT_USAGE, load_config_or_report
@@ -102,12 +103,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         daemon = PollerDaemon(settings, overrides=overrides)
     except TrustStoreError as exc:
-        for problem in exc.problems:
-            print(f"error: certs: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _cannot_start(f"certs: {problem}" for problem in exc.problems)
     except PollerError as exc:  # e.g. the NATS sink's credentials file is unusable
-        print(f"error: sink: {getattr(exc, 'detail', exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return _cannot_start([f"sink: {getattr(exc, 'detail', exc)}"])
     tune_gc()
     try:
         if args.once:
@@ -128,9 +126,16 @@ def run(args: argparse.Namespace) -> int:
             return status
         return asyncio.run(daemon.run())
     except ConfigError as exc:  # what only starting can find: e.g. the gateway's certificate or port
-        for issue in exc.issues:
-            print(f"error: {issue}", file=sys.stderr)
-        return EXIT_USAGE
+        return _cannot_start(str(issue) for issue in exc.issues)
+
+
+def _cannot_start(problems: Iterable[str]) -> int:
+    """Why the daemon cannot start, once its log is configured: stderr is the JSON log
+    then (native output is routed into it), so each problem is an error event whose
+    `line` is the `error: ...` line a config problem found earlier prints."""
+    for problem in problems:
+        log.error("startup_error", line=f"error: {problem}")
+    return EXIT_USAGE
 
 
 # A poller's heap is mostly long-lived (channels, workers, certificates) and

@@ -199,7 +199,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     crl_state = _parse_crl_state(c, top, sink, base_dir)
     agents = _parse_agents(c, top.get("agents", MISSING))
     gateway = _parse_gateway(c, top.get("gateway"), certs_dir, base_dir)
-    if gateway is None and any(agent.push for agent in agents):
+    if gateway is None and top.get("gateway") is None and any(agent.push for agent in agents):  # a bad one is said already
         c.error("gateway", 'required: agents with "push": true dial the gateway, which needs a gateway section (listen)')
     _warn_sub_second_pushes(c, agents, poll_interval)
     cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
