@@ -286,6 +286,7 @@ async def test_refusals_reach_the_board_and_the_metrics(pki):
             assert refusal_of(info.value) == (grpc.StatusCode.PERMISSION_DENIED, "unknown_agent")
             board = await status_of(daemon)
             assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "payload_mismatch")
+            assert XYZ in board["edge-1"]["detail"]  # what the lie was
             assert sample(daemon, "poller_gateway_pushes_total", tenant=ACME, outcome="payload_mismatch") == 1
             assert "agent-009" not in json.dumps(board)
     finally:
@@ -406,6 +407,9 @@ async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreac
             board = await status_of(daemon)
             assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "revoked")
             assert (board["edge-2"]["state"], board["edge-2"]["reason"]) == ("refused", "revoked")
+            # Why, and the certificate it presented, as a polled agent's refusal has them.
+            assert board["edge-1"]["detail"] and "agent-001" in board["edge-1"]["peer"]["subject"]
+            assert board["edge-2"]["peer"]["subject"] != board["edge-1"]["peer"]["subject"]
 
             # Two intervals after its last accepted push, but it called within them: refused, not silent.
             record = daemon.pushes.tracker.get(ACME, "edge-1")

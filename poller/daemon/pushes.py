@@ -91,8 +91,18 @@ class _BoardTracker(PushTracker):
         super().__init__()
         self._on_push = on_push
 
-    def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason, identity: TenantContext | None = None) -> None:
-        super().pushed(entry, peer=peer, at=at, outcome=outcome, identity=identity)
+    def pushed(
+        self,
+        entry: PushEntry,
+        *,
+        peer: str,
+        at: float,
+        outcome: Reason,
+        identity: TenantContext | None = None,
+        detail: str | None = None,
+        certificate: Mapping[str, str] | None = None,
+    ) -> None:
+        super().pushed(entry, peer=peer, at=at, outcome=outcome, identity=identity, detail=detail, certificate=certificate)
         self._on_push(entry, outcome)
 
 
@@ -250,6 +260,8 @@ class PushSide:
             last_push=record.last_push,
             peer_address=record.peer or None,
             results=results,
+            detail=record.last_detail,
+            peer=record.last_certificate,
         )
         self._pushed_event.set()
 
@@ -440,6 +452,8 @@ class PushSide:
             last_push=record.last_push if record is not None else None,
             peer_address=(record.peer or None) if record is not None else None,
             results=results,
+            detail=record.last_detail if record is not None and state is AgentState.REFUSED else None,
+            peer=record.last_certificate if record is not None and state is AgentState.REFUSED else None,
         )
         self.note_outcome(agent.name, agent.tenant, Reason.REFUSED if state is AgentState.REFUSED else reason)
         return results

@@ -169,9 +169,11 @@ class StatusBoard:
         peer_address: str | None,
         results: Sequence[PollResult] = (),
         detail: str | None = None,
+        peer: Mapping[str, str] | None = None,
     ) -> AgentStatus:
         """A push agent's new record: its state (from the gateway's liveness) and the
-        checks its last push, or its silence, gave."""
+        checks its last push, or its silence, gave; `detail` and `peer` (the refused
+        certificate) as a polled agent's refusal has them."""
         previous = self._records.get(agent.name)
         if previous is None or previous.agent != agent:
             previous = AgentStatus(agent)
@@ -186,6 +188,7 @@ class StatusBoard:
             state=state,
             reason=reason,
             detail=detail,
+            peer=peer,
             identity=identity,
             last_poll=last_push,
             consecutive_failures=0 if answered else previous.consecutive_failures + (0 if state is AgentState.PENDING else 1),

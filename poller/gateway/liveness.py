@@ -14,7 +14,7 @@ stream (a ControlStream, a StreamStatus) open now.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,6 +43,10 @@ class PushRecord:
     pushes: int = 0
     open_streams: int = 0
     identity: TenantContext | None = None  # proven at the last accepted push
+    # Why the last call was refused, and the certificate it presented when that was the
+    # refusal (as a polled agent's board row has them); None once a push is accepted.
+    last_detail: str | None = None
+    last_certificate: Mapping[str, str] | None = None
 
 
 class PushTracker:
@@ -63,12 +67,23 @@ class PushTracker:
         record = self._record(entry)
         record.peer, record.last_seen = peer, at
 
-    def pushed(self, entry: PushEntry, *, peer: str, at: float, outcome: Reason, identity: TenantContext | None = None) -> None:
+    def pushed(
+        self,
+        entry: PushEntry,
+        *,
+        peer: str,
+        at: float,
+        outcome: Reason,
+        identity: TenantContext | None = None,
+        detail: str | None = None,
+        certificate: Mapping[str, str] | None = None,
+    ) -> None:
         """A push call ended with `outcome` (OK: its results were delivered, proven as `identity`),
-        or any call of the agent was refused: for its certificate (revoked, expired, ...) or for
-        what it claimed (identity_mismatch, payload_mismatch, ...)."""
+        or any call of the agent was refused: for its certificate (revoked, expired, ...; then
+        `certificate` describes it) or for what it claimed (identity_mismatch, ...); `detail` why."""
         record = self._record(entry)
         record.peer, record.last_seen, record.last_outcome = peer, at, outcome
+        record.last_detail, record.last_certificate = detail, certificate
         if outcome is Reason.OK:
             record.last_push = at
             record.pushes += 1

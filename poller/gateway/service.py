@@ -342,7 +342,14 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             return
         if method in PUSH_METHODS:
             self._count_push(named.tenant, refusal.reason)
-        self.tracker.pushed(entry, peer=peer_address(peer), at=time.time(), outcome=refusal.reason)
+        self.tracker.pushed(
+            entry,
+            peer=peer_address(peer),
+            at=time.time(),
+            outcome=refusal.reason,
+            detail=refusal.detail,
+            certificate=refusal.peer or None,
+        )
 
     def _over_rate_held_back(self, key: Hashable, held: int) -> None:
         """An agent's over-rate refusals of one method held back in a window that has
@@ -419,7 +426,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             # A push not taken, or any call that lied (a Hello with another agent_id, ...):
             # the agent is there and refused, which the board must say rather than `pending`.
             if push or refusal.audited:
-                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason)
+                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason, detail=refusal.detail)
             await self._abort(context, method, ctx, entry, peer, refusal, push=push)
         except asyncio.CancelledError as cancelled:
             if DELISTED in cancelled.args:  # not cancelled for grpc: answered, so not raised on
@@ -428,7 +435,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 task.uncancel()
                 delisted = _unknown(ctx, "no longer listed after a reload of the push entries")
                 if push:
-                    self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=delisted.reason)
+                    self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=delisted.reason, detail=delisted.detail)
                 await self._abort(context, method, ctx, entry, peer, delisted, push=push)
             # Ended before its answer (the agent hung up, its deadline passed, the server is
             # stopping): a failed push, named, not a silent end. Its results were not counted
@@ -475,7 +482,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         line held back per agent, method and limit (one limit's line hides no other's)."""
         over_rate = _exhausted(detail)
         if push:
-            self.tracker.pushed(call.entry, peer=call.peer, at=time.time(), outcome=over_rate.reason)
+            self.tracker.pushed(call.entry, peer=call.peer, at=time.time(), outcome=over_rate.reason, detail=detail)
         held = self._over_rate_lines.due((call.ctx.tenant, call.entry.name, call.method, limit))
         await self._abort(context, call.method, call.ctx, call.entry, call.peer, over_rate, push=push, suppressed=held)
 
