@@ -595,3 +595,11 @@ def test_onboard_help_shows_the_action_as_optional():
     usage = shown.stdout.split("\n\n")[0]
     assert "ACTION" not in usage and "onboard verify FILE.tar.gz --certs DIR" in usage
     assert "optional: check a package instead of creating one" in shown.stdout
+
+
+def test_onboard_verify_help_has_its_own_usage_line():
+    # Its usage was the parent's three forms followed by "verify [-h] ...".
+    shown = subprocess.run(cli_argv("onboard", "verify", "--help"), capture_output=True, text=True, check=False)
+    assert shown.returncode == 0
+    usage = shown.stdout.split("\n\n")[0]
+    assert usage.startswith("usage: serviceradar-poller onboard verify [-h] --certs DIR") and "--out" not in usage

@@ -87,7 +87,10 @@ def register(sub: Any) -> None:
         "       %(prog)s --certs DIR --tenant SLUG --component ID --partition ID --gateway HOST:PORT --out FILE.tar.gz\n"
         "       %(prog)s verify FILE.tar.gz --certs DIR [--extract DIR] [-v]"
     )
-    actions = p.add_subparsers(dest="onboard_action", metavar="verify", help="optional: check a package instead of creating one")
+    # Its own prog: argparse would otherwise prefix the parent's whole usage (set above).
+    actions = p.add_subparsers(
+        dest="onboard_action", metavar="verify", help="optional: check a package instead of creating one", prog=p.prog
+    )
     v = actions.add_parser(
         "verify",
         help="check that a package is complete, consistent and issued by the right tenant CA",
