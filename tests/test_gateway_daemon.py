@@ -538,6 +538,12 @@ async def test_an_agent_admitted_unlisted_is_counted_connected_while_it_pushes(p
             # Silent for more than 2 of the default interval (poll_interval, 30 s): no longer connected.
             await daemon.pushes.check_silence(pushed_at + 2 * 30.0 + 1.0)
             assert sample(daemon, "poller_gateway_connected_agents", tenant=ACME) == 0
+            name = "unlisted:acme-corp/probe.site-a"
+            assert daemon.pushes.tracker.get(ACME, name) is not None
+            # Twice that window without a call: forgotten, so minted identities do not pile up.
+            await daemon.pushes.check_silence(pushed_at + 4 * 30.0 + 1.0)
+            assert daemon.pushes.tracker.get(ACME, name) is None
+            assert sample(daemon, "poller_gateway_connected_agents", tenant=ACME) == 0
         finally:
             await agent.close()
 

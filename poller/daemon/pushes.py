@@ -289,6 +289,8 @@ class PushSide:
         unlisted = self.pushes.default_interval if self.pushes.accept_unlisted else None
         for tenant, count in self.tracker.connected(self.entries(), now=now, unlisted_interval=unlisted).items():
             self.metrics.gateway_connected.labels(tenant=tenant).set(count)
+        if unlisted is not None:  # long out of the connected window: no longer remembered
+            self.tracker.forget_idle_unlisted(self.entries(), idle_since=now - 2 * STALE_INTERVALS * unlisted)
         self._share()
         for entry in self.entries():
             state = self._state(entry, now)

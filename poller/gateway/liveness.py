@@ -130,6 +130,20 @@ class PushTracker:
                 counts[record.tenant] = counts.get(record.tenant, 0) + (1 if live else 0)
         return counts
 
+    def forget_idle_unlisted(self, listed: Iterable[PushEntry], *, idle_since: float) -> int:
+        """Drop the records of agents no entry lists (those accept_unlisted admitted)
+        that have made no call since `idle_since` and hold no stream; how many. Each
+        identity a tenant's CA mints would otherwise keep its record until a reload."""
+        keep = {(e.tenant, e.name) for e in listed}
+        idle = [
+            key
+            for key, record in self._records.items()
+            if key not in keep and record.open_streams == 0 and (record.last_seen is None or record.last_seen < idle_since)
+        ]
+        for key in idle:
+            del self._records[key]
+        return len(idle)
+
     def forget(self, keep: Iterable[PushEntry]) -> None:
         """Drop the records of agents no longer listed (after a reload)."""
         wanted = {(e.tenant, e.name) for e in keep}
