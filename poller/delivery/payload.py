@@ -63,6 +63,7 @@ MAX_NODES = 2_000_000
 _QUOTED = re.compile(rb'"[^"]*"')
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
 _STEP = {ord("["): 1, ord("]"): -1}
+_CONTAINERS = (dict, list)
 
 
 class _NotJson:
@@ -216,16 +217,24 @@ def payload_tenant_claims(document: Any) -> set[str]:
     """
     claims: set[str] = set()
     stack = [document]
-    while stack:  # iterative: a deep document cannot exhaust the recursion limit
-        node = stack.pop()
+    pop, append, extend = stack.pop, stack.append, stack.extend
+    known: dict[str, bool] = {}  # key -> whether it is a tenant key: a document repeats its keys
+    # Iterative, so a deep document cannot exhaust the recursion limit. It runs on the
+    # event loop, about a microsecond a node: only non-empty containers are stacked
+    # (an empty one holds no key), and each distinct key is normalised once.
+    while stack:
+        node = pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if _is_tenant_key(key) and value not in (None, ""):
+                tenant_key = known.get(key)
+                if tenant_key is None:
+                    tenant_key = known[key] = _is_tenant_key(key)
+                if tenant_key and value not in (None, ""):
                     claims.add(value if isinstance(value, str) else repr(value))
-                if isinstance(value, (dict, list)):
-                    stack.append(value)
+                if value and isinstance(value, _CONTAINERS):
+                    append(value)
         elif isinstance(node, list):
-            stack.extend(v for v in node if isinstance(v, (dict, list)))
+            extend([v for v in node if v and isinstance(v, _CONTAINERS)])
     return claims
 
 
