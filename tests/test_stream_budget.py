@@ -193,3 +193,36 @@ async def test_one_tenants_endless_streams_cannot_take_the_other_tenant_down(pki
     # 20 x 200 MB offered; what the poller held stays near its budget (gRPC's
     # buffers and the test's own agents included), nowhere near 4 GB.
     assert rss.peak - before < 256 * MiB
+
+
+def test_the_budgets_running_totals_agree_with_its_leases_whatever_the_order():
+    # The totals (bytes held, tenants without an announced share) are kept as leases
+    # come and go, so a lease costs the same whatever the number of tenants; a random
+    # walk of leases, grows, releases and reloads checks them against a recount.
+    import random
+
+    rng = random.Random(7)
+    names = [f"t{i}" for i in range(6)]
+    budget = ReassemblyBudget(10_000, tenants=names[:3])
+    leases = []
+    announced = set(names[:3])
+    for _ in range(3000):
+        step = rng.random()
+        if step < 0.3 or not leases:
+            leases.append(budget.lease(rng.choice(names)))
+        elif step < 0.7:
+            try:
+                rng.choice(leases).grow(rng.randint(0, 900))
+            except IncompleteStream:
+                pass
+        elif step < 0.95:
+            leases.pop(rng.randrange(len(leases))).release()
+        else:
+            announced = set(rng.sample(names, rng.randint(0, 6)))
+            budget.set_tenants(announced)
+        holding = {lease.tenant for lease in leases}
+        assert budget.in_use() == sum(lease.size for lease in leases)
+        for tenant in names:
+            assert budget.in_use(tenant) == sum(lease.size for lease in leases if lease.tenant == tenant)
+            count = (len(announced | holding) or 1) + (0 if tenant in announced | holding else 1)
+            assert budget.share(tenant) == 10_000 // count

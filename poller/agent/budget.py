@@ -50,14 +50,19 @@ class ReassemblyBudget:
         self._announced: frozenset[str] = frozenset(tenants)
         self._held: dict[str, int] = {}  # tenant -> bytes held now (only tenants holding streams)
         self._streams: dict[str, int] = {}  # tenant -> streams open now
+        # Kept as they change, so a lease costs the same with 1 tenant or 10,000:
+        # every push the gateway takes is one (poller.gateway).
+        self._held_total = 0
+        self._unannounced = 0  # tenants holding streams that set_tenants did not name
         self.peak = 0  # the most bytes held at once, all tenants
 
     def set_tenants(self, tenants: Iterable[str]) -> None:
         """The tenants the poller serves (a config reload may change them)."""
         self._announced = frozenset(tenants)
+        self._unannounced = len(self._streams.keys() - self._announced)
 
     def _tenant_count(self) -> int:
-        return len(self._announced | self._streams.keys()) or 1
+        return (len(self._announced) + self._unannounced) or 1
 
     def share(self, tenant: str) -> int:
         """The most bytes `tenant`'s streams may hold together now."""
@@ -67,13 +72,17 @@ class ReassemblyBudget:
     def in_use(self, tenant: str | None = None) -> int:
         """Bytes held now by `tenant`'s streams, or by all when None."""
         if tenant is None:
-            return sum(self._held.values())
+            return self._held_total
         return self._held.get(tenant, 0)
 
     def lease(self, tenant: str) -> StreamLease:
         """A lease for one stream of `tenant`; release it (or use `with`) when done."""
-        self._streams[tenant] = self._streams.get(tenant, 0) + 1
-        self._held.setdefault(tenant, 0)
+        open_now = self._streams.get(tenant, 0)
+        if not open_now:
+            self._held[tenant] = 0
+            if tenant not in self._announced:
+                self._unannounced += 1
+        self._streams[tenant] = open_now + 1
         return StreamLease(self, tenant)
 
     def _grow(self, tenant: str, size: int) -> None:
@@ -84,20 +93,25 @@ class ReassemblyBudget:
                 f"reassembly budget exhausted for tenant {tenant}: its streams and pushes in flight would hold {held} bytes, "
                 f"its share is {share} of {self.total_bytes} bytes"
             )
-        total = self.in_use() + size
+        total = self._held_total + size
         if total > self.total_bytes:  # only while shares shrink as tenants arrive
             raise IncompleteStream(
                 f"reassembly budget exhausted for tenant {tenant}: all streams would hold {total} bytes of {self.total_bytes}"
             )
         self._held[tenant] = held
-        self.peak = max(self.peak, total)
+        self._held_total = total
+        if total > self.peak:
+            self.peak = total
 
     def _release(self, tenant: str, size: int) -> None:
         self._held[tenant] -= size
+        self._held_total -= size
         self._streams[tenant] -= 1
         if not self._streams[tenant]:
             del self._streams[tenant]
             del self._held[tenant]
+            if tenant not in self._announced:
+                self._unannounced -= 1
 
 
 class StreamLease:
