@@ -856,6 +856,30 @@ class BlocksOnSecond(FileSink):
         await super().publish(result)
 
 
+async def test_a_unary_push_revoked_while_it_is_delivered_files_no_more_and_is_not_received(pki, tmp_path, log_events):
+    # A review revoked an agent while its unary push waited on a slow sink: the push was
+    # filed in full and answered `received` after the revocation. A unary call is not
+    # held open by the interceptor, so the gateway asks before each result and answers.
+    sink = BlocksOnSecond(tmp_path / "data")
+    async with started(pki, tmp_path, sink=sink) as g:
+        cert = pki.agent(ACME, "agent-001")
+        agent = g.agent(cert)
+        call = asyncio.ensure_future(agent.push([agent.status(f"s{i}") for i in range(3)]))
+        await sink.holding.wait()
+        pki.revoke(ACME, cert)
+        g.trust.reload()
+        sink.release.set()
+        assert await refused(call) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+        await sink.flush()  # what the sink was handed is written at its next flush
+        assert [row["service_name"] for row in g.rows(ACME)] == ["s0", "s1"]  # s1 was being filed; s2 never
+        assert g.pushes(ACME, "revoked") == 1 and g.pushes(ACME, "ok") == 0
+        [line] = audited(log_events, "gateway_request_refused")
+        assert line["reason"] == "revoked" and "2 of its 3 results were handed over before" in line["detail"]
+        # Another agent of the tenant, not revoked, is not touched by it.
+        other = g.agent(pki.agent(ACME, "agent-001"))
+        assert (await other.push([other.status("after")])).received
+
+
 async def test_a_stream_cut_by_a_revocation_mid_delivery_is_counted_and_says_what_it_filed(pki, tmp_path, log_events):
     # A review revoked an agent while its reassembled stream was being delivered: the
     # call ended revoked, one of its results filed, and no line or counter said so.

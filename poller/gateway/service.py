@@ -47,7 +47,14 @@ from poller.logs import LineLimiter, get_logger
 from poller.metrics import GATEWAY_METHODS, LabelCache, PollerMetrics, default_metrics
 from poller.proto import monitoring_pb2 as pb
 from poller.proto import monitoring_pb2_grpc as pb_grpc
-from poller.server.interceptor import IDENTITY_ENDED, IdentityEnded, SnapshotSource, abort_refused, current_caller
+from poller.server.interceptor import (
+    IDENTITY_ENDED,
+    IdentityEnded,
+    SnapshotSource,
+    abort_refused,
+    caller_still_holds,
+    current_caller,
+)
 
 __all__ = ["KEPT_CHUNK_BYTES", "KEPT_STATUS_BYTES", "RESULT_SOURCES", "AgentGateway", "Deliverer"]
 
@@ -654,6 +661,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             raise _Refusal(first.refused, code, f"{len(refused)} of {len(results)} results refused: {first.detail}", audited=True)
         failed: list[Delivery] = []
         for passed in checked:
+            self._still_proven(call, len(results))
             call.delivered += 1
             delivery = await self.delivery.deliver(passed.result, passed)
             if delivery.failed:
@@ -661,12 +669,25 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         # As durable as a polled cycle before `received`: a sink that could not flush
         # (a full disk's fsync) may have lost them, so the agent must send them again.
         unflushed = await self.delivery.flush()
+        self._still_proven(call, len(results))
         if failed:
             reason = next(iter(failed[0].failed.values()))
             raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"{len(failed)} of {len(results)} results not delivered")
         if unflushed:
             sink, reason = next(iter(unflushed.items()))
             raise _Refusal(reason, grpc.StatusCode.UNAVAILABLE, f"sink {sink} did not make {len(results)} results durable")
+
+    @staticmethod
+    def _still_proven(call: _Call, total: int) -> None:
+        """Refuse the rest of a push whose caller a reload no longer proves (a
+        revocation that lands while its results are delivered): the result being
+        delivered then is the last one filed, and `received` is not answered. Free
+        until the trust snapshot changes (caller_still_holds)."""
+        try:
+            caller_still_holds()
+        except IdentityRefused as refusal:
+            detail = f"{refusal.detail} (during the push: {call.delivered} of its {total} results were handed over before)"
+            raise _Refusal(refusal.reason, grpc.StatusCode.UNAUTHENTICATED, detail, audited=True) from None
 
 
 def _unknown(ctx: TenantContext, why: str = "") -> _Refusal:

@@ -10,6 +10,7 @@ from poller.server.interceptor import (
     REASON_METADATA_KEY,
     Caller,
     TenantServerInterceptor,
+    caller_still_holds,
     current_caller,
     prove_caller,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "REASON_METADATA_KEY",
     "Caller",
     "TenantServerInterceptor",
+    "caller_still_holds",
     "current_caller",
     "prove_caller",
     "server_credentials",

@@ -141,6 +141,30 @@ def current_caller() -> Caller:
     return caller
 
 
+# What caller_still_holds needs of the call being handled: its interceptor, grpc context,
+# caller, and the trust snapshot it was proven under.
+_proven: contextvars.ContextVar[tuple[TenantServerInterceptor, grpc.aio.ServicerContext, Caller, Any] | None] = (
+    contextvars.ContextVar("poller_server_proven", default=None)
+)
+
+
+def caller_still_holds() -> None:
+    """Raise IdentityRefused if the caller of the call being handled is no longer
+    proven by the trust in force now: a handler about to act on what the caller
+    sent (file a unary push) asks first, as a long-lived call is cut off. Costs
+    nothing until a reload swaps the trust snapshot; then the caller is proven
+    again, as at the call's start. LookupError outside a call.
+
+    >>> caller_still_holds()  # doctest: +SKIP
+    """
+    proven = _proven.get()
+    if proven is None:
+        raise LookupError("no proven caller: not inside a call behind TenantServerInterceptor")
+    interceptor, context, caller, snapshot = proven
+    if interceptor.trust.snapshot is not snapshot:
+        interceptor.still_holds(context, caller)
+
+
 def prove_caller(
     auth: Mapping[str, Sequence[bytes]],
     snapshot: TrustSnapshot,
@@ -449,6 +473,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
     async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
+        decided_under = self.trust.snapshot  # at most as new as the one decide() reads
         try:
             caller = self.decide(context, method)
         except (IdentityRefused, PermissionDenied) as refusal:
@@ -458,6 +483,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         # handler starts copy them.
         _current.set(caller.identity)
         _caller.set(caller)
+        _proven.set((self, context, caller, decided_under))
         return caller
 
     def _guard(self, behaviour: Any, method: str) -> Any:
