@@ -217,3 +217,12 @@ async def test_a_hostile_payload_neither_loses_the_cycle_nor_reaches_the_sink_as
         assert "status" not in by_kind  # refused payload_mismatch, as the same claim in UTF-8 is
     else:
         assert by_kind["status"]["data_b64"] and "data" not in by_kind["status"]
+
+
+def test_a_utf16_flood_cannot_hide_its_nodes_from_the_lenient_reading():
+    # In UTF-16 a quote byte can be half of another character: U+2200 is 00 22 in
+    # UTF-16-LE, so two of them made 2.6 million lists look like one string to the
+    # node count, and the lenient reading of the tenant filter decoded them (1.1 s).
+    flood = ('["\u2200",' + "[]," * (MAX_NODES + 1) + '"\u2200", {"tenant": "xyz-inc"}]').encode("utf-16-le")
+    assert str(MAX_NODES) in (payload_cost_refusal(flood) or "")  # refused invalid_payload by check()
+    assert str(MAX_NODES) in (_refusal(flood) or "")  # and by the filter itself, before reading it

@@ -118,7 +118,10 @@ def payload_cost_refusal(payload: bytes) -> str | None:
     """
     if len(payload) <= MAX_NODES:
         return None
-    nodes = _nodes(payload)
+    # NUL bytes: UTF-16 or UTF-32, which the tenant filter reads as a lenient parser
+    # would. There a quote byte may be half of another character (U+2200 is 00 22 in
+    # UTF-16-LE), so only the raw count bounds what that reading costs.
+    nodes = _raw_nodes(payload) if b"\x00" in payload else _nodes(payload)
     return f"payload has {nodes} JSON nodes, more than the {MAX_NODES} a payload may have" if nodes > MAX_NODES else None
 
 
@@ -138,10 +141,18 @@ def _outside_strings(payload: bytes, keep: bytes) -> bytes:
     return _QUOTED.sub(b"", reduced) if b'"' in outside else outside
 
 
+def _raw_nodes(payload: bytes) -> int:
+    """The payload's bytes `,` `[` `{` (and one): more than its JSON nodes in any
+    encoding a parser detects, as each of those characters holds its byte."""
+    return payload.count(b",") + payload.count(b"[") + payload.count(b"{") + 1
+
+
 def _nodes(payload: bytes) -> int:
-    """An upper bound of the payload's JSON nodes (containers, elements, members):
-    counted in the raw bytes, and again outside strings only if that is too many."""
-    raw = payload.count(b",") + payload.count(b"[") + payload.count(b"{") + 1
+    """The payload's JSON nodes (containers, elements, members) as the strict reading
+    has them: counted in the raw bytes, and again outside strings only if that is too
+    many. Exact for UTF-8, where a quote or backslash byte is always that character;
+    a payload that is not UTF-8 is never decoded strictly anyway."""
+    raw = _raw_nodes(payload)
     if raw <= MAX_NODES:
         return raw
     structure = _outside_strings(payload, b"[{,")
