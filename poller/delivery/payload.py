@@ -31,6 +31,7 @@ import json
 import math
 import re
 import unicodedata
+from array import array
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,8 @@ MAX_NODES = 2_000_000
 # A string of a payload reduced to quotes, brackets and commas, its escapes gone.
 _QUOTED = re.compile(rb'"[^"]*"')
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
-_STEP = {ord("["): 1, ord("]"): -1}
+# `[` as 1 and `]` as -1, read as signed bytes (array "b"): a running sum at C speed.
+_STEP = bytes.maketrans(b"[]", b"\x01\xff")
 _CONTAINERS = (dict, list)
 
 
@@ -166,7 +168,7 @@ def _deeper_than(payload: bytes, limit: int) -> bool:
     removed = 0  # each pass takes every innermost pair, so the depth falls by exactly one
     while brackets and removed < 8:  # a few passes empty an ordinary document
         brackets, removed = brackets.replace(b"[]", b""), removed + 1
-    return removed + (max(accumulate(map(_STEP.__getitem__, brackets))) if brackets else 0) > limit
+    return removed + (max(accumulate(array("b", brackets.translate(_STEP)))) if brackets else 0) > limit
 
 
 def _as_a_lenient_parser_reads_it(payload: bytes) -> Any:
