@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from poller.agent.budget import ReassemblyBudget
 from poller.cluster.node import ClusterNode
@@ -47,7 +48,6 @@ from poller.gateway import (
 )
 from poller.gateway.checks import check_type_for
 from poller.gateway.replicas import SharedPushLiveness
-from poller.identity.context import TenantContext
 from poller.identity.reasons import InvalidArgument, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics
@@ -91,18 +91,9 @@ class _BoardTracker(PushTracker):
         super().__init__()
         self._on_push = on_push
 
-    def pushed(
-        self,
-        entry: PushEntry,
-        *,
-        peer: str,
-        at: float,
-        outcome: Reason,
-        identity: TenantContext | None = None,
-        detail: str | None = None,
-        certificate: Mapping[str, str] | None = None,
-    ) -> None:
-        super().pushed(entry, peer=peer, at=at, outcome=outcome, identity=identity, detail=detail, certificate=certificate)
+    def pushed(self, entry: PushEntry, *, outcome: Reason, **fields: Any) -> None:
+        # The rest as PushTracker.pushed takes them: one signature to keep, not two.
+        super().pushed(entry, outcome=outcome, **fields)
         self._on_push(entry, outcome)
 
 

@@ -446,36 +446,25 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 await self._abort(context, method, ctx, entry, peer, delisted, push=push)
             # Ended before its answer (the agent hung up, its deadline passed, the server is
             # stopping): a failed push, named, not a silent end. Its results were not counted
-            # as taken (the agent had no `received`); a ControlStream ends this way normally,
-            # and a stream the interceptor ends for its identity is audited there.
+            # as taken (the agent had no `received`); a ControlStream ends this way normally.
+            # Cut by its identity's end instead (the interceptor audited that): counted under
+            # its reason, saying how many results it had handed over.
             ended = next((arg for arg in cancelled.args if isinstance(arg, IdentityEnded)), None)
-            if push and ended is not None:
-                # The interceptor audited the identity's end; this says what it cut: a
-                # push not answered, counted under that reason, with what it filed so far.
+            if push and (ended is not None or IDENTITY_ENDED not in cancelled.args):
+                reason = ended.reason if ended is not None else Reason.UNREACHABLE
+                fields: dict[str, Any] = {"delivered": call.delivered} if ended is not None else {}
                 log.warning(
-                    "push_call_ended",
+                    "push_call_ended" if ended is not None else "push_call_cancelled",
                     tenant=ctx.tenant,
                     agent=entry.name,
                     peer=peer,
                     method=f"/{SERVICE}/{method}",
-                    reason=ended.reason.value,
-                    delivered=call.delivered,
+                    reason=reason.value,
+                    **fields,
                     after_s=round(time.time() - call.started, 3),
                 )
-                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=ended.reason)
-                self._count_push(ctx.tenant, ended.reason)
-            elif push and IDENTITY_ENDED not in cancelled.args:
-                log.warning(
-                    "push_call_cancelled",
-                    tenant=ctx.tenant,
-                    agent=entry.name,
-                    peer=peer,
-                    method=f"/{SERVICE}/{method}",
-                    reason=Reason.UNREACHABLE.value,
-                    after_s=round(time.time() - call.started, 3),
-                )
-                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=Reason.UNREACHABLE)
-                self._count_push(ctx.tenant, Reason.UNREACHABLE)
+                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=reason)
+                self._count_push(ctx.tenant, reason)
             raise
         finally:
             self.limits.leave_call(ctx.tenant, peer, ctx.component_id, ctx.partition_id)
