@@ -495,6 +495,18 @@ async def test_a_claim_of_another_tenant_is_payload_mismatch_and_decides_nothing
     assert [r["tenant"] for r in gw.rows(ACME)] == [ACME, ACME] and gw.rows(XYZ) == []
 
 
+@pytest.mark.parametrize("claim", ["XYZ-INC", " xyz-inc", "Xyz-Inc\t"])
+async def test_a_tenant_id_naming_another_tenant_in_other_case_or_spacing_is_payload_mismatch(gw, claim):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    liar = agent.status("x")
+    liar.tenant_id = claim
+    assert await refused(agent.push([liar])) == (grpc.StatusCode.PERMISSION_DENIED, "payload_mismatch")
+    own = agent.status("y")
+    own.tenant_id = claim.replace("xyz-inc", ACME).replace("XYZ-INC", ACME.upper()).replace("Xyz-Inc", ACME)
+    assert (await agent.push([own])).received  # its own tenant, however written, decides nothing
+    assert [r["service_name"] for r in gw.rows(ACME)] == ["y"] and gw.rows(XYZ) == []
+
+
 async def test_a_tenant_id_naming_a_tenant_known_only_by_its_push_entries_is_payload_mismatch(pki, tmp_path):
     # "ghost-co" has no CA in the trust store: the gateway knows it only from the entry that names it.
     ghost = PushEntry("edge-ghost", tenant="ghost-co", component="agent-009")

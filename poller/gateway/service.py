@@ -540,7 +540,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 f"tenant_slug {tenant_slug[:64]!r} is not the proven tenant {proven!r}",
                 audited=True,
             )
-        if tenant_id and tenant_id != proven and self._known_tenant(tenant_id):
+        # A tenant is a lowercase label, so "XYZ-INC " names xyz-inc as surely as "xyz-inc":
+        # read as one before asking whether it is another known tenant.
+        if tenant_id and tenant_id != proven and (named := tenant_id.strip().lower()) != proven and self._known_tenant(named):
             raise _Refusal(
                 Reason.PAYLOAD_MISMATCH,
                 grpc.StatusCode.PERMISSION_DENIED,
