@@ -437,6 +437,50 @@ async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreac
         assert await task == 0
 
 
+async def test_a_revoked_other_certificate_of_a_pushing_agent_does_not_make_it_look_refused(pki, log_events):
+    # A thief with the agent's old (stolen, then revoked) key calls between the agent's own
+    # pushes: each call is refused, audited and counted, but the board keeps the agent proven
+    # while it pushes under its own certificate. Its own certificate's refusal shows at once.
+    doc = config(
+        pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[CHECK])}, metrics_listen="127.0.0.1:0"
+    )
+    daemon = PollerDaemon(parse_config(doc), sink=MemorySink())
+    task = asyncio.ensure_future(daemon.run(install_signals=False))
+    agents = []
+    try:
+        async with asyncio.timeout(60):
+            await daemon.started.wait()
+            address = f"127.0.0.1:{daemon.gateway_port}"
+            stolen, current = pki.agent(ACME, "agent-001"), pki.agent(ACME, "agent-001")
+            thief = PushAgent.for_cert(address, stolen, ca_pem=pki.root_pem, server_name=SERVER_NAME)
+            agent = PushAgent.for_cert(address, current, ca_pem=pki.root_pem, server_name=SERVER_NAME)
+            agents += [thief, agent]
+            pki.revoke(ACME, stolen)
+            daemon.trust.reload()
+            assert (await agent.push([agent.status("ssh")])).received
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await thief.push([thief.status("ssh")])
+                assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("proven", None)
+            assert sample(daemon, "poller_gateway_pushes_total", tenant=ACME, outcome="revoked") == 3
+            refused = [e for e in log_events() if e["event"] == "server_call_refused" and e["reason"] == "revoked"]
+            assert len(refused) == 3 and all(e["tenant"] == ACME and e["component"] == "agent-001" for e in refused)
+
+            pki.revoke(ACME, current)  # now the certificate it pushes with: its own refusal, shown at once
+            daemon.trust.reload()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await agent.push([agent.status("ssh")])
+            board = await status_of(daemon)
+            assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "revoked")
+    finally:
+        for a in agents:
+            await a.close()
+        daemon.request_stop()
+        assert await task == 0
+
+
 async def test_run_once_waits_one_interval_for_pushes(pki):
     doc = config(
         pki,

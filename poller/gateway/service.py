@@ -39,7 +39,7 @@ from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.delivery.registry import Checked, Delivery
 from poller.delivery.result import PollResult
 from poller.gateway.bounds import GatewayBounds, TenantLimits
-from poller.gateway.liveness import PushTracker
+from poller.gateway.liveness import STALE_INTERVALS, PushTracker
 from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
 from poller.identity.reasons import IdentityRefused, PollerError, Reason
@@ -340,7 +340,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         listed agent it names is told: that agent's last call ended with this
         refusal, so it is refused with that reason rather than silent. A refusal
         that proves nothing about the name (another CA, a CN naming another
-        tenant) touches no agent: an impostor cannot make a listed agent look refused."""
+        tenant) touches no agent: an impostor cannot make a listed agent look refused.
+        Nor does the refusal of another certificate of an agent that pushes under its
+        own (see _another_certificate_holds)."""
         named = refusal.vouched
         if named is None:
             return
@@ -349,6 +351,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             return
         if method in PUSH_METHODS:
             self._count_push(named.tenant, refusal.reason)
+        if self._another_certificate_holds(entry, refusal):
+            return  # counted, and audited by the interceptor; the agent's own state stands
         self.tracker.pushed(
             entry,
             peer=peer_address(peer),
@@ -357,6 +361,19 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             detail=refusal.detail,
             certificate=refusal.peer or None,
         )
+
+    def _another_certificate_holds(self, entry: PushEntry, refusal: IdentityRefused) -> bool:
+        """Whether the agent pushed within its live window under another certificate than
+        the refused one: an old certificate still used by a busy connection after a
+        rotation, or a stolen and revoked one. Its refusal must not make the agent
+        flap refused between its own pushes (a thief would choose when); the refusal
+        of the very certificate it last pushed with is the agent's own, and shown."""
+        record = self.tracker.get(entry.tenant, entry.name)
+        presented = (refusal.peer or {}).get("fingerprint")
+        if record is None or record.identity is None or record.last_push is None or not presented:
+            return False
+        live = time.time() - record.last_push <= STALE_INTERVALS * entry.interval
+        return live and presented != record.identity.fingerprint_sha256
 
     def _over_rate_held_back(self, key: Hashable, held: int) -> None:
         """An agent's over-rate refusals of one method held back in a window that has
