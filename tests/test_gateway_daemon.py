@@ -17,6 +17,7 @@ from daemons import running
 
 from poller.config import ConfigError, parse_config
 from poller.daemon.daemon import PollerDaemon
+from poller.daemon.status import MAX_UNCONFIGURED_CHECKS
 from poller.identity.reasons import Reason
 from poller.nats.health import HealthTracker
 from poller.pki.authority import poller_chain_path
@@ -435,6 +436,24 @@ async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreac
             await a.close()
         daemon.request_stop()
         assert await task == 0
+
+
+async def test_an_agent_inventing_service_names_cannot_grow_its_board_row(pki):
+    # Each push may carry 5,000 statuses of names the agent chose: the row keeps its
+    # configured check and the most recently reported of the rest, MAX_UNCONFIGURED_CHECKS.
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", checks=[CHECK])}, metrics_listen="127.0.0.1:0")
+    async with running(PollerDaemon(parse_config(doc), sink=MemorySink())) as daemon:
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        try:
+            for push in range(5):
+                invented = [agent.status(f"made-up-{push}-{n}", service_type="port") for n in range(200)]
+                assert (await agent.push([agent.status("ssh", service_type="port"), *invented])).received
+        finally:
+            await agent.close()
+        checks = (await status_of(daemon))["edge-1"]["checks"]
+    assert len(checks) == 1 + MAX_UNCONFIGURED_CHECKS
+    names = {c["service_name"] for c in checks}
+    assert "ssh" in names and {f"made-up-4-{n}" for n in range(200 - MAX_UNCONFIGURED_CHECKS, 200)} <= names
 
 
 async def test_a_revoked_other_certificate_of_a_pushing_agent_does_not_make_it_look_refused(pki, log_events):

@@ -124,6 +124,32 @@ class AgentStatus:
         return doc
 
 
+#: The checks a board row keeps beyond its agent's configured ones. A push agent names
+#: its own statuses, and pushes some unasked (its sync status, sweep results, metrics
+#: streams), which are shown; but one inventing a new name per status must not grow
+#: the board, and every push's copy of the row, without end: the least recently
+#: reported go first.
+MAX_UNCONFIGURED_CHECKS = 32
+
+
+def _merged_checks(
+    previous: Mapping[tuple[str, str], CheckStatus], results: Sequence[PollResult], agent: AgentConfig
+) -> dict[tuple[str, str], CheckStatus]:
+    """previous with each result's check updated (moved last: the most recent); of the
+    checks its config does not name, the MAX_UNCONFIGURED_CHECKS last reported are kept."""
+    checks = dict(previous)
+    for r in results:
+        key = (r.service_type, r.service_name)
+        checks.pop(key, None)
+        checks[key] = CheckStatus(r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at)
+    if len(checks) > MAX_UNCONFIGURED_CHECKS:  # else nothing can be over: no set made per push
+        configured = {c.service_name for c in agent.checks}
+        unconfigured = [key for key in checks if key[1] not in configured]
+        for key in unconfigured[: max(0, len(unconfigured) - MAX_UNCONFIGURED_CHECKS)]:
+            del checks[key]
+    return checks
+
+
 class StatusBoard:
     """Every agent's latest AgentStatus, keyed by agent name (written on the event loop)."""
 
@@ -135,11 +161,7 @@ class StatusBoard:
         previous = self._records.get(worker.agent.name)
         if previous is None or previous.agent != worker.agent:  # new, or changed by a reload
             previous = AgentStatus(worker.agent)
-        checks = dict(previous.checks)
-        for r in results:
-            checks[(r.service_type, r.service_name)] = CheckStatus(
-                r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at
-            )
+        checks = _merged_checks(previous.checks, results, worker.agent)
         state, reason, detail, peer, identity = _classify(worker, results)
         # A failure is a cycle whose outcome (as run --once and poll_summary count it) is not ok.
         answered = state is AgentState.PROVEN and agent_outcome(list(results)) is Reason.OK
@@ -177,11 +199,7 @@ class StatusBoard:
         previous = self._records.get(agent.name)
         if previous is None or previous.agent != agent:
             previous = AgentStatus(agent)
-        checks = dict(previous.checks)
-        for r in results:
-            checks[(r.service_type, r.service_name)] = CheckStatus(
-                r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at
-            )
+        checks = _merged_checks(previous.checks, results, agent)
         answered = state is AgentState.PROVEN and agent_outcome(list(results)) is Reason.OK
         status = AgentStatus(
             agent=agent,
