@@ -30,6 +30,7 @@ from poller.daemon.daemon import PollerDaemon
 from poller.delivery import Delivery
 from poller.delivery.channels import channel_matches
 from poller.delivery.payload import payload_tenant_claims
+from poller.delivery.registry import MAX_RESULTS_CHANNEL_LABELS
 from poller.delivery.result import PollResult
 from poller.identity.reasons import InvalidArgument
 from poller.identity.reasons import Reason as R
@@ -161,6 +162,22 @@ async def test_a_payload_naming_another_tenant_is_refused_and_audited(payload, l
     assert audit["logger"] == "poller.audit"
     assert audit["audit"] is True and audit["reason"] == "payload_mismatch" and audit["tenant"] == ACME
     assert audit["serial"] and audit["fingerprint"]
+
+
+async def test_refusals_under_invented_results_types_mint_a_bounded_number_of_series():
+    metrics = PollerMetrics()
+    registry = HandlerRegistry(metrics=metrics)
+    registry.register(">", Recorder(), platform=unverified_platform_identity(local=True), policy=platform_admin(), name="sink")
+    lie = b'{"tenant": "xyz-inc"}'
+    for n in range(MAX_RESULTS_CHANNEL_LABELS + 50):
+        assert (await registry.deliver(result(kind="results", service_type=f"made-up-{n}", payload=lie))).refused
+    assert (await registry.deliver(result(payload=lie))).refused  # a fixed channel keeps its own label
+    channels = {s.labels["channel"] for m in metrics.registry.collect() if m.name == "poller_results_refused" for s in m.samples}
+    assert len([c for c in channels if c.startswith("agents.results.")]) == MAX_RESULTS_CHANNEL_LABELS
+    assert {"other", "agents.status"} <= channels
+    assert refused_count(metrics, ACME, "other", "payload_mismatch") == 50
+    assert refused_count(metrics, ACME, "agents.results.made-up-0", "payload_mismatch") == 1
+    assert refused_count(metrics, ACME, "agents.status", "payload_mismatch") == 1
 
 
 async def test_a_payload_naming_the_proven_tenant_or_none_is_delivered():
