@@ -438,6 +438,33 @@ async def test_a_revoked_push_agent_is_refused_revoked_while_it_calls_and_unreac
         assert await task == 0
 
 
+async def test_a_listed_agent_that_calls_but_never_pushes_is_named_for_what_it_does(pki, log_events):
+    # It says Hello and asks GetConfig, but its entry lists no checks, so ServiceRadar's
+    # agent has nothing to push: pending, and named as calling, not as never heard from.
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s")}, metrics_listen="127.0.0.1:0")
+    async with running(PollerDaemon(parse_config(doc), sink=MemorySink())) as daemon:
+        assert daemon.pushes is not None
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        try:
+            began = time.time()
+            await daemon.pushes.check_silence(began)
+            await agent.hello()
+            await agent.get_config()
+            await daemon.pushes.check_silence(began + 2 * 5.0 + 1.0)
+            await daemon.pushes.check_silence(began + 4 * 5.0)  # named once
+            assert not [e for e in log_events() if e["event"] == "push_agent_not_seen"]
+            [line] = [e for e in log_events() if e["event"] == "push_agent_not_pushing"]
+            assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-1", "pending")
+            board = (await status_of(daemon))["edge-1"]
+            assert (board["state"], board["reason"]) == ("pending", "pending")
+            assert board["detail"].startswith("agent-001 of acme-corp calls (last ")
+            assert "lists no checks" in board["detail"] and board["peer_address"]
+            assert (await agent.push([agent.status("x")])).received
+            assert (await status_of(daemon))["edge-1"]["state"] == "proven"
+        finally:
+            await agent.close()
+
+
 async def test_an_agent_inventing_service_names_cannot_grow_its_board_row(pki):
     # Each push may carry 5,000 statuses of names the agent chose: the row keeps its
     # configured check and the most recently reported of the rest, MAX_UNCONFIGURED_CHECKS.

@@ -140,7 +140,7 @@ class PushSide:
         self._announced: set[str] = set()  # agents whose silence was logged since their last accepted push
         # Listed agents never heard from: since when this replica has waited, and whether it said so.
         self._pending_since: dict[str, float] = {}
-        self._never_seen_said: set[str] = set()
+        self._never_seen_said: dict[str, str] = {}  # agent -> the warning it was named in
         self._pushed_event = asyncio.Event()
         self._started = time.time()
         self.listening = asyncio.Event()  # set once the gateway serves
@@ -293,7 +293,7 @@ class PushSide:
                 self._never_seen(entry, now)
             else:
                 self._pending_since.pop(entry.name, None)
-                self._never_seen_said.discard(entry.name)
+                self._never_seen_said.pop(entry.name, None)
             if state != "unreachable" and refusal is None:
                 continue
             due = self._silent_until.get(entry.name, 0.0)
@@ -305,25 +305,40 @@ class PushSide:
                     await self.silent(entry, now)
 
     def _never_seen(self, entry: PushEntry, now: float) -> None:
-        """A listed agent that has not called for 2 intervals since this replica began
+        """A listed agent that has not pushed for 2 intervals since this replica began
         waiting for it (start, or the reload that listed it) stays `pending`, as listed
-        agents are until their first push, but is named once: a typo in its entry, a
-        wrong gateway address or certificate leave no other trace here."""
+        agents are until their first push, but is named once, saying whether it calls
+        at all: a typo in its entry, a wrong gateway address or certificate leave no
+        other trace here, and an agent that says Hello but has nothing to push (no
+        checks) is not silent. The board's detail follows what it does."""
         since = self._pending_since.setdefault(entry.name, now)
         waited = now - since
-        if waited <= STALE_INTERVALS * entry.interval or entry.name in self._never_seen_said:
+        if waited <= STALE_INTERVALS * entry.interval:
             return
-        self._never_seen_said.add(entry.name)
+        record = self.tracker.get(entry.tenant, entry.name)
+        last_call = record.last_seen if record is not None and record.last_seen is not None else None
+        if last_call is not None:
+            event = "push_agent_not_pushing"
+            ago = now - last_call
+            detail = f"{entry.component} of {entry.tenant} calls (last {ago:.0f} s ago) but pushed nothing in {waited:.0f} s"
+            if not entry.checks:
+                detail += ": its entry lists no checks, and ServiceRadar's agent pushes nothing without one"
+        else:
+            event = "push_agent_not_seen"
+            detail = f"no call from {entry.component} of {entry.tenant} in {waited:.0f} s"
+        if self._never_seen_said.get(entry.name) != event:
+            self._never_seen_said[entry.name] = event
+            log.warning(
+                event,
+                tenant=entry.tenant,
+                agent=entry.name,
+                component=entry.component,
+                partition=entry.partition,
+                reason=Reason.PENDING.value,
+                waited_s=round(waited, 3),
+                detail=detail,
+            )
         agent = self._agent(entry)
-        log.warning(
-            "push_agent_not_seen",
-            tenant=entry.tenant,
-            agent=entry.name,
-            component=entry.component,
-            partition=entry.partition,
-            reason=Reason.PENDING.value,
-            waited_s=round(waited, 3),
-        )
         if agent is not None:
             self.board.record_push(
                 agent,
@@ -331,8 +346,8 @@ class PushSide:
                 reason=Reason.PENDING,
                 identity=None,
                 last_push=None,
-                peer_address=None,
-                detail=f"no call from {entry.component} of {entry.tenant} in {waited:.0f} s",
+                peer_address=(record.peer or None) if record is not None else None,
+                detail=detail,
             )
 
     def _last_refusal(self, entry: PushEntry) -> tuple[Reason, float] | None:
