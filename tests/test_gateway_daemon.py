@@ -605,6 +605,42 @@ async def test_a_reload_names_the_push_agents_it_added_removed_and_changed(pki, 
     assert (line["added"], line["removed"], line["changed"]) == (["edge-3"], ["edge-2"], ["edge-1"])
 
 
+async def test_a_reload_that_shortens_an_interval_judges_by_the_old_one_until_the_agent_is_told(pki, tmp_path, log_events):
+    # ServiceRadar's agent learns an interval at Hello, or from a GetConfig every 5 minutes:
+    # until then it pushes at the old pace, which is not silence.
+    from poller.config import load_config
+
+    path = tmp_path / "poller.json"
+    entry = {"component": "agent-001", "checks": [CHECK]}
+    path.write_text(json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="10s", **entry)}, metrics_listen="127.0.0.1:0")))
+    async with running(PollerDaemon(load_config(path), sink=MemorySink())) as daemon:
+        assert daemon.pushes is not None
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        try:
+            assert (await agent.hello()).heartbeat_interval_sec == 10
+            config_version = (await agent.get_config()).config_version
+            assert (await agent.push([agent.status("ssh")])).received
+            pushed = time.time()
+            path.write_text(
+                json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="3s", **entry)}, metrics_listen="127.0.0.1:0"))
+            )
+            assert await daemon.reload()
+            await daemon.pushes.check_silence(pushed + 2 * 3.0 + 1.0)  # past the new window, inside the old
+            assert (await status_of(daemon))["edge-1"]["state"] != "unreachable"
+            assert not [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+            await daemon.pushes.check_silence(pushed + 2 * 10.0 + 1.0)  # past the old one too: silent
+            assert (await status_of(daemon))["edge-1"]["state"] == "unreachable"
+
+            changed = await agent.get_config(config_version=config_version)  # its next config poll: told 3 s
+            assert not changed.not_modified and changed.heartbeat_interval_sec == 3
+            assert (await agent.push([agent.status("ssh")])).received
+            pushed = time.time()
+            await daemon.pushes.check_silence(pushed + 2 * 3.0 + 1.0)
+            assert (await status_of(daemon))["edge-1"]["state"] == "unreachable"
+        finally:
+            await agent.close()
+
+
 def test_a_push_interval_under_a_second_warns_that_the_agent_would_flap(pki):
     """Hello announces whole seconds (at least 1): under 1 s the agent pushes late by the entry's clock."""
     own = parse_config(config(pki, {"e": push_entry(ACME, interval="500ms")}))

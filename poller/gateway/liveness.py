@@ -22,7 +22,7 @@ from poller.gateway.registry import PushEntry
 from poller.identity.context import TenantContext
 from poller.identity.reasons import Reason
 
-__all__ = ["STALE_INTERVALS", "PushRecord", "PushTracker"]
+__all__ = ["STALE_INTERVALS", "PushRecord", "PushTracker", "live_interval"]
 
 #: A push agent is unreachable once its last push is older than this many intervals.
 STALE_INTERVALS = 2
@@ -47,6 +47,9 @@ class PushRecord:
     # refusal (as a polled agent's board row has them); None once a push is accepted.
     last_detail: str | None = None
     last_certificate: Mapping[str, str] | None = None
+    # The push interval this gateway last answered it (Hello, GetConfig): what it pushes
+    # by until it asks again, which after a reload may be longer than its entry's.
+    told_interval: float | None = None
 
 
 class PushTracker:
@@ -89,6 +92,10 @@ class PushTracker:
             record.pushes += 1
             record.identity = identity
 
+    def told(self, entry: PushEntry, interval: float) -> None:
+        """The agent was answered `interval` as its push interval (Hello, GetConfig)."""
+        self._record(entry).told_interval = interval
+
     def stream_opened(self, entry: PushEntry, *, peer: str, at: float) -> None:
         record = self._record(entry)
         record.peer, record.last_seen = peer, at
@@ -109,7 +116,7 @@ class PushTracker:
         record = self._records.get((entry.tenant, entry.name))
         if record is None or record.last_push is None:
             return "pending"
-        return "ok" if _fresh(record, entry.interval, now) else "unreachable"
+        return "ok" if _fresh(record, live_interval(record, entry), now) else "unreachable"
 
     def connected(self, entries: Iterable[PushEntry], *, now: float, unlisted_interval: float | None = None) -> dict[str, int]:
         """Per tenant: the agents that pushed within 2 intervals or hold a stream open.
@@ -149,6 +156,15 @@ class PushTracker:
         wanted = {(e.tenant, e.name) for e in keep}
         for key in [k for k in self._records if k not in wanted]:
             del self._records[key]
+
+
+def live_interval(record: PushRecord | None, entry: PushEntry) -> float:
+    """The interval an agent's liveness is judged by: its entry's, or the one it was last
+    told when that is longer. A reload that shortens an interval reaches the agent only
+    when it next asks (ServiceRadar's agent: at its next Hello, or GetConfig every 5
+    minutes); until then it pushes at the old pace, which must not read as silence."""
+    told = record.told_interval if record is not None else None
+    return entry.interval if told is None or told <= entry.interval else told
 
 
 def _fresh(record: PushRecord, interval: float, now: float) -> bool:

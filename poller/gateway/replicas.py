@@ -58,7 +58,7 @@ from nats.js.kv import KeyValue
 
 from poller.cluster.assign import Member, owner
 from poller.cluster.records import PUSH_PREFIX, PushSighting, RecordError, parse_push_key, push_key
-from poller.gateway.liveness import STALE_INTERVALS, PushTracker
+from poller.gateway.liveness import STALE_INTERVALS, PushTracker, live_interval
 from poller.gateway.registry import PushEntry
 from poller.logs import get_logger
 
@@ -177,7 +177,7 @@ class SharedPushLiveness:
         local = self.tracker.state_of(entry, now=now)
         record = self.tracker.get(entry.tenant, entry.name)
         seen = self._seen.get(key)
-        window = STALE_INTERVALS * entry.interval
+        window = STALE_INTERVALS * live_interval(record, entry)
         other = seen if seen is not None and seen.sighting.instance != self.instance else None
         other_fresh = other is not None and now - other.at <= window
         if local == "ok":

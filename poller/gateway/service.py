@@ -210,6 +210,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         async def body(call: _Call) -> pb.AgentHelloResponse:
             self._check_identity(call, request.agent_id, request.partition)
             entry = call.entry
+            self.tracker.told(entry, entry.interval)
             log.info(
                 "push_agent_hello",
                 tenant=call.ctx.tenant,
@@ -239,7 +240,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self._check_identity(call, request.agent_id, "")
             entry = call.entry
             if request.config_version == entry.config_version:
+                if entry.agent_checks:  # its checks' interval_sec are in the version it has
+                    self.tracker.told(entry, entry.interval)
                 return pb.AgentConfigResponse(not_modified=True, config_version=entry.config_version)
+            self.tracker.told(entry, entry.interval)
             return pb.AgentConfigResponse(
                 config_version=entry.config_version,
                 config_timestamp=entry.config_timestamp,
