@@ -465,6 +465,27 @@ async def test_a_listed_agent_that_calls_but_never_pushes_is_named_for_what_it_d
             await agent.close()
 
 
+async def test_a_silent_agent_whose_certificate_has_expired_is_said_to_be(pki, log_events):
+    # grpcio's TLS refuses an expired client certificate before any call: the agent is
+    # silent here, `unreachable` with reason timeout, and the detail says what is likely.
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", checks=[CHECK])}, metrics_listen="127.0.0.1:0")
+    async with running(PollerDaemon(parse_config(doc), sink=MemorySink())) as daemon:
+        assert daemon.pushes is not None
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        try:
+            assert (await agent.push([agent.status("ssh")])).received
+        finally:
+            await agent.close()
+        record = daemon.pushes.tracker.get(ACME, "edge-1")
+        assert record is not None and record.identity is not None
+        await daemon.pushes.check_silence(record.identity.not_after.timestamp() + 60.0)
+        board = (await status_of(daemon))["edge-1"]
+        assert (board["state"], board["reason"]) == ("unreachable", "timeout")
+        assert board["detail"].startswith(f"its certificate (serial {record.identity.serial}) expired at ")
+        [line] = [e for e in log_events() if e["event"] == "push_agent_unreachable"]
+        assert "expired at" in line["why"] and line["tenant"] == ACME
+
+
 async def test_an_agent_inventing_service_names_cannot_grow_its_board_row(pki):
     # Each push may carry 5,000 statuses of names the agent chose: the row keeps its
     # configured check and the most recently reported of the rest, MAX_UNCONFIGURED_CHECKS.

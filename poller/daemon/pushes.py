@@ -48,6 +48,7 @@ from poller.gateway import (
 )
 from poller.gateway.checks import check_type_for
 from poller.gateway.replicas import SharedPushLiveness
+from poller.identity.context import TenantContext, format_time
 from poller.identity.reasons import InvalidArgument, Reason
 from poller.logs import get_logger
 from poller.metrics import PollerMetrics
@@ -427,6 +428,11 @@ class PushSide:
             why = f"refused {refusal[0].value} when it called, no call for more than {STALE_INTERVALS} intervals since"
         else:
             why = "no push"
+        # An expired certificate is refused by the TLS handshake, before any call could
+        # say so (grpcio verifies client certificates itself): say what is most likely.
+        expired = _expired_note(record.identity if record is not None else None, now)
+        if expired is not None:
+            why = f"{why}; {expired}"
         # One line per silence: an agent refused at each of its calls, calling less often than
         # every 2 intervals, goes refused -> unreachable -> refused ...; named once until it pushes.
         if agent.name not in self._announced:
@@ -440,10 +446,10 @@ class PushSide:
                 interval=entry.interval,
                 why=why,
             )
-        return await self._unanswered(entry, agent, now, state=AgentState.UNREACHABLE, reason=Reason.TIMEOUT)
+        return await self._unanswered(entry, agent, now, state=AgentState.UNREACHABLE, reason=Reason.TIMEOUT, detail=expired)
 
     async def _unanswered(
-        self, entry: PushEntry, agent: AgentConfig, now: float, *, state: AgentState, reason: Reason
+        self, entry: PushEntry, agent: AgentConfig, now: float, *, state: AgentState, reason: Reason, detail: str | None = None
     ) -> list[PollResult]:
         """An interval without an accepted push: one unproven result per check with
         `reason`, delivered and flushed, and the agent on the board as `state`."""
@@ -460,7 +466,7 @@ class PushSide:
             last_push=record.last_push if record is not None else None,
             peer_address=(record.peer or None) if record is not None else None,
             results=results,
-            detail=record.last_detail if record is not None and state is AgentState.REFUSED else None,
+            detail=record.last_detail if record is not None and state is AgentState.REFUSED else detail,
             peer=record.last_certificate if record is not None and state is AgentState.REFUSED else None,
         )
         self.note_outcome(agent.name, agent.tenant, Reason.REFUSED if state is AgentState.REFUSED else reason)
@@ -524,3 +530,13 @@ class PushSide:
     def _pushed_ok(self, entry: PushEntry) -> bool:
         record = self.tracker.get(entry.tenant, entry.name)
         return record is not None and record.last_push is not None
+
+
+def _expired_note(identity: TenantContext | None, now: float) -> str | None:
+    """What to say of a silent agent whose last proven certificate has expired since."""
+    if identity is None or identity.not_after.timestamp() >= now:
+        return None
+    return (
+        f"its certificate (serial {identity.serial}) expired at {format_time(identity.not_after)}: "
+        "the gateway's TLS handshake refuses it before any call"
+    )
