@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.config.durations import DurationError, parse_duration
 from poller.identity.names import InvalidName
-from poller.identity.reasons import IdentityRefused, Reason
+from poller.identity.reasons import IdentityRefused, InvalidArgument, Reason
 from poller.logs import configure_logging
 from poller.onboard import (
     PACKAGE_TYPES,
@@ -35,7 +35,7 @@ from poller.onboard import (
     write_package,
     write_verified,
 )
-from poller.onboard.members import DEFAULT_LISTEN_ADDR, DEFAULT_PUSH_INTERVAL
+from poller.onboard.members import DEFAULT_LISTEN_ADDR, DEFAULT_PUSH_INTERVAL, DETECT_HOST_IP, check_host_ip
 from poller.pki.errors import PkiError
 from poller.trust.store import TrustStore, TrustStoreError
 
@@ -74,6 +74,13 @@ def register(sub: Any) -> None:
         default=DEFAULT_PUSH_INTERVAL,
         metavar="DURATION",
         help="with --gateway: push_interval in config.json (default 30s; the gateway's Hello answer overrides it)",
+    )
+    p.add_argument(
+        "--host-ip",
+        default=DETECT_HOST_IP,
+        metavar="ADDR",
+        help="host_ip in config.json: the agent host's IP address, which the agent reports as its own "
+        "(default: empty, the agent finds its address itself)",
     )
     p.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
@@ -145,6 +152,10 @@ def run_create(args: argparse.Namespace) -> int:
             return _usage(f"--push-interval {args.push_interval!r} must be positive")
     except DurationError as exc:
         return _usage(f"--push-interval: {exc}")
+    try:
+        host_ip = check_host_ip(args.host_ip)
+    except InvalidArgument as exc:
+        return _usage(f"--host-ip: {exc}")
     if args.out.exists() and not args.force:
         return _usage(f"{args.out} already exists (use --force to replace it)")
     if not args.certs.is_dir():
@@ -160,6 +171,7 @@ def run_create(args: argparse.Namespace) -> int:
             gateway_addr=args.gateway,
             server_name=args.server_name,
             push_interval=args.push_interval,
+            host_ip=host_ip,
             days=args.days,
         )
         write_package(args.out, made, force=args.force)
