@@ -181,8 +181,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-#: Console lines are cut to this width (JSON lines carry every field).
+#: Console lines are cut to this width (JSON lines carry every field), but those of _CONSOLE_WHOLE.
 CONSOLE_WIDTH = 120
+# The line that says why the process exits 2 is its last: there is nowhere else to read the rest.
+_CONSOLE_WHOLE = frozenset({"startup_error"})
 # Audit detail a person scanning a terminal does not need; JSON lines keep it.
 _CONSOLE_HIDDEN = frozenset({"audit", "fingerprint", "serial", "not_after", "subject", "partition"})
 _CONSOLE_FIRST = ("tenant", "agent", "reason", "detail", "component", "check")
@@ -192,8 +194,8 @@ _LEVELS = {"warning": "WARN", "critical": "CRIT", "exception": "ERROR"}
 
 def render_console(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
     """One short line: `HH:MM:SS LEVEL event key=value ...`, tenant, agent and
-    reason first, the address last, cut to CONSOLE_WIDTH; a traceback follows
-    on its own lines.
+    reason first, the address last, cut to CONSOLE_WIDTH (a startup_error
+    whole); a traceback follows on its own lines.
 
     >>> render_console(None, "info", {"timestamp": "2026-01-02T03:04:05.6Z", "level": "info",
     ...     "event": "identity_accepted", "tenant": "acme-corp", "agent": "edge-1", "serial": "ab"})
@@ -212,7 +214,7 @@ def render_console(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     order += [k for k in _CONSOLE_LAST if k in fields]
     pairs = " ".join(f"{printable(key)}={_console_value(fields[key])}" for key in order)
     line = f"{stamp} {level:<5} {printable(event):<20} {pairs}".rstrip()
-    if len(line) > CONSOLE_WIDTH:
+    if len(line) > CONSOLE_WIDTH and event not in _CONSOLE_WHOLE:
         line = line[: CONSOLE_WIDTH - 1] + "…"
     if not trace:
         return line

@@ -152,6 +152,24 @@ def test_console_lines_fit_120_columns_and_json_keeps_the_audit_detail(restore_l
     assert {key: full[key] for key in audit} == audit  # every field, uncut
 
 
+def test_the_startup_error_that_explains_exit_2_is_whole_on_the_console(restore_logging) -> None:
+    # It was cut at 120 columns, losing why: "... is not for serving: its extended key usage has no serverAuth".
+    from poller.cli.run import _cannot_start
+    from poller.logs import CONSOLE_WIDTH, get_logger
+
+    problem = (
+        "gateway.cert: /tmp/x/good.pem: certificate CN=agent-001.partition-1.acme-corp.serviceradar "
+        "is not for serving: its extended key usage has no serverAuth"
+    )
+    console = io.StringIO()
+    configure_logging("console", stream=console)
+    assert _cannot_start([problem]) == 2
+    get_logger("poller.test").error("other_error", line=f"error: {problem}")  # any other event is still cut
+    whole, other = console.getvalue().splitlines()
+    assert " ERROR startup_error " in whole and whole.endswith(f'line="error: {problem}"')
+    assert len(other) == CONSOLE_WIDTH and other.endswith("…")
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -603,3 +603,19 @@ def test_onboard_verify_help_has_its_own_usage_line():
     assert shown.returncode == 0
     usage = shown.stdout.split("\n\n")[0]
     assert usage.startswith("usage: serviceradar-poller onboard verify [-h] --certs DIR") and "--out" not in usage
+
+
+def test_onboard_without_type_names_the_push_agent_form_too(pki: ForgePki, tmp_path: Path) -> None:
+    argv = ["onboard", "--certs", str(pki.directory), "--tenant", ACME, "--component", "a", "--partition", "p"]
+    result = subprocess.run(cli_argv(*argv, "--out", str(tmp_path / "x.tar.gz")), capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    detail = json.loads(result.stdout)["detail"]
+    assert "--type agent|checker|gateway (a polled component's package) or --gateway HOST:PORT (a push agent's)" in detail
+    assert "onboard verify FILE --certs DIR" in detail
+
+
+def test_onboard_help_tells_type_gateway_from_gateway():
+    shown = subprocess.run(cli_argv("onboard", "--help"), capture_output=True, text=True, check=False)
+    text = " ".join(shown.stdout.split())  # argparse wraps the help
+    assert "`gateway` is a gateway component's own certificate, not a push agent's package (that is --gateway HOST:PORT)" in text
+    assert "make a push agent's package" in text and "not --type gateway, which is a gateway component's own" in text

@@ -277,7 +277,44 @@ def test_unknown_and_missing_keys_are_refused(push: bytes, snapshot: TrustSnapsh
 
 def test_host_ip_is_the_one_free_value(poll: bytes, snapshot: TrustSnapshot) -> None:
     assert verify_package_bytes(with_config(poll, host_ip="10.1.2.3"), trust=snapshot).context.tenant == ACME
+    assert verify_package_bytes(with_config(poll, host_ip=""), trust=snapshot).context.tenant == ACME
     assert refused(with_config(poll, host_ip="$(reboot)"), snapshot).reason is Reason.BAD_PACKAGE
+    # What onboard wrote before: the agent would send it verbatim as its source_ip.
+    old = refused(with_config(poll, host_ip="PLACEHOLDER_HOST_IP"), snapshot)
+    assert old.reason is Reason.BAD_PACKAGE and "host_ip" in old.detail and "not an IP address" in old.detail
+    # ipaddress takes an int (10.0.0.1 here), the agent's string field does not; Go's ParseIP takes no zone.
+    for bad in (167772161, "fe80::1%eth0"):
+        assert refused(with_config(poll, host_ip=bad), snapshot).reason is Reason.BAD_PACKAGE
+
+
+def test_host_ip_is_empty_for_the_agent_to_find_unless_given(pki: ForgePki, poll: bytes, push: bytes) -> None:
+    # The push agent detects its address only when host_ip is empty (cac9ec1af push_loop.go getSourceIP);
+    # the placeholder onboard wrote went out as source_ip and into device ids.
+    assert config_of(poll)["host_ip"] == config_of(push)["host_ip"] == ""
+    given = create_package(
+        pki.directory, tenant=ACME, component_id="a1", partition_id="p", gateway_addr="gw.example.net:1", host_ip="2001:DB8::7"
+    )
+    assert config_of(given.data)["host_ip"] == "2001:db8::7"  # canonical, as the agent would find it
+    from poller.pki.errors import PkiError
+
+    with pytest.raises(PkiError, match=r"host_ip .* is not an IP address"):
+        create_package(pki.directory, tenant=ACME, component_id="a2", partition_id="p", host_ip="PLACEHOLDER_HOST_IP")
+
+
+def test_cli_onboard_host_ip(pki: ForgePki, tmp_path: Path) -> None:
+    argv = ["onboard", "--certs", str(pki.directory), "--tenant", ACME, "--component", "agent-9", "--partition", "p1"]
+    for mode in (["--type", "agent"], ["--gateway", "127.0.0.1:50052"]):
+        out = tmp_path / f"{mode[0]}.tar.gz"
+        made = subprocess.run(cli_argv(*argv, *mode, "--host-ip", "10.0.0.7", "--out", str(out)), capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+        assert config_of(out.read_bytes())["host_ip"] == "10.0.0.7"
+    bad = subprocess.run(
+        cli_argv(*argv, "--gateway", "127.0.0.1:50052", "--host-ip", "my-host", "--out", str(tmp_path / "x.tar.gz")),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (bad.returncode, json.loads(bad.stdout)["reason"]) == (2, "usage")
+    assert '--host-ip: host_ip "my-host" is not an IP address' in bad.stderr
+    assert not (tmp_path / "x.tar.gz").exists()
 
 
 def test_identity_and_config_move_together_or_not_at_all(push: bytes, snapshot: TrustSnapshot) -> None:

@@ -122,3 +122,19 @@ def test_cli_pki_gateway(certs: Path) -> None:
     assert gateway_sans(certs / "gateway.pem") == ("DNS:gw.example.net", "IP:127.0.0.1")
     none = subprocess.run(cli_argv("pki", "gateway", str(certs)), capture_output=True, text=True, check=False)
     assert none.returncode == 2 and "at least one SAN" in none.stderr
+
+
+def test_help_says_what_each_issuer_needs_and_it_is_all_it_needs(tmp_path: Path) -> None:
+    shown = subprocess.run(cli_argv("pki", "gateway", "--help"), capture_output=True, text=True, check=False)
+    text = " ".join(shown.stdout.split())  # argparse wraps the help
+    # It said "must hold a root and platform CA", though --issuer root reads no platform CA.
+    assert "with --issuer platform it must hold platform/ca.pem and platform/ca-key.pem" in text
+    assert "with --issuer root root.pem and root-key.pem" in text
+    # And those files are enough: each issuer from a directory holding only its own pair.
+    for issuer, keep in (("platform", "platform"), ("root", "root")):
+        certs = tmp_path / issuer
+        init_pki(certs)
+        gone = ["root.pem", "root-key.pem"] if keep == "platform" else ["platform/ca.pem", "platform/ca-key.pem"]
+        for name in gone:
+            (certs / name).unlink()
+        assert issue_gateway_cert(certs, dns=["gw"], issuer=issuer).issuer == issuer  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from poller.cli.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from poller.config.durations import DurationError, parse_duration
 from poller.identity.names import InvalidName
-from poller.identity.reasons import IdentityRefused, Reason
+from poller.identity.reasons import IdentityRefused, InvalidArgument, Reason
 from poller.logs import configure_logging
 from poller.onboard import (
     PACKAGE_TYPES,
@@ -35,9 +35,12 @@ from poller.onboard import (
     write_package,
     write_verified,
 )
-from poller.onboard.members import DEFAULT_LISTEN_ADDR, DEFAULT_PUSH_INTERVAL
+from poller.onboard.members import DEFAULT_LISTEN_ADDR, DEFAULT_PUSH_INTERVAL, DETECT_HOST_IP, check_host_ip
 from poller.pki.errors import PkiError
 from poller.trust.store import TrustStore, TrustStoreError
+
+#: What a create without --type lacks: one of the two forms.
+_TYPE_OR_GATEWAY = f"--type {'|'.join(PACKAGE_TYPES)} (a polled component's package) or --gateway HOST:PORT (a push agent's)"
 
 
 def register(sub: Any) -> None:
@@ -56,13 +59,21 @@ def register(sub: Any) -> None:
     p.add_argument("--tenant", metavar="SLUG", help="the tenant the component belongs to")
     p.add_argument("--component", metavar="ID", help="component id, e.g. agent-001")
     p.add_argument("--partition", metavar="ID", help="partition id, e.g. partition-1")
-    p.add_argument("--type", dest="component_type", choices=PACKAGE_TYPES, metavar="|".join(PACKAGE_TYPES))
+    p.add_argument(
+        "--type",
+        dest="component_type",
+        choices=PACKAGE_TYPES,
+        metavar="|".join(PACKAGE_TYPES),
+        help="the component a polled package is for; `gateway` is a gateway component's own certificate, "
+        "not a push agent's package (that is --gateway HOST:PORT)",
+    )
     p.add_argument("--out", type=Path, metavar="FILE.tar.gz", help="where to write the package (mode 0600)")
     p.add_argument("--listen", metavar="ADDR", help="listen_addr in config.json (default :50051; a push agent listens nowhere)")
     p.add_argument(
         "--gateway",
         metavar="HOST:PORT",
-        help="make a push agent's package: the agent dials the gateway at HOST:PORT (gateway_addr in config.json)",
+        help="make a push agent's package: the agent dials the gateway at HOST:PORT (gateway_addr in config.json); "
+        "not --type gateway, which is a gateway component's own certificate",
     )
     p.add_argument(
         "--server-name",
@@ -74,6 +85,13 @@ def register(sub: Any) -> None:
         default=DEFAULT_PUSH_INTERVAL,
         metavar="DURATION",
         help="with --gateway: push_interval in config.json (default 30s; the gateway's Hello answer overrides it)",
+    )
+    p.add_argument(
+        "--host-ip",
+        default=DETECT_HOST_IP,
+        metavar="ADDR",
+        help="host_ip in config.json: the agent host's IP address, which the agent reports as its own "
+        "(default: empty, the agent finds its address itself)",
     )
     p.add_argument("--days", type=int, default=365, help="certificate validity in days (default 365)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
@@ -135,7 +153,10 @@ def run_create(args: argparse.Namespace) -> int:
     needed += [("--partition", args.partition), ("--type", args.component_type), ("--out", args.out)]
     missing = [flag for flag, value in needed if value is None]
     if missing:
-        return _usage(f"onboard needs {', '.join(missing)} (or `onboard verify FILE --certs DIR`)")
+        wanted = ", ".join(flag for flag in missing if flag != "--type")
+        if "--type" in missing:  # either form may have been meant: name both
+            wanted = f"{wanted} and {_TYPE_OR_GATEWAY}" if wanted else _TYPE_OR_GATEWAY
+        return _usage(f"onboard needs {wanted}; or `onboard verify FILE --certs DIR` to check a package")
     if args.gateway is None and (args.server_name is not None or args.push_interval != DEFAULT_PUSH_INTERVAL):
         return _usage("--server-name and --push-interval need --gateway (they configure a push agent)")
     if args.gateway is not None and args.listen is not None:
@@ -145,6 +166,10 @@ def run_create(args: argparse.Namespace) -> int:
             return _usage(f"--push-interval {args.push_interval!r} must be positive")
     except DurationError as exc:
         return _usage(f"--push-interval: {exc}")
+    try:
+        host_ip = check_host_ip(args.host_ip)
+    except InvalidArgument as exc:
+        return _usage(f"--host-ip: {exc}")
     if args.out.exists() and not args.force:
         return _usage(f"{args.out} already exists (use --force to replace it)")
     if not args.certs.is_dir():
@@ -160,6 +185,7 @@ def run_create(args: argparse.Namespace) -> int:
             gateway_addr=args.gateway,
             server_name=args.server_name,
             push_interval=args.push_interval,
+            host_ip=host_ip,
             days=args.days,
         )
         write_package(args.out, made, force=args.force)

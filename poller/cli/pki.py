@@ -319,7 +319,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "which must be one of the SANs. Re-issuing replaces the files."
         ),
     )
-    p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory (must hold a root and platform CA)")
+    p.add_argument(
+        "dir",
+        metavar="DIR",
+        type=Path,
+        help="the certs directory: with --issuer platform it must hold platform/ca.pem and platform/ca-key.pem, "
+        "with --issuer root root.pem and root-key.pem",
+    )
     p.add_argument("--dns", action="append", metavar="NAME", help="a DNS SAN, e.g. gw.example.net (repeatable)")
     p.add_argument("--ip", action="append", metavar="IP", help="an IP address SAN (repeatable)")
     p.add_argument("--issuer", default="platform", choices=("platform", "root"), help="the issuing CA (default: platform)")

@@ -22,9 +22,10 @@ BundleGenerator: certs/component.pem, component-key.pem, ca-chain.pem).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
-from poller.address import split_host_port
+from poller.address import show_value, split_host_port
 from poller.identity.names import (
     SPIFFE_TRUST_DOMAIN,
     CnForm,
@@ -34,6 +35,7 @@ from poller.identity.names import (
     format_spiffe_id,
     format_tenant_ca_cn,
 )
+from poller.identity.reasons import InvalidArgument
 
 CONFIG = "config.json"
 IDENTITY = "identity.json"
@@ -67,7 +69,9 @@ INSTALL_CERT_DIR = "/etc/serviceradar/certs"
 INSTALL_CHECKERS_DIR = "/etc/serviceradar/checkers"
 #: The Go agent's default gRPC listen address; the operator may change it.
 DEFAULT_LISTEN_ADDR = ":50051"
-HOST_IP_PLACEHOLDER = "PLACEHOLDER_HOST_IP"
+#: host_ip when none is given: empty, so that the agent finds the host's address itself
+#: (the push agent's getSourceIP); it sends any other string verbatim as source_ip.
+DETECT_HOST_IP = ""
 #: The push agent's own default (ServerConfig.PushInterval); the gateway's Hello answer overrides it.
 DEFAULT_PUSH_INTERVAL = "30s"
 #: Package modes: the agent listens for the poller, or dials the gateway.
@@ -147,6 +151,28 @@ def gateway_host(gateway_addr: str) -> str:
     return split_host_port(gateway_addr)[0]
 
 
+def check_host_ip(value: object) -> str:
+    """host_ip as config.json holds it: "" (the agent finds its own address) or an IP
+    address, in its canonical form. InvalidArgument (a ValueError) otherwise.
+
+    >>> check_host_ip("2001:DB8::1")
+    '2001:db8::1'
+    """
+    hint = 'expected the host\'s IP address, or "" for the agent to find its own'
+    if not isinstance(value, str):  # ip_address() would take an int; the agent's host_ip is a string
+        raise InvalidArgument(f"host_ip {show_value(value)} is not a string ({hint})")
+    if value == DETECT_HOST_IP:
+        return value
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidArgument(f"host_ip {show_value(value)} is not an IP address ({hint})") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # ServiceRadar reads source_ip with Go's net.ParseIP, which takes no zone.
+        raise InvalidArgument(f"host_ip {show_value(value)} has a zone (%{address.scope_id}); {hint}")
+    return str(address)
+
+
 def logging_config(*, level: str = "info", output: str = "stdout") -> dict[str, Any]:
     """The `logging` block (logger.Config: level, debug, output, time_format, otel)."""
     return {"level": level, "debug": False, "output": output, "time_format": "", "otel": {"enabled": False}}
@@ -163,7 +189,7 @@ def agent_config(
     partition_id: str,
     component_type: str,
     listen_addr: str = DEFAULT_LISTEN_ADDR,
-    host_ip: str = HOST_IP_PLACEHOLDER,
+    host_ip: str = DETECT_HOST_IP,
     logging: dict[str, Any] | None = None,
     cn_form: CnForm = CnForm.TENANT,
 ) -> dict[str, Any]:
@@ -176,6 +202,10 @@ def agent_config(
     cert_dir, server_name, role, trust_domain, tls {cert_file, key_file,
     ca_file, client_ca_file}). The tenant identifiers are in identity.json
     (package_identity): the newer agents decode with DisallowUnknownFields.
+    This agent reads host_ip only for its ICMP results' device_id
+    (`partition:host_ip`), which that commit's core keeps as metadata only:
+    it files ICMP results under the agent's own device. Empty (the default)
+    invents no address.
 
     >>> agent_config(tenant="acme-corp", component_id="agent-001", partition_id="partition-1",
     ...              component_type="agent")["security"]["server_name"]
@@ -206,7 +236,7 @@ def push_agent_config(
     gateway_addr: str,
     server_name: str | None = None,
     push_interval: str = DEFAULT_PUSH_INTERVAL,
-    host_ip: str = HOST_IP_PLACEHOLDER,
+    host_ip: str = DETECT_HOST_IP,
     logging: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A push package's config.json: exactly the keys ServiceRadar's push agent decodes.
@@ -219,6 +249,9 @@ def push_agent_config(
     gateway's certificate against root.pem (the platform root: `pki gateway`
     issues from it or from the platform CA) for `server_name`, and presents
     component-chain.pem, which the gateway proves exactly as the poller does.
+    host_ip is empty unless given: the agent then reports the address it
+    finds on its interfaces (push_loop.go getSourceIP) as source_ip; any other
+    string it sends verbatim.
 
     >>> push_agent_config(component_id="agent-001", partition_id="partition-1",
     ...                   gateway_addr="gw.example.net:50052")["gateway_security"]["server_name"]

@@ -37,12 +37,14 @@ from poller.onboard.members import (
     CONFIG,
     DEFAULT_LISTEN_ADDR,
     DEFAULT_PUSH_INTERVAL,
+    DETECT_HOST_IP,
     IDENTITY,
     PACKAGE_TYPES,
     ROOT_CA,
     TENANT_CA,
     TENANT_CHAIN,
     agent_config,
+    check_host_ip,
     gateway_host,
     package_identity,
     push_agent_config,
@@ -77,6 +79,7 @@ def create_package(
     gateway_addr: str | None = None,
     server_name: str | None = None,
     push_interval: str = DEFAULT_PUSH_INTERVAL,
+    host_ip: str = DETECT_HOST_IP,
     days: int = 365,
 ) -> Package:
     """Issue the component's certificate and build its package (nothing written but
@@ -87,10 +90,17 @@ def create_package(
     `server_name` (default: HOST). When the certs directory holds the gateway's
     serving certificate (`gateway.pem`, from `pki gateway`), server_name must
     be one of its SANs, or the agent could never connect.
+
+    `host_ip` is config.json's host_ip: empty (the default) lets the agent
+    find the host's address; an IP address is what it then reports as its own.
     """
     if component_type not in PACKAGE_TYPES:
         raise PkiError(f"component type {component_type!r} is not one of {', '.join(PACKAGE_TYPES)}")
     format_edge_cn(component_id, partition_id, tenant)  # InvalidName before anything is issued
+    try:
+        host_ip = check_host_ip(host_ip)
+    except InvalidArgument as exc:
+        raise PkiError(str(exc)) from None
     layout = as_layout(certs_dir)
     if gateway_addr is not None:
         server_name = _check_gateway(layout.service_cert("gateway"), gateway_addr, server_name, component_type)
@@ -113,6 +123,7 @@ def create_package(
             partition_id=partition_id,
             component_type=component_type,
             listen_addr=listen_addr,
+            host_ip=host_ip,
             cn_form=cn_form,
         )
     else:
@@ -122,6 +133,7 @@ def create_package(
             gateway_addr=gateway_addr,
             server_name=server_name,
             push_interval=push_interval,
+            host_ip=host_ip,
         )
     identity = package_identity(
         tenant=tenant,

@@ -16,8 +16,8 @@ verify_package() runs the checks in order and stops at the first refusal:
 5. config.json is exactly what `onboard` writes for that identity.json: no
    unknown key, none missing, every value equal (mTLS mode, cert_dir,
    server_name, role, trust domain, every TLS file, checkers_dir, listen_addr
-   or the gateway); only host_ip may be an IP address instead of the
-   placeholder (bad_package, or identity_mismatch for agent_id, partition,
+   or the gateway); only host_ip may be an IP address instead of empty
+   (bad_package, or identity_mismatch for agent_id, partition,
    server_name and role);
 6. the certificate proves identity.json's tenant, by the same verify_agent_chain
    the poller uses when it dials: against the certs directory's tenant CA
@@ -34,7 +34,6 @@ verify_package() runs the checks in order and stops at the first refusal:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -59,7 +58,7 @@ from poller.onboard.members import (
     COMPONENT_CHAIN,
     COMPONENT_KEY,
     CONFIG,
-    HOST_IP_PLACEHOLDER,
+    DETECT_HOST_IP,
     IDENTITY,
     PACKAGE_MODES,
     PACKAGE_TYPES,
@@ -67,6 +66,7 @@ from poller.onboard.members import (
     TENANT_CA,
     TENANT_CHAIN,
     agent_config,
+    check_host_ip,
     package_identity,
     push_agent_config,
 )
@@ -378,13 +378,12 @@ _IDENTITY_PATHS = frozenset({"agent_id", "partition", "security.server_name", "s
 
 def _check_config(config: dict[str, Any], identity: dict[str, Any]) -> None:
     """config.json must be exactly what `onboard` writes for identity.json; only host_ip is free
-    (an IP address instead of the placeholder)."""
-    host_ip = config.get("host_ip", HOST_IP_PLACEHOLDER)
-    if host_ip != HOST_IP_PLACEHOLDER:
-        try:
-            ipaddress.ip_address(host_ip)
-        except ValueError:
-            raise PackageRefused(Reason.BAD_PACKAGE, f"{CONFIG} host_ip {show_value(host_ip)} is not an IP address") from None
+    (empty, or an IP address)."""
+    host_ip = config.get("host_ip", DETECT_HOST_IP)
+    try:
+        check_host_ip(host_ip)
+    except InvalidArgument as exc:
+        raise PackageRefused(Reason.BAD_PACKAGE, f"{CONFIG} {exc}") from None
     names = {"component_id": identity["component_id"], "partition_id": identity["partition_id"], "host_ip": host_ip}
     if identity["mode"] == "push":
         expected = push_agent_config(
