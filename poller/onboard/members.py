@@ -72,6 +72,9 @@ DEFAULT_LISTEN_ADDR = ":50051"
 #: host_ip when none is given: empty, so that the agent finds the host's address itself
 #: (the push agent's getSourceIP); it sends any other string verbatim as source_ip.
 DETECT_HOST_IP = ""
+# What packages made before 2026-12-08 hold (upstream's own config template has it too):
+# still a valid package, though the agent sends it as its address until it is set.
+LEGACY_HOST_IP_PLACEHOLDER = "PLACEHOLDER_HOST_IP"
 #: The push agent's own default (ServerConfig.PushInterval); the gateway's Hello answer overrides it.
 DEFAULT_PUSH_INTERVAL = "30s"
 #: Package modes: the agent listens for the poller, or dials the gateway.

@@ -60,6 +60,7 @@ from poller.onboard.members import (
     CONFIG,
     DETECT_HOST_IP,
     IDENTITY,
+    LEGACY_HOST_IP_PLACEHOLDER,
     PACKAGE_MODES,
     PACKAGE_TYPES,
     ROOT_CA,
@@ -381,7 +382,8 @@ def _check_config(config: dict[str, Any], identity: dict[str, Any]) -> None:
     (empty, or an IP address)."""
     host_ip = config.get("host_ip", DETECT_HOST_IP)
     try:
-        check_host_ip(host_ip)
+        if host_ip != LEGACY_HOST_IP_PLACEHOLDER:  # an earlier onboard's package: not refused for it
+            check_host_ip(host_ip)
     except InvalidArgument as exc:
         raise PackageRefused(Reason.BAD_PACKAGE, f"{CONFIG} {exc}") from None
     names = {"component_id": identity["component_id"], "partition_id": identity["partition_id"], "host_ip": host_ip}
