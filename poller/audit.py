@@ -34,8 +34,12 @@ def accepted(ctx: TenantContext, *, address: str, metrics: PollerMetrics) -> Non
 
 def refused(err: IdentityRefused, *, address: str, tenant: str, metrics: PollerMetrics, phase: str = "dial") -> None:
     """phase: "dial" (a proof), or "recheck" (a live identity ended by a local
-    re-check after trust material changed or a deadline passed)."""
+    re-check after trust material changed or a deadline passed). `tenant` is
+    the tenant expected (the one dialed); `issuer_tenant`, written when a
+    registered tenant CA's key signed the certificate, is the tenant of that
+    CA (another one's, for an impostor it minted): who issued it, not whose it is."""
     metrics.identity_refusals.labels(tenant=tenant, reason=err.reason.value).inc()
+    issuer = {"issuer_tenant": err.issuer_tenant} if err.issuer_tenant is not None else {}
     log.warning(
         "identity_refused",
         audit=True,
@@ -47,6 +51,7 @@ def refused(err: IdentityRefused, *, address: str, tenant: str, metrics: PollerM
         subject=err.peer.get("subject"),
         serial=err.peer.get("serial"),
         fingerprint=err.peer.get("fingerprint"),
+        **issuer,
     )
 
 

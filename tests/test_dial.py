@@ -79,14 +79,27 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(("forge", "expect", "reason"), [c[1:] for c in REFUSALS], ids=[c[0] for c in REFUSALS])
-async def test_adversarial_matrix_is_refused_with_its_reason(pki, trust, serve, forge, expect, reason):
+# The tenant whose CA's key signed each case's certificate (issuer_tenant), None when no tenant CA did.
+NOT_A_TENANT_CA = {"signed-by-root-directly", "signed-by-platform-ca", "self-signed"}
+BY_XYZ_CA = {"another-tenants-agent", "minted-by-other-tenant-ca-with-our-cn", "minted-by-other-tenant-ca-with-our-cn-and-san"}
+
+
+def issuer_of(case: str) -> str | None:
+    return None if case in NOT_A_TENANT_CA else "xyz-inc" if case in BY_XYZ_CA else ACME
+
+
+@pytest.mark.parametrize(("case", "forge", "expect", "reason"), REFUSALS, ids=[c[0] for c in REFUSALS])
+async def test_adversarial_matrix_is_refused_with_its_reason(pki, trust, serve, log_events, case, forge, expect, reason):
     agent = await serve(pki.agent(**forge))
     with pytest.raises(IdentityRefused) as caught:
         await dial_agent(agent.address, tenant=ACME, trust=trust, **expect)
     assert caught.value.reason is reason, caught.value.detail
     # No RPC of any kind (health included) reached it: the proof comes first.
     assert agent.requests == []
+    # The audit line's tenant is the one dialed; the CA that signed it, when a tenant's did, is issuer_tenant.
+    assert caught.value.issuer_tenant == issuer_of(case)
+    [line] = [e for e in log_events() if e["event"] == "identity_refused"]
+    assert (line["tenant"], line.get("issuer_tenant")) == (ACME, issuer_of(case))
 
 
 async def test_revoked_agent_is_refused(pki, serve):
@@ -252,6 +265,8 @@ async def test_leaf_that_borrows_the_tenant_ca_name_is_refused(pki, trust, serve
     with pytest.raises(IdentityRefused) as caught:
         await dial_agent(agent.address, tenant=ACME, trust=trust)
     assert caught.value.reason is Reason.UNTRUSTED_CHAIN
+    # Its issuer name is acme-corp's CA's, its signature is not: no issuer_tenant.
+    assert caught.value.issuer_tenant is None and caught.value.vouched is None
 
 
 @pytest.mark.parametrize("pinned", [False, True], ids=["name-from-certificate", "name-from-expectation"])

@@ -385,6 +385,7 @@ async def test_a_revoked_agent_is_named_in_its_refusal_and_an_impostor_names_nob
     by_reason = {e["reason"]: e for e in audited(log_events, "server_call_refused")}
     assert (by_reason["revoked"]["tenant"], by_reason["revoked"]["component"]) == (ACME, "agent-001")
     assert "component" not in by_reason["tenant_mismatch"] and "tenant" not in by_reason["tenant_mismatch"]
+    assert by_reason["tenant_mismatch"]["issuer_tenant"] == XYZ  # the CA that minted it, not whose agent it names
     calls = gw.metrics.registry.get_sample_value("poller_server_calls_total", {"tenant": ACME, "outcome": "revoked"})
     assert calls == 2 and gw.rows(ACME) == []
 

@@ -110,6 +110,7 @@ async def test_revocation_while_connected_ends_the_identity_at_once(log_events, 
         assert revoked.count("GetStatus") == 0
         [line] = [e for e in logs if e.get("event") == "identity_refused"]
         assert (line["phase"], line["reason"], line["serial"]) == ("recheck", "revoked", conns[0].serial)
+        assert (line["tenant"], line["issuer_tenant"]) == (ACME, ACME)
         # The others still hold, on the very same channels: nobody was redialed.
         for conn, channel in zip(conns[1:], channels[1:], strict=True):
             assert conn.refusal is None and conn.current_channel is channel

@@ -80,7 +80,7 @@ async def test_a_stream_open_before_a_revocation_ends_when_the_crl_arrives(pki, 
     assert await bystander.ended() == (grpc.StatusCode.OK, None)
     ended = [e for e in log_events() if e["event"] == "server_call_ended"]
     assert len(ended) == 1 and ended[0]["reason"] == "revoked" and ended[0]["component"] == "agent-003"
-    assert ended[0]["audit"] is True and ended[0]["method"] == method("Chat")
+    assert ended[0]["audit"] is True and ended[0]["method"] == method("Chat") and ended[0]["issuer_tenant"] == ACME
 
 
 async def test_a_stream_ends_when_its_tenant_ca_is_removed(pki, served):
@@ -124,7 +124,9 @@ async def test_a_stream_and_its_connection_end_when_the_tenant_ca_reaches_not_af
             await whoami(example.encode({}), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(info.value) == "untrusted_chain"
         ended = [e for e in log_events() if e["event"] == "server_call_ended"]
-        assert [(e["reason"], e["tenant"], e["component"]) for e in ended] == [("untrusted_chain", "short-co", "agent-001")]
+        assert [(e["reason"], e["tenant"], e["component"], e["issuer_tenant"]) for e in ended] == [
+            ("untrusted_chain", "short-co", "agent-001", "short-co")
+        ]
     finally:
         await service.close()
         await server.stop(None)

@@ -384,3 +384,126 @@ def test_proof_cache_holds_a_proof_only_until_its_tenant_cas_not_after(pki):
     clock[0] = ca_end.timestamp() + 1  # past the CA's notAfter, the leaf's far ahead: proven again
     cache.prove(auth, snapshot, None)
     assert cache.proofs == 2
+
+
+# -- issuer_tenant: whose CA signed a refused certificate, never whose agent it is --------------
+
+
+class _Context:
+    """What decide() reads of a grpc ServicerContext, for chains TLS would stop first."""
+
+    def __init__(self, leaf_pem: bytes, chain_pem: bytes = b"") -> None:
+        self._auth = {"x509_pem_cert": [leaf_pem], **({"x509_pem_cert_chain": [chain_pem]} if chain_pem else {})}
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40000"
+
+    def auth_context(self) -> dict:
+        return self._auth
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+
+def _server_calls(metrics, tenant: str, outcome: str) -> float:
+    return metrics.registry.get_sample_value("poller_server_calls_total", {"tenant": tenant, "outcome": outcome}) or 0.0
+
+
+# (id, kwargs for pki.agent, reason, issuer_tenant): each over real mTLS (a tenant CA's
+# certificate without a DNS SAN passes the handshake; the interceptor refuses it).
+ISSUED_REFUSALS = [
+    ("cn-not-an-identity", dict(tenant=ACME, cn="agent-001.acme-corp.serviceradar", dns=[]), "invalid_cn", ACME),
+    ("cn-names-a-platform-service", dict(tenant=ACME, cn="ops-admin.platform.serviceradar", dns=[]), "invalid_cn", ACME),
+    ("cn-names-another-tenant", dict(tenant=XYZ, issuer_tenant=ACME, dns=[]), "tenant_mismatch", ACME),
+    ("minted-by-another-tenants-ca", dict(tenant=ACME, issuer_tenant=XYZ, dns=[]), "tenant_mismatch", XYZ),
+    (
+        "spiffe-disagrees-with-cn",
+        dict(tenant=ACME, spiffe=format_spiffe_id("agent", ACME, "partition-1", "agent-999"), dns=[]),
+        "identity_mismatch",
+        ACME,
+    ),
+]
+
+
+@pytest.mark.parametrize(("forge", "reason", "issuer"), [c[1:] for c in ISSUED_REFUSALS], ids=[c[0] for c in ISSUED_REFUSALS])
+async def test_a_refusal_of_a_certificate_a_tenant_ca_signed_names_that_ca_as_issuer_tenant_only(
+    pki, trust_store, log_events, forge, reason, issuer
+):
+    """The CA that signed it is a fact the audit line can state (issuer_tenant); the
+    names in it prove nothing, so there is no tenant, component or partition, and the
+    call counts under tenant="" as before (the label is the proven or vouched tenant)."""
+    from poller.metrics import PollerMetrics
+
+    metrics = PollerMetrics()
+    seen: list[IdentityRefused] = []
+    interceptor = TenantServerInterceptor(
+        trust_store, policies=example.POLICIES, metrics=metrics, on_refused=lambda m, p, r: seen.append(r)
+    )
+    server = grpc.aio.server(interceptors=[interceptor])
+    server.add_generic_rpc_handlers((example.handlers(),))
+    chain, key = pki.client_identity()
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(trust_store, chain, key))
+    await server.start()
+    svc = Service(pki, port, server)
+    cert = pki.agent(**forge)
+    try:
+        err = await refused(svc.channel(cert).unary_unary(method("Whoami"))(example.encode({}), timeout=10))
+    finally:
+        await svc.close()
+        await server.stop(None)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and await reason_of(err) == reason
+    assert issuer not in err.details()  # the caller learns the reason, not our CA names
+    [line] = [e for e in log_events() if e["event"] == "server_call_refused"]
+    assert (line["reason"], line["issuer_tenant"], line["serial"]) == (reason, issuer, cert.serial_hex)
+    assert not {"tenant", "component", "partition"} & line.keys()
+    [refusal] = seen
+    assert (refusal.issuer_tenant, refusal.vouched) == (issuer, None)
+    assert _server_calls(metrics, "", reason) == 1 and _server_calls(metrics, issuer, reason) == 0
+
+
+def test_an_untrusted_chain_from_a_tenant_cas_key_has_its_issuer_tenant_and_a_forged_issuer_none(
+    pki, trust_store, log_events, tmp_path
+):
+    """untrusted_chain where the issuing CA was found by key (its signature verified,
+    path validation failed: a DNS SAN outside its name constraints, which TLS would
+    stop first) names it; a leaf that only names that CA as its issuer (a rogue CA of
+    the same name signed it, the real CA presented after it so that its key is found)
+    gets no issuer_tenant, nor does one the root signed."""
+    from poller.metrics import PollerMetrics
+
+    metrics = PollerMetrics()
+    interceptor = TenantServerInterceptor(trust_store, policies=example.POLICIES, metrics=metrics)
+    outside = pki.agent(ACME, dns=["agent-001.partition-1.acme-corp.serviceradar", "agent-001.partition-1.xyz-inc.serviceradar"])
+    rogue = ForgePki.create(tmp_path / "rogue", tenants=(ACME,))  # the same CA names, other keys
+    forged = rogue.agent(ACME, dns=[])
+    assert forged.cert.issuer == pki.tenant_ca(ACME).subject
+    by_root = pki.agent(ACME, signed_by="root", dns=[])
+    cases = [
+        (outside.leaf_pem, pki.tenant_ca_pem(ACME), ACME),
+        (forged.leaf_pem, pki.tenant_ca_pem(ACME), None),
+        (forged.leaf_pem, b"", None),
+        (by_root.leaf_pem, b"", None),
+    ]
+    for leaf_pem, chain_pem, issuer in cases:
+        with pytest.raises(IdentityRefused) as caught:
+            interceptor.decide(_Context(leaf_pem, chain_pem), method("Whoami"))
+        assert (caught.value.reason, caught.value.issuer_tenant) == (Reason.UNTRUSTED_CHAIN, issuer)
+    lines = [e for e in log_events() if e["event"] == "server_call_refused"]
+    assert [line.get("issuer_tenant") for line in lines] == [ACME, None, None, None]
+    # A signed leaf with agreeing names is vouched for: its tenant is the CA's, as before.
+    assert (lines[0]["tenant"], lines[0]["component"]) == (ACME, "agent-001")
+    assert all("tenant" not in line and "issuer_tenant" not in line for line in lines[1:])
+    assert _server_calls(metrics, ACME, "untrusted_chain") == 1 and _server_calls(metrics, "", "untrusted_chain") == 3
+
+
+def test_the_proof_cache_keeps_a_refusals_issuer_tenant(pki, trust_store):
+    from poller.server.interceptor import ProofCache
+
+    impostor = impostor_cert(pki)
+    auth = {"x509_pem_cert": [impostor.leaf_pem], "x509_pem_cert_chain": [pki.tenant_ca_pem(XYZ)]}
+    cache = ProofCache()
+    for _ in range(2):  # proven, then from memory
+        with pytest.raises(IdentityRefused) as caught:
+            cache.prove(auth, trust_store.snapshot, None)
+        assert (caught.value.reason, caught.value.issuer_tenant, caught.value.vouched) == (Reason.TENANT_MISMATCH, XYZ, None)
+    assert cache.proofs == 1

@@ -312,6 +312,7 @@ class AgentConnection:
                 Reason.EXPIRED,
                 f"expired at {self._proof.context.not_after:%Y-%m-%dT%H:%M:%SZ} while connected",
                 peer=certinfo.summary(self._proof.leaf),
+                issuer_tenant=after.slug,
             )
         check_revocation(self._proof.leaf, after, snapshot, now)
         # The pinned channel trusts the leaf alone, so its handshakes never see the CA's notAfter.
@@ -380,6 +381,7 @@ class AgentConnection:
                     f"the agent at {self.address} presents the proven certificate (serial {old.context.serial}) to "
                     "the proof, but gRPC's connection met another certificate: an on-path relay or a split path",
                     peer=certinfo.summary(proof.leaf),
+                    issuer_tenant=proof.context.tenant,
                 )
                 audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
                 raise err
@@ -391,6 +393,7 @@ class AgentConnection:
                 Reason.IDENTITY_MISMATCH,
                 f"agent at {self.address} now presents {proof.context.cn}, the channel is pinned to {self.target_name}",
                 peer=certinfo.summary(proof.leaf),
+                issuer_tenant=proof.context.tenant,
             )
             audit.refused(err, address=self.address, tenant=self.tenant, metrics=self.metrics, phase="recheck")
             raise err
@@ -624,4 +627,5 @@ def _check_pinnable(leaf: x509.Certificate, ctx: TenantContext) -> None:
             Reason.IDENTITY_MISMATCH,
             f"the SAN DNS names do not include the CN {ctx.cn}; the channel could not be pinned to it",
             peer=certinfo.summary(leaf),
+            issuer_tenant=ctx.tenant,
         )

@@ -172,17 +172,32 @@ class IdentityRefused(AgentFailure):
     a refusal may say whose it is. None for every refusal that proves nothing
     about the name (another CA, a bad signature, a CN naming another tenant).
 
-    >>> err = IdentityRefused(Reason.TENANT_MISMATCH, "issued by tenant-xyz-inc.ca.serviceradar")
-    >>> err.reason.value, err.vouched
-    ('tenant_mismatch', None)
+    `issuer_tenant` is the tenant whose registered CA's key signed the
+    certificate (its signature verified under that CA), whatever the names in
+    it say: a CN that is no identity, names another tenant, or disagrees with
+    its SPIFFE ID is still that CA's doing. It says who issued the
+    certificate, never whose agent it is (that is `vouched`, when known).
+    None when no registered tenant CA's key signed it (an unknown CA, a
+    forged issuer name, the root).
+
+    >>> err = IdentityRefused(Reason.TENANT_MISMATCH, "issued by tenant-xyz-inc.ca.serviceradar", issuer_tenant="xyz-inc")
+    >>> err.reason.value, err.vouched, err.issuer_tenant
+    ('tenant_mismatch', None, 'xyz-inc')
     """
 
     def __init__(
-        self, reason: Reason, detail: str, *, peer: Mapping[str, str] | None = None, vouched: EdgeName | None = None
+        self,
+        reason: Reason,
+        detail: str,
+        *,
+        peer: Mapping[str, str] | None = None,
+        vouched: EdgeName | None = None,
+        issuer_tenant: str | None = None,
     ) -> None:
         super().__init__(reason, detail)
         self.peer: dict[str, str] = dict(peer or {})
         self.vouched = vouched
+        self.issuer_tenant = issuer_tenant
 
 
 class PermissionDenied(PollerError):

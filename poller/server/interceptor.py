@@ -233,7 +233,9 @@ class ProofCache:
                 outcome = err
             self._remember(key, snapshot, platform, now, outcome)
         if isinstance(outcome, IdentityRefused):  # a fresh error each time: a re-raised one would grow its traceback
-            raise IdentityRefused(outcome.reason, outcome.detail, peer=outcome.peer, vouched=outcome.vouched)
+            raise IdentityRefused(
+                outcome.reason, outcome.detail, peer=outcome.peer, vouched=outcome.vouched, issuer_tenant=outcome.issuer_tenant
+            )
         return outcome
 
     def _remember(
@@ -299,7 +301,13 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
     Refusals, ends of streams and admin calls are audited every time; every call
     is counted in poller_server_calls_total either way. A refused certificate
     that its tenant's CA signed, with agreeing names (revoked, expired, ...),
-    is audited and counted with that tenant, component and partition.
+    is audited and counted with that tenant, component and partition. Any
+    refused certificate whose signature verified under a registered tenant
+    CA's key (a bad CN, a CN naming another tenant, a SPIFFE ID disagreeing
+    with the CN, ...) has that CA's tenant in its audit line as
+    `issuer_tenant`: who issued it, never whose agent it is. It is not a
+    `tenant`, and not a label: poller_server_calls_total counts a refusal
+    under the proven or vouched tenant, else "".
     `on_refused(method, peer, refusal)` is told of every identity refusal
     (`refusal.vouched` says whose certificate it was, when that is known).
     """
@@ -380,7 +388,9 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         try:
             proven = self._proofs.prove(context.auth_context() or {}, snapshot, self._platform_authority(snapshot))
         except IdentityRefused as err:
-            self._audit_refused(method, peer, err.reason, err.detail, err.peer, vouched=err.vouched)
+            self._audit_refused(
+                method, peer, err.reason, err.detail, err.peer, vouched=err.vouched, issuer_tenant=err.issuer_tenant
+            )
             if self.on_refused is not None:
                 try:
                     self.on_refused(method, peer, err)
@@ -438,6 +448,7 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
         caller: Caller | None = None,
         event: str = "server_call_refused",
         vouched: EdgeName | None = None,
+        issuer_tenant: str | None = None,
     ) -> None:
         fields: dict[str, Any] = {"method": method, "peer": peer, "reason": reason.value, "detail": detail}
         if caller is not None and caller.identity is not None:
@@ -446,10 +457,13 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             fields.update(caller.platform.log_fields(), tenant=caller.tenant)
         elif vouched is not None:  # signed by this tenant's CA, names agreeing: whose it is, not proven now
             fields.update(tenant=vouched.tenant, component=vouched.component_id, partition=vouched.partition_id)
+        if issuer_tenant is not None:  # whose CA's key signed it: names nobody's agent, so never `tenant`
+            fields["issuer_tenant"] = issuer_tenant
         if presented:
             fields.update(
                 subject=presented.get("subject"), serial=presented.get("serial"), fingerprint=presented.get("fingerprint")
             )
+        # The label is the tenant proven or vouched for, as before: an issuer_tenant alone does not count under it.
         self._calls.child(fields.get("tenant") or "", reason.value).inc()
         audit_log.warning(event, audit=True, **fields)
 
@@ -578,6 +592,7 @@ class _IdentityWatch:
                 err.peer,
                 self._caller,
                 event="server_call_ended",
+                issuer_tenant=err.issuer_tenant,
             )
             self._cancel_timer()
             self._handler.cancel(IdentityEnded(err.reason))
@@ -607,7 +622,10 @@ class _IdentityWatch:
         now = certinfo.utcnow()
         if now > identity.not_after:
             raise IdentityRefused(
-                Reason.EXPIRED, f"expired at {identity.not_after:%Y-%m-%dT%H:%M:%SZ} during the call", peer=certinfo.summary(leaf)
+                Reason.EXPIRED,
+                f"expired at {identity.not_after:%Y-%m-%dT%H:%M:%SZ} during the call",
+                peer=certinfo.summary(leaf),
+                issuer_tenant=after.slug,
             )
         check_revocation(leaf, after, snapshot, now)
         check_anchor(leaf, after, snapshot, now)

@@ -110,6 +110,13 @@ def verify_agent_chain(
     if expected is None:
         raise refuse(Reason.UNTRUSTED_CHAIN, f"no CA for tenant {tenant!r} in the trust store")
     _check_signature(leaf, expected, trust, refuse)
+
+    def refuse_signed(reason: Reason, detail: str) -> IdentityRefused:
+        # The expected tenant's CA has signed the leaf: whatever fails now, that CA
+        # issued it (issuer_tenant), though the names in it may prove nothing.
+        return IdentityRefused(reason, detail, peer=certinfo.summary(leaf), issuer_tenant=expected.slug)
+
+    refuse = refuse_signed
     if certinfo.is_ca(leaf):
         raise refuse(Reason.BAD_CERTIFICATE, "the presented leaf is a CA certificate")
     name = _check_cn(leaf, expected, refuse)
@@ -119,7 +126,7 @@ def verify_agent_chain(
         # From here on the tenant's CA has signed the leaf and its names agree: what
         # fails now (the expected name, validity, revocation, path) leaves the name
         # authentic, so the refusal says whose it is.
-        return IdentityRefused(reason, detail, peer=certinfo.summary(leaf), vouched=name)
+        return IdentityRefused(reason, detail, peer=certinfo.summary(leaf), vouched=name, issuer_tenant=expected.slug)
 
     refuse = refuse_named
     if component is not None and name.component_id != component:
@@ -165,8 +172,11 @@ def check_revocation(
 ) -> None:
     """The CRL part of the proof, also used alone by live re-checks: on the
     tenant's CRL -> revoked; CRL past nextUpdate (or absent under require_crl)
-    -> crl_expired, since revocation cannot be decided (fail closed)."""
-    refuse = refuse or (lambda reason, detail: IdentityRefused(reason, detail, peer=certinfo.summary(leaf)))
+    -> crl_expired, since revocation cannot be decided (fail closed).
+    `expected` is the CA whose key signed leaf (the proof checked that first)."""
+    refuse = refuse or (
+        lambda reason, detail: IdentityRefused(reason, detail, peer=certinfo.summary(leaf), issuer_tenant=expected.slug)
+    )
     crl = expected.crl
     if crl is None:
         if trust.require_crl:
@@ -209,11 +219,14 @@ def proof_deadline(not_after: datetime, expected: TenantAuthority | None, trust:
 
 
 def anchor_expired(leaf: x509.Certificate, expected: TenantAuthority, end: datetime, when: str = "") -> IdentityRefused:
-    """The refusal of a leaf whose anchor ended at `end`: untrusted_chain, the
-    reason path validation gives for an expired CA."""
+    """The refusal of a leaf (signed by `expected`'s key) whose anchor ended at
+    `end`: untrusted_chain, the reason path validation gives for an expired CA."""
     which = expected.ca_cn if end == certinfo.not_after(expected.cert) else f"the root that issued {expected.ca_cn}"
     return IdentityRefused(
-        Reason.UNTRUSTED_CHAIN, f"{which} expired at {end:%Y-%m-%dT%H:%M:%SZ}{when}", peer=certinfo.summary(leaf)
+        Reason.UNTRUSTED_CHAIN,
+        f"{which} expired at {end:%Y-%m-%dT%H:%M:%SZ}{when}",
+        peer=certinfo.summary(leaf),
+        issuer_tenant=expected.slug,
     )
 
 
@@ -232,14 +245,17 @@ def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: T
     """The leaf must be signed by the expected tenant CA's key before anything
     in it is believed. Otherwise: another tenant's CA verifiably signed it
     (tenant_mismatch), or nobody we trust did (untrusted_chain, whatever the
-    names in it claim)."""
+    names in it claim). Only the first names an issuer_tenant: the tenant
+    whose CA's key signed it."""
     if expected.issued(leaf):
         return
     other = trust.issuer_tenant(leaf)
     if other is not None:
         # A deployment CA's name may be anything (often the same for all of them): say whose it is.
         issuer = other.ca_cn if other.cn_form is CnForm.TENANT else f"{other.ca_cn} (tenant {other.slug}'s deployment CA)"
-        raise refuse(Reason.TENANT_MISMATCH, f"issued by {issuer}, not by {expected.ca_cn}")
+        refusal = refuse(Reason.TENANT_MISMATCH, f"issued by {issuer}, not by {expected.ca_cn}")
+        refusal.issuer_tenant = other.slug
+        raise refusal
     if trust.root is not None and certinfo.issued_by(leaf, trust.root):
         raise refuse(
             Reason.UNTRUSTED_CHAIN,
