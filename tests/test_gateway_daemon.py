@@ -158,6 +158,23 @@ def test_bad_push_config_is_named(pki, agents, gateway, problem):
         assert not any(str(issue).startswith("gateway: required") for issue in info.value.issues)
 
 
+def test_two_checks_of_a_push_agent_with_one_service_name_are_refused(pki):
+    """The agent keeps GetConfig's checks in a map by name: of two with one name it would run one."""
+    checks = [
+        {"service_type": "port", "service_name": "web", "details": "10.0.0.1:80"},
+        {"service_type": "icmp", "service_name": "web", "details": "10.0.0.1"},
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(pki, {"agent-001": push_entry(ACME, checks=checks)}))
+    assert [str(issue) for issue in info.value.issues] == [
+        'agents.agent-001.checks[1].service_name: "web" is also the service_name of agents.agent-001.checks[0]: '
+        "a push agent keeps its checks by name, so it would run only one of them (give each check its own service_name)"
+    ]
+    # A polled agent is asked for each check by type and name: there one name may serve two types.
+    polled = parse_config(config(pki, {"p": {"address": "10.0.0.5:50051", "tenant": ACME, "checks": checks}}))
+    assert [c.service_type for c in polled.agents[0].checks] == ["port", "icmp"]
+
+
 # -- the running daemon --------------------------------------------------------------
 
 

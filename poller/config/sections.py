@@ -557,7 +557,7 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
             c.error(key(path, "component"), f"required: the entry name {show(name)} is not a component id (a DNS label)")
     partition = c.label(obj, "partition", path, "partition id", default=None)
     strict_labels = c.boolean(obj, "strict_labels", path, default=False)
-    checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"))
+    checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"), push=push)
     if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
         return None
     return AgentConfig(
@@ -639,7 +639,7 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
     )
 
 
-def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
+def _parse_checks(c: Checker, value: object, path: str, *, push: bool = False) -> tuple[CheckConfig, ...] | None:
     if value is MISSING or value is None:
         c.warn(path, "no checks configured for this agent")
         return ()
@@ -648,6 +648,7 @@ def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ..
         return None
     checks: list[CheckConfig] = []
     seen: dict[tuple[str, str], int] = {}
+    names: dict[str, int] = {}
     errors_before = len(c.errors)
     for i, spec in enumerate(value):
         where = index(path, i)
@@ -663,10 +664,19 @@ def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ..
         if len(c.errors) > check_errors:
             continue
         pair = (checked(service_type), checked(service_name))
-        if pair in seen:
+        if push and pair[1] in names:
+            # The push agent keeps the checks GetConfig gives it in a map keyed by name
+            # (cac9ec1af's applyChecks, checkerConfs[check.Name]): the last one wins.
+            c.error(
+                key(where, "service_name"),
+                f"{show(pair[1])} is also the service_name of {index(path, names[pair[1]])}: a push agent keeps "
+                "its checks by name, so it would run only one of them (give each check its own service_name)",
+            )
+        elif pair in seen:
             c.warn(where, f"same service_type and service_name as {index(path, seen[pair])}")
         else:
             seen[pair] = i
+        names.setdefault(pair[1], i)
         checks.append(
             CheckConfig(
                 service_type=pair[0],
