@@ -79,7 +79,7 @@ port, tcp          port        details if "host:port", else "<details>:<port>"  
 grpc               grpc        as for port                                      port
 icmp, ping         icmp        details (host or IP)                             port
 http / https       http/https  details (URL or host)                            port
-process            process     details (process name)                           port
+process            process     details (process name), else service_name        port
 snmp               snmp        details                                          port
 anything else      unchanged   details                                          port
 =================  ==========  ===============================================  ====

@@ -87,7 +87,12 @@ def agent_checks(checks: Iterable[CheckSpec], *, interval: float) -> list[pb.Age
     converted = []
     for check in checks:
         check_type = check_type_for(check.service_type)
-        target, port = _target(check_type, check.details, check.port)
+        details = check.details
+        if not details and check_type == "process":
+            # The agent reads an empty target as "localhost" (normalizeCheckTarget), so it
+            # would look for a process of that name; its poll path falls back to the name.
+            details = check.service_name
+        target, port = _target(check_type, details, check.port)
         own = check.results_interval
         converted.append(
             pb.AgentCheckConfig(
