@@ -175,6 +175,58 @@ def test_two_checks_of_a_push_agent_with_one_service_name_are_refused(pki):
     assert [c.service_type for c in polled.agents[0].checks] == ["port", "icmp"]
 
 
+def check(service_type: str, details: str = "", port: int = 0) -> dict:
+    return {"service_type": service_type, "service_name": "c", "details": details, "port": port}
+
+
+@pytest.mark.parametrize(
+    "spec, path, problem",
+    [
+        # protoCheckToCheckerConfig drops a grpc check whose target has no port
+        (check("grpc", "10.0.0.9"), "checks[0]", 'the target "10.0.0.9" has no port, and the push agent drops a grpc'),
+        (check("grpc"), "checks[0]", 'the target "localhost" has no port'),  # the agent's own default target
+        # NewPortChecker wants host:port, and splits it at every ':'
+        (check("port", "10.0.0.9"), "checks[0]", "the push agent cannot run a port check without one"),
+        (check("tcp", "db.example.net"), "checks[0]", "cannot run a port check without one"),
+        (check("port", "[2001:db8::1]:22"), "checks[0]", "port checker cannot parse an IPv6 address"),
+        (check("tcp", "2001:db8::1", 22), "checks[0]", '"[2001:db8::1]:22": the push agent\'s port checker'),
+        (check("port", "h:abc", 22), "checks[0]", "not a target the push agent can dial"),
+        # no checker of that type: "no checker found", and the check is never reported
+        (check("http", "https://example.com/"), "checks[0].service_type", '"http": the push agent has no http checker'),
+        (check("https", "example.com"), "checks[0].service_type", "has no https checker"),
+        (check("sysmon", "127.0.0.1:50083"), "checks[0].service_type", "has no sysmon checker"),
+    ],
+)
+def test_a_push_check_the_agent_would_drop_or_could_not_run_is_refused(pki, spec, path, problem):
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(pki, {"e": push_entry(ACME, checks=[spec])}))
+    [issue] = info.value.issues
+    assert issue.path == f"agents.e.{path}" and problem in issue.message, str(issue)
+    # A polled agent runs its checks as the poller asks them: the same check is its own business.
+    parse_config(config(pki, {"e": {"address": "10.0.0.5:50051", "tenant": ACME, "checks": [spec]}}))
+
+
+def test_the_push_checks_the_agent_runs_are_accepted(pki):
+    checks = [
+        check("port", "127.0.0.1:22"),
+        check("tcp", "db.example.net", 5432),
+        check("port", port=22),  # localhost:22
+        check("grpc", "127.0.0.1:50083"),
+        check("grpc", "sysmon.example.net", 50083),
+        check("grpc", "[2001:db8::1]:50083"),  # the grpc checker takes bracketed IPv6
+        check("icmp", "1.1.1.1"),
+        check("ping", "1.1.1.1"),
+        check("process", "nginx"),
+        check("snmp", "10.0.0.2"),
+        check("sweep"),
+        check("mapper_discovery", "10.0.0.3"),
+    ]
+    for i, spec in enumerate(checks):
+        spec["service_name"] = f"c{i}"
+    settings = parse_config(config(pki, {"e": push_entry(ACME, checks=checks)}))
+    assert len(settings.push_agents[0].checks) == len(checks)
+
+
 # -- the running daemon --------------------------------------------------------------
 
 

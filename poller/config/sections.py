@@ -558,6 +558,8 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
     partition = c.label(obj, "partition", path, "partition id", default=None)
     strict_labels = c.boolean(obj, "strict_labels", path, default=False)
     checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"), push=push)
+    if push and checks:
+        _check_push_checks(c, checks, key(path, "checks"))
     if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
         return None
     return AgentConfig(
@@ -571,6 +573,20 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
         push=push,
         interval=interval,
     )
+
+
+def _check_push_checks(c: Checker, checks: tuple[CheckConfig, ...], path: str) -> None:
+    """Refuse a push agent's checks that the agent would drop, or could not run, once
+    converted (poller.gateway.checks): it would say nothing, and the board would wait
+    for them forever."""
+    from poller.gateway.checks import unrunnable  # late: poller.gateway's package imports poller.config
+
+    for i, check in enumerate(checks):
+        problem = unrunnable(check)
+        if problem is not None:
+            name, reason = problem
+            where = index(path, i)
+            c.error(key(where, name) if name else where, reason)
 
 
 def _component(c: Checker, obj: Mapping[str, Any], path: str) -> str | None:

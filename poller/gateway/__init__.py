@@ -84,7 +84,11 @@ snmp               snmp        details                                          
 anything else      unchanged   details                                          port
 =================  ==========  ===============================================  ====
 
-(`tcp` becomes `port`: the Go agent has no "tcp" checker.)
+(`tcp` becomes `port`: the Go agent has no "tcp" checker.) `unrunnable(check)`
+says why the agent would drop a converted check or could not run it (a port
+or grpc target without a port, a port check of an IPv6 address, a type it
+has no checker for: http, https, anything not in AGENT_CHECKERS); config
+parse refuses such checks of push entries.
 
 Results
 -------

@@ -16,13 +16,14 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from poller.address import split_host_port
+from poller.address import show_value, split_host_port
 from poller.proto import monitoring_pb2 as pb
 
-__all__ = ["CHECK_TYPES", "CheckSpec", "agent_checks", "check_type_for", "config_version"]
+__all__ = ["AGENT_CHECKERS", "CHECK_TYPES", "CheckSpec", "agent_checks", "check_type_for", "config_version", "unrunnable"]
 
 #: service_type in the config -> the push agent's checker type. Anything else is
-#: passed as it is (the agent answers "no checker found" for a type it lacks).
+#: passed as it is; a push entry's check of a type the agent lacks (AGENT_CHECKERS)
+#: is refused at config parse (unrunnable).
 CHECK_TYPES = {
     "port": "port",
     "tcp": "port",  # the Go agent has no "tcp" checker ("no checker found: tcp")
@@ -34,6 +35,12 @@ CHECK_TYPES = {
     "process": "process",
     "snmp": "snmp",
 }
+
+#: The checker types ServiceRadar's push agent (cac9ec1af) runs a GetConfig check with: its
+#: registry's (pkg/agent/registry.go) and its sweep status. For any other type, http included
+#: (though Hello lists it among the agent's capabilities), it answers "no checker found" and
+#: never reports the check.
+AGENT_CHECKERS = frozenset({"port", "icmp", "grpc", "process", "snmp", "mapper_discovery", "sweep"})
 
 #: Types whose target is "host:port" (the config's port is joined to a bare host).
 _HOST_PORT = frozenset({"port", "grpc"})
@@ -79,6 +86,44 @@ def _target(check_type: str, details: str, port: int) -> tuple[str, int]:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 literal
     return f"{host}:{port}", port
+
+
+def unrunnable(check: CheckSpec) -> tuple[str, str] | None:
+    """Why the push agent would drop this check once converted, or could not run it, as
+    (the check's key at fault, "" for the check as a whole; the reason); None if it runs it.
+
+    >>> unrunnable(CheckConfig("grpc", "sysmon", "10.0.0.9"))  # doctest: +SKIP
+    ('', 'the target "10.0.0.9" has no port, and the push agent drops a grpc check without one: ...')
+    """
+    check_type = check_type_for(check.service_type)
+    if check_type not in AGENT_CHECKERS:
+        runs = "port (or tcp), icmp (or ping), grpc, process, snmp, mapper_discovery and sweep"
+        return "service_type", (
+            f"{show_value(check.service_type)}: the push agent has no {check_type} checker (it answers "
+            f'"no checker found" and never reports the check); it runs {runs} checks'
+        )
+    if check_type not in _HOST_PORT:
+        return None
+    target, port = _target(check_type, check.details, check.port)
+    if not port:
+        # grpc: protoCheckToCheckerConfig drops it without a word; port: NewPortChecker
+        # refuses it at every push, and nothing is reported either way.
+        fate = "drops" if check_type == "grpc" else "cannot run"
+        return "", (
+            f"the target {show_value(target)} has no port, and the push agent {fate} a {check_type} check "
+            "without one: give details as host:port, or set port"
+        )
+    try:
+        split_host_port(target)
+    except ValueError as exc:
+        return "", f"{exc}: not a target the push agent can dial (from details and port)"
+    if check_type == "port" and target.startswith("["):
+        # NewPortChecker splits its target at every ':' and wants exactly two parts.
+        return "", (
+            f"{show_value(target)}: the push agent's port checker cannot parse an IPv6 address "
+            "(it splits its target at every ':'); use a host name"
+        )
+    return None
 
 
 def agent_checks(checks: Iterable[CheckSpec], *, interval: float) -> list[pb.AgentCheckConfig]:
