@@ -227,6 +227,23 @@ def test_the_push_checks_the_agent_runs_are_accepted(pki):
     assert len(settings.push_agents[0].checks) == len(checks)
 
 
+def test_push_checks_that_may_take_the_whole_interval_warn_that_the_agent_would_flap(pki):
+    """7 checks at 3 s: each gets 1 s, and one after another they may take 7 s before a push."""
+    checks = [{"service_type": "port", "service_name": f"c{i}", "details": "127.0.0.1:22"} for i in range(7)]
+    settings = parse_config(config(pki, {"e": push_entry(ACME, interval="3s", checks=checks)}))
+    assert [str(w) for w in settings.warnings] == [
+        "agents.e.checks: 7 checks of up to 1s each (timeout_sec) run one after another before each push: 7s, "
+        "not under the interval (3s), so pushes may come more than 2 intervals apart and the board would call "
+        "the agent unreachable between them; give it an interval of at least 14s, or fewer checks (docs/gateway.md)"
+    ]
+    inherited = parse_config(config(pki, {"e": push_entry(ACME, checks=checks)}, poll_interval="5s"))
+    assert [w.path for w in inherited.warnings] == ["agents.e.checks"]
+    for fine in ("14s", "8s"):  # 1 s each (7 s) is under 8 s; from 14 s on they get half the interval
+        assert not parse_config(config(pki, {"e": push_entry(ACME, interval=fine, checks=checks)})).warnings
+    polled = {"address": "10.0.0.5:50051", "tenant": ACME, "checks": checks}  # the poller bounds its own calls
+    assert not parse_config(config(pki, {"p": polled}, poll_interval="3s")).warnings
+
+
 # -- the running daemon --------------------------------------------------------------
 
 

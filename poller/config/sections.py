@@ -202,6 +202,7 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     if gateway is None and top.get("gateway") is None and any(agent.push for agent in agents):  # a bad one is said already
         c.error("gateway", 'required: agents with "push": true dial the gateway, which needs a gateway section (listen)')
     _warn_sub_second_pushes(c, agents, poll_interval)
+    _warn_slow_push_checks(c, agents, poll_interval)
     cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
     if cluster is not None and shard is not None:
         c.error(
@@ -505,6 +506,28 @@ def _warn_sub_second_pushes(c: Checker, agents: tuple[AgentConfig, ...], poll_in
                 where,
                 f"{format_duration(interval)} is under 1s: Hello tells the agent to push every 1s (whole seconds), "
                 f"and it would be called unreachable {format_duration(2 * interval)} after each push",
+            )
+
+
+def _warn_slow_push_checks(c: Checker, agents: tuple[AgentConfig, ...], poll_interval: float | None) -> None:
+    """The agent runs its checks one after another before each push and waits the interval
+    after it: checks that may take the whole interval (each up to its timeout_sec) may push
+    it past 2 intervals, and the board would flap unreachable / recovered."""
+    from poller.gateway.checks import check_timeout  # late: poller.gateway's package imports poller.config
+
+    for agent in agents:
+        interval = agent.interval if agent.interval is not None else poll_interval
+        count = len(agent.checks)
+        if not agent.push or not count or interval is None:
+            continue
+        timeout = check_timeout(interval, count)
+        if count * timeout >= interval:
+            c.warn(
+                key(key("agents", agent.name), "checks"),
+                f"{count} checks of up to {timeout}s each (timeout_sec) run one after another before each push: "
+                f"{count * timeout}s, not under the interval ({format_duration(interval)}), so pushes may come more "
+                "than 2 intervals apart and the board would call the agent unreachable between them; "
+                f"give it an interval of at least {2 * count}s, or fewer checks (docs/gateway.md)",
             )
 
 

@@ -69,7 +69,9 @@ The check mapping (config -> AgentCheckConfig)
 ----------------------------------------------
 Every check: check_id `<service_type>/<service_name>`, name = service_name,
 enabled, interval_sec = its results_interval or else the entry's interval,
-timeout_sec 10.
+timeout_sec = check_timeout(interval, checks): an equal share of half the
+interval, 1 to 10 s (the agent runs its checks one after another before
+each push).
 
 =================  ==========  ===============================================  ====
 service_type       check_type  target                                           port

@@ -19,7 +19,16 @@ from typing import Protocol
 from poller.address import show_value, split_host_port
 from poller.proto import monitoring_pb2 as pb
 
-__all__ = ["AGENT_CHECKERS", "CHECK_TYPES", "CheckSpec", "agent_checks", "check_type_for", "config_version", "unrunnable"]
+__all__ = [
+    "AGENT_CHECKERS",
+    "CHECK_TYPES",
+    "CheckSpec",
+    "agent_checks",
+    "check_timeout",
+    "check_type_for",
+    "config_version",
+    "unrunnable",
+]
 
 #: service_type in the config -> the push agent's checker type. Anything else is
 #: passed as it is; a push entry's check of a type the agent lacks (AGENT_CHECKERS)
@@ -45,7 +54,21 @@ AGENT_CHECKERS = frozenset({"port", "icmp", "grpc", "process", "snmp", "mapper_d
 #: Types whose target is "host:port" (the config's port is joined to a bare host).
 _HOST_PORT = frozenset({"port", "grpc"})
 
-DEFAULT_CHECK_TIMEOUT = 10  # seconds, as the Go agent's default
+DEFAULT_CHECK_TIMEOUT = 10  # seconds, as the Go agent's default: the most a check is given
+
+
+def check_timeout(interval: float, count: int) -> int:
+    """timeout_sec for each of `count` checks of an agent that pushes every `interval` s.
+
+    The agent runs its checks one after another before each push, and waits the interval
+    after the push; the board calls it unreachable once 2 intervals pass without one. So
+    the checks together get half the interval (the other half is margin), each an equal
+    share in whole seconds: at least 1 (the agent reads 0 as its default, 10), at most 10.
+
+    >>> check_timeout(30, 2), check_timeout(3, 7), check_timeout(300, 1)
+    (7, 1, 10)
+    """
+    return max(1, min(DEFAULT_CHECK_TIMEOUT, int(interval / (2 * max(count, 1)))))
 
 
 class CheckSpec(Protocol):
@@ -128,7 +151,10 @@ def unrunnable(check: CheckSpec) -> tuple[str, str] | None:
 
 def agent_checks(checks: Iterable[CheckSpec], *, interval: float) -> list[pb.AgentCheckConfig]:
     """The checks as GetConfig answers them. `interval`: the push interval
-    (a check's own results_interval, when set, is its interval_sec)."""
+    (a check's own results_interval, when set, is its interval_sec); timeout_sec
+    is check_timeout's share of it."""
+    checks = list(checks)
+    timeout = check_timeout(interval, len(checks))
     converted = []
     for check in checks:
         check_type = check_type_for(check.service_type)
@@ -146,7 +172,7 @@ def agent_checks(checks: Iterable[CheckSpec], *, interval: float) -> list[pb.Age
                 name=check.service_name,
                 enabled=True,
                 interval_sec=max(1, round(own if own else interval)),
-                timeout_sec=DEFAULT_CHECK_TIMEOUT,
+                timeout_sec=timeout,
                 target=target,
                 port=port,
             )
