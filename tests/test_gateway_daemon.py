@@ -241,7 +241,60 @@ def test_push_checks_that_may_take_the_whole_interval_warn_that_the_agent_would_
     for fine in ("14s", "8s"):  # 1 s each (7 s) is under 8 s; from 14 s on they get half the interval
         assert not parse_config(config(pki, {"e": push_entry(ACME, interval=fine, checks=checks)})).warnings
     polled = {"address": "10.0.0.5:50051", "tenant": ACME, "checks": checks}  # the poller bounds its own calls
-    assert not parse_config(config(pki, {"p": polled}, poll_interval="3s")).warnings
+    assert not parse_config(config(pki, {"p": polled, "e": push_entry(ACME, checks=[CHECK])}, poll_interval="3s")).warnings
+
+
+GATEWAY_REFUSES_ALL = (
+    'gateway: no agent has "push": true and accept_unlisted is false, so the gateway refuses every caller '
+    "(unknown_agent): list the push agents, set accept_unlisted, or remove the section"
+)
+
+
+def test_a_gateway_without_push_agents_that_accepts_no_unlisted_one_warns_that_it_refuses_all(pki):
+    polled = {"address": "10.0.0.5:50051", "tenant": ACME, "checks": [CHECK]}
+    assert [str(w) for w in parse_config(config(pki, {"p": polled})).warnings] == [GATEWAY_REFUSES_ALL]
+    open_to_all = config(pki, {"p": polled})
+    open_to_all["gateway"]["accept_unlisted"] = True
+    assert not parse_config(open_to_all).warnings
+    assert not parse_config(config(pki, {"p": polled, "e": push_entry(ACME, checks=[CHECK])})).warnings
+    # An entry refused for another problem still lists a push agent: the error says what is wrong.
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(pki, {"e": push_entry(ACME, checks=[check("http")])}))
+    assert [w.path for w in info.value.warnings if w.path == "gateway"] == []
+
+
+def test_a_catch_all_push_entry_beside_one_for_a_partition_warns_that_it_hears_only_other_partitions(pki):
+    site_a = push_entry(ACME, component="agent-001", partition="site-a", checks=[CHECK])
+    anywhere = push_entry(ACME, component="agent-001", checks=[CHECK])
+    settings = parse_config(config(pki, {"edge-a": site_a, "any": anywhere}))
+    assert [str(w) for w in settings.warnings] == [
+        "agents.any: a catch-all entry (no partition) for push agent agent-001 of tenant acme-corp, beside "
+        "agents.edge-a for partition site-a: an agent of partition site-a is matched to agents.edge-a, so agents.any "
+        "hears only from agent-001 in other partitions (and stays pending if there is none)"
+    ]
+    site_b = push_entry(ACME, component="agent-001", partition="site-b", checks=[CHECK])
+    [warning] = parse_config(config(pki, {"any": anywhere, "edge-a": site_a, "edge-b": site_b})).warnings
+    assert "beside agents.edge-a for partition site-a and agents.edge-b for partition site-b: an agent of one" in str(warning)
+    others = {  # another component, another tenant: each entry is the only one for its agent
+        "edge-a": site_a,
+        "other": push_entry(ACME, component="agent-002", checks=[CHECK]),
+        "xyz": push_entry(XYZ, component="agent-001", checks=[CHECK]),
+    }
+    assert not parse_config(config(pki, others)).warnings
+
+
+def test_config_check_prints_these_warnings_and_still_exits_0(pki, tmp_path, capsys):
+    from poller.cli.main import main
+
+    site_a = push_entry(ACME, component="agent-001", partition="site-a", checks=[CHECK])
+    path = tmp_path / "poller.json"
+    path.write_text(json.dumps(config(pki, {"edge-a": site_a, "any": push_entry(ACME, component="agent-001")})))
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    assert "warning: agents.any: a catch-all entry (no partition)" in capsys.readouterr().err
+    path.write_text(json.dumps(config(pki, {"p": {"address": "10.0.0.5:50051", "tenant": ACME, "checks": [CHECK]}})))
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {GATEWAY_REFUSES_ALL}\n" in err and out.startswith("ok: 1 agent, 1 check")
 
 
 # -- the running daemon --------------------------------------------------------------

@@ -201,6 +201,12 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     gateway = _parse_gateway(c, top.get("gateway"), certs_dir, base_dir)
     if gateway is None and top.get("gateway") is None and any(agent.push for agent in agents):  # a bad one is said already
         c.error("gateway", 'required: agents with "push": true dial the gateway, which needs a gateway section (listen)')
+    if gateway is not None and not gateway.accept_unlisted and not _lists_push_agents(top.get("agents")):
+        c.warn(
+            "gateway",
+            'no agent has "push": true and accept_unlisted is false, so the gateway refuses every caller '
+            "(unknown_agent): list the push agents, set accept_unlisted, or remove the section",
+        )
     _warn_sub_second_pushes(c, agents, poll_interval)
     _warn_slow_push_checks(c, agents, poll_interval)
     cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
@@ -494,6 +500,14 @@ def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:
     return tuple(agents)
 
 
+def _lists_push_agents(value: object) -> bool:
+    """Whether the agents object has a push entry, read from the JSON: an entry refused for
+    another problem still lists one (the config is invalid then; no warning should say none)."""
+    if not isinstance(value, Mapping):
+        return False
+    return any(isinstance(spec, Mapping) and spec.get("push") is True for spec in value.values())
+
+
 def _warn_sub_second_pushes(c: Checker, agents: tuple[AgentConfig, ...], poll_interval: float | None) -> None:
     """Hello announces the push interval in whole seconds (at least 1), so an agent told to
     push every second under a shorter entry interval is late by its own clock: unreachable
@@ -549,6 +563,36 @@ def _check_push_identities(c: Checker, agents: list[AgentConfig]) -> None:
             )
         else:
             first[identity] = agent.name
+    _warn_partitioned_and_catch_all(c, first)
+
+
+def _warn_partitioned_and_catch_all(c: Checker, entries: Mapping[tuple[str, str | None, str | None], str]) -> None:
+    """A catch-all entry (no partition) beside entries for one partition of the same tenant
+    and component: the gateway matches an agent to the partition's entry first, so the
+    catch-all hears only from that component in other partitions. Meant so only when the
+    component runs in several partitions; else it stays pending forever."""
+    catch_all: dict[tuple[str, str | None], str] = {}
+    partitioned: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
+    for (tenant, component, partition), name in entries.items():
+        if partition is None:
+            catch_all[tenant, component] = name
+        else:
+            partitioned.setdefault((tenant, component), []).append((partition, name))
+    for (tenant, component), name in catch_all.items():
+        pinned = partitioned.get((tenant, component))
+        if not pinned:
+            continue
+        beside = " and ".join(f"agents.{other} for partition {p}" for p, other in pinned)
+        if len(pinned) == 1:
+            matched = f"an agent of partition {pinned[0][0]} is matched to agents.{pinned[0][1]}"
+        else:
+            matched = "an agent of one of those partitions is matched to its entry"
+        c.warn(
+            key("agents", name),
+            f"a catch-all entry (no partition) for push agent {component} of tenant {tenant}, beside {beside}: "
+            f"{matched}, so agents.{name} hears only from {component} in other partitions "
+            "(and stays pending if there is none)",
+        )
 
 
 def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig | None:
