@@ -159,6 +159,145 @@ def test_bad_push_config_is_named(pki, agents, gateway, problem):
         assert not any(str(issue).startswith("gateway: required") for issue in info.value.issues)
 
 
+def test_two_checks_of_a_push_agent_with_one_service_name_are_refused(pki):
+    """The agent keeps GetConfig's checks in a map by name: of two with one name it would run one."""
+    checks = [
+        {"service_type": "port", "service_name": "web", "details": "10.0.0.1:80"},
+        {"service_type": "icmp", "service_name": "web", "details": "10.0.0.1"},
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(pki, {"agent-001": push_entry(ACME, checks=checks)}))
+    assert [str(issue) for issue in info.value.issues] == [
+        'agents.agent-001.checks[1].service_name: "web" is also the service_name of agents.agent-001.checks[0]: '
+        "a push agent keeps its checks by name, so it would run only one of them (give each check its own service_name)"
+    ]
+    # A polled agent is asked for each check by type and name: there one name may serve two types.
+    polled = parse_config(config(pki, {"p": {"address": "10.0.0.5:50051", "tenant": ACME, "checks": checks}}))
+    assert [c.service_type for c in polled.agents[0].checks] == ["port", "icmp"]
+
+
+def check(service_type: str, details: str = "", port: int = 0) -> dict:
+    return {"service_type": service_type, "service_name": "c", "details": details, "port": port}
+
+
+@pytest.mark.parametrize(
+    "spec, path, problem",
+    [
+        # protoCheckToCheckerConfig drops a grpc check whose target has no port
+        (check("grpc", "10.0.0.9"), "checks[0]", 'the target "10.0.0.9" has no port, and the push agent drops a grpc'),
+        (check("grpc"), "checks[0]", 'the target "localhost" has no port'),  # the agent's own default target
+        # NewPortChecker wants host:port, and splits it at every ':'
+        (check("port", "10.0.0.9"), "checks[0]", "the push agent cannot run a port check without one"),
+        (check("tcp", "db.example.net"), "checks[0]", "cannot run a port check without one"),
+        (check("port", "[2001:db8::1]:22"), "checks[0]", "port checker cannot parse an IPv6 address"),
+        (check("tcp", "2001:db8::1", 22), "checks[0]", '"[2001:db8::1]:22": the push agent\'s port checker'),
+        (check("port", "h:abc", 22), "checks[0]", "not a target the push agent can dial"),
+        # no checker of that type: "no checker found", and the check is never reported
+        (check("http", "https://example.com/"), "checks[0].service_type", '"http": the push agent has no http checker'),
+        (check("https", "example.com"), "checks[0].service_type", "has no https checker"),
+        (check("sysmon", "127.0.0.1:50083"), "checks[0].service_type", "has no sysmon checker"),
+    ],
+)
+def test_a_push_check_the_agent_would_drop_or_could_not_run_is_refused(pki, spec, path, problem):
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(pki, {"e": push_entry(ACME, checks=[spec])}))
+    [issue] = info.value.issues
+    assert issue.path == f"agents.e.{path}" and problem in issue.message, str(issue)
+    # A polled agent runs its checks as the poller asks them: the same check is its own business.
+    parse_config(config(pki, {"e": {"address": "10.0.0.5:50051", "tenant": ACME, "checks": [spec]}}))
+
+
+def test_the_push_checks_the_agent_runs_are_accepted(pki):
+    checks = [
+        check("port", "127.0.0.1:22"),
+        check("tcp", "db.example.net", 5432),
+        check("port", port=22),  # localhost:22
+        check("grpc", "127.0.0.1:50083"),
+        check("grpc", "sysmon.example.net", 50083),
+        check("grpc", "[2001:db8::1]:50083"),  # the grpc checker takes bracketed IPv6
+        check("icmp", "1.1.1.1"),
+        check("ping", "1.1.1.1"),
+        check("process", "nginx"),
+        check("snmp", "10.0.0.2"),
+        check("sweep"),
+        check("mapper_discovery", "10.0.0.3"),
+    ]
+    for i, spec in enumerate(checks):
+        spec["service_name"] = f"c{i}"
+    settings = parse_config(config(pki, {"e": push_entry(ACME, checks=checks)}))
+    assert len(settings.push_agents[0].checks) == len(checks)
+
+
+def test_push_checks_that_may_take_the_whole_interval_warn_that_the_agent_would_flap(pki):
+    """7 checks at 3 s: each gets 1 s, and one after another they may take 7 s before a push."""
+    checks = [{"service_type": "port", "service_name": f"c{i}", "details": "127.0.0.1:22"} for i in range(7)]
+    settings = parse_config(config(pki, {"e": push_entry(ACME, interval="3s", checks=checks)}))
+    assert [str(w) for w in settings.warnings] == [
+        "agents.e.checks: 7 checks of up to 1s each (timeout_sec) run one after another before each push: 7s, "
+        "not under the interval (3s), so pushes may come more than 2 intervals apart and the board would call "
+        "the agent unreachable between them; give it an interval of at least 14s, or fewer checks (docs/gateway.md)"
+    ]
+    inherited = parse_config(config(pki, {"e": push_entry(ACME, checks=checks)}, poll_interval="5s"))
+    assert [w.path for w in inherited.warnings] == ["agents.e.checks"]
+    for fine in ("14s", "8s"):  # 1 s each (7 s) is under 8 s; from 14 s on they get half the interval
+        assert not parse_config(config(pki, {"e": push_entry(ACME, interval=fine, checks=checks)})).warnings
+    polled = {"address": "10.0.0.5:50051", "tenant": ACME, "checks": checks}  # the poller bounds its own calls
+    assert not parse_config(config(pki, {"p": polled, "e": push_entry(ACME, checks=[CHECK])}, poll_interval="3s")).warnings
+
+
+GATEWAY_REFUSES_ALL = (
+    'gateway: no agent has "push": true and accept_unlisted is false, so the gateway refuses every caller '
+    "(unknown_agent): list the push agents, set accept_unlisted, or remove the section"
+)
+
+
+def test_a_gateway_without_push_agents_that_accepts_no_unlisted_one_warns_that_it_refuses_all(pki):
+    polled = {"address": "10.0.0.5:50051", "tenant": ACME, "checks": [CHECK]}
+    assert [str(w) for w in parse_config(config(pki, {"p": polled})).warnings] == [GATEWAY_REFUSES_ALL]
+    open_to_all = config(pki, {"p": polled})
+    open_to_all["gateway"]["accept_unlisted"] = True
+    assert not parse_config(open_to_all).warnings
+    assert not parse_config(config(pki, {"p": polled, "e": push_entry(ACME, checks=[CHECK])})).warnings
+    # An entry refused for another problem still lists a push agent: the error says what is wrong.
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(pki, {"e": push_entry(ACME, checks=[check("http")])}))
+    assert [w.path for w in info.value.warnings if w.path == "gateway"] == []
+
+
+def test_a_catch_all_push_entry_beside_one_for_a_partition_warns_that_it_hears_only_other_partitions(pki):
+    site_a = push_entry(ACME, component="agent-001", partition="site-a", checks=[CHECK])
+    anywhere = push_entry(ACME, component="agent-001", checks=[CHECK])
+    settings = parse_config(config(pki, {"edge-a": site_a, "any": anywhere}))
+    assert [str(w) for w in settings.warnings] == [
+        "agents.any: a catch-all entry (no partition) for push agent agent-001 of tenant acme-corp, beside "
+        "agents.edge-a for partition site-a: an agent of partition site-a is matched to agents.edge-a, so agents.any "
+        "hears only from agent-001 in other partitions (and stays pending if there is none)"
+    ]
+    site_b = push_entry(ACME, component="agent-001", partition="site-b", checks=[CHECK])
+    [warning] = parse_config(config(pki, {"any": anywhere, "edge-a": site_a, "edge-b": site_b})).warnings
+    assert "beside agents.edge-a for partition site-a and agents.edge-b for partition site-b: an agent of one" in str(warning)
+    others = {  # another component, another tenant: each entry is the only one for its agent
+        "edge-a": site_a,
+        "other": push_entry(ACME, component="agent-002", checks=[CHECK]),
+        "xyz": push_entry(XYZ, component="agent-001", checks=[CHECK]),
+    }
+    assert not parse_config(config(pki, others)).warnings
+
+
+def test_config_check_prints_these_warnings_and_still_exits_0(pki, tmp_path, capsys):
+    from poller.cli.main import main
+
+    site_a = push_entry(ACME, component="agent-001", partition="site-a", checks=[CHECK])
+    path = tmp_path / "poller.json"
+    path.write_text(json.dumps(config(pki, {"edge-a": site_a, "any": push_entry(ACME, component="agent-001")})))
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    assert "warning: agents.any: a catch-all entry (no partition)" in capsys.readouterr().err
+    path.write_text(json.dumps(config(pki, {"p": {"address": "10.0.0.5:50051", "tenant": ACME, "checks": [CHECK]}})))
+    assert main(["config", "check", str(path), "--no-files"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {GATEWAY_REFUSES_ALL}\n" in err and out.startswith("ok: 1 agent, 1 check")
+
+
 # -- the running daemon --------------------------------------------------------------
 
 

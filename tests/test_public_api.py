@@ -171,6 +171,7 @@ LAYERS: dict[str, int] = {
     "poller.audit": 1,
     "poller.cluster.assign": 1,  # rendezvous hashing: stdlib only (config's shards use it)
     "poller.nats.urls": 1,  # NATS URL lists and TLS file names: stdlib only (config's sink and cluster use it)
+    "poller.gateway.checks": 1,  # the check mapping: address and proto only (config refuses push checks with it)
     # 2: trust
     "poller.trust": 2,
     "poller.pki": 2,

@@ -201,7 +201,14 @@ def parse_config(data: object, *, base_dir: Path | None = None) -> PollerConfig:
     gateway = _parse_gateway(c, top.get("gateway"), certs_dir, base_dir)
     if gateway is None and top.get("gateway") is None and any(agent.push for agent in agents):  # a bad one is said already
         c.error("gateway", 'required: agents with "push": true dial the gateway, which needs a gateway section (listen)')
+    if gateway is not None and not gateway.accept_unlisted and not _lists_push_agents(top.get("agents")):
+        c.warn(
+            "gateway",
+            'no agent has "push": true and accept_unlisted is false, so the gateway refuses every caller '
+            "(unknown_agent): list the push agents, set accept_unlisted, or remove the section",
+        )
     _warn_sub_second_pushes(c, agents, poll_interval)
+    _warn_slow_push_checks(c, agents, poll_interval)
     cluster = _parse_cluster(c, top.get("cluster"), sink, agents, base_dir)
     if cluster is not None and shard is not None:
         c.error(
@@ -493,6 +500,14 @@ def _parse_agents(c: Checker, value: object) -> tuple[AgentConfig, ...]:
     return tuple(agents)
 
 
+def _lists_push_agents(value: object) -> bool:
+    """Whether the agents object has a push entry, read from the JSON: an entry refused for
+    another problem still lists one (the config is invalid then; no warning should say none)."""
+    if not isinstance(value, Mapping):
+        return False
+    return any(isinstance(spec, Mapping) and spec.get("push") is True for spec in value.values())
+
+
 def _warn_sub_second_pushes(c: Checker, agents: tuple[AgentConfig, ...], poll_interval: float | None) -> None:
     """Hello announces the push interval in whole seconds (at least 1), so an agent told to
     push every second under a shorter entry interval is late by its own clock: unreachable
@@ -505,6 +520,28 @@ def _warn_sub_second_pushes(c: Checker, agents: tuple[AgentConfig, ...], poll_in
                 where,
                 f"{format_duration(interval)} is under 1s: Hello tells the agent to push every 1s (whole seconds), "
                 f"and it would be called unreachable {format_duration(2 * interval)} after each push",
+            )
+
+
+def _warn_slow_push_checks(c: Checker, agents: tuple[AgentConfig, ...], poll_interval: float | None) -> None:
+    """The agent runs its checks one after another before each push and waits the interval
+    after it: checks that may take the whole interval (each up to its timeout_sec) may push
+    it past 2 intervals, and the board would flap unreachable / recovered."""
+    from poller.gateway.checks import check_timeout  # late: poller.gateway's package imports poller.config
+
+    for agent in agents:
+        interval = agent.interval if agent.interval is not None else poll_interval
+        count = len(agent.checks)
+        if not agent.push or not count or interval is None:
+            continue
+        timeout = check_timeout(interval, count)
+        if count * timeout >= interval:
+            c.warn(
+                key(key("agents", agent.name), "checks"),
+                f"{count} checks of up to {timeout}s each (timeout_sec) run one after another before each push: "
+                f"{count * timeout}s, not under the interval ({format_duration(interval)}), so pushes may come more "
+                "than 2 intervals apart and the board would call the agent unreachable between them; "
+                f"give it an interval of at least {2 * count}s, or fewer checks (docs/gateway.md)",
             )
 
 
@@ -526,6 +563,36 @@ def _check_push_identities(c: Checker, agents: list[AgentConfig]) -> None:
             )
         else:
             first[identity] = agent.name
+    _warn_partitioned_and_catch_all(c, first)
+
+
+def _warn_partitioned_and_catch_all(c: Checker, entries: Mapping[tuple[str, str | None, str | None], str]) -> None:
+    """A catch-all entry (no partition) beside entries for one partition of the same tenant
+    and component: the gateway matches an agent to the partition's entry first, so the
+    catch-all hears only from that component in other partitions. Meant so only when the
+    component runs in several partitions; else it stays pending forever."""
+    catch_all: dict[tuple[str, str | None], str] = {}
+    partitioned: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
+    for (tenant, component, partition), name in entries.items():
+        if partition is None:
+            catch_all[tenant, component] = name
+        else:
+            partitioned.setdefault((tenant, component), []).append((partition, name))
+    for (tenant, component), name in catch_all.items():
+        pinned = partitioned.get((tenant, component))
+        if not pinned:
+            continue
+        beside = " and ".join(f"agents.{other} for partition {p}" for p, other in pinned)
+        if len(pinned) == 1:
+            matched = f"an agent of partition {pinned[0][0]} is matched to agents.{pinned[0][1]}"
+        else:
+            matched = "an agent of one of those partitions is matched to its entry"
+        c.warn(
+            key("agents", name),
+            f"a catch-all entry (no partition) for push agent {component} of tenant {tenant}, beside {beside}: "
+            f"{matched}, so agents.{name} hears only from {component} in other partitions "
+            "(and stays pending if there is none)",
+        )
 
 
 def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig | None:
@@ -557,7 +624,9 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
             c.error(key(path, "component"), f"required: the entry name {show(name)} is not a component id (a DNS label)")
     partition = c.label(obj, "partition", path, "partition id", default=None)
     strict_labels = c.boolean(obj, "strict_labels", path, default=False)
-    checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"))
+    checks = _parse_checks(c, obj.get("checks", MISSING), key(path, "checks"), push=push)
+    if push and checks:
+        _check_push_checks(c, checks, key(path, "checks"))
     if len(c.errors) > errors_before or address is None or tenant is None or checks is None:
         return None
     return AgentConfig(
@@ -571,6 +640,20 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
         push=push,
         interval=interval,
     )
+
+
+def _check_push_checks(c: Checker, checks: tuple[CheckConfig, ...], path: str) -> None:
+    """Refuse a push agent's checks that the agent would drop, or could not run, once
+    converted (poller.gateway.checks): it would say nothing, and the board would wait
+    for them forever."""
+    from poller.gateway.checks import unrunnable  # late: poller.gateway's package imports poller.config
+
+    for i, check in enumerate(checks):
+        problem = unrunnable(check)
+        if problem is not None:
+            name, reason = problem
+            where = index(path, i)
+            c.error(key(where, name) if name else where, reason)
 
 
 def _component(c: Checker, obj: Mapping[str, Any], path: str) -> str | None:
@@ -639,7 +722,7 @@ def _parse_gateway(c: Checker, value: object, certs_dir: Path | None, base_dir: 
     )
 
 
-def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ...] | None:
+def _parse_checks(c: Checker, value: object, path: str, *, push: bool = False) -> tuple[CheckConfig, ...] | None:
     if value is MISSING or value is None:
         c.warn(path, "no checks configured for this agent")
         return ()
@@ -648,6 +731,7 @@ def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ..
         return None
     checks: list[CheckConfig] = []
     seen: dict[tuple[str, str], int] = {}
+    names: dict[str, int] = {}
     errors_before = len(c.errors)
     for i, spec in enumerate(value):
         where = index(path, i)
@@ -663,10 +747,19 @@ def _parse_checks(c: Checker, value: object, path: str) -> tuple[CheckConfig, ..
         if len(c.errors) > check_errors:
             continue
         pair = (checked(service_type), checked(service_name))
-        if pair in seen:
+        if push and pair[1] in names:
+            # The push agent keeps the checks GetConfig gives it in a map keyed by name
+            # (cac9ec1af's applyChecks, checkerConfs[check.Name]): the last one wins.
+            c.error(
+                key(where, "service_name"),
+                f"{show(pair[1])} is also the service_name of {index(path, names[pair[1]])}: a push agent keeps "
+                "its checks by name, so it would run only one of them (give each check its own service_name)",
+            )
+        elif pair in seen:
             c.warn(where, f"same service_type and service_name as {index(path, seen[pair])}")
         else:
             seen[pair] = i
+        names.setdefault(pair[1], i)
         checks.append(
             CheckConfig(
                 service_type=pair[0],

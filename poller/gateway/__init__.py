@@ -69,7 +69,9 @@ The check mapping (config -> AgentCheckConfig)
 ----------------------------------------------
 Every check: check_id `<service_type>/<service_name>`, name = service_name,
 enabled, interval_sec = its results_interval or else the entry's interval,
-timeout_sec 10.
+timeout_sec = check_timeout(interval, checks): an equal share of half the
+interval, 1 to 10 s (the agent runs its checks one after another before
+each push).
 
 =================  ==========  ===============================================  ====
 service_type       check_type  target                                           port
@@ -79,12 +81,16 @@ port, tcp          port        details if "host:port", else "<details>:<port>"  
 grpc               grpc        as for port                                      port
 icmp, ping         icmp        details (host or IP)                             port
 http / https       http/https  details (URL or host)                            port
-process            process     details (process name)                           port
+process            process     details (process name), else service_name        port
 snmp               snmp        details                                          port
 anything else      unchanged   details                                          port
 =================  ==========  ===============================================  ====
 
-(`tcp` becomes `port`: the Go agent has no "tcp" checker.)
+(`tcp` becomes `port`: the Go agent has no "tcp" checker.) `unrunnable(check)`
+says why the agent would drop a converted check or could not run it (a port
+or grpc target without a port, a port check of an IPv6 address, a type it
+has no checker for: http, https, anything not in AGENT_CHECKERS); config
+parse refuses such checks of push entries.
 
 Results
 -------
