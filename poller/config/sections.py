@@ -643,9 +643,10 @@ def _parse_agent(c: Checker, name: str, spec: object, path: str) -> AgentConfig 
 
 
 def _check_push_checks(c: Checker, checks: tuple[CheckConfig, ...], path: str) -> None:
-    """Refuse a push agent's checks that the agent would drop, or could not run, once
-    converted (poller.gateway.checks): it would say nothing, and the board would wait
-    for them forever."""
+    """Warn of a push agent's checks that ServiceRadar's agent would drop, or could not run,
+    once converted (poller.gateway.checks): it would say nothing, and the board would show
+    them never answered. A warning, not an error: the check is still sent (another agent
+    build may run it), and a config that loaded before still loads."""
     from poller.gateway.checks import unrunnable  # late: poller.gateway's package imports poller.config
 
     for i, check in enumerate(checks):
@@ -653,7 +654,7 @@ def _check_push_checks(c: Checker, checks: tuple[CheckConfig, ...], path: str) -
         if problem is not None:
             name, reason = problem
             where = index(path, i)
-            c.error(key(where, name) if name else where, reason)
+            c.warn(key(where, name) if name else where, reason)
 
 
 def _component(c: Checker, obj: Mapping[str, Any], path: str) -> str | None:
@@ -750,7 +751,7 @@ def _parse_checks(c: Checker, value: object, path: str, *, push: bool = False) -
         if push and pair[1] in names:
             # The push agent keeps the checks GetConfig gives it in a map keyed by name
             # (cac9ec1af's applyChecks, checkerConfs[check.Name]): the last one wins.
-            c.error(
+            c.warn(
                 key(where, "service_name"),
                 f"{show(pair[1])} is also the service_name of {index(path, names[pair[1]])}: a push agent keeps "
                 "its checks by name, so it would run only one of them (give each check its own service_name)",

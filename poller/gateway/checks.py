@@ -32,7 +32,7 @@ __all__ = [
 
 #: service_type in the config -> the push agent's checker type. Anything else is
 #: passed as it is; a push entry's check of a type the agent lacks (AGENT_CHECKERS)
-#: is refused at config parse (unrunnable).
+#: is warned of at config parse (unrunnable).
 CHECK_TYPES = {
     "port": "port",
     "tcp": "port",  # the Go agent has no "tcp" checker ("no checker found: tcp")
