@@ -316,6 +316,41 @@ async def test_the_proof_is_the_interceptors(gw, log_events):
     assert {e["reason"] for e in audited(log_events, "server_call_refused")} == {"tenant_mismatch", "revoked", "untrusted_chain"}
 
 
+@pytest.mark.parametrize("method", ["Hello", "GetConfig", "PushStatus"])
+async def test_a_unary_call_is_proven_before_its_request_is_read(gw, method):
+    # grpc reads a unary request in full before any handler runs: a revoked certificate's
+    # 15 MB pushes were each held before the proof refused them (200 of them: 2.6 GB). The
+    # gateway reads the request after the proof, so a revoked caller that has sent nothing
+    # yet (a request stream it never writes to) is refused at once, not left waiting.
+    cert = gw.pki.agent(ACME, "agent-001")
+    gw.pki.revoke(ACME, cert)
+    gw.trust.reload()
+    thief = gw.agent(cert)
+    call = thief.channel.stream_unary(f"/monitoring.AgentGatewayService/{method}", lambda raw: raw, lambda raw: raw)
+
+    async def never_sent() -> AsyncIterator[bytes]:
+        await asyncio.Event().wait()
+        yield b""
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(never_sent(), timeout=30)  # without the fix: DEADLINE_EXCEEDED
+    assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+
+
+async def test_a_unary_call_without_its_request_is_invalid(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    call = agent.channel.stream_unary("/monitoring.AgentGatewayService/PushStatus", lambda raw: raw, lambda raw: raw)
+
+    async def none() -> AsyncIterator[bytes]:
+        return
+        yield b""
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(none(), timeout=30)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert gw.rows(ACME) == []
+
+
 def _every_method_called(agent: PushAgent) -> list[tuple[str, object]]:
     """Each method AgentGatewayService declares, called once as its shape calls it (a
     call object to await or read): from the service descriptor, so a method added to the

@@ -10,17 +10,21 @@ every call behind TenantServerInterceptor with the push registry's policy.
 from __future__ import annotations
 
 import grpc
+from google.protobuf.message_factory import GetMessageClass
 
 from poller.config.model import DEFAULT_GATEWAY_AUDIT_ACCEPTED
 from poller.gateway.bounds import GatewayBounds
 from poller.gateway.service import AgentGateway
 from poller.identity.reasons import InvalidArgument
-from poller.proto import monitoring_pb2_grpc as pb_grpc
+from poller.proto import monitoring_pb2 as pb
 from poller.server.credentials import PemSource, server_credentials
 from poller.server.interceptor import TenantServerInterceptor
+from poller.server.read_after_proof import READ_AFTER_PROOF_OPTIONS, unary_read_after_proof
 from poller.trust.store import TrustStore
 
-__all__ = ["GatewayServer", "serve_gateway", "server_options"]
+__all__ = ["GatewayServer", "serve_gateway", "server_options", "service_handlers"]
+
+SERVICE = "monitoring.AgentGatewayService"
 
 #: ServiceRadar's agent pings every 120 s while it has a call open (its ControlStream,
 #: for a HEAD agent: always), go/pkg/grpc/client.go. grpc core's server takes a ping
@@ -77,7 +81,9 @@ async def serve_gateway(
         on_refused=gateway.identity_refused,
     )
     server = grpc.aio.server(interceptors=[interceptor], options=server_options(gateway.bounds))
-    pb_grpc.add_AgentGatewayServiceServicer_to_server(gateway, server)
+    handlers = service_handlers(gateway)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     bind = f"[::]{listen}" if listen.startswith(":") else listen  # ":50052": every interface, as the config allows
     try:
         port = server.add_secure_port(bind, server_credentials(trust, certificate_chain, private_key, platform=None))
@@ -85,6 +91,27 @@ async def serve_gateway(
         raise InvalidArgument(f"gateway cannot listen on {listen}: {exc}") from None
     await server.start()
     return GatewayServer(server, port, interceptor, gateway)
+
+
+def service_handlers(gateway: AgentGateway) -> dict[str, grpc.RpcMethodHandler]:
+    """AgentGatewayService's method handlers, from its descriptor: each unary method is
+    served so that its request is read after the proof (poller.server.read_after_proof;
+    a revoked certificate's pushes were each read in full, up to 16 MiB, before they
+    were refused), the streams as they are. On the wire nothing changes."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in pb.DESCRIPTOR.services_by_name["AgentGatewayService"].methods:
+        behaviour = getattr(gateway, method.name)
+        request = GetMessageClass(method.input_type).FromString
+        response = GetMessageClass(method.output_type).SerializeToString
+        if not method.client_streaming and not method.server_streaming:
+            handlers[method.name] = unary_read_after_proof(behaviour, request, response)
+        elif method.client_streaming and not method.server_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behaviour, request, response)
+        elif method.client_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour, request, response)
+        else:  # a server stream's request would be read before the proof: none is declared
+            raise TypeError(f"{SERVICE}/{method.name}: a unary-stream method is not served by the gateway")
+    return handlers
 
 
 def _ms(seconds: float) -> int:
@@ -119,4 +146,6 @@ def server_options(bounds: GatewayBounds) -> list[tuple[str, int]]:
         # grpc sets SO_REUSEPORT by default: a second poller on the same listen address would
         # bind beside the first, and the kernel would share agents between them unsaid.
         ("grpc.so_reuseport", 0),
+        # A request not yet read (its caller not yet proven) is held to 1 MiB per stream.
+        *READ_AFTER_PROOF_OPTIONS,
     ]

@@ -14,13 +14,17 @@ from poller.server.interceptor import (
     current_caller,
     prove_caller,
 )
+from poller.server.read_after_proof import READ_AFTER_PROOF_OPTIONS, ReadAfterProof, unary_read_after_proof
 
 __all__ = [
+    "READ_AFTER_PROOF_OPTIONS",
     "REASON_METADATA_KEY",
     "Caller",
+    "ReadAfterProof",
     "TenantServerInterceptor",
     "caller_still_holds",
     "current_caller",
     "prove_caller",
     "server_credentials",
+    "unary_read_after_proof",
 ]

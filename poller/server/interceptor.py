@@ -67,6 +67,7 @@ from poller.identity.reasons import IdentityRefused, PermissionDenied, Reason
 from poller.logs import get_logger
 from poller.metrics import LabelCache, PollerMetrics, default_metrics
 from poller.policy import Access, Decision, Policy, any_tenant
+from poller.server.read_after_proof import ReadAfterProof
 from poller.trust.layout import CertsLayout
 from poller.trust.platform import PlatformAuthority, load_platform_authority, platform_not_after, verify_platform_chain
 from poller.trust.source import notifies
@@ -478,7 +479,10 @@ class TenantServerInterceptor(grpc.aio.ServerInterceptor):
             behaviour, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
         else:
             behaviour, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-        long_lived = handler.request_streaming or handler.response_streaming
+        # A unary method served as a request stream so that its request is read after the
+        # proof (poller.server.read_after_proof) is guarded as the unary call it is.
+        unary = isinstance(behaviour, ReadAfterProof)
+        long_lived = (handler.request_streaming or handler.response_streaming) and not unary
         wrapped = self._guard_long(behaviour, method) if long_lived else self._guard(behaviour, method)
         return factory(
             wrapped,

@@ -162,6 +162,11 @@ class PushAgent:
     def stub(self) -> pb_grpc.AgentGatewayServiceStub:
         return pb_grpc.AgentGatewayServiceStub(self._channel)
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The agent's mTLS channel, for calls the stub does not make (another shape, raw bytes)."""
+        return self._channel
+
     async def __aenter__(self) -> PushAgent:
         return self
 
