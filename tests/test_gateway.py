@@ -33,6 +33,7 @@ from poller.gateway import (
 )
 from poller.gateway import service as gateway_service
 from poller.gateway.service import KEPT_CHUNK_BYTES, KEPT_STATUS_BYTES
+from poller.identity import certinfo
 from poller.identity.reasons import InvalidArgument, Reason
 from poller.metrics import PollerMetrics
 from poller.policy import platform_admin
@@ -1061,6 +1062,28 @@ async def test_a_stream_status_open_when_revoked_is_cut_off_and_gives_its_bytes_
         assert [e["reason"] for e in log_events() if e["event"] == "server_call_ended"] == ["revoked"]
         assert not [e for e in log_events() if e["event"] == "push_call_cancelled"]
         assert tracker.get(ACME, "edge-acme").last_outcome is not Reason.UNREACHABLE
+
+
+async def test_a_stream_cut_for_an_old_certificate_leaves_an_agent_pushing_under_its_new_one_proven(pki, tmp_path, log_events):
+    # A rotation: the old certificate's StreamStatus is still open on its connection when
+    # that certificate is revoked. The cut is audited and counted, but the agent pushed
+    # under its new certificate just before: its record stays OK, not refused.
+    tracker = _EventTracker()
+    async with started(pki, tmp_path, tracker=tracker) as g:
+        old, new = pki.agent(ACME, "agent-001"), pki.agent(ACME, "agent-001")
+        busy, rotated = g.agent(old), g.agent(new)
+        call = asyncio.ensure_future(busy.stub.StreamStatus(never_final(busy), timeout=30))
+        await tracker.opened.wait()
+        assert (await rotated.push([rotated.status("x")])).received
+        pki.revoke(ACME, old)
+        g.trust.reload()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+        assert [e["reason"] for e in log_events() if e["event"] == "server_call_ended"] == ["revoked"]
+        assert g.pushes(ACME, "revoked") == 1
+        record = tracker.get(ACME, "edge-acme")
+        assert record.last_outcome is Reason.OK and record.identity.fingerprint_sha256 == certinfo.fingerprint_sha256(new.cert)
 
 
 async def test_a_reload_that_delists_an_agent_ends_its_open_calls_unknown_agent(pki, tmp_path, log_events):

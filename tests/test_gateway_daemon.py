@@ -635,13 +635,15 @@ async def test_an_agent_inventing_service_names_cannot_grow_its_board_row(pki):
         try:
             for push in range(5):
                 invented = [agent.status(f"made-up-{push}-{n}", service_type="port") for n in range(200)]
-                assert (await agent.push([agent.status("ssh", service_type="port"), *invented])).received
+                # and the configured name under invented types: other rows, capped as well
+                retyped = [agent.status("ssh", service_type=f"type-{push}-{n}") for n in range(200)]
+                assert (await agent.push([agent.status("ssh", service_type="port"), *invented, *retyped])).received
         finally:
             await agent.close()
         checks = (await status_of(daemon))["edge-1"]["checks"]
     assert len(checks) == 1 + MAX_UNCONFIGURED_CHECKS
-    names = {c["service_name"] for c in checks}
-    assert "ssh" in names and {f"made-up-4-{n}" for n in range(200 - MAX_UNCONFIGURED_CHECKS, 200)} <= names
+    kept = {(c["service_type"], c["service_name"]) for c in checks}
+    assert ("port", "ssh") in kept and {("type-4-199", "ssh"), ("type-4-168", "ssh")} <= kept
 
 
 async def test_a_revoked_other_certificate_of_a_pushing_agent_does_not_make_it_look_refused(pki, log_events):
@@ -798,6 +800,35 @@ async def test_a_reload_that_shortens_an_interval_judges_by_the_old_one_until_th
             pushed = time.time()
             await daemon.pushes.check_silence(pushed + 2 * 3.0 + 1.0)
             assert (await status_of(daemon))["edge-1"]["state"] == "unreachable"
+        finally:
+            await agent.close()
+
+
+async def test_a_config_poll_answered_not_modified_tells_the_agent_no_new_interval(pki, tmp_path, log_events):
+    # A check with its own results_interval, and timeout_sec at its cap: 60 s -> 20 s leaves
+    # config_version as it was, so GetConfig answers not_modified (no heartbeat_interval_sec)
+    # and the agent keeps pushing every 60 s: it is still judged by 60.
+    from poller.config import load_config
+
+    path = tmp_path / "poller.json"
+    entry = {"component": "agent-001", "checks": [CHECK | {"results_interval": "30s"}]}
+    path.write_text(json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="60s", **entry)}, metrics_listen="127.0.0.1:0")))
+    async with running(PollerDaemon(load_config(path), sink=MemorySink())) as daemon:
+        assert daemon.pushes is not None
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        try:
+            await agent.hello()
+            version = (await agent.get_config()).config_version
+            assert (await agent.push([agent.status("ssh")])).received
+            pushed = time.time()
+            path.write_text(
+                json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="20s", **entry)}, metrics_listen="127.0.0.1:0"))
+            )
+            assert await daemon.reload()
+            assert (await agent.get_config(config_version=version)).not_modified
+            await daemon.pushes.check_silence(pushed + 2 * 20.0 + 5.0)
+            assert (await status_of(daemon))["edge-1"]["state"] != "unreachable"
+            assert not [e for e in log_events() if e["event"] == "push_agent_unreachable"]
         finally:
             await agent.close()
 

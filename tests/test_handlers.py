@@ -178,6 +178,10 @@ async def test_refusals_under_invented_results_types_mint_a_bounded_number_of_se
     assert refused_count(metrics, ACME, "other", "payload_mismatch") == 50
     assert refused_count(metrics, ACME, "agents.results.made-up-0", "payload_mismatch") == 1
     assert refused_count(metrics, ACME, "agents.status", "payload_mismatch") == 1
+    # The cap is the tenant's own: another tenant's channels keep their names.
+    xyz_lie = b'{"tenant": "acme-corp"}'
+    assert (await registry.deliver(result(XYZ, kind="results", service_type="sweep", payload=xyz_lie))).refused
+    assert refused_count(metrics, XYZ, "agents.results.sweep", "payload_mismatch") == 1
 
 
 async def test_a_payload_naming_the_proven_tenant_or_none_is_delivered():

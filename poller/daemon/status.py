@@ -25,6 +25,7 @@ from typing import Any
 from poller.config import AgentConfig
 from poller.daemon.worker import AgentWorker
 from poller.delivery.result import PollResult, agent_outcome
+from poller.gateway.checks import check_type_for
 from poller.identity import certinfo
 from poller.identity.context import TenantContext, format_time
 from poller.identity.reasons import IdentityRefused, Reason
@@ -143,8 +144,11 @@ def _merged_checks(
         checks.pop(key, None)
         checks[key] = CheckStatus(r.service_name, r.service_type, r.kind, outcome_of(r), r.polled_at)
     if len(checks) > MAX_UNCONFIGURED_CHECKS:  # else nothing can be over: no set made per push
-        configured = {c.service_name for c in agent.checks}
-        unconfigured = [key for key in checks if key[1] not in configured]
+        # By the whole key: a configured name under an invented type is another row. The
+        # type an agent reports for a check is its checker's (tcp runs as port).
+        configured = {(check_type_for(c.service_type), c.service_name) for c in agent.checks}
+        configured.update((c.service_type, c.service_name) for c in agent.checks)
+        unconfigured = [key for key in checks if key not in configured]
         for key in unconfigured[: max(0, len(unconfigured) - MAX_UNCONFIGURED_CHECKS)]:
             del checks[key]
     return checks

@@ -72,8 +72,9 @@ audit_log = get_logger("poller.audit")
 DEFAULT_HANDLER_TIMEOUT = 5.0
 _MAX_REMEMBERED = 10_000  # label disagreements remembered so each is logged once
 # A results channel is named by the agent's service type: the distinct ones a refusal
-# counts under are capped, the rest counted as "other", so that an agent inventing a
-# type per refused result cannot mint metric series without end.
+# counts under are capped per tenant, the rest counted as "other", so that an agent
+# inventing a type per refused result cannot mint metric series without end (nor, the
+# cap being its tenant's, take the names of another tenant's channels).
 MAX_RESULTS_CHANNEL_LABELS = 64
 _NONE_FAILED: Mapping[str, Reason] = MappingProxyType({})  # flush()'s usual answer, not built per flush
 
@@ -159,7 +160,7 @@ class HandlerRegistry:
         self._registrations: dict[str, Registration] = {}
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._mismatches_seen: set[tuple[str, str, str, str]] = set()
-        self._results_channel_labels: set[str] = set()
+        self._results_channel_labels: dict[str, set[str]] = {}  # per tenant
         # Per handler name: deliveries, flushes and closes that failed or timed out
         # (what `run --once` reads to say results were not durably handed over).
         self.failures: collections.Counter[str] = collections.Counter()
@@ -346,7 +347,9 @@ class HandlerRegistry:
         return self._strict(result) if callable(self._strict) else bool(self._strict)
 
     def _refuse(self, result: PollResult, channel: str | None, reason: Reason, detail: str, *, audited: bool = False) -> Delivery:
-        self.metrics.results_refused.labels(tenant=result.tenant, channel=self._channel_label(channel), reason=reason.value).inc()
+        self.metrics.results_refused.labels(
+            tenant=result.tenant, channel=self._channel_label(result.tenant, channel), reason=reason.value
+        ).inc()
         fields = {
             "tenant": result.tenant,
             "agent": result.agent,
@@ -366,13 +369,14 @@ class HandlerRegistry:
             log.warning("result_refused", **fields)
         return Delivery(channel=channel, refused=reason, detail=detail)
 
-    def _channel_label(self, channel: str | None) -> str:
+    def _channel_label(self, tenant: str, channel: str | None) -> str:
         if channel is None or not channel.startswith(CHANNEL_RESULTS):
             return channel or ""  # the fixed channels, and none
-        if channel not in self._results_channel_labels:
-            if len(self._results_channel_labels) >= MAX_RESULTS_CHANNEL_LABELS:
+        named = self._results_channel_labels.setdefault(tenant, set())
+        if channel not in named:
+            if len(named) >= MAX_RESULTS_CHANNEL_LABELS:
                 return "other"
-            self._results_channel_labels.add(channel)
+            named.add(channel)
         return channel
 
     async def _run(self, registration: Registration, result: PollResult, channel: str) -> Reason | None:

@@ -90,7 +90,7 @@ anything else      unchanged   details                                          
 says why the agent would drop a converted check or could not run it (a port
 or grpc target without a port, a port check of an IPv6 address, a type it
 has no checker for: http, https, anything not in AGENT_CHECKERS); config
-parse refuses such checks of push entries.
+parse warns of such checks of push entries (they are still sent).
 
 Results
 -------

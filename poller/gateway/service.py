@@ -39,7 +39,7 @@ from poller.agent.stream import IncompleteStream, StreamAssembler
 from poller.delivery.registry import Checked, Delivery
 from poller.delivery.result import PollResult
 from poller.gateway.bounds import GatewayBounds, TenantLimits
-from poller.gateway.liveness import STALE_INTERVALS, PushTracker
+from poller.gateway.liveness import STALE_INTERVALS, PushTracker, live_interval
 from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
 from poller.identity.reasons import IdentityRefused, PollerError, Reason
@@ -124,9 +124,12 @@ class Deliverer(Protocol):
 class _Refusal(PollerError):
     """A request refused by a gateway handler (answered, never raised to grpc)."""
 
-    def __init__(self, reason: Reason, code: grpc.StatusCode, detail: str, *, audited: bool = False) -> None:
+    def __init__(
+        self, reason: Reason, code: grpc.StatusCode, detail: str, *, audited: bool = False, certificate: bool = False
+    ) -> None:
         super().__init__(detail)
         self.reason, self.code, self.detail, self.audited = reason, code, detail, audited
+        self.certificate = certificate  # the caller's certificate stopped holding (not something it said)
 
 
 def _mismatch(detail: str) -> _Refusal:
@@ -240,8 +243,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self._check_identity(call, request.agent_id, "")
             entry = call.entry
             if request.config_version == entry.config_version:
-                if entry.agent_checks:  # its checks' interval_sec are in the version it has
-                    self.tracker.told(entry, entry.interval)
+                # Tells the agent nothing (no heartbeat_interval_sec): the version need not
+                # change with the interval (a check's own results_interval), so it keeps its pace.
                 return pb.AgentConfigResponse(not_modified=True, config_version=entry.config_version)
             self.tracker.told(entry, entry.interval)
             return pb.AgentConfigResponse(
@@ -355,7 +358,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             return
         if method in PUSH_METHODS:
             self._count_push(named.tenant, refusal.reason)
-        if self._another_certificate_holds(entry, refusal):
+        if self._another_certificate_holds(entry, (refusal.peer or {}).get("fingerprint")):
             return  # counted, and audited by the interceptor; the agent's own state stands
         self.tracker.pushed(
             entry,
@@ -366,17 +369,17 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             certificate=refusal.peer or None,
         )
 
-    def _another_certificate_holds(self, entry: PushEntry, refusal: IdentityRefused) -> bool:
+    def _another_certificate_holds(self, entry: PushEntry, presented: str | None) -> bool:
         """Whether the agent pushed within its live window under another certificate than
-        the refused one: an old certificate still used by a busy connection after a
-        rotation, or a stolen and revoked one. Its refusal must not make the agent
-        flap refused between its own pushes (a thief would choose when); the refusal
-        of the very certificate it last pushed with is the agent's own, and shown."""
+        the refused one (`presented`, its SHA-256 fingerprint): an old certificate still
+        used by a busy connection after a rotation, or a stolen and revoked one. Its
+        refusal must not make the agent flap refused between its own pushes (a thief
+        would choose when); the refusal of the very certificate it last pushed with is
+        the agent's own, and shown."""
         record = self.tracker.get(entry.tenant, entry.name)
-        presented = (refusal.peer or {}).get("fingerprint")
         if record is None or record.identity is None or record.last_push is None or not presented:
             return False
-        live = time.time() - record.last_push <= STALE_INTERVALS * entry.interval
+        live = time.time() - record.last_push <= STALE_INTERVALS * live_interval(record, entry)
         return live and presented != record.identity.fingerprint_sha256
 
     def _over_rate_held_back(self, key: Hashable, held: int) -> None:
@@ -452,8 +455,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             answer = await body(call)
         except _Refusal as refusal:
             # A push not taken, or any call that lied (a Hello with another agent_id, ...):
-            # the agent is there and refused, which the board must say rather than `pending`.
-            if push or refusal.audited:
+            # the agent is there and refused, which the board must say rather than `pending`;
+            # unless its certificate stopped holding mid-call while the agent pushes under another.
+            shown = not (refusal.certificate and self._another_certificate_holds(entry, ctx.fingerprint_sha256))
+            if (push or refusal.audited) and shown:
                 self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=refusal.reason, detail=refusal.detail)
             await self._abort(context, method, ctx, entry, peer, refusal, push=push)
         except asyncio.CancelledError as cancelled:
@@ -484,7 +489,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                     **fields,
                     after_s=round(time.time() - call.started, 3),
                 )
-                self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=reason)
+                if ended is None or not self._another_certificate_holds(entry, ctx.fingerprint_sha256):
+                    self.tracker.pushed(entry, peer=peer, at=time.time(), outcome=reason)
                 self._count_push(ctx.tenant, reason)
             raise
         finally:
@@ -699,7 +705,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             caller_still_holds()
         except IdentityRefused as refusal:
             detail = f"{refusal.detail} (during the push: {call.delivered} of its {total} results were handed over before)"
-            raise _Refusal(refusal.reason, grpc.StatusCode.UNAUTHENTICATED, detail, audited=True) from None
+            raise _Refusal(refusal.reason, grpc.StatusCode.UNAUTHENTICATED, detail, audited=True, certificate=True) from None
 
 
 def _unknown(ctx: TenantContext, why: str = "") -> _Refusal:
