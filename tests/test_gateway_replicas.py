@@ -370,15 +370,40 @@ def test_sightings_from_the_bucket_are_checked() -> None:
 
     good = PushSighting("gw-a", "ab12", "10.0.0.5:41000", 3)
     assert PushSighting.parse(good.dump()) == good
+    told = PushSighting("gw-a", "ab12", "10.0.0.5:41000", 3, 30.0)
+    assert PushSighting.parse(told.dump()) == told
+    earlier = b'{"poller_id":"a","instance":"x","peer":"","pushes":1}'  # an earlier release's: no told_interval
+    assert PushSighting.parse(earlier).told_interval is None
     for raw in (
         b"[]",
         b"{",
         b'{"poller_id":"","instance":"x","peer":"","pushes":1}',
         b'{"poller_id":"a","instance":"x","peer":"","pushes":-1}',
+        b'{"poller_id":"a","instance":"x","peer":"","pushes":1,"told_interval":0}',
+        b'{"poller_id":"a","instance":"x","peer":"","pushes":1,"told_interval":"30s"}',
+        b'{"poller_id":"a","instance":"x","peer":"","pushes":1,"told_interval":1e300}',
+        b'{"poller_id":"a","instance":"x","peer":"","pushes":1,"told_interval":true}',
     ):
         with pytest.raises(RecordError):
             PushSighting.parse(raw)
     assert push_key(ACME, "edge 1") == "push.acme-corp.=6564676520" + "31"
+
+
+async def test_a_replica_judges_another_replicas_sighting_by_the_interval_told_there() -> None:
+    # A reload shortened the entry's interval from 10 s to 2 s; the agent pushes to the other
+    # replica at the 10 s it was told there. This replica answers for it (no members: itself)
+    # and must not call it unreachable 6 s after that replica's sighting. No bucket is
+    # needed for view(): the sightings are fed as the watch would deliver them.
+    entry = PushEntry("edge-1", tenant=ACME, component="agent-001", interval=2.0)
+    now = [1000.0]
+    here = SharedPushLiveness(None, PushTracker(), poller_id="gw-b", members=list, clock=lambda: now[0])  # type: ignore[arg-type]
+    here.set_entries([entry])
+    for told, expected in ((10.0, "elsewhere"), (None, "unreachable")):
+        sighting = PushSighting("gw-a", "other-instance", "10.0.0.5:41000", 7, told)
+        now[0] = 1000.0
+        await here._observe(push_key(ACME, "edge-1"), "PUT", sighting.dump())
+        now[0] = 1006.0
+        assert here.view(entry).state == expected, told
 
 
 # --- the daemon: two `run` replicas with a gateway and a cluster section --------------------------------

@@ -48,6 +48,7 @@ MEMBER_PREFIX = "member."
 LEASE_PREFIX = "lease."
 PUSH_PREFIX = "push."  # a gateway replica's sighting of a push agent (poller.gateway.replicas)
 _MAX_SIGHTING_BYTES = 4096
+_MAX_TOLD_INTERVAL = 7 * 86400.0  # seconds: longer than any push interval the config takes
 _PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _HEX = re.compile(r"=(?:[0-9a-f]{2})+")
 # A member record lists at most this many unowned agents (it is rewritten every heartbeat).
@@ -230,12 +231,15 @@ def parse_push_key(key: str) -> tuple[str, str]:
 @dataclass(frozen=True, slots=True)
 class PushSighting:
     """A replica (`poller_id`, in its process `instance`) took pushes of the agent; `pushes`
-    counts them there (it grows with every push, so each sighting is a change)."""
+    counts them there (it grows with every push, so each sighting is a change);
+    `told_interval`: the push interval that replica last told the agent (None: not
+    known there, or written by an earlier release), which the others judge it by too."""
 
     poller_id: str
     instance: str
     peer: str
     pushes: int
+    told_interval: float | None = None
 
     def dump(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -257,4 +261,9 @@ class PushSighting:
         pushes = doc.get("pushes")
         if isinstance(pushes, bool) or not isinstance(pushes, int) or pushes < 0:
             raise RecordError("push sighting: pushes is not a count")
-        return cls(str(texts[0]), str(texts[1]), str(texts[2]), pushes)
+        told = doc.get("told_interval")
+        if told is not None and (
+            isinstance(told, bool) or not isinstance(told, int | float) or not 0 < told <= _MAX_TOLD_INTERVAL
+        ):
+            raise RecordError("push sighting: told_interval is not an interval in seconds")
+        return cls(str(texts[0]), str(texts[1]), str(texts[2]), pushes, float(told) if told is not None else None)

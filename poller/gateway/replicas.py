@@ -177,8 +177,13 @@ class SharedPushLiveness:
         local = self.tracker.state_of(entry, now=now)
         record = self.tracker.get(entry.tenant, entry.name)
         seen = self._seen.get(key)
-        window = STALE_INTERVALS * live_interval(record, entry)
         other = seen if seen is not None and seen.sighting.instance != self.instance else None
+        interval = live_interval(record, entry)
+        if other is not None and other.sighting.told_interval is not None:
+            # The replica the agent pushes to told it this interval: after a reload that
+            # shortened the entry's, the agent keeps that pace until it asks again.
+            interval = max(interval, other.sighting.told_interval)
+        window = STALE_INTERVALS * interval
         other_fresh = other is not None and now - other.at <= window
         if local == "ok":
             last_here = record.last_push if record is not None else None
@@ -220,7 +225,7 @@ class SharedPushLiveness:
                 continue
             if not moved_here and now - when < entry.interval / 2:
                 continue
-            sighting = PushSighting(self.poller_id, self.instance, record.peer, record.pushes)
+            sighting = PushSighting(self.poller_id, self.instance, record.peer, record.pushes, record.told_interval)
             await self.kv.put(push_key(*key), sighting.dump())
             if self._unechoed is None:
                 self._unechoed = time.monotonic()
