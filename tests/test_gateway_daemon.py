@@ -768,6 +768,13 @@ async def test_a_reload_names_the_push_agents_it_added_removed_and_changed(pki, 
     assert (line["added"], line["removed"], line["changed"]) == (["edge-3"], ["edge-2"], ["edge-1"])
 
 
+def write_push_config(path, pki: ForgePki, interval: str, **entry) -> None:
+    """A config file with one push agent, edge-1 of acme-corp, at `interval` (for reloads)."""
+    path.write_text(
+        json.dumps(config(pki, {"edge-1": push_entry(ACME, interval=interval, **entry)}, metrics_listen="127.0.0.1:0"))
+    )
+
+
 async def test_a_reload_that_shortens_an_interval_judges_by_the_old_one_until_the_agent_is_told(pki, tmp_path, log_events):
     # ServiceRadar's agent learns an interval at Hello, or from a GetConfig every 5 minutes:
     # until then it pushes at the old pace, which is not silence.
@@ -775,7 +782,7 @@ async def test_a_reload_that_shortens_an_interval_judges_by_the_old_one_until_th
 
     path = tmp_path / "poller.json"
     entry = {"component": "agent-001", "checks": [CHECK]}
-    path.write_text(json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="10s", **entry)}, metrics_listen="127.0.0.1:0")))
+    write_push_config(path, pki, "10s", **entry)
     async with running(PollerDaemon(load_config(path), sink=MemorySink())) as daemon:
         assert daemon.pushes is not None
         agent = agent_for(daemon, pki, ACME, "agent-001")
@@ -784,9 +791,7 @@ async def test_a_reload_that_shortens_an_interval_judges_by_the_old_one_until_th
             config_version = (await agent.get_config()).config_version
             assert (await agent.push([agent.status("ssh")])).received
             pushed = time.time()
-            path.write_text(
-                json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="3s", **entry)}, metrics_listen="127.0.0.1:0"))
-            )
+            write_push_config(path, pki, "3s", **entry)
             assert await daemon.reload()
             await daemon.pushes.check_silence(pushed + 2 * 3.0 + 1.0)  # past the new window, inside the old
             assert (await status_of(daemon))["edge-1"]["state"] != "unreachable"
@@ -812,7 +817,7 @@ async def test_a_config_poll_answered_not_modified_tells_the_agent_no_new_interv
 
     path = tmp_path / "poller.json"
     entry = {"component": "agent-001", "checks": [CHECK | {"results_interval": "30s"}]}
-    path.write_text(json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="60s", **entry)}, metrics_listen="127.0.0.1:0")))
+    write_push_config(path, pki, "60s", **entry)
     async with running(PollerDaemon(load_config(path), sink=MemorySink())) as daemon:
         assert daemon.pushes is not None
         agent = agent_for(daemon, pki, ACME, "agent-001")
@@ -821,9 +826,7 @@ async def test_a_config_poll_answered_not_modified_tells_the_agent_no_new_interv
             version = (await agent.get_config()).config_version
             assert (await agent.push([agent.status("ssh")])).received
             pushed = time.time()
-            path.write_text(
-                json.dumps(config(pki, {"edge-1": push_entry(ACME, interval="20s", **entry)}, metrics_listen="127.0.0.1:0"))
-            )
+            write_push_config(path, pki, "20s", **entry)
             assert await daemon.reload()
             assert (await agent.get_config(config_version=version)).not_modified
             await daemon.pushes.check_silence(pushed + 2 * 20.0 + 5.0)

@@ -317,7 +317,7 @@ class PushSide:
         if waited <= STALE_INTERVALS * entry.interval:
             return
         record = self.tracker.get(entry.tenant, entry.name)
-        last_call = record.last_seen if record is not None and record.last_seen is not None else None
+        last_call = record.last_seen if record is not None else None
         if last_call is not None:
             event = "push_agent_not_pushing"
             ago = now - last_call

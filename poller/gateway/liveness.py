@@ -164,7 +164,7 @@ def live_interval(record: PushRecord | None, entry: PushEntry) -> float:
     when it next asks (ServiceRadar's agent: at its next Hello, or GetConfig every 5
     minutes); until then it pushes at the old pace, which must not read as silence."""
     told = record.told_interval if record is not None else None
-    return entry.interval if told is None or told <= entry.interval else told
+    return entry.interval if told is None else max(entry.interval, told)
 
 
 def _fresh(record: PushRecord, interval: float, now: float) -> bool:
