@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import errno
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from poller.gateway import (
     serve_gateway,
 )
 from poller.gateway import service as gateway_service
+from poller.gateway.reads import AgentReads
 from poller.gateway.service import KEPT_CHUNK_BYTES, KEPT_STATUS_BYTES
 from poller.identity import certinfo
 from poller.identity.reasons import InvalidArgument, Reason
@@ -336,6 +337,90 @@ async def test_a_unary_call_is_proven_before_its_request_is_read(gw, method):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call(never_sent(), timeout=30)  # without the fix: DEADLINE_EXCEEDED
     assert refusal_of(info.value) == (grpc.StatusCode.UNAUTHENTICATED, "revoked")
+
+
+class WatchedReads(AgentReads):
+    """The gateway's read places, telling a test when a wait of its is met: each
+    change is looked at on the loop's next turn (a wait for a place has begun, or the
+    place is held and its read awaits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waits: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    def _look(self) -> None:
+        for predicate, met in list(self._waits):
+            if not met.done() and predicate():
+                met.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def place(self, agent):
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._look)
+        try:
+            async with super().place(agent):
+                yield
+        finally:
+            loop.call_soon(self._look)
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        met = asyncio.get_running_loop().create_future()
+        self._waits.append((predicate, met))
+        self._look()
+        await asyncio.wait_for(met, timeout)
+
+
+def never_sent_call(agent: PushAgent, method: str = "PushStatus") -> asyncio.Future:
+    """A unary method called as a stream whose one request never comes: the call waits
+    for it, holding whatever the gateway gave it before the read."""
+    call = agent.channel.stream_unary(f"/monitoring.AgentGatewayService/{method}", lambda raw: raw, lambda raw: raw)
+
+    async def never_sent() -> AsyncIterator[bytes]:
+        await asyncio.Event().wait()
+        yield b""
+
+    return asyncio.ensure_future(call(never_sent(), timeout=30))
+
+
+@pytest.mark.parametrize("over", ["calls", "rate"])
+async def test_an_admitted_agents_call_over_its_bounds_is_refused_before_its_request_is_read(pki, tmp_path, over):
+    # grpc takes a whole message (up to 16 MiB) once it is asked for: an admitted key's
+    # calls over its calls in flight, or over its tenant's rate, were each read in full
+    # before they were refused. Refused before the read, a call that has sent nothing yet
+    # is refused at once (without the fix it waited for its request: DEADLINE_EXCEEDED).
+    bounds = GatewayBounds(max_calls_per_agent=1) if over == "calls" else GatewayBounds(push_rate=0.001, push_burst=1)
+    async with started(pki, tmp_path, bounds=bounds) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        g.gateway.reads = reads = WatchedReads()
+        first = never_sent_call(agent)  # takes the one call place, or the one token
+        await reads.until(lambda: reads.reading((ACME, "agent-001", "partition-1")) == 1)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await never_sent_call(agent)
+        assert refusal_of(info.value) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
+        first.cancel()
+
+
+async def test_an_agents_requests_are_read_a_few_at_a_time_and_its_siblings_are_not_held(pki, tmp_path):
+    # One key's concurrent 15 MB pushes were all read at once (48 of them: 2.0 GB). Each
+    # agent's messages are read READS_PER_AGENT at a time; its other calls wait their turn.
+    second = PushEntry("edge-acme-2", tenant=ACME, component="agent-002", checks=CHECKS, interval=15.0)
+    async with started(pki, tmp_path, entries=[*entries(), second]) as g:
+        g.gateway.reads = reads = WatchedReads()
+        hog = g.agent(pki.agent(ACME, "agent-001"))
+        key = (ACME, "agent-001", "partition-1")
+        holding = [never_sent_call(hog, method) for method in ("PushStatus", "Hello", "GetConfig", "PushStatus")[: reads.places]]
+        await reads.until(lambda: reads.reading(key) == reads.places)
+        waiting = asyncio.ensure_future(hog.push([hog.status("waited")]))
+        await reads.until(lambda: reads.waiting(key) == 1)
+        sibling = g.agent(pki.agent(ACME, "agent-002"))
+        assert (await sibling.push([sibling.status("sibling")])).received  # not behind agent-001's reads
+        assert not waiting.done()
+        holding[0].cancel()  # one of the hog's places is free again
+        assert (await waiting).received
+        assert sorted(r["service_name"] for r in g.rows(ACME)) == ["sibling", "waited"]
+        for call in holding[1:]:
+            call.cancel()
+        await reads.until(lambda: reads.reading(key) == 0 and reads.waiting(key) == 0)
 
 
 async def test_a_unary_call_without_its_request_is_invalid(gw):
@@ -691,17 +776,16 @@ async def test_calls_in_flight_per_tenant_are_bounded(pki, tmp_path):
 async def test_one_agent_cannot_hold_every_place_of_its_tenant(pki, tmp_path):
     # A stolen key of one agent, holding streams open, must not cut off its sibling agents.
     second = PushEntry("edge-acme-2", tenant=ACME, component="agent-002", checks=CHECKS, interval=15.0)
-    bounds = GatewayBounds(max_calls_per_tenant=3, max_calls_per_agent=2)
+    bounds = GatewayBounds(max_calls_per_tenant=2, max_calls_per_agent=1)
     async with started(pki, tmp_path, bounds=bounds, entries=[*entries(), second]) as g:
         hog = g.agent(pki.agent(ACME, "agent-001"))
-        sessions = [hog.control_stream() for _ in range(2)]
-        for session in sessions:
-            await session.opened()  # its share, held
+        sessions = [hog.control_stream()]
+        await sessions[0].opened()  # its share, held
         exhausted = (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
         assert (await hog.control_stream().ended()) == exhausted
         assert await refused(hog.push([hog.status("x")])) == exhausted
         sibling = g.agent(pki.agent(ACME, "agent-002"))
-        assert (await sibling.push([sibling.status("y")])).received  # the tenant's third place is its
+        assert (await sibling.push([sibling.status("y")])).received  # the tenant's second place is its
         assert [r["service_name"] for r in g.rows(ACME)] == ["y"]
         await sessions[0].close()
         assert (await sessions[0].ended())[0] == grpc.StatusCode.OK
@@ -886,6 +970,47 @@ async def test_a_control_stream_is_held_open_then_cut_off_when_revoked(gw, log_e
     assert ended["method"] == "/monitoring.AgentGatewayService/ControlStream" and ended["component"] == "agent-001"
     closed = [e for e in log_events() if e["event"] == "push_agent_control_stream_closed"]
     assert [(e["tenant"], e["agent"]) for e in closed] == [(ACME, "edge-acme")]  # said, as when the agent hangs up
+
+
+async def test_an_agents_newer_control_stream_takes_the_place_of_its_older_one(gw, log_events):
+    # Each control stream keeps a message read open (up to 16 MiB): one key's 64 of them
+    # held 64 reads. An agent holds one; a reconnect's new stream ends the one it left.
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    old = agent.control_stream()
+    await old.opened()
+    other = gw.agent(gw.pki.agent(XYZ, "agent-007", "site-b"))
+    others = other.control_stream()
+    await others.opened()
+    new = agent.control_stream()
+    await new.opened()
+    assert await old.ended() == (grpc.StatusCode.OK, None)
+    record = gw.gateway.tracker.get(ACME, "edge-acme")
+    assert record is not None and record.open_streams == 1 and not new.call.done() and not others.call.done()
+    [superseded] = [e for e in log_events() if e["event"] == "push_agent_control_stream_superseded"]
+    assert (superseded["tenant"], superseded["agent"]) == (ACME, "edge-acme")
+    await new.close()
+    await others.close()
+    assert await new.ended() == (grpc.StatusCode.OK, None) and await others.ended() == (grpc.StatusCode.OK, None)
+
+
+async def test_a_control_stream_must_begin_with_its_hello(gw):
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    session = agent.control_stream()
+    session.outbox.get_nowait()  # its hello, taken out: the first message is something else
+    await session.send(pb.ControlStreamRequest(command_ack=pb.CommandAck(command_id="c-1")))
+    assert await session.ended() == (grpc.StatusCode.FAILED_PRECONDITION, "invalid_payload")
+    assert gw.refused(ACME, "ControlStream", "invalid_payload") == 1
+
+
+async def test_a_control_stream_without_a_hello_ends_after_the_hello_timeout(gw, monkeypatch):
+    monkeypatch.setattr(gateway_service, "CONTROL_HELLO_TIMEOUT", 0.5)
+    agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
+    session = agent.control_stream()
+    session.outbox.get_nowait()  # says nothing
+    assert await session.ended() == (grpc.StatusCode.DEADLINE_EXCEEDED, "timeout")
+    record = gw.gateway.tracker.get(ACME, "edge-acme")
+    assert record is not None and record.open_streams == 0
+    assert gw.gateway.reads.reading((ACME, "agent-001", "partition-1")) == 0
 
 
 class BlocksOnSecond(FileSink):

@@ -97,14 +97,15 @@ def service_handlers(gateway: AgentGateway) -> dict[str, grpc.RpcMethodHandler]:
     """AgentGatewayService's method handlers, from its descriptor: each unary method is
     served so that its request is read after the proof (poller.server.read_after_proof;
     a revoked certificate's pushes were each read in full, up to 16 MiB, before they
-    were refused), the streams as they are. On the wire nothing changes."""
+    were refused), when the gateway has admitted the call and given it a read place;
+    the streams as they are. On the wire nothing changes."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in pb.DESCRIPTOR.services_by_name["AgentGatewayService"].methods:
         behaviour = getattr(gateway, method.name)
         request = GetMessageClass(method.input_type).FromString
         response = GetMessageClass(method.output_type).SerializeToString
         if not method.client_streaming and not method.server_streaming:
-            handlers[method.name] = unary_read_after_proof(behaviour, request, response)
+            handlers[method.name] = unary_read_after_proof(behaviour, request, response, reads_itself=True)
         elif method.client_streaming and not method.server_streaming:
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(behaviour, request, response)
         elif method.client_streaming:

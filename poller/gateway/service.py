@@ -40,6 +40,7 @@ from poller.delivery.registry import Checked, Delivery
 from poller.delivery.result import PollResult
 from poller.gateway.bounds import GatewayBounds, TenantLimits
 from poller.gateway.liveness import STALE_INTERVALS, PushTracker, live_interval
+from poller.gateway.reads import AgentReads
 from poller.gateway.registry import PushEntry, PushRegistry
 from poller.identity.context import TenantContext, current_tenant
 from poller.identity.reasons import IdentityRefused, PollerError, Reason
@@ -77,9 +78,16 @@ _STATUS_SOURCES = frozenset({"", "status"})  # what nearly every status says: no
 # terminal, a log viewer or a page would act on (a regex search: no set per field).
 _has_control = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]").search
 T = TypeVar("T")
+M = TypeVar("M")
+#: A unary method's request, read when awaited (poller.server.read_after_proof, reads_itself).
+Read = Callable[[], Awaitable[M | None]]
 CONFIG_POLL_INTERVAL = 300  # seconds: how often an agent asks GetConfig again
 # The cancellation message of a long-lived call whose caller a reload delisted.
 DELISTED = "poller: the push entries no longer admit the caller"
+# ... and of a control stream whose agent opened a newer one.
+SUPERSEDED = "poller: the agent's newer control stream took its place"
+# Seconds a control stream may take to send its hello (the agent sends it at once).
+CONTROL_HELLO_TIMEOUT = 30.0
 # A tenant over its rate is refused every call, counted in full, but each agent's
 # refusals of one method are logged once in this many seconds (with the number held
 # back): a flood must not become one, and one agent's flood hides no other agent's.
@@ -147,10 +155,11 @@ def _invalid(detail: str) -> _Refusal:
 class _Call:
     """One gateway call: the proven caller, its push entry, its peer."""
 
-    __slots__ = ("ctx", "delivered", "entry", "method", "peer", "started")
+    __slots__ = ("agent", "ctx", "delivered", "entry", "method", "peer", "started")
 
     def __init__(self, ctx: TenantContext, entry: PushEntry, method: str, peer: str) -> None:
         self.ctx, self.entry, self.method, self.peer = ctx, entry, method, peer
+        self.agent = (ctx.tenant, ctx.component_id, ctx.partition_id)  # whose read places it takes
         self.started = time.time()
         self.delivered = 0  # results handed to the handlers so far (a cut push may have filed some)
 
@@ -194,6 +203,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self.partition = partition
         self.bounds = bounds or GatewayBounds()
         self.limits = TenantLimits(self.bounds)
+        self.reads = AgentReads()  # each agent's messages are read a few at a time
         self.budget = budget or ReassemblyBudget()
         self.trust = trust
         self.tracker = tracker or PushTracker()
@@ -209,8 +219,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
 
     # -- the five methods ---------------------------------------------------------------
 
-    async def Hello(self, request: pb.AgentHelloRequest, context: grpc.aio.ServicerContext) -> pb.AgentHelloResponse:
+    async def Hello(self, read: Read[pb.AgentHelloRequest], context: grpc.aio.ServicerContext) -> pb.AgentHelloResponse:
         async def body(call: _Call) -> pb.AgentHelloResponse:
+            request = await self._read(call, read)
             self._check_identity(call, request.agent_id, request.partition)
             entry = call.entry
             self.tracker.told(entry, entry.interval)
@@ -238,8 +249,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
 
         return await self._serve(context, "Hello", body)
 
-    async def GetConfig(self, request: pb.AgentConfigRequest, context: grpc.aio.ServicerContext) -> pb.AgentConfigResponse:
+    async def GetConfig(self, read: Read[pb.AgentConfigRequest], context: grpc.aio.ServicerContext) -> pb.AgentConfigResponse:
         async def body(call: _Call) -> pb.AgentConfigResponse:
+            request = await self._read(call, read)
             self._check_identity(call, request.agent_id, "")
             entry = call.entry
             if request.config_version == entry.config_version:
@@ -257,8 +269,11 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
 
         return await self._serve(context, "GetConfig", body)
 
-    async def PushStatus(self, request: pb.GatewayStatusRequest, context: grpc.aio.ServicerContext) -> pb.GatewayStatusResponse:
+    async def PushStatus(
+        self, read: Read[pb.GatewayStatusRequest], context: grpc.aio.ServicerContext
+    ) -> pb.GatewayStatusResponse:
         async def body(call: _Call) -> pb.GatewayStatusResponse:
+            request = await self._read(call, read)
             self._check_identity(call, request.agent_id, request.partition)
             self._check_tenant_claims(call, request.tenant_id, request.tenant_slug)
             if len(request.services) > self.bounds.max_services:
@@ -288,7 +303,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 try:
                     async with asyncio.timeout(self.bounds.stream_timeout):
                         with self._held_open(call):
-                            kept, timestamp = await self._reassemble(call, request_iterator, lease)
+                            kept, timestamp = await self._reassemble(call, self._read_each(call, request_iterator), lease)
                 except TimeoutError:
                     raise _Refusal(
                         Reason.INCOMPLETE_STREAM,
@@ -310,26 +325,72 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         self, request_iterator: AsyncIterator[pb.ControlStreamRequest], context: grpc.aio.ServicerContext
     ) -> None:
         """Accepted and held open while the identity holds (the interceptor ends
-        it when it stops holding); no commands are sent yet."""
+        it when it stops holding); no commands are sent yet. Its first message is
+        the agent's hello (as upstream's gateway: else FAILED_PRECONDITION), within
+        CONTROL_HELLO_TIMEOUT; an agent's newer control stream takes the place of
+        its older one, which ends (OK), so one agent holds one."""
 
         async def body(call: _Call) -> None:
             self.tracker.stream_opened(call.entry, peer=call.peer, at=call.started)
-            opened = False
             try:
                 with self._held_open(call):
-                    async for message in request_iterator:
+                    messages = aiter(request_iterator)
+                    hello = await self._control_hello(call, messages)
+                    if hello is None:
+                        return  # the agent hung up before saying anything
+                    self._check_identity(call, hello.agent_id, hello.partition)
+                    self._supersede(call)
+                    log.info("push_agent_control_stream", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
+                    await context.send_initial_metadata(())  # the agent learns the stream is held (headers)
+                    self.tracker.seen(call.entry, peer=call.peer, at=time.time())
+                    async for message in messages:
                         if message.WhichOneof("payload") == "hello":
                             self._check_identity(call, message.hello.agent_id, message.hello.partition)
-                            log.info("push_agent_control_stream", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
-                        if not opened:  # the agent learns the stream is held (headers) once its first message passed
-                            await context.send_initial_metadata(())
-                            opened = True
                         self.tracker.seen(call.entry, peer=call.peer, at=time.time())
+            except asyncio.CancelledError as cancelled:
+                if SUPERSEDED not in cancelled.args:
+                    raise
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()  # replaced by the agent's newer stream: ended, not failed
             finally:  # however it ends: the agent hung up, its identity ended, a reload delisted it
                 self.tracker.stream_closed(call.entry)
                 log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
 
         await self._serve(context, "ControlStream", body)
+
+    async def _control_hello(self, call: _Call, messages: AsyncIterator[pb.ControlStreamRequest]) -> pb.ControlStreamHello | None:
+        """A control stream's first message, its hello (None: the stream ended first),
+        read holding one of the agent's read places."""
+        try:
+            async with asyncio.timeout(CONTROL_HELLO_TIMEOUT), self.reads.place(call.agent):
+                first = await anext(messages, None)
+        except TimeoutError:
+            raise _Refusal(
+                Reason.TIMEOUT, grpc.StatusCode.DEADLINE_EXCEEDED, f"no hello within {CONTROL_HELLO_TIMEOUT:g} s"
+            ) from None
+        if first is None:
+            return None
+        if first.WhichOneof("payload") != "hello":
+            raise _Refusal(
+                Reason.INVALID_PAYLOAD, grpc.StatusCode.FAILED_PRECONDITION, "a control stream's first message must be its hello"
+            )
+        return first.hello
+
+    def _supersede(self, call: _Call) -> None:
+        """End the agent's other control streams: this one takes their place. A stream
+        left on a connection that died (until the keepalive finds it) or a stolen key's
+        would otherwise each keep a message read open (up to 16 MiB)."""
+        for other, task in list(self._held.items()):
+            if other is not call and other.method == "ControlStream" and other.agent == call.agent:
+                log.info(
+                    "push_agent_control_stream_superseded",
+                    tenant=call.ctx.tenant,
+                    agent=call.entry.name,
+                    peer=other.peer,
+                    by_peer=call.peer,
+                )
+                task.cancel(SUPERSEDED)
 
     def count_unknown(self, tenant: str, method: str | None) -> None:
         """The push policy refused an unlisted identity: a call refused `unknown_agent`
@@ -542,6 +603,28 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             self._count_push(ctx.tenant, refusal.reason)
         self._refused.child(ctx.tenant, method, refusal.reason).inc()
         await abort_refused(context, refusal.code, refusal.reason, f"{refusal.reason.value}: {refusal.detail}")
+
+    # -- reading what the caller sends ----------------------------------------------------
+
+    async def _read(self, call: _Call, read: Read[M]) -> M:
+        """A unary call's request, read once the call is admitted (proof, rates, calls in
+        flight) and holding one of its agent's read places (poller.gateway.reads)."""
+        async with self.reads.place(call.agent):
+            request = await read()
+        if request is None:
+            raise _invalid("a unary call without its request message")
+        return request
+
+    async def _read_each(self, call: _Call, messages: AsyncIterator[M]) -> AsyncIterator[M]:
+        """A stream's messages, each read holding one of its agent's read places."""
+        iterator = aiter(messages)
+        while True:
+            async with self.reads.place(call.agent):
+                try:
+                    message = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+            yield message
 
     # -- what a request must agree with ---------------------------------------------------
 

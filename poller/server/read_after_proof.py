@@ -41,25 +41,56 @@ READ_AFTER_PROOF_OPTIONS: tuple[tuple[str, int], ...] = (
 class ReadAfterProof:
     """A unary behaviour `(request, context) -> response` served as stream-unary: it
     reads the one request message, then runs the behaviour. TenantServerInterceptor
-    guards it as the unary call it is (proof first, no identity watch)."""
+    guards it as the unary call it is (proof first, no identity watch).
 
-    __slots__ = ("behaviour",)
+    With `reads_itself` the behaviour is `(read, context) -> response` instead, and
+    the request is read when it awaits `read()` (None: the client sent no message):
+    a servicer that admits a proven caller further (its rate, its calls in flight,
+    a read place) does so before grpc takes the request's bytes."""
 
-    def __init__(self, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> None:
+    __slots__ = ("behaviour", "reads_itself")
+
+    def __init__(
+        self, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], *, reads_itself: bool = False
+    ) -> None:
         self.behaviour = behaviour
+        self.reads_itself = reads_itself
 
     async def __call__(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-        async for request in requests:  # the first message is the request: a unary client sends one
-            return await self.behaviour(request, context)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a unary call without its request message")
+        if self.reads_itself:
+            return await self.behaviour(_OneRequest(requests), context)
+        request = await _OneRequest(requests)()
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a unary call without its request message")
+        return await self.behaviour(request, context)
+
+
+class _OneRequest:
+    """`await read()`: a unary call's request message, or None when the client ended
+    its side without one (a unary client sends exactly one)."""
+
+    __slots__ = ("requests",)
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self.requests = requests
+
+    async def __call__(self) -> Any:
+        async for request in self.requests:
+            return request
+        return None
 
 
 def unary_read_after_proof(
     behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
     request_deserializer: Callable[[bytes], Any],
     response_serializer: Callable[[Any], bytes],
+    *,
+    reads_itself: bool = False,
 ) -> grpc.RpcMethodHandler:
-    """The grpc method handler of a unary method whose request is read after the proof."""
+    """The grpc method handler of a unary method whose request is read after the proof
+    (`reads_itself`: when the behaviour awaits it; see ReadAfterProof)."""
     return grpc.stream_unary_rpc_method_handler(
-        ReadAfterProof(behaviour), request_deserializer=request_deserializer, response_serializer=response_serializer
+        ReadAfterProof(behaviour, reads_itself=reads_itself),
+        request_deserializer=request_deserializer,
+        response_serializer=response_serializer,
     )

@@ -1,0 +1,87 @@
+"""One agent's requests are read a few at a time.
+
+grpc holds at most 1 MiB of a request nobody has asked for yet (flow control,
+poller.server.read_after_proof), but once a handler asks for a message grpc
+takes all of it, up to the receive limit (16 MiB). An agent admitted to 64
+calls in flight could so have 64 messages of 16 MiB read at once: one valid
+(stolen) key's 48 concurrent 15 MB pushes took the gateway to 2.0 GB, for
+every tenant. Each message of an agent's calls is read holding one of its
+`READS_PER_AGENT` places; its other calls wait their turn, each holding at most
+what flow control lets it send ahead. What a read message then holds is
+charged to the tenant's share of the reassembly budget.
+
+ServiceRadar's agent pushes one request at a time (a ControlStream aside,
+which reads under its own rule: one per agent, AgentGateway), so the places
+cost an honest agent nothing.
+
+>>> async def two_agents_reading():
+...     reads = AgentReads(places=1)
+...     async with reads.place("agent-001"):
+...         async with reads.place("agent-002"):  # another agent's read does not wait
+...             return reads.reading("agent-001"), reads.reading("agent-002"), reads.waiting("agent-001")
+>>> asyncio.run(two_agents_reading())
+(1, 1, 0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Hashable
+
+__all__ = ["READS_PER_AGENT", "AgentReads"]
+
+#: Messages of one agent read at once. Four: a push, a GetConfig and a stream's chunk
+#: of ServiceRadar's agent never wait; one key holds at most 4 x 16 MiB being read.
+READS_PER_AGENT = 4
+
+
+class _Places:
+    __slots__ = ("held", "semaphore", "users")
+
+    def __init__(self, places: int) -> None:
+        self.semaphore = asyncio.Semaphore(places)
+        self.users = 0  # reading or waiting to: the record is dropped at 0
+        self.held = 0
+
+
+class AgentReads:
+    """Read places per agent (any hashable key: the gateway's is tenant, component,
+    partition). A record exists only while one of the agent's reads holds or waits
+    for a place, so the records are bounded by the calls in flight."""
+
+    def __init__(self, places: int = READS_PER_AGENT) -> None:
+        if places < 1:
+            raise ValueError("an agent needs at least one read place")
+        self.places = places
+        self._agents: dict[Hashable, _Places] = {}
+
+    @contextlib.asynccontextmanager
+    async def place(self, agent: Hashable) -> AsyncIterator[None]:
+        """Hold one of `agent`'s read places while reading one message (waiting, in
+        turn, while all are held). A cancelled wait takes none."""
+        record = self._agents.get(agent)
+        if record is None:
+            record = self._agents[agent] = _Places(self.places)
+        record.users += 1
+        try:
+            async with record.semaphore:
+                record.held += 1
+                try:
+                    yield
+                finally:
+                    record.held -= 1
+        finally:
+            record.users -= 1
+            if not record.users:
+                del self._agents[agent]
+
+    def reading(self, agent: Hashable) -> int:
+        """How many of `agent`'s messages are being read now (places held)."""
+        record = self._agents.get(agent)
+        return record.held if record is not None else 0
+
+    def waiting(self, agent: Hashable) -> int:
+        """How many of `agent`'s reads wait for a place."""
+        record = self._agents.get(agent)
+        return record.users - record.held if record is not None else 0
