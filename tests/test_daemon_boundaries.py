@@ -189,6 +189,21 @@ async def test_a_cancelled_waiter_gives_its_slot_back():
         assert limiter.in_use == 1
 
 
+async def test_an_agent_without_checks_is_counted_by_what_its_cycle_found(pki, serve):
+    # An outside review: an impostor listed with "checks": [] was refused, logged
+    # agent_refused, and counted ok (no results: nothing to judge by), so run --once exited 0.
+    a = await serve(pki.agent(ACME, "agent-001"))
+    impostor = await serve(pki.agent(ACME, "agent-666", issuer_tenant=XYZ, dns=[]))
+    settings = settings_for(pki, {"a": entry(a, checks=()), "impostor": entry(impostor, checks=())})
+    scheduler = Scheduler(settings, TrustStore(pki.directory), MemorySink().publish)
+    scheduler.start(loops=False)
+    try:
+        assert await scheduler.run_once() == []
+    finally:
+        await scheduler.stop(grace=1)
+    assert scheduler.take_tally() == {ACME: {"ok": 1, "refused": 1}}
+
+
 async def test_poll_summary_counts_agents_not_checks(pki, serve):
     a = await serve(pki.agent(ACME, "agent-001"))
     b = await serve(pki.agent(ACME, "agent-002"))

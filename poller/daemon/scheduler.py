@@ -279,7 +279,9 @@ class Scheduler:
             self._log_change(worker, record)
             labels = dict(tenant=worker.agent.tenant, agent=worker.agent.name)
             self.metrics.agent_failures.labels(**labels).set(record.consecutive_failures)
-        overall = agent_outcome(results)
+        # An agent without checks has no results: its outcome is what the cycle found of it
+        # (a refused proof must not be counted ok, nor `run --once` exit 0).
+        overall = agent_outcome(results) if results else _outcome_of(record)
         self._outcomes[worker.agent.name] = (worker.agent.tenant, overall)
         if results and overall is Reason.OK:
             self.metrics.agent_last_success.labels(**labels).set(time.time())
@@ -401,3 +403,14 @@ def name_changes(before: Mapping[str, object], after: Mapping[str, object]) -> d
         "removed": [n for n in before if n not in after],
         "changed": [n for n in after if n in before and after[n] != before[n]],
     }
+
+
+def _outcome_of(status: AgentStatus) -> Reason:
+    """An agent's outcome from its board record, for a cycle with no results to judge by."""
+    if status.state is AgentState.PROVEN:
+        return Reason.OK
+    if status.state is AgentState.REFUSED:
+        return Reason.REFUSED
+    if status.state is AgentState.PENDING:
+        return Reason.PENDING
+    return status.reason or Reason.UNREACHABLE
