@@ -3,10 +3,13 @@ exercise it over real TLS; these pin the edges no loopback run reaches)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from poller.gateway import bounds as bounds_module
 from poller.gateway.bounds import GatewayBounds, TenantLimits
+from poller.gateway.reads import AgentReads
 from poller.identity.reasons import InvalidArgument
 
 ACME, XYZ = "acme-corp", "xyz-inc"
@@ -198,3 +201,35 @@ def test_a_certificate_making_a_connection_per_call_keeps_few_records():
         assert call(lim, f"10.0.{i // 250}.{i % 250}:1", "agent-1", now=i * 0.01) is None
     assert lim.connections(ACME, now=50.0) == 1
     assert lim.tracked(ACME) <= LEFT_REMEMBERED + 1
+
+
+async def test_a_read_waits_its_turn_and_a_cancelled_wait_takes_no_place():
+    reads = AgentReads(places=1)
+    async with reads.place("agent-001"):
+        first = asyncio.ensure_future(reads.place("agent-001").__aenter__())
+        second = asyncio.ensure_future(reads.place("agent-001").__aenter__())
+        await asyncio.wait([first, second], timeout=0)  # both parked behind the held place
+        assert reads.waiting("agent-001") == 2 and not first.done()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert reads.waiting("agent-001") == 1
+    await second  # the freed place went to the one still waiting
+    assert reads.reading("agent-001") == 1 and reads.waiting("agent-001") == 0
+    await reads.place("agent-001").__aexit__(None, None, None)
+    assert reads.reading("agent-001") == 0 and "agent-001" not in reads._agents  # no record left behind
+
+
+async def test_a_place_handed_to_a_wait_being_cancelled_is_handed_on():
+    reads = AgentReads(places=1)
+    holding = reads.place("agent-001")
+    await holding.__aenter__()
+    handed = asyncio.ensure_future(reads.place("agent-001").__aenter__())
+    after = asyncio.ensure_future(reads.place("agent-001").__aenter__())
+    await asyncio.wait([handed, after], timeout=0)
+    await holding.__aexit__(None, None, None)  # hands its place to `handed` ...
+    handed.cancel()  # ... which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await handed
+    await after  # the place went on to the next in turn, not lost
+    assert reads.reading("agent-001") == 1

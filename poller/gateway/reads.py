@@ -26,8 +26,9 @@ cost an honest agent nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Hashable
+from collections import deque
+from collections.abc import Hashable
+from types import TracebackType
 
 __all__ = ["READS_PER_AGENT", "AgentReads"]
 
@@ -37,18 +38,18 @@ READS_PER_AGENT = 4
 
 
 class _Places:
-    __slots__ = ("held", "semaphore", "users")
+    __slots__ = ("held", "waiters")
 
-    def __init__(self, places: int) -> None:
-        self.semaphore = asyncio.Semaphore(places)
-        self.users = 0  # reading or waiting to: the record is dropped at 0
+    def __init__(self) -> None:
         self.held = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()  # in turn; a freed place is handed to the first
 
 
 class AgentReads:
     """Read places per agent (any hashable key: the gateway's is tenant, component,
     partition). A record exists only while one of the agent's reads holds or waits
-    for a place, so the records are bounded by the calls in flight."""
+    for a place, so the records are bounded by the calls in flight. A free place is
+    taken without a turn of the event loop: this is on every push's path."""
 
     def __init__(self, places: int = READS_PER_AGENT) -> None:
         if places < 1:
@@ -56,25 +57,11 @@ class AgentReads:
         self.places = places
         self._agents: dict[Hashable, _Places] = {}
 
-    @contextlib.asynccontextmanager
-    async def place(self, agent: Hashable) -> AsyncIterator[None]:
-        """Hold one of `agent`'s read places while reading one message (waiting, in
-        turn, while all are held). A cancelled wait takes none."""
-        record = self._agents.get(agent)
-        if record is None:
-            record = self._agents[agent] = _Places(self.places)
-        record.users += 1
-        try:
-            async with record.semaphore:
-                record.held += 1
-                try:
-                    yield
-                finally:
-                    record.held -= 1
-        finally:
-            record.users -= 1
-            if not record.users:
-                del self._agents[agent]
+    def place(self, agent: Hashable) -> _Place:
+        """`async with reads.place(agent):` hold one of `agent`'s read places while
+        reading one message (waiting, in turn, while all are held). A cancelled wait
+        takes none."""
+        return _Place(self, agent)
 
     def reading(self, agent: Hashable) -> int:
         """How many of `agent`'s messages are being read now (places held)."""
@@ -84,4 +71,52 @@ class AgentReads:
     def waiting(self, agent: Hashable) -> int:
         """How many of `agent`'s reads wait for a place."""
         record = self._agents.get(agent)
-        return record.users - record.held if record is not None else 0
+        return len(record.waiters) if record is not None else 0
+
+    async def _wait(self, agent: Hashable, record: _Places) -> None:
+        turn = asyncio.get_running_loop().create_future()
+        record.waiters.append(turn)
+        try:
+            await turn  # the place of a read that ended, handed over: `held` stays
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # handed over as the wait was cancelled
+                self._give_back(agent, record)
+            else:
+                record.waiters.remove(turn)
+                self._forget_if_idle(agent, record)
+            raise
+
+    def _give_back(self, agent: Hashable, record: _Places) -> None:
+        while record.waiters:
+            turn = record.waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        record.held -= 1
+        self._forget_if_idle(agent, record)
+
+    def _forget_if_idle(self, agent: Hashable, record: _Places) -> None:
+        if not record.held and not record.waiters:
+            del self._agents[agent]
+
+
+class _Place:
+    __slots__ = ("agent", "reads")
+
+    def __init__(self, reads: AgentReads, agent: Hashable) -> None:
+        self.reads, self.agent = reads, agent
+
+    async def __aenter__(self) -> None:
+        reads, agent = self.reads, self.agent
+        record = reads._agents.get(agent)
+        if record is None:
+            record = reads._agents[agent] = _Places()
+        if record.held < reads.places and not record.waiters:
+            record.held += 1
+            return
+        await reads._wait(agent, record)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.reads._give_back(self.agent, self.reads._agents[self.agent])
