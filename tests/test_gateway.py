@@ -423,7 +423,7 @@ async def test_an_agents_requests_are_read_a_few_at_a_time_and_its_siblings_are_
         await reads.until(lambda: reads.reading(key) == 0 and reads.waiting(key) == 0)
 
 
-async def test_a_unary_call_without_its_request_is_invalid(gw):
+async def test_a_unary_call_without_its_request_is_refused_and_counted(gw):
     agent = gw.agent(gw.pki.agent(ACME, "agent-001"))
     call = agent.channel.stream_unary("/monitoring.AgentGatewayService/PushStatus", lambda raw: raw, lambda raw: raw)
 
@@ -433,8 +433,23 @@ async def test_a_unary_call_without_its_request_is_invalid(gw):
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call(none(), timeout=30)
-    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal_of(info.value) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted")
     assert gw.rows(ACME) == []
+
+
+async def test_a_push_over_the_receive_limit_is_counted_and_named(pki, tmp_path, log_events):
+    # grpc refuses a message over its receive limit itself, and the handler sees no
+    # message: it was neither counted nor logged (a residual of earlier stops).
+    async with started(pki, tmp_path, bounds=GatewayBounds(max_results_bytes=1024)) as g:
+        agent = g.agent(pki.agent(ACME, "agent-001"))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await agent.push([agent.huge_status(g.gateway.bounds.max_message_bytes + 1)])
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # grpc's own answer
+        assert g.pushes(ACME, "resource_exhausted") == 1
+        [line] = [e for e in log_events() if e["event"] == "gateway_request_refused"]
+        assert (line["tenant"], line["agent"], line["reason"]) == (ACME, "edge-acme", "resource_exhausted")
+        assert "receive limit" in line["detail"]
+        assert (await agent.push([agent.status("after")])).received
 
 
 def _every_method_called(agent: PushAgent) -> list[tuple[str, object]]:

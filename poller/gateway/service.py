@@ -612,7 +612,10 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         async with self.reads.place(call.agent):
             request = await read()
         if request is None:
-            raise _invalid("a unary call without its request message")
+            # grpc ends a message over its receive limit as if none was sent (its own
+            # RESOURCE_EXHAUSTED reaches the agent); a unary client always sends one, so
+            # this is nearly always an over-sized push: counted and named as one.
+            raise _exhausted(f"no request message: over the receive limit ({self.bounds.max_message_bytes} bytes), or none sent")
         return request
 
     async def _read_each(self, call: _Call, messages: AsyncIterator[M]) -> AsyncIterator[M]:
@@ -736,7 +739,7 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
             raise _Refusal(
                 Reason.INCOMPLETE_STREAM,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"stream ended after {order.chunks} chunks without is_final",
+                f"stream ended after {order.chunks} chunks without is_final (or a chunk was over the receive limit)",
             )
         return kept, timestamp
 
