@@ -204,6 +204,11 @@ def build_tenant(
             warnings.append(
                 f"{crl_where}: past its nextUpdate ({crl.next_update:%Y-%m-%dT%H:%M:%SZ}); agents of {slug} are refused"
             )
+        if crl.scope is not None:
+            warnings.append(
+                f"{crl_where}: its issuingDistributionPoint names {crl.scope_text()}: agents of {slug} whose"
+                f" certificates' cRLDistributionPoints name none of these are refused (crl_expired)"
+            )
     return TenantAuthority(
         slug=slug,
         cert=cert,
