@@ -22,6 +22,9 @@ applied, because a revocation signed by the tenant's CA is never ignored:
   is a certificateIssuer entry (indirect CRLs) or a removeFromCRL entry
   (only delta CRLs may carry one).
 
+A CRL whose thisUpdate is later than now (more than CLOCK_SKEW) is refused
+as not yet valid, as OpenSSL does. A CRL without nextUpdate is never stale.
+
 A CRL that is not newer than the one in force is refused as older: by CRL
 number when both have one, else by thisUpdate; one without a number never
 replaces a numbered one. The CRL in force stays with its validity, and the
@@ -43,6 +46,7 @@ from cryptography.hazmat.primitives import serialization
 
 from poller.identity import certinfo
 from poller.identity.reasons import PollerError
+from poller.trust.serving import CLOCK_SKEW
 from poller.trust.snapshot import CrlInForce, point_names
 
 # Non-critical or understood CRL extensions; anything else that is critical is refused.
@@ -61,8 +65,9 @@ class CrlRefused(PollerError):
         self.signed = signed  # the tenant's CA signed it: its revocations count
 
 
-def read_crl(data: bytes, ca: x509.Certificate, where: str) -> CrlInForce:
-    """The CRL in `data` (PEM, or DER), signed by `ca` and complete; CrlRefused otherwise."""
+def read_crl(data: bytes, ca: x509.Certificate, where: str, *, now: datetime | None = None) -> CrlInForce:
+    """The CRL in `data` (PEM, or DER), signed by `ca` and complete; CrlRefused otherwise.
+    `now`: also refuse a CRL not yet valid then (thisUpdate later than now + CLOCK_SKEW)."""
     try:
         crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
     except ValueError as exc:
@@ -79,6 +84,13 @@ def read_crl(data: bytes, ca: x509.Certificate, where: str) -> CrlInForce:
     why = _incomplete(extensions, entries)
     if why is not None:
         raise CrlRefused(f"{where}: refused, {why}; only a complete CRL replaces the one in force", revoked, signed=True)
+    if now is not None and crl.last_update_utc > now + CLOCK_SKEW:
+        raise CrlRefused(
+            f"{where}: refused, not yet valid: its thisUpdate {_when(crl.last_update_utc)} is after this host's clock"
+            f" ({_when(now)}, allowing {CLOCK_SKEW.total_seconds() / 60:g} minutes of skew); check the CA's clock",
+            revoked,
+            signed=True,
+        )
     number = next((e.value.crl_number for e in extensions if isinstance(e.value, x509.CRLNumber)), None)
     der = crl.public_bytes(serialization.Encoding.DER)
     idp = next((e.value for e in extensions if isinstance(e.value, x509.IssuingDistributionPoint)), None)

@@ -192,7 +192,7 @@ def build_tenant(
             warnings.append(f"{crl_where} was removed; the CRL in force for {slug} (number {in_force.number}) stays")
     else:
         try:
-            crl, problem = supersede(read_crl(material.crl_pem, cert, crl_where), in_force, crl_where)
+            crl, problem = supersede(read_crl(material.crl_pem, cert, crl_where, now=certinfo.utcnow()), in_force, crl_where)
         except CrlRefused as exc:
             if in_force is None or not exc.signed:
                 problems.append(str(exc))
