@@ -2,7 +2,8 @@
 
 check: validates a daemon config.  Exit 0 and `ok: N agents, M checks,
 tenants: a, b` on stdout when it is valid (warnings go to stderr as
-`warning: <path>: <message>`); exit 2 with every problem on stderr as
+`warning: <path>: <message>`, those about the certs directory `run` would
+log as `warning: certs: <message>`); exit 2 with every problem on stderr as
 `<path>: <message>` when it is not.
 
 example: prints a complete example config that `config check` accepts.
@@ -17,6 +18,7 @@ from poller.cli.common import EXIT_OK, EXIT_USAGE
 from poller.cluster.assign import shard_counts
 from poller.config import (
     ConfigError,
+    ConfigIssue,
     PollerConfig,
     check_files,
     example_config,
@@ -65,7 +67,9 @@ def _check(args: argparse.Namespace) -> int:
     warnings = list(config.warnings)
     if not args.no_files:
         warnings.extend(check_files(config))
-        if problems := _certs_problems(config):
+        problems, certs_warnings = _load_certs(config)
+        warnings.extend(ConfigIssue("certs", warning) for warning in certs_warnings)
+        if problems:
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr)
             for problem in problems:
@@ -87,20 +91,21 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _certs_problems(config: PollerConfig) -> list[str]:
-    """Why `run` could not load the certs directory (as it loads it: root, tenant
-    CAs, CRLs, the poller's own certificate and key); nothing when it could. A
-    directory that is not there is only a warning (check_files): the daemon may
-    run on another machine."""
+def _load_certs(config: PollerConfig) -> tuple[list[str], list[str]]:
+    """Load the certs directory as `run` does (root, tenant CAs, CRLs, the poller's
+    own certificate and key): why `run` could not use it (nothing when it could),
+    and the warnings `run` would log about it (a tenant without a CRL, a CRL past
+    its nextUpdate: agents refused). A directory that is not there is only a
+    warning (check_files): the daemon may run on another machine."""
     if not config.certs_dir.is_dir():
-        return []
+        return [], []
     from poller.trust.store import TrustStore, TrustStoreError
 
     try:
-        TrustStore(config.certs_dir, require_crl=config.require_crl)
+        trust = TrustStore(config.certs_dir, require_crl=config.require_crl)
     except TrustStoreError as exc:
-        return list(exc.problems)
-    return []
+        return list(exc.problems), []
+    return [], list(trust.snapshot.warnings)
 
 
 def _print_shards(config: PollerConfig) -> None:

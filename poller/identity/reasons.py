@@ -64,8 +64,9 @@ class Reason(StrEnum):
     USAGE = "usage"
     #: The agent was proven and answered that the checked service is not available.
     UNAVAILABLE = "unavailable"
-    #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent),
-    #: so revocation cannot be decided: fail closed.
+    #: Issue 6: the tenant's CRL is past its nextUpdate (or, with require_crl, absent;
+    #: or it is a partitioned CRL that does not cover the certificate), so
+    #: revocation cannot be decided: fail closed.
     CRL_EXPIRED = "crl_expired"
     # Delivery and authorization (poller.delivery, poller.policy, poller.server):
     #: A payload names a tenant other than the proven one (invariant 3).

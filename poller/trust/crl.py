@@ -1,22 +1,29 @@
 """The CRL policy: which CRLs a poller applies, and how a new one meets the one in force.
 
 Verify first, then read: a CRL counts only when its tenant's CA signed it.
-Then it must be a complete CRL for every leaf that CA issues (RFC 5280
-§5.2, §6.3.3); one that is refused as a whole still has its revocations
+Then it must be a complete CRL for the leaves that CA issues (RFC 5280
+§5.2, §6.3.3), or for a named part of them; one that is refused as a whole still has its revocations
 applied, because a revocation signed by the tenant's CA is never ignored:
 
 - a delta CRL (deltaCRLIndicator) is refused: it lists only the changes
   since a base CRL, so loading it as complete would lift every revocation
   it does not repeat;
-- an issuingDistributionPoint that limits the scope is refused: a
-  distribution point name (a partition: a leaf with another CRL
-  distribution point is outside it), onlyContainsCACerts,
-  onlyContainsAttributeCerts, onlySomeReasons, indirectCRL. Only
-  onlyContainsUserCerts is accepted, since the agents checked against a
-  tenant CRL are all end-entity certificates;
+- an issuingDistributionPoint that limits the scope is refused:
+  onlyContainsCACerts, onlyContainsAttributeCerts, onlySomeReasons,
+  indirectCRL. onlyContainsUserCerts is accepted, since the agents checked
+  against a tenant CRL are all end-entity certificates;
+- an issuingDistributionPoint that names distribution points (a partitioned
+  CRL, or a CA that names the one it publishes at, as ADCS and EJBCA do) is
+  applied as complete for the leaves whose cRLDistributionPoints name one of
+  them (CrlInForce.scope, CrlInForce.covers, RFC 5280 §6.3.3); every other
+  leaf of the tenant is refused with crl_expired, as revocation cannot be
+  decided for it;
 - any critical extension other than those (CRL or entry) is refused, and so
   is a certificateIssuer entry (indirect CRLs) or a removeFromCRL entry
   (only delta CRLs may carry one).
+
+A CRL whose thisUpdate is later than now (more than CLOCK_SKEW) is refused
+as not yet valid, as OpenSSL does. A CRL without nextUpdate is never stale.
 
 A CRL that is not newer than the one in force is refused as older: by CRL
 number when both have one, else by thisUpdate; one without a number never
@@ -39,7 +46,8 @@ from cryptography.hazmat.primitives import serialization
 
 from poller.identity import certinfo
 from poller.identity.reasons import PollerError
-from poller.trust.snapshot import CrlInForce
+from poller.trust.serving import CLOCK_SKEW
+from poller.trust.snapshot import CrlInForce, point_names
 
 # Non-critical or understood CRL extensions; anything else that is critical is refused.
 _UNDERSTOOD = (x509.CRLNumber, x509.AuthorityKeyIdentifier, x509.IssuerAlternativeName, x509.IssuingDistributionPoint)
@@ -57,8 +65,9 @@ class CrlRefused(PollerError):
         self.signed = signed  # the tenant's CA signed it: its revocations count
 
 
-def read_crl(data: bytes, ca: x509.Certificate, where: str) -> CrlInForce:
-    """The CRL in `data` (PEM, or DER), signed by `ca` and complete; CrlRefused otherwise."""
+def read_crl(data: bytes, ca: x509.Certificate, where: str, *, now: datetime | None = None) -> CrlInForce:
+    """The CRL in `data` (PEM, or DER), signed by `ca` and complete; CrlRefused otherwise.
+    `now`: also refuse a CRL not yet valid then (thisUpdate later than now + CLOCK_SKEW)."""
     try:
         crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
     except ValueError as exc:
@@ -75,8 +84,19 @@ def read_crl(data: bytes, ca: x509.Certificate, where: str) -> CrlInForce:
     why = _incomplete(extensions, entries)
     if why is not None:
         raise CrlRefused(f"{where}: refused, {why}; only a complete CRL replaces the one in force", revoked, signed=True)
+    if now is not None and crl.last_update_utc > now + CLOCK_SKEW:
+        raise CrlRefused(
+            f"{where}: refused, not yet valid: its thisUpdate {_when(crl.last_update_utc)} is after this host's clock"
+            f" ({_when(now)}, allowing {CLOCK_SKEW.total_seconds() / 60:g} minutes of skew); check the CA's clock",
+            revoked,
+            signed=True,
+        )
     number = next((e.value.crl_number for e in extensions if isinstance(e.value, x509.CRLNumber)), None)
     der = crl.public_bytes(serialization.Encoding.DER)
+    idp = next((e.value for e in extensions if isinstance(e.value, x509.IssuingDistributionPoint)), None)
+    scope = None
+    if idp is not None and (idp.full_name is not None or idp.relative_name is not None):
+        scope = point_names(idp.full_name, idp.relative_name, crl.issuer)
     return CrlInForce(
         serials=revoked,
         number=number,
@@ -84,6 +104,7 @@ def read_crl(data: bytes, ca: x509.Certificate, where: str) -> CrlInForce:
         next_update=crl.next_update_utc,
         fingerprint=hashlib.sha256(der).hexdigest(),
         der=der,
+        scope=scope,
     )
 
 
@@ -118,9 +139,9 @@ def _incomplete(
 
 
 def _scope_limits(idp: x509.IssuingDistributionPoint) -> list[str]:
+    # A distribution point name limits the scope too, but to leaves that can be
+    # told apart (CrlInForce.covers): such a CRL is applied, only to them.
     limits = []
-    if idp.full_name is not None or idp.relative_name is not None:
-        limits.append("a distribution point name: a partition of the CA's certificates")
     if idp.only_contains_ca_certs:
         limits.append("onlyContainsCACerts")
     if idp.only_contains_attribute_certs:

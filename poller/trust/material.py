@@ -192,7 +192,7 @@ def build_tenant(
             warnings.append(f"{crl_where} was removed; the CRL in force for {slug} (number {in_force.number}) stays")
     else:
         try:
-            crl, problem = supersede(read_crl(material.crl_pem, cert, crl_where), in_force, crl_where)
+            crl, problem = supersede(read_crl(material.crl_pem, cert, crl_where, now=certinfo.utcnow()), in_force, crl_where)
         except CrlRefused as exc:
             if in_force is None or not exc.signed:
                 problems.append(str(exc))
@@ -203,6 +203,11 @@ def build_tenant(
         if crl.stale(certinfo.utcnow()):
             warnings.append(
                 f"{crl_where}: past its nextUpdate ({crl.next_update:%Y-%m-%dT%H:%M:%SZ}); agents of {slug} are refused"
+            )
+        if crl.scope is not None:
+            warnings.append(
+                f"{crl_where}: its issuingDistributionPoint names {crl.scope_text()}: agents of {slug} whose"
+                f" certificates' cRLDistributionPoints name none of these are refused (crl_expired)"
             )
     return TenantAuthority(
         slug=slug,

@@ -27,7 +27,12 @@ class CrlInForce:
 
     `serials` are the revoked serials applied: the CRL's own and `learned`
     ones, which CRLs signed by the same CA but refused (older, delta,
-    scope-limited) revoked; see poller.trust.crl. `der` is the CRL itself."""
+    scope-limited) revoked; see poller.trust.crl. `der` is the CRL itself.
+
+    `scope`: None for a CRL complete for every leaf of its CA; else the
+    distribution point names its issuingDistributionPoint names (a
+    partitioned CRL, RFC 5280 §5.2.5), and it is complete only for the
+    leaves whose cRLDistributionPoints name one of them (`covers`)."""
 
     serials: frozenset[int]
     number: int | None
@@ -36,10 +41,49 @@ class CrlInForce:
     fingerprint: str
     learned: frozenset[int] = frozenset()
     der: bytes = field(default=b"", repr=False, compare=False)
+    scope: frozenset[x509.GeneralName] | None = None
+
+    def covers(self, leaf: x509.Certificate) -> bool:
+        """True if this CRL decides the revocation of `leaf` (RFC 5280 §6.3.3 (b)(2)):
+        a CRL without a distribution point name covers every leaf of its CA; a
+        partitioned one only a leaf with a cRLDistributionPoints entry that names
+        one of its points (GeneralNames compared exactly, URIs as strings). An
+        entry with a cRLIssuer (another CRL's issuer) or with reasons (a CRL for
+        some reasons only) never matches; a leaf with no (readable)
+        cRLDistributionPoints is not covered."""
+        if self.scope is None:
+            return True
+        try:
+            points = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        except (x509.ExtensionNotFound, ValueError):
+            return False
+        for point in points:
+            if point.crl_issuer is not None or point.reasons is not None:
+                continue
+            if not self.scope.isdisjoint(point_names(point.full_name, point.relative_name, leaf.issuer)):
+                return True
+        return False
+
+    def scope_text(self) -> str:
+        """The distribution point names of `scope`, for messages ('' when complete)."""
+        texts = (n.value.rfc4514_string() if isinstance(n.value, x509.Name) else str(n.value) for n in self.scope or ())
+        return ", ".join(sorted(texts))
 
     def stale(self, now: datetime) -> bool:
         """True once nextUpdate has passed: the list may miss revocations."""
         return self.next_update is not None and now > self.next_update
+
+
+def point_names(
+    full_name: list[x509.GeneralName] | None, relative_name: x509.RelativeDistinguishedName | None, issuer: x509.Name
+) -> frozenset[x509.GeneralName]:
+    """The names of a distribution point: its fullName, or its nameRelativeToCRLIssuer
+    appended to the issuer's name as a directoryName (RFC 5280 §4.2.1.13, §5.2.5)."""
+    if full_name is not None:
+        return frozenset(full_name)
+    if relative_name is not None:
+        return frozenset({x509.DirectoryName(x509.Name([*issuer.rdns, relative_name]))})
+    return frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,8 +171,11 @@ def check_revocation(
     leaf: x509.Certificate, expected: TenantAuthority, trust: TrustSnapshot, now: datetime, refuse: _Refuse | None = None
 ) -> None:
     """The CRL part of the proof, also used alone by live re-checks: on the
-    tenant's CRL -> revoked; CRL past nextUpdate (or absent under require_crl)
-    -> crl_expired, since revocation cannot be decided (fail closed).
+    tenant's CRL -> revoked; CRL past nextUpdate (or absent under require_crl),
+    or a partitioned CRL whose distribution points the leaf's
+    cRLDistributionPoints do not name (CrlInForce.covers) -> crl_expired,
+    since revocation cannot be decided (fail closed). A CRL without
+    nextUpdate is never stale.
     `expected` is the CA whose key signed leaf (the proof checked that first)."""
     refuse = refuse or (
         lambda reason, detail: IdentityRefused(reason, detail, peer=certinfo.summary(leaf), issuer_tenant=expected.slug)
@@ -187,6 +190,13 @@ def check_revocation(
     if crl.stale(now):
         assert crl.next_update is not None
         raise refuse(Reason.CRL_EXPIRED, f"{expected.ca_cn}'s CRL is past its nextUpdate ({crl.next_update:%Y-%m-%dT%H:%M:%SZ})")
+    if not crl.covers(leaf):
+        points = crl.scope_text()
+        raise refuse(
+            Reason.CRL_EXPIRED,
+            f"{expected.ca_cn}'s CRL is only for distribution point {points} (issuingDistributionPoint), which the"
+            f" certificate's cRLDistributionPoints do not name: its revocation cannot be decided",
+        )
 
 
 def ca_not_after(ca: x509.Certificate, root: x509.Certificate | None) -> datetime:
