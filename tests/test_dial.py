@@ -102,6 +102,18 @@ async def test_adversarial_matrix_is_refused_with_its_reason(pki, trust, serve, 
     assert (line["tenant"], line.get("issuer_tenant")) == (ACME, issuer_of(case))
 
 
+async def test_a_san_naming_the_cn_in_capitals_is_pinned(pki, trust, serve):
+    # DNS names have no case, and gRPC's own name check agrees; the pin's check refused
+    # it as "the SAN DNS names do not include the CN" (outside review).
+    agent = await serve(pki.agent(ACME, "agent-001", "partition-1", dns=["AGENT-001.Partition-1.ACME-CORP.serviceradar"]))
+    conn = await dial_agent(agent.address, tenant=ACME, trust=trust)
+    try:
+        assert conn.context.cn == "agent-001.partition-1.acme-corp.serviceradar"
+        await AgentClient(conn).get_status("ping", "icmp")  # over the channel pinned to it
+    finally:
+        await conn.close()
+
+
 async def test_revoked_agent_is_refused(pki, serve):
     cert = pki.agent(ACME, write=True)
     pki.revoke(ACME, cert)

@@ -620,9 +620,11 @@ async def _failure_detail(channel: grpc.aio.Channel) -> str | None:
 def _check_pinnable(leaf: x509.Certificate, ctx: TenantContext) -> None:
     """gRPC's handshake checks the target name against the SAN DNS names (the
     CN only when there are none). A certificate whose SAN omits its CN cannot
-    be pinned to its identity, so it is refused rather than pinned to less."""
+    be pinned to its identity, so it is refused rather than pinned to less.
+    DNS names compare without case, as gRPC's check compares them (the CN is
+    lower case by its grammar)."""
     names = certinfo.dns_names(leaf)
-    if names and ctx.cn not in names:
+    if names and ctx.cn not in {name.lower() for name in names}:
         raise IdentityRefused(
             Reason.IDENTITY_MISMATCH,
             f"the SAN DNS names do not include the CN {ctx.cn}; the channel could not be pinned to it",
