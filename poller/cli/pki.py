@@ -30,6 +30,15 @@ examples:
 """
 
 
+_KEEPS = (
+    "The revocations of an existing crl.pem (made by another tool, such as openssl ca -gencrl) are kept: "
+    "when it is a complete CRL signed by the tenant CA, the entries revoked.json lacks are carried over "
+    "and recorded there, and the new CRL number is above its number. A crl.pem that does not read, is "
+    "signed by another key, or is a delta or issuingDistributionPoint CRL is refused (exit 2) and left "
+    "unchanged; move it away to replace it."
+)
+
+
 def _label(what: str) -> Callable[[str], str]:
     """An argparse type that accepts one lowercase DNS label (exit 2 otherwise)."""
 
@@ -161,7 +170,13 @@ def _revoke(args: argparse.Namespace) -> int:
     result = revoke(args.dir, args.tenant, args.target)
     state = "was already revoked" if result.already_revoked else "revoked"
     print(f"serial {result.serial} {state}; CRL written to {result.crl_path}")
+    _print_carried(result.carried)
     return EXIT_OK
+
+
+def _print_carried(carried: tuple[str, ...]) -> None:
+    if carried:
+        print(f"kept {len(carried)} revocation(s) of the previous CRL that revoked.json lacked: {' '.join(carried)}")
 
 
 def _crl(args: argparse.Namespace) -> int:
@@ -174,6 +189,7 @@ def _crl(args: argparse.Namespace) -> int:
     )
     for serial in info.revoked:
         print(f"  {serial}")
+    _print_carried(info.carried)
     return EXIT_OK
 
 
@@ -341,7 +357,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Record a revoked serial in tenants/TENANT/revoked.json and rewrite tenants/TENANT/crl.pem. "
             "SERIAL_OR_CERTFILE is a hex serial (with or without 0x or colons) or a certificate file "
-            "issued by the tenant's CA."
+            "issued by the tenant's CA. " + _KEEPS
         ),
     )
     p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory")
@@ -352,7 +368,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser(
         "crl",
         help="(re)write a tenant's CRL",
-        description="Rewrite tenants/TENANT/crl.pem from the recorded revocations, signed by the tenant CA.",
+        description="Rewrite tenants/TENANT/crl.pem from the recorded revocations, signed by the tenant CA. " + _KEEPS,
     )
     p.add_argument("dir", metavar="DIR", type=Path, help="the certs directory")
     p.add_argument("--tenant", required=True, metavar="SLUG", type=_label("tenant slug"), help="the tenant slug")

@@ -425,10 +425,13 @@ def _tenant_ca(layout: CertsLayout, slug: str, cert: x509.Certificate, *, create
 
 
 def _reset_crl(layout: CertsLayout, slug: str, had_crl: bool) -> None:
-    """A new CA key starts with no revocations (and a fresh CRL if there was one)."""
+    """A new CA key starts with no revocations (and a fresh CRL if there was one).
+
+    The old crl.pem, signed by the replaced key, is replaced as it is: its
+    serials are certificates of the old CA, which no longer verify."""
     crl.reset_revocations(layout, slug)
     if had_crl:
-        crl.write_crl(layout, slug)
+        crl.write_fresh_crl(layout, slug)
 
 
 def _create_deployment_ca(layout: CertsLayout, slug: str, *, force: bool, exist_ok: bool, days: int) -> TenantCa:
