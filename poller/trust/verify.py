@@ -330,6 +330,13 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
     # constraints. Extensions that other tools leave out (a CA without
     # keyUsage, a leaf without AKI or SAN: the identity is in the CN and the
     # handshake pins it) may be absent, but when present they must fit.
+    #
+    # The verifier is a client verifier whatever the purpose (a server verifier
+    # would match a DNS name, and the identity is the CN), so both its
+    # purpose-bound defaults are replaced: the leaf's extendedKeyUsage and the
+    # CA's (cryptography's own CA rule asks clientAuth of every CA) follow
+    # `purpose`, as Go and OpenSSL chain them. A CA without the extension
+    # allows any purpose.
     ee = (
         ExtensionPolicy.webpki_defaults_ee()
         .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
@@ -342,6 +349,11 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
         ExtensionPolicy.webpki_defaults_ca()
         .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _require_cert_sign)
         .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+        .may_be_present(
+            x509.ExtendedKeyUsage,
+            Criticality.NON_CRITICAL,
+            _require_ca_server_eku if purpose == "server" else _require_ca_client_eku,
+        )
     )
     return (
         PolicyBuilder()
@@ -366,3 +378,13 @@ def _require_server_eku(policy: object, cert: x509.Certificate, eku: x509.Extend
 def _require_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
     if eku is not None and not (_CLIENT_EKUS & set(eku)):
         raise ValueError("extendedKeyUsage does not allow clientAuth")
+
+
+def _require_ca_server_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (_SERVER_EKUS & set(eku)):
+        raise ValueError("the CA's extendedKeyUsage does not allow serverAuth, so it cannot vouch for a TLS server")
+
+
+def _require_ca_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (_CLIENT_EKUS & set(eku)):
+        raise ValueError("the CA's extendedKeyUsage does not allow clientAuth, so it cannot vouch for a TLS client")
