@@ -337,6 +337,13 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
     # CA's (cryptography's own CA rule asks clientAuth of every CA) follow
     # `purpose`, as Go and OpenSSL chain them. A CA without the extension
     # allows any purpose.
+    #
+    # A CA's basicConstraints must be there and say CA:TRUE, but may be
+    # non-critical: RFC 5280 asks issuers to mark it critical, yet OpenSSL's
+    # `-addext`/`-extfile` recipes do not, and Go and OpenSSL accept such CAs.
+    # The rule replaced here held cryptography's cA check; the verifier checks
+    # cA and pathLenConstraint again outside the extension policy, and
+    # _require_ca_flag keeps the rule itself whole.
     ee = (
         ExtensionPolicy.webpki_defaults_ee()
         .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
@@ -349,6 +356,7 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
         ExtensionPolicy.webpki_defaults_ca()
         .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _require_cert_sign)
         .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+        .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _require_ca_flag)
         .may_be_present(
             x509.ExtendedKeyUsage,
             Criticality.NON_CRITICAL,
@@ -363,6 +371,11 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
         .extension_policies(ca_policy=ca, ee_policy=ee)
         .build_client_verifier()
     )
+
+
+def _require_ca_flag(policy: object, cert: x509.Certificate, constraints: x509.BasicConstraints) -> None:
+    if not constraints.ca:
+        raise ValueError("basicConstraints does not say CA:TRUE, so this certificate cannot issue certificates")
 
 
 def _require_cert_sign(policy: object, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
