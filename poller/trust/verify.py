@@ -265,6 +265,14 @@ def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: T
     if certinfo.issued_by(leaf, leaf):
         raise refuse(Reason.UNTRUSTED_CHAIN, "self-signed certificate")
     if leaf.issuer == expected.cert.subject:
+        algorithm = certinfo.unverified_signature_algorithm(leaf)
+        if algorithm is not None:
+            # Not a forgery as far as anyone can tell: its signature cannot be checked at all.
+            raise refuse(
+                Reason.UNTRUSTED_CHAIN,
+                f"names {expected.ca_cn} as issuer, but is signed with {algorithm}, which is not supported "
+                f"(SHA-1 and MD5 signatures are refused), so that CA's signature cannot be checked",
+            )
         raise refuse(Reason.UNTRUSTED_CHAIN, f"names {expected.ca_cn} as issuer, but that CA's key did not sign it")
     raise refuse(Reason.UNTRUSTED_CHAIN, f"not signed by {expected.ca_cn}")
 
