@@ -182,3 +182,30 @@ def test_the_replaced_basic_constraints_rule_checks_the_ca_flag_itself():
         _require_ca_flag(None, not_ca, x509.BasicConstraints(ca=False, path_length=None))
     ca, _ = tenant_ca()
     _require_ca_flag(None, ca, x509.BasicConstraints(ca=True, path_length=0))
+
+
+# --- nameConstraints cryptography cannot evaluate are refused, and say so ----------------------
+
+SPIFFE = "spiffe://serviceradar.local/agent/acme-corp/partition-1/agent-001"
+
+
+@pytest.mark.parametrize(
+    "subtree",
+    [
+        x509.UniformResourceIdentifier("serviceradar.local"),
+        x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Acme")])),
+    ],
+    ids=["uri", "directoryName"],
+)
+def test_uri_and_directory_name_constraints_are_refused_plainly(subtree):
+    key = new_key()
+    constraints = x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName("acme-corp.serviceradar"), subtree], excluded_subtrees=None
+    )
+    ca = build_certificate(subject_key=key, subject_cn=CA_CN, is_ca=True, pathlen=0, extra_extensions=[(constraints, True)])
+    leaf = build_certificate(
+        subject_key=new_key(), subject_cn=CN, issuer_cert=ca, issuer_key=key, eku=BOTH, dns=[CN], uris=[SPIFFE]
+    )
+    refused = refusal(ca, leaf, "server")
+    assert refused.reason is Reason.UNTRUSTED_CHAIN
+    assert "URI or directoryName subtree, which is not supported" in refused.detail

@@ -327,7 +327,22 @@ def _check_path(
     try:
         path_verifier(expected.cert, now, purpose).verify(leaf, intermediates)
     except VerificationError as exc:
-        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to {expected.ca_cn} failed: {exc}") from None
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to {expected.ca_cn} failed: {path_failure(exc)}") from None
+
+
+def path_failure(exc: VerificationError) -> str:
+    """What a path validation failure says, made plain where cryptography's
+    words are not: it cannot evaluate nameConstraints subtrees of URI or
+    directoryName type, and refuses the chain rather than ignore them (fail
+    closed; docs/design.md)."""
+    text = str(exc)
+    if "unsupported name constraint" in text or "unsupported directoryName constraint" in text:
+        return (
+            "the CA's nameConstraints hold a URI or directoryName subtree, which is not supported "
+            "(only DNS, IP address and email subtrees are evaluated), so the chain is refused "
+            f"rather than the constraint ignored ({text})"
+        )
+    return text
 
 
 def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "server") -> ClientVerifier:
