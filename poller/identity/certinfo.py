@@ -13,6 +13,7 @@ import hashlib
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
@@ -120,6 +121,26 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except Exception:  # wrong key, unsupported algorithm, malformed signature: not issued by it
         return False
     return True
+
+
+def unverified_signature_algorithm(cert: x509.Certificate) -> str | None:
+    """The name of cert's signature algorithm when no signature made with it is
+    verified here, else None: SHA-1 and MD5 (which cryptography refuses to
+    verify, ValueError "Unsupported signature algorithm"), or one it does not
+    know. issued_by() is False for such a certificate whoever signed it, so a
+    refusal should say this rather than that the issuer's key did not sign it."""
+    try:
+        digest = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        digest = None
+    else:
+        if not isinstance(digest, _UNVERIFIED_DIGESTS):
+            return None
+    oid = cert.signature_algorithm_oid
+    return str(getattr(oid, "_name", None) or oid.dotted_string)
+
+
+_UNVERIFIED_DIGESTS = (hashes.SHA1, hashes.MD5)
 
 
 def is_ca(cert: x509.Certificate) -> bool:

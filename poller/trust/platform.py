@@ -31,7 +31,7 @@ from poller.identity.platform import PlatformIdentity, parse_platform_cn
 from poller.identity.reasons import IdentityRefused, Reason
 from poller.trust.layout import CertsLayout
 from poller.trust.store import ClientIdentity
-from poller.trust.verify import ca_not_after, parse_chain, path_verifier
+from poller.trust.verify import ca_not_after, parse_chain, path_failure, path_verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ def verify_platform_chain(
     try:
         path_verifier(platform.cert, now, "client").verify(leaf, certs[1:])
     except VerificationError as exc:
-        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to the platform CA failed: {exc}") from None
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to the platform CA failed: {path_failure(exc)}") from None
     end = platform_not_after(platform, root)
     if now > end:
         raise refuse(Reason.UNTRUSTED_CHAIN, f"the root that issued the platform CA expired at {end:%Y-%m-%dT%H:%M:%SZ}")

@@ -275,6 +275,14 @@ def _check_signature(leaf: x509.Certificate, expected: TenantAuthority, trust: T
     if certinfo.issued_by(leaf, leaf):
         raise refuse(Reason.UNTRUSTED_CHAIN, "self-signed certificate")
     if leaf.issuer == expected.cert.subject:
+        algorithm = certinfo.unverified_signature_algorithm(leaf)
+        if algorithm is not None:
+            # Not a forgery as far as anyone can tell: its signature cannot be checked at all.
+            raise refuse(
+                Reason.UNTRUSTED_CHAIN,
+                f"names {expected.ca_cn} as issuer, but is signed with {algorithm}, which is not supported "
+                f"(SHA-1 and MD5 signatures are refused), so that CA's signature cannot be checked",
+            )
         raise refuse(Reason.UNTRUSTED_CHAIN, f"names {expected.ca_cn} as issuer, but that CA's key did not sign it")
     raise refuse(Reason.UNTRUSTED_CHAIN, f"not signed by {expected.ca_cn}")
 
@@ -329,7 +337,22 @@ def _check_path(
     try:
         path_verifier(expected.cert, now, purpose).verify(leaf, intermediates)
     except VerificationError as exc:
-        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to {expected.ca_cn} failed: {exc}") from None
+        raise refuse(Reason.UNTRUSTED_CHAIN, f"path validation to {expected.ca_cn} failed: {path_failure(exc)}") from None
+
+
+def path_failure(exc: VerificationError) -> str:
+    """What a path validation failure says, made plain where cryptography's
+    words are not: it cannot evaluate nameConstraints subtrees of URI or
+    directoryName type, and refuses the chain rather than ignore them (fail
+    closed; docs/design.md)."""
+    text = str(exc)
+    if "unsupported name constraint" in text or "unsupported directoryName constraint" in text:
+        return (
+            "the CA's nameConstraints hold a URI or directoryName subtree, which is not supported "
+            "(only DNS, IP address and email subtrees are evaluated), so the chain is refused "
+            f"rather than the constraint ignored ({text})"
+        )
+    return text
 
 
 def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "server") -> ClientVerifier:
@@ -340,6 +363,20 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
     # constraints. Extensions that other tools leave out (a CA without
     # keyUsage, a leaf without AKI or SAN: the identity is in the CN and the
     # handshake pins it) may be absent, but when present they must fit.
+    #
+    # The verifier is a client verifier whatever the purpose (a server verifier
+    # would match a DNS name, and the identity is the CN), so both its
+    # purpose-bound defaults are replaced: the leaf's extendedKeyUsage and the
+    # CA's (cryptography's own CA rule asks clientAuth of every CA) follow
+    # `purpose`, as Go and OpenSSL chain them. A CA without the extension
+    # allows any purpose.
+    #
+    # A CA's basicConstraints must be there and say CA:TRUE, but may be
+    # non-critical: RFC 5280 asks issuers to mark it critical, yet OpenSSL's
+    # `-addext`/`-extfile` recipes do not, and Go and OpenSSL accept such CAs.
+    # The rule replaced here held cryptography's cA check; the verifier checks
+    # cA and pathLenConstraint again outside the extension policy, and
+    # _require_ca_flag keeps the rule itself whole.
     ee = (
         ExtensionPolicy.webpki_defaults_ee()
         .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
@@ -352,6 +389,12 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
         ExtensionPolicy.webpki_defaults_ca()
         .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _require_cert_sign)
         .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+        .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _require_ca_flag)
+        .may_be_present(
+            x509.ExtendedKeyUsage,
+            Criticality.NON_CRITICAL,
+            _require_ca_server_eku if purpose == "server" else _require_ca_client_eku,
+        )
     )
     return (
         PolicyBuilder()
@@ -361,6 +404,11 @@ def path_verifier(anchor: x509.Certificate, now: datetime, purpose: Purpose = "s
         .extension_policies(ca_policy=ca, ee_policy=ee)
         .build_client_verifier()
     )
+
+
+def _require_ca_flag(policy: object, cert: x509.Certificate, constraints: x509.BasicConstraints) -> None:
+    if not constraints.ca:
+        raise ValueError("basicConstraints does not say CA:TRUE, so this certificate cannot issue certificates")
 
 
 def _require_cert_sign(policy: object, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
@@ -376,3 +424,13 @@ def _require_server_eku(policy: object, cert: x509.Certificate, eku: x509.Extend
 def _require_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
     if eku is not None and not (_CLIENT_EKUS & set(eku)):
         raise ValueError("extendedKeyUsage does not allow clientAuth")
+
+
+def _require_ca_server_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (_SERVER_EKUS & set(eku)):
+        raise ValueError("the CA's extendedKeyUsage does not allow serverAuth, so it cannot vouch for a TLS server")
+
+
+def _require_ca_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (_CLIENT_EKUS & set(eku)):
+        raise ValueError("the CA's extendedKeyUsage does not allow clientAuth, so it cannot vouch for a TLS client")
