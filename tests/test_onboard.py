@@ -619,3 +619,27 @@ def test_onboard_help_tells_type_gateway_from_gateway():
     text = " ".join(shown.stdout.split())  # argparse wraps the help
     assert "`gateway` is a gateway component's own certificate, not a push agent's package (that is --gateway HOST:PORT)" in text
     assert "make a push agent's package" in text and "not --type gateway, which is a gateway component's own" in text
+
+
+@pytest.mark.parametrize(("gateway", "verifies"), [("127.0.0.1:50052", True), (None, False)], ids=["push", "poll"])
+def test_a_push_agents_certificate_is_proven_as_the_tls_client_it_is(
+    pki: ForgePki, snapshot: TrustSnapshot, gateway: str | None, verifies: bool
+) -> None:
+    # A push agent dials the gateway: another PKI may issue it a clientAuth-only
+    # certificate. Its package was proven for a TLS server, and refused for that.
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    blob = create_package(pki.directory, tenant=ACME, component_id="agent-042", partition_id="site-a", gateway_addr=gateway).data
+    client_only = pki.agent(ACME, "agent-042", "site-a", eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    swapped = repack(
+        blob,
+        replace={
+            "certs/component.pem": client_only.leaf_pem,
+            "certs/component-chain.pem": client_only.chain_pem,
+            KEY: client_only.key_pem,
+        },
+    )
+    if verifies:
+        assert verify_package_bytes(swapped, trust=snapshot).context.component_id == "agent-042"
+    else:  # a polled agent serves TLS: clientAuth alone is not enough
+        assert refused(swapped, snapshot).reason is Reason.UNTRUSTED_CHAIN

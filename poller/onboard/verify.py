@@ -74,7 +74,7 @@ from poller.onboard.members import (
 from poller.pki.build import PrivateKey, key_matches, load_key_pem
 from poller.trust.binding import BindingError, ca_problem, parse_binding
 from poller.trust.store import TenantAuthority, TrustSnapshot
-from poller.trust.verify import verify_agent_chain
+from poller.trust.verify import Purpose, verify_agent_chain
 
 _PRIVATE = b"PRIVATE KEY"
 
@@ -187,8 +187,15 @@ def verify_files(files: dict[str, MemberFile], *, trust: TrustSnapshot | None = 
         raise IdentityRefused(Reason.UNTRUSTED_CHAIN, f"the certs directory has no CA for tenant {tenant!r}")
     # The leaf alone: the anchor is the tenant CA itself, so no intermediate is needed,
     # and what the chain files say is checked against the proven CA afterwards.
+    # A push agent dials the gateway (a TLS client); any other component is dialled (a server).
+    purpose: Purpose = "client" if identity.get("mode") == "push" else "server"
     context = verify_agent_chain(
-        [leaf], tenant=tenant, trust=trust, component=identity["component_id"], partition=identity["partition_id"]
+        [leaf],
+        tenant=tenant,
+        trust=trust,
+        component=identity["component_id"],
+        partition=identity["partition_id"],
+        purpose=purpose,
     )
     _check_spiffe(identity, context)
     _check_binding(identity, context, trust.tenants[tenant])
