@@ -643,3 +643,25 @@ def test_a_push_agents_certificate_is_proven_as_the_tls_client_it_is(
         assert verify_package_bytes(swapped, trust=snapshot).context.component_id == "agent-042"
     else:  # a polled agent serves TLS: clientAuth alone is not enough
         assert refused(swapped, snapshot).reason is Reason.UNTRUSTED_CHAIN
+
+
+def test_a_package_whose_self_check_refuses_it_is_refused_with_the_reason(
+    pki: ForgePki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stale CRL: every new certificate of the tenant is refused crl_expired, and so is the
+    # package made with one. It exited 2 `usage`, as if the command line were wrong.
+    from datetime import timedelta
+
+    from crls import write_tenant_crl
+
+    from poller.cli.main import main
+    from poller.identity.certinfo import utcnow
+
+    now = utcnow()
+    write_tenant_crl(pki, ACME, this_update=now - timedelta(days=2), next_update=now - timedelta(days=1))
+    out = tmp_path / "x.tar.gz"
+    argv = ["onboard", "--certs", str(pki.directory), "--tenant", ACME, "--component", "a", "--partition", "p"]
+    assert main([*argv, "--type", "agent", "--out", str(out)]) == 3
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["created"], verdict["reason"]) == (False, "crl_expired")
+    assert "does not verify" in verdict["detail"] and not out.exists()

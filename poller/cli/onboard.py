@@ -190,7 +190,11 @@ def run_create(args: argparse.Namespace) -> int:
         )
         write_package(args.out, made, force=args.force)
     except (PackageRefused, IdentityRefused) as exc:  # the self-check refused it: the certs directory is inconsistent
-        return _usage(f"the package made from {args.certs} does not verify: {exc}")
+        # A package refused (3, with the proof's reason), as `onboard verify` says it; nothing was written.
+        detail = f"the package made from {args.certs} does not verify: {exc.detail}"
+        print(f"error: {detail}", file=sys.stderr)
+        _emit({"created": False, "reason": exc.reason.value, "detail": detail})
+        return EXIT_REFUSED
     except (InvalidName, PkiError, TrustStoreError, OSError) as exc:
         return _usage(str(exc))
     _emit({"created": True, "package": str(args.out), **made.verified.as_dict()})
