@@ -128,14 +128,8 @@ def test_a_leaf_signed_by_another_key_under_a_non_critical_basic_constraints_ca_
     assert "did not sign it" in refused.detail
 
 
-@pytest.mark.parametrize("critical", [True, False])
-def test_a_certificate_without_ca_true_never_acts_as_a_ca(critical):
-    # As the anchor itself (the trust store refuses such a tenant CA before this) ...
-    not_ca, key = tenant_ca(ca=False, bc_critical=critical)
-    with pytest.raises(VerificationError, match=r"cA must be asserted|CA:TRUE"):
-        path_verifier(not_ca, certinfo.utcnow()).verify(leaf_of(not_ca, key), [])
-    # ... and as an intermediate under a good CA.
-    ca, ca_key = tenant_ca(pathlen=None)
+def intermediate_under(ca, ca_key, *, ca_flag: bool, critical: bool):
+    """A certificate `ca` signed whose basicConstraints says CA:`ca_flag` (critical or not)."""
     inter_key = new_key()
     inter = build_certificate(
         subject_key=inter_key,
@@ -144,8 +138,20 @@ def test_a_certificate_without_ca_true_never_acts_as_a_ca(critical):
         issuer_key=ca_key,
         basic_constraints=False,
         key_usage_names=["key_cert_sign"],
-        extra_extensions=[(x509.BasicConstraints(ca=False, path_length=None), critical)],
+        extra_extensions=[(x509.BasicConstraints(ca=ca_flag, path_length=None), critical)],
     )
+    return inter, inter_key
+
+
+@pytest.mark.parametrize("critical", [True, False])
+def test_a_certificate_without_ca_true_never_acts_as_a_ca(critical):
+    # As the anchor itself (the trust store refuses such a tenant CA before this) ...
+    not_ca, key = tenant_ca(ca=False, bc_critical=critical)
+    with pytest.raises(VerificationError, match=r"cA must be asserted|CA:TRUE"):
+        path_verifier(not_ca, certinfo.utcnow()).verify(leaf_of(not_ca, key), [])
+    # ... and as an intermediate under a good CA.
+    ca, ca_key = tenant_ca(pathlen=None)
+    inter, inter_key = intermediate_under(ca, ca_key, ca_flag=False, critical=critical)
     with pytest.raises(VerificationError, match=r"cA must be asserted|CA:TRUE"):
         path_verifier(ca, certinfo.utcnow()).verify(leaf_of(inter, inter_key), [inter])
 
@@ -160,16 +166,7 @@ def test_a_ca_without_basic_constraints_is_no_ca():
 @pytest.mark.parametrize("critical", [True, False])
 def test_path_length_is_enforced_whatever_the_criticality(critical):
     ca, ca_key = tenant_ca(bc_critical=critical, pathlen=0)
-    inter_key = new_key()
-    inter = build_certificate(
-        subject_key=inter_key,
-        subject_cn="intermediate",
-        issuer_cert=ca,
-        issuer_key=ca_key,
-        basic_constraints=False,
-        key_usage_names=["key_cert_sign"],
-        extra_extensions=[(x509.BasicConstraints(ca=True, path_length=None), critical)],
-    )
+    inter, inter_key = intermediate_under(ca, ca_key, ca_flag=True, critical=critical)
     with pytest.raises(VerificationError, match="path length"):
         path_verifier(ca, certinfo.utcnow()).verify(leaf_of(inter, inter_key), [inter])
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -416,21 +416,21 @@ def _require_cert_sign(policy: object, cert: x509.Certificate, usage: x509.KeyUs
         raise ValueError("CA keyUsage does not allow keyCertSign")
 
 
-def _require_server_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and not (_SERVER_EKUS & set(eku)):
-        raise ValueError("extendedKeyUsage does not allow serverAuth")
+def _eku_rule(allowed: frozenset[x509.ObjectIdentifier], refusal: str) -> Callable[[object, x509.Certificate, Any], None]:
+    """An extension-policy validator: an extendedKeyUsage, when present, must hold one of `allowed`."""
+
+    def rule(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+        if eku is not None and not (allowed & set(eku)):
+            raise ValueError(refusal)
+
+    return rule
 
 
-def _require_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and not (_CLIENT_EKUS & set(eku)):
-        raise ValueError("extendedKeyUsage does not allow clientAuth")
-
-
-def _require_ca_server_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and not (_SERVER_EKUS & set(eku)):
-        raise ValueError("the CA's extendedKeyUsage does not allow serverAuth, so it cannot vouch for a TLS server")
-
-
-def _require_ca_client_eku(policy: object, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and not (_CLIENT_EKUS & set(eku)):
-        raise ValueError("the CA's extendedKeyUsage does not allow clientAuth, so it cannot vouch for a TLS client")
+_require_server_eku = _eku_rule(_SERVER_EKUS, "extendedKeyUsage does not allow serverAuth")
+_require_client_eku = _eku_rule(_CLIENT_EKUS, "extendedKeyUsage does not allow clientAuth")
+_require_ca_server_eku = _eku_rule(
+    _SERVER_EKUS, "the CA's extendedKeyUsage does not allow serverAuth, so it cannot vouch for a TLS server"
+)
+_require_ca_client_eku = _eku_rule(
+    _CLIENT_EKUS, "the CA's extendedKeyUsage does not allow clientAuth, so it cannot vouch for a TLS client"
+)
