@@ -83,12 +83,18 @@ class BareGateway(pb_grpc.AgentGatewayServiceServicer):  # type: ignore[misc]
 def _proven_bare() -> type:
     from poller.gateway import AgentGateway
 
+    def reading(answer):  # the gateway's unary methods are handed `read`, not the request
+        async def method(self, read, context):
+            return await answer(self, await read(), context)
+
+        return method
+
     class ProvenBareGateway(AgentGateway):
         """Served as the gateway is (proof and admission by the interceptor), answered as bare."""
 
-        Hello = BareGateway.Hello
-        GetConfig = BareGateway.GetConfig
-        PushStatus = BareGateway.PushStatus
+        Hello = reading(BareGateway.Hello)
+        GetConfig = reading(BareGateway.GetConfig)
+        PushStatus = reading(BareGateway.PushStatus)
 
     return ProvenBareGateway
 
