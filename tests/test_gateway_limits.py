@@ -233,3 +233,23 @@ async def test_a_place_handed_to_a_wait_being_cancelled_is_handed_on():
         await handed
     await after  # the place went on to the next in turn, not lost
     assert reads.reading("agent-001") == 1
+
+
+async def test_a_wait_cancelled_in_the_turn_its_place_is_given_back_ends_cancelled():
+    # An outside review: a reload (or a revocation) cut a holder and a waiter in one turn;
+    # the holder's give-back dropped the waiter's cancelled turn, and the waiter's own
+    # cleanup then raised ValueError instead of its cancellation (the call ended UNKNOWN).
+    reads = AgentReads(places=1)
+    holding = reads.place("agent-001")
+    await holding.__aenter__()
+    waiter = asyncio.ensure_future(reads.place("agent-001").__aenter__())
+    await asyncio.wait([waiter], timeout=0)
+    waiter.cancel()
+    await holding.__aexit__(None, None, None)  # the same turn: before the waiter runs
+    newer = reads.place("agent-001")
+    await newer.__aenter__()  # a read that comes meanwhile makes the record again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert reads.reading("agent-001") == 1 and reads.waiting("agent-001") == 0  # the newer one's, untouched
+    await newer.__aexit__(None, None, None)
+    assert reads.reading("agent-001") == 0

@@ -82,8 +82,12 @@ class AgentReads:
             if turn.done() and not turn.cancelled():  # handed over as the wait was cancelled
                 self._give_back(agent, record)
             else:
-                record.waiters.remove(turn)
-                self._forget_if_idle(agent, record)
+                # A place given back in the same turn as the cancel has already dropped this
+                # turn (and perhaps the record, which a newer read may have made again).
+                if turn in record.waiters:
+                    record.waiters.remove(turn)
+                if self._agents.get(agent) is record:
+                    self._forget_if_idle(agent, record)
             raise
 
     def _give_back(self, agent: Hashable, record: _Places) -> None:
