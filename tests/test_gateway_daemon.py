@@ -891,6 +891,40 @@ async def test_a_silent_tcp_check_is_the_same_row_as_its_pushed_port_results(pki
     assert {(r.service_type, r.service_name) for r in sink.results} == {("port", "ssh")}
 
 
+async def test_a_configured_check_a_pushing_agent_never_reports_is_named_and_times_out(pki, log_events):
+    """An agent whose release does not run a check type pushes on without it: the check had
+    no row, no result and no line. It is named once and gets a timeout result each interval;
+    a later agent's `icmp_checks` batch counts for every icmp check."""
+    ssh = {"service_type": "port", "service_name": "ssh", "details": "127.0.0.1", "port": 22}
+    db = {"service_type": "port", "service_name": "db", "details": "127.0.0.1", "port": 5432}
+    gw = {"service_type": "icmp", "service_name": "gw", "details": "127.0.0.1"}
+    doc = config(pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[ssh, db, gw])})
+    sink = MemorySink()
+    async with running(PollerDaemon(parse_config(doc | {"metrics_listen": "127.0.0.1:0"}), sink=sink)) as daemon:
+        assert daemon.pushes is not None
+        # It has pushed since 20 s ago (4 intervals): its first push, as the daemon recorded it.
+        daemon.pushes.unreported.reported(daemon.pushes.settings.agents_by_name["edge-1"], [], now=time.time() - 20)
+        agent = agent_for(daemon, pki, ACME, "agent-001")
+        batch = agent.status("icmp_checks", service_type="icmp", source="results")
+        try:
+            assert (await agent.push([agent.status("ssh", service_type="port"), batch])).received
+        finally:
+            await agent.close()
+        record = daemon.pushes.tracker.get(ACME, "edge-1")
+        assert record is not None and record.last_push is not None
+        await daemon.pushes.check_silence(record.last_push + 1.0)
+        await daemon.pushes.check_silence(record.last_push + 2.0)  # named once, its results once an interval
+        [line] = [e for e in log_events() if e["event"] == "push_check_not_reported"]
+        assert (line["tenant"], line["agent"], line["check"], line["service_type"]) == (ACME, "edge-1", "db", "port")
+        board = await status_of(daemon)
+        assert board["edge-1"]["state"] == "proven"
+        outcomes = {(c["service_type"], c["service_name"]): c["outcome"] for c in board["edge-1"]["checks"]}
+        assert outcomes[("port", "db")] == "timeout" and outcomes[("port", "ssh")] == "ok"
+        assert ("icmp", "gw") not in outcomes  # its batch reported it
+    timeouts = [(r.service_name, r.reason) for r in sink.results if not r.available]
+    assert timeouts == [("db", Reason.TIMEOUT)]
+
+
 @pytest.mark.parametrize(
     "material, problem",
     [

@@ -32,8 +32,9 @@ from typing import Any
 
 from poller.agent.budget import ReassemblyBudget
 from poller.cluster.node import ClusterNode
-from poller.config import AgentConfig, ConfigError, ConfigIssue, PollerConfig
+from poller.config import AgentConfig, CheckConfig, ConfigError, ConfigIssue, PollerConfig
 from poller.daemon.status import AgentState, StatusBoard
+from poller.daemon.unreported import UnreportedChecks
 from poller.delivery.registry import Checked, Delivery, HandlerRegistry
 from poller.delivery.result import PollResult, agent_outcome
 from poller.gateway import (
@@ -47,6 +48,7 @@ from poller.gateway import (
     serve_gateway,
 )
 from poller.gateway.checks import check_type_for
+from poller.gateway.liveness import live_interval
 from poller.gateway.replicas import SharedPushLiveness
 from poller.identity.context import TenantContext, format_time
 from poller.identity.reasons import InvalidArgument, Reason
@@ -138,6 +140,7 @@ class PushSide:
         self.server: GatewayServer | None = None
         self._results: dict[tuple[str, str], list[PollResult]] = {}  # of the push call being delivered
         self._silent_until: dict[str, float] = {}  # agent -> when its next timeout results are due
+        self.unreported = UnreportedChecks()  # configured checks a pushing agent leaves out
         self._announced: set[str] = set()  # agents whose silence was logged since their last accepted push
         # Listed agents never heard from: since when this replica has waited, and whether it said so.
         self._pending_since: dict[str, float] = {}
@@ -207,6 +210,7 @@ class PushSide:
             self.pushes.accept_unlisted = settings.gateway.accept_unlisted
         self.pushes.default_interval = settings.poll_interval
         self.tracker.forget(entries)
+        self.unreported.forget(e.name for e in entries)
         if self.shared is not None:
             self.shared.set_entries(entries)
 
@@ -237,6 +241,7 @@ class PushSide:
                 log.info("push_agent_recovered", tenant=agent.tenant, agent=agent.name, peer=record.peer)
             self._silent_until.pop(agent.name, None)
             self._announced.discard(agent.name)
+            self.unreported.reported(agent, ((r.service_type, r.service_name) for r in results), now=time.time())
             state, reason = AgentState.PROVEN, None
             self.note_outcome(agent.name, agent.tenant, agent_outcome(results))
         elif _is_refused(outcome):
@@ -295,6 +300,9 @@ class PushSide:
             else:
                 self._pending_since.pop(entry.name, None)
                 self._never_seen_said.pop(entry.name, None)
+            # By this replica's own pushes: another replica's are not reported here.
+            if refusal is None and self.tracker.state_of(entry, now=now) == "ok":
+                await self._unreported_checks(entry, now)
             if state != "unreachable" and refusal is None:
                 continue
             due = self._silent_until.get(entry.name, 0.0)
@@ -472,11 +480,15 @@ class PushSide:
         self.note_outcome(agent.name, agent.tenant, Reason.REFUSED if state is AgentState.REFUSED else reason)
         return results
 
-    def timeout_results(self, agent: AgentConfig, now: float, *, reason: Reason = Reason.TIMEOUT) -> list[PollResult]:
-        """One unproven `timeout` (or `reason`) result per check (one for the agent when it has none)."""
+    def timeout_results(
+        self, agent: AgentConfig, now: float, *, reason: Reason = Reason.TIMEOUT, of: Iterable[CheckConfig] | None = None
+    ) -> list[PollResult]:
+        """One unproven `timeout` (or `reason`) result per check (one for the agent when it
+        has none); `of`: for those checks only."""
         # The type the agent reports for a check is its checker's (tcp runs as port, ping as icmp):
         # a silence filed under the config's type would be a second row of the same check.
-        checks: Iterable[tuple[str, str]] = [(c.service_name, check_type_for(c.service_type)) for c in agent.checks] or [
+        chosen = agent.checks if of is None else tuple(of)
+        checks: Iterable[tuple[str, str]] = [(c.service_name, check_type_for(c.service_type)) for c in chosen] or [
             ("push", "push")
         ]
         return [
@@ -495,6 +507,45 @@ class PushSide:
             )
             for name, service_type in checks
         ]
+
+    async def _unreported_checks(self, entry: PushEntry, now: float) -> None:
+        """A pushing agent's configured checks it has not reported for 2 of their intervals:
+        named once, and a timeout result each interval (poller.daemon.unreported)."""
+        agent = self._agent(entry)
+        record = self.tracker.get(entry.tenant, entry.name)
+        if agent is None or not agent.checks or record is None:
+            return
+        live = live_interval(record, entry)
+        missing = self.unreported.missing(
+            agent, window=lambda check: STALE_INTERVALS * max(live, check.results_interval or 0.0), now=now
+        )
+        for check in self.unreported.newly_missing(agent.name, missing):
+            service_type = check_type_for(check.service_type)
+            log.warning(
+                "push_check_not_reported",
+                tenant=agent.tenant,
+                agent=agent.name,
+                check=check.service_name,
+                service_type=service_type,
+                reason=Reason.TIMEOUT.value,
+                why=f"the agent pushes, but not this check for more than {STALE_INTERVALS} intervals;"
+                f" its release may not run {service_type} checks (docs/gateway.md)",
+            )
+        if not missing or not self.unreported.due(agent.name, now=now, interval=entry.interval):
+            return
+        results = self.timeout_results(agent, now, of=missing)
+        for result in results:
+            await self.registry.deliver(result)
+        await self.registry.flush()
+        self.board.record_push(
+            agent,
+            state=AgentState.PROVEN,
+            reason=None,
+            identity=record.identity,
+            last_push=record.last_push,
+            peer_address=record.peer or None,
+            results=results,
+        )
 
     # -- run --once ----------------------------------------------------------------------
 
