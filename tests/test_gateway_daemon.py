@@ -902,7 +902,7 @@ async def test_a_configured_check_a_pushing_agent_never_reports_is_named_and_tim
     sink = MemorySink()
     async with running(PollerDaemon(parse_config(doc | {"metrics_listen": "127.0.0.1:0"}), sink=sink)) as daemon:
         assert daemon.pushes is not None
-        # It has pushed since 20 s ago (4 intervals): its first push, as the daemon recorded it.
+        # It has pushed since 20 s ago (4 intervals, the window 3): its first push, as recorded.
         daemon.pushes.unreported.reported(daemon.pushes.settings.agents_by_name["edge-1"], [], now=time.time() - 20)
         agent = agent_for(daemon, pki, ACME, "agent-001")
         batch = agent.status("icmp_checks", service_type="icmp", source="results")

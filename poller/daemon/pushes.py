@@ -239,6 +239,7 @@ class PushSide:
             previous = self.board.get(agent.name)
             if previous is not None and previous.state is AgentState.UNREACHABLE:
                 log.info("push_agent_recovered", tenant=agent.tenant, agent=agent.name, peer=record.peer)
+                self.unreported.restart(agent.name)  # back from silence: its checks are waited for anew
             self._silent_until.pop(agent.name, None)
             self._announced.discard(agent.name)
             self.unreported.reported(agent, ((r.service_type, r.service_name) for r in results), now=time.time())
@@ -516,8 +517,10 @@ class PushSide:
         if agent is None or not agent.checks or record is None:
             return
         live = live_interval(record, entry)
+        # One interval more than an agent's silence: a check's result comes up to its
+        # timeout (at most half the interval) after the interval's start, and late is not missing.
         missing = self.unreported.missing(
-            agent, window=lambda check: STALE_INTERVALS * max(live, check.results_interval or 0.0), now=now
+            agent, window=lambda check: (STALE_INTERVALS + 1) * max(live, check.results_interval or 0.0), now=now
         )
         for check in self.unreported.newly_missing(agent.name, missing):
             service_type = check_type_for(check.service_type)
@@ -528,7 +531,7 @@ class PushSide:
                 check=check.service_name,
                 service_type=service_type,
                 reason=Reason.TIMEOUT.value,
-                why=f"the agent pushes, but not this check for more than {STALE_INTERVALS} intervals;"
+                why=f"the agent pushes, but not this check for more than {STALE_INTERVALS + 1} intervals;"
                 f" its release may not run {service_type} checks (docs/gateway.md)",
             )
         if not missing or not self.unreported.due(agent.name, now=now, interval=entry.interval):

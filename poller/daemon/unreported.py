@@ -57,12 +57,16 @@ class UnreportedChecks:
         """An accepted push of `agent` carried these (service_type, service_name). Only its
         configured checks and type batches are kept: an agent's invented names grow nothing."""
         configured = {_key(check) for check in agent.checks}
+        got = [key for key in reports if key in configured or key[1] == key[0] + BATCH_SUFFIX]
         last = self._last.setdefault(agent.name, {})
-        for key in reports:
-            if key in configured or key[1] == key[0] + BATCH_SUFFIX:
-                last[key] = now
+        for key in got:
+            last[key] = now
         for key in configured:  # its first push here: every check is waited for from now
             last.setdefault(key, now)
+        named = self._named.get(agent.name)
+        if named and got:  # reported again (itself, or in its type's batch): named again if it goes missing
+            batches = {key[0] for key in got if key[1] == key[0] + BATCH_SUFFIX}
+            named.difference_update([key for key in named if key in got or key[0] in batches])
 
     def missing(self, agent: AgentConfig, *, window: Callable[[CheckConfig], float], now: float) -> list[CheckConfig]:
         """The configured checks of `agent` not reported for longer than `window(check)`;
@@ -76,8 +80,6 @@ class UnreportedChecks:
     def newly_missing(self, agent: str, missing: list[CheckConfig]) -> list[CheckConfig]:
         """Of `missing`, those not named yet (each is named once, until it is reported again)."""
         named = self._named.setdefault(agent, set())
-        keys = {_key(check) for check in missing}
-        named.intersection_update(keys)
         fresh = [check for check in missing if _key(check) not in named]
         named.update(_key(check) for check in fresh)
         return fresh
@@ -88,6 +90,11 @@ class UnreportedChecks:
             return False
         self._due[agent] = now + interval
         return True
+
+    def restart(self, agent: str) -> None:
+        """The agent is back from silence: its checks are waited for from its next push (an
+        agent that reconnects sends its check results some time after its first push)."""
+        self._last.pop(agent, None)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the agents no longer listed."""
