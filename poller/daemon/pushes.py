@@ -463,10 +463,7 @@ class PushSide:
         """An interval without an accepted push: one unproven result per check with
         `reason`, delivered and flushed, and the agent on the board as `state`."""
         record = self.tracker.get(entry.tenant, entry.name)
-        results = self.timeout_results(agent, now, reason=reason)
-        for result in results:
-            await self.registry.deliver(result)
-        await self.registry.flush()
+        results = await self._publish(self.timeout_results(agent, now, reason=reason))
         self.board.record_push(
             agent,
             state=state,
@@ -479,6 +476,13 @@ class PushSide:
             peer=record.last_certificate if record is not None and state is AgentState.REFUSED else None,
         )
         self.note_outcome(agent.name, agent.tenant, Reason.REFUSED if state is AgentState.REFUSED else reason)
+        return results
+
+    async def _publish(self, results: list[PollResult]) -> list[PollResult]:
+        """Results the daemon makes for a push agent, delivered and flushed as a cycle's."""
+        for result in results:
+            await self.registry.deliver(result)
+        await self.registry.flush()
         return results
 
     def timeout_results(
@@ -536,10 +540,7 @@ class PushSide:
             )
         if not missing or not self.unreported.due(agent.name, now=now, interval=entry.interval):
             return
-        results = self.timeout_results(agent, now, of=missing)
-        for result in results:
-            await self.registry.deliver(result)
-        await self.registry.flush()
+        results = await self._publish(self.timeout_results(agent, now, of=missing))
         self.board.record_push(
             agent,
             state=AgentState.PROVEN,
