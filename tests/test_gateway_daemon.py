@@ -653,17 +653,12 @@ async def test_a_revoked_other_certificate_of_a_pushing_agent_does_not_make_it_l
     doc = config(
         pki, {"edge-1": push_entry(ACME, component="agent-001", interval="5s", checks=[CHECK])}, metrics_listen="127.0.0.1:0"
     )
-    daemon = PollerDaemon(parse_config(doc), sink=MemorySink())
-    task = asyncio.ensure_future(daemon.run(install_signals=False))
-    agents = []
-    try:
-        async with asyncio.timeout(60):
-            await daemon.started.wait()
-            address = f"127.0.0.1:{daemon.gateway_port}"
-            stolen, current = pki.agent(ACME, "agent-001"), pki.agent(ACME, "agent-001")
-            thief = PushAgent.for_cert(address, stolen, ca_pem=pki.root_pem, server_name=SERVER_NAME)
-            agent = PushAgent.for_cert(address, current, ca_pem=pki.root_pem, server_name=SERVER_NAME)
-            agents += [thief, agent]
+    async with running(PollerDaemon(parse_config(doc), sink=MemorySink())) as daemon:
+        address = f"127.0.0.1:{daemon.gateway_port}"
+        stolen, current = pki.agent(ACME, "agent-001"), pki.agent(ACME, "agent-001")
+        thief = PushAgent.for_cert(address, stolen, ca_pem=pki.root_pem, server_name=SERVER_NAME)
+        agent = PushAgent.for_cert(address, current, ca_pem=pki.root_pem, server_name=SERVER_NAME)
+        try:
             pki.revoke(ACME, stolen)
             daemon.trust.reload()
             assert (await agent.push([agent.status("ssh")])).received
@@ -683,11 +678,9 @@ async def test_a_revoked_other_certificate_of_a_pushing_agent_does_not_make_it_l
                 await agent.push([agent.status("ssh")])
             board = await status_of(daemon)
             assert (board["edge-1"]["state"], board["edge-1"]["reason"]) == ("refused", "revoked")
-    finally:
-        for a in agents:
-            await a.close()
-        daemon.request_stop()
-        assert await task == 0
+        finally:
+            await thief.close()
+            await agent.close()
 
 
 async def test_run_once_waits_one_interval_for_pushes(pki):

@@ -213,6 +213,9 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         # Long-lived calls open now (ControlStream, a StreamStatus being reassembled), by
         # the task running each: a reload that no longer admits the caller ends them.
         self._held: dict[_Call, asyncio.Task[Any]] = {}
+        # Each agent's control stream past its hello (by tenant, component, partition): the
+        # one a newer stream of the agent replaces, found without a scan of every held call.
+        self._control: dict[tuple[str, str, str], _Call] = {}
         # per (tenant, agent, method, limit)
         self._over_rate_lines = LineLimiter(OVER_RATE_LOG_EVERY, on_held_back=self._over_rate_held_back)
         pushes.on_change(self._entries_changed)
@@ -354,6 +357,8 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
                 assert task is not None
                 task.uncancel()  # replaced by the agent's newer stream: ended, not failed
             finally:  # however it ends: the agent hung up, its identity ended, a reload delisted it
+                if self._control.get(call.agent) is call:
+                    del self._control[call.agent]
                 self.tracker.stream_closed(call.entry)
                 log.info("push_agent_control_stream_closed", tenant=call.ctx.tenant, agent=call.entry.name, peer=call.peer)
 
@@ -378,19 +383,21 @@ class AgentGateway(pb_grpc.AgentGatewayServiceServicer):
         return first.hello
 
     def _supersede(self, call: _Call) -> None:
-        """End the agent's other control streams: this one takes their place. A stream
-        left on a connection that died (until the keepalive finds it) or a stolen key's
-        would otherwise each keep a message read open (up to 16 MiB)."""
-        for other, task in list(self._held.items()):
-            if other is not call and other.method == "ControlStream" and other.agent == call.agent:
-                log.info(
-                    "push_agent_control_stream_superseded",
-                    tenant=call.ctx.tenant,
-                    agent=call.entry.name,
-                    peer=other.peer,
-                    by_peer=call.peer,
-                )
-                task.cancel(SUPERSEDED)
+        """This control stream, past its hello, takes the place of the agent's older one,
+        which ends. A stream left on a connection that died (until the keepalive finds
+        it) or a stolen key's would otherwise each keep a message read open (up to 16 MiB)."""
+        other = self._control.get(call.agent)
+        self._control[call.agent] = call
+        task = self._held.get(other) if other is not None else None
+        if other is not None and task is not None:
+            log.info(
+                "push_agent_control_stream_superseded",
+                tenant=call.ctx.tenant,
+                agent=call.entry.name,
+                peer=other.peer,
+                by_peer=call.peer,
+            )
+            task.cancel(SUPERSEDED)
 
     def count_unknown(self, tenant: str, method: str | None) -> None:
         """The push policy refused an unlisted identity: a call refused `unknown_agent`
